@@ -1,0 +1,293 @@
+/*
+** batch.c: change batches, the one container that carries changes between
+** the replica (knit_changes_since, knit_apply), the wire codec and the relay.
+**
+** A batch owns everything it points to.  Strings, keys and value bytes are
+** copied into an arena of large blocks that is freed in one go, so building
+** a batch of a million changes costs a few hundred allocations, not millions,
+** and freeing it cannot leak a piece.  Arrays of changes, tables and units
+** grow by doubling.
+*/
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "knit.h"
+
+#define ARENA_BLOCK (64 * 1024)
+
+typedef struct arena_block_s {
+    struct arena_block_s *next; /* older block */
+    size_t used;                /* bytes handed out */
+    size_t size;                /* bytes in data */
+    max_align_t data[];         /* the bytes, suitably aligned */
+} arena_block_t;
+
+typedef struct batch_priv_s {
+    arena_block_t *blocks; /* newest first */
+    size_t cap_ns, cap_sites, cap_tables, cap_changes, cap_txns; /* capacities */
+} batch_priv_t;
+
+static void *arena_alloc(batch_priv_t *p, size_t n)
+{
+    arena_block_t *b = p->blocks;
+    n = (n + 15) & ~(size_t)15;
+    if (!b || b->size - b->used < n) {
+        size_t size = n > ARENA_BLOCK / 4 ? n : ARENA_BLOCK;
+        b = knit__malloc(sizeof *b + size);
+        if (!b)
+            return NULL;
+        b->size = size;
+        b->used = 0;
+        if (n > ARENA_BLOCK / 4 && p->blocks) {
+            /* A big one-off: keep the current block as the one to fill. */
+            b->next = p->blocks->next;
+            p->blocks->next = b;
+        } else {
+            b->next = p->blocks;
+            p->blocks = b;
+        }
+    }
+    void *r = (char *)b->data + b->used;
+    b->used += n;
+    return r;
+}
+
+static char *arena_strdup(batch_priv_t *p, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *r = arena_alloc(p, n);
+    if (r)
+        memcpy(r, s, n);
+    return r;
+}
+
+/* Grows *arr (element size sz) to hold at least need elements. */
+static int grow(void **arr, size_t *cap, size_t need, size_t sz)
+{
+    if (need <= *cap)
+        return 0;
+    size_t c = *cap ? *cap * 2 : 8;
+    while (c < need)
+        c *= 2;
+    void *n = knit__realloc(*arr, c * sz);
+    if (!n)
+        return KNIT_ENOMEM;
+    *arr = n;
+    *cap = c;
+    return 0;
+}
+
+int knit_batch_new(knit_batch_t **out) /* see knit.h */
+{
+    knit_batch_t *b = knit__calloc(1, sizeof *b);
+    batch_priv_t *p = knit__calloc(1, sizeof *p);
+    if (!b || !p) {
+        knit__free(b);
+        knit__free(p);
+        *out = NULL;
+        return KNIT_ENOMEM;
+    }
+    b->priv = p;
+    *out = b;
+    return 0;
+}
+
+void knit_batch_free(knit_batch_t *b) /* see knit.h */
+{
+    if (!b)
+        return;
+    batch_priv_t *p = b->priv;
+    arena_block_t *blk = p->blocks;
+    while (blk) {
+        arena_block_t *next = blk->next;
+        knit__free(blk);
+        blk = next;
+    }
+    knit__free(p);
+    knit__free(b->ns);
+    knit__free(b->sites);
+    knit__free(b->tables);
+    knit__free(b->changes);
+    knit__free(b->txns);
+    knit__free(b);
+}
+
+int knit_batch_ns(knit_batch_t *b, const char *name, uint32_t *idx) /* see knit.h */
+{
+    batch_priv_t *p = b->priv;
+    for (size_t i = 0; i < b->nns; i++) {
+        if (strcmp(b->ns[i], name) == 0) {
+            *idx = (uint32_t)i;
+            return 0;
+        }
+    }
+    if (grow((void **)&b->ns, &p->cap_ns, b->nns + 1, sizeof *b->ns))
+        return KNIT_ENOMEM;
+    char *s = arena_strdup(p, name);
+    if (!s)
+        return KNIT_ENOMEM;
+    b->ns[b->nns] = s;
+    *idx = (uint32_t)b->nns++;
+    return 0;
+}
+
+int knit_batch_site(knit_batch_t *b, const knit_site_t *s, uint32_t *idx) /* see knit.h */
+{
+    batch_priv_t *p = b->priv;
+    for (size_t i = 0; i < b->nsites; i++) {
+        if (knit_site_cmp(&b->sites[i], s) == 0) {
+            *idx = (uint32_t)i;
+            return 0;
+        }
+    }
+    if (grow((void **)&b->sites, &p->cap_sites, b->nsites + 1, sizeof *b->sites))
+        return KNIT_ENOMEM;
+    b->sites[b->nsites] = *s;
+    *idx = (uint32_t)b->nsites++;
+    return 0;
+}
+
+int knit_batch_table(knit_batch_t *b, const char *name, uint32_t npk, uint32_t ncols,
+                     const char *const *cols, const uint8_t *orset,
+                     uint32_t *idx) /* see knit.h */
+{
+    batch_priv_t *p = b->priv;
+    for (size_t i = 0; i < b->ntables; i++) {
+        knit_batch_table_t *t = &b->tables[i];
+        if (strcmp(t->name, name) != 0)
+            continue;
+        if (t->npk != npk || t->ncols != ncols)
+            return KNIT_EINVAL;
+        for (uint32_t c = 0; c < ncols; c++)
+            if (strcmp(t->cols[c], cols[c]) != 0 || t->orset[c] != (orset[c] != 0))
+                return KNIT_EINVAL;
+        *idx = (uint32_t)i;
+        return 0;
+    }
+    if (npk == 0)
+        return KNIT_EINVAL;
+    if (grow((void **)&b->tables, &p->cap_tables, b->ntables + 1, sizeof *b->tables))
+        return KNIT_ENOMEM;
+    knit_batch_table_t t;
+    t.name = arena_strdup(p, name);
+    t.npk = npk;
+    t.ncols = ncols;
+    t.cols = arena_alloc(p, (ncols ? ncols : 1) * sizeof *t.cols);
+    t.orset = arena_alloc(p, ncols ? ncols : 1);
+    if (!t.name || !t.cols || !t.orset)
+        return KNIT_ENOMEM;
+    for (uint32_t c = 0; c < ncols; c++) {
+        if (!(t.cols[c] = arena_strdup(p, cols[c])))
+            return KNIT_ENOMEM;
+        t.orset[c] = orset[c] != 0;
+    }
+    b->tables[b->ntables] = t;
+    *idx = (uint32_t)b->ntables++;
+    return 0;
+}
+
+int knit_batch_begin(knit_batch_t *b, uint64_t version) /* see knit.h */
+{
+    batch_priv_t *p = b->priv;
+    if (grow((void **)&b->txns, &p->cap_txns, b->ntxns + 1, sizeof *b->txns))
+        return KNIT_ENOMEM;
+    b->txns[b->ntxns].version = version;
+    b->txns[b->ntxns].first = b->nchanges;
+    b->txns[b->ntxns].count = 0;
+    b->ntxns++;
+    return 0;
+}
+
+/* Copies TEXT/BLOB bytes of v into the arena. */
+static int own_value(batch_priv_t *p, knit_value_t *v)
+{
+    if ((v->type == KNIT_TEXT || v->type == KNIT_BLOB) && v->u.b.n) {
+        void *c = arena_alloc(p, v->u.b.n);
+        if (!c)
+            return KNIT_ENOMEM;
+        memcpy(c, v->u.b.p, v->u.b.n);
+        v->u.b.p = c;
+    }
+    return 0;
+}
+
+int knit_batch_add(knit_batch_t *b, const knit_change_t *c) /* see knit.h */
+{
+    batch_priv_t *p = b->priv;
+    if (b->ntxns == 0 || c->ns >= b->nns || c->table >= b->ntables || c->site >= b->nsites)
+        return KNIT_EINVAL;
+    const knit_batch_table_t *t = &b->tables[c->table];
+    if (c->col > t->ncols)
+        return KNIT_EINVAL;
+    if (grow((void **)&b->changes, &p->cap_changes, b->nchanges + 1, sizeof *b->changes))
+        return KNIT_ENOMEM;
+    knit_change_t n = *c;
+    n.pk = arena_alloc(p, t->npk * sizeof *n.pk);
+    if (!n.pk)
+        return KNIT_ENOMEM;
+    for (uint32_t i = 0; i < t->npk; i++) {
+        n.pk[i] = c->pk[i];
+        if (own_value(p, &n.pk[i]))
+            return KNIT_ENOMEM;
+    }
+    if (own_value(p, &n.value))
+        return KNIT_ENOMEM;
+    b->changes[b->nchanges++] = n;
+    b->txns[b->ntxns - 1].count++;
+    return 0;
+}
+
+/* Sort key for knit__batch_regroup. */
+typedef struct regroup_s {
+    uint64_t ver; /* unit the change belongs to */
+    size_t idx;   /* original position, so equal versions keep their order */
+} regroup_t;
+
+static int regroup_cmp(const void *a, const void *b)
+{
+    const regroup_t *x = a, *y = b;
+    if (x->ver != y->ver)
+        return x->ver < y->ver ? -1 : 1;
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+int knit__batch_regroup(knit_batch_t *b, const uint64_t *vers, size_t max_changes)
+{
+    size_t n = b->nchanges;
+    regroup_t *keys = knit__malloc((n ? n : 1) * sizeof *keys);
+    knit_change_t *sorted = knit__malloc((n ? n : 1) * sizeof *sorted);
+    if (!keys || !sorted) {
+        knit__free(keys);
+        knit__free(sorted);
+        return KNIT_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        keys[i].ver = vers[i];
+        keys[i].idx = i;
+    }
+    qsort(keys, n, sizeof *keys, regroup_cmp);
+    for (size_t i = 0; i < n; i++)
+        sorted[i] = b->changes[keys[i].idx];
+    b->ntxns = 0;
+    size_t kept = 0;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i == 0 || keys[i].ver != keys[i - 1].ver) {
+            if (max_changes && kept >= max_changes)
+                break;
+            if ((rc = knit_batch_begin(b, keys[i].ver)) != 0)
+                break;
+            b->txns[b->ntxns - 1].first = kept;
+        }
+        b->txns[b->ntxns - 1].count++;
+        kept++;
+    }
+    if (!rc) {
+        memcpy(b->changes, sorted, kept * sizeof *sorted);
+        b->nchanges = kept;
+    }
+    knit__free(keys);
+    knit__free(sorted);
+    return rc;
+}

@@ -1,0 +1,380 @@
+/*
+** changes.c: reading changes out of a replica (knit_changes_since), and
+** telling the application that tracked tables changed (knit_on_change,
+** knit_poll).
+**
+** Every cell records the local version at which it last changed, and
+** _knit_rows_<id>.ver (indexed) is the newest of its cells, so "changes
+** since v" visits only rows touched after v and, in each, only cells newer
+** than v.  A cell overwritten later appears once, in the unit of its latest
+** version.  Values come from the user table itself (a join on the key):
+** knit keeps no second copy of the data.
+*/
+#include <string.h>
+
+#include "replica.h"
+
+/* Per-call state of knit_changes_since. */
+typedef struct since_s {
+    knit_batch_t *b;  /* batch being built */
+    uint64_t *vers;   /* version of each change added */
+    size_t cap;       /* capacity of vers */
+    uint32_t *sitemap; /* local site idx -> batch idx + 1 (0 = not yet) */
+    uint32_t nsitemap; /* entries */
+    uint32_t *nsmap;  /* local ns idx -> batch idx + 1 */
+    uint32_t nnsmap;  /* entries */
+} since_t;
+
+static int map_site(knit_t *k, since_t *s, uint32_t local, uint32_t *out)
+{
+    if (local >= s->nsitemap) {
+        uint32_t n = local + 16;
+        uint32_t *m = knit__realloc(s->sitemap, n * sizeof *m);
+        if (!m)
+            return KNIT_ENOMEM;
+        memset(m + s->nsitemap, 0, (n - s->nsitemap) * sizeof *m);
+        s->sitemap = m;
+        s->nsitemap = n;
+    }
+    if (!s->sitemap[local]) {
+        uint32_t idx;
+        int rc = knit_batch_site(s->b, knit__site_get(k, local), &idx);
+        if (rc)
+            return rc;
+        s->sitemap[local] = idx + 1;
+    }
+    *out = s->sitemap[local] - 1;
+    return 0;
+}
+
+static int map_ns(knit_t *k, since_t *s, uint32_t local, uint32_t *out)
+{
+    if (local >= s->nnsmap) {
+        uint32_t n = local + 16;
+        uint32_t *m = knit__realloc(s->nsmap, n * sizeof *m);
+        if (!m)
+            return KNIT_ENOMEM;
+        memset(m + s->nnsmap, 0, (n - s->nnsmap) * sizeof *m);
+        s->nsmap = m;
+        s->nnsmap = n;
+    }
+    if (!s->nsmap[local]) {
+        char *name = NULL;
+        uint32_t idx;
+        int rc = knit__ns_name(k, local, &name);
+        if (!rc)
+            rc = knit_batch_ns(s->b, name, &idx);
+        knit__free(name);
+        if (rc)
+            return rc;
+        s->nsmap[local] = idx + 1;
+    }
+    *out = s->nsmap[local] - 1;
+    return 0;
+}
+
+static int add_change(since_t *s, const knit_change_t *c, uint64_t ver)
+{
+    if (s->b->nchanges + 1 > s->cap) {
+        size_t n = s->cap ? s->cap * 2 : 1024;
+        uint64_t *v = knit__realloc(s->vers, n * sizeof *v);
+        if (!v)
+            return KNIT_ENOMEM;
+        s->vers = v;
+        s->cap = n;
+    }
+    int rc = knit_batch_add(s->b, c);
+    if (!rc)
+        s->vers[s->b->nchanges - 1] = ver;
+    return rc;
+}
+
+/* Encodes set state with sites renumbered into the batch's site table. */
+static int set_for_batch(knit_t *k, since_t *s, knit_orset_t *st, uint8_t **out, size_t *n)
+{
+    uint32_t *map = knit__calloc(k->nsites ? k->nsites : 1, sizeof *map);
+    int rc = map ? 0 : KNIT_ENOMEM;
+    /* Only sites the state mentions enter the batch. */
+    for (size_t i = 0; !rc && i < st->vv.len; i++)
+        rc = st->vv.e[i].site < k->nsites ? map_site(k, s, st->vv.e[i].site, &map[st->vv.e[i].site])
+                                          : KNIT_ECORRUPT;
+    for (size_t i = 0; !rc && i < st->ncloud; i++)
+        rc = st->cloud[i].site < k->nsites ? map_site(k, s, st->cloud[i].site, &map[st->cloud[i].site])
+                                           : KNIT_ECORRUPT;
+    for (size_t e = 0; !rc && e < st->nelems; e++)
+        for (size_t d = 0; !rc && d < st->elems[e].ndots; d++) {
+            uint32_t site = st->elems[e].dots[d].site;
+            rc = site < k->nsites ? map_site(k, s, site, &map[site]) : KNIT_ECORRUPT;
+        }
+    if (!rc)
+        rc = knit_orset_remap(st, map, k->nsites);
+    if (!rc)
+        rc = knit_orset_encode(st, out, n);
+    knit__free(map);
+    return rc;
+}
+
+static int since_table(knit_t *k, ktable_t *t, since_t *s, uint64_t version,
+                       const knit_since_opts_t *o, int64_t ns_idx)
+{
+    size_t cap = 512 + (size_t)(t->ncols + t->npk) * 300;
+    char *sql = knit__malloc(cap), *qt = knit__quote(t->name);
+    char keys[512];
+    uint32_t tidx;
+    int rc = KNIT_ENOMEM;
+    if (!sql || !qt)
+        goto out;
+    knit__keylist(keys, sizeof keys, t->npk, "r.");
+    size_t off = (size_t)snprintf(sql, cap, "SELECT %s, r.ns, r.cl, r.ver, r.cells", keys);
+    for (uint32_t c = 0; c < t->ncols; c++) {
+        char *q = knit__quote(t->cols[c]);
+        off += (size_t)snprintf(sql + off, cap - off, ", u.%s", q ? q : "NULL");
+        knit__free(q);
+    }
+    off += (size_t)snprintf(sql + off, cap - off, " FROM _knit_rows_%d AS r LEFT JOIN %s AS u ON ",
+                            t->id, qt);
+    for (uint32_t i = 0; i < t->npk; i++) {
+        char *q = knit__quote(t->pk[i]);
+        off += (size_t)snprintf(sql + off, cap - off, "%su.%s = r.k%u", i ? " AND " : "",
+                                q ? q : "", i);
+        knit__free(q);
+    }
+    snprintf(sql + off, cap - off, " WHERE r.ver > ?1 AND (?2 = 0 OR r.ns = ?2)");
+    if ((rc = knit__prepare(k, &t->st[ST_SINCE], sql)) != 0)
+        goto out;
+    {
+        const char **names = knit__calloc(t->ncols + 1, sizeof *names);
+        if (!names) {
+            rc = KNIT_ENOMEM;
+            goto out;
+        }
+        for (uint32_t c = 0; c < t->ncols; c++)
+            names[c] = t->cols[c];
+        rc = knit_batch_table(s->b, t->name, t->npk, t->ncols, names, t->orset, &tidx);
+        knit__free(names);
+        if (rc)
+            goto out;
+    }
+    sqlite3_stmt *st = t->st[ST_SINCE];
+    sqlite3_bind_int64(st, 1, (int64_t)version);
+    sqlite3_bind_int64(st, 2, ns_idx);
+    int step;
+    knit_value_t pk[KNIT_MAX_PK];
+    kcell_t cells[KNIT_MAX_COLS + 1];
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        int base = (int)t->npk;
+        for (uint32_t i = 0; i < t->npk; i++)
+            knit__column_value(st, (int)i, &pk[i]);
+        uint32_t ns_local = (uint32_t)sqlite3_column_int64(st, base);
+        uint64_t cl = (uint64_t)sqlite3_column_int64(st, base + 1);
+        if ((rc = knit__cells_decode(sqlite3_column_blob(st, base + 3),
+                                     (size_t)sqlite3_column_bytes(st, base + 3), t->ncols + 1,
+                                     cells)) != 0) {
+            rc = knit__err(k, KNIT_ECORRUPT, "%s: corrupt row metadata", t->name);
+            break;
+        }
+        knit_change_t c;
+        memset(&c, 0, sizeof c);
+        c.table = tidx;
+        c.pk = pk;
+        c.cl = cl;
+        if ((rc = map_ns(k, s, ns_local, &c.ns)) != 0)
+            break;
+        uint32_t ncells = knit_cl_live(cl) ? t->ncols + 1 : 1;
+        for (uint32_t i = 0; i < ncells && !rc; i++) {
+            const kcell_t *cell = &cells[i];
+            if (!cell->hlc || cell->ver <= version)
+                continue;
+            if (o && o->local_only && cell->site != k->site_idx)
+                continue;
+            c.col = i;
+            c.hlc = cell->hlc;
+            if ((rc = map_site(k, s, cell->site, &c.site)) != 0)
+                break;
+            memset(&c.value, 0, sizeof c.value);
+            c.value.type = KNIT_NULL;
+            if (i == 0) {
+                rc = add_change(s, &c, cell->ver);
+            } else if (!t->orset[i - 1]) {
+                knit__column_value(st, base + 4 + (int)i - 1, &c.value);
+                rc = add_change(s, &c, cell->ver);
+            } else {
+                knit_orset_t set;
+                int found;
+                uint8_t *blob = NULL;
+                size_t bn = 0;
+                rc = knit__set_load(k, t, pk, i - 1, &set, &found);
+                if (!rc)
+                    rc = set_for_batch(k, s, &set, &blob, &bn);
+                if (!rc) {
+                    c.value.type = KNIT_BLOB;
+                    c.value.u.b.p = blob;
+                    c.value.u.b.n = bn;
+                    rc = add_change(s, &c, cell->ver);
+                }
+                knit__free(blob);
+                knit_orset_free(&set);
+            }
+        }
+        if (rc)
+            break;
+    }
+    if (!rc && step != SQLITE_DONE)
+        rc = knit__dberr(k, step, "reading changes");
+    sqlite3_reset(st);
+out:
+    knit__free(sql);
+    knit__free(qt);
+    return rc;
+}
+
+int knit_changes_since(knit_t *k, uint64_t version, const knit_since_opts_t *opts,
+                       knit_batch_t **out) /* see knit.h */
+{
+    since_t s;
+    int rc;
+    int64_t ns_idx = 0;
+    memset(&s, 0, sizeof s);
+    *out = NULL;
+    /* Stamp first so the answer includes every committed write; a
+    ** read-only handle reads a snapshot of what is stamped. */
+    rc = k->readonly ? knit__exec(k, "BEGIN") : knit__begin(k);
+    if (rc)
+        return rc;
+    if (!k->readonly)
+        rc = knit__stamp_locked(k, NULL);
+    if (!rc)
+        rc = knit__load_tables(k);
+    if (!rc && opts && opts->ns) {
+        sqlite3_stmt *st = NULL;
+        ns_idx = -1; /* unknown namespace: no rows */
+        if (!opts->ns[0]) {
+            ns_idx = KNIT_HOME_NS;
+        } else if (sqlite3_prepare_v2(k->db, "SELECT idx FROM _knit_ns WHERE name = ?", -1, &st,
+                                      NULL) == SQLITE_OK) {
+            sqlite3_bind_text(st, 1, opts->ns, -1, SQLITE_STATIC);
+            if (sqlite3_step(st) == SQLITE_ROW)
+                ns_idx = sqlite3_column_int64(st, 0);
+        }
+        sqlite3_finalize(st);
+    }
+    if (!rc)
+        rc = knit_batch_new(&s.b);
+    if (!rc)
+        rc = knit_batch_begin(s.b, 0); /* regrouped by version below */
+    for (size_t i = 0; !rc && i < k->ntables; i++)
+        rc = since_table(k, &k->tables[i], &s, version, opts, ns_idx);
+    if (!rc)
+        rc = knit__batch_regroup(s.b, s.vers, opts ? opts->max_changes : 0);
+    if (!rc)
+        rc = knit__commit(k);
+    if (rc) {
+        knit__rollback(k);
+        knit_batch_free(s.b);
+        s.b = NULL;
+    } else {
+        *out = s.b;
+    }
+    knit__free(s.vers);
+    knit__free(s.sitemap);
+    knit__free(s.nsmap);
+    if (!rc)
+        knit__notify(k);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Notification                                                            */
+
+int knit_on_change(knit_t *k, knit_change_fn cb, void *data) /* see knit.h */
+{
+    k->on_change = cb;
+    k->on_change_data = data;
+    return 0;
+}
+
+void knit__notify(knit_t *k)
+{
+    int remote = k->ev_remote, local = k->ev_local;
+    k->ev_remote = k->ev_local = 0;
+    knit_version(k, &k->seen_version);
+    if ((!remote && !local) || !k->on_change) {
+        for (size_t i = 0; i < k->ntables; i++)
+            k->tables[i].ev_rows = 0;
+        return;
+    }
+    const char *names[256];
+    size_t rows[256], n = 0;
+    for (size_t i = 0; i < k->ntables; i++) {
+        if (k->tables[i].ev_rows && n < 256) {
+            names[n] = k->tables[i].name;
+            rows[n++] = k->tables[i].ev_rows;
+        }
+        k->tables[i].ev_rows = 0;
+    }
+    if (!n)
+        return;
+    knit_event_t ev = {remote, n, names, rows};
+    k->on_change(k, &ev, k->on_change_data);
+}
+
+/* Counts rows another connection changed (applied) since our last look. */
+static int foreign_changes(knit_t *k, uint64_t since)
+{
+    for (size_t i = 0; i < k->ntables; i++) {
+        ktable_t *t = &k->tables[i];
+        char sql[128];
+        sqlite3_stmt *st = NULL;
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM _knit_rows_%d WHERE ver > ?", t->id);
+        if (sqlite3_prepare_v2(k->db, sql, -1, &st, NULL) != SQLITE_OK)
+            return knit__dberr(k, sqlite3_errcode(k->db), "counting changes");
+        sqlite3_bind_int64(st, 1, (int64_t)since);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            t->ev_rows += (size_t)sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    return 0;
+}
+
+int knit_poll(knit_t *k) /* see knit.h */
+{
+    sqlite3_stmt *st = NULL;
+    int dv = 0, rc;
+    if (sqlite3_prepare_v2(k->db, "PRAGMA data_version", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        dv = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (dv == k->data_version)
+        return 0;
+    k->data_version = dv;
+    if ((rc = knit__load_tables(k)) != 0)
+        return rc;
+    uint64_t before = k->seen_version, now = 0;
+    if (!k->readonly) {
+        /* Local writes by others: stamp them (this reports them). */
+        size_t n = 0;
+        if ((rc = knit__begin(k)) != 0)
+            return rc;
+        uint64_t v0;
+        knit_version(k, &v0);
+        if (v0 > before && (rc = foreign_changes(k, before)) == 0)
+            k->ev_remote = 1;
+        if (!rc)
+            rc = knit__stamp_locked(k, &n);
+        if (!rc)
+            rc = knit__commit(k);
+        if (rc) {
+            knit__rollback(k);
+            return rc;
+        }
+    } else {
+        knit_version(k, &now);
+        if (now > before && (rc = foreign_changes(k, before)) == 0)
+            k->ev_remote = 1;
+        if (rc)
+            return rc;
+    }
+    int any = k->ev_local || k->ev_remote;
+    knit__notify(k);
+    return any;
+}

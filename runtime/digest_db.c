@@ -1,0 +1,185 @@
+/*
+** digest_db.c: the canonical state digest of a replica (knit_digest).
+**
+** The digest covers, for every row (optionally of one namespace): its
+** liveness cell, and when the row is live every cell written in its current
+** life.  Cell bytes follow crdt/digest.h; an OR-set's value is its state
+** encoded with sites renumbered in site-id order, so replicas (and the
+** relay) that number sites differently still agree.  Only knit metadata and
+** the values in the user tables enter it: two replicas holding the same
+** merged state have equal digests whatever order they learned it in.
+*/
+#include <string.h>
+
+#include "replica.h"
+
+int knit__orset_canonical(knit_t *k, knit_orset_t *s, uint8_t **out, size_t *n)
+{
+    int rc = knit_orset_canonical(s, k->sites, k->nsites, out, n);
+    if (rc == KNIT_EINVAL && knit__load_sites(k) == 0) /* a site newer than the cache */
+        rc = knit_orset_canonical(s, k->sites, k->nsites, out, n);
+    return rc;
+}
+
+/* Appends the knit_value encoding of v to *buf (growing it). */
+static int put_value(uint8_t **buf, size_t *len, size_t *cap, const knit_value_t *v)
+{
+    size_t need = knit_value_encoded_size(v);
+    if (*len + need > *cap) {
+        size_t c = (*cap ? *cap * 2 : 256);
+        while (c < *len + need)
+            c *= 2;
+        uint8_t *n = knit__realloc(*buf, c);
+        if (!n)
+            return KNIT_ENOMEM;
+        *buf = n;
+        *cap = c;
+    }
+    *len += knit_value_encode(v, *buf + *len);
+    return 0;
+}
+
+static int digest_table(knit_t *k, ktable_t *t, int64_t ns_idx, knit_digest_t *d)
+{
+    size_t cap = 512 + (size_t)(t->ncols + t->npk) * 300;
+    char *sql = knit__malloc(cap), *qt = knit__quote(t->name);
+    char keys[512];
+    sqlite3_stmt *st = NULL;
+    uint8_t *pkb = NULL, *vb = NULL;
+    size_t pkcap = 0, vcap = 0;
+    int rc = KNIT_ENOMEM;
+    char *nsname = NULL;
+    int64_t cur_ns = -1;
+    if (!sql || !qt)
+        goto out;
+    knit__keylist(keys, sizeof keys, t->npk, "r.");
+    size_t off = (size_t)snprintf(sql, cap, "SELECT %s, r.ns, r.cl, r.cells", keys);
+    for (uint32_t c = 0; c < t->ncols; c++) {
+        char *q = knit__quote(t->cols[c]);
+        off += (size_t)snprintf(sql + off, cap - off, ", u.%s", q ? q : "NULL");
+        knit__free(q);
+    }
+    off += (size_t)snprintf(sql + off, cap - off, " FROM _knit_rows_%d AS r LEFT JOIN %s AS u ON ",
+                            t->id, qt);
+    for (uint32_t i = 0; i < t->npk; i++) {
+        char *q = knit__quote(t->pk[i]);
+        off += (size_t)snprintf(sql + off, cap - off, "%su.%s = r.k%u", i ? " AND " : "",
+                                q ? q : "", i);
+        knit__free(q);
+    }
+    snprintf(sql + off, cap - off, " WHERE ?1 = 0 OR r.ns = ?1 ORDER BY r.ns");
+    if (sqlite3_prepare_v2(k->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        rc = knit__dberr(k, sqlite3_errcode(k->db), "computing the digest");
+        goto out;
+    }
+    sqlite3_bind_int64(st, 1, ns_idx);
+    rc = 0;
+    int step;
+    knit_value_t pk[KNIT_MAX_PK];
+    kcell_t cells[KNIT_MAX_COLS + 1];
+    while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        int base = (int)t->npk;
+        size_t pklen = 0;
+        for (uint32_t i = 0; i < t->npk && !rc; i++) {
+            knit__column_value(st, (int)i, &pk[i]);
+            rc = put_value(&pkb, &pklen, &pkcap, &pk[i]);
+        }
+        int64_t ns = sqlite3_column_int64(st, base);
+        uint64_t cl = (uint64_t)sqlite3_column_int64(st, base + 1);
+        if (!rc && ns != cur_ns) {
+            knit__free(nsname);
+            nsname = NULL;
+            rc = knit__ns_name(k, (uint32_t)ns, &nsname);
+            cur_ns = ns;
+        }
+        if (!rc && knit__cells_decode(sqlite3_column_blob(st, base + 2),
+                                      (size_t)sqlite3_column_bytes(st, base + 2), t->ncols + 1,
+                                      cells))
+            rc = knit__err(k, KNIT_ECORRUPT, "%s: corrupt row metadata", t->name);
+        uint32_t ncells = knit_cl_live(cl) ? t->ncols + 1 : 1;
+        for (uint32_t i = 0; !rc && i < ncells; i++) {
+            if (!cells[i].hlc)
+                continue;
+            knit_cell_t c;
+            uint8_t h[32], *set = NULL;
+            size_t vlen = 0;
+            memset(&c, 0, sizeof c);
+            c.ns = nsname;
+            c.table = t->name;
+            c.pk = pkb;
+            c.pk_len = pklen;
+            c.cl = cl;
+            if (i == 0 || !t->orset[i - 1]) {
+                knit_value_t v = {.type = KNIT_NULL};
+                if (i > 0)
+                    knit__column_value(st, base + 3 + (int)i - 1, &v);
+                rc = put_value(&vb, &vlen, &vcap, &v);
+                c.column = i ? t->cols[i - 1] : "";
+                c.val = vb;
+                c.val_len = vlen;
+                c.hlc = cells[i].hlc;
+                c.site = *knit__site_get(k, cells[i].site);
+            } else {
+                knit_orset_t s;
+                int found;
+                rc = knit__set_load(k, t, pk, i - 1, &s, &found);
+                if (!rc)
+                    rc = knit__orset_canonical(k, &s, &set, &vlen);
+                knit_orset_free(&s);
+                c.column = t->cols[i - 1];
+                c.val = set;
+                c.val_len = vlen;
+            }
+            if (!rc) {
+                knit_cell_hash(&c, h);
+                knit_digest_add(d, h);
+            }
+            knit__free(set);
+        }
+    }
+    if (!rc && step != SQLITE_DONE)
+        rc = knit__dberr(k, step, "computing the digest");
+out:
+    sqlite3_finalize(st);
+    knit__free(nsname);
+    knit__free(pkb);
+    knit__free(vb);
+    knit__free(sql);
+    knit__free(qt);
+    return rc;
+}
+
+int knit_digest(knit_t *k, const char *ns, knit_digest_t *out) /* see knit.h */
+{
+    int64_t ns_idx = 0;
+    int rc = k->readonly ? knit__exec(k, "BEGIN") : knit__begin(k);
+    if (rc)
+        return rc;
+    knit_digest_zero(out);
+    if (!k->readonly)
+        rc = knit__stamp_locked(k, NULL);
+    if (!rc)
+        rc = knit__load_tables(k);
+    if (!rc && ns) {
+        sqlite3_stmt *st = NULL;
+        ns_idx = -1;
+        if (!ns[0]) {
+            ns_idx = KNIT_HOME_NS;
+        } else if (sqlite3_prepare_v2(k->db, "SELECT idx FROM _knit_ns WHERE name = ?", -1, &st,
+                                      NULL) == SQLITE_OK) {
+            sqlite3_bind_text(st, 1, ns, -1, SQLITE_STATIC);
+            if (sqlite3_step(st) == SQLITE_ROW)
+                ns_idx = sqlite3_column_int64(st, 0);
+        }
+        sqlite3_finalize(st);
+    }
+    for (size_t i = 0; !rc && i < k->ntables; i++)
+        rc = digest_table(k, &k->tables[i], ns_idx, out);
+    if (!rc)
+        rc = knit__commit(k);
+    if (rc)
+        knit__rollback(k);
+    else
+        knit__notify(k);
+    return rc;
+}

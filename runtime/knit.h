@@ -1,0 +1,227 @@
+/*
+** knit.h: the public API of libknit, an offline-first sync runtime for SQLite.
+**
+** An application keeps its data in an ordinary SQLite file, the replica.
+** knit_track() makes a table synced: triggers written in plain SQL record
+** every local write, from any connection in any language; knit stamps them
+** with a hybrid logical clock, hands them out as change batches
+** (knit_changes_since) and merges batches from other replicas (knit_apply) so
+** that replicas that have seen the same changes hold the same rows.
+**
+** Conventions
+**   - Functions return 0 or a negative KNIT_E* code (knit_errors.h);
+**     knit_strerror() turns one into a message, knit_errmsg() gives the
+**     replica's last detailed message (e.g. which column refused tracking).
+**   - Out-parameters come last and are marked OUT.
+**   - A knit_t is used by one thread at a time.  Any number of knit_t and
+**     plain sqlite3 connections, in any processes, may share one file.
+**   - Ownership: a knit_batch_t owns every byte reachable from it (names,
+**     keys, values) until knit_batch_free().  Strings passed in are copied.
+**     Pointers handed to callbacks are valid only during the call.
+*/
+#ifndef KNIT_H
+#define KNIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "digest.h"
+#include "hlc.h"
+#include "knit_errors.h"
+#include "value.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KNIT_VERSION_STRING "0.1.0"
+
+/* ---------------------------------------------------------------------- */
+/* Change batches: the unit knit_changes_since() produces, knit_apply()    */
+/* consumes and the wire protocol carries.                                 */
+
+typedef struct knit_batch_table_s {
+    char *name;     /* table name */
+    uint32_t npk;   /* primary-key column count (values per change key) */
+    uint32_t ncols; /* tracked non-key columns */
+    char **cols;    /* their names, in the order column indexes use */
+    uint8_t *orset; /* per column: 1 = OR-set, 0 = LWW register */
+} knit_batch_table_t;
+
+/* One cell change.  col 0 is the row's liveness (its causal length); col c
+** >= 1 is tables[table].cols[c - 1].  For an LWW column, value is the value
+** written; for an OR-set column it is a BLOB holding the set's whole state
+** (knit_orset_encode) with sites numbered by the batch's site table; for
+** liveness it is NULL. */
+typedef struct knit_change_s {
+    uint32_t ns;        /* index into batch->ns */
+    uint32_t table;     /* index into batch->tables */
+    uint32_t col;       /* 0 = liveness, else 1 + column index */
+    uint32_t site;      /* index into batch->sites: who wrote it */
+    knit_value_t *pk;   /* tables[table].npk key values */
+    knit_value_t value; /* see above */
+    uint64_t cl;        /* causal length of the row life it belongs to */
+    uint64_t hlc;       /* stamp; for an OR-set, the stamp of its latest op */
+} knit_change_t;
+
+/* A group of changes that travels and applies as one unit: the surviving
+** changes of one stamp of local writes (see docs/ARCHITECTURE.md). */
+typedef struct knit_txn_s {
+    uint64_t version; /* origin's local version, or relay sequence */
+    size_t first;     /* index of its first change in batch->changes */
+    size_t count;     /* number of changes */
+} knit_txn_t;
+
+typedef struct knit_batch_s {
+    char **ns;                  /* namespace names */
+    size_t nns;                 /* count */
+    knit_site_t *sites;         /* site ids */
+    size_t nsites;              /* count */
+    knit_batch_table_t *tables; /* table descriptions */
+    size_t ntables;             /* count */
+    knit_change_t *changes;     /* every change, txn by txn */
+    size_t nchanges;            /* count */
+    knit_txn_t *txns;           /* the units, in order */
+    size_t ntxns;               /* count */
+    void *priv;                 /* allocator state; do not touch */
+} knit_batch_t;
+
+KNIT_EXTERN int knit_batch_new(knit_batch_t **out /* OUT */);
+KNIT_EXTERN void knit_batch_free(knit_batch_t *b); /* NULL is a no-op */
+/* Intern a namespace / site / table and return its index (existing entries
+** are reused; a table must then match exactly, else KNIT_EINVAL). */
+KNIT_EXTERN int knit_batch_ns(knit_batch_t *b, const char *name, uint32_t *idx /* OUT */);
+KNIT_EXTERN int knit_batch_site(knit_batch_t *b, const knit_site_t *s, uint32_t *idx /* OUT */);
+KNIT_EXTERN int knit_batch_table(knit_batch_t *b, const char *name, uint32_t npk,
+                                 uint32_t ncols, const char *const *cols,
+                                 const uint8_t *orset, uint32_t *idx /* OUT */);
+/* Start a new unit; later knit_batch_add() calls go into it. */
+KNIT_EXTERN int knit_batch_begin(knit_batch_t *b, uint64_t version);
+/* Append a copy of c (key values and value bytes copied) to the open unit;
+** indexes are checked against the batch's tables (KNIT_EINVAL). */
+KNIT_EXTERN int knit_batch_add(knit_batch_t *b, const knit_change_t *c);
+
+/* ---------------------------------------------------------------------- */
+/* Replicas                                                                */
+
+typedef struct knit_s knit_t;
+
+/* Milliseconds since the Unix epoch; tests inject their own. */
+typedef uint64_t (*knit_clock_fn)(void *data);
+
+typedef struct knit_options_s {
+    int readonly;          /* open read-only; never writes, never creates */
+    int busy_timeout_ms;   /* wait on other writers; 0 = default 5000 */
+    knit_clock_fn clock;   /* NULL = the system clock */
+    void *clock_data;      /* passed to clock */
+    uint64_t max_drift_ms; /* refuse remote stamps this far ahead; 0 = 5 minutes */
+} knit_options_t;
+
+/* Opens or creates a replica.  A new file (or a plain SQLite file without
+** knit metadata) gets knit's metadata tables and a fresh site id.  A
+** replica copied from elsewhere is detected and takes a new site id before
+** it writes.  KNIT_ENOTREPLICA if the file is not SQLite; KNIT_EVERSION if
+** its metadata is newer than this library.  On error *out is NULL and the
+** file is unchanged. */
+KNIT_EXTERN int knit_open(const char *path, const knit_options_t *opt,
+                          knit_t **out /* OUT */);
+/* Closes the replica; NULL is a no-op. */
+KNIT_EXTERN void knit_close(knit_t *k);
+/* The last error's detailed message ("" if none); valid until the next call. */
+KNIT_EXTERN const char *knit_errmsg(knit_t *k);
+/* knit's own connection (struct sqlite3 *), for apps that want one. */
+KNIT_EXTERN void *knit_db(knit_t *k);
+KNIT_EXTERN int knit_site(knit_t *k, knit_site_t *out /* OUT */);
+
+/* Makes an existing table synced.  spec: NULL or "" (all columns LWW), or a
+** comma-separated list such as "tags:orset,labels:orset".  Existing rows are
+** backfilled as changes.  Re-tracking is a no-op, except that columns added
+** since (ALTER TABLE ADD COLUMN) are picked up.  KNIT_ESCHEMA with a message
+** (knit_errmsg) saying why a table cannot be tracked. */
+KNIT_EXTERN int knit_track(knit_t *k, const char *table, const char *spec);
+
+/* Stamps local writes captured since the last stamp (knit does this itself
+** before it reads changes or applies a batch).  Returns the number of rows
+** stamped (>= 0) or an error. */
+KNIT_EXTERN int knit_stamp(knit_t *k);
+
+typedef struct knit_since_opts_s {
+    int local_only;     /* only changes this replica wrote */
+    size_t max_changes; /* stop after the unit that reaches this; 0 = all */
+    const char *ns;     /* only this namespace; NULL = all */
+} knit_since_opts_t;
+
+/* Changes with local version > version, in version order, grouped into
+** units; each cell appears once, in the unit of its latest change.
+** *out is a new batch (possibly empty). opts may be NULL. */
+KNIT_EXTERN int knit_changes_since(knit_t *k, uint64_t version, const knit_since_opts_t *opts,
+                                   knit_batch_t **out /* OUT */);
+
+typedef struct knit_apply_stats_s {
+    size_t applied; /* changes that won and were written */
+    size_t known;   /* changes already held (same stamp) */
+    size_t lost;    /* changes older than what the replica holds */
+    size_t skipped; /* changes for tables or columns this replica does not track */
+} knit_apply_stats_t;
+
+/* Merges a batch in one SQLite transaction, atomically.  Applied changes
+** are never captured as local writes.  KNIT_ECLOCKSKEW (nothing applied) if
+** a stamp is beyond max_drift_ms in the future.  stats may be NULL. */
+KNIT_EXTERN int knit_apply(knit_t *k, const knit_batch_t *b,
+                           knit_apply_stats_t *stats /* OUT */);
+
+/* The replica's current local version (highest stamped or applied). */
+KNIT_EXTERN int knit_version(knit_t *k, uint64_t *out /* OUT */);
+
+/* ---------------------------------------------------------------------- */
+/* Sync state, used by the sync client and sync-inspect.                   */
+
+/* Namespace new local rows go to.  The first namespace ever set also names
+** the "home" namespace that rows written before any sync belong to. */
+KNIT_EXTERN int knit_set_namespace(knit_t *k, const char *ns);
+/* Current write namespace into buf ("" when none was set yet). */
+KNIT_EXTERN int knit_namespace(knit_t *k, char *buf, size_t n);
+/* Per-namespace relay cursor (last relay sequence applied). */
+KNIT_EXTERN int knit_cursor(knit_t *k, const char *ns, uint64_t *seq /* OUT */);
+/* Local changes with version <= version are acknowledged (durable). */
+KNIT_EXTERN int knit_ack(knit_t *k, uint64_t version);
+/* Highest acknowledged local version. */
+KNIT_EXTERN int knit_acked(knit_t *k, uint64_t *out /* OUT */);
+/* Like knit_apply, and in the same transaction sets ns's cursor to seq. */
+KNIT_EXTERN int knit_apply_at(knit_t *k, const knit_batch_t *b, const char *ns, uint64_t seq,
+                              knit_apply_stats_t *stats /* OUT */);
+
+/* Canonical state digest of the replica, or of one namespace (ns != NULL). */
+KNIT_EXTERN int knit_digest(knit_t *k, const char *ns, knit_digest_t *out /* OUT */);
+
+/* Checks metadata consistency; calls problem(data, table, pk_sql, message)
+** for each finding (pk_sql is the key as SQL literals, or NULL).  Returns the
+** number of problems (>= 0) or an error. */
+typedef void (*knit_problem_fn)(void *data, const char *table, const char *pk_sql,
+                                const char *message);
+KNIT_EXTERN int knit_verify(knit_t *k, knit_problem_fn problem, void *data);
+
+/* ---------------------------------------------------------------------- */
+/* Change notification                                                     */
+
+typedef struct knit_event_s {
+    int remote;          /* 1 = applied from elsewhere, 0 = local writes */
+    size_t ntables;      /* tables changed */
+    const char **tables; /* their names */
+    const size_t *rows;  /* rows changed per table */
+} knit_event_t;
+
+typedef void (*knit_change_fn)(knit_t *k, const knit_event_t *ev, void *data);
+
+/* Registers the callback (one per handle; NULL removes it).  It runs after a
+** commit changed tracked tables: knit_apply, knit_stamp, and knit_poll. */
+KNIT_EXTERN int knit_on_change(knit_t *k, knit_change_fn cb, void *data);
+/* Notices commits made by other connections and processes (PRAGMA
+** data_version), stamps them, and fires the callback.  Returns 1 if
+** something changed, 0 if not, or an error. */
+KNIT_EXTERN int knit_poll(knit_t *k);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,1816 @@
+/*
+** relay_store.c: the relay's embedded SQLite store (API in relay_store.h).
+**
+** Everything the relay must not forget lives here: per namespace its
+** sequence and the latest winning state of every cell, and the registered
+** anonymous credentials.  All I/O goes through SQLite.
+**
+** Design notes
+**   1. Acknowledged means durable.  The store runs in WAL mode with
+**      synchronous=FULL: every commit fsyncs the WAL before it returns, so a
+**      group knit_relay_store_commit() reported as committed survives a
+**      crash or a power cut.  (synchronous=NORMAL in WAL mode only syncs at
+**      checkpoints: a power cut may roll back the last commits, which would
+**      lose acknowledged pushes.)  Group commit pays that fsync once for all
+**      the pushes staged in the group.
+**   2. A namespace's sequence only grows, and it grows inside the same
+**      transaction that writes the cells stamped with it, so a sequence a
+**      reader has seen always names committed cells, and a rolled-back group
+**      leaves no gap that a reader could have seen.
+**   3. Each pushed unit in which some change won takes exactly one sequence;
+**      a unit in which nothing won takes none (a push replayed after a lost
+**      ACK changes nothing, takes no sequence and produces no fan-out).
+**   4. Every cell holds its latest winning state and the sequence of the
+**      unit that last changed it, so catch-up (cells with seq > cursor, by
+**      the (ns, seq) index) sends each changed cell once.
+**   5. A row's liveness cell carries its causal length.  A column change of
+**      a life older than the row's causal length is dead on arrival; when
+**      the causal length advances, column cells of older lives are deleted.
+**   6. Each push applies inside a savepoint: a refused or failed push
+**      leaves the group exactly as it was before the push.
+**
+** OR-set cells are stored self-contained, with full site ids, in the form
+** the state digest needs:
+**
+**   +---------+-------------------+-------------------------------------+
+**   | varint k| k site ids (16 B) | knit_orset_encode, sites 0..k-1     |
+**   +---------+-------------------+-------------------------------------+
+**
+** The k site ids are exactly the sites the set names, strictly increasing
+** in byte order, and the set numbers them by position.  That is the
+** canonical numbering of crdt/digest.h ("sites renumbered in site-id
+** order"), so the digest hashes the bytes after the site list as they are.
+*/
+#include "relay_store.h"
+
+#include <math.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "lww.h"
+#include "orset.h"
+
+#define SCHEMA_VERSION 1
+#define APPLICATION_ID 0x6b6e5253 /* "knRS" */
+
+/* Cell kinds as stored. */
+#define KIND_LIVE 0  /* the row's liveness (column "") */
+#define KIND_LWW 1   /* LWW register */
+#define KIND_ORSET 2 /* OR-set, stored form above */
+
+static const char SCHEMA[] =
+    "CREATE TABLE ns("
+    "  id INTEGER PRIMARY KEY,"              /* small id used in other tables */
+    "  name TEXT NOT NULL UNIQUE,"           /* e.g. user:alice */
+    "  seq INTEGER NOT NULL DEFAULT 0);"     /* last sequence handed out */
+    "CREATE TABLE tbl("
+    "  ns INTEGER NOT NULL, name TEXT NOT NULL,"
+    "  npk INTEGER NOT NULL,"                /* key column count */
+    "  PRIMARY KEY(ns, name)) WITHOUT ROWID;"
+    "CREATE TABLE col("
+    "  ns INTEGER NOT NULL, tbl TEXT NOT NULL, name TEXT NOT NULL,"
+    "  ord INTEGER NOT NULL,"                /* first-seen order */
+    "  kind INTEGER NOT NULL,"               /* KIND_LWW or KIND_ORSET */
+    "  PRIMARY KEY(ns, tbl, name)) WITHOUT ROWID;"
+    "CREATE TABLE cell("
+    "  ns INTEGER NOT NULL, tbl TEXT NOT NULL,"
+    "  pk BLOB NOT NULL,"                    /* concatenated knit_value encodings */
+    "  col TEXT NOT NULL,"                   /* '' = row liveness */
+    "  kind INTEGER NOT NULL,"               /* KIND_* */
+    "  cl INTEGER NOT NULL,"                 /* causal length of the life */
+    "  hlc INTEGER NOT NULL,"                /* winning stamp (uint64 bits) */
+    "  site BLOB NOT NULL,"                  /* winning site id, 16 bytes */
+    "  value BLOB NOT NULL,"                 /* value encoding / OR-set form */
+    "  seq INTEGER NOT NULL,"                /* ns sequence of the last change */
+    "  PRIMARY KEY(ns, tbl, pk, col)) WITHOUT ROWID;"
+    "CREATE INDEX cell_seq ON cell(ns, seq);"
+    "CREATE TABLE anon("
+    "  id TEXT PRIMARY KEY,"                 /* client-made anonymous id */
+    "  salt BLOB NOT NULL,"                  /* 16 random bytes */
+    "  hash BLOB NOT NULL,"                  /* SHA-256, see transport/auth.h */
+    "  created INTEGER NOT NULL) WITHOUT ROWID;";
+
+/* Prepared statements, by index. */
+enum {
+    S_NS_GET,
+    S_NS_INS,
+    S_NS_NEXT,
+    S_TBL_GET,
+    S_TBL_INS,
+    S_COL_GET,
+    S_COL_INS,
+    S_CELL_GET,
+    S_CELL_PUT,
+    S_CELL_PRUNE,
+    S_CATCH,
+    S_DIGEST,
+    S_COLS,
+    S_LIST,
+    S_ANON_GET,
+    S_ANON_PUT,
+    S_ANON_LIST,
+    S_COUNT
+};
+
+static const char *const SQL[S_COUNT] = {
+    [S_NS_GET] = "SELECT id, seq FROM ns WHERE name = ?1",
+    [S_NS_INS] = "INSERT INTO ns(name, seq) VALUES(?1, 0)",
+    [S_NS_NEXT] = "UPDATE ns SET seq = seq + 1 WHERE id = ?1 RETURNING seq",
+    [S_TBL_GET] = "SELECT npk FROM tbl WHERE ns = ?1 AND name = ?2",
+    [S_TBL_INS] = "INSERT INTO tbl(ns, name, npk) VALUES(?1, ?2, ?3)",
+    [S_COL_GET] = "SELECT kind FROM col WHERE ns = ?1 AND tbl = ?2 AND name = ?3",
+    [S_COL_INS] = "INSERT INTO col(ns, tbl, name, ord, kind) VALUES(?1, ?2, ?3,"
+                  " (SELECT count(*) FROM col WHERE ns = ?1 AND tbl = ?2), ?4)",
+    [S_CELL_GET] = "SELECT kind, cl, hlc, site, value FROM cell"
+                   " WHERE ns = ?1 AND tbl = ?2 AND pk = ?3 AND col = ?4",
+    [S_CELL_PUT] = "INSERT OR REPLACE INTO cell(ns, tbl, pk, col, kind, cl, hlc, site, value, seq)"
+                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    [S_CELL_PRUNE] = "DELETE FROM cell WHERE ns = ?1 AND tbl = ?2 AND pk = ?3"
+                     " AND col <> '' AND cl < ?4",
+    [S_CATCH] = "SELECT tbl, pk, col, kind, cl, hlc, site, value, seq FROM cell"
+                " WHERE ns = ?1 AND seq > ?2 ORDER BY seq, tbl, pk, col",
+    [S_DIGEST] = "SELECT tbl, pk, col, kind, cl, hlc, site, value FROM cell"
+                 " WHERE ns = ?1 ORDER BY tbl, pk, col",
+    [S_COLS] = "SELECT name, kind FROM col WHERE ns = ?1 AND tbl = ?2 ORDER BY ord",
+    [S_LIST] = "SELECT name, seq,"
+               " (SELECT count(*) FROM cell WHERE cell.ns = ns.id AND col = ''),"
+               " (SELECT count(*) FROM cell WHERE cell.ns = ns.id)"
+               " FROM ns ORDER BY name",
+    [S_ANON_GET] = "SELECT salt, hash FROM anon WHERE id = ?1",
+    [S_ANON_PUT] = "INSERT INTO anon(id, salt, hash, created) VALUES(?1, ?2, ?3, ?4)",
+    [S_ANON_LIST] = "SELECT id, created FROM anon ORDER BY id",
+};
+
+struct knit_relay_store_s {
+    sqlite3 *db;                /* the store's connection */
+    sqlite3_stmt *st[S_COUNT];  /* prepared lazily, finalized on close */
+    int readonly;               /* opened with KNIT_RELAY_STORE_READONLY */
+    int in_group;               /* a group transaction is open */
+    char errmsg[256];           /* last failure's details */
+};
+
+/* ---------------------------------------------------------------------- */
+/* SQLite plumbing                                                          */
+
+static int set_err(knit_relay_store_t *s, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->errmsg, sizeof s->errmsg, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* Maps an SQLite result code to a KNIT_E* code and records the message. */
+static int db_err(knit_relay_store_t *s, int src)
+{
+    int rc;
+    switch (src & 0xff) {
+    case SQLITE_NOMEM:
+        rc = KNIT_ENOMEM;
+        break;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        rc = KNIT_EBUSY;
+        break;
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_CANTOPEN:
+        rc = KNIT_EIO;
+        break;
+    case SQLITE_NOTADB:
+        rc = KNIT_ENOTREPLICA;
+        break;
+    case SQLITE_CORRUPT:
+        rc = KNIT_ECORRUPT;
+        break;
+    case SQLITE_READONLY:
+        rc = KNIT_EREADONLY;
+        break;
+    case SQLITE_CONSTRAINT:
+        rc = KNIT_ECONSTRAINT;
+        break;
+    default:
+        rc = KNIT_EDB;
+    }
+    return set_err(s, rc, "sqlite: %s", s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(src));
+}
+
+static int exec(knit_relay_store_t *s, const char *sql)
+{
+    int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : db_err(s, rc);
+}
+
+/* The statement at index i, reset and with bindings cleared. */
+static int stmt(knit_relay_store_t *s, int i, sqlite3_stmt **out)
+{
+    if (!s->st[i]) {
+        int rc = sqlite3_prepare_v3(s->db, SQL[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
+                                    NULL);
+        if (rc != SQLITE_OK)
+            return db_err(s, rc);
+    }
+    sqlite3_reset(s->st[i]);
+    sqlite3_clear_bindings(s->st[i]);
+    *out = s->st[i];
+    return 0;
+}
+
+/* Steps st once: 1 = a row, 0 = done, or an error (statement reset). */
+static int step(knit_relay_store_t *s, sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        return 1;
+    if (rc == SQLITE_DONE)
+        return 0;
+    rc = db_err(s, rc);
+    sqlite3_reset(st);
+    return rc;
+}
+
+static void bind_u64(sqlite3_stmt *st, int i, uint64_t v)
+{
+    sqlite3_bind_int64(st, i, (sqlite3_int64)v);
+}
+
+static uint64_t col_u64(sqlite3_stmt *st, int i)
+{
+    return (uint64_t)sqlite3_column_int64(st, i);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Open and close                                                           */
+
+/* Creates the schema in an empty file, or checks an existing one. */
+static int check_schema(knit_relay_store_t *s)
+{
+    sqlite3_stmt *st = NULL;
+    int rc, appid = 0, version = 0, ntables = 0;
+
+    if (!s->readonly && (rc = exec(s, "BEGIN IMMEDIATE")) != 0)
+        return rc;
+    rc = sqlite3_prepare_v2(s->db,
+                            "SELECT (SELECT application_id FROM pragma_application_id),"
+                            " (SELECT user_version FROM pragma_user_version),"
+                            " (SELECT count(*) FROM sqlite_schema)",
+                            -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        rc = db_err(s, rc);
+        goto out;
+    }
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        rc = db_err(s, rc);
+        goto out;
+    }
+    appid = sqlite3_column_int(st, 0);
+    version = sqlite3_column_int(st, 1);
+    ntables = sqlite3_column_int(st, 2);
+    sqlite3_finalize(st);
+    st = NULL;
+    rc = 0;
+    if (appid == 0 && version == 0 && ntables == 0) {
+        if (s->readonly) {
+            rc = set_err(s, KNIT_ENOTREPLICA, "empty file, not a relay store");
+            goto out;
+        }
+        if ((rc = exec(s, SCHEMA)) != 0)
+            goto out;
+        char pragmas[128];
+        snprintf(pragmas, sizeof pragmas, "PRAGMA application_id=%d; PRAGMA user_version=%d",
+                 APPLICATION_ID, SCHEMA_VERSION);
+        if ((rc = exec(s, pragmas)) != 0)
+            goto out;
+    } else if (appid != APPLICATION_ID) {
+        rc = set_err(s, KNIT_ENOTREPLICA, "not a knit relay store");
+    } else if (version > SCHEMA_VERSION) {
+        rc = set_err(s, KNIT_EVERSION, "store schema %d is newer than this relay's (%d)", version,
+                     SCHEMA_VERSION);
+    } else if (version < 1) {
+        rc = set_err(s, KNIT_ECORRUPT, "store schema version %d", version);
+    }
+out:
+    sqlite3_finalize(st);
+    if (!s->readonly) {
+        if (rc == 0)
+            rc = exec(s, "COMMIT");
+        else
+            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    return rc;
+}
+
+int knit_relay_store_open(const char *path, int flags,
+                          knit_relay_store_t **out) /* see relay_store.h */
+{
+    knit_relay_store_t *s;
+    int rc, oflags;
+
+    *out = NULL;
+    if (!path || !*path)
+        return KNIT_EINVAL;
+    s = knit__calloc(1, sizeof *s);
+    if (!s)
+        return KNIT_ENOMEM;
+    s->readonly = (flags & KNIT_RELAY_STORE_READONLY) != 0;
+    oflags = s->readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    rc = sqlite3_open_v2(path, &s->db, oflags | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        rc = (rc & 0xff) == SQLITE_CANTOPEN && s->readonly ? KNIT_ENOTFOUND : db_err(s, rc);
+        goto fail;
+    }
+    sqlite3_extended_result_codes(s->db, 1);
+    sqlite3_busy_timeout(s->db, 5000);
+    /* WAL lets sync-inspect read while the relay writes; FULL makes every
+    ** commit durable before it returns (design note 1). */
+    if (!s->readonly && (rc = exec(s, "PRAGMA journal_mode=WAL")) != 0)
+        goto fail;
+    if ((rc = exec(s, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF")) != 0)
+        goto fail;
+    if ((rc = check_schema(s)) != 0)
+        goto fail;
+    s->errmsg[0] = '\0';
+    *out = s;
+    return 0;
+fail:
+    knit_relay_store_close(s);
+    return rc;
+}
+
+void knit_relay_store_close(knit_relay_store_t *s) /* see relay_store.h */
+{
+    if (!s)
+        return;
+    if (s->in_group)
+        knit_relay_store_rollback(s);
+    for (int i = 0; i < S_COUNT; i++)
+        sqlite3_finalize(s->st[i]);
+    sqlite3_close(s->db);
+    knit__free(s);
+}
+
+const char *knit_relay_store_errmsg(knit_relay_store_t *s) /* see relay_store.h */
+{
+    return s ? s->errmsg : "";
+}
+
+/* ---------------------------------------------------------------------- */
+/* OR-set values in stored form                                             */
+
+/* An OR-set with its own site table, numbered by position. */
+typedef struct sset_s {
+    knit_site_t *sites; /* site ids, strictly increasing when canonical; owned */
+    size_t nsites;      /* count */
+    knit_orset_t set;   /* the state, sites index `sites` */
+} sset_t;
+
+static void sset_init(sset_t *x)
+{
+    x->sites = NULL;
+    x->nsites = 0;
+    knit_orset_init(&x->set);
+}
+
+static void sset_free(sset_t *x)
+{
+    knit__free(x->sites);
+    x->sites = NULL;
+    x->nsites = 0;
+    knit_orset_free(&x->set);
+}
+
+typedef struct site_ent_s {
+    knit_site_t site; /* site id */
+    uint32_t old;     /* its index in the table it came from */
+} site_ent_t;
+
+static int site_ent_cmp(const void *a, const void *b)
+{
+    const site_ent_t *x = a, *y = b;
+    return knit_site_cmp(&x->site, &y->site);
+}
+
+/* Marks each site index set names; KNIT_ECORRUPT if one is >= ntab. */
+static int mark_sites(const knit_orset_t *set, uint8_t *mark, size_t ntab)
+{
+    size_t i, j;
+    for (i = 0; i < set->vv.len; i++) {
+        if (set->vv.e[i].site >= ntab)
+            return KNIT_ECORRUPT;
+        mark[set->vv.e[i].site] = 1;
+    }
+    for (i = 0; i < set->ncloud; i++) {
+        if (set->cloud[i].site >= ntab)
+            return KNIT_ECORRUPT;
+        mark[set->cloud[i].site] = 1;
+    }
+    for (i = 0; i < set->nelems; i++) {
+        for (j = 0; j < set->elems[i].ndots; j++) {
+            if (set->elems[i].dots[j].site >= ntab)
+                return KNIT_ECORRUPT;
+            mark[set->elems[i].dots[j].site] = 1;
+        }
+    }
+    return 0;
+}
+
+/* Makes x canonical: x->set currently indexes tab[0..ntab); afterwards
+** x->sites holds the sites it names in byte order and the set indexes them.
+** KNIT_ECORRUPT if the set names a site outside tab or two of the named
+** sites are the same id. */
+static int sset_canon(sset_t *x, const knit_site_t *tab, size_t ntab)
+{
+    uint8_t *mark = NULL;
+    uint32_t *map = NULL;
+    site_ent_t *ent = NULL;
+    knit_site_t *sites = NULL;
+    size_t i, k = 0;
+    int rc = KNIT_ENOMEM;
+
+    mark = knit__calloc(ntab ? ntab : 1, 1);
+    map = knit__calloc(ntab ? ntab : 1, sizeof *map);
+    if (!mark || !map)
+        goto out;
+    if ((rc = mark_sites(&x->set, mark, ntab)) != 0)
+        goto out;
+    for (i = 0; i < ntab; i++)
+        k += mark[i];
+    rc = KNIT_ENOMEM;
+    ent = knit__malloc((k ? k : 1) * sizeof *ent);
+    sites = knit__malloc((k ? k : 1) * sizeof *sites);
+    if (!ent || !sites)
+        goto out;
+    k = 0;
+    for (i = 0; i < ntab; i++) {
+        if (mark[i]) {
+            ent[k].site = tab[i];
+            ent[k].old = (uint32_t)i;
+            k++;
+        }
+    }
+    qsort(ent, k, sizeof *ent, site_ent_cmp);
+    for (i = 0; i < k; i++) {
+        if (i > 0 && knit_site_cmp(&ent[i - 1].site, &ent[i].site) == 0) {
+            rc = KNIT_ECORRUPT;
+            goto out;
+        }
+        sites[i] = ent[i].site;
+        map[ent[i].old] = (uint32_t)i;
+    }
+    if ((rc = knit_orset_remap(&x->set, map, ntab)) != 0) {
+        rc = rc == KNIT_EINVAL ? KNIT_ECORRUPT : rc;
+        goto out;
+    }
+    knit__free(x->sites);
+    x->sites = sites;
+    x->nsites = k;
+    sites = NULL;
+out:
+    knit__free(mark);
+    knit__free(map);
+    knit__free(ent);
+    knit__free(sites);
+    return rc;
+}
+
+/* Stored form of x (canonical) into a new buffer. */
+static int sset_encode(const sset_t *x, uint8_t **out, size_t *n)
+{
+    uint8_t *body = NULL, *p;
+    size_t nbody = 0, k;
+    int rc;
+
+    if ((rc = knit_orset_encode(&x->set, &body, &nbody)) != 0)
+        return rc;
+    p = knit__malloc(KNIT_VARINT_MAX + 16 * x->nsites + nbody);
+    if (!p) {
+        knit__free(body);
+        return KNIT_ENOMEM;
+    }
+    k = knit_varint_put(p, x->nsites);
+    for (size_t i = 0; i < x->nsites; i++, k += 16)
+        memcpy(p + k, x->sites[i].b, 16);
+    if (nbody)
+        memcpy(p + k, body, nbody);
+    knit__free(body);
+    *out = p;
+    *n = k + nbody;
+    return 0;
+}
+
+/* Splits a stored value into its site list and OR-set body, checking the
+** site list's shape.  Points into p. */
+static int sset_split(const uint8_t *p, size_t n, const uint8_t **sites, size_t *nsites,
+                      const uint8_t **body, size_t *nbody)
+{
+    uint64_t k;
+    size_t used;
+    int rc = knit_varint_get(p, n, &k, &used);
+    if (rc)
+        return KNIT_ECORRUPT;
+    if (k > (n - used) / 16)
+        return KNIT_ECORRUPT;
+    *sites = p + used;
+    *nsites = (size_t)k;
+    *body = p + used + 16 * k;
+    *nbody = n - used - 16 * (size_t)k;
+    for (size_t i = 1; i < k; i++)
+        if (memcmp(*sites + 16 * (i - 1), *sites + 16 * i, 16) >= 0)
+            return KNIT_ECORRUPT;
+    return 0;
+}
+
+/* Decodes a stored value (hostile input: the file may have been edited). */
+static int sset_decode(sset_t *x, const uint8_t *p, size_t n)
+{
+    const uint8_t *sites, *body;
+    size_t nsites, nbody;
+    uint8_t *mark = NULL;
+    int rc;
+
+    sset_init(x);
+    if ((rc = sset_split(p, n, &sites, &nsites, &body, &nbody)) != 0)
+        return rc;
+    if ((rc = knit_orset_decode(body, nbody, &x->set)) != 0)
+        return rc == KNIT_ENOMEM ? rc : KNIT_ECORRUPT;
+    x->sites = knit__malloc((nsites ? nsites : 1) * sizeof *x->sites);
+    mark = knit__calloc(nsites ? nsites : 1, 1);
+    if (!x->sites || !mark) {
+        knit__free(mark);
+        sset_free(x);
+        return KNIT_ENOMEM;
+    }
+    for (size_t i = 0; i < nsites; i++)
+        memcpy(x->sites[i].b, sites + 16 * i, 16);
+    x->nsites = nsites;
+    rc = mark_sites(&x->set, mark, nsites);
+    knit__free(mark);
+    if (rc)
+        sset_free(x);
+    return rc;
+}
+
+/* Joins o into x (both canonical); x stays canonical. */
+static int sset_join(sset_t *x, sset_t *o)
+{
+    size_t i = 0, j = 0, k = 0;
+    knit_site_t *u;
+    uint32_t *mx, *mo;
+    int rc = KNIT_ENOMEM;
+
+    u = knit__malloc((x->nsites + o->nsites + 1) * sizeof *u);
+    mx = knit__malloc((x->nsites + 1) * sizeof *mx);
+    mo = knit__malloc((o->nsites + 1) * sizeof *mo);
+    if (!u || !mx || !mo)
+        goto out;
+    while (i < x->nsites || j < o->nsites) {
+        int c = i == x->nsites   ? 1
+                : j == o->nsites ? -1
+                                 : knit_site_cmp(&x->sites[i], &o->sites[j]);
+        if (c <= 0) {
+            u[k] = x->sites[i];
+            mx[i++] = (uint32_t)k;
+            if (c == 0)
+                mo[j++] = (uint32_t)k;
+        } else {
+            u[k] = o->sites[j];
+            mo[j++] = (uint32_t)k;
+        }
+        k++;
+    }
+    if ((rc = knit_orset_remap(&x->set, mx, x->nsites)) != 0)
+        goto out;
+    if ((rc = knit_orset_remap(&o->set, mo, o->nsites)) != 0)
+        goto out;
+    knit__free(x->sites);
+    x->sites = u;
+    x->nsites = k;
+    knit__free(o->sites);
+    o->sites = NULL;
+    o->nsites = 0;
+    u = NULL;
+    if ((rc = knit_orset_join(&x->set, &o->set)) != 0)
+        goto out;
+    /* A join never forgets a site of either context, but stay canonical
+    ** whatever the set does. */
+    {
+        knit_site_t *tab = knit__memdup(x->sites, (x->nsites ? x->nsites : 1) * sizeof *tab);
+        if (!tab) {
+            rc = KNIT_ENOMEM;
+            goto out;
+        }
+        rc = sset_canon(x, tab, x->nsites);
+        knit__free(tab);
+    }
+out:
+    knit__free(u);
+    knit__free(mx);
+    knit__free(mo);
+    return rc;
+}
+
+/* Encodes x for a batch: sites interned into b, set renumbered to b's
+** table.  x->set is renumbered in place (x is not canonical afterwards). */
+static int sset_to_batch(sset_t *x, knit_batch_t *b, uint8_t **out, size_t *n)
+{
+    uint32_t *map = knit__malloc((x->nsites ? x->nsites : 1) * sizeof *map);
+    int rc;
+    if (!map)
+        return KNIT_ENOMEM;
+    for (size_t i = 0; i < x->nsites; i++) {
+        if ((rc = knit_batch_site(b, &x->sites[i], &map[i])) != 0) {
+            knit__free(map);
+            return rc;
+        }
+    }
+    rc = knit_orset_remap(&x->set, map, x->nsites);
+    knit__free(map);
+    if (rc)
+        return rc;
+    return knit_orset_encode(&x->set, out, n);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Namespaces and table shapes                                              */
+
+/* id and sequence of ns; *id = 0 when absent and create is 0. */
+static int ns_lookup(knit_relay_store_t *s, const char *ns, int create, int64_t *id,
+                     uint64_t *seq)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    *id = 0;
+    *seq = 0;
+    if ((rc = stmt(s, S_NS_GET, &st)) != 0)
+        return rc;
+    sqlite3_bind_text(st, 1, ns, -1, SQLITE_STATIC);
+    rc = step(s, st);
+    if (rc == 1) {
+        *id = sqlite3_column_int64(st, 0);
+        *seq = col_u64(st, 1);
+        sqlite3_reset(st);
+        return 0;
+    }
+    sqlite3_reset(st);
+    if (rc < 0 || !create)
+        return rc;
+    if ((rc = stmt(s, S_NS_INS, &st)) != 0)
+        return rc;
+    sqlite3_bind_text(st, 1, ns, -1, SQLITE_STATIC);
+    rc = step(s, st);
+    sqlite3_reset(st);
+    if (rc < 0)
+        return rc;
+    *id = sqlite3_last_insert_rowid(s->db);
+    return 0;
+}
+
+static int ns_next_seq(knit_relay_store_t *s, int64_t nsid, uint64_t *seq)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if ((rc = stmt(s, S_NS_NEXT, &st)) != 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, nsid);
+    rc = step(s, st);
+    if (rc == 1)
+        *seq = col_u64(st, 0);
+    sqlite3_reset(st);
+    return rc == 1 ? 0 : rc < 0 ? rc : set_err(s, KNIT_EDB, "namespace row vanished");
+}
+
+/* Records the table's key width, or checks it against the stored one. */
+static int shape_table(knit_relay_store_t *s, int64_t nsid, const knit_batch_table_t *t)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if (!t->name[0])
+        return set_err(s, KNIT_EINVAL, "empty table name");
+    if ((rc = stmt(s, S_TBL_GET, &st)) != 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, nsid);
+    sqlite3_bind_text(st, 2, t->name, -1, SQLITE_STATIC);
+    rc = step(s, st);
+    if (rc == 1) {
+        int64_t npk = sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+        if (npk != (int64_t)t->npk)
+            return set_err(s, KNIT_ESCHEMA, "table %s has %lld key columns, push says %u",
+                           t->name, (long long)npk, t->npk);
+        return 0;
+    }
+    sqlite3_reset(st);
+    if (rc < 0)
+        return rc;
+    if ((rc = stmt(s, S_TBL_INS, &st)) != 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, nsid);
+    sqlite3_bind_text(st, 2, t->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, t->npk);
+    rc = step(s, st);
+    sqlite3_reset(st);
+    return rc < 0 ? rc : 0;
+}
+
+/* Records a column's kind, or checks it against the stored one. */
+static int shape_column(knit_relay_store_t *s, int64_t nsid, const knit_batch_table_t *t,
+                        uint32_t c)
+{
+    sqlite3_stmt *st;
+    int rc, kind = t->orset[c] ? KIND_ORSET : KIND_LWW;
+    if (!t->cols[c][0])
+        return set_err(s, KNIT_EINVAL, "table %s: empty column name", t->name);
+    if ((rc = stmt(s, S_COL_GET, &st)) != 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, nsid);
+    sqlite3_bind_text(st, 2, t->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, t->cols[c], -1, SQLITE_STATIC);
+    rc = step(s, st);
+    if (rc == 1) {
+        int have = sqlite3_column_int(st, 0);
+        sqlite3_reset(st);
+        if (have != kind)
+            return set_err(s, KNIT_ESCHEMA, "column %s.%s is %s here, the push says %s",
+                           t->name, t->cols[c], have == KIND_ORSET ? "an OR-set" : "LWW",
+                           kind == KIND_ORSET ? "an OR-set" : "LWW");
+        return 0;
+    }
+    sqlite3_reset(st);
+    if (rc < 0)
+        return rc;
+    if ((rc = stmt(s, S_COL_INS, &st)) != 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, nsid);
+    sqlite3_bind_text(st, 2, t->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, t->cols[c], -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 4, kind);
+    rc = step(s, st);
+    sqlite3_reset(st);
+    return rc < 0 ? rc : 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Apply                                                                    */
+
+int knit_relay_store_begin(knit_relay_store_t *s) /* see relay_store.h */
+{
+    int rc;
+    if (s->readonly)
+        return set_err(s, KNIT_EREADONLY, "store opened read-only");
+    if (s->in_group)
+        return set_err(s, KNIT_EINVAL, "a group is already open");
+    if ((rc = exec(s, "BEGIN IMMEDIATE")) != 0)
+        return rc;
+    s->in_group = 1;
+    return 0;
+}
+
+int knit_relay_store_commit(knit_relay_store_t *s) /* see relay_store.h */
+{
+    int rc;
+    if (!s->in_group)
+        return set_err(s, KNIT_EINVAL, "no group is open");
+    rc = exec(s, "COMMIT");
+    if (rc != 0) {
+        /* A failed COMMIT may leave the transaction open; end it so the
+        ** next group starts clean and nothing half-done is ever seen. */
+        if (!sqlite3_get_autocommit(s->db))
+            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    s->in_group = 0;
+    return rc;
+}
+
+void knit_relay_store_rollback(knit_relay_store_t *s) /* see relay_store.h */
+{
+    if (!s || !s->in_group)
+        return;
+    if (!sqlite3_get_autocommit(s->db))
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    s->in_group = 0;
+}
+
+/* Per-apply state. */
+typedef struct apply_s {
+    knit_relay_store_t *s;      /* the store */
+    const knit_batch_t *push;   /* the push */
+    int64_t nsid;               /* namespace id */
+    knit_batch_t *out;          /* fan-out being built */
+    uint32_t out_ns;            /* ns index in out */
+    int64_t *out_tab;           /* per push table: its index in out, or -1 */
+    uint8_t *tab_ok;            /* per push table: shape checked */
+    size_t *col_off;            /* per push table: offset into col_ok */
+    uint8_t *col_ok;            /* per push column: shape checked */
+    uint64_t seq;               /* the current unit's sequence, 0 = none yet */
+    uint8_t *pk;                /* encoding buffer for the current key */
+    size_t pk_cap;              /* its size */
+    uint8_t *val;               /* encoding buffer for an LWW value */
+    size_t val_cap;             /* its size */
+} apply_t;
+
+static int ensure_buf(uint8_t **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    uint8_t *n = knit__realloc(*buf, need);
+    if (!n)
+        return KNIT_ENOMEM;
+    *buf = n;
+    *cap = need;
+    return 0;
+}
+
+static int value_ok(const knit_value_t *v)
+{
+    switch (v->type) {
+    case KNIT_NULL:
+    case KNIT_INTEGER:
+        return 1;
+    case KNIT_REAL:
+        return !isnan(v->u.r);
+    case KNIT_TEXT:
+    case KNIT_BLOB:
+        return v->u.b.n == 0 || v->u.b.p != NULL;
+    }
+    return 0;
+}
+
+/* Encodes c's key into A->pk; returns its length via *n. */
+static int encode_pk(apply_t *A, const knit_change_t *c, size_t *n)
+{
+    const knit_batch_table_t *t = &A->push->tables[c->table];
+    size_t need = 0, k = 0;
+    for (uint32_t i = 0; i < t->npk; i++) {
+        if (!value_ok(&c->pk[i]))
+            return set_err(A->s, KNIT_EINVAL, "table %s: bad key value", t->name);
+        need += knit_value_encoded_size(&c->pk[i]);
+    }
+    if (ensure_buf(&A->pk, &A->pk_cap, need ? need : 1))
+        return KNIT_ENOMEM;
+    for (uint32_t i = 0; i < t->npk; i++)
+        k += knit_value_encode(&c->pk[i], A->pk + k);
+    *n = k;
+    return 0;
+}
+
+/* The unit's sequence, taken on its first winning change (design note 3). */
+static int unit_seq(apply_t *A)
+{
+    int rc;
+    if (A->seq)
+        return 0;
+    if ((rc = ns_next_seq(A->s, A->nsid, &A->seq)) != 0)
+        return rc;
+    return knit_batch_begin(A->out, A->seq);
+}
+
+/* Writes a cell at the unit's sequence. */
+static int put_cell(apply_t *A, const char *tbl, size_t pklen, const char *col, int kind,
+                    uint64_t cl, uint64_t hlc, const knit_site_t *site, const void *val,
+                    size_t vlen)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if ((rc = stmt(A->s, S_CELL_PUT, &st)) != 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, A->nsid);
+    sqlite3_bind_text(st, 2, tbl, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 3, A->pk, (int)pklen, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, col, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 5, kind);
+    bind_u64(st, 6, cl);
+    bind_u64(st, 7, hlc);
+    sqlite3_bind_blob(st, 8, site->b, 16, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 9, val, (int)vlen, SQLITE_STATIC);
+    bind_u64(st, 10, A->seq);
+    rc = step(A->s, st);
+    sqlite3_reset(st);
+    return rc < 0 ? rc : 0;
+}
+
+/* The stored cell, if any. */
+typedef struct stored_s {
+    int found;        /* 1 if the cell exists */
+    int kind;         /* KIND_* */
+    knit_lww_t lww;   /* cl, hlc, site (value unset) */
+    uint8_t *val;     /* value bytes, owned copy */
+    size_t vlen;      /* their count */
+} stored_t;
+
+static int get_cell(apply_t *A, const char *tbl, size_t pklen, const char *col, int want_value,
+                    stored_t *out)
+{
+    sqlite3_stmt *st;
+    int rc;
+    memset(out, 0, sizeof *out);
+    if ((rc = stmt(A->s, S_CELL_GET, &st)) != 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, A->nsid);
+    sqlite3_bind_text(st, 2, tbl, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 3, A->pk, (int)pklen, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, col, -1, SQLITE_STATIC);
+    rc = step(A->s, st);
+    if (rc == 1) {
+        out->found = 1;
+        out->kind = sqlite3_column_int(st, 0);
+        out->lww.cl = col_u64(st, 1);
+        out->lww.hlc = col_u64(st, 2);
+        if (sqlite3_column_bytes(st, 3) != 16) {
+            sqlite3_reset(st);
+            return set_err(A->s, KNIT_ECORRUPT, "stored site id is not 16 bytes");
+        }
+        memcpy(out->lww.site.b, sqlite3_column_blob(st, 3), 16);
+        if (want_value) {
+            const void *p = sqlite3_column_blob(st, 4);
+            out->vlen = (size_t)sqlite3_column_bytes(st, 4);
+            out->val = knit__memdup(p ? p : "", out->vlen ? out->vlen : 1);
+            if (!out->val) {
+                sqlite3_reset(st);
+                return KNIT_ENOMEM;
+            }
+        }
+        rc = 0;
+    }
+    sqlite3_reset(st);
+    return rc < 0 ? rc : 0;
+}
+
+/* The fan-out table index for push table t. */
+static int out_table(apply_t *A, uint32_t t, uint32_t *idx)
+{
+    if (A->out_tab[t] < 0) {
+        const knit_batch_table_t *bt = &A->push->tables[t];
+        uint32_t i;
+        int rc = knit_batch_table(A->out, bt->name, bt->npk, bt->ncols,
+                                  (const char *const *)bt->cols, bt->orset, &i);
+        if (rc)
+            return rc;
+        A->out_tab[t] = i;
+    }
+    *idx = (uint32_t)A->out_tab[t];
+    return 0;
+}
+
+/* Appends a winning change to the fan-out. */
+static int emit(apply_t *A, const knit_change_t *c, const knit_value_t *value)
+{
+    knit_change_t o = *c;
+    int rc;
+    if ((rc = out_table(A, c->table, &o.table)) != 0)
+        return rc;
+    if ((rc = knit_batch_site(A->out, &A->push->sites[c->site], &o.site)) != 0)
+        return rc;
+    o.ns = A->out_ns;
+    o.value = *value;
+    return knit_batch_add(A->out, &o);
+}
+
+/* The row's causal length (0 when it has no liveness cell yet). */
+static int row_cl(apply_t *A, const char *tbl, size_t pklen, uint64_t *cl)
+{
+    stored_t st;
+    int rc = get_cell(A, tbl, pklen, "", 0, &st);
+    *cl = st.found ? st.lww.cl : 0;
+    return rc;
+}
+
+static int merge_live(apply_t *A, const knit_change_t *c, size_t pklen, int *won)
+{
+    const knit_batch_table_t *t = &A->push->tables[c->table];
+    static const uint8_t null_enc = 0x00;
+    knit_lww_t in = {c->cl, c->hlc, A->push->sites[c->site], {KNIT_NULL, {0}}};
+    stored_t st;
+    sqlite3_stmt *q;
+    int rc;
+
+    if ((rc = get_cell(A, t->name, pklen, "", 0, &st)) != 0)
+        return rc;
+    if (st.found && st.kind != KIND_LIVE)
+        return set_err(A->s, KNIT_ECORRUPT, "liveness cell of %s has kind %d", t->name, st.kind);
+    if (st.found && knit_lww_cmp(&in, &st.lww) <= 0)
+        return 0;
+    if ((rc = unit_seq(A)) != 0)
+        return rc;
+    if ((rc = put_cell(A, t->name, pklen, "", KIND_LIVE, c->cl, c->hlc, &in.site, &null_enc,
+                       1)) != 0)
+        return rc;
+    if (!st.found || c->cl > st.lww.cl) {
+        /* Design note 5: cells of older lives can never win again. */
+        if ((rc = stmt(A->s, S_CELL_PRUNE, &q)) != 0)
+            return rc;
+        sqlite3_bind_int64(q, 1, A->nsid);
+        sqlite3_bind_text(q, 2, t->name, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(q, 3, A->pk, (int)pklen, SQLITE_STATIC);
+        bind_u64(q, 4, c->cl);
+        rc = step(A->s, q);
+        sqlite3_reset(q);
+        if (rc < 0)
+            return rc;
+    }
+    *won = 1;
+    return emit(A, c, &in.value);
+}
+
+static int merge_lww(apply_t *A, const knit_change_t *c, size_t pklen, int *won)
+{
+    const knit_batch_table_t *t = &A->push->tables[c->table];
+    const char *col = t->cols[c->col - 1];
+    knit_lww_t in = {c->cl, c->hlc, A->push->sites[c->site], c->value};
+    stored_t st;
+    uint64_t rcl;
+    size_t vlen;
+    int rc;
+
+    if ((rc = row_cl(A, t->name, pklen, &rcl)) != 0)
+        return rc;
+    if (c->cl < rcl)
+        return 0; /* a write of an earlier life: dead */
+    if ((rc = get_cell(A, t->name, pklen, col, 0, &st)) != 0)
+        return rc;
+    if (st.found && st.kind != KIND_LWW)
+        return set_err(A->s, KNIT_ECORRUPT, "cell %s.%s has kind %d", t->name, col, st.kind);
+    if (st.found && knit_lww_cmp(&in, &st.lww) <= 0)
+        return 0;
+    vlen = knit_value_encoded_size(&c->value);
+    if (ensure_buf(&A->val, &A->val_cap, vlen))
+        return KNIT_ENOMEM;
+    knit_value_encode(&c->value, A->val);
+    if ((rc = unit_seq(A)) != 0)
+        return rc;
+    if ((rc = put_cell(A, t->name, pklen, col, KIND_LWW, c->cl, c->hlc, &in.site, A->val,
+                       vlen)) != 0)
+        return rc;
+    *won = 1;
+    return emit(A, c, &c->value);
+}
+
+static int merge_orset(apply_t *A, const knit_change_t *c, size_t pklen, int *won)
+{
+    const knit_batch_table_t *t = &A->push->tables[c->table];
+    const char *col = t->cols[c->col - 1];
+    sset_t in, cur;
+    stored_t st = {0};
+    uint64_t rcl, hlc = c->hlc;
+    knit_site_t site = A->push->sites[c->site];
+    uint8_t *enc = NULL, *wire = NULL;
+    size_t nenc = 0, nwire = 0;
+    sset_t *win = &in;
+    int rc;
+
+    sset_init(&in);
+    sset_init(&cur);
+    if ((rc = row_cl(A, t->name, pklen, &rcl)) != 0)
+        return rc;
+    if (c->cl < rcl)
+        return 0;
+    rc = knit_orset_decode(c->value.u.b.p, c->value.u.b.n, &in.set);
+    if (rc) {
+        rc = rc == KNIT_ENOMEM ? rc
+                               : set_err(A->s, KNIT_ECORRUPT, "%s.%s: bad OR-set state",
+                                         t->name, col);
+        goto out;
+    }
+    if ((rc = sset_canon(&in, A->push->sites, A->push->nsites)) != 0) {
+        if (rc == KNIT_ECORRUPT)
+            set_err(A->s, rc, "%s.%s: OR-set names an unknown or duplicate site", t->name,
+                    col);
+        goto out;
+    }
+    if ((rc = get_cell(A, t->name, pklen, col, 1, &st)) != 0)
+        goto out;
+    if (st.found && st.kind != KIND_ORSET) {
+        rc = set_err(A->s, KNIT_ECORRUPT, "cell %s.%s has kind %d", t->name, col, st.kind);
+        goto out;
+    }
+    if (st.found && c->cl < st.lww.cl)
+        goto out; /* an older life */
+    if (st.found && c->cl == st.lww.cl) {
+        if ((rc = sset_decode(&cur, st.val, st.vlen)) != 0) {
+            if (rc == KNIT_ECORRUPT)
+                set_err(A->s, rc, "stored OR-set %s.%s is corrupt", t->name, col);
+            goto out;
+        }
+        if ((rc = sset_join(&cur, &in)) != 0)
+            goto out;
+        win = &cur;
+        if (knit_stamp_cmp(st.lww.hlc, &st.lww.site, hlc, &site) > 0) {
+            hlc = st.lww.hlc;
+            site = st.lww.site;
+        }
+    }
+    if ((rc = sset_encode(win, &enc, &nenc)) != 0)
+        goto out;
+    /* Already held when the join added nothing and the stamp is not newer.
+    ** (The stamp counts too, so that the stored stamp is the maximum
+    ** whatever order the states arrived in.) */
+    if (st.found && c->cl == st.lww.cl && nenc == st.vlen && memcmp(enc, st.val, nenc) == 0 &&
+        knit_stamp_cmp(hlc, &site, st.lww.hlc, &st.lww.site) <= 0)
+        goto out;
+    if ((rc = unit_seq(A)) != 0)
+        goto out;
+    if ((rc = put_cell(A, t->name, pklen, col, KIND_ORSET, c->cl, hlc, &site, enc, nenc)) != 0)
+        goto out;
+    if ((rc = sset_to_batch(win, A->out, &wire, &nwire)) != 0)
+        goto out;
+    {
+        knit_change_t o = *c;
+        knit_value_t v;
+        v.type = KNIT_BLOB;
+        v.u.b.p = wire;
+        v.u.b.n = nwire;
+        o.hlc = hlc;
+        /* The winning stamp's site, which the fan-out must carry. */
+        if ((rc = out_table(A, c->table, &o.table)) != 0)
+            goto out;
+        if ((rc = knit_batch_site(A->out, &site, &o.site)) != 0)
+            goto out;
+        o.ns = A->out_ns;
+        o.value = v;
+        if ((rc = knit_batch_add(A->out, &o)) != 0)
+            goto out;
+    }
+    *won = 1;
+out:
+    knit__free(enc);
+    knit__free(wire);
+    knit__free(st.val);
+    sset_free(&in);
+    sset_free(&cur);
+    return rc;
+}
+
+/* Checks everything about one change that does not need the store. */
+static int check_change(apply_t *A, const char *ns, const knit_change_t *c)
+{
+    const knit_batch_t *p = A->push;
+    const knit_batch_table_t *t;
+    if (c->ns >= p->nns || strcmp(p->ns[c->ns], ns) != 0)
+        return set_err(A->s, KNIT_EINVAL, "change outside namespace %s", ns);
+    if (c->table >= p->ntables || c->site >= p->nsites)
+        return set_err(A->s, KNIT_EINVAL, "change names an unknown table or site");
+    t = &p->tables[c->table];
+    if (c->col > t->ncols || t->npk == 0 || (t->npk && !c->pk))
+        return set_err(A->s, KNIT_EINVAL, "table %s: bad column or key", t->name);
+    if (c->cl == 0)
+        return set_err(A->s, KNIT_EINVAL, "table %s: causal length 0", t->name);
+    if (!value_ok(&c->value))
+        return set_err(A->s, KNIT_EINVAL, "table %s: bad value", t->name);
+    if (c->col == 0 && c->value.type != KNIT_NULL)
+        return set_err(A->s, KNIT_EINVAL, "table %s: liveness with a value", t->name);
+    if (c->col > 0 && t->orset[c->col - 1] && c->value.type != KNIT_BLOB)
+        return set_err(A->s, KNIT_EINVAL, "%s.%s: OR-set value is not a BLOB", t->name,
+                       t->cols[c->col - 1]);
+    return 0;
+}
+
+static int apply_all(apply_t *A, const char *ns, knit_relay_applied_t *res)
+{
+    const knit_batch_t *p = A->push;
+    size_t total = 0;
+    int rc;
+
+    for (size_t i = 0; i < p->nchanges; i++)
+        if ((rc = check_change(A, ns, &p->changes[i])) != 0)
+            return rc;
+    for (size_t u = 0; u < p->ntxns; u++) {
+        const knit_txn_t *tx = &p->txns[u];
+        if (tx->first > p->nchanges || tx->count > p->nchanges - tx->first)
+            return set_err(A->s, KNIT_EINVAL, "unit %zu out of range", u);
+        total += tx->count;
+    }
+    if (total != p->nchanges)
+        return set_err(A->s, KNIT_EINVAL, "units do not cover the changes");
+    for (size_t i = 0; i < p->ntables; i++)
+        A->out_tab[i] = -1;
+
+    for (size_t u = 0; u < p->ntxns; u++) {
+        const knit_txn_t *tx = &p->txns[u];
+        A->seq = 0;
+        for (size_t k = 0; k < tx->count; k++) {
+            const knit_change_t *c = &p->changes[tx->first + k];
+            const knit_batch_table_t *t = &p->tables[c->table];
+            size_t pklen = 0;
+            int won = 0;
+            if (!A->tab_ok[c->table]) {
+                if ((rc = shape_table(A->s, A->nsid, t)) != 0)
+                    return rc;
+                A->tab_ok[c->table] = 1;
+            }
+            if (c->col > 0 && !A->col_ok[A->col_off[c->table] + c->col - 1]) {
+                if ((rc = shape_column(A->s, A->nsid, t, c->col - 1)) != 0)
+                    return rc;
+                A->col_ok[A->col_off[c->table] + c->col - 1] = 1;
+            }
+            if ((rc = encode_pk(A, c, &pklen)) != 0)
+                return rc;
+            if (c->col == 0)
+                rc = merge_live(A, c, pklen, &won);
+            else if (t->orset[c->col - 1])
+                rc = merge_orset(A, c, pklen, &won);
+            else
+                rc = merge_lww(A, c, pklen, &won);
+            if (rc)
+                return rc;
+            if (won)
+                res->applied++;
+            else
+                res->known++;
+        }
+        if (A->seq) {
+            if (!res->first_seq)
+                res->first_seq = A->seq;
+            res->last_seq = A->seq;
+        }
+    }
+    return 0;
+}
+
+int knit_relay_store_apply(knit_relay_store_t *s, const char *ns, const knit_batch_t *push,
+                           knit_relay_applied_t *out) /* see relay_store.h */
+{
+    apply_t A;
+    size_t ncols = 0;
+    uint64_t seq0;
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    memset(&A, 0, sizeof A);
+    if (!s->in_group)
+        return set_err(s, KNIT_EINVAL, "apply outside a group");
+    if (!ns || !*ns || !push)
+        return set_err(s, KNIT_EINVAL, "no namespace or push");
+    A.s = s;
+    A.push = push;
+    for (size_t i = 0; i < push->ntables; i++)
+        ncols += push->tables[i].ncols;
+    A.out_tab = knit__malloc((push->ntables ? push->ntables : 1) * sizeof *A.out_tab);
+    A.tab_ok = knit__calloc(push->ntables ? push->ntables : 1, 1);
+    A.col_off = knit__malloc((push->ntables ? push->ntables : 1) * sizeof *A.col_off);
+    A.col_ok = knit__calloc(ncols ? ncols : 1, 1);
+    if (!A.out_tab || !A.tab_ok || !A.col_off || !A.col_ok) {
+        rc = KNIT_ENOMEM;
+        goto done;
+    }
+    ncols = 0;
+    for (size_t i = 0; i < push->ntables; i++) {
+        A.col_off[i] = ncols;
+        ncols += push->tables[i].ncols;
+    }
+    if ((rc = knit_batch_new(&A.out)) != 0)
+        goto done;
+    if ((rc = knit_batch_ns(A.out, ns, &A.out_ns)) != 0)
+        goto done;
+    if ((rc = exec(s, "SAVEPOINT push")) != 0)
+        goto done;
+    rc = ns_lookup(s, ns, 1, &A.nsid, &seq0);
+    if (rc == 0)
+        rc = apply_all(&A, ns, out);
+    if (rc == 0) {
+        rc = exec(s, "RELEASE push");
+    } else {
+        /* Design note 6: undo this push only; the group goes on. */
+        sqlite3_exec(s->db, "ROLLBACK TO push; RELEASE push", NULL, NULL, NULL);
+    }
+done:
+    knit__free(A.out_tab);
+    knit__free(A.tab_ok);
+    knit__free(A.col_off);
+    knit__free(A.col_ok);
+    knit__free(A.pk);
+    knit__free(A.val);
+    if (rc) {
+        knit_batch_free(A.out);
+        memset(out, 0, sizeof *out);
+        return rc;
+    }
+    out->fanout = A.out;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Reading                                                                  */
+
+int knit_relay_store_seq(knit_relay_store_t *s, const char *ns,
+                         uint64_t *seq) /* see relay_store.h */
+{
+    int64_t id;
+    return ns_lookup(s, ns, 0, &id, seq);
+}
+
+/* A table of the store, as a catch-up batch describes it. */
+typedef struct ctab_s {
+    char *name;      /* table name, owned */
+    uint32_t idx;    /* index in the batch */
+    uint32_t npk;    /* key width */
+    uint32_t ncols;  /* columns */
+    char **cols;     /* names in column-index order, owned */
+    uint32_t *order; /* column indexes sorted by name, for lookups */
+} ctab_t;
+
+typedef struct catch_s {
+    knit_relay_store_t *s; /* the store */
+    int64_t nsid;          /* namespace id */
+    knit_batch_t *b;       /* batch being built */
+    ctab_t *tabs;          /* tables met so far */
+    size_t ntabs;          /* count */
+    char **sort_cols;      /* comparator context: cols of the table sorted */
+} catch_t;
+
+static void ctabs_free(catch_t *C)
+{
+    for (size_t i = 0; i < C->ntabs; i++) {
+        for (uint32_t c = 0; c < C->tabs[i].ncols; c++)
+            knit__free(C->tabs[i].cols[c]);
+        knit__free(C->tabs[i].cols);
+        knit__free(C->tabs[i].order);
+        knit__free(C->tabs[i].name);
+    }
+    knit__free(C->tabs);
+}
+
+static int cmp_col(const void *a, const void *b, void *ctx)
+{
+    char **cols = ctx;
+    return strcmp(cols[*(const uint32_t *)a], cols[*(const uint32_t *)b]);
+}
+
+/* Insertion sort with context: column lists are short and qsort_r is not
+** portable C. */
+static void sort_order(uint32_t *o, uint32_t n, char **cols)
+{
+    for (uint32_t i = 1; i < n; i++) {
+        uint32_t x = o[i], j = i;
+        while (j > 0 && cmp_col(&o[j - 1], &x, cols) > 0) {
+            o[j] = o[j - 1];
+            j--;
+        }
+        o[j] = x;
+    }
+}
+
+/* Loads table `name` into the catch-up batch. */
+static int ctab_load(catch_t *C, const char *name, ctab_t **out)
+{
+    knit_relay_store_t *s = C->s;
+    sqlite3_stmt *st;
+    ctab_t t;
+    uint8_t *kinds = NULL;
+    size_t cap = 0;
+    int rc;
+
+    for (size_t i = 0; i < C->ntabs; i++) {
+        if (strcmp(C->tabs[i].name, name) == 0) {
+            *out = &C->tabs[i];
+            return 0;
+        }
+    }
+    memset(&t, 0, sizeof t);
+    if ((rc = stmt(s, S_TBL_GET, &st)) != 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, C->nsid);
+    sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
+    rc = step(s, st);
+    if (rc == 1)
+        t.npk = (uint32_t)sqlite3_column_int(st, 0);
+    sqlite3_reset(st);
+    if (rc < 0)
+        return rc;
+    if (rc == 0 || t.npk == 0)
+        return set_err(s, KNIT_ECORRUPT, "cells of unknown table %s", name);
+    if (!(t.name = knit__strdup(name)))
+        return KNIT_ENOMEM;
+    if ((rc = stmt(s, S_COLS, &st)) != 0)
+        goto fail;
+    sqlite3_bind_int64(st, 1, C->nsid);
+    sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
+    while ((rc = step(s, st)) == 1) {
+        if (t.ncols == cap) {
+            size_t nc = cap ? cap * 2 : 8;
+            char **ncols = knit__realloc(t.cols, nc * sizeof *ncols);
+            uint8_t *nk = ncols ? knit__realloc(kinds, nc) : NULL;
+            if (ncols)
+                t.cols = ncols;
+            if (nk)
+                kinds = nk;
+            if (!ncols || !nk) {
+                rc = KNIT_ENOMEM;
+                break;
+            }
+            cap = nc;
+        }
+        const char *cn = (const char *)sqlite3_column_text(st, 0);
+        if (!(t.cols[t.ncols] = knit__strdup(cn ? cn : ""))) {
+            rc = KNIT_ENOMEM;
+            break;
+        }
+        kinds[t.ncols] = sqlite3_column_int(st, 1) == KIND_ORSET;
+        t.ncols++;
+    }
+    sqlite3_reset(st);
+    if (rc < 0)
+        goto fail;
+    rc = KNIT_ENOMEM;
+    t.order = knit__malloc((t.ncols ? t.ncols : 1) * sizeof *t.order);
+    if (!t.order)
+        goto fail;
+    for (uint32_t i = 0; i < t.ncols; i++)
+        t.order[i] = i;
+    sort_order(t.order, t.ncols, t.cols);
+    rc = knit_batch_table(C->b, name, t.npk, t.ncols, (const char *const *)t.cols,
+                          kinds ? kinds : (const uint8_t *)"", &t.idx);
+    if (rc)
+        goto fail;
+    {
+        ctab_t *n = knit__realloc(C->tabs, (C->ntabs + 1) * sizeof *n);
+        if (!n) {
+            rc = KNIT_ENOMEM;
+            goto fail;
+        }
+        C->tabs = n;
+    }
+    C->tabs[C->ntabs] = t;
+    *out = &C->tabs[C->ntabs++];
+    knit__free(kinds);
+    return 0;
+fail:
+    for (uint32_t c = 0; c < t.ncols; c++)
+        knit__free(t.cols[c]);
+    knit__free(t.cols);
+    knit__free(t.order);
+    knit__free(t.name);
+    knit__free(kinds);
+    return rc;
+}
+
+/* Column index (1-based) of name in t, 0 for "" (liveness), -1 if unknown. */
+static int64_t ctab_col(const ctab_t *t, const char *name)
+{
+    uint32_t lo = 0, hi = t->ncols;
+    if (!name[0])
+        return 0;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(t->cols[t->order[mid]], name);
+        if (c == 0)
+            return (int64_t)t->order[mid] + 1;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -1;
+}
+
+/* Decodes exactly npk key values from p[0..n); TEXT/BLOB point into p. */
+static int decode_pk(const uint8_t *p, size_t n, uint32_t npk, knit_value_t *out)
+{
+    size_t off = 0, used;
+    for (uint32_t i = 0; i < npk; i++) {
+        if (knit_value_decode(p + off, n - off, &out[i], &used) != 0)
+            return KNIT_ECORRUPT;
+        off += used;
+    }
+    return off == n ? 0 : KNIT_ECORRUPT;
+}
+
+/* Adds the cell at the current row of the catch-up statement. */
+static int catch_row(catch_t *C, sqlite3_stmt *st, uint32_t ns_idx, knit_value_t **pkbuf,
+                     uint32_t *pkcap)
+{
+    knit_relay_store_t *s = C->s;
+    const char *tbl = (const char *)sqlite3_column_text(st, 0);
+    const uint8_t *pk = sqlite3_column_blob(st, 1);
+    size_t pklen = (size_t)sqlite3_column_bytes(st, 1);
+    const char *col = (const char *)sqlite3_column_text(st, 2);
+    int kind = sqlite3_column_int(st, 3);
+    const uint8_t *site = sqlite3_column_blob(st, 6);
+    const uint8_t *val = sqlite3_column_blob(st, 7);
+    size_t vlen = (size_t)sqlite3_column_bytes(st, 7);
+    knit_change_t c;
+    knit_site_t sid;
+    ctab_t *t = NULL;
+    int64_t ci;
+    uint8_t *wire = NULL;
+    int rc;
+
+    if (!tbl || !col || sqlite3_column_bytes(st, 6) != 16 || !pk)
+        return set_err(s, KNIT_ECORRUPT, "malformed cell row");
+    if ((rc = ctab_load(C, tbl, &t)) != 0)
+        return rc;
+    ci = ctab_col(t, col);
+    if (ci < 0 || (ci == 0) != (kind == KIND_LIVE) ||
+        (ci > 0 && C->b->tables[t->idx].orset[ci - 1] != (kind == KIND_ORSET)))
+        return set_err(s, KNIT_ECORRUPT, "cell %s.%s does not match its table", tbl, col);
+    if (t->npk > *pkcap) {
+        knit_value_t *n = knit__realloc(*pkbuf, t->npk * sizeof *n);
+        if (!n)
+            return KNIT_ENOMEM;
+        *pkbuf = n;
+        *pkcap = t->npk;
+    }
+    if (decode_pk(pk, pklen, t->npk, *pkbuf) != 0)
+        return set_err(s, KNIT_ECORRUPT, "bad stored key in %s", tbl);
+    memcpy(sid.b, site, 16);
+    memset(&c, 0, sizeof c);
+    c.ns = ns_idx;
+    c.table = t->idx;
+    c.col = (uint32_t)ci;
+    c.pk = *pkbuf;
+    c.cl = col_u64(st, 4);
+    c.hlc = col_u64(st, 5);
+    if ((rc = knit_batch_site(C->b, &sid, &c.site)) != 0)
+        return rc;
+    if (kind == KIND_LIVE) {
+        c.value.type = KNIT_NULL;
+    } else if (kind == KIND_LWW) {
+        size_t used;
+        if (!val || knit_value_decode(val, vlen, &c.value, &used) != 0 || used != vlen)
+            return set_err(s, KNIT_ECORRUPT, "bad stored value in %s.%s", tbl, col);
+    } else {
+        sset_t x;
+        size_t nwire = 0;
+        if (!val)
+            return set_err(s, KNIT_ECORRUPT, "empty stored OR-set in %s.%s", tbl, col);
+        if ((rc = sset_decode(&x, val, vlen)) != 0)
+            return rc == KNIT_ECORRUPT ? set_err(s, rc, "bad stored OR-set in %s.%s", tbl, col)
+                                       : rc;
+        rc = sset_to_batch(&x, C->b, &wire, &nwire);
+        sset_free(&x);
+        if (rc)
+            return rc;
+        c.value.type = KNIT_BLOB;
+        c.value.u.b.p = wire;
+        c.value.u.b.n = nwire;
+    }
+    rc = knit_batch_add(C->b, &c);
+    knit__free(wire);
+    return rc;
+}
+
+int knit_relay_store_catch_up(knit_relay_store_t *s, const char *ns, uint64_t after,
+                              size_t max_changes, knit_batch_t **out, uint64_t *reached,
+                              int *more) /* see relay_store.h */
+{
+    catch_t C;
+    sqlite3_stmt *st;
+    knit_value_t *pkbuf = NULL;
+    uint32_t pkcap = 0, ns_idx;
+    uint64_t cur = 0, unit = 0;
+    size_t n = 0;
+    int own_txn = 0, rc;
+
+    *out = NULL;
+    *reached = 0;
+    *more = 0;
+    memset(&C, 0, sizeof C);
+    C.s = s;
+    if ((rc = knit_batch_new(&C.b)) != 0)
+        return rc;
+    if ((rc = knit_batch_ns(C.b, ns, &ns_idx)) != 0)
+        goto fail;
+    /* One read transaction: the sequence and the cells come from one
+    ** snapshot (inside a group, the group's own view is used). */
+    if (!s->in_group) {
+        if ((rc = exec(s, "BEGIN")) != 0)
+            goto fail;
+        own_txn = 1;
+    }
+    if ((rc = ns_lookup(s, ns, 0, &C.nsid, &cur)) != 0)
+        goto fail;
+    if (C.nsid == 0)
+        goto done;
+    if ((rc = stmt(s, S_CATCH, &st)) != 0)
+        goto fail;
+    sqlite3_bind_int64(st, 1, C.nsid);
+    bind_u64(st, 2, after);
+    while ((rc = step(s, st)) == 1) {
+        uint64_t seq = col_u64(st, 8);
+        if (seq != unit) {
+            if (max_changes && n >= max_changes) {
+                *more = 1;
+                break;
+            }
+            if ((rc = knit_batch_begin(C.b, seq)) != 0)
+                break;
+            unit = seq;
+        }
+        if ((rc = catch_row(&C, st, ns_idx, &pkbuf, &pkcap)) != 0)
+            break;
+        n++;
+    }
+    sqlite3_reset(st);
+    if (rc < 0)
+        goto fail;
+done:
+    if (own_txn)
+        exec(s, "COMMIT");
+    ctabs_free(&C);
+    knit__free(pkbuf);
+    *reached = *more ? unit : cur;
+    *out = C.b;
+    return 0;
+fail:
+    if (own_txn)
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    ctabs_free(&C);
+    knit__free(pkbuf);
+    knit_batch_free(C.b);
+    *more = 0;
+    return rc;
+}
+
+int knit_relay_store_digest(knit_relay_store_t *s, const char *ns,
+                            knit_digest_t *out) /* see relay_store.h */
+{
+    sqlite3_stmt *st;
+    int64_t nsid;
+    uint64_t seq, rowcl = 0;
+    uint8_t *cur = NULL; /* current row: table name NUL, then key bytes */
+    size_t curlen = 0, curcap = 0;
+    int own_txn = 0, live = 0, rc;
+
+    knit_digest_zero(out);
+    if (!s->in_group) {
+        if ((rc = exec(s, "BEGIN")) != 0)
+            return rc;
+        own_txn = 1;
+    }
+    if ((rc = ns_lookup(s, ns, 0, &nsid, &seq)) != 0 || nsid == 0)
+        goto out;
+    if ((rc = stmt(s, S_DIGEST, &st)) != 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, nsid);
+    while ((rc = step(s, st)) == 1) {
+        const char *tbl = (const char *)sqlite3_column_text(st, 0);
+        const uint8_t *pk = sqlite3_column_blob(st, 1);
+        size_t tlen = (size_t)sqlite3_column_bytes(st, 0);
+        size_t pklen = (size_t)sqlite3_column_bytes(st, 1);
+        const char *col = (const char *)sqlite3_column_text(st, 2);
+        int kind = sqlite3_column_int(st, 3);
+        const uint8_t *val = sqlite3_column_blob(st, 7);
+        size_t vlen = (size_t)sqlite3_column_bytes(st, 7);
+        knit_cell_t cell;
+        uint8_t h[32];
+
+        if (!tbl || !col || sqlite3_column_bytes(st, 6) != 16) {
+            rc = set_err(s, KNIT_ECORRUPT, "malformed cell row");
+            break;
+        }
+        /* Rows arrive in key order, each starting with its liveness cell
+        ** (column "" sorts first); columns of a row without one, of a
+        ** deleted row or of another life do not count. */
+        int same = curlen == tlen + 1 + pklen && memcmp(cur, tbl, tlen) == 0 &&
+                   cur[tlen] == 0 && (pklen == 0 || memcmp(cur + tlen + 1, pk, pklen) == 0);
+        if (!same) {
+            if (ensure_buf(&cur, &curcap, tlen + 1 + pklen)) {
+                rc = KNIT_ENOMEM;
+                break;
+            }
+            memcpy(cur, tbl, tlen);
+            cur[tlen] = 0;
+            if (pklen)
+                memcpy(cur + tlen + 1, pk, pklen);
+            curlen = tlen + 1 + pklen;
+            live = 0;
+            rowcl = 0;
+        }
+        memset(&cell, 0, sizeof cell);
+        cell.ns = ns;
+        cell.table = tbl;
+        cell.pk = pk;
+        cell.pk_len = pklen;
+        cell.column = col;
+        cell.cl = col_u64(st, 4);
+        if (kind == KIND_LIVE) {
+            static const uint8_t null_enc = 0x00;
+            rowcl = cell.cl;
+            live = knit_cl_live(rowcl);
+            cell.val = &null_enc;
+            cell.val_len = 1;
+            cell.hlc = col_u64(st, 5);
+            memcpy(cell.site.b, sqlite3_column_blob(st, 6), 16);
+        } else if (!same || !live || cell.cl != rowcl) {
+            continue;
+        } else if (kind == KIND_LWW) {
+            cell.val = val;
+            cell.val_len = vlen;
+            cell.hlc = col_u64(st, 5);
+            memcpy(cell.site.b, sqlite3_column_blob(st, 6), 16);
+        } else {
+            const uint8_t *sites, *body;
+            size_t nsites, nbody;
+            if (!val || sset_split(val, vlen, &sites, &nsites, &body, &nbody) != 0) {
+                rc = set_err(s, KNIT_ECORRUPT, "bad stored OR-set in %s.%s", tbl, col);
+                break;
+            }
+            cell.val = body;
+            cell.val_len = nbody;
+        }
+        knit_cell_hash(&cell, h);
+        knit_digest_add(out, h);
+    }
+    sqlite3_reset(st);
+out:
+    if (own_txn)
+        exec(s, "COMMIT");
+    knit__free(cur);
+    if (rc < 0)
+        knit_digest_zero(out);
+    return rc < 0 ? rc : 0;
+}
+
+int knit_relay_store_list(knit_relay_store_t *s,
+                          int (*fn)(void *data, const knit_relay_ns_info_t *ns),
+                          void *data) /* see relay_store.h */
+{
+    sqlite3_stmt *st;
+    int rc, r = 0;
+    if ((rc = stmt(s, S_LIST, &st)) != 0)
+        return rc;
+    while ((rc = step(s, st)) == 1) {
+        knit_relay_ns_info_t info;
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        info.name = name ? name : "";
+        info.seq = col_u64(st, 1);
+        info.rows = col_u64(st, 2);
+        info.cells = col_u64(st, 3);
+        if ((r = fn(data, &info)) != 0)
+            break;
+    }
+    sqlite3_reset(st);
+    return rc < 0 ? rc : r;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Anonymous credentials                                                    */
+
+int knit_relay_store_anon_get(knit_relay_store_t *s, const char *id,
+                              uint8_t salt[KNIT_RELAY_SALT_LEN],
+                              uint8_t hash[KNIT_RELAY_HASH_LEN]) /* see relay_store.h */
+{
+    sqlite3_stmt *st;
+    int rc;
+    if ((rc = stmt(s, S_ANON_GET, &st)) != 0)
+        return rc;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    rc = step(s, st);
+    if (rc == 1) {
+        if (sqlite3_column_bytes(st, 0) != KNIT_RELAY_SALT_LEN ||
+            sqlite3_column_bytes(st, 1) != KNIT_RELAY_HASH_LEN) {
+            sqlite3_reset(st);
+            return set_err(s, KNIT_ECORRUPT, "anonymous credential %s is malformed", id);
+        }
+        memcpy(salt, sqlite3_column_blob(st, 0), KNIT_RELAY_SALT_LEN);
+        memcpy(hash, sqlite3_column_blob(st, 1), KNIT_RELAY_HASH_LEN);
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+int knit_relay_store_anon_put(knit_relay_store_t *s, const char *id,
+                              const uint8_t salt[KNIT_RELAY_SALT_LEN],
+                              const uint8_t hash[KNIT_RELAY_HASH_LEN],
+                              uint64_t now_ms) /* see relay_store.h */
+{
+    sqlite3_stmt *st;
+    int rc;
+    if (s->readonly)
+        return set_err(s, KNIT_EREADONLY, "store opened read-only");
+    if (s->in_group)
+        return set_err(s, KNIT_EINVAL, "anon_put inside a group");
+    if ((rc = stmt(s, S_ANON_PUT, &st)) != 0)
+        return rc;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 2, salt, KNIT_RELAY_SALT_LEN, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 3, hash, KNIT_RELAY_HASH_LEN, SQLITE_STATIC);
+    bind_u64(st, 4, now_ms);
+    rc = step(s, st); /* autocommit: one durable transaction */
+    sqlite3_reset(st);
+    if (rc == KNIT_ECONSTRAINT)
+        return set_err(s, KNIT_EEXISTS, "anonymous id %s is already registered", id);
+    return rc < 0 ? rc : 0;
+}
+
+int knit_relay_store_list_anon(knit_relay_store_t *s,
+                               int (*fn)(void *data, const char *id, uint64_t created_ms),
+                               void *data) /* see relay_store.h */
+{
+    sqlite3_stmt *st;
+    int rc, r = 0;
+    if ((rc = stmt(s, S_ANON_LIST, &st)) != 0)
+        return rc;
+    while ((rc = step(s, st)) == 1) {
+        const char *id = (const char *)sqlite3_column_text(st, 0);
+        if ((r = fn(data, id ? id : "", col_u64(st, 1))) != 0)
+            break;
+    }
+    sqlite3_reset(st);
+    return rc < 0 ? rc : r;
+}

@@ -1,0 +1,167 @@
+/*
+** relay_store.h: the relay's embedded store, one SQLite file.
+**
+** The relay keeps, per namespace, a sequence that grows by one for every
+** pushed unit that changed something, and the latest winning state of every
+** cell it has seen, merged by the CRDT rules of crdt/ (lww.h, orset.h).
+** Each cell remembers the sequence at which it last changed, so catch-up
+** after any time offline is one index range scan that sends each changed
+** cell once, in its latest state.  The store also keeps the anonymous
+** credentials the relay has registered (an id and a salted hash of the
+** secret, never the secret).
+**
+** Group commit: knit_relay_store_begin() opens one transaction; any number
+** of pushes, from any connections, are applied into it with
+** knit_relay_store_apply(); knit_relay_store_commit() makes all of them
+** durable at once (one fsync).  Only after the commit returns 0 may the
+** caller acknowledge those pushes or fan them out.
+**
+** Ownership: strings and batches passed in are only read during the call.
+** Batches handed out (fan-out, catch-up) belong to the caller, who frees
+** them with knit_batch_free().  A knit_relay_store_t is used by one thread
+** at a time.  Other processes (sync-inspect) may read the file while the
+** relay runs: the store is in WAL mode.
+*/
+#ifndef KNIT_RELAY_STORE_H
+#define KNIT_RELAY_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "knit.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct knit_relay_store_s knit_relay_store_t;
+
+/* Flags for knit_relay_store_open(). */
+#define KNIT_RELAY_STORE_READONLY 1 /* never writes or creates (sync-inspect) */
+
+/* Opens or creates the store at path.  KNIT_ENOTREPLICA if the file is
+** SQLite but not a relay store; KNIT_EVERSION if its schema is newer than
+** this library; KNIT_EDB / KNIT_EIO on other failures.  On error *out is
+** NULL. */
+KNIT_EXTERN int knit_relay_store_open(const char *path, int flags,
+                                      knit_relay_store_t **out /* OUT */);
+/* Closes the store, rolling back an uncommitted group; NULL is a no-op. */
+KNIT_EXTERN void knit_relay_store_close(knit_relay_store_t *s);
+/* Detailed message of the last failure ("" if none); valid until the next
+** call on s. */
+KNIT_EXTERN const char *knit_relay_store_errmsg(knit_relay_store_t *s);
+
+/* ---------------------------------------------------------------------- */
+/* Pushes and group commit                                                  */
+
+/* Opens a group (one SQLite write transaction).  KNIT_EINVAL if one is
+** already open. */
+KNIT_EXTERN int knit_relay_store_begin(knit_relay_store_t *s);
+
+/* What one applied push changed. */
+typedef struct knit_relay_applied_s {
+    knit_batch_t *fanout; /* winning changes, one unit per pushed unit that
+                             changed something, unit version = its sequence;
+                             owned by the caller (knit_batch_free) */
+    uint64_t first_seq;   /* sequence of the first such unit (0 if none) */
+    uint64_t last_seq;    /* sequence of the last (0 if none) */
+    size_t applied;       /* changes that won and were stored */
+    size_t known;         /* changes that lost or were already held */
+} knit_relay_applied_t;
+
+/* Merges one decoded push into the open group.  Every change must belong to
+** namespace ns (KNIT_EINVAL otherwise).  Each change is merged with the
+** stored cell:
+**   liveness   (cl, hlc, site) larger wins: the causal length is the max;
+**   LWW cell   (cl, hlc, site) larger wins; a change of a row life older
+**              than the row's stored causal length is dead and ignored;
+**   OR-set     incoming cl > stored: replace; equal: knit_orset_join;
+**              lower: ignored.
+** Each pushed unit in which at least one change won takes the namespace's
+** next sequence; a unit in which nothing won (a replay) takes none and is
+** not in the fan-out.  When a row's causal length advances, its column cells
+** of earlier lives are deleted: they can never win again.
+** The push is atomic inside the group: on any error (KNIT_EINVAL,
+** KNIT_ESCHEMA for a table or column whose shape contradicts what the store
+** holds, KNIT_ECORRUPT for a bad OR-set state, KNIT_EDB) none of it is
+** applied, *out is zeroed, and the group stays open and usable. */
+KNIT_EXTERN int knit_relay_store_apply(knit_relay_store_t *s, const char *ns,
+                                       const knit_batch_t *push,
+                                       knit_relay_applied_t *out /* OUT */);
+
+/* Commits the group durably (WAL, synchronous=FULL).  On failure the whole
+** group is rolled back and the caller must not acknowledge any of it. */
+KNIT_EXTERN int knit_relay_store_commit(knit_relay_store_t *s);
+/* Abandons the open group (no-op when none is open). */
+KNIT_EXTERN void knit_relay_store_rollback(knit_relay_store_t *s);
+
+/* ---------------------------------------------------------------------- */
+/* Reading                                                                  */
+
+/* The namespace's current sequence (0 if the store has never seen it). */
+KNIT_EXTERN int knit_relay_store_seq(knit_relay_store_t *s, const char *ns,
+                                     uint64_t *seq /* OUT */);
+
+/* Cells of ns that changed after sequence `after`, each once in its latest
+** state, as a batch whose units are the sequences in increasing order (unit
+** version = sequence; a unit holds the cells whose latest change was at that
+** sequence).  max_changes > 0 stops after the unit that reaches it (a unit
+** is never split); 0 = no limit.  *reached is the sequence the batch brings
+** a reader to: the namespace's current sequence when *more is 0, else the
+** last unit's.  Read in one snapshot, so concurrent commits are either
+** wholly in it or come later with larger sequences. */
+KNIT_EXTERN int knit_relay_store_catch_up(knit_relay_store_t *s, const char *ns, uint64_t after,
+                                          size_t max_changes, knit_batch_t **out /* OUT */,
+                                          uint64_t *reached /* OUT */, int *more /* OUT */);
+
+/* Canonical state digest of ns (crdt/digest.h), comparable with a replica's
+** knit_digest(k, ns): for each row its liveness cell (column "", value the
+** NULL encoding), and when the row is live, each column cell of the row's
+** current life (LWW: value encoding, hlc, site; OR-set: canonical encoding
+** with sites numbered in site-id order, hlc 0, site zeros).  An unknown ns
+** has the zero digest. */
+KNIT_EXTERN int knit_relay_store_digest(knit_relay_store_t *s, const char *ns,
+                                        knit_digest_t *out /* OUT */);
+
+/* One namespace, for listings (sync-inspect relay). */
+typedef struct knit_relay_ns_info_s {
+    const char *name; /* namespace name, valid during the callback */
+    uint64_t seq;     /* current sequence */
+    uint64_t rows;    /* rows (liveness cells) held */
+    uint64_t cells;   /* cells held, liveness included */
+} knit_relay_ns_info_t;
+
+/* Calls fn for every namespace in name order; a non-zero return from fn
+** stops the walk and is returned. */
+KNIT_EXTERN int knit_relay_store_list(knit_relay_store_t *s,
+                                      int (*fn)(void *data, const knit_relay_ns_info_t *ns),
+                                      void *data);
+
+/* ---------------------------------------------------------------------- */
+/* Anonymous credentials                                                    */
+
+#define KNIT_RELAY_SALT_LEN 16 /* bytes of salt per anonymous id */
+#define KNIT_RELAY_HASH_LEN 32 /* SHA-256 */
+
+/* Looks an anonymous id up: 1 and its salt and hash when registered, 0 when
+** not, or an error. */
+KNIT_EXTERN int knit_relay_store_anon_get(knit_relay_store_t *s, const char *id,
+                                          uint8_t salt[KNIT_RELAY_SALT_LEN] /* OUT */,
+                                          uint8_t hash[KNIT_RELAY_HASH_LEN] /* OUT */);
+/* Registers id durably in its own transaction (not inside a group).
+** KNIT_EEXISTS if the id is already registered (first use wins). */
+KNIT_EXTERN int knit_relay_store_anon_put(knit_relay_store_t *s, const char *id,
+                                          const uint8_t salt[KNIT_RELAY_SALT_LEN],
+                                          const uint8_t hash[KNIT_RELAY_HASH_LEN],
+                                          uint64_t now_ms);
+/* Calls fn for every registered anonymous id (never a salt or hash), in id
+** order; a non-zero return from fn stops the walk and is returned. */
+KNIT_EXTERN int knit_relay_store_list_anon(knit_relay_store_t *s,
+                                           int (*fn)(void *data, const char *id,
+                                                     uint64_t created_ms),
+                                           void *data);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,657 @@
+/*
+** replica.c: opening and closing replicas, knit's metadata tables, the site
+** id and its copy detection, namespaces, and the small helpers every other
+** runtime file uses (errors, transactions, the _knit_meta key/value store).
+**
+** Copy detection.  A replica remembers the identity of the file it lives in
+** (device, inode and machine id) in _knit_meta.file_id.  A copy, a restore
+** from backup or the same file on another machine has a different identity;
+** on the first writable open there knit takes a fresh site id before
+** anything else is written, so two files never issue the same (site, counter)
+** dots or stamps.  A rename keeps the inode and so keeps the site id.
+*/
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "replica.h"
+
+static const char *SCHEMA_SQL =
+    "CREATE TABLE IF NOT EXISTS _knit_meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS _knit_sites(idx INTEGER PRIMARY KEY,"
+    "  site BLOB NOT NULL UNIQUE CHECK (length(site) = 16));"
+    "CREATE TABLE IF NOT EXISTS _knit_ns(idx INTEGER PRIMARY KEY, name TEXT UNIQUE,"
+    "  cursor INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE IF NOT EXISTS _knit_tables(name TEXT PRIMARY KEY, id INTEGER NOT NULL UNIQUE,"
+    "  pk TEXT NOT NULL, cols TEXT NOT NULL, kinds TEXT NOT NULL) WITHOUT ROWID;"
+    "INSERT OR IGNORE INTO _knit_ns(idx, name) VALUES (1, NULL);";
+
+/* ---------------------------------------------------------------------- */
+/* Errors                                                                  */
+
+int knit__err(knit_t *k, int code, const char *fmt, ...)
+{
+    if (k) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(k->errmsg, sizeof k->errmsg, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+int knit__dberr(knit_t *k, int rc, const char *what)
+{
+    int code = KNIT_EDB;
+    switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        code = KNIT_EBUSY;
+        break;
+    case SQLITE_NOMEM:
+        code = KNIT_ENOMEM;
+        break;
+    case SQLITE_CONSTRAINT:
+        code = KNIT_ECONSTRAINT;
+        break;
+    case SQLITE_NOTADB:
+        code = KNIT_ENOTREPLICA;
+        break;
+    case SQLITE_CORRUPT:
+        code = KNIT_ECORRUPT;
+        break;
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+        code = KNIT_EIO;
+        break;
+    case SQLITE_READONLY:
+        code = KNIT_EREADONLY;
+        break;
+    }
+    return knit__err(k, code, "%s: %s", what, k && k->db ? sqlite3_errmsg(k->db) : sqlite3_errstr(rc));
+}
+
+const char *knit_errmsg(knit_t *k) /* see knit.h */
+{
+    return k ? k->errmsg : "";
+}
+
+int knit__exec(knit_t *k, const char *sql)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(k->db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        int code = knit__dberr(k, rc, "sql");
+        if (msg)
+            knit__err(k, code, "%s", msg);
+        sqlite3_free(msg);
+        return code;
+    }
+    return 0;
+}
+
+int knit__begin(knit_t *k)
+{
+    if (k->readonly)
+        return knit__err(k, KNIT_EREADONLY, "replica was opened read-only");
+    return knit__exec(k, "BEGIN IMMEDIATE");
+}
+
+int knit__commit(knit_t *k)
+{
+    return knit__exec(k, "COMMIT");
+}
+
+void knit__rollback(knit_t *k)
+{
+    if (!sqlite3_get_autocommit(k->db))
+        sqlite3_exec(k->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+int knit__prepare(knit_t *k, sqlite3_stmt **st, const char *sql)
+{
+    if (*st) {
+        sqlite3_reset(*st);
+        return 0;
+    }
+    int rc = sqlite3_prepare_v3(k->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
+    return rc == SQLITE_OK ? 0 : knit__dberr(k, rc, "prepare");
+}
+
+/* ---------------------------------------------------------------------- */
+/* _knit_meta                                                              */
+
+static int meta_get(knit_t *k, const char *key, sqlite3_stmt **out)
+{
+    int rc = knit__prepare(k, &k->meta_get, "SELECT value FROM _knit_meta WHERE key = ?");
+    if (rc)
+        return rc;
+    sqlite3_bind_text(k->meta_get, 1, key, -1, SQLITE_STATIC);
+    rc = sqlite3_step(k->meta_get);
+    if (rc == SQLITE_ROW) {
+        *out = k->meta_get;
+        return 0;
+    }
+    sqlite3_reset(k->meta_get);
+    if (rc == SQLITE_DONE)
+        return KNIT_ENOTFOUND;
+    return knit__dberr(k, rc, "reading _knit_meta");
+}
+
+int knit__meta_get_int(knit_t *k, const char *key, int64_t *out)
+{
+    sqlite3_stmt *st;
+    int rc = meta_get(k, key, &st);
+    if (rc == KNIT_ENOTFOUND) {
+        *out = 0;
+        return 0;
+    }
+    if (rc)
+        return rc;
+    *out = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return 0;
+}
+
+static int meta_put(knit_t *k, const char *key, const knit_value_t *v)
+{
+    int rc = knit__prepare(k, &k->meta_put,
+                           "INSERT OR REPLACE INTO _knit_meta(key, value) VALUES (?, ?)");
+    if (rc)
+        return rc;
+    sqlite3_bind_text(k->meta_put, 1, key, -1, SQLITE_STATIC);
+    knit__bind_value(k->meta_put, 2, v);
+    rc = sqlite3_step(k->meta_put);
+    sqlite3_reset(k->meta_put);
+    sqlite3_clear_bindings(k->meta_put);
+    return rc == SQLITE_DONE ? 0 : knit__dberr(k, rc, "writing _knit_meta");
+}
+
+int knit__meta_set_int(knit_t *k, const char *key, int64_t v)
+{
+    knit_value_t x = {.type = KNIT_INTEGER, .u.i = v};
+    return meta_put(k, key, &x);
+}
+
+static int meta_set_blob(knit_t *k, const char *key, const void *p, size_t n, int text)
+{
+    knit_value_t x = {.type = text ? KNIT_TEXT : KNIT_BLOB};
+    x.u.b.p = p;
+    x.u.b.n = n;
+    return meta_put(k, key, &x);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Clock                                                                   */
+
+static uint64_t system_clock(void *data)
+{
+    struct timespec ts;
+    (void)data;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t knit__now(knit_t *k)
+{
+    return k->clock(k->clock_data);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Sites                                                                   */
+
+int knit__load_sites(knit_t *k)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(k->db, "SELECT idx, site FROM _knit_sites ORDER BY idx", -1,
+                                &st, NULL);
+    if (rc != SQLITE_OK)
+        return knit__dberr(k, rc, "reading _knit_sites");
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t idx = sqlite3_column_int64(st, 0);
+        const void *p = sqlite3_column_blob(st, 1);
+        if (idx <= 0 || idx > (int64_t)UINT32_MAX - 1 || sqlite3_column_bytes(st, 1) != 16) {
+            sqlite3_finalize(st);
+            return knit__err(k, KNIT_ECORRUPT, "_knit_sites holds a malformed entry (idx %lld)",
+                             (long long)idx);
+        }
+        if ((uint32_t)idx >= k->nsites) {
+            knit_site_t *n = knit__realloc(k->sites, ((size_t)idx + 1) * sizeof *n);
+            if (!n) {
+                sqlite3_finalize(st);
+                return KNIT_ENOMEM;
+            }
+            memset(n + k->nsites, 0, ((size_t)idx + 1 - k->nsites) * sizeof *n);
+            k->sites = n;
+            k->nsites = (uint32_t)idx + 1;
+        }
+        memcpy(k->sites[idx].b, p, 16);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : knit__dberr(k, rc, "reading _knit_sites");
+}
+
+const knit_site_t *knit__site_get(knit_t *k, uint32_t idx)
+{
+    static const knit_site_t zero;
+    if (idx >= k->nsites && knit__load_sites(k) != 0)
+        return &zero;
+    return idx < k->nsites ? &k->sites[idx] : &zero;
+}
+
+int knit__site_intern(knit_t *k, const knit_site_t *s, uint32_t *idx)
+{
+    for (uint32_t i = 1; i < k->nsites; i++) {
+        if (knit_site_cmp(&k->sites[i], s) == 0) {
+            *idx = i;
+            return 0;
+        }
+    }
+    /* Another process may have added it: insert-or-ignore, then reload. */
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(k->db, "INSERT OR IGNORE INTO _knit_sites(site) VALUES (?)", -1,
+                                &st, NULL);
+    if (rc != SQLITE_OK)
+        return knit__dberr(k, rc, "adding a site");
+    sqlite3_bind_blob(st, 1, s->b, 16, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return knit__dberr(k, rc, "adding a site");
+    if ((rc = knit__load_sites(k)) != 0)
+        return rc;
+    for (uint32_t i = 1; i < k->nsites; i++) {
+        if (knit_site_cmp(&k->sites[i], s) == 0) {
+            *idx = i;
+            return 0;
+        }
+    }
+    return knit__err(k, KNIT_ECORRUPT, "site vanished from _knit_sites");
+}
+
+int knit_site(knit_t *k, knit_site_t *out) /* see knit.h */
+{
+    *out = k->site;
+    return 0;
+}
+
+static int random_site(knit_site_t *s)
+{
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    size_t got = 0;
+    if (fd < 0)
+        return KNIT_EIO;
+    while (got < sizeof s->b) {
+        ssize_t r = read(fd, s->b + got, sizeof s->b - got);
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR)
+                continue;
+            close(fd);
+            return KNIT_EIO;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    return 0;
+}
+
+/* "dev:ino:machine" for the file at path. */
+static void file_identity(const char *path, char *buf, size_t n)
+{
+    struct stat sb;
+    char machine[128] = "";
+    FILE *f = fopen("/etc/machine-id", "r");
+    if (f) {
+        if (!fgets(machine, sizeof machine, f))
+            machine[0] = 0;
+        fclose(f);
+        machine[strcspn(machine, "\r\n")] = 0;
+    }
+    if (!machine[0])
+        gethostname(machine, sizeof machine - 1);
+    if (stat(path, &sb) != 0)
+        memset(&sb, 0, sizeof sb);
+    snprintf(buf, n, "%llu:%llu:%s", (unsigned long long)sb.st_dev,
+             (unsigned long long)sb.st_ino, machine);
+}
+
+/* Makes a fresh site id the local one (new replica, or a detected copy). */
+static int new_site(knit_t *k)
+{
+    knit_site_t s;
+    uint32_t idx;
+    int rc;
+    if ((rc = random_site(&s)) != 0)
+        return knit__err(k, rc, "cannot read /dev/urandom for a site id");
+    if ((rc = knit__site_intern(k, &s, &idx)) != 0)
+        return rc;
+    if ((rc = meta_set_blob(k, "site", s.b, 16, 0)) != 0 ||
+        (rc = knit__meta_set_int(k, "site_idx", idx)) != 0)
+        return rc;
+    k->site = s;
+    k->site_idx = idx;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Namespaces                                                              */
+
+int knit__ns_intern(knit_t *k, const char *name, uint32_t *idx)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    if (!name[0]) {
+        *idx = KNIT_HOME_NS;
+        return 0;
+    }
+    rc = sqlite3_prepare_v2(k->db, "SELECT idx FROM _knit_ns WHERE name = ?", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return knit__dberr(k, rc, "reading _knit_ns");
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *idx = (uint32_t)sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        return 0;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return knit__dberr(k, rc, "reading _knit_ns");
+    rc = sqlite3_prepare_v2(k->db, "INSERT INTO _knit_ns(name) VALUES (?)", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return knit__dberr(k, rc, "adding a namespace");
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return knit__dberr(k, rc, "adding a namespace");
+    *idx = (uint32_t)sqlite3_last_insert_rowid(k->db);
+    return 0;
+}
+
+int knit__ns_name(knit_t *k, uint32_t idx, char **out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(k->db, "SELECT name FROM _knit_ns WHERE idx = ?", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return knit__dberr(k, rc, "reading _knit_ns");
+    sqlite3_bind_int64(st, 1, idx);
+    rc = sqlite3_step(st);
+    const char *name = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
+    *out = knit__strdup(name ? name : "");
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return knit__dberr(k, rc, "reading _knit_ns");
+    return *out ? 0 : KNIT_ENOMEM;
+}
+
+int knit_set_namespace(knit_t *k, const char *ns) /* see knit.h */
+{
+    int rc;
+    uint32_t idx;
+    sqlite3_stmt *st = NULL;
+    if (!ns || !ns[0])
+        return knit__err(k, KNIT_EINVAL, "namespace name must not be empty");
+    if ((rc = knit__begin(k)) != 0)
+        return rc;
+    /* The first namespace ever set names home, unless it already exists. */
+    rc = sqlite3_prepare_v2(k->db,
+                            "UPDATE _knit_ns SET name = ?1 WHERE idx = 1 AND name IS NULL"
+                            " AND NOT EXISTS (SELECT 1 FROM _knit_ns WHERE name = ?1)",
+                            -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, ns, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(k->db);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_OK)
+        rc = knit__dberr(k, rc, "naming the home namespace");
+    if (!rc)
+        rc = knit__ns_intern(k, ns, &idx);
+    if (!rc)
+        rc = knit__meta_set_int(k, "write_ns", idx);
+    if (!rc)
+        rc = knit__commit(k);
+    if (rc)
+        knit__rollback(k);
+    return rc;
+}
+
+int knit_namespace(knit_t *k, char *buf, size_t n) /* see knit.h */
+{
+    int64_t idx;
+    char *name = NULL;
+    int rc = knit__meta_get_int(k, "write_ns", &idx);
+    if (!rc)
+        rc = knit__ns_name(k, idx ? (uint32_t)idx : KNIT_HOME_NS, &name);
+    if (!rc && n)
+        snprintf(buf, n, "%s", name);
+    knit__free(name);
+    return rc;
+}
+
+int knit_cursor(knit_t *k, const char *ns, uint64_t *seq) /* see knit.h */
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(k->db, "SELECT cursor FROM _knit_ns WHERE name = ?", -1, &st,
+                                NULL);
+    if (rc != SQLITE_OK)
+        return knit__dberr(k, rc, "reading a cursor");
+    sqlite3_bind_text(st, 1, ns, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    *seq = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : knit__dberr(k, rc, "reading a cursor");
+}
+
+int knit_ack(knit_t *k, uint64_t version) /* see knit.h */
+{
+    int64_t cur;
+    int rc = knit__begin(k);
+    if (!rc)
+        rc = knit__meta_get_int(k, "acked", &cur);
+    if (!rc && (uint64_t)cur < version)
+        rc = knit__meta_set_int(k, "acked", (int64_t)version);
+    if (!rc)
+        rc = knit__commit(k);
+    if (rc)
+        knit__rollback(k);
+    return rc;
+}
+
+int knit_acked(knit_t *k, uint64_t *out) /* see knit.h */
+{
+    int64_t v;
+    int rc = knit__meta_get_int(k, "acked", &v);
+    *out = (uint64_t)v;
+    return rc;
+}
+
+int knit_version(knit_t *k, uint64_t *out) /* see knit.h */
+{
+    int64_t v;
+    int rc = knit__meta_get_int(k, "version", &v);
+    *out = (uint64_t)v;
+    return rc;
+}
+
+void *knit_db(knit_t *k) /* see knit.h */
+{
+    return k->db;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Open and close                                                          */
+
+/* 1 if the file at path exists and is not a SQLite database. */
+static int not_sqlite(const char *path)
+{
+    static const char magic[16] = "SQLite format 3";
+    char head[16];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, head, sizeof head);
+    close(fd);
+    if (n == 0)
+        return 0; /* empty file: SQLite treats it as a new database */
+    return n != (ssize_t)sizeof head || memcmp(head, magic, sizeof head) != 0;
+}
+
+static int has_metadata(knit_t *k, int *yes)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(
+        k->db, "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = '_knit_meta'", -1,
+        &st, NULL);
+    if (rc != SQLITE_OK)
+        return knit__dberr(k, rc, "reading the schema");
+    rc = sqlite3_step(st);
+    *yes = rc == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : knit__dberr(k, rc, "reading the schema");
+}
+
+/* Checks the metadata version and loads the site; takes a new site id when
+** the file is new or a copy.  Runs inside a write transaction unless
+** read-only. */
+static int load_identity(knit_t *k, const char *path)
+{
+    int64_t ver, site_idx;
+    sqlite3_stmt *st;
+    char fid[256];
+    int rc;
+
+    if ((rc = knit__meta_get_int(k, "schema", &ver)) != 0)
+        return rc;
+    if (ver > KNIT_SCHEMA_VERSION)
+        return knit__err(k, KNIT_EVERSION,
+                         "replica metadata version %lld is newer than this knit (%d); upgrade knit",
+                         (long long)ver, KNIT_SCHEMA_VERSION);
+    if ((rc = knit__load_sites(k)) != 0)
+        return rc;
+    if ((rc = knit__meta_get_int(k, "site_idx", &site_idx)) != 0)
+        return rc;
+    if (site_idx > 0 && (uint64_t)site_idx < k->nsites) {
+        k->site_idx = (uint32_t)site_idx;
+        k->site = k->sites[site_idx];
+    }
+    if (k->readonly)
+        return site_idx > 0 ? 0 : knit__err(k, KNIT_ENOTREPLICA, "replica has no site id");
+
+    file_identity(path, fid, sizeof fid);
+    rc = meta_get(k, "file_id", &st);
+    int same = 0;
+    if (rc == 0) {
+        const char *old = (const char *)sqlite3_column_text(st, 0);
+        same = old && strcmp(old, fid) == 0;
+        sqlite3_reset(st);
+    } else if (rc != KNIT_ENOTFOUND) {
+        return rc;
+    }
+    if (!same || site_idx <= 0) {
+        if ((rc = new_site(k)) != 0)
+            return rc;
+        if ((rc = meta_set_blob(k, "file_id", fid, strlen(fid), 1)) != 0)
+            return rc;
+    }
+    if (ver < KNIT_SCHEMA_VERSION)
+        rc = knit__meta_set_int(k, "schema", KNIT_SCHEMA_VERSION);
+    return rc;
+}
+
+int knit_open(const char *path, const knit_options_t *opt, knit_t **out) /* see knit.h */
+{
+    knit_options_t o = {0};
+    knit_t *k;
+    int rc, flags, meta = 0;
+
+    *out = NULL;
+    if (opt)
+        o = *opt;
+    if (not_sqlite(path))
+        return KNIT_ENOTREPLICA;
+    if (!(k = knit__calloc(1, sizeof *k)))
+        return KNIT_ENOMEM;
+    k->readonly = o.readonly;
+    k->clock = o.clock ? o.clock : system_clock;
+    k->clock_data = o.clock_data;
+    k->max_drift_ms = o.max_drift_ms ? o.max_drift_ms : 5 * 60 * 1000;
+    k->schema_cookie = -1;
+
+    flags = o.readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    rc = sqlite3_open_v2(path, &k->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        rc = rc == SQLITE_CANTOPEN ? KNIT_EIO : knit__dberr(k, rc, "open");
+        goto fail;
+    }
+    sqlite3_extended_result_codes(k->db, 0);
+    sqlite3_busy_timeout(k->db, o.busy_timeout_ms > 0 ? o.busy_timeout_ms : 5000);
+    if ((rc = has_metadata(k, &meta)) != 0)
+        goto fail;
+    if (o.readonly) {
+        if (!meta) {
+            rc = knit__err(k, KNIT_ENOTREPLICA, "%s has no knit metadata", path);
+            goto fail;
+        }
+    } else {
+        /* WAL lets readers (other tabs, sync-inspect) run beside a writer;
+        ** synchronous=NORMAL keeps commits atomic and crash-safe, and a
+        ** power loss can only drop the newest commits, which were not yet
+        ** pushed or, if pushed, are pulled back from the relay. */
+        if ((rc = knit__exec(k, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL")) != 0)
+            goto fail;
+    }
+    if ((rc = knit__register_functions(k)) != 0)
+        goto fail;
+    if (!o.readonly) {
+        if ((rc = knit__begin(k)) != 0)
+            goto fail;
+        if (!meta)
+            rc = knit__exec(k, SCHEMA_SQL);
+        if (!rc)
+            rc = load_identity(k, path);
+        if (!rc)
+            rc = knit__commit(k);
+        if (rc) {
+            knit__rollback(k);
+            goto fail;
+        }
+    } else if ((rc = load_identity(k, path)) != 0) {
+        goto fail;
+    }
+    if ((rc = knit__load_tables(k)) != 0)
+        goto fail;
+    knit_version(k, &k->seen_version);
+    {
+        sqlite3_stmt *st = NULL;
+        if (sqlite3_prepare_v2(k->db, "PRAGMA data_version", -1, &st, NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW)
+            k->data_version = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+    }
+    *out = k;
+    return 0;
+
+fail:
+    knit_close(k);
+    return rc;
+}
+
+void knit_close(knit_t *k) /* see knit.h */
+{
+    if (!k)
+        return;
+    knit__free_tables(k);
+    sqlite3_finalize(k->meta_get);
+    sqlite3_finalize(k->meta_put);
+    sqlite3_close_v2(k->db);
+    knit__free(k->sites);
+    knit__free(k);
+}

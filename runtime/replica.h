@@ -1,0 +1,181 @@
+/*
+** replica.h: internals shared by the replica's source files (not installed).
+**
+** A replica is an ordinary SQLite file plus knit's metadata, all in tables
+** whose names start with "_knit_" (see docs/ARCHITECTURE.md for the layout):
+**
+**   _knit_meta(key, value)          site id, clock, version counters, file id
+**   _knit_sites(idx, site)          16-byte site ids, interned
+**   _knit_ns(idx, name, cursor)     namespaces (idx 1 = home) and relay cursors
+**   _knit_tables(name, id, ...)     tracked tables, their keys and columns
+**   _knit_log_<id>(seq, op, mask, k0..)     captured writes, not yet stamped
+**   _knit_rows_<id>(k0.., ns, cl, ver, cells)  per-row CRDT metadata
+**   _knit_sets_<id>(k0.., col, state)         OR-set states
+**
+** Design notes
+**   1. Capture is pure SQL: triggers append to _knit_log_<id> and do nothing
+**      else, so any connection, with or without knit loaded, is captured.
+**   2. Every read of changes and every apply first stamps the log, inside
+**      the same write transaction, so a row's metadata always describes the
+**      row's committed content when knit looks at it.
+**   3. After stamping, a user row exists if and only if its metadata row
+**      has an odd causal length.
+**   4. Writes knit itself makes to user tables (apply, OR-set
+**      canonicalization) also fire the triggers; knit deletes those log rows
+**      before it commits, so they are never taken for local writes.
+**   5. The HLC and version counters live in _knit_meta and are read and
+**      advanced inside the write transaction, so they are monotonic across
+**      every connection and process sharing the file.
+*/
+#ifndef KNIT_REPLICA_H
+#define KNIT_REPLICA_H
+
+#include <stdio.h>
+#include <sqlite3.h>
+
+#include "alloc.h"
+#include "knit.h"
+#include "lww.h"
+#include "orset.h"
+
+#define KNIT_SCHEMA_VERSION 1
+#define KNIT_MAX_COLS 63 /* tracked non-key columns per table (update mask bits) */
+#define KNIT_HOME_NS 1   /* _knit_ns idx of the home namespace */
+#define KNIT_MAX_PK 32   /* key columns per table */
+
+/* Log operations written by the capture triggers. */
+enum { KNIT_OP_INSERT = 1, KNIT_OP_UPDATE = 2, KNIT_OP_DELETE = 3 };
+
+/* One cell's stamp as kept in a _knit_rows_<id>.cells blob.  Index 0 of a
+** row's cell array is the row's liveness, 1..ncols its columns. */
+typedef struct kcell_s {
+    uint64_t hlc;  /* stamp; 0 = not written in the row's current life */
+    uint32_t site; /* _knit_sites idx of the writer */
+    uint64_t ver;  /* local version at which this cell last changed */
+} kcell_t;
+
+/* Statement slot numbers in ktable_t.st. */
+enum {
+    ST_STAMP,      /* log -> rows upsert */
+    ST_LOGMAX,     /* max(seq) of the log */
+    ST_LOGCLEAR,   /* delete the log */
+    ST_SETROWS,    /* distinct logged keys touching OR-set columns */
+    ST_ROWGET,     /* one row's metadata */
+    ST_ROWPUT,     /* upsert one row's metadata */
+    ST_SETGET,     /* one OR-set state */
+    ST_SETPUT,     /* upsert one OR-set state */
+    ST_USERGET,    /* the user row's tracked columns */
+    ST_USERDEL,    /* delete the user row */
+    ST_SINCE,      /* rows changed since a version, joined with user rows */
+    ST_NSTMT
+};
+
+#define KNIT_MASK_CACHE 8 /* cached INSERT/UPDATE statements per table */
+
+typedef struct ktable_s {
+    char *name;               /* user table name */
+    int id;                   /* suffix of its _knit_*_<id> tables */
+    uint32_t npk;             /* key columns */
+    char **pk;                /* key column names, in key order */
+    uint32_t ncols;           /* tracked non-key columns */
+    char **cols;              /* their names; index i is cell i + 1 */
+    uint8_t *orset;           /* per column: 1 = OR-set */
+    uint64_t setmask;         /* bit i set when column i is an OR-set */
+    sqlite3_stmt *st[ST_NSTMT]; /* prepared lazily */
+    struct {
+        uint64_t mask;      /* columns written (bit i = column i) */
+        int insert;         /* 1 = INSERT, 0 = UPDATE */
+        sqlite3_stmt *stmt; /* the statement */
+    } wr[KNIT_MASK_CACHE];  /* user-row writers by column set */
+    unsigned wr_next;       /* round-robin replacement slot */
+    size_t ev_rows;         /* rows changed since the last notification */
+} ktable_t;
+
+struct knit_s {
+    sqlite3 *db;             /* knit's connection */
+    int readonly;            /* opened read-only */
+    knit_clock_fn clock;     /* wall clock */
+    void *clock_data;        /* its argument */
+    uint64_t max_drift_ms;   /* refuse remote stamps beyond now + this */
+    knit_site_t site;        /* this replica's site id */
+    uint32_t site_idx;       /* its _knit_sites idx */
+    knit_site_t *sites;      /* _knit_sites cache, by idx (0 unused) */
+    uint32_t nsites;         /* entries in sites (max idx + 1) */
+    ktable_t *tables;        /* tracked tables */
+    size_t ntables;          /* count */
+    int schema_cookie;       /* PRAGMA schema_version the cache was built at */
+    int data_version;        /* PRAGMA data_version last seen by knit_poll */
+    uint64_t seen_version;   /* knit version last reported to the callback */
+    int ev_local;            /* local writes stamped since the last notification */
+    int ev_remote;           /* remote changes applied since then */
+    knit_change_fn on_change; /* change callback */
+    void *on_change_data;    /* its argument */
+    sqlite3_stmt *meta_get;  /* SELECT value FROM _knit_meta WHERE key=? */
+    sqlite3_stmt *meta_put;  /* INSERT OR REPLACE INTO _knit_meta */
+    char errmsg[512];        /* last detailed error */
+};
+
+/* replica.c */
+int knit__err(knit_t *k, int code, const char *fmt, ...)
+#ifdef __GNUC__
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+int knit__dberr(knit_t *k, int rc, const char *what);
+int knit__exec(knit_t *k, const char *sql);
+int knit__begin(knit_t *k); /* BEGIN IMMEDIATE */
+int knit__commit(knit_t *k);
+void knit__rollback(knit_t *k);
+int knit__meta_get_int(knit_t *k, const char *key, int64_t *out);
+int knit__meta_set_int(knit_t *k, const char *key, int64_t v);
+uint64_t knit__now(knit_t *k);
+int knit__site_intern(knit_t *k, const knit_site_t *s, uint32_t *idx);
+const knit_site_t *knit__site_get(knit_t *k, uint32_t idx);
+int knit__load_sites(knit_t *k);
+int knit__ns_intern(knit_t *k, const char *name, uint32_t *idx);
+int knit__ns_name(knit_t *k, uint32_t idx, char **out); /* "" for an unnamed home */
+int knit__prepare(knit_t *k, sqlite3_stmt **st, const char *sql);
+
+/* track.c */
+int knit__load_tables(knit_t *k); /* refresh the ktable_t cache if the schema moved */
+void knit__free_tables(knit_t *k);
+ktable_t *knit__table(knit_t *k, const char *name);
+char *knit__quote(const char *ident); /* "ident" with quotes doubled; knit__free */
+/* Appends "k0, k1, ..." or with a prefix, e.g. "r.k0, r.k1". */
+void knit__keylist(char *buf, size_t n, uint32_t npk, const char *prefix);
+
+/* stamp.c */
+int knit__register_functions(knit_t *k);
+int knit__stamp_locked(knit_t *k, size_t *rows_out); /* inside a write txn */
+int knit__cells_decode(const void *p, size_t n, uint32_t ncells, kcell_t *out);
+size_t knit__cells_encode(const kcell_t *c, uint32_t ncells, uint8_t *out);
+#define KNIT_CELL_MAXBYTES (1 + 8 + KNIT_VARINT_MAX * 2)
+int knit__bind_value(sqlite3_stmt *st, int i, const knit_value_t *v);
+void knit__column_value(sqlite3_stmt *st, int i, knit_value_t *v);
+int knit__set_load(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t col,
+                   knit_orset_t *s, int *found);
+int knit__set_save(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t col,
+                   const knit_orset_t *s);
+int knit__clear_logs(knit_t *k);
+int knit__tick(knit_t *k, uint64_t *out);
+int knit__next_version(knit_t *k, uint64_t *out);
+
+/* apply.c */
+/* Prepares t->st[ST_USERGET]: the tracked columns of one user row, keys
+** bound as ?1..?npk. */
+int knit__user_get_prepare(knit_t *k, ktable_t *t);
+/* Writes column c of an existing user row. */
+int knit__user_write_col(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t c,
+                         const knit_value_t *v);
+
+/* batch.c */
+/* Orders b's changes by vers[i] (stably) into one unit per version, keeping
+** whole units until max_changes is reached (0 = all). */
+int knit__batch_regroup(knit_batch_t *b, const uint64_t *vers, size_t max_changes);
+
+/* notify.c */
+/* Fires the change callback for what was stamped or applied since the last
+** call (after commit). */
+void knit__notify(knit_t *k);
+
+#endif

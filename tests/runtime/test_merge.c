@@ -1,0 +1,334 @@
+/*
+** test_merge.c: replicas exchanging changes through the API (no network)
+** converge: LWW conflicts, equal-HLC ties, deletes against updates,
+** resurrection, OR-set concurrent add/remove, composite and BLOB keys, NULL,
+** REAL against INTEGER, large values; and a seeded random test of three
+** replicas written by plain SQL connections.
+*/
+#include "rt.h"
+
+#define T_SCHEMA "CREATE TABLE t(id TEXT PRIMARY KEY, a, b, tags)"
+
+/* Two replicas with table t tracked (tags an OR-set), each with its clock. */
+static knit_t *A, *B, *C;
+static rt_clock_t ca = {1700000000000}, cb = {1700000000000}, cc = {1700000000000};
+
+static void setup(int three)
+{
+    rt_init();
+    A = rt_open_clock("a.db", &ca);
+    B = rt_open_clock("b.db", &cb);
+    C = three ? rt_open_clock("c.db", &cc) : NULL;
+    knit_t *all[3] = {A, B, C};
+    for (int i = 0; i < 3 && all[i]; i++) {
+        rt_exec(all[i], T_SCHEMA);
+        CHECK_OK(knit_track(all[i], "t", "tags:orset"));
+        CHECK_OK(knit_set_namespace(all[i], "test"));
+    }
+}
+
+static void teardown(void)
+{
+    knit_close(A);
+    knit_close(B);
+    knit_close(C);
+    A = B = C = NULL;
+    rt_done();
+}
+
+/* Full exchange until quiet: every replica sends everything to every other. */
+static void sync_all(void)
+{
+    knit_t *all[3] = {A, B, C};
+    int n = C ? 3 : 2;
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++)
+                if (i != j)
+                    rt_send(all[i], all[j], NULL);
+}
+
+static void expect_equal(const char *sql)
+{
+    char *a = rt_dump(A, sql), *b = rt_dump(B, sql);
+    if (strcmp(a, b) != 0) {
+        fprintf(stderr, "replicas differ on %s\nA:\n%sB:\n%s", sql, a, b);
+        CHECK(0);
+    }
+    if (C) {
+        char *c = rt_dump(C, sql);
+        if (strcmp(a, c) != 0) {
+            fprintf(stderr, "replicas differ on %s\nA:\n%sC:\n%s", sql, a, c);
+            CHECK(0);
+        }
+        sqlite3_free(c);
+    }
+    sqlite3_free(a);
+    sqlite3_free(b);
+    knit_digest_t da, db, dc;
+    CHECK_OK(knit_digest(A, NULL, &da));
+    CHECK_OK(knit_digest(B, NULL, &db));
+    CHECK(knit_digest_equal(&da, &db));
+    if (C) {
+        CHECK_OK(knit_digest(C, NULL, &dc));
+        if (!knit_digest_equal(&da, &dc)) {
+            const char *m = "SELECT r.k0, r.cl, hex(r.cells), s.col, hex(s.state) FROM _knit_rows_1 r "
+                            "LEFT JOIN _knit_sets_1 s ON s.k0 = r.k0 ORDER BY 1, 4";
+            char *x = rt_dump(A, m), *y = rt_dump(C, m), *z = rt_dump(B, m);
+            fprintf(stderr, "A:\n%sB:\n%sC:\n%s", x, z, y);
+            fprintf(stderr, "sites A:\n%s", rt_dump(A, "SELECT idx, hex(site) FROM _knit_sites"));
+            fprintf(stderr, "sites C:\n%s", rt_dump(C, "SELECT idx, hex(site) FROM _knit_sites"));
+        }
+        CHECK(knit_digest_equal(&da, &dc));
+    }
+    knit_t *all[3] = {A, B, C};
+    for (int i = 0; i < 3 && all[i]; i++)
+        CHECK_EQ_INT(knit_verify(all[i], NULL, NULL), 0);
+}
+
+static void lww_later_write_wins(void)
+{
+    setup(0);
+    rt_exec(A, "INSERT INTO t VALUES ('r', 1, 'x', '[]')");
+    sync_all();
+    ca.ms += 10;
+    rt_exec(A, "UPDATE t SET a = 2");
+    CHECK(knit_stamp(A) == 1);
+    cb.ms += 20; /* B writes later in time, and also a different column */
+    rt_exec(B, "UPDATE t SET a = 3, b = 'y'");
+    CHECK(knit_stamp(B) == 1);
+    ca.ms += 30;
+    rt_exec(A, "UPDATE t SET b = 'z'"); /* latest for b */
+    sync_all();
+    RT_EXPECT(A, "SELECT id, a, b FROM t", "'r'|3|'z'\n");
+    expect_equal("SELECT * FROM t");
+    /* Applying the same batch again changes nothing. */
+    knit_batch_t *b;
+    knit_apply_stats_t st;
+    CHECK_OK(knit_changes_since(A, 0, NULL, &b));
+    CHECK_OK(knit_apply(B, b, &st));
+    CHECK_EQ_INT(st.applied, 0);
+    CHECK(st.known > 0);
+    knit_batch_free(b);
+    teardown();
+}
+
+/* Equal HLCs: the larger site id wins, on both sides, whatever the values. */
+static void lww_tie_breaks_on_site(void)
+{
+    setup(0);
+    rt_exec(A, "INSERT INTO t VALUES ('r', 0, NULL, NULL)");
+    sync_all();
+    ca.ms = cb.ms = 1800000000000; /* same millisecond, fresh counters */
+    rt_exec(A, "UPDATE t SET a = 'from A'");
+    rt_exec(B, "UPDATE t SET a = 'from B'");
+    CHECK(knit_stamp(A) == 1);
+    CHECK(knit_stamp(B) == 1);
+    knit_site_t sa, sb;
+    knit_site(A, &sa);
+    knit_site(B, &sb);
+    sync_all();
+    const char *want = knit_site_cmp(&sa, &sb) > 0 ? "'from A'\n" : "'from B'\n";
+    RT_EXPECT(A, "SELECT a FROM t", want);
+    RT_EXPECT(B, "SELECT a FROM t", want);
+    expect_equal("SELECT * FROM t");
+    teardown();
+}
+
+/* A delete wins over a concurrent update that did not see it; an insert
+** after the delete resurrects the row with the new values. */
+static void delete_beats_concurrent_update_then_resurrect(void)
+{
+    setup(0);
+    rt_exec(A, "INSERT INTO t VALUES ('r', 1, 'x', '[\"t\"]')");
+    sync_all();
+    ca.ms += 5;
+    rt_exec(A, "DELETE FROM t");
+    cb.ms += 500; /* later in time, but did not see the delete */
+    rt_exec(B, "UPDATE t SET a = 99, tags = '[\"t\",\"u\"]'");
+    sync_all();
+    RT_EXPECT(A, "SELECT count(*) FROM t", "0\n");
+    RT_EXPECT(B, "SELECT count(*) FROM t", "0\n");
+    expect_equal("SELECT * FROM t");
+    ca.ms += 1000;
+    rt_exec(A, "INSERT INTO t VALUES ('r', 2, 'again', '[\"n\"]')");
+    sync_all();
+    RT_EXPECT(B, "SELECT id, a, b, tags FROM t", "'r'|2|'again'|'[\"n\"]'\n");
+    RT_EXPECT(B, "SELECT cl FROM _knit_rows_1", "3\n");
+    expect_equal("SELECT * FROM t");
+    /* Concurrent delete on both sides: still deleted, one causal length. */
+    rt_exec(A, "DELETE FROM t");
+    rt_exec(B, "DELETE FROM t");
+    sync_all();
+    RT_EXPECT(A, "SELECT count(*), (SELECT cl FROM _knit_rows_1) FROM t", "0|4\n");
+    expect_equal("SELECT * FROM t");
+    teardown();
+}
+
+/* Add-wins: concurrent add and remove of one element keeps it; concurrent
+** removes of different elements both happen; adds from both sides union. */
+static void orset_concurrent_add_remove(void)
+{
+    setup(1);
+    rt_exec(A, "INSERT INTO t VALUES ('r', 0, NULL, '[\"keep\",\"x\",\"y\"]')");
+    sync_all();
+    rt_exec(A, "UPDATE t SET tags = '[\"keep\",\"y\",\"a1\"]'");      /* remove x, add a1 */
+    rt_exec(B, "UPDATE t SET tags = '[\"keep\",\"x\",\"b1\"]'");      /* remove y, add b1 */
+    rt_exec(C, "UPDATE t SET tags = '[\"x\",\"y\",\"keep\",\"keep\"]'"); /* same set, reordered */
+    sync_all();
+    RT_EXPECT(A, "SELECT tags FROM t", "'[\"a1\",\"b1\",\"keep\"]'\n");
+    expect_equal("SELECT * FROM t");
+    /* A removes keep while B re-adds it concurrently: add wins. */
+    rt_exec(A, "UPDATE t SET tags = '[\"a1\",\"b1\"]'");
+    rt_exec(B, "UPDATE t SET tags = '[\"a1\",\"b1\"]'");
+    CHECK(knit_stamp(B) == 1);
+    rt_exec(B, "UPDATE t SET tags = '[\"a1\",\"b1\",\"keep\"]'");
+    sync_all();
+    RT_EXPECT(C, "SELECT tags FROM t", "'[\"a1\",\"b1\",\"keep\"]'\n");
+    RT_EXPECT(C, "SELECT value FROM t, json_each(t.tags) ORDER BY value",
+              "'a1'\n'b1'\n'keep'\n");
+    expect_equal("SELECT * FROM t");
+    teardown();
+}
+
+/* Composite and BLOB keys, NULLs, REAL against INTEGER, large values. */
+static void keys_and_value_types(void)
+{
+    rt_init();
+    A = rt_open_clock("a.db", &ca);
+    B = rt_open_clock("b.db", &cb);
+    const char *ddl = "CREATE TABLE m(k1 BLOB, k2 INT, k3 TEXT, v, w REAL, x NUMERIC, "
+                      "PRIMARY KEY(k1, k2, k3)) WITHOUT ROWID";
+    rt_exec(A, ddl);
+    rt_exec(B, ddl);
+    CHECK_OK(knit_track(A, "m", NULL));
+    CHECK_OK(knit_track(B, "m", NULL));
+    rt_exec(A, "INSERT INTO m VALUES (X'00FF00', 1, 'a', NULL, 1, 2.0),"
+               " (X'', -9223372036854775808, '', 1.0, 2.5, '3'),"
+               " (X'01', 9223372036854775807, 'ü', 1, -0.0, 1e300),"
+               " (zeroblob(0), 0, 'big', randomblob(300000), NULL, NULL),"
+               " (X'02', 2, 'text', printf('%.*c', 200000, 'q'), 1e-300, -1)");
+    rt_send(A, B, NULL);
+    const char *q = "SELECT hex(k1), k2, k3, typeof(v), quote(v), typeof(w), w, typeof(x), x "
+                    "FROM m ORDER BY k1, k2, k3";
+    expect_equal(q);
+    expect_equal("SELECT hex(k1), k2, k3, hex(v) FROM m ORDER BY 1, 2, 3");
+    RT_EXPECT(B, "SELECT typeof(v) FROM m WHERE k3 = ''", "'real'\n");
+    RT_EXPECT(B, "SELECT typeof(v) FROM m WHERE k3 = 'ü'", "'integer'\n");
+    /* Updating 1.0 -> 1 (same number, other type) in a no-affinity column is
+    ** a change and travels. */
+    rt_exec(A, "UPDATE m SET v = 1 WHERE k3 = ''");
+    rt_exec(A, "UPDATE m SET v = NULL WHERE k3 = 'ü'");
+    rt_send(A, B, NULL);
+    RT_EXPECT(B, "SELECT typeof(v) FROM m WHERE k3 = ''", "'integer'\n");
+    RT_EXPECT(B, "SELECT typeof(v) FROM m WHERE k3 = 'ü'", "'null'\n");
+    expect_equal(q);
+    knit_close(A);
+    knit_close(B);
+    A = B = NULL;
+    rt_done();
+}
+
+/* A batch from a clock far in the future is refused whole. */
+static void refuses_future_stamps(void)
+{
+    setup(0);
+    ca.ms = cb.ms + 60ull * 60 * 1000; /* A's clock is an hour ahead */
+    rt_exec(A, "INSERT INTO t VALUES ('r', 1, NULL, NULL)");
+    knit_batch_t *b;
+    CHECK_OK(knit_changes_since(A, 0, NULL, &b));
+    CHECK_EQ_INT(knit_apply(B, b, NULL), KNIT_ECLOCKSKEW);
+    CHECK(strstr(knit_errmsg(B), "future") != NULL);
+    RT_EXPECT(B, "SELECT count(*) FROM t", "0\n");
+    knit_batch_free(b);
+    ca.ms = cb.ms;
+    teardown();
+}
+
+/* Applied changes are not captured as local writes. */
+static void applied_changes_not_captured(void)
+{
+    setup(0);
+    rt_exec(A, "INSERT INTO t VALUES ('r', 1, 'x', '[\"a\"]')");
+    rt_send(A, B, NULL);
+    knit_batch_t *b;
+    knit_since_opts_t o = {.local_only = 1};
+    CHECK_OK(knit_changes_since(B, 0, &o, &b));
+    CHECK_EQ_INT(b->nchanges, 0);
+    knit_batch_free(b);
+    RT_EXPECT(B, "SELECT count(*) FROM _knit_log_1", "0\n");
+    teardown();
+}
+
+/* Random writes from plain connections on three replicas, random exchanges;
+** at the end every table is identical everywhere. */
+static void random_three_replicas(void)
+{
+    uint64_t seed = knit_test_seed();
+    long cases = knit_test_cases(30);
+    const char *vals[] = {"NULL", "0", "1", "1.0", "-7", "2.5", "'a'", "'b'", "X'00'",
+                          "'longer text value'"};
+    const char *sets[] = {"'[]'", "'[\"x\"]'", "'[\"y\"]'", "'[\"x\",\"y\"]'", "'[1,\"x\"]'",
+                          "NULL"};
+    for (long n = 0; n < cases; n++) {
+        knit_test_case_seed(seed + (uint64_t)n);
+        knit_rng_t r = {seed + (uint64_t)n};
+        setup(1);
+        knit_t *all[3] = {A, B, C};
+        rt_clock_t *clk[3] = {&ca, &cb, &cc};
+        sqlite3 *plain[3];
+        const char *names[3] = {"a.db", "b.db", "c.db"};
+        uint64_t sent[3][3] = {{0}};
+        for (int i = 0; i < 3; i++)
+            plain[i] = rt_plain(names[i]);
+        for (int step = 0; step < 60; step++) {
+            int i = (int)knit_rng_below(&r, 3);
+            clk[i]->ms += knit_rng_below(&r, 3); /* often equal milliseconds */
+            char sql[512];
+            int key = (int)knit_rng_below(&r, 6);
+            switch (knit_rng_below(&r, 6)) {
+            case 0:
+            case 1:
+                snprintf(sql, sizeof sql, "INSERT OR REPLACE INTO t VALUES ('k%d', %s, %s, %s)",
+                         key, vals[knit_rng_below(&r, 10)], vals[knit_rng_below(&r, 10)],
+                         sets[knit_rng_below(&r, 6)]);
+                break;
+            case 2:
+                snprintf(sql, sizeof sql, "UPDATE t SET a = %s WHERE id = 'k%d'",
+                         vals[knit_rng_below(&r, 10)], key);
+                break;
+            case 3:
+                snprintf(sql, sizeof sql, "UPDATE t SET tags = %s, b = %s WHERE id = 'k%d'",
+                         sets[knit_rng_below(&r, 6)], vals[knit_rng_below(&r, 10)], key);
+                break;
+            case 4:
+                snprintf(sql, sizeof sql, "DELETE FROM t WHERE id = 'k%d'", key);
+                break;
+            default: {
+                /* exchange: one direction, possibly stale (from 0) */
+                int j = (int)knit_rng_below(&r, 3);
+                if (j != i) {
+                    uint64_t since = knit_rng_below(&r, 4) == 0 ? 0 : sent[i][j];
+                    rt_send(all[i], all[j], &since);
+                    if (since > sent[i][j])
+                        sent[i][j] = since;
+                }
+                continue;
+            }
+            }
+            rt_plain_ok(plain[i], sql);
+            if (knit_rng_below(&r, 3) == 0)
+                CHECK(knit_stamp(all[i]) >= 0);
+        }
+        for (int i = 0; i < 3; i++)
+            sqlite3_close(plain[i]);
+        sync_all();
+        expect_equal("SELECT * FROM t ORDER BY id");
+        teardown();
+    }
+}
+
+KNIT_TESTS(T(lww_later_write_wins), T(lww_tie_breaks_on_site),
+           T(delete_beats_concurrent_update_then_resurrect), T(orset_concurrent_add_remove),
+           T(keys_and_value_types), T(refuses_future_stamps), T(applied_changes_not_captured),
+           T(random_three_replicas))

@@ -1,0 +1,371 @@
+/*
+** test_replica.c: opening replicas, tracking tables, capture from plain
+** connections, and the refusals knit_track makes.
+*/
+#include <fcntl.h>
+#include <sys/wait.h>
+
+#include "rt.h"
+
+static void open_create_reopen(void)
+{
+    rt_init();
+    knit_t *k = rt_open("a.db");
+    knit_site_t s1, s2, zero = {{0}};
+    CHECK_OK(knit_site(k, &s1));
+    CHECK(knit_site_cmp(&s1, &zero) != 0);
+    knit_close(k);
+    k = rt_open("a.db");
+    CHECK_OK(knit_site(k, &s2));
+    CHECK(knit_site_cmp(&s1, &s2) == 0); /* same file: same site */
+    knit_close(k);
+    knit_close(NULL);
+    rt_done();
+}
+
+static void open_refuses_garbage_unchanged(void)
+{
+    rt_init();
+    const char *p = rt_path("junk.db");
+    FILE *f = fopen(p, "w");
+    CHECK(f);
+    fputs("this is not a database, it is a text file with some words in it\n", f);
+    fclose(f);
+    struct stat before, after;
+    CHECK(stat(p, &before) == 0);
+    knit_t *k = (knit_t *)1;
+    CHECK_EQ_INT(knit_open(p, NULL, &k), KNIT_ENOTREPLICA);
+    CHECK(k == NULL);
+    CHECK(stat(p, &after) == 0);
+    CHECK(before.st_size == after.st_size && before.st_mtime == after.st_mtime);
+    CHECK(access(rt_path("junk.db-wal"), F_OK) != 0);
+    rt_done();
+}
+
+static void open_refuses_newer_metadata(void)
+{
+    rt_init();
+    knit_t *k = rt_open("a.db");
+    rt_exec(k, "UPDATE _knit_meta SET value = 99 WHERE key = 'schema'");
+    knit_close(k);
+    sqlite3 *db = rt_plain("a.db");
+    char *before = rt_dump_db(db, "SELECT * FROM _knit_meta ORDER BY key");
+    sqlite3_close(db);
+    CHECK_EQ_INT(knit_open(rt_path("a.db"), NULL, &k), KNIT_EVERSION);
+    db = rt_plain("a.db");
+    char *after = rt_dump_db(db, "SELECT * FROM _knit_meta ORDER BY key");
+    sqlite3_close(db);
+    CHECK_STR(before, after);
+    sqlite3_free(before);
+    sqlite3_free(after);
+    /* Read-only open of a plain database: not a replica. */
+    db = rt_plain("plain.db");
+    rt_plain_ok(db, "CREATE TABLE t(a)");
+    sqlite3_close(db);
+    knit_options_t ro = {.readonly = 1};
+    CHECK_EQ_INT(knit_open(rt_path("plain.db"), &ro, &k), KNIT_ENOTREPLICA);
+    rt_done();
+}
+
+static void copy_takes_new_site(void)
+{
+    rt_init();
+    knit_t *k = rt_open("a.db");
+    rt_exec(k, "CREATE TABLE t(id TEXT PRIMARY KEY, v)");
+    CHECK_OK(knit_track(k, "t", NULL));
+    rt_exec(k, "INSERT INTO t VALUES ('x', 1)");
+    CHECK(knit_stamp(k) == 1);
+    knit_site_t s1, s2, s3;
+    knit_site(k, &s1);
+    knit_close(k);
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", rt_path("a.db"), rt_path("b.db"));
+    CHECK(system(cmd) == 0);
+    k = rt_open("b.db");
+    knit_site(k, &s2);
+    CHECK(knit_site_cmp(&s1, &s2) != 0); /* the copy is a new site */
+    /* Its new writes carry the new site; the old row keeps the old one. */
+    rt_exec(k, "INSERT INTO t VALUES ('y', 2)");
+    knit_batch_t *b;
+    CHECK_OK(knit_changes_since(k, 0, NULL, &b));
+    CHECK_EQ_INT(b->nsites, 2);
+    knit_batch_free(b);
+    knit_close(k);
+    /* Renaming keeps the inode and so the site. */
+    snprintf(cmd, sizeof cmd, "mv '%s' '%s'", rt_path("a.db"), rt_path("c.db"));
+    CHECK(system(cmd) == 0);
+    k = rt_open("c.db");
+    knit_site(k, &s3);
+    CHECK(knit_site_cmp(&s1, &s3) == 0);
+    knit_close(k);
+    rt_done();
+}
+
+/* Each refusal names the reason. */
+static void track_refusals(void)
+{
+    static const struct {
+        const char *ddl;   /* table t */
+        int code;          /* expected error */
+        const char *words; /* expected in the message */
+    } cases[] = {
+        {"CREATE TABLE t(a, b)", KNIT_ESCHEMA, "no PRIMARY KEY"},
+        {"CREATE TABLE t(id INTEGER PRIMARY KEY, b)", KNIT_ESCHEMA, "INT PRIMARY KEY"},
+        {"CREATE TABLE t(id INTEGER PRIMARY KEY AUTOINCREMENT, b)", KNIT_ESCHEMA, "AUTOINCREMENT"},
+        {"CREATE TABLE t(id TEXT PRIMARY KEY, b UNIQUE)", KNIT_ESCHEMA, "UNIQUE"},
+        {"CREATE TABLE t(id TEXT PRIMARY KEY COLLATE NOCASE, b)", KNIT_ESCHEMA, "BINARY"},
+        {"CREATE TABLE p(id TEXT PRIMARY KEY); CREATE TABLE t(id TEXT PRIMARY KEY, "
+         "p REFERENCES p(id))", KNIT_ESCHEMA, "FOREIGN KEY"},
+        {"CREATE VIEW t AS SELECT 1 AS a", KNIT_ESCHEMA, "not an ordinary table"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        rt_init();
+        knit_t *k = rt_open("a.db");
+        rt_exec(k, cases[i].ddl);
+        int rc = knit_track(k, "t", NULL);
+        if (rc != cases[i].code || !strstr(knit_errmsg(k), cases[i].words)) {
+            fprintf(stderr, "case %zu: rc %d msg %s\n", i, rc, knit_errmsg(k));
+            CHECK(0);
+        }
+        /* Nothing was created. */
+        RT_EXPECT(k, "SELECT count(*) FROM _knit_tables", "0\n");
+        knit_close(k);
+        rt_done();
+    }
+    rt_init();
+    knit_t *k = rt_open("a.db");
+    CHECK_EQ_INT(knit_track(k, "missing", NULL), KNIT_ENOTFOUND);
+    rt_exec(k, "CREATE TABLE t(id TEXT PRIMARY KEY, a)");
+    CHECK_EQ_INT(knit_track(k, "t", "nope:orset"), KNIT_ENOTFOUND);
+    CHECK_EQ_INT(knit_track(k, "t", "a:weird"), KNIT_EINVAL);
+    CHECK_EQ_INT(knit_track(k, "t", "id:orset"), KNIT_ESCHEMA);
+    /* INT PRIMARY KEY (not a rowid alias) and WITHOUT ROWID are fine. */
+    rt_exec(k, "CREATE TABLE u(id INT PRIMARY KEY, a); CREATE TABLE w(a, b, c, PRIMARY KEY(a, b)) "
+               "WITHOUT ROWID");
+    CHECK_OK(knit_track(k, "u", NULL));
+    CHECK_OK(knit_track(k, "w", NULL));
+    knit_close(k);
+    rt_done();
+}
+
+static void track_backfills_and_retracks(void)
+{
+    rt_init();
+    knit_t *k = rt_open("a.db");
+    rt_exec(k, "CREATE TABLE t(id TEXT PRIMARY KEY, a, tags);"
+               "INSERT INTO t VALUES ('r1', 1, '[\"x\",\"a\",\"x\"]'), ('r2', 2, NULL)");
+    CHECK_OK(knit_track(k, "t", "tags:orset"));
+    /* Backfilled: each row has liveness + 2 cells; the set is canonical. */
+    knit_batch_t *b;
+    CHECK_OK(knit_changes_since(k, 0, NULL, &b));
+    CHECK_EQ_INT(b->nchanges, 6);
+    CHECK_EQ_INT(b->ntxns, 1);
+    knit_batch_free(b);
+    RT_EXPECT(k, "SELECT id, a, tags FROM t ORDER BY id", "'r1'|1|'[\"a\",\"x\"]'\n'r2'|2|'[]'\n");
+    uint64_t v1, v2;
+    knit_version(k, &v1);
+    CHECK_OK(knit_track(k, "t", "tags:orset")); /* again: no-op */
+    knit_version(k, &v2);
+    CHECK_EQ_INT(v1, v2);
+    CHECK_EQ_INT(knit_track(k, "t", "a:orset"), KNIT_ESCHEMA); /* kind cannot change */
+    /* A new column is picked up and backfilled. */
+    rt_exec(k, "ALTER TABLE t ADD COLUMN b DEFAULT 7");
+    CHECK_OK(knit_track(k, "t", NULL));
+    CHECK_OK(knit_changes_since(k, v2, NULL, &b));
+    CHECK_EQ_INT(b->nchanges, 2); /* column b of both rows */
+    CHECK_EQ_INT(b->tables[0].ncols, 3);
+    CHECK_STR(b->tables[0].cols[2], "b");
+    CHECK_EQ_INT(b->changes[0].col, 3);
+    CHECK_EQ_INT(b->changes[0].value.u.i, 7);
+    knit_batch_free(b);
+    knit_close(k);
+    rt_done();
+}
+
+/* Writes from a connection that never loaded knit are captured. */
+static void capture_plain_connection(void)
+{
+    rt_init();
+    knit_t *k = rt_open("a.db");
+    rt_exec(k, "CREATE TABLE t(id TEXT PRIMARY KEY, a, b)");
+    CHECK_OK(knit_track(k, "t", NULL));
+    uint64_t v0;
+    knit_version(k, &v0);
+    sqlite3 *db = rt_plain("a.db");
+    rt_plain_ok(db, "INSERT INTO t VALUES ('x', 1, 'one'), ('y', 2, 'two')");
+    rt_plain_ok(db, "UPDATE t SET b = 'TWO' WHERE id = 'y'");
+    rt_plain_ok(db, "UPDATE t SET a = a WHERE id = 'x'"); /* no change: not captured */
+    rt_plain_ok(db, "DELETE FROM t WHERE id = 'x'");
+    sqlite3_close(db);
+    knit_batch_t *b;
+    CHECK_OK(knit_changes_since(k, v0, NULL, &b));
+    /* x: liveness (deleted, cl 2); y: liveness + a + b. */
+    CHECK_EQ_INT(b->ntxns, 1);
+    CHECK_EQ_INT(b->nchanges, 4);
+    int saw_delete = 0;
+    for (size_t i = 0; i < b->nchanges; i++) {
+        const knit_change_t *c = &b->changes[i];
+        if (c->pk[0].u.b.n == 1 && memcmp(c->pk[0].u.b.p, "x", 1) == 0) {
+            CHECK_EQ_INT(c->col, 0);
+            CHECK_EQ_INT(c->cl, 2);
+            saw_delete = 1;
+        } else if (c->col == 2) {
+            CHECK(c->value.type == KNIT_TEXT && c->value.u.b.n == 3 &&
+                  memcmp(c->value.u.b.p, "TWO", 3) == 0);
+        }
+    }
+    CHECK(saw_delete);
+    knit_batch_free(b);
+    /* A key change is a delete plus an insert. */
+    uint64_t v1;
+    knit_version(k, &v1);
+    db = rt_plain("a.db");
+    rt_plain_ok(db, "UPDATE t SET id = 'z' WHERE id = 'y'");
+    sqlite3_close(db);
+    CHECK_OK(knit_changes_since(k, v1, NULL, &b));
+    CHECK_EQ_INT(b->nchanges, 4); /* y deleted; z liveness + a + b */
+    knit_batch_free(b);
+    RT_EXPECT(k, "SELECT k0, cl FROM _knit_rows_1 ORDER BY k0", "'x'|2\n'y'|2\n'z'|1\n");
+    knit_close(k);
+    rt_done();
+}
+
+/* The stock sqlite3 shell, if installed, is captured like any writer. */
+static void capture_sqlite3_shell(void)
+{
+    if (system("command -v sqlite3 >/dev/null 2>&1") != 0) {
+        printf("skip: no sqlite3 binary\n");
+        return;
+    }
+    rt_init();
+    knit_t *k = rt_open("a.db");
+    rt_exec(k, "CREATE TABLE t(id TEXT PRIMARY KEY, tags)");
+    CHECK_OK(knit_track(k, "t", "tags:orset"));
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd,
+             "sqlite3 '%s' \"INSERT INTO t VALUES ('s', '[\\\"b\\\",\\\"a\\\"]')\"",
+             rt_path("a.db"));
+    CHECK(system(cmd) == 0);
+    /* Not an array: the shell's statement is refused with knit's message. */
+    snprintf(cmd, sizeof cmd,
+             "sqlite3 '%s' \"INSERT INTO t VALUES ('bad', 'not json')\" 2>'%s'",
+             rt_path("a.db"), rt_path("err.txt"));
+    CHECK(system(cmd) != 0);
+    FILE *f = fopen(rt_path("err.txt"), "r");
+    char line[512] = "";
+    CHECK(f && fgets(line, sizeof line, f));
+    fclose(f);
+    CHECK(strstr(line, "OR-set column") != NULL);
+    CHECK(knit_stamp(k) == 1);
+    RT_EXPECT(k, "SELECT id, tags FROM t", "'s'|'[\"a\",\"b\"]'\n");
+    knit_close(k);
+    rt_done();
+}
+
+/* A non-array write to an OR-set column rolls the writer's transaction back. */
+static void orset_refuses_non_arrays(void)
+{
+    rt_init();
+    knit_t *k = rt_open("a.db");
+    rt_exec(k, "CREATE TABLE t(id TEXT PRIMARY KEY, tags)");
+    CHECK_OK(knit_track(k, "t", "tags:orset"));
+    sqlite3 *db = rt_plain("a.db");
+    static const char *bad[] = {"'x'", "'{\"a\":1}'", "'[[1]]'", "'[true]'", "42", "X'00'",
+                                "'[1,'"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char sql[256], *err = NULL;
+        snprintf(sql, sizeof sql,
+                 "BEGIN; INSERT INTO t VALUES ('ok%zu', '[1]'); INSERT INTO t VALUES ('b', %s);", i,
+                 bad[i]);
+        CHECK(rt_plain_exec(db, sql, &err) != SQLITE_OK);
+        CHECK(err && strstr(err, "t.tags is an OR-set column"));
+        sqlite3_free(err);
+        CHECK(sqlite3_get_autocommit(db)); /* rolled back */
+    }
+    rt_plain_ok(db, "INSERT INTO t VALUES ('n', NULL), ('e', '[]'), ('m', '[2, 1.0, \"z\", null, 1]')");
+    rt_plain_ok(db, "UPDATE t SET tags = '[\"q\"]' WHERE id = 'n'");
+    char *err = NULL;
+    CHECK(rt_plain_exec(db, "UPDATE t SET tags = 'oops' WHERE id = 'n'", &err) != SQLITE_OK);
+    sqlite3_free(err);
+    sqlite3_close(db);
+    CHECK_OK(knit_stamp(k) < 0);
+    RT_EXPECT(k, "SELECT id, tags FROM t ORDER BY id",
+              "'e'|'[]'\n'm'|'[null,1,2,\"z\"]'\n'n'|'[\"q\"]'\n");
+    RT_EXPECT(k, "SELECT count(*) FROM t WHERE id LIKE 'ok%'", "0\n");
+    knit_close(k);
+    rt_done();
+}
+
+/* Insert, delete and insert of one key in one stamp: causal length 3. */
+static void stamp_orders_ops_on_one_row(void)
+{
+    rt_init();
+    knit_t *k = rt_open("a.db");
+    rt_exec(k, "CREATE TABLE t(id TEXT PRIMARY KEY, a)");
+    CHECK_OK(knit_track(k, "t", NULL));
+    sqlite3 *db = rt_plain("a.db");
+    rt_plain_ok(db, "INSERT INTO t VALUES ('k', 1); DELETE FROM t; INSERT INTO t VALUES ('k', 2);"
+                    "INSERT INTO t VALUES ('g', 1); DELETE FROM t WHERE id = 'g'");
+    sqlite3_close(db);
+    CHECK(knit_stamp(k) == 5);
+    RT_EXPECT(k, "SELECT k0, cl FROM _knit_rows_1 ORDER BY k0", "'g'|2\n'k'|3\n");
+    RT_EXPECT(k, "SELECT count(*) FROM _knit_log_1", "0\n");
+    knit_close(k);
+    rt_done();
+}
+
+static int events;
+static size_t event_rows;
+static int event_remote;
+static void on_change(knit_t *k, const knit_event_t *ev, void *data)
+{
+    (void)k;
+    (void)data;
+    events++;
+    event_remote = ev->remote;
+    event_rows = 0;
+    for (size_t i = 0; i < ev->ntables; i++)
+        event_rows += ev->rows[i];
+}
+
+/* Commits by other connections are noticed by knit_poll. */
+static void notify_other_connections(void)
+{
+    rt_init();
+    knit_t *k = rt_open("a.db");
+    rt_exec(k, "CREATE TABLE t(id TEXT PRIMARY KEY, a)");
+    CHECK_OK(knit_track(k, "t", NULL));
+    knit_on_change(k, on_change, NULL);
+    CHECK_EQ_INT(knit_poll(k), 0); /* nothing committed by others yet */
+    CHECK_EQ_INT(events, 0);
+    sqlite3 *db = rt_plain("a.db");
+    rt_plain_ok(db, "INSERT INTO t VALUES ('a', 1), ('b', 2)");
+    CHECK_EQ_INT(knit_poll(k), 1);
+    CHECK_EQ_INT(events, 1);
+    CHECK_EQ_INT(event_rows, 2);
+    CHECK_EQ_INT(event_remote, 0);
+    CHECK_EQ_INT(knit_poll(k), 0);
+    /* Another knit handle applies remote changes: reported as remote. */
+    knit_t *other = rt_open("b.db");
+    rt_exec(other, "CREATE TABLE t(id TEXT PRIMARY KEY, a)");
+    CHECK_OK(knit_track(other, "t", NULL));
+    rt_exec(other, "INSERT INTO t VALUES ('c', 3)");
+    knit_t *k2 = rt_open("a.db");
+    rt_send(other, k2, NULL);
+    knit_close(k2);
+    events = 0;
+    CHECK_EQ_INT(knit_poll(k), 1);
+    CHECK_EQ_INT(events, 1);
+    CHECK_EQ_INT(event_remote, 1);
+    CHECK_EQ_INT(event_rows, 1);
+    sqlite3_close(db);
+    knit_close(other);
+    knit_close(k);
+    rt_done();
+}
+
+KNIT_TESTS(T(open_create_reopen), T(open_refuses_garbage_unchanged),
+           T(open_refuses_newer_metadata), T(copy_takes_new_site), T(track_refusals),
+           T(track_backfills_and_retracks), T(capture_plain_connection),
+           T(capture_sqlite3_shell), T(orset_refuses_non_arrays),
+           T(stamp_orders_ops_on_one_row), T(notify_other_connections))
