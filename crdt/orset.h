@@ -57,7 +57,8 @@ KNIT_EXTERN int knit_orset_contains(const knit_orset_t *s, const knit_value_t *e
 ** unchanged.  A NaN REAL is refused (KNIT_EINVAL); e's bytes are copied. */
 KNIT_EXTERN int knit_orset_add(knit_orset_t *s, uint32_t site, const knit_value_t *e,
                                knit_orset_t *delta);
-/* Remove e (no-op when absent); delta as for add. */
+/* Remove e (no-op when absent); delta as for add.  e may point at an
+** element of s itself: it is read before its bytes are freed. */
 KNIT_EXTERN int knit_orset_remove(knit_orset_t *s, const knit_value_t *e, knit_orset_t *delta);
 /* s = s join o.  On error s is unchanged. */
 KNIT_EXTERN int knit_orset_join(knit_orset_t *s, const knit_orset_t *o);

@@ -397,11 +397,15 @@ static int merge_set(knit_t *k, arow_t *r, uint32_t c, const knit_change_t *ch, 
                          r->t->cols[c]);
     knit_orset_init(&cur);
     rc = knit_orset_decode(ch->value.u.b.p, ch->value.u.b.n, &in);
+    if (rc == KNIT_ENOMEM)
+        return rc;
     if (rc)
         return knit__err(k, rc, "%s.%s: malformed OR-set state in batch", r->t->name,
                          r->t->cols[c]);
     if ((rc = knit_orset_remap(&in, m->sites, b->nsites)) != 0) {
         knit_orset_free(&in);
+        if (rc == KNIT_ENOMEM)
+            return rc;
         return knit__err(k, KNIT_ECORRUPT, "%s.%s: OR-set state names an unknown site",
                          r->t->name, r->t->cols[c]);
     }

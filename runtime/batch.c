@@ -284,7 +284,8 @@ int knit__batch_regroup(knit_batch_t *b, const uint64_t *vers, size_t max_change
         kept++;
     }
     if (!rc) {
-        memcpy(b->changes, sorted, kept * sizeof *sorted);
+        if (kept)
+            memcpy(b->changes, sorted, kept * sizeof *sorted);
         b->nchanges = kept;
     }
     knit__free(keys);

@@ -115,6 +115,7 @@ typedef struct knit_options_s {
     knit_clock_fn clock;   /* NULL = the system clock */
     void *clock_data;      /* passed to clock */
     uint64_t max_drift_ms; /* refuse remote stamps this far ahead; 0 = 5 minutes */
+    int cache_kib;         /* page cache of knit's connection; 0 = 32768 (32 MiB) */
 } knit_options_t;
 
 /* Opens or creates a replica.  A new file (or a plain SQLite file without
@@ -200,6 +201,14 @@ KNIT_EXTERN int knit_digest(knit_t *k, const char *ns, knit_digest_t *out /* OUT
 typedef void (*knit_problem_fn)(void *data, const char *table, const char *pk_sql,
                                 const char *message);
 KNIT_EXTERN int knit_verify(knit_t *k, knit_problem_fn problem, void *data);
+
+/* Small persistent settings kept in the replica (e.g. the sync client's
+** anonymous credential).  get: *value is a new string (knit_free) or NULL
+** when unset.  set: value NULL deletes. */
+KNIT_EXTERN int knit_setting_get(knit_t *k, const char *key, char **value /* OUT */);
+KNIT_EXTERN int knit_setting_set(knit_t *k, const char *key, const char *value);
+/* Frees memory knit handed out (knit_setting_get). */
+KNIT_EXTERN void knit_free(void *p);
 
 /* ---------------------------------------------------------------------- */
 /* Change notification                                                     */

@@ -481,6 +481,52 @@ int knit_version(knit_t *k, uint64_t *out) /* see knit.h */
     return rc;
 }
 
+int knit_setting_get(knit_t *k, const char *key, char **value) /* see knit.h */
+{
+    sqlite3_stmt *st = NULL;
+    *value = NULL;
+    int rc = sqlite3_prepare_v2(k->db, "SELECT value FROM _knit_meta WHERE key = 'setting:' || ?",
+                                -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return knit__dberr(k, rc, "reading a setting");
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
+        const char *v = (const char *)sqlite3_column_text(st, 0);
+        *value = knit__strdup(v ? v : "");
+        rc = *value ? 0 : KNIT_ENOMEM;
+    } else {
+        rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : knit__dberr(k, rc, "reading a setting");
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int knit_setting_set(knit_t *k, const char *key, const char *value) /* see knit.h */
+{
+    sqlite3_stmt *st = NULL;
+    if (k->readonly)
+        return knit__err(k, KNIT_EREADONLY, "replica was opened read-only");
+    int rc = sqlite3_prepare_v2(k->db,
+                                value ? "INSERT OR REPLACE INTO _knit_meta(key, value) "
+                                        "VALUES ('setting:' || ?1, ?2)"
+                                      : "DELETE FROM _knit_meta WHERE key = 'setting:' || ?1",
+                                -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return knit__dberr(k, rc, "writing a setting");
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    if (value)
+        sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : knit__dberr(k, rc, "writing a setting");
+}
+
+void knit_free(void *p) /* see knit.h */
+{
+    knit__free(p);
+}
+
 void *knit_db(knit_t *k) /* see knit.h */
 {
     return k->db;
@@ -606,6 +652,14 @@ int knit_open(const char *path, const knit_options_t *opt, knit_t **out) /* see 
         ** power loss can only drop the newest commits, which were not yet
         ** pushed or, if pushed, are pulled back from the relay. */
         if ((rc = knit__exec(k, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL")) != 0)
+            goto fail;
+    }
+    {
+        /* Stamping and apply walk knit's metadata in bulk; a larger cache
+        ** than SQLite's 2 MiB default keeps those walks out of the OS. */
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA cache_size=-%d", o.cache_kib > 0 ? o.cache_kib : 32768);
+        if ((rc = knit__exec(k, sql)) != 0)
             goto fail;
     }
     if ((rc = knit__register_functions(k)) != 0)

@@ -498,19 +498,21 @@ int knit__stamp_locked(knit_t *k, size_t *rows_out)
                 write_ns = KNIT_HOME_NS;
         }
         knit__keylist(keys, sizeof keys, t->npk, "");
-        /* Rows are folded in log order; DO UPDATE sees the row as updated by
-        ** earlier log rows of the same statement, so insert, delete,
+        /* Rows are folded in key order, which walks _knit_rows_<id> from
+        ** one end to the other instead of hopping across it; for one key
+        ** the log order (seq) is kept, and DO UPDATE sees the row as updated
+        ** by the earlier log rows of the same statement, so insert, delete,
         ** insert of one key ends at causal length 3. */
         snprintf(sql, sizeof sql,
                  "INSERT INTO _knit_rows_%d(%s, ns, cl, ver, cells)"
                  " SELECT %s, ?1, CASE op WHEN 3 THEN 2 ELSE 1 END, ?2,"
                  "   knit_cells_new(op, mask, ?3, ?4, ?5, ?2)"
-                 " FROM _knit_log_%d WHERE seq <= ?6 ORDER BY seq"
+                 " FROM _knit_log_%d WHERE seq <= ?6 ORDER BY %s, seq"
                  " ON CONFLICT(%s) DO UPDATE SET"
                  "   cl = CASE WHEN excluded.cl = 2 THEN cl + (cl & 1) ELSE cl + 1 - (cl & 1) END,"
                  "   ver = excluded.ver,"
                  "   cells = knit_cells_merge(cells, excluded.cells)",
-                 t->id, keys, keys, t->id, keys);
+                 t->id, keys, keys, t->id, keys, keys);
         if ((rc = knit__prepare(k, &t->st[ST_STAMP], sql)) != 0)
             return rc;
         sqlite3_stmt *st = t->st[ST_STAMP];

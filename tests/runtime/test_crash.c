@@ -106,17 +106,29 @@ static void sigkill_while_writing_stamping_applying(void)
             child_work(fds[1], seed + (uint64_t)round, (int)round);
         }
         close(fds[1]);
+        char buf[65536];
+        ssize_t n;
+        sqlite3_str *s = sqlite3_str_new(NULL);
+        sqlite3_str_appendall(s, committed);
+        sqlite3_free(committed);
+        if (round % 4 == 0) {
+            /* Every fourth round first waits (bounded) for an apply to be
+            ** reported, so slow builds also kill after applies, not only
+            ** before them. */
+            time_t deadline = time(NULL) + 20;
+            char *seen = NULL;
+            while (!seen && time(NULL) < deadline && (n = read(fds[0], buf, sizeof buf - 1)) > 0) {
+                buf[n] = 0;
+                sqlite3_str_appendall(s, buf);
+                seen = strstr(buf, "A\n");
+            }
+        }
         struct timespec ts = {0, (long)(1 + knit_rng_below(&r, 40)) * 1000000L};
         nanosleep(&ts, NULL);
         kill(pid, SIGKILL);
         int status;
         waitpid(pid, &status, 0);
         CHECK(WIFSIGNALED(status)); /* it was still working, not failing */
-        char buf[65536];
-        ssize_t n;
-        sqlite3_str *s = sqlite3_str_new(NULL);
-        sqlite3_str_appendall(s, committed);
-        sqlite3_free(committed);
         while ((n = read(fds[0], buf, sizeof buf - 1)) > 0) {
             buf[n] = 0;
             sqlite3_str_appendall(s, buf);

@@ -15,6 +15,7 @@ static rt_clock_t ca = {1700000000000}, cb = {1700000000000}, cc = {170000000000
 
 static void setup(int three)
 {
+    ca.ms = cb.ms = cc.ms = 1700000000000; /* cases may run in one process */
     rt_init();
     A = rt_open_clock("a.db", &ca);
     B = rt_open_clock("b.db", &cb);
@@ -194,6 +195,7 @@ static void orset_concurrent_add_remove(void)
 /* Composite and BLOB keys, NULLs, REAL against INTEGER, large values. */
 static void keys_and_value_types(void)
 {
+    ca.ms = cb.ms = 1700000000000;
     rt_init();
     A = rt_open_clock("a.db", &ca);
     B = rt_open_clock("b.db", &cb);
@@ -257,6 +259,39 @@ static void applied_changes_not_captured(void)
     CHECK_EQ_INT(b->nchanges, 0);
     knit_batch_free(b);
     RT_EXPECT(B, "SELECT count(*) FROM _knit_log_1", "0\n");
+    teardown();
+}
+
+/* Failing the Nth allocation inside changes_since or apply returns an error
+** and leaves both replicas usable: a later exchange converges. */
+#include "alloc.h"
+static void allocation_failures(void)
+{
+    setup(0);
+    rt_exec(A, "INSERT INTO t VALUES ('r1', 1, 'x', '[\"a\",\"b\"]'), ('r2', 2, X'00', NULL)");
+    rt_exec(A, "DELETE FROM t WHERE id = 'r2'");
+    int failures = 0;
+    for (long nth = 1; nth < 400; nth++) {
+        knit_batch_t *b = NULL;
+        knit__alloc_fail_at(nth, 0);
+        int rc = knit_changes_since(A, 0, NULL, &b);
+        if (rc == 0)
+            rc = knit_apply(B, b, NULL);
+        long used = knit__alloc_fail_at(0, 0);
+        knit_batch_free(b);
+        if (rc) {
+            if (rc != KNIT_ENOMEM && rc != KNIT_EDB)
+                fprintf(stderr, "nth %ld: %s (%s)\n", nth, knit_err_name(rc), knit_errmsg(B));
+            CHECK(rc == KNIT_ENOMEM || rc == KNIT_EDB);
+            failures++;
+            CHECK_EQ_INT(knit_verify(B, NULL, NULL), 0);
+        }
+        if (used < nth)
+            break; /* the whole exchange ran without reaching the nth allocation */
+    }
+    CHECK(failures > 10);
+    sync_all();
+    expect_equal("SELECT * FROM t ORDER BY id");
     teardown();
 }
 
@@ -331,4 +366,4 @@ static void random_three_replicas(void)
 KNIT_TESTS(T(lww_later_write_wins), T(lww_tie_breaks_on_site),
            T(delete_beats_concurrent_update_then_resurrect), T(orset_concurrent_add_remove),
            T(keys_and_value_types), T(refuses_future_stamps), T(applied_changes_not_captured),
-           T(random_three_replicas))
+           T(allocation_failures), T(random_three_replicas))

@@ -1,0 +1,231 @@
+/*
+** bench_replica.c: the replica against plain SQLite, measured in one run.
+**
+** Every figure compares knit with the same work on an untracked table in a
+** separate file, both with WAL and synchronous=NORMAL:
+**   - INSERT of N rows (key + 4 columns) in one transaction: the app's
+**     commit alone, and commit plus knit's stamp of those rows;
+**   - UPDATE of one column of every row, likewise;
+**   - apply of a 100,000-cell batch from another replica, against a plain
+**     UPSERT of the same rows;
+**   - file bytes per row, metadata next to data.
+** Usage: bench_replica [ROWS] (default 200000).  Prints one line per figure.
+*/
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "knit.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what, const char *msg)
+{
+    fprintf(stderr, "bench_replica: %s: %s\n", what, msg);
+    exit(1);
+}
+
+static void exec(sqlite3 *db, const char *sql)
+{
+    char *err = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+        die(sql, err);
+}
+
+static long long file_size(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0 ? (long long)sb.st_size : 0;
+}
+
+static const char *SCHEMA = "CREATE TABLE t(id TEXT PRIMARY KEY, a INT, b REAL, c TEXT, d INT)";
+
+/* Inserts rows [from, from + n) in one transaction. */
+static double insert_rows(sqlite3 *db, int from, int n)
+{
+    sqlite3_stmt *st;
+    double t0 = now_s();
+    exec(db, "BEGIN");
+    if (sqlite3_prepare_v2(db, "INSERT INTO t VALUES (?, ?, ?, ?, ?)", -1, &st, NULL))
+        die("prepare", sqlite3_errmsg(db));
+    for (int i = from; i < from + n; i++) {
+        char id[40], c[40];
+        /* Keys in a scrambled order, as UUIDs would be. */
+        snprintf(id, sizeof id, "%08x-%08x", (unsigned)(i * 2654435761u), (unsigned)i);
+        snprintf(c, sizeof c, "value number %d", i);
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int(st, 2, i);
+        sqlite3_bind_double(st, 3, i * 0.5);
+        sqlite3_bind_text(st, 4, c, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int(st, 5, i % 7);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            die("insert", sqlite3_errmsg(db));
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    exec(db, "COMMIT");
+    return now_s() - t0;
+}
+
+static double timed_exec(sqlite3 *db, const char *sql)
+{
+    double t0 = now_s();
+    exec(db, sql);
+    return now_s() - t0;
+}
+
+static double timed_stamp(knit_t *k)
+{
+    double t0 = now_s();
+    if (knit_stamp(k) < 0)
+        die("stamp", knit_errmsg(k));
+    return now_s() - t0;
+}
+
+int main(int argc, char **argv)
+{
+    int rows = argc > 1 ? atoi(argv[1]) : 200000;
+    char dir[] = "/tmp/knit-bench-XXXXXX", p_plain[300], p_knit[300], p_src[300], p_dst[300],
+         p_up[300];
+    if (!mkdtemp(dir))
+        die("mkdtemp", "failed");
+    snprintf(p_plain, sizeof p_plain, "%s/plain.db", dir);
+    snprintf(p_knit, sizeof p_knit, "%s/knit.db", dir);
+    snprintf(p_src, sizeof p_src, "%s/src.db", dir);
+    snprintf(p_dst, sizeof p_dst, "%s/dst.db", dir);
+    snprintf(p_up, sizeof p_up, "%s/upsert.db", dir);
+    printf("bench_replica: %d rows x (key + 4 columns), WAL, synchronous=NORMAL, SQLite %s\n",
+           rows, sqlite3_libversion());
+
+    /* Plain SQLite. */
+    sqlite3 *plain;
+    if (sqlite3_open(p_plain, &plain))
+        die("open", p_plain);
+    exec(plain, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL");
+    exec(plain, SCHEMA);
+    double t_plain_ins = insert_rows(plain, 0, rows);
+    double t_plain_upd = timed_exec(plain, "UPDATE t SET a = a + 1");
+    exec(plain, "PRAGMA wal_checkpoint(TRUNCATE)");
+    long long plain_bytes = file_size(p_plain);
+
+    /* knit: the app writes through its own plain connection. */
+    knit_t *k;
+    if (knit_open(p_knit, NULL, &k))
+        die("open", p_knit);
+    sqlite3 *app;
+    if (sqlite3_open(p_knit, &app))
+        die("open", p_knit);
+    exec(app, "PRAGMA synchronous=NORMAL");
+    exec(app, SCHEMA);
+    if (knit_track(k, "t", NULL))
+        die("track", knit_errmsg(k));
+    double t_knit_ins = insert_rows(app, 0, rows);
+    double t_knit_ins_stamp = timed_stamp(k);
+    double t_knit_upd = timed_exec(app, "UPDATE t SET a = a + 1");
+    double t_knit_upd_stamp = timed_stamp(k);
+    exec(app, "PRAGMA wal_checkpoint(TRUNCATE)");
+    long long knit_bytes = file_size(p_knit);
+
+    printf("insert plain:            %10.0f rows/s\n", rows / t_plain_ins);
+    printf("insert tracked (commit): %10.0f rows/s   ratio %.2f\n", rows / t_knit_ins,
+           t_plain_ins / t_knit_ins);
+    printf("insert tracked + stamp:  %10.0f rows/s   ratio %.2f\n",
+           rows / (t_knit_ins + t_knit_ins_stamp), t_plain_ins / (t_knit_ins + t_knit_ins_stamp));
+    printf("update plain:            %10.0f rows/s\n", rows / t_plain_upd);
+    printf("update tracked (commit): %10.0f rows/s   ratio %.2f\n", rows / t_knit_upd,
+           t_plain_upd / t_knit_upd);
+    printf("update tracked + stamp:  %10.0f rows/s   ratio %.2f\n",
+           rows / (t_knit_upd + t_knit_upd_stamp), t_plain_upd / (t_knit_upd + t_knit_upd_stamp));
+    printf("bytes per row: data %.1f, metadata %.1f (file %lld vs plain %lld)\n",
+           (double)plain_bytes / rows, (double)(knit_bytes - plain_bytes) / rows, knit_bytes,
+           plain_bytes);
+
+    /* Apply: a 100,000-cell batch (25,000 rows x 4 columns) from another
+    ** replica, into an empty tracked table. */
+    int arows = 25000;
+    knit_t *src, *dst;
+    if (knit_open(p_src, NULL, &src) || knit_open(p_dst, NULL, &dst))
+        die("open", "src/dst");
+    exec(knit_db(src), SCHEMA);
+    exec(knit_db(dst), SCHEMA);
+    if (knit_track(src, "t", NULL) || knit_track(dst, "t", NULL))
+        die("track", "src/dst");
+    insert_rows(knit_db(src), 0, arows);
+    knit_batch_t *b;
+    double t0 = now_s();
+    if (knit_changes_since(src, 0, NULL, &b))
+        die("changes_since", knit_errmsg(src));
+    double t_since = now_s() - t0;
+    size_t cells = 0;
+    for (size_t i = 0; i < b->nchanges; i++)
+        cells += b->changes[i].col != 0;
+    knit_apply_stats_t st;
+    t0 = now_s();
+    if (knit_apply(dst, b, &st))
+        die("apply", knit_errmsg(dst));
+    double t_apply = now_s() - t0;
+    /* The same batch again: everything already known. */
+    t0 = now_s();
+    if (knit_apply(dst, b, &st))
+        die("apply", knit_errmsg(dst));
+    double t_reapply = now_s() - t0;
+
+    /* Plain UPSERT of the same values. */
+    sqlite3 *up;
+    if (sqlite3_open(p_up, &up))
+        die("open", p_up);
+    exec(up, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL");
+    exec(up, SCHEMA);
+    sqlite3_stmt *ups;
+    if (sqlite3_prepare_v2(up, "INSERT INTO t VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                               "a = excluded.a, b = excluded.b, c = excluded.c, d = excluded.d",
+                           -1, &ups, NULL))
+        die("prepare", sqlite3_errmsg(up));
+    t0 = now_s();
+    exec(up, "BEGIN");
+    for (int i = 0; i < arows; i++) {
+        char id[40], c[40];
+        snprintf(id, sizeof id, "%08x-%08x", (unsigned)(i * 2654435761u), (unsigned)i);
+        snprintf(c, sizeof c, "value number %d", i);
+        sqlite3_bind_text(ups, 1, id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int(ups, 2, i);
+        sqlite3_bind_double(ups, 3, i * 0.5);
+        sqlite3_bind_text(ups, 4, c, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int(ups, 5, i % 7);
+        if (sqlite3_step(ups) != SQLITE_DONE)
+            die("upsert", sqlite3_errmsg(up));
+        sqlite3_reset(ups);
+    }
+    exec(up, "COMMIT");
+    double t_upsert = now_s() - t0;
+    sqlite3_finalize(ups);
+
+    printf("changes_since: %zu changes in %.3f s (%.0f changes/s)\n", b->nchanges, t_since,
+           b->nchanges / t_since);
+    printf("apply: %zu cells (+%zu liveness) in %.3f s: %.0f cells/s; plain UPSERT %.0f cells/s; "
+           "ratio %.2f\n", cells, b->nchanges - cells, t_apply, cells / t_apply,
+           cells / t_upsert, t_upsert / t_apply);
+    printf("re-apply (all known): %.0f cells/s\n", cells / t_reapply);
+
+    knit_batch_free(b);
+    knit_close(src);
+    knit_close(dst);
+    sqlite3_close(up);
+    sqlite3_close(app);
+    knit_close(k);
+    sqlite3_close(plain);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        return 1;
+    return 0;
+}
