@@ -435,10 +435,15 @@ static int merge_set(knit_t *k, arow_t *r, uint32_t c, const knit_change_t *ch, 
                 r->vals[c].u.b.n = jn;
                 r->wmask |= UINT64_C(1) << c;
                 uint64_t h = ch->hlc ? ch->hlc : 1;
-                if (h > cell->hlc) {
+                /* If the merged state holds something the incoming one
+                ** lacked, the sender has not seen it: it may be this
+                ** replica's own unpushed work, so the cell stays a local
+                ** change (pushed, and harmless to push twice).  Otherwise
+                ** the cell is simply what the sender sent. */
+                int ours = cell->hlc && !knit_orset_equal(&cur, &in);
+                if (h > cell->hlc)
                     cell->hlc = h;
-                    cell->site = m->sites[ch->site];
-                }
+                cell->site = ours ? k->site_idx : m->sites[ch->site];
                 cell->ver = ver;
                 r->dirty = 1;
                 st->applied++;

@@ -37,9 +37,10 @@
 **   +---------+-------------------+-------------------------------------+
 **
 ** The k site ids are exactly the sites the set names, strictly increasing
-** in byte order, and the set numbers them by position.  That is the
-** canonical numbering of crdt/digest.h ("sites renumbered in site-id
-** order"), so the digest hashes the bytes after the site list as they are.
+** in byte order, and the set numbers them by position.  That is byte for
+** byte knit_orset_canonical() (crdt/orset.h), the form crdt/digest.h hashes,
+** so the digest hashes stored OR-set values as they are, and equal states
+** are equal bytes (which is how a join that added nothing is detected).
 */
 #include "relay_store.h"
 
@@ -62,6 +63,7 @@
 #define KIND_LWW 1   /* LWW register */
 #define KIND_ORSET 2 /* OR-set, stored form above */
 
+/* clang-format off */
 static const char SCHEMA[] =
     "CREATE TABLE ns("
     "  id INTEGER PRIMARY KEY,"              /* small id used in other tables */
@@ -93,6 +95,7 @@ static const char SCHEMA[] =
     "  salt BLOB NOT NULL,"                  /* 16 random bytes */
     "  hash BLOB NOT NULL,"                  /* SHA-256, see transport/auth.h */
     "  created INTEGER NOT NULL) WITHOUT ROWID;";
+/* clang-format on */
 
 /* Prepared statements, by index. */
 enum {
@@ -146,11 +149,11 @@ static const char *const SQL[S_COUNT] = {
 };
 
 struct knit_relay_store_s {
-    sqlite3 *db;                /* the store's connection */
-    sqlite3_stmt *st[S_COUNT];  /* prepared lazily, finalized on close */
-    int readonly;               /* opened with KNIT_RELAY_STORE_READONLY */
-    int in_group;               /* a group transaction is open */
-    char errmsg[256];           /* last failure's details */
+    sqlite3 *db;               /* the store's connection */
+    sqlite3_stmt *st[S_COUNT]; /* prepared lazily, finalized on close */
+    int readonly;              /* opened with KNIT_RELAY_STORE_READONLY */
+    int in_group;              /* a group transaction is open */
+    char errmsg[256];          /* last failure's details */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -210,8 +213,7 @@ static int exec(knit_relay_store_t *s, const char *sql)
 static int stmt(knit_relay_store_t *s, int i, sqlite3_stmt **out)
 {
     if (!s->st[i]) {
-        int rc = sqlite3_prepare_v3(s->db, SQL[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
-                                    NULL);
+        int rc = sqlite3_prepare_v3(s->db, SQL[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL);
         if (rc != SQLITE_OK)
             return db_err(s, rc);
     }
@@ -640,8 +642,7 @@ static int sset_to_batch(sset_t *x, knit_batch_t *b, uint8_t **out, size_t *n)
 /* Namespaces and table shapes                                              */
 
 /* id and sequence of ns; *id = 0 when absent and create is 0. */
-static int ns_lookup(knit_relay_store_t *s, const char *ns, int create, int64_t *id,
-                     uint64_t *seq)
+static int ns_lookup(knit_relay_store_t *s, const char *ns, int create, int64_t *id, uint64_t *seq)
 {
     sqlite3_stmt *st;
     int rc;
@@ -702,8 +703,8 @@ static int shape_table(knit_relay_store_t *s, int64_t nsid, const knit_batch_tab
         int64_t npk = sqlite3_column_int64(st, 0);
         sqlite3_reset(st);
         if (npk != (int64_t)t->npk)
-            return set_err(s, KNIT_ESCHEMA, "table %s has %lld key columns, push says %u",
-                           t->name, (long long)npk, t->npk);
+            return set_err(s, KNIT_ESCHEMA, "table %s has %lld key columns, push says %u", t->name,
+                           (long long)npk, t->npk);
         return 0;
     }
     sqlite3_reset(st);
@@ -737,8 +738,8 @@ static int shape_column(knit_relay_store_t *s, int64_t nsid, const knit_batch_ta
         int have = sqlite3_column_int(st, 0);
         sqlite3_reset(st);
         if (have != kind)
-            return set_err(s, KNIT_ESCHEMA, "column %s.%s is %s here, the push says %s",
-                           t->name, t->cols[c], have == KIND_ORSET ? "an OR-set" : "LWW",
+            return set_err(s, KNIT_ESCHEMA, "column %s.%s is %s here, the push says %s", t->name,
+                           t->cols[c], have == KIND_ORSET ? "an OR-set" : "LWW",
                            kind == KIND_ORSET ? "an OR-set" : "LWW");
         return 0;
     }
@@ -799,20 +800,20 @@ void knit_relay_store_rollback(knit_relay_store_t *s) /* see relay_store.h */
 
 /* Per-apply state. */
 typedef struct apply_s {
-    knit_relay_store_t *s;      /* the store */
-    const knit_batch_t *push;   /* the push */
-    int64_t nsid;               /* namespace id */
-    knit_batch_t *out;          /* fan-out being built */
-    uint32_t out_ns;            /* ns index in out */
-    int64_t *out_tab;           /* per push table: its index in out, or -1 */
-    uint8_t *tab_ok;            /* per push table: shape checked */
-    size_t *col_off;            /* per push table: offset into col_ok */
-    uint8_t *col_ok;            /* per push column: shape checked */
-    uint64_t seq;               /* the current unit's sequence, 0 = none yet */
-    uint8_t *pk;                /* encoding buffer for the current key */
-    size_t pk_cap;              /* its size */
-    uint8_t *val;               /* encoding buffer for an LWW value */
-    size_t val_cap;             /* its size */
+    knit_relay_store_t *s;    /* the store */
+    const knit_batch_t *push; /* the push */
+    int64_t nsid;             /* namespace id */
+    knit_batch_t *out;        /* fan-out being built */
+    uint32_t out_ns;          /* ns index in out */
+    int64_t *out_tab;         /* per push table: its index in out, or -1 */
+    uint8_t *tab_ok;          /* per push table: shape checked */
+    size_t *col_off;          /* per push table: offset into col_ok */
+    uint8_t *col_ok;          /* per push column: shape checked */
+    uint64_t seq;             /* the current unit's sequence, 0 = none yet */
+    uint8_t *pk;              /* encoding buffer for the current key */
+    size_t pk_cap;            /* its size */
+    uint8_t *val;             /* encoding buffer for an LWW value */
+    size_t val_cap;           /* its size */
 } apply_t;
 
 static int ensure_buf(uint8_t **buf, size_t *cap, size_t need)
@@ -897,11 +898,11 @@ static int put_cell(apply_t *A, const char *tbl, size_t pklen, const char *col, 
 
 /* The stored cell, if any. */
 typedef struct stored_s {
-    int found;        /* 1 if the cell exists */
-    int kind;         /* KIND_* */
-    knit_lww_t lww;   /* cl, hlc, site (value unset) */
-    uint8_t *val;     /* value bytes, owned copy */
-    size_t vlen;      /* their count */
+    int found;      /* 1 if the cell exists */
+    int kind;       /* KIND_* */
+    knit_lww_t lww; /* cl, hlc, site (value unset) */
+    uint8_t *val;   /* value bytes, owned copy */
+    size_t vlen;    /* their count */
 } stored_t;
 
 static int get_cell(apply_t *A, const char *tbl, size_t pklen, const char *col, int want_value,
@@ -998,8 +999,8 @@ static int merge_live(apply_t *A, const knit_change_t *c, size_t pklen, int *won
         return 0;
     if ((rc = unit_seq(A)) != 0)
         return rc;
-    if ((rc = put_cell(A, t->name, pklen, "", KIND_LIVE, c->cl, c->hlc, &in.site, &null_enc,
-                       1)) != 0)
+    if ((rc = put_cell(A, t->name, pklen, "", KIND_LIVE, c->cl, c->hlc, &in.site, &null_enc, 1)) !=
+        0)
         return rc;
     if (!st.found || c->cl > st.lww.cl) {
         /* Design note 5: cells of older lives can never win again. */
@@ -1044,8 +1045,8 @@ static int merge_lww(apply_t *A, const knit_change_t *c, size_t pklen, int *won)
     knit_value_encode(&c->value, A->val);
     if ((rc = unit_seq(A)) != 0)
         return rc;
-    if ((rc = put_cell(A, t->name, pklen, col, KIND_LWW, c->cl, c->hlc, &in.site, A->val,
-                       vlen)) != 0)
+    if ((rc = put_cell(A, t->name, pklen, col, KIND_LWW, c->cl, c->hlc, &in.site, A->val, vlen)) !=
+        0)
         return rc;
     *won = 1;
     return emit(A, c, &c->value);
@@ -1072,15 +1073,14 @@ static int merge_orset(apply_t *A, const knit_change_t *c, size_t pklen, int *wo
         return 0;
     rc = knit_orset_decode(c->value.u.b.p, c->value.u.b.n, &in.set);
     if (rc) {
-        rc = rc == KNIT_ENOMEM ? rc
-                               : set_err(A->s, KNIT_ECORRUPT, "%s.%s: bad OR-set state",
-                                         t->name, col);
+        rc = rc == KNIT_ENOMEM
+                 ? rc
+                 : set_err(A->s, KNIT_ECORRUPT, "%s.%s: bad OR-set state", t->name, col);
         goto out;
     }
     if ((rc = sset_canon(&in, A->push->sites, A->push->nsites)) != 0) {
         if (rc == KNIT_ECORRUPT)
-            set_err(A->s, rc, "%s.%s: OR-set names an unknown or duplicate site", t->name,
-                    col);
+            set_err(A->s, rc, "%s.%s: OR-set names an unknown or duplicate site", t->name, col);
         goto out;
     }
     if ((rc = get_cell(A, t->name, pklen, col, 1, &st)) != 0)
@@ -1320,7 +1320,6 @@ typedef struct catch_s {
     knit_batch_t *b;       /* batch being built */
     ctab_t *tabs;          /* tables met so far */
     size_t ntabs;          /* count */
-    char **sort_cols;      /* comparator context: cols of the table sorted */
 } catch_t;
 
 static void ctabs_free(catch_t *C)
@@ -1666,8 +1665,8 @@ int knit_relay_store_digest(knit_relay_store_t *s, const char *ns,
         /* Rows arrive in key order, each starting with its liveness cell
         ** (column "" sorts first); columns of a row without one, of a
         ** deleted row or of another life do not count. */
-        int same = curlen == tlen + 1 + pklen && memcmp(cur, tbl, tlen) == 0 &&
-                   cur[tlen] == 0 && (pklen == 0 || memcmp(cur + tlen + 1, pk, pklen) == 0);
+        int same = curlen == tlen + 1 + pklen && memcmp(cur, tbl, tlen) == 0 && cur[tlen] == 0 &&
+                   (pklen == 0 || memcmp(cur + tlen + 1, pk, pklen) == 0);
         if (!same) {
             if (ensure_buf(&cur, &curcap, tlen + 1 + pklen)) {
                 rc = KNIT_ENOMEM;
@@ -1704,14 +1703,16 @@ int knit_relay_store_digest(knit_relay_store_t *s, const char *ns,
             cell.hlc = col_u64(st, 5);
             memcpy(cell.site.b, sqlite3_column_blob(st, 6), 16);
         } else {
+            /* The stored form is knit_orset_canonical()'s (see the top of
+            ** this file): hashed as it is. */
             const uint8_t *sites, *body;
             size_t nsites, nbody;
             if (!val || sset_split(val, vlen, &sites, &nsites, &body, &nbody) != 0) {
                 rc = set_err(s, KNIT_ECORRUPT, "bad stored OR-set in %s.%s", tbl, col);
                 break;
             }
-            cell.val = body;
-            cell.val_len = nbody;
+            cell.val = val;
+            cell.val_len = vlen;
         }
         knit_cell_hash(&cell, h);
         knit_digest_add(out, h);

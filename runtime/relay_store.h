@@ -117,9 +117,9 @@ KNIT_EXTERN int knit_relay_store_catch_up(knit_relay_store_t *s, const char *ns,
 /* Canonical state digest of ns (crdt/digest.h), comparable with a replica's
 ** knit_digest(k, ns): for each row its liveness cell (column "", value the
 ** NULL encoding), and when the row is live, each column cell of the row's
-** current life (LWW: value encoding, hlc, site; OR-set: canonical encoding
-** with sites numbered in site-id order, hlc 0, site zeros).  An unknown ns
-** has the zero digest. */
+** current life (LWW: value encoding, hlc, site; OR-set:
+** knit_orset_canonical() bytes, hlc 0, site zeros).  Rows without a
+** liveness cell count for nothing.  An unknown ns has the zero digest. */
 KNIT_EXTERN int knit_relay_store_digest(knit_relay_store_t *s, const char *ns,
                                         knit_digest_t *out /* OUT */);
 
@@ -152,14 +152,12 @@ KNIT_EXTERN int knit_relay_store_anon_get(knit_relay_store_t *s, const char *id,
 ** KNIT_EEXISTS if the id is already registered (first use wins). */
 KNIT_EXTERN int knit_relay_store_anon_put(knit_relay_store_t *s, const char *id,
                                           const uint8_t salt[KNIT_RELAY_SALT_LEN],
-                                          const uint8_t hash[KNIT_RELAY_HASH_LEN],
-                                          uint64_t now_ms);
+                                          const uint8_t hash[KNIT_RELAY_HASH_LEN], uint64_t now_ms);
 /* Calls fn for every registered anonymous id (never a salt or hash), in id
 ** order; a non-zero return from fn stops the walk and is returned. */
-KNIT_EXTERN int knit_relay_store_list_anon(knit_relay_store_t *s,
-                                           int (*fn)(void *data, const char *id,
-                                                     uint64_t created_ms),
-                                           void *data);
+KNIT_EXTERN int
+knit_relay_store_list_anon(knit_relay_store_t *s,
+                           int (*fn)(void *data, const char *id, uint64_t created_ms), void *data);
 
 #ifdef __cplusplus
 }

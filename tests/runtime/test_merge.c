@@ -262,6 +262,50 @@ static void applied_changes_not_captured(void)
     teardown();
 }
 
+/* Sends only the sender's own changes newer than what it had acknowledged,
+** and acknowledges them: what the sync client does through a relay. */
+static void push_local(knit_t *from, knit_t *to)
+{
+    knit_since_opts_t o = {.local_only = 1};
+    knit_batch_t *b;
+    uint64_t acked;
+    CHECK_OK(knit_acked(from, &acked));
+    CHECK_OK(knit_changes_since(from, acked, &o, &b));
+    CHECK_OK(knit_apply(to, b, NULL));
+    if (b->ntxns)
+        CHECK_OK(knit_ack(from, b->txns[b->ntxns - 1].version));
+    knit_batch_free(b);
+}
+
+/* A set with unpushed local operations that receives a remote state keeps
+** its local operations pending: pushing only local changes converges. */
+static void orset_local_ops_survive_remote_merge(void)
+{
+    setup(0);
+    rt_exec(A, "INSERT INTO t VALUES ('n1', 0, NULL, '[\"a\",\"b\"]')");
+    push_local(A, B);
+    rt_exec(A, "UPDATE t SET tags = '[\"b\",\"c\"]'"); /* remove a, add c: not pushed */
+    CHECK(knit_stamp(A) == 1);
+    cb.ms += 100; /* B's write is later in time than A's unpushed one */
+    rt_exec(B, "UPDATE t SET tags = '[\"a\",\"b\",\"d\"]'");
+    push_local(B, A); /* B's state arrives before A pushed */
+    push_local(A, B);
+    push_local(B, A);
+    RT_EXPECT(A, "SELECT tags FROM t", "'[\"b\",\"c\",\"d\"]'\n");
+    expect_equal("SELECT * FROM t");
+    /* Once both sides agree, nothing more is pending on either. */
+    knit_since_opts_t o = {.local_only = 1};
+    knit_batch_t *b;
+    uint64_t acked;
+    push_local(A, B);
+    push_local(B, A);
+    CHECK_OK(knit_acked(A, &acked));
+    CHECK_OK(knit_changes_since(A, acked, &o, &b));
+    CHECK_EQ_INT(b->nchanges, 0);
+    knit_batch_free(b);
+    teardown();
+}
+
 /* Failing the Nth allocation inside changes_since or apply returns an error
 ** and leaves both replicas usable: a later exchange converges. */
 #include "alloc.h"
@@ -295,16 +339,43 @@ static void allocation_failures(void)
     teardown();
 }
 
+/* One random write on a plain connection (statement chosen by r). */
+static void random_write(knit_rng_t *r, sqlite3 *db)
+{
+    static const char *vals[] = {"NULL", "0", "1", "1.0", "-7", "2.5", "'a'", "'b'", "X'00'",
+                                 "'longer text value'"};
+    static const char *sets[] = {"'[]'", "'[\"x\"]'", "'[\"y\"]'", "'[\"x\",\"y\"]'",
+                                 "'[1,\"x\"]'", "NULL"};
+    char sql[512];
+    int key = (int)knit_rng_below(r, 6);
+    switch (knit_rng_below(r, 5)) {
+    case 0:
+    case 1:
+        snprintf(sql, sizeof sql, "INSERT OR REPLACE INTO t VALUES ('k%d', %s, %s, %s)", key,
+                 vals[knit_rng_below(r, 10)], vals[knit_rng_below(r, 10)],
+                 sets[knit_rng_below(r, 6)]);
+        break;
+    case 2:
+        snprintf(sql, sizeof sql, "UPDATE t SET a = %s WHERE id = 'k%d'",
+                 vals[knit_rng_below(r, 10)], key);
+        break;
+    case 3:
+        snprintf(sql, sizeof sql, "UPDATE t SET tags = %s, b = %s WHERE id = 'k%d'",
+                 sets[knit_rng_below(r, 6)], vals[knit_rng_below(r, 10)], key);
+        break;
+    default:
+        snprintf(sql, sizeof sql, "DELETE FROM t WHERE id = 'k%d'", key);
+        break;
+    }
+    rt_plain_ok(db, sql);
+}
+
 /* Random writes from plain connections on three replicas, random exchanges;
 ** at the end every table is identical everywhere. */
 static void random_three_replicas(void)
 {
     uint64_t seed = knit_test_seed();
     long cases = knit_test_cases(30);
-    const char *vals[] = {"NULL", "0", "1", "1.0", "-7", "2.5", "'a'", "'b'", "X'00'",
-                          "'longer text value'"};
-    const char *sets[] = {"'[]'", "'[\"x\"]'", "'[\"y\"]'", "'[\"x\",\"y\"]'", "'[1,\"x\"]'",
-                          "NULL"};
     for (long n = 0; n < cases; n++) {
         knit_test_case_seed(seed + (uint64_t)n);
         knit_rng_t r = {seed + (uint64_t)n};
@@ -319,27 +390,7 @@ static void random_three_replicas(void)
         for (int step = 0; step < 60; step++) {
             int i = (int)knit_rng_below(&r, 3);
             clk[i]->ms += knit_rng_below(&r, 3); /* often equal milliseconds */
-            char sql[512];
-            int key = (int)knit_rng_below(&r, 6);
-            switch (knit_rng_below(&r, 6)) {
-            case 0:
-            case 1:
-                snprintf(sql, sizeof sql, "INSERT OR REPLACE INTO t VALUES ('k%d', %s, %s, %s)",
-                         key, vals[knit_rng_below(&r, 10)], vals[knit_rng_below(&r, 10)],
-                         sets[knit_rng_below(&r, 6)]);
-                break;
-            case 2:
-                snprintf(sql, sizeof sql, "UPDATE t SET a = %s WHERE id = 'k%d'",
-                         vals[knit_rng_below(&r, 10)], key);
-                break;
-            case 3:
-                snprintf(sql, sizeof sql, "UPDATE t SET tags = %s, b = %s WHERE id = 'k%d'",
-                         sets[knit_rng_below(&r, 6)], vals[knit_rng_below(&r, 10)], key);
-                break;
-            case 4:
-                snprintf(sql, sizeof sql, "DELETE FROM t WHERE id = 'k%d'", key);
-                break;
-            default: {
+            if (knit_rng_below(&r, 6) == 0) {
                 /* exchange: one direction, possibly stale (from 0) */
                 int j = (int)knit_rng_below(&r, 3);
                 if (j != i) {
@@ -350,8 +401,7 @@ static void random_three_replicas(void)
                 }
                 continue;
             }
-            }
-            rt_plain_ok(plain[i], sql);
+            random_write(&r, plain[i]);
             if (knit_rng_below(&r, 3) == 0)
                 CHECK(knit_stamp(all[i]) >= 0);
         }
@@ -363,7 +413,77 @@ static void random_three_replicas(void)
     }
 }
 
+/* Random writes on three replicas syncing the way the relay makes them:
+** each pushes only its own unacknowledged changes to a hub, and the hub
+** sends each replica everything newer than that replica's cursor.  Pushes
+** and pulls interleave with writes at random. */
+static void random_through_hub(void)
+{
+    uint64_t seed = knit_test_seed();
+    long cases = knit_test_cases(30);
+    for (long n = 0; n < cases; n++) {
+        knit_test_case_seed(seed + (uint64_t)n);
+        knit_rng_t r = {seed + (uint64_t)n};
+        setup(1);
+        rt_clock_t ch = {1700000000000};
+        knit_t *hub = rt_open_clock("hub.db", &ch);
+        rt_exec(hub, T_SCHEMA);
+        CHECK_OK(knit_track(hub, "t", "tags:orset"));
+        knit_t *all[3] = {A, B, C};
+        rt_clock_t *clk[3] = {&ca, &cb, &cc};
+        const char *names[3] = {"a.db", "b.db", "c.db"};
+        sqlite3 *plain[3];
+        uint64_t cursor[3] = {0};
+        for (int i = 0; i < 3; i++)
+            plain[i] = rt_plain(names[i]);
+        for (int step = 0; step < 80; step++) {
+            int i = (int)knit_rng_below(&r, 3);
+            clk[i]->ms += knit_rng_below(&r, 3);
+            ch.ms = clk[i]->ms > ch.ms ? clk[i]->ms : ch.ms;
+            switch (knit_rng_below(&r, 4)) {
+            case 0:
+                push_local(all[i], hub);
+                break;
+            case 1: {
+                knit_batch_t *b;
+                CHECK_OK(knit_changes_since(hub, cursor[i], NULL, &b));
+                CHECK_OK(knit_apply(all[i], b, NULL));
+                if (b->ntxns)
+                    cursor[i] = b->txns[b->ntxns - 1].version;
+                knit_batch_free(b);
+                break;
+            }
+            default:
+                random_write(&r, plain[i]);
+            }
+        }
+        /* Drain: push and pull until every replica equals the hub. */
+        for (int round = 0; round < 3; round++)
+            for (int i = 0; i < 3; i++) {
+                push_local(all[i], hub);
+                for (int j = 0; j < 3; j++) {
+                    knit_batch_t *b;
+                    CHECK_OK(knit_changes_since(hub, cursor[j], NULL, &b));
+                    CHECK_OK(knit_apply(all[j], b, NULL));
+                    if (b->ntxns)
+                        cursor[j] = b->txns[b->ntxns - 1].version;
+                    knit_batch_free(b);
+                }
+            }
+        for (int i = 0; i < 3; i++)
+            sqlite3_close(plain[i]);
+        expect_equal("SELECT * FROM t ORDER BY id");
+        char *h = rt_dump(hub, "SELECT * FROM t ORDER BY id"), *a = rt_dump(A, "SELECT * FROM t ORDER BY id");
+        CHECK_STR(h, a);
+        sqlite3_free(h);
+        sqlite3_free(a);
+        knit_close(hub);
+        teardown();
+    }
+}
+
 KNIT_TESTS(T(lww_later_write_wins), T(lww_tie_breaks_on_site),
            T(delete_beats_concurrent_update_then_resurrect), T(orset_concurrent_add_remove),
            T(keys_and_value_types), T(refuses_future_stamps), T(applied_changes_not_captured),
-           T(allocation_failures), T(random_three_replicas))
+           T(orset_local_ops_survive_remote_merge), T(allocation_failures),
+           T(random_three_replicas), T(random_through_hub))

@@ -1,0 +1,299 @@
+/*
+** sync_relay.c: the sync-relay program.  Parses flags, opens the store,
+** reads the JWT secret and runs the relay (transport/relay.h); or, with the
+** mint-token subcommand, prints a development token.  All the work is in
+** the library; this file is argument handling.
+*/
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "auth.h"
+#include "codec.h"
+#include "knit.h"
+#include "relay.h"
+#include "relay_store.h"
+
+#define DEFAULT_LISTEN "127.0.0.1:7300"
+#define DEFAULT_DATA "./relay.db"
+#define MAX_SECRET_FILE 4096
+
+static const char USAGE[] =
+    "usage: sync-relay [options]\n"
+    "       sync-relay mint-token --secret-file FILE --sub SUB [--ttl SECONDS]\n"
+    "\n"
+    "The knit relay: stores every namespace's changes in an embedded SQLite\n"
+    "file and syncs replicas over TCP (docs/PROTOCOL.md, docs/sync-relay.md).\n"
+    "\n"
+    "options:\n"
+    "  --listen HOST:PORT        address to listen on; port 0 picks a free one\n"
+    "                            [" DEFAULT_LISTEN "]\n"
+    "  --data PATH               the relay store, created if missing [" DEFAULT_DATA "]\n"
+    "  --jwt-secret-file FILE    HS256 key for JWT credentials (at least 32 bytes;\n"
+    "                            one trailing newline is ignored) [none: tokens refused]\n"
+    "  --max-frame BYTES         largest frame accepted, at most 16777216 [16777216]\n"
+    "  --max-conns N             connections served at once [1024]\n"
+    "  --max-changes N           changes per push, and per catch-up message [65536]\n"
+    "  --max-skew MS             refuse changes stamped more than MS milliseconds\n"
+    "                            ahead of the relay's clock [300000]\n"
+    "  --idle-timeout MS         close connections silent this long [60000]\n"
+    "  --max-queue BYTES         outbound bytes queued per connection before a slow\n"
+    "                            consumer drops to catch-up mode [8388608]\n"
+    "  --log-level LEVEL         error, warn, info or debug [info]\n"
+    "  --help                    this text\n"
+    "  --version                 the version\n"
+    "\n"
+    "mint-token (for development): prints an HS256 token for SUB, valid for\n"
+    "SECONDS [3600], signed with the key in FILE.\n"
+    "\n"
+    "SIGINT/SIGTERM: stop accepting, commit and acknowledge what was received,\n"
+    "close every connection with an error, exit 0.\n";
+
+static int die_usage(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "sync-relay: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n(see sync-relay --help)\n");
+    return 2;
+}
+
+/* Parses a decimal count in [min, max]. */
+static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    unsigned long long v;
+    if (!s || !*s || *s == '-' || *s == '+')
+        return -1;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Reads the key file: at most MAX_SECRET_FILE bytes, minus one trailing
+** "\n" or "\r\n". */
+static int read_secret(const char *path, uint8_t *buf, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    struct stat st;
+    size_t k;
+    if (!f) {
+        fprintf(stderr, "sync-relay: cannot read %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    k = fread(buf, 1, MAX_SECRET_FILE + 1, f);
+    fclose(f);
+    if (k > MAX_SECRET_FILE) {
+        fprintf(stderr, "sync-relay: %s is larger than %d bytes\n", path, MAX_SECRET_FILE);
+        return -1;
+    }
+    if (k && buf[k - 1] == '\n')
+        k--;
+    if (k && buf[k - 1] == '\r')
+        k--;
+    if (k < KNIT_JWT_MIN_KEY) {
+        fprintf(stderr, "sync-relay: the key in %s is %zu bytes; at least %d are needed\n", path, k,
+                KNIT_JWT_MIN_KEY);
+        return -1;
+    }
+    if (stat(path, &st) == 0 && (st.st_mode & 077))
+        fprintf(stderr, "sync-relay: warning: %s is readable by other users\n", path);
+    *n = k;
+    return 0;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int mint_token(int argc, char **argv)
+{
+    const char *file = NULL, *sub = NULL;
+    uint64_t ttl = 3600;
+    uint8_t key[MAX_SECRET_FILE + 1];
+    size_t keylen;
+    char *tok;
+    int rc;
+
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0) {
+            fputs(USAGE, stdout);
+            return 0;
+        }
+        if (i + 1 >= argc)
+            return die_usage("%s needs a value", a);
+        if (strcmp(a, "--secret-file") == 0)
+            file = argv[++i];
+        else if (strcmp(a, "--sub") == 0)
+            sub = argv[++i];
+        else if (strcmp(a, "--ttl") == 0) {
+            if (parse_u64(argv[++i], 1, UINT64_C(3153600000), &ttl))
+                return die_usage("bad --ttl %s", argv[i]);
+        } else
+            return die_usage("unknown mint-token option %s", a);
+    }
+    if (!file || !sub)
+        return die_usage("%s", "mint-token needs --secret-file and --sub");
+    if (!knit_auth_sub_ok(sub))
+        return die_usage("bad --sub %s: use 1..128 of [A-Za-z0-9._@|+-]", sub);
+    if (read_secret(file, key, &keylen))
+        return 1;
+    rc = knit_jwt_mint(key, keylen, sub, now_ms(), ttl, &tok);
+    memset(key, 0, sizeof key);
+    if (rc) {
+        fprintf(stderr, "sync-relay: mint-token: %s\n", knit_strerror(rc));
+        return 1;
+    }
+    printf("%s\n", tok);
+    knit__free(tok);
+    return 0;
+}
+
+static void on_listen(void *data, const char *host, int port)
+{
+    (void)data;
+    /* On stdout, one line, so scripts and tests can find the port. */
+    if (strchr(host, ':'))
+        printf("sync-relay: listening on [%s]:%d\n", host, port);
+    else
+        printf("sync-relay: listening on %s:%d\n", host, port);
+    fflush(stdout);
+}
+
+/* Splits HOST:PORT (or [V6]:PORT) into host and port. */
+static int parse_listen(const char *s, char *host, size_t n, int *port)
+{
+    const char *colon = strrchr(s, ':');
+    uint64_t p;
+    size_t hl;
+    if (!colon || parse_u64(colon + 1, 0, 65535, &p))
+        return -1;
+    hl = (size_t)(colon - s);
+    if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']') {
+        s++;
+        hl -= 2;
+    }
+    if (hl == 0 || hl >= n)
+        return -1;
+    memcpy(host, s, hl);
+    host[hl] = '\0';
+    *port = (int)p;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *listen = DEFAULT_LISTEN, *data = DEFAULT_DATA, *secret_file = NULL;
+    knit_relay_serve_opts_t o;
+    knit_relay_store_t *store = NULL;
+    uint8_t key[MAX_SECRET_FILE + 1];
+    size_t keylen = 0;
+    char host[128];
+    uint64_t v;
+    int rc;
+
+    if (argc > 1 && strcmp(argv[1], "mint-token") == 0)
+        return mint_token(argc, argv);
+
+    memset(&o, 0, sizeof o);
+    o.cfg.log_level = KNIT_LOG_INFO;
+    o.max_conns = 1024;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *val;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(USAGE, stdout);
+            return 0;
+        }
+        if (strcmp(a, "--version") == 0) {
+            printf("sync-relay %s\n", KNIT_VERSION_STRING);
+            return 0;
+        }
+        if (strncmp(a, "--", 2) != 0)
+            return die_usage("unexpected argument %s", a);
+        if (i + 1 >= argc)
+            return die_usage("%s needs a value", a);
+        val = argv[++i];
+        if (strcmp(a, "--listen") == 0) {
+            listen = val;
+        } else if (strcmp(a, "--data") == 0) {
+            data = val;
+        } else if (strcmp(a, "--jwt-secret-file") == 0) {
+            secret_file = val;
+        } else if (strcmp(a, "--log-level") == 0) {
+            static const char *levels[] = {"error", "warn", "info", "debug"};
+            int lv = -1;
+            for (int k = 0; k < 4; k++)
+                if (strcmp(val, levels[k]) == 0)
+                    lv = k;
+            if (lv < 0)
+                return die_usage("bad --log-level %s: error, warn, info or debug", val);
+            o.cfg.log_level = lv;
+        } else if (strcmp(a, "--max-frame") == 0) {
+            /* Not above the protocol's default: a pushed unit must also
+            ** fit the DELTAS frames that carry it to other clients. */
+            if (parse_u64(val, 65536, KNIT_DEFAULT_MAX_FRAME, &v))
+                return die_usage("bad --max-frame %s (65536 .. 16777216)", val);
+            o.cfg.limits.max_frame = (size_t)v;
+        } else if (strcmp(a, "--max-conns") == 0) {
+            if (parse_u64(val, 1, 1000000, &v))
+                return die_usage("bad --max-conns %s", val);
+            o.max_conns = (size_t)v;
+        } else if (strcmp(a, "--max-changes") == 0) {
+            if (parse_u64(val, 1, KNIT_DEFAULT_MAX_CHANGES, &v))
+                return die_usage("bad --max-changes %s (1 .. 1048576)", val);
+            o.cfg.limits.max_changes = (size_t)v;
+        } else if (strcmp(a, "--max-skew") == 0) {
+            if (parse_u64(val, 1, UINT64_C(31536000000), &v))
+                return die_usage("bad --max-skew %s", val);
+            o.cfg.limits.max_drift_ms = v;
+        } else if (strcmp(a, "--idle-timeout") == 0) {
+            if (parse_u64(val, 100, UINT64_C(86400000), &v))
+                return die_usage("bad --idle-timeout %s (100 .. 86400000 ms)", val);
+            o.cfg.limits.idle_ms = v;
+        } else if (strcmp(a, "--max-queue") == 0) {
+            if (parse_u64(val, 4096, UINT32_MAX, &v))
+                return die_usage("bad --max-queue %s", val);
+            o.cfg.limits.max_queue = (size_t)v;
+        } else {
+            return die_usage("unknown option %s", a);
+        }
+    }
+    if (parse_listen(listen, host, sizeof host, &o.port))
+        return die_usage("bad --listen %s: use HOST:PORT", listen);
+    o.host = host;
+    if (secret_file) {
+        if (read_secret(secret_file, key, &keylen))
+            return 1;
+        o.cfg.jwt_key = key;
+        o.cfg.jwt_key_len = keylen;
+    }
+
+    rc = knit_relay_store_open(data, 0, &store);
+    if (rc) {
+        fprintf(stderr, "sync-relay: cannot open store %s: %s\n", data, knit_strerror(rc));
+        return 1;
+    }
+    /* A peer that vanishes mid-write must not kill the relay. */
+    signal(SIGPIPE, SIG_IGN);
+    o.cfg.store = store;
+    o.on_listen = on_listen;
+    rc = knit_relay_serve(&o);
+    knit_relay_store_close(store);
+    memset(key, 0, sizeof key);
+    if (rc) {
+        fprintf(stderr, "sync-relay: %s\n", knit_strerror(rc));
+        return 1;
+    }
+    return 0;
+}

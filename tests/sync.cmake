@@ -1,0 +1,34 @@
+# The sync client: its I/O-free protocol engine (unit), the real sync-agent
+# and sync-relay programs over loopback (integration), and the sync
+# benchmark.
+knit_test(proto_client
+  SOURCES unit/test_proto_client.c
+  CASES handshake push_and_ack ack_in_order answers_out_of_order reject_permanent
+        reject_too_big_splits big_unit_pieces window_bounds_inflight ungranted_ceiling
+        deltas_and_gaps apply_failure_reconnects ping_pong_idle handshake_timeout
+        backoff_full_jitter relay_error_fatal protocol_violations stop_drains
+        watermark_saved_lazily reconnect_rereads alloc_failures
+  TIMEOUT 60
+  LIBS knit_static)
+
+if(TARGET sync-relay AND TARGET sync-agent)
+  if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_sync_it.c)
+    knit_test(sync_it
+      SOURCES integration/test_sync_it.c integration/sync_util.c
+      CASES live_two_agents conflicts_converge transaction_units offline_catch_up
+            relay_sigkill agent_sigkill_applying anonymous_home once_failures
+      LIBS knit_static
+      TIMEOUT 120)
+    target_compile_definitions(test_sync_it PRIVATE
+      SYNC_RELAY_PATH="$<TARGET_FILE:sync-relay>"
+      SYNC_AGENT_PATH="$<TARGET_FILE:sync-agent>")
+    add_dependencies(test_sync_it sync-relay sync-agent)
+  endif()
+  if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/bench/bench_sync.c)
+    knit_bench(bench_sync SOURCES bench/bench_sync.c integration/sync_util.c LIBS knit_static)
+    target_compile_definitions(bench_sync PRIVATE
+      SYNC_RELAY_PATH="$<TARGET_FILE:sync-relay>"
+      SYNC_AGENT_PATH="$<TARGET_FILE:sync-agent>")
+    add_dependencies(bench_sync sync-relay sync-agent)
+  endif()
+endif()

@@ -1,0 +1,1031 @@
+/*
+** client.c: the sync client's libuv glue (API in knit_sync.h).  Sockets,
+** timers, the file watch and the replica live here; every protocol
+** decision is the engine's (proto_client.c), which this file feeds with
+** bytes, events and the time, and whose requests it carries out on the
+** replica (knit.h).
+**
+** Design notes
+**   1. One function, pump(), does everything the engine may want after any
+**      event: due timeouts (knit_client_tick), a new connection attempt,
+**      reading and handing over local changes, writing queued output,
+**      closing the connection, and re-arming the one timer.  Every libuv
+**      callback ends with pump(); public calls made from the application's
+**      callbacks only set flags and kick the timer, so the engine is never
+**      entered twice.
+**   2. Local writes are noticed by a file watch on the replica's directory
+**      (the database and its -wal file), checked with knit_poll (PRAGMA
+**      data_version).  The watch fires on the writer's WAL write, which can
+**      come just before the commit is visible, so a poll that finds nothing
+**      is repeated after 1, 2, 4, 8 and 16 ms.  A coarse timer (poll_ms)
+**      polls as a safety net, for file systems without notifications.
+**   3. Reading local changes is bounded: none while more than MAX_WBACKLOG
+**      bytes wait to be written, so a slow relay throttles the reads.
+**   4. Each connection attempt has its own conn_t.  The engine learns that a
+**      connection is gone (knit_client_lost) only in the handle's close
+**      callback, after libuv cancelled its writes, so no callback of an old
+**      connection can reach the engine's next session.
+**   5. Stopping closes every handle; the close callback and the free happen
+**      when the last one reported closed (libuv's close rule).
+*/
+#include "knit_sync.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sqlite3.h>
+
+#include "alloc.h"
+#include "auth.h"
+#include "codec.h"
+#include "proto_client.h"
+
+#define READ_BUF (64 * 1024)
+#define MAX_WBACKLOG (4u * 1024 * 1024)
+#define DEF_POLL_MS 250
+#define DEF_STOP_GRACE_MS 3000
+#define RECHECKS 5
+#define READ_RETRY_MS 50
+#define ANON_SETTING "sync.anon"
+
+typedef struct conn_s {
+    uv_tcp_t tcp;          /* the socket; tcp.data = this */
+    uv_connect_t creq;     /* the connect request */
+    knit_sync_t *s;        /* owner */
+    int connected;         /* the connect callback succeeded */
+    int closing;           /* uv_close was called */
+    int close_when_drained; /* close once the writes in flight are done */
+    int code;              /* why it closed (KNIT_E*; 0: the engine asked) */
+    char msg[160];         /* detail of code */
+    size_t writes;         /* write requests in flight */
+    size_t wbytes;         /* their bytes */
+    uint8_t rbuf[READ_BUF]; /* read buffer */
+} conn_t;
+
+typedef struct wreq_s {
+    uv_write_t req; /* libuv request; req.data = the conn */
+    knit_buf_t buf; /* the bytes, freed when written */
+} wreq_t;
+
+struct knit_sync_s {
+    uv_loop_t *loop;            /* the application's loop */
+    knit_t *k;                  /* the replica */
+    knit_client_t *c;           /* the protocol engine */
+    knit_sync_options_t opt;    /* options; strings point at the copies below */
+    char *host;                 /* owned copy */
+    char *token;                /* owned copy of the current JWT, or NULL */
+    char *anon_id;              /* owned */
+    char *anon_secret;          /* owned */
+    char *agent;                /* owned */
+    char *watch_dir;            /* directory watched, owned (NULL: no watch) */
+    char *watch_db;             /* basename of the replica */
+    size_t watch_dblen;         /* its length */
+    uv_timer_t timer;           /* the engine's next deadline; also the "kick" */
+    uv_timer_t poll;            /* safety poll (note 2) */
+    uv_timer_t recheck;         /* polls shortly after a watch event (note 2) */
+    uv_fs_event_t watch;        /* the directory watch */
+    uv_getaddrinfo_t gai;       /* name resolution in flight */
+    int gai_active;             /* gai is in flight */
+    int watching;               /* watch was started */
+    unsigned rechecks;          /* rechecks done since the last watch event */
+    conn_t *conn;               /* the connection, or NULL */
+    int in_pump;                /* pump() is running (note 1) */
+    int again;                  /* pump() was asked for while running */
+    int stop_req;               /* knit_sync_stop() was called */
+    int stop_sent;              /* the engine was told */
+    int finishing;              /* handles are being closed (note 5) */
+    int open_handles;           /* handles not yet reported closed */
+    knit_sync_close_fn close_cb; /* called once all is closed */
+    uint64_t read_retry_at;     /* reading local changes failed: not before this */
+    knit_sync_state_t pub_state; /* last state reported to the application */
+    char *errbuf;               /* scratch for messages */
+};
+
+/* ---------------------------------------------------------------------- */
+/* Small helpers                                                            */
+
+static uint64_t mono_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
+static void slog(knit_sync_t *s, int level, const char *fmt, ...)
+#ifdef __GNUC__
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+static void slog(knit_sync_t *s, int level, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    if (level > s->opt.log_level || !s->opt.on_log)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    s->opt.on_log(s, level, line);
+}
+
+static void pump(knit_sync_t *s);
+
+static void on_timer(uv_timer_t *t)
+{
+    pump(t->data);
+}
+
+/* Runs pump() again: at once if it is running (it loops), else on the
+** loop's next turn (note 1). */
+static void kick(knit_sync_t *s)
+{
+    if (s->finishing)
+        return;
+    if (s->in_pump)
+        s->again = 1;
+    else
+        uv_timer_start(&s->timer, on_timer, 0, 0);
+}
+
+static int uv_to_knit(int uverr)
+{
+    switch (uverr) {
+    case UV_ETIMEDOUT:
+        return KNIT_ETIMEDOUT;
+    case UV_ENOMEM:
+    case UV_ENOBUFS:
+        return KNIT_ENOMEM;
+    case UV_EOF:
+    case UV_ECONNRESET:
+    case UV_EPIPE:
+        return KNIT_ECLOSED;
+    default:
+        return KNIT_EIO;
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* What the engine asks of the replica                                     */
+
+static int io_cursor(void *data, const char *ns, uint64_t *seq)
+{
+    knit_sync_t *s = data;
+    int rc = knit_cursor(s->k, ns, seq);
+    if (rc)
+        slog(s, KNIT_SYNC_LOG_ERROR, "reading the cursor of %s: %s", ns, knit_errmsg(s->k));
+    return rc;
+}
+
+static int io_ready(void *data, const knit_welcome_t *w)
+{
+    knit_sync_t *s = data;
+    struct timespec ts;
+    uint64_t wall, relay = knit_hlc_ms(w->clock);
+    /* The session's namespace becomes the write namespace; the first one
+    ** ever also names the home namespace of rows written before any sync. */
+    int rc = knit_set_namespace(s->k, w->principal);
+    if (rc) {
+        slog(s, KNIT_SYNC_LOG_ERROR, "adopting namespace %s: %s", w->principal,
+             knit_errmsg(s->k));
+        return rc;
+    }
+    clock_gettime(CLOCK_REALTIME, &ts);
+    wall = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    if (w->limits.max_drift_ms && wall > relay + w->limits.max_drift_ms / 2)
+        slog(s, KNIT_SYNC_LOG_WARN,
+             "this clock is %llu ms ahead of the relay's; changes stamped more than %llu ms "
+             "ahead are refused",
+             (unsigned long long)(wall - relay), (unsigned long long)w->limits.max_drift_ms);
+    return 0;
+}
+
+static int io_apply(void *data, const char *ns, uint64_t from, uint64_t to,
+                    const knit_batch_t *b)
+{
+    knit_sync_t *s = data;
+    knit_apply_stats_t st;
+    int rc = knit_apply_at(s->k, b, ns, to, &st);
+    if (rc) {
+        slog(s, KNIT_SYNC_LOG_ERROR, "applying %zu changes of %s (%llu..%llu): %s",
+             b->nchanges, ns, (unsigned long long)from, (unsigned long long)to,
+             knit_errmsg(s->k));
+        return rc;
+    }
+    if (st.skipped)
+        slog(s, KNIT_SYNC_LOG_DEBUG,
+             "%zu changes of %s are for tables or columns this replica does not track",
+             st.skipped, ns);
+    slog(s, KNIT_SYNC_LOG_DEBUG, "applied %s %llu..%llu: %zu won, %zu known, %zu lost", ns,
+         (unsigned long long)from, (unsigned long long)to, st.applied, st.known, st.lost);
+    return 0;
+}
+
+static int io_acked(void *data, uint64_t version)
+{
+    knit_sync_t *s = data;
+    int rc = knit_ack(s->k, version);
+    if (rc)
+        slog(s, KNIT_SYNC_LOG_WARN, "recording the acknowledgement: %s", knit_errmsg(s->k));
+    return rc;
+}
+
+static knit_sync_state_t public_state(knit_client_state_t st)
+{
+    switch (st) {
+    case KNIT_CLIENT_CONNECTING:
+    case KNIT_CLIENT_HELLO_SENT:
+        return KNIT_SYNC_CONNECTING;
+    case KNIT_CLIENT_READY:
+        return KNIT_SYNC_ONLINE;
+    case KNIT_CLIENT_STOPPED:
+        return KNIT_SYNC_STOPPED;
+    default:
+        return KNIT_SYNC_OFFLINE;
+    }
+}
+
+static void io_event(void *data, const knit_client_event_t *ev)
+{
+    knit_sync_t *s = data;
+    knit_sync_event_t pe;
+    memset(&pe, 0, sizeof pe);
+    pe.state = public_state(ev->state);
+    switch (ev->type) {
+    case KNIT_CLIENT_EV_STATE:
+        if (pe.state == s->pub_state)
+            return;
+        s->pub_state = pe.state;
+        pe.type = KNIT_SYNC_EV_STATE;
+        pe.retry_ms = ev->state == KNIT_CLIENT_WAITING ? ev->delay_ms : 0;
+        if (pe.state == KNIT_SYNC_ONLINE)
+            pe.principal = knit_client_principal(s->c);
+        break;
+    case KNIT_CLIENT_EV_ERROR:
+        pe.type = KNIT_SYNC_EV_ERROR;
+        pe.code = ev->code;
+        pe.message = ev->message;
+        pe.fatal = ev->fatal;
+        pe.push = ev->push;
+        break;
+    case KNIT_CLIENT_EV_SYNCED:
+        pe.type = KNIT_SYNC_EV_SYNCED;
+        break;
+    default:
+        return;
+    }
+    if (s->opt.on_event)
+        s->opt.on_event(s, &pe);
+}
+
+static void io_log(void *data, int level, const char *line)
+{
+    knit_sync_t *s = data;
+    if (s->opt.on_log)
+        s->opt.on_log(s, level, line);
+}
+
+/* ---------------------------------------------------------------------- */
+/* The connection                                                           */
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    conn_t *cn = h->data;
+    knit_sync_t *s = cn->s;
+    if (s->conn == cn)
+        s->conn = NULL;
+    /* Note 4: only now may the engine start over. */
+    knit_client_lost(s->c, mono_ms(), cn->code, cn->msg[0] ? cn->msg : NULL);
+    knit__free(cn);
+    s->open_handles--;
+    pump(s);
+}
+
+static void conn_close(conn_t *cn, int code, const char *msg)
+{
+    if (cn->closing)
+        return;
+    cn->closing = 1;
+    cn->code = code;
+    snprintf(cn->msg, sizeof cn->msg, "%s", msg ? msg : "");
+    uv_close((uv_handle_t *)&cn->tcp, on_conn_closed);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    wreq_t *w = req->data;
+    conn_t *cn = w->req.handle->data;
+    cn->writes--;
+    cn->wbytes -= w->buf.len;
+    knit_buf_free(&w->buf);
+    knit__free(w);
+    if (status < 0 && status != UV_ECANCELED) {
+        conn_close(cn, uv_to_knit(status), uv_strerror(status));
+        return;
+    }
+    if (cn->close_when_drained && cn->writes == 0)
+        conn_close(cn, 0, NULL);
+    if (!cn->closing)
+        pump(cn->s);
+}
+
+/* Writes what the engine queued (one request for all of it). */
+static void flush_output(knit_sync_t *s)
+{
+    conn_t *cn = s->conn;
+    knit_buf_t b = {NULL, 0, 0};
+    wreq_t *w;
+    uv_buf_t ub;
+    int rc;
+
+    knit_client_take_output(s->c, &b);
+    if (!b.len) {
+        knit_buf_free(&b);
+        return;
+    }
+    if (!cn || cn->closing || !cn->connected) {
+        knit_buf_free(&b);
+        return;
+    }
+    if (!(w = knit__malloc(sizeof *w))) {
+        knit_buf_free(&b);
+        conn_close(cn, KNIT_ENOMEM, "out of memory");
+        return;
+    }
+    w->buf = b;
+    w->req.data = w;
+    ub = uv_buf_init((char *)b.p, (unsigned)b.len);
+    rc = uv_write(&w->req, (uv_stream_t *)&cn->tcp, &ub, 1, on_write);
+    if (rc) {
+        knit_buf_free(&w->buf);
+        knit__free(w);
+        conn_close(cn, uv_to_knit(rc), uv_strerror(rc));
+        return;
+    }
+    cn->writes++;
+    cn->wbytes += b.len;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    conn_t *cn = h->data;
+    (void)suggested;
+    *buf = uv_buf_init((char *)cn->rbuf, sizeof cn->rbuf);
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    conn_t *cn = st->data;
+    knit_sync_t *s = cn->s;
+    if (nread < 0) {
+        conn_close(cn, uv_to_knit((int)nread),
+                   nread == UV_EOF ? "the relay closed the connection" : uv_strerror((int)nread));
+        return;
+    }
+    if (nread == 0 || cn->closing)
+        return;
+    if (knit_client_input(s->c, (const uint8_t *)buf->base, (size_t)nread, mono_ms()) != 0)
+        uv_read_stop(st);
+    pump(s);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    conn_t *cn = req->data;
+    knit_sync_t *s = cn->s;
+    int rc;
+    if (status < 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s:%d: %s", s->host, s->opt.port, uv_strerror(status));
+        if (status != UV_ECANCELED)
+            conn_close(cn, uv_to_knit(status), msg);
+        return;
+    }
+    if (cn->closing)
+        return;
+    cn->connected = 1;
+    uv_tcp_nodelay(&cn->tcp, 1);
+    if ((rc = uv_read_start((uv_stream_t *)&cn->tcp, on_alloc, on_read)) != 0) {
+        conn_close(cn, uv_to_knit(rc), uv_strerror(rc));
+        return;
+    }
+    knit_client_connected(s->c, mono_ms());
+    pump(s);
+}
+
+static void connect_to(knit_sync_t *s, const struct sockaddr *addr)
+{
+    conn_t *cn = knit__calloc(1, sizeof *cn);
+    int rc;
+    if (!cn) {
+        knit_client_lost(s->c, mono_ms(), KNIT_ENOMEM, "out of memory");
+        return;
+    }
+    cn->s = s;
+    if ((rc = uv_tcp_init(s->loop, &cn->tcp)) != 0) {
+        knit__free(cn);
+        knit_client_lost(s->c, mono_ms(), uv_to_knit(rc), uv_strerror(rc));
+        return;
+    }
+    cn->tcp.data = cn;
+    cn->creq.data = cn;
+    s->conn = cn;
+    s->open_handles++;
+    if ((rc = uv_tcp_connect(&cn->creq, &cn->tcp, addr, on_connect)) != 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s:%d: %s", s->host, s->opt.port, uv_strerror(rc));
+        conn_close(cn, uv_to_knit(rc), msg);
+    }
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    knit_sync_t *s = req->data;
+    s->gai_active = 0;
+    if (s->finishing || knit_client_state(s->c) != KNIT_CLIENT_CONNECTING) {
+        uv_freeaddrinfo(res);
+        pump(s);
+        return;
+    }
+    if (status < 0 || !res) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "cannot resolve %s: %s", s->host, uv_strerror(status));
+        knit_client_lost(s->c, mono_ms(), KNIT_EIO, msg);
+    } else {
+        connect_to(s, res->ai_addr);
+    }
+    uv_freeaddrinfo(res);
+    pump(s);
+}
+
+/* Starts a connection attempt: an IP literal directly, a name through
+** getaddrinfo. */
+static void start_connect(knit_sync_t *s)
+{
+    struct sockaddr_storage ss;
+    struct addrinfo hints;
+    char port[16];
+    int rc;
+
+    if (s->opt.get_token) {
+        char *tok = NULL;
+        rc = s->opt.get_token(s, &tok);
+        if (rc == 0 && tok) {
+            knit_sync_set_token(s, tok);
+            free(tok);
+        } else {
+            slog(s, KNIT_SYNC_LOG_WARN, "no fresh token (%s); using the previous one",
+                 knit_strerror(rc ? rc : KNIT_EINVAL));
+        }
+    }
+    if (uv_ip4_addr(s->host, s->opt.port, (struct sockaddr_in *)&ss) == 0 ||
+        uv_ip6_addr(s->host, s->opt.port, (struct sockaddr_in6 *)&ss) == 0) {
+        connect_to(s, (const struct sockaddr *)&ss);
+        return;
+    }
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(port, sizeof port, "%d", s->opt.port);
+    s->gai.data = s;
+    rc = uv_getaddrinfo(s->loop, &s->gai, on_resolved, s->host, port, &hints);
+    if (rc) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "cannot resolve %s: %s", s->host, uv_strerror(rc));
+        knit_client_lost(s->c, mono_ms(), KNIT_EIO, msg);
+        return;
+    }
+    s->gai_active = 1;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Local changes                                                            */
+
+/* Hands the engine the replica's unpushed local changes while it wants
+** them (note 3). */
+static void read_local(knit_sync_t *s, uint64_t now)
+{
+    uint64_t after;
+    size_t max;
+    while (s->conn && s->conn->wbytes < MAX_WBACKLOG && now >= s->read_retry_at &&
+           knit_client_push_room(s->c, &after, &max)) {
+        knit_since_opts_t o;
+        knit_batch_t *b = NULL;
+        uint64_t v0 = 0, covers;
+        int rc;
+
+        memset(&o, 0, sizeof o);
+        o.local_only = 1;
+        o.max_changes = max;
+        /* Read the version first: every local change up to it is
+        ** committed, so the read below sees all of them. */
+        rc = knit_version(s->k, &v0);
+        if (!rc)
+            rc = knit_changes_since(s->k, after, &o, &b);
+        if (rc) {
+            slog(s, KNIT_SYNC_LOG_WARN, "reading local changes: %s (retrying)",
+                 knit_errmsg(s->k));
+            s->read_retry_at = now + READ_RETRY_MS;
+            return;
+        }
+        if (b->nchanges == 0) {
+            knit_batch_free(b);
+            knit_client_push_none(s->c, v0, now);
+            continue;
+        }
+        covers = b->txns[b->ntxns - 1].version;
+        /* A read cut at max changes may have left later ones out. */
+        if (b->nchanges < max && v0 > covers)
+            covers = v0;
+        slog(s, KNIT_SYNC_LOG_DEBUG, "read %zu local changes in %zu units after %llu",
+             b->nchanges, b->ntxns, (unsigned long long)after);
+        if ((rc = knit_client_push(s->c, b, covers, now)) != 0) {
+            slog(s, KNIT_SYNC_LOG_WARN, "queueing a push: %s (retrying)", knit_strerror(rc));
+            s->read_retry_at = now + READ_RETRY_MS;
+            return;
+        }
+        flush_output(s);
+    }
+}
+
+/* A local write may have happened: knit_poll tells (note 2). */
+static int poll_replica(knit_sync_t *s)
+{
+    int rc = knit_poll(s->k);
+    if (rc < 0) {
+        slog(s, KNIT_SYNC_LOG_DEBUG, "polling the replica: %s", knit_errmsg(s->k));
+        return 0;
+    }
+    if (rc > 0)
+        knit_client_local_changed(s->c);
+    return rc;
+}
+
+static void on_recheck(uv_timer_t *t)
+{
+    knit_sync_t *s = t->data;
+    if (poll_replica(s) > 0) {
+        pump(s);
+        return;
+    }
+    if (++s->rechecks < RECHECKS)
+        uv_timer_start(&s->recheck, on_recheck, (uint64_t)1 << s->rechecks, 0);
+}
+
+static void on_watch(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+    knit_sync_t *s = h->data;
+    (void)events;
+    if (status < 0 || s->finishing)
+        return;
+    /* The database, its -wal and -journal files; nothing else in the
+    ** directory matters. */
+    if (filename && (strncmp(filename, s->watch_db, s->watch_dblen) != 0 ||
+                     (filename[s->watch_dblen] != '\0' && filename[s->watch_dblen] != '-')))
+        return;
+    if (poll_replica(s) > 0) {
+        uv_timer_stop(&s->recheck);
+        pump(s);
+        return;
+    }
+    s->rechecks = 0;
+    uv_timer_start(&s->recheck, on_recheck, 1, 0);
+}
+
+static void on_poll(uv_timer_t *t)
+{
+    knit_sync_t *s = t->data;
+    if (poll_replica(s) > 0)
+        pump(s);
+}
+
+/* ---------------------------------------------------------------------- */
+/* The pump and stopping                                                    */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    knit_sync_t *s = h->data;
+    if (--s->open_handles > 0)
+        return;
+    if (s->close_cb)
+        s->close_cb(s);
+    knit_client_free(s->c);
+    knit__free(s->host);
+    knit__free(s->token);
+    if (s->anon_secret)
+        memset(s->anon_secret, 0, strlen(s->anon_secret));
+    knit__free(s->anon_id);
+    knit__free(s->anon_secret);
+    knit__free(s->agent);
+    knit__free(s->watch_dir);
+    knit__free(s->errbuf);
+    knit__free(s);
+}
+
+/* Closes every handle once the engine has stopped (note 5). */
+static void finish(knit_sync_t *s)
+{
+    if (s->finishing)
+        return;
+    s->finishing = 1;
+    uv_close((uv_handle_t *)&s->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&s->poll, on_handle_closed);
+    uv_close((uv_handle_t *)&s->recheck, on_handle_closed);
+    if (s->watching)
+        uv_close((uv_handle_t *)&s->watch, on_handle_closed);
+    else
+        s->open_handles--;
+}
+
+static void pump(knit_sync_t *s)
+{
+    uint64_t now, next;
+    if (s->finishing)
+        return;
+    if (s->in_pump) {
+        s->again = 1;
+        return;
+    }
+    s->in_pump = 1;
+    do {
+        s->again = 0;
+        now = mono_ms();
+        if (s->stop_req && !s->stop_sent) {
+            s->stop_sent = 1;
+            knit_client_stop(s->c, now, s->opt.stop_grace_ms);
+        }
+        knit_client_tick(s->c, now);
+        if (knit_client_want_connect(s->c, now))
+            start_connect(s);
+        read_local(s, now);
+        flush_output(s);
+        if (s->conn && !s->conn->closing && knit_client_want_close(s->c)) {
+            if (s->conn->writes == 0)
+                conn_close(s->conn, 0, NULL);
+            else
+                s->conn->close_when_drained = 1;
+        } else if (!s->conn && !s->gai_active && knit_client_want_close(s->c)) {
+            /* Closing before a socket existed (during name resolution). */
+            knit_client_lost(s->c, now, 0, NULL);
+            s->again = 1;
+        }
+        next = knit_client_tick(s->c, now);
+        flush_output(s);
+    } while (s->again);
+    s->in_pump = 0;
+
+    if (knit_client_state(s->c) == KNIT_CLIENT_STOPPED && !s->conn && !s->gai_active) {
+        finish(s);
+        return;
+    }
+    if (s->read_retry_at > now && s->read_retry_at < next)
+        next = s->read_retry_at;
+    if (next != UINT64_MAX)
+        uv_timer_start(&s->timer, on_timer, next > now ? next - now : 0, 0);
+    else
+        uv_timer_stop(&s->timer);
+}
+
+/* ---------------------------------------------------------------------- */
+/* API                                                                      */
+
+static char *sdup(const char *p, int *failed)
+{
+    char *d;
+    if (!p)
+        return NULL;
+    if (!(d = knit__strdup(p)))
+        *failed = 1;
+    return d;
+}
+
+/* Splits the replica's path into the directory to watch and the name. */
+static int setup_watch(knit_sync_t *s)
+{
+    const char *path = s->opt.replica_path;
+    const char *slash;
+    int rc;
+    if (s->opt.no_watch)
+        return 0;
+    if (!path)
+        path = sqlite3_db_filename((sqlite3 *)knit_db(s->k), "main");
+    if (!path || !*path)
+        return 0; /* an in-memory or temporary database: polling only */
+    slash = strrchr(path, '/');
+    if (slash) {
+        size_t n = (size_t)(slash - path);
+        if (!(s->watch_dir = knit__malloc(n + 2)))
+            return KNIT_ENOMEM;
+        memcpy(s->watch_dir, path, n ? n : 1);
+        s->watch_dir[n ? n : 1] = '\0';
+        s->watch_db = (char *)slash + 1;
+    } else {
+        if (!(s->watch_dir = knit__strdup(".")))
+            return KNIT_ENOMEM;
+        s->watch_db = (char *)path;
+    }
+    /* watch_db points into the path; keep a copy after the directory. */
+    {
+        size_t dl = strlen(s->watch_dir), bl = strlen(s->watch_db);
+        char *both = knit__malloc(dl + bl + 2);
+        if (!both)
+            return KNIT_ENOMEM;
+        memcpy(both, s->watch_dir, dl + 1);
+        memcpy(both + dl + 1, s->watch_db, bl + 1);
+        knit__free(s->watch_dir);
+        s->watch_dir = both;
+        s->watch_db = both + dl + 1;
+        s->watch_dblen = bl;
+    }
+    if ((rc = uv_fs_event_init(s->loop, &s->watch)) != 0)
+        return KNIT_EIO;
+    s->watch.data = s;
+    s->watching = 1;
+    if ((rc = uv_fs_event_start(&s->watch, on_watch, s->watch_dir, 0)) != 0)
+        slog(s, KNIT_SYNC_LOG_WARN, "cannot watch %s (%s): noticing writes by polling only",
+             s->watch_dir, uv_strerror(rc));
+    return 0;
+}
+
+int knit_sync_start(uv_loop_t *loop, knit_t *k, const knit_sync_options_t *opt,
+                    knit_sync_t **out) /* see knit_sync.h */
+{
+    knit_sync_t *s;
+    knit_client_config_t cfg;
+    knit_client_io_t io;
+    int failed = 0, rc;
+    char agent[64];
+
+    *out = NULL;
+    if (!loop || !k || !opt || !opt->host || !*opt->host || opt->port <= 0 ||
+        opt->port > 65535)
+        return KNIT_EINVAL;
+    if (opt->cred_kind != KNIT_SYNC_ANONYMOUS && opt->cred_kind != KNIT_SYNC_JWT)
+        return KNIT_EINVAL;
+    if (opt->cred_kind == KNIT_SYNC_JWT && !opt->token && !opt->get_token)
+        return KNIT_EINVAL;
+    if (opt->cred_kind == KNIT_SYNC_ANONYMOUS && (!opt->anon_id != !opt->anon_secret))
+        return KNIT_EINVAL;
+    if (!(s = knit__calloc(1, sizeof *s)))
+        return KNIT_ENOMEM;
+    s->loop = loop;
+    s->k = k;
+    s->opt = *opt;
+    if (!s->opt.poll_ms)
+        s->opt.poll_ms = DEF_POLL_MS;
+    if (!s->opt.stop_grace_ms)
+        s->opt.stop_grace_ms = DEF_STOP_GRACE_MS;
+    snprintf(agent, sizeof agent, "knit/%s", KNIT_VERSION_STRING);
+    s->host = sdup(opt->host, &failed);
+    s->token = sdup(opt->token, &failed);
+    s->agent = sdup(opt->agent ? opt->agent : agent, &failed);
+    s->anon_id = sdup(opt->anon_id, &failed);
+    s->anon_secret = sdup(opt->anon_secret, &failed);
+    s->opt.host = s->host;
+    s->opt.token = NULL;
+    s->opt.anon_id = s->opt.anon_secret = NULL;
+    s->opt.agent = s->agent;
+    s->pub_state = KNIT_SYNC_OFFLINE;
+    rc = failed ? KNIT_ENOMEM : 0;
+    if (!rc && opt->cred_kind == KNIT_SYNC_ANONYMOUS && !s->anon_id)
+        rc = knit_sync_anon_credential(k, &s->anon_id, &s->anon_secret);
+
+    memset(&cfg, 0, sizeof cfg);
+    if (!rc)
+        rc = knit_site(k, &cfg.site);
+    if (!rc)
+        rc = knit_acked(k, &cfg.acked);
+    if (rc) {
+        knit__free(s->host);
+        knit__free(s->token);
+        knit__free(s->agent);
+        knit__free(s->anon_id);
+        knit__free(s->anon_secret);
+        knit__free(s);
+        return rc;
+    }
+    if (opt->cred_kind == KNIT_SYNC_ANONYMOUS) {
+        cfg.cred.kind = KNIT_CRED_ANON;
+        cfg.cred.id = s->anon_id;
+        cfg.cred.secret = s->anon_secret;
+    } else {
+        cfg.cred.kind = KNIT_CRED_JWT;
+        cfg.cred.token = s->token ? s->token : "";
+    }
+    cfg.agent = s->agent;
+    cfg.max_inflight = opt->max_inflight;
+    cfg.max_push = opt->max_push;
+    cfg.backoff_base_ms = opt->backoff_base_ms;
+    cfg.backoff_max_ms = opt->backoff_max_ms;
+    cfg.seed = uv_hrtime() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)s;
+    cfg.log_level = opt->log_level;
+    memset(&io, 0, sizeof io);
+    io.cursor = io_cursor;
+    io.ready = io_ready;
+    io.apply = io_apply;
+    io.acked = io_acked;
+    io.event = io_event;
+    io.log = io_log;
+    io.data = s;
+    if ((rc = knit_client_new(&cfg, &io, &s->c)) != 0) {
+        knit__free(s->host);
+        knit__free(s->token);
+        knit__free(s->agent);
+        knit__free(s->anon_id);
+        knit__free(s->anon_secret);
+        knit__free(s);
+        return rc;
+    }
+
+    uv_timer_init(loop, &s->timer);
+    uv_timer_init(loop, &s->poll);
+    uv_timer_init(loop, &s->recheck);
+    s->timer.data = s->poll.data = s->recheck.data = s;
+    s->open_handles = 4; /* timer, poll, recheck, watch (counted even if unused) */
+    if ((rc = setup_watch(s)) != 0)
+        slog(s, KNIT_SYNC_LOG_WARN, "no file watch (%s): noticing writes by polling only",
+             knit_strerror(rc));
+    uv_timer_start(&s->poll, on_poll, s->opt.poll_ms, s->opt.poll_ms);
+    knit_client_start(s->c, mono_ms());
+    kick(s);
+    *out = s;
+    return 0;
+}
+
+void knit_sync_stop(knit_sync_t *s, knit_sync_close_fn cb) /* see knit_sync.h */
+{
+    if (!s || s->stop_req)
+        return;
+    s->stop_req = 1;
+    s->close_cb = cb;
+    if (s->gai_active)
+        uv_cancel((uv_req_t *)&s->gai);
+    kick(s);
+}
+
+void knit_sync_notify(knit_sync_t *s) /* see knit_sync.h */
+{
+    if (!s || s->finishing)
+        return;
+    knit_client_local_changed(s->c);
+    kick(s);
+}
+
+int knit_sync_set_token(knit_sync_t *s, const char *token) /* see knit_sync.h */
+{
+    knit_cred_t cred;
+    char *t;
+    int rc;
+    if (!token)
+        return KNIT_EINVAL;
+    if (!(t = knit__strdup(token)))
+        return KNIT_ENOMEM;
+    memset(&cred, 0, sizeof cred);
+    cred.kind = KNIT_CRED_JWT;
+    cred.token = t;
+    if ((rc = knit_client_set_cred(s->c, &cred)) != 0) {
+        knit__free(t);
+        return rc;
+    }
+    if (s->token)
+        memset(s->token, 0, strlen(s->token));
+    knit__free(s->token);
+    s->token = t;
+    return 0;
+}
+
+void knit_sync_status(knit_sync_t *s, knit_sync_status_t *st) /* see knit_sync.h */
+{
+    knit_client_stats_t cs;
+    knit_client_stats(s->c, &cs);
+    memset(st, 0, sizeof *st);
+    st->state = public_state(knit_client_state(s->c));
+    st->synced = cs.synced;
+    st->acked = cs.acked;
+    st->sessions = cs.sessions;
+    st->pushes = cs.pushes;
+    st->pushed_changes = cs.pushed_changes;
+    st->acks = cs.acks;
+    st->rejects = cs.rejects;
+    st->deltas = cs.deltas;
+    st->delta_changes = cs.delta_changes;
+}
+
+void *knit_sync_data(const knit_sync_t *s) /* see knit_sync.h */
+{
+    return s->opt.data;
+}
+
+const char *knit_sync_state_name(int state) /* see knit_sync.h */
+{
+    switch (state) {
+    case KNIT_SYNC_OFFLINE:
+        return "OFFLINE";
+    case KNIT_SYNC_CONNECTING:
+        return "CONNECTING";
+    case KNIT_SYNC_ONLINE:
+        return "ONLINE";
+    case KNIT_SYNC_STOPPED:
+        return "STOPPED";
+    default:
+        return "UNKNOWN";
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* The replica's anonymous credential                                       */
+
+static int urandom(void *buf, size_t n)
+{
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    size_t got = 0;
+    if (fd < 0)
+        return KNIT_EIO;
+    while (got < n) {
+        ssize_t r = read(fd, (char *)buf + got, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            close(fd);
+            return KNIT_EIO;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    return 0;
+}
+
+/* Splits "id:secret" into new strings. */
+static int split_anon(const char *v, char **id, char **secret)
+{
+    const char *colon = strchr(v, ':');
+    size_t n;
+    if (!colon)
+        return KNIT_ECORRUPT;
+    n = (size_t)(colon - v);
+    if (!(*id = knit__malloc(n + 1)))
+        return KNIT_ENOMEM;
+    memcpy(*id, v, n);
+    (*id)[n] = '\0';
+    if (!(*secret = knit__strdup(colon + 1))) {
+        knit__free(*id);
+        *id = NULL;
+        return KNIT_ENOMEM;
+    }
+    if (!knit_anon_id_ok(*id) || !knit_anon_secret_ok(*secret)) {
+        knit__free(*id);
+        knit__free(*secret);
+        *id = *secret = NULL;
+        return KNIT_ECORRUPT;
+    }
+    return 0;
+}
+
+int knit_sync_anon_credential(knit_t *k, char **id, char **secret) /* see knit_sync.h */
+{
+    sqlite3 *db = knit_db(k);
+    char *v = NULL;
+    int rc;
+    *id = *secret = NULL;
+    /* One write transaction, so two processes starting at once agree on
+    ** one credential. */
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return sqlite3_errcode(db) == SQLITE_BUSY ? KNIT_EBUSY : KNIT_EDB;
+    rc = knit_setting_get(k, ANON_SETTING, &v);
+    if (!rc && v) {
+        rc = split_anon(v, id, secret);
+    } else if (!rc) {
+        uint8_t rid[16], rsec[32];
+        char eid[32], esec[48], both[96];
+        rc = urandom(rid, sizeof rid);
+        if (!rc)
+            rc = urandom(rsec, sizeof rsec);
+        if (!rc) {
+            knit_b64url_encode(rid, sizeof rid, eid);
+            knit_b64url_encode(rsec, sizeof rsec, esec);
+            snprintf(both, sizeof both, "%s:%s", eid, esec);
+            rc = knit_setting_set(k, ANON_SETTING, both);
+            if (!rc)
+                rc = split_anon(both, id, secret);
+            memset(both, 0, sizeof both);
+            memset(esec, 0, sizeof esec);
+            memset(rsec, 0, sizeof rsec);
+        }
+    }
+    if (v) {
+        memset(v, 0, strlen(v));
+        knit_free(v);
+    }
+    if (!rc && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        rc = KNIT_EDB;
+    if (rc) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        knit__free(*id);
+        knit__free(*secret);
+        *id = *secret = NULL;
+    }
+    return rc;
+}

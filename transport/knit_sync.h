@@ -1,0 +1,174 @@
+/*
+** knit_sync.h: the sync client, for applications that run a libuv loop.
+**
+** knit_sync_start() attaches a replica (a knit_t the application opened) to
+** a relay and keeps them in sync on the application's own uv_loop_t:
+**
+**   - connects, authenticates (anonymous or JWT) and subscribes, resuming
+**     from the cursors saved in the replica;
+**   - pushes every local change the relay has not acknowledged, and marks
+**     changes acknowledged in the replica only when the relay's ACK says
+**     they are durable;
+**   - applies the relay's DELTAS, each together with its new cursor in one
+**     transaction, so a crash never loses or repeats a change;
+**   - notices writes other connections and processes make to the replica
+**     within milliseconds (a file watch on the replica's directory, checked
+**     with PRAGMA data_version) and pushes them;
+**   - answers and sends PINGs, and reconnects after any failure with
+**     exponential backoff and full jitter, capped.
+**
+** The first session decides the replica's home namespace: rows written
+** before the replica ever synced belong to the credential's namespace
+** ("anon:<id>" or "user:<sub>"), so nothing written offline is lost and no
+** extra step is needed.
+**
+** Threads and ownership
+**   - Everything runs on the loop's thread.  While sync runs, the knit_t is
+**     used by the loop; the application may use it only from callbacks of
+**     the same loop (knit_t is single-threaded).  Other connections, in any
+**     process, may write the replica file at any time.
+**   - knit_sync_stop() ends it: pending pushes get a few seconds to be
+**     acknowledged, then every handle is closed and the close callback
+**     runs; the knit_sync_t is freed when that callback returns.  The
+**     knit_t stays the application's, and must outlive the knit_sync_t.
+**   - Strings in the options are copied.  Pointers in events are valid only
+**     during the callback.
+**   - Writes made through knit's own connection (knit_db()) change no
+**     PRAGMA data_version for it, so call knit_sync_notify() after them;
+**     writes through any other connection are noticed by themselves.
+*/
+#ifndef KNIT_SYNC_H
+#define KNIT_SYNC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "knit.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct knit_sync_s knit_sync_t;
+
+/* Where the client is. */
+typedef enum knit_sync_state_e {
+    KNIT_SYNC_OFFLINE = 1,    /* no session; the next attempt is scheduled */
+    KNIT_SYNC_CONNECTING = 2, /* connecting and authenticating */
+    KNIT_SYNC_ONLINE = 3,     /* session established: changes flow both ways */
+    KNIT_SYNC_STOPPED = 4     /* knit_sync_stop() finished with the relay */
+} knit_sync_state_t;
+
+typedef enum knit_sync_event_type_e {
+    KNIT_SYNC_EV_STATE = 1, /* the state changed */
+    KNIT_SYNC_EV_ERROR = 2, /* something failed; see code, message, fatal, push */
+    KNIT_SYNC_EV_SYNCED = 3 /* every local change is acknowledged by the relay and
+                               every remote change the relay had is applied */
+} knit_sync_event_type_t;
+
+typedef struct knit_sync_event_s {
+    knit_sync_event_type_t type; /* see above */
+    knit_sync_state_t state;     /* the state now */
+    int code;                    /* ERROR: a negative KNIT_E* code */
+    const char *message;         /* ERROR: what failed, for humans */
+    int fatal;                   /* ERROR: retrying will not help (credential refused,
+                                    protocol version, changes refused for good); the
+                                    client keeps retrying at its longest delay */
+    int push;                    /* ERROR: the relay refused local changes; they stay
+                                    pending and are offered again next session */
+    uint64_t retry_ms;           /* STATE OFFLINE: the next attempt is this far off */
+    const char *principal;       /* STATE ONLINE: "anon:<id>" or "user:<sub>" */
+} knit_sync_event_t;
+
+/* Log levels. */
+#define KNIT_SYNC_LOG_ERROR 0
+#define KNIT_SYNC_LOG_WARN 1
+#define KNIT_SYNC_LOG_INFO 2
+#define KNIT_SYNC_LOG_DEBUG 3
+
+typedef void (*knit_sync_event_fn)(knit_sync_t *s, const knit_sync_event_t *ev);
+typedef void (*knit_sync_log_fn)(knit_sync_t *s, int level, const char *line);
+typedef void (*knit_sync_close_fn)(knit_sync_t *s);
+/* Returns a fresh JWT in *token (allocated with malloc; knit frees it with
+** free), or a negative KNIT_E* code. */
+typedef int (*knit_sync_token_fn)(knit_sync_t *s, char **token /* OUT */);
+
+/* Credential kinds. */
+#define KNIT_SYNC_ANONYMOUS 1 /* anon_id/anon_secret, or (both NULL) the replica's own
+                                 anonymous credential, made on first use and kept in it */
+#define KNIT_SYNC_JWT 2       /* token, or get_token before every connection */
+
+/* Options.  Zero fields take the defaults in brackets. */
+typedef struct knit_sync_options_s {
+    const char *host;           /* relay host name or IP literal (required) */
+    int port;                   /* relay TCP port (required) */
+    int cred_kind;              /* KNIT_SYNC_ANONYMOUS or KNIT_SYNC_JWT (required) */
+    const char *anon_id;        /* ANONYMOUS: 1..64 of [A-Za-z0-9_-], or NULL */
+    const char *anon_secret;    /* ANONYMOUS: 16..256 bytes, or NULL */
+    const char *token;          /* JWT: the token (unless get_token is set) */
+    knit_sync_token_fn get_token; /* JWT: called before every connection attempt */
+    const char *replica_path;   /* file to watch [the file of knit_db(k)] */
+    int no_watch;               /* 1: no file watch; notice writes by polling only */
+    unsigned poll_ms;           /* safety poll interval, ms [250] */
+    size_t max_inflight;        /* pushes awaiting ACK at once [4] */
+    size_t max_push;            /* changes per push, at most the relay's limit [65536] */
+    uint64_t backoff_base_ms;   /* first reconnect delay bound [200] */
+    uint64_t backoff_max_ms;    /* reconnect delay cap [15000] */
+    uint64_t stop_grace_ms;     /* knit_sync_stop waits this long for ACKs [3000] */
+    const char *agent;          /* software name the relay logs ["knit/" version] */
+    int log_level;              /* KNIT_SYNC_LOG_*: this and more severe go to on_log */
+    knit_sync_event_fn on_event; /* state changes, errors, SYNCED (may be NULL) */
+    knit_sync_log_fn on_log;    /* log lines without newline (may be NULL) */
+    void *data;                 /* the application's, see knit_sync_data() */
+} knit_sync_options_t;
+
+/* Counters and state, for status displays and tests. */
+typedef struct knit_sync_status_s {
+    knit_sync_state_t state; /* where the client is */
+    int synced;              /* SYNCED holds now */
+    uint64_t acked;          /* local versions up to this are acknowledged */
+    uint64_t sessions;       /* sessions established */
+    uint64_t pushes;         /* PUSH messages sent */
+    uint64_t pushed_changes; /* changes in them */
+    uint64_t acks;           /* ACKs received */
+    uint64_t rejects;        /* REJECTs received */
+    uint64_t deltas;         /* DELTAS applied */
+    uint64_t delta_changes;  /* changes in them */
+} knit_sync_status_t;
+
+/* Starts syncing k with the relay on loop.  Returns 0 and *out, or
+** KNIT_EINVAL (bad options), KNIT_ENOMEM, or the replica's error while
+** reading its state (e.g. the stored anonymous credential).  The first
+** connection attempt happens on the loop's next iteration. */
+KNIT_EXTERN int knit_sync_start(uv_loop_t *loop, knit_t *k, const knit_sync_options_t *opt,
+                                knit_sync_t **out /* OUT */);
+
+/* Stops: pushes what is pending and waits for its ACKs (stop_grace_ms at
+** most), closes the connection and every handle, then calls cb (may be
+** NULL) and frees s.  Safe from any callback; calling it again is a no-op. */
+KNIT_EXTERN void knit_sync_stop(knit_sync_t *s, knit_sync_close_fn cb);
+
+/* The application wrote through knit_db(k): look for local changes now. */
+KNIT_EXTERN void knit_sync_notify(knit_sync_t *s);
+
+/* The JWT used from the next connection on (copied). */
+KNIT_EXTERN int knit_sync_set_token(knit_sync_t *s, const char *token);
+
+KNIT_EXTERN void knit_sync_status(knit_sync_t *s, knit_sync_status_t *st /* OUT */);
+/* options.data. */
+KNIT_EXTERN void *knit_sync_data(const knit_sync_t *s);
+/* "OFFLINE", "CONNECTING", "ONLINE", "STOPPED". */
+KNIT_EXTERN const char *knit_sync_state_name(int state);
+
+/* The replica's own anonymous credential, made on first use (a random
+** 22-character id and a 256-bit secret, both base64url) and kept in the
+** replica (knit_setting "sync.anon"), so the replica keeps its anonymous
+** namespace across runs.  *id and *secret are new strings (knit_free). */
+KNIT_EXTERN int knit_sync_anon_credential(knit_t *k, char **id /* OUT */,
+                                          char **secret /* OUT */);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,1375 @@
+/*
+** proto_client.c: the sync client's protocol engine (API in proto_client.h,
+** protocol in docs/PROTOCOL.md).  It decides what to send, when to
+** reconnect, which changes are acknowledged and when a DELTAS may be
+** applied; the glue (client.c) moves the bytes and touches the replica.
+**
+** Design notes
+**   1. Acknowledged means durable.  The watermark handed to io.acked only
+**      covers pushes the relay answered with ACK: pushes complete in order
+**      (a slot list in version order), and the watermark moves to a slot's
+**      `covers` only when that slot and every earlier one are ACKed, so a
+**      REJECT or a lost connection never lets a later ACK cover an earlier
+**      refused push.  It never passes a change of a namespace the session
+**      may not write (the "ceiling"), so such changes stay pending.
+**   2. Unacknowledged pushes are forgotten when the connection goes: the
+**      next session reads the replica again from the durable watermark and
+**      pushes everything after it.  Replaying a committed push is harmless.
+**   3. A DELTAS is applied only if it continues from the cursor (from <=
+**      cursor); its changes and its `to` go to the replica in one
+**      transaction (io.apply), so a crash keeps both or neither.  A gap
+**      sends SUBSCRIBE with the cursor once and drops DELTAS until the chain
+**      resumes.
+**   4. The engine reads no clock: every call carries the monotonic time in
+**      milliseconds, and reconnect jitter comes from a seeded generator.
+**      Reconnect delays are "full jitter": uniform in [0, min(cap, base *
+**      2^attempt)], the attempt count reset once a session catches up.
+**   5. Remote changes can hide local ones (applying stamps local writes
+**      first), so after DELTAS the replica is read for local changes again,
+**      but only once every subscription is caught up: during a long
+**      catch-up that read would repeat for every page.
+**
+** States (transitions name the functions that make them):
+**
+**   IDLE --start()--> WAITING --want_connect()--> CONNECTING
+**                       ^                              |
+**                       |                         connected(): HELLO
+**                       |                              v
+**                       +--lost()-- CLOSING <--+-- HELLO_SENT --WELCOME--> READY
+**                       |              ^       |                             |
+**                       |              +-------+----- ERROR, bad input, -----+
+**                       |                             timeout, stop()
+**   lost() while stopping, or stop() with no connection --> STOPPED
+*/
+#include "proto_client.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "frame.h"
+
+enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
+
+#define DEF_MAX_INFLIGHT 4
+#define DEF_MAX_PUSH 65536
+#define DEF_BACKOFF_BASE_MS 200
+#define DEF_BACKOFF_MAX_MS 15000
+#define DEF_HANDSHAKE_MS 10000
+#define DEF_RETRY_MS 500
+#define RETRY_MAX_MS 30000
+#define DEF_ACK_FLUSH_MS 1000
+
+enum { SLOT_QUEUED, SLOT_SENT, SLOT_ACKED };
+
+/* One push: a part of the local changes, waiting to be sent, in flight or
+** acknowledged (design note 1). */
+typedef struct slot_s {
+    uint64_t id;         /* batch id of its latest PUSH (0: never sent) */
+    char *ns;            /* namespace, owned */
+    knit_batch_t *batch; /* the changes, owned */
+    uint64_t covers;     /* watermark once it and every earlier slot are ACKed */
+    int state;           /* SLOT_* */
+    uint64_t retry_at;   /* QUEUED after a REJECT: not sent before this time */
+    unsigned attempts;   /* REJECTs it got */
+} slot_t;
+
+/* One subscription of the session. */
+typedef struct sub_s {
+    char *ns;        /* namespace, owned */
+    uint64_t cursor; /* last relay sequence applied to the replica */
+    int caught_up;   /* the relay said catch-up is complete */
+    int resub;       /* a gap was seen and SUBSCRIBE sent (design note 3) */
+} sub_t;
+
+struct knit_client_s {
+    knit_client_io_t io;          /* the glue's callbacks */
+    knit_client_config_t cfg;     /* resolved configuration */
+    char *cred_id;                /* owned copy of cfg.cred.id */
+    char *cred_secret;            /* owned copy of cfg.cred.secret */
+    char *cred_token;             /* owned copy of cfg.cred.token */
+    char *agent;                  /* owned copy of cfg.agent */
+    knit_client_state_t state;    /* see the diagram */
+    uint64_t rng;                 /* splitmix64 state for jitter */
+    unsigned attempt;             /* reconnects since the last healthy session */
+    uint64_t retry_at;            /* WAITING: when the next attempt is due */
+    uint64_t conn_at;             /* when the current attempt began */
+    uint64_t last_rx;             /* when a frame last arrived */
+    uint64_t last_tx;             /* when a frame was last queued */
+    uint64_t ping_nonce;          /* last PING nonce sent */
+    knit_wire_limits_t limits;    /* the relay's, from WELCOME */
+    char *principal;              /* session principal, owned (NULL when none) */
+    char **granted;               /* namespaces the session may write, owned */
+    size_t ngranted;              /* count */
+    knit_frame_reader_t rd;       /* frame reassembly */
+    knit_codec_limits_t dec;      /* decoding what the relay sends */
+    knit_codec_limits_t enc;      /* encoding what we send (the relay's limits) */
+    knit_buf_t out;               /* frames queued for the glue */
+    slot_t *slots;                /* pushes in version order */
+    size_t nslots;                /* count */
+    size_t capslots;              /* allocated */
+    sub_t *subs;                  /* subscriptions of the session */
+    size_t nsubs;                 /* count */
+    uint64_t pushed_upto;         /* local changes up to here are in slots or acked */
+    uint64_t durable;             /* acknowledged (or known empty) up to here */
+    uint64_t reported;            /* last value io.acked accepted */
+    uint64_t ceiling;             /* the watermark may not pass this (note 1) */
+    uint64_t last_flush;          /* when the watermark was last reported */
+    size_t push_limit;            /* changes per push this session */
+    uint64_t next_id;             /* last batch id used */
+    int dirty;                    /* local changes may be waiting to be read */
+    int dirty_remote;             /* DELTAS applied since the last read (note 5) */
+    int halted;                   /* the relay refused a push for good: stop pushing */
+    int stopping;                 /* stop() was called */
+    uint64_t stop_deadline;       /* when stopping gives up waiting for ACKs */
+    int synced;                   /* SYNCED was reported and still holds */
+    int fatal_close;              /* the connection ended on a fatal error */
+    int warned_ungranted;         /* the ceiling warning was logged */
+    knit_client_stats_t st;       /* counters */
+};
+
+/* ---------------------------------------------------------------------- */
+/* Small helpers                                                            */
+
+static void logf_(knit_client_t *c, int level, const char *fmt, ...)
+#ifdef __GNUC__
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+static void logf_(knit_client_t *c, int level, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    if (level > c->cfg.log_level || !c->io.log)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    c->io.log(c->io.data, level, line);
+}
+
+static void emit(knit_client_t *c, knit_client_event_t *ev)
+{
+    ev->state = c->state;
+    if (c->io.event)
+        c->io.event(c->io.data, ev);
+}
+
+static void set_state(knit_client_t *c, knit_client_state_t s, uint64_t delay_ms)
+{
+    knit_client_event_t ev;
+    if (c->state == s)
+        return;
+    c->state = s;
+    memset(&ev, 0, sizeof ev);
+    ev.type = KNIT_CLIENT_EV_STATE;
+    ev.delay_ms = delay_ms;
+    emit(c, &ev);
+}
+
+static void emit_error(knit_client_t *c, int code, int fatal, int push, const char *msg)
+{
+    knit_client_event_t ev;
+    memset(&ev, 0, sizeof ev);
+    ev.type = KNIT_CLIENT_EV_ERROR;
+    ev.code = code;
+    ev.fatal = fatal;
+    ev.push = push;
+    ev.message = msg;
+    logf_(c, fatal ? LOG_ERROR : LOG_WARN, "%s", msg);
+    emit(c, &ev);
+}
+
+/* Errors that no retry can fix without a new credential or software. */
+static int is_fatal(int code)
+{
+    return code == KNIT_EAUTH || code == KNIT_EDENIED || code == KNIT_EVERSION;
+}
+
+/* REJECT codes that say "push the same changes again later" (PROTOCOL §8). */
+static int is_retryable(int code)
+{
+    switch (code) {
+    case KNIT_ENOMEM:
+    case KNIT_EIO:
+    case KNIT_EDB:
+    case KNIT_EBUSY:
+    case KNIT_ECLOSED:
+    case KNIT_ETIMEDOUT:
+    case KNIT_ECLOCKSKEW:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static uint64_t rng_next(knit_client_t *c)
+{
+    uint64_t z = (c->rng += UINT64_C(0x9e3779b97f4a7c15));
+    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+    return z ^ (z >> 31);
+}
+
+/* Full jitter (design note 4). */
+static uint64_t backoff_delay(knit_client_t *c)
+{
+    uint64_t bound = c->cfg.backoff_base_ms;
+    for (unsigned i = 0; i < c->attempt && bound < c->cfg.backoff_max_ms; i++)
+        bound *= 2;
+    if (bound > c->cfg.backoff_max_ms)
+        bound = c->cfg.backoff_max_ms;
+    if (c->attempt < 64)
+        c->attempt++;
+    return rng_next(c) % (bound + 1);
+}
+
+static char *dup_or_null(const char *s, int *failed)
+{
+    char *d;
+    if (!s)
+        return NULL;
+    if (!(d = knit__strdup(s)))
+        *failed = 1;
+    return d;
+}
+
+static int send_msg(knit_client_t *c, const knit_msg_t *m, uint64_t now)
+{
+    int rc = knit_msg_encode(m, &c->enc, &c->out);
+    if (rc == 0)
+        c->last_tx = now;
+    return rc;
+}
+
+static int granted(const knit_client_t *c, const char *ns)
+{
+    for (size_t i = 0; i < c->ngranted; i++)
+        if (strcmp(c->granted[i], ns) == 0)
+            return 1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Sessions                                                                 */
+
+static void slot_release(slot_t *s)
+{
+    knit__free(s->ns);
+    knit_batch_free(s->batch);
+    memset(s, 0, sizeof *s);
+}
+
+/* Forgets everything of the session (design note 2). */
+static void session_reset(knit_client_t *c)
+{
+    for (size_t i = 0; i < c->nslots; i++)
+        slot_release(&c->slots[i]);
+    c->nslots = 0;
+    for (size_t i = 0; i < c->nsubs; i++)
+        knit__free(c->subs[i].ns);
+    knit__free(c->subs);
+    c->subs = NULL;
+    c->nsubs = 0;
+    for (size_t i = 0; i < c->ngranted; i++)
+        knit__free(c->granted[i]);
+    knit__free(c->granted);
+    c->granted = NULL;
+    c->ngranted = 0;
+    knit__free(c->principal);
+    c->principal = NULL;
+    knit_frame_reader_free(&c->rd);
+    knit_buf_free(&c->out);
+    knit_codec_limits_default(&c->enc);
+    c->pushed_upto = c->durable;
+    c->push_limit = c->cfg.max_push;
+    c->dirty = 1;
+    c->dirty_remote = 0;
+    c->halted = 0;
+    c->synced = 0;
+}
+
+/* Reports the watermark to the glue (design note 1). */
+static void report_acks(knit_client_t *c, uint64_t now)
+{
+    uint64_t target = c->durable < c->ceiling ? c->durable : c->ceiling;
+    int rc;
+    c->last_flush = now;
+    if (target <= c->reported)
+        return;
+    rc = c->io.acked ? c->io.acked(c->io.data, target) : 0;
+    if (rc) {
+        logf_(c, LOG_WARN, "cannot record acknowledged version %llu: %s (will retry)",
+              (unsigned long long)target, knit_strerror(rc));
+        return;
+    }
+    c->reported = target;
+    c->st.acked = target;
+}
+
+/* Ends the connection: optionally tells the relay why (ERROR), then asks
+** the glue to close.  Error events are raised here for failures the
+** engine detected. */
+static void close_conn(knit_client_t *c, int code, int send_error, const char *msg)
+{
+    if (c->state != KNIT_CLIENT_CONNECTING && c->state != KNIT_CLIENT_HELLO_SENT &&
+        c->state != KNIT_CLIENT_READY)
+        return;
+    if (send_error && c->state != KNIT_CLIENT_CONNECTING) {
+        knit_msg_t m;
+        memset(&m, 0, sizeof m);
+        m.type = KNIT_MSG_ERROR;
+        m.u.error.code = code;
+        m.u.error.message = msg;
+        knit_msg_encode(&m, &c->enc, &c->out);
+    }
+    set_state(c, KNIT_CLIENT_CLOSING, 0);
+    c->fatal_close = is_fatal(code);
+    if (code)
+        emit_error(c, code, is_fatal(code), 0, msg);
+}
+
+static void close_proto(knit_client_t *c, const char *fmt, ...)
+#ifdef __GNUC__
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* A protocol violation by the relay: ERROR EPROTO, then close. */
+static void close_proto(knit_client_t *c, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    close_conn(c, KNIT_EPROTO, 1, msg);
+}
+
+static int all_caught_up(const knit_client_t *c)
+{
+    for (size_t i = 0; i < c->nsubs; i++)
+        if (!c->subs[i].caught_up || c->subs[i].resub)
+            return 0;
+    return 1;
+}
+
+static size_t count_sent(const knit_client_t *c)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c->nslots; i++)
+        n += c->slots[i].state == SLOT_SENT;
+    return n;
+}
+
+static void check_synced(knit_client_t *c)
+{
+    int now_synced = c->state == KNIT_CLIENT_READY && !c->stopping && all_caught_up(c) &&
+                     c->nslots == 0 && !c->dirty && !c->dirty_remote && !c->halted;
+    if (now_synced && !c->synced) {
+        knit_client_event_t ev;
+        c->synced = 1;
+        memset(&ev, 0, sizeof ev);
+        ev.type = KNIT_CLIENT_EV_SYNCED;
+        logf_(c, LOG_DEBUG, "synced: acknowledged up to %llu",
+              (unsigned long long)c->durable);
+        emit(c, &ev);
+    } else if (!now_synced) {
+        c->synced = 0;
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* Splitting local changes into pushes                                      */
+
+/* A batch being filled with the changes of one namespace, whose site and
+** table dictionaries are copies of the source's, in the same order, so
+** every index (and every site number inside an OR-set state) stays valid
+** without remapping. */
+typedef struct chunk_s {
+    knit_batch_t *b; /* being filled, NULL when none is open */
+    uint32_t ns;     /* source namespace index it holds */
+    size_t unit;     /* source unit last begun in it (SIZE_MAX: none) */
+} chunk_t;
+
+static int chunk_open(const knit_batch_t *src, uint32_t ns, chunk_t *ch)
+{
+    knit_batch_t *b = NULL;
+    uint32_t idx;
+    int rc = knit_batch_new(&b);
+    if (!rc)
+        rc = knit_batch_ns(b, src->ns[ns], &idx);
+    for (size_t i = 0; !rc && i < src->nsites; i++)
+        rc = knit_batch_site(b, &src->sites[i], &idx);
+    for (size_t i = 0; !rc && i < src->ntables; i++) {
+        const knit_batch_table_t *t = &src->tables[i];
+        rc = knit_batch_table(b, t->name, t->npk, t->ncols, (const char *const *)t->cols,
+                              t->orset, &idx);
+    }
+    if (rc) {
+        knit_batch_free(b);
+        return rc;
+    }
+    ch->b = b;
+    ch->ns = ns;
+    ch->unit = SIZE_MAX;
+    return 0;
+}
+
+typedef struct slotlist_s {
+    slot_t *v; /* slots made */
+    size_t n;  /* count */
+    size_t cap; /* allocated */
+} slotlist_t;
+
+static void slotlist_free(slotlist_t *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        slot_release(&l->v[i]);
+    knit__free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+/* Closes the open chunk into a new queued slot covering `covers`. */
+static int chunk_close(const knit_batch_t *src, chunk_t *ch, uint64_t covers, slotlist_t *l)
+{
+    slot_t *s;
+    if (!ch->b)
+        return 0;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 4;
+        slot_t *v = knit__realloc(l->v, cap * sizeof *v);
+        if (!v)
+            return KNIT_ENOMEM;
+        l->v = v;
+        l->cap = cap;
+    }
+    s = &l->v[l->n];
+    memset(s, 0, sizeof *s);
+    if (!(s->ns = knit__strdup(src->ns[ch->ns])))
+        return KNIT_ENOMEM;
+    s->batch = ch->b;
+    s->covers = covers;
+    s->state = SLOT_QUEUED;
+    l->n++;
+    ch->b = NULL;
+    return 0;
+}
+
+/* Splits src into slots of at most `limit` changes, one namespace each,
+** keeping units whole where they fit and in order everywhere.  A slot's
+** covers is the version of the last unit wholly placed when it closed
+** (starting from `start`), the last slot's at least `covers`.  Changes of
+** namespaces `c` may not write are left out and lower *ceiling to just
+** before their unit.  On error nothing is kept. */
+static int split_batch(knit_client_t *c, const knit_batch_t *src, size_t limit, uint64_t start,
+                       uint64_t covers, slotlist_t *l, uint64_t *ceiling)
+{
+    chunk_t ch = {NULL, 0, SIZE_MAX};
+    uint64_t done = start;
+    uint8_t *ok = knit__calloc(src->nns ? src->nns : 1, 1);
+    int rc = ok ? 0 : KNIT_ENOMEM;
+
+    if (limit == 0)
+        limit = 1;
+    for (size_t i = 0; !rc && i < src->nns; i++)
+        ok[i] = (uint8_t)granted(c, src->ns[i]);
+    for (size_t u = 0; !rc && u < src->ntxns; u++) {
+        const knit_txn_t *t = &src->txns[u];
+        int skipped = 0;
+        for (uint32_t ns = 0; !rc && ns < src->nns; ns++) {
+            size_t piece = 0;
+            for (size_t i = t->first; i < t->first + t->count; i++)
+                piece += src->changes[i].ns == ns;
+            /* A unit that does not fit what is left starts a new push. */
+            if (piece && ok[ns] && ch.b && ch.b->nchanges + piece > limit)
+                rc = chunk_close(src, &ch, done, l);
+            for (size_t i = t->first; !rc && i < t->first + t->count; i++) {
+                const knit_change_t *x = &src->changes[i];
+                knit_change_t copy;
+                if (x->ns != ns)
+                    continue;
+                if (!ok[ns]) {
+                    skipped = 1;
+                    continue;
+                }
+                if (ch.b && (ch.ns != ns || ch.b->nchanges >= limit))
+                    rc = chunk_close(src, &ch, done, l);
+                if (!rc && !ch.b)
+                    rc = chunk_open(src, ns, &ch);
+                if (!rc && ch.unit != u) {
+                    rc = knit_batch_begin(ch.b, t->version);
+                    ch.unit = u;
+                }
+                if (rc)
+                    break;
+                copy = *x;
+                copy.ns = 0;
+                rc = knit_batch_add(ch.b, &copy);
+            }
+        }
+        if (skipped && t->version - 1 < *ceiling)
+            *ceiling = t->version - 1;
+        if (t->version > done)
+            done = t->version;
+    }
+    if (!rc)
+        rc = chunk_close(src, &ch, done > covers ? done : covers, l);
+    knit__free(ok);
+    if (rc) {
+        knit_batch_free(ch.b);
+        slotlist_free(l);
+    }
+    return rc;
+}
+
+/* Inserts the slots of l at position at (replacing nothing). */
+static int slots_insert(knit_client_t *c, size_t at, slotlist_t *l)
+{
+    if (c->nslots + l->n > c->capslots) {
+        size_t cap = c->capslots ? c->capslots : 8;
+        slot_t *v;
+        while (cap < c->nslots + l->n)
+            cap *= 2;
+        if (!(v = knit__realloc(c->slots, cap * sizeof *v)))
+            return KNIT_ENOMEM;
+        c->slots = v;
+        c->capslots = cap;
+    }
+    memmove(&c->slots[at + l->n], &c->slots[at], (c->nslots - at) * sizeof *c->slots);
+    memcpy(&c->slots[at], l->v, l->n * sizeof *l->v);
+    c->nslots += l->n;
+    knit__free(l->v);
+    memset(l, 0, sizeof *l);
+    return 0;
+}
+
+/* Replaces slot i by smaller pushes (the relay found it too big).  Returns
+** KNIT_ETOOBIG when it holds a single change. */
+static int split_slot(knit_client_t *c, size_t i)
+{
+    slot_t *s = &c->slots[i];
+    slotlist_t l = {NULL, 0, 0};
+    uint64_t ceiling = UINT64_MAX;
+    size_t half = s->batch->nchanges / 2;
+    int rc;
+    if (s->batch->nchanges <= 1)
+        return KNIT_ETOOBIG;
+    /* Pieces start from 0: a piece covering less than the truth is safe. */
+    rc = split_batch(c, s->batch, half, 0, s->covers, &l, &ceiling);
+    if (rc)
+        return rc;
+    if (half < c->push_limit)
+        c->push_limit = half;
+    slot_release(s);
+    memmove(&c->slots[i], &c->slots[i + 1], (c->nslots - i - 1) * sizeof *c->slots);
+    c->nslots--;
+    if ((rc = slots_insert(c, i, &l)) != 0) {
+        /* The changes are dropped from this session only; the watermark
+        ** cannot pass them, so the next session pushes them again. */
+        slotlist_free(&l);
+        c->halted = 1;
+    }
+    logf_(c, LOG_INFO, "push split: at most %zu changes per push now", c->push_limit);
+    return rc;
+}
+
+/* Sends queued slots while the window has room (design note 1). */
+static void send_queued(knit_client_t *c, uint64_t now)
+{
+    size_t sent = count_sent(c);
+    for (size_t i = 0; i < c->nslots && c->state == KNIT_CLIENT_READY && !c->halted; i++) {
+        slot_t *s = &c->slots[i];
+        knit_msg_t m;
+        int rc;
+        if (sent >= c->cfg.max_inflight)
+            break;
+        if (s->state != SLOT_QUEUED || s->retry_at > now)
+            continue;
+        memset(&m, 0, sizeof m);
+        m.type = KNIT_MSG_PUSH;
+        m.u.push.id = c->next_id + 1;
+        m.u.push.ns = s->ns;
+        m.u.push.batch = s->batch;
+        rc = send_msg(c, &m, now);
+        if (rc == KNIT_ETOOBIG) {
+            /* Bigger than the relay's frame: send it in smaller parts. */
+            rc = split_slot(c, i);
+            if (rc == 0) {
+                i--;
+                continue;
+            }
+        }
+        if (rc) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "cannot push %zu changes of %s: %s",
+                     s->batch->nchanges, s->ns,
+                     rc == KNIT_ETOOBIG ? "one change is larger than the relay's frame limit"
+                                        : knit_strerror(rc));
+            c->halted = 1;
+            emit_error(c, rc, rc != KNIT_ENOMEM, 1, msg);
+            return;
+        }
+        s->id = ++c->next_id;
+        s->state = SLOT_SENT;
+        sent++;
+        c->st.pushes++;
+        c->st.pushed_changes += s->batch->nchanges;
+        logf_(c, LOG_DEBUG, "push %llu: %zu changes of %s, covers %llu",
+              (unsigned long long)s->id, s->batch->nchanges, s->ns,
+              (unsigned long long)s->covers);
+    }
+}
+
+/* Drops the leading ACKed slots, moving the watermark (design note 1). */
+static void complete_prefix(knit_client_t *c, uint64_t now)
+{
+    size_t k = 0;
+    while (k < c->nslots && c->slots[k].state == SLOT_ACKED) {
+        if (c->slots[k].covers > c->durable)
+            c->durable = c->slots[k].covers;
+        slot_release(&c->slots[k]);
+        k++;
+    }
+    if (k == 0)
+        return;
+    memmove(&c->slots[0], &c->slots[k], (c->nslots - k) * sizeof *c->slots);
+    c->nslots -= k;
+    report_acks(c, now);
+}
+
+/* Nothing to push up to version: the watermark may pass it once every
+** push before it is acknowledged. */
+static void cover_empty(knit_client_t *c, uint64_t version)
+{
+    if (version > c->pushed_upto)
+        c->pushed_upto = version;
+    if (c->nslots == 0) {
+        if (version > c->durable)
+            c->durable = version;
+    } else if (version > c->slots[c->nslots - 1].covers) {
+        c->slots[c->nslots - 1].covers = version;
+    }
+}
+
+/* Stopping: close once nothing is pending or the grace time is over. */
+static void maybe_finish(knit_client_t *c, uint64_t now)
+{
+    if (!c->stopping || c->state != KNIT_CLIENT_READY)
+        return;
+    if ((c->nslots == 0 && !c->dirty) || c->halted || now >= c->stop_deadline) {
+        if (c->nslots)
+            logf_(c, LOG_WARN, "stopping with %zu pushes unacknowledged (pushed again next time)",
+                  c->nslots);
+        close_conn(c, 0, 0, "stopping");
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* Messages from the relay                                                  */
+
+static void on_welcome(knit_client_t *c, const knit_welcome_t *w, uint64_t now)
+{
+    knit_msg_t m;
+    knit_sub_t *subs = NULL;
+    int rc;
+
+    if (w->version < KNIT_PROTO_VERSION_MIN || w->version > KNIT_PROTO_VERSION_MAX) {
+        close_proto(c, "relay chose protocol version %u, outside %d..%d", w->version,
+                    KNIT_PROTO_VERSION_MIN, KNIT_PROTO_VERSION_MAX);
+        return;
+    }
+    c->limits = w->limits;
+    if (!(c->principal = knit__strdup(w->principal)))
+        goto nomem;
+    if (w->ngranted && !(c->granted = knit__calloc(w->ngranted, sizeof *c->granted)))
+        goto nomem;
+    for (size_t i = 0; i < w->ngranted; i++) {
+        if (!(c->granted[i] = knit__strdup(w->granted[i])))
+            goto nomem;
+        c->ngranted++;
+    }
+    c->push_limit = c->cfg.max_push;
+    if (c->limits.max_changes && c->limits.max_changes < c->push_limit)
+        c->push_limit = (size_t)c->limits.max_changes;
+    if (c->limits.max_frame && c->limits.max_frame < KNIT_DEFAULT_MAX_FRAME * (uint64_t)256)
+        c->enc.max_frame = (size_t)c->limits.max_frame;
+    if (c->enc.max_changes < c->push_limit)
+        c->enc.max_changes = c->push_limit;
+
+    /* The replica adopts the session's namespace before anything is read
+    ** from it, so rows written before the first sync are pushed there. */
+    if (c->io.ready && (rc = c->io.ready(c->io.data, w)) != 0) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "cannot start the session as %s: %s", w->principal,
+                 knit_strerror(rc));
+        close_conn(c, rc, 0, msg);
+        return;
+    }
+    if (w->ngranted) {
+        if (!(c->subs = knit__calloc(w->ngranted, sizeof *c->subs)) ||
+            !(subs = knit__calloc(w->ngranted, sizeof *subs)))
+            goto nomem;
+        for (size_t i = 0; i < w->ngranted; i++) {
+            sub_t *s = &c->subs[i];
+            if (!(s->ns = knit__strdup(w->granted[i])))
+                goto nomem;
+            c->nsubs++;
+            if (c->io.cursor && (rc = c->io.cursor(c->io.data, s->ns, &s->cursor)) != 0) {
+                char msg[200];
+                snprintf(msg, sizeof msg, "cannot read the cursor of %s: %s", s->ns,
+                         knit_strerror(rc));
+                knit__free(subs);
+                close_conn(c, rc, 0, msg);
+                return;
+            }
+            subs[i].ns = s->ns;
+            subs[i].cursor = s->cursor;
+        }
+        memset(&m, 0, sizeof m);
+        m.type = KNIT_MSG_SUBSCRIBE;
+        m.u.subscribe.subs = subs;
+        m.u.subscribe.nsubs = w->ngranted;
+        rc = send_msg(c, &m, now);
+        knit__free(subs);
+        subs = NULL;
+        if (rc) {
+            close_conn(c, rc, 0, "cannot encode SUBSCRIBE");
+            return;
+        }
+    }
+    c->st.sessions++;
+    c->pushed_upto = c->durable;
+    c->dirty = 1;
+    set_state(c, KNIT_CLIENT_READY, 0);
+    logf_(c, LOG_DEBUG, "session as %s (protocol %u, %zu namespaces, %llu changes per push)",
+          c->principal, w->version, c->nsubs, (unsigned long long)c->push_limit);
+    return;
+nomem:
+    knit__free(subs);
+    close_conn(c, KNIT_ENOMEM, 0, "out of memory");
+}
+
+static void on_error(knit_client_t *c, const knit_error_msg_t *e)
+{
+    char msg[300];
+    int code = e->code < 0 ? e->code : KNIT_EPROTO;
+    if (code == KNIT_EVERSION)
+        snprintf(msg, sizeof msg, "relay: %s (it speaks versions %u..%u, we %d..%d)",
+                 e->message && *e->message ? e->message : knit_strerror(code), e->min_version,
+                 e->max_version, KNIT_PROTO_VERSION_MIN, KNIT_PROTO_VERSION_MAX);
+    else
+        snprintf(msg, sizeof msg, "relay: %s (%s)",
+                 e->message && *e->message ? e->message : knit_strerror(code),
+                 knit_err_name(code));
+    /* The relay closes after ERROR; nothing is sent back. */
+    close_conn(c, code, 0, msg);
+}
+
+static sub_t *find_sub(knit_client_t *c, const char *ns)
+{
+    for (size_t i = 0; i < c->nsubs; i++)
+        if (strcmp(c->subs[i].ns, ns) == 0)
+            return &c->subs[i];
+    return NULL;
+}
+
+static void on_deltas(knit_client_t *c, const knit_deltas_t *d, uint64_t now)
+{
+    sub_t *s = find_sub(c, d->ns);
+    int rc;
+    if (!s) {
+        close_proto(c, "DELTAS for %.100s, which is not subscribed", d->ns);
+        return;
+    }
+    if (d->from > s->cursor) {
+        /* A gap (design note 3): ask once to continue from our cursor. */
+        c->st.gaps++;
+        if (!s->resub) {
+            knit_msg_t m;
+            knit_sub_t sub = {s->ns, s->cursor};
+            logf_(c, LOG_INFO, "gap in %s: at %llu, relay sent from %llu; subscribing again",
+                  s->ns, (unsigned long long)s->cursor, (unsigned long long)d->from);
+            memset(&m, 0, sizeof m);
+            m.type = KNIT_MSG_SUBSCRIBE;
+            m.u.subscribe.subs = &sub;
+            m.u.subscribe.nsubs = 1;
+            if ((rc = send_msg(c, &m, now)) != 0) {
+                close_conn(c, rc, 0, "cannot encode SUBSCRIBE");
+                return;
+            }
+            s->resub = 1;
+            s->caught_up = 0;
+        }
+        return;
+    }
+    if (d->batch->nchanges || d->to > s->cursor) {
+        rc = c->io.apply ? c->io.apply(c->io.data, s->ns, d->from, d->to, d->batch) : 0;
+        if (rc) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "cannot apply %zu changes of %s (%llu..%llu): %s",
+                     d->batch->nchanges, s->ns, (unsigned long long)d->from,
+                     (unsigned long long)d->to, knit_strerror(rc));
+            close_conn(c, rc, 0, msg);
+            return;
+        }
+        if (d->to > s->cursor)
+            s->cursor = d->to;
+        c->st.deltas++;
+        c->st.delta_changes += d->batch->nchanges;
+        if (d->batch->nchanges)
+            c->dirty_remote = 1;
+    }
+    s->resub = 0;
+    if (d->caught_up && !s->caught_up) {
+        s->caught_up = 1;
+        logf_(c, LOG_DEBUG, "%s caught up at %llu", s->ns, (unsigned long long)s->cursor);
+        if (all_caught_up(c))
+            c->attempt = 0; /* a healthy session (design note 4) */
+    }
+}
+
+/* The slot answered by an ACK or REJECT: relays answer in the order the
+** pushes were sent, so it must be the SENT slot with the smallest id. */
+static slot_t *answered_slot(knit_client_t *c, uint64_t id, size_t *at)
+{
+    slot_t *best = NULL;
+    for (size_t i = 0; i < c->nslots; i++) {
+        slot_t *s = &c->slots[i];
+        if (s->state == SLOT_SENT && (!best || s->id < best->id)) {
+            best = s;
+            *at = i;
+        }
+    }
+    return best && best->id == id ? best : NULL;
+}
+
+static void on_ack(knit_client_t *c, const knit_ack_t *a, uint64_t now)
+{
+    size_t at = 0;
+    slot_t *s = answered_slot(c, a->id, &at);
+    if (!s) {
+        close_proto(c, "ACK %llu answers no push in flight (or out of order)",
+                    (unsigned long long)a->id);
+        return;
+    }
+    (void)at;
+    c->st.acks++;
+    s->state = SLOT_ACKED;
+    complete_prefix(c, now);
+    send_queued(c, now);
+}
+
+static void on_reject(knit_client_t *c, const knit_reject_t *r, uint64_t now)
+{
+    size_t at = 0;
+    slot_t *s = answered_slot(c, r->id, &at);
+    int toobig = 0, retry = 1, code = 0;
+    const char *why = "";
+    char msg[400];
+
+    if (!s) {
+        close_proto(c, "REJECT %llu answers no push in flight (or out of order)",
+                    (unsigned long long)r->id);
+        return;
+    }
+    c->st.rejects++;
+    for (size_t i = 0; i < r->nreasons; i++) {
+        const knit_reason_t *x = &r->reasons[i];
+        if (x->code == KNIT_ETOOBIG && x->change < 0)
+            toobig = 1;
+        else if (!is_retryable(x->code))
+            retry = 0;
+        if (i == 0 || (!is_retryable(x->code) && is_retryable(code))) {
+            code = x->code;
+            why = x->message && *x->message ? x->message : knit_strerror(x->code);
+        }
+    }
+    if (toobig && retry) {
+        s->state = SLOT_QUEUED;
+        if (split_slot(c, at) == 0) {
+            send_queued(c, now);
+            return;
+        }
+        retry = 0;
+        code = KNIT_ETOOBIG;
+        why = "a single change is more than the relay accepts";
+    }
+    if (retry) {
+        uint64_t delay = c->cfg.retry_ms;
+        for (unsigned i = 0; i < s->attempts && delay < RETRY_MAX_MS; i++)
+            delay *= 2;
+        if (delay > RETRY_MAX_MS)
+            delay = RETRY_MAX_MS;
+        s->attempts++;
+        s->state = SLOT_QUEUED;
+        s->retry_at = now + delay;
+        logf_(c, LOG_INFO, "push of %zu changes of %s refused for now (%s: %s); again in %llu ms",
+              s->batch->nchanges, s->ns, knit_err_name(code), why, (unsigned long long)delay);
+        send_queued(c, now);
+        return;
+    }
+    /* Refused for good: the changes stay pending (never acknowledged), and
+    ** pushing stops until the next session, which will try again. */
+    s->state = SLOT_QUEUED;
+    c->halted = 1;
+    snprintf(msg, sizeof msg, "relay refused %zu changes of %s: %s (%s); they stay pending",
+             s->batch->nchanges, s->ns, why, knit_err_name(code));
+    emit_error(c, code, 1, 1, msg);
+}
+
+static void on_frame(knit_client_t *c, const uint8_t *p, size_t n, uint64_t now)
+{
+    knit_msg_t m;
+    const char *why = NULL;
+    int rc = knit_msg_decode(p, n, &c->dec, &m, &why);
+    if (rc) {
+        close_conn(c, rc == KNIT_ENOMEM ? rc : KNIT_EPROTO, rc != KNIT_ENOMEM,
+                   why ? why : "malformed message from the relay");
+        return;
+    }
+    if (c->state == KNIT_CLIENT_HELLO_SENT) {
+        if (m.type == KNIT_MSG_WELCOME)
+            on_welcome(c, &m.u.welcome, now);
+        else if (m.type == KNIT_MSG_ERROR)
+            on_error(c, &m.u.error);
+        else
+            close_proto(c, "expected WELCOME, got %s", knit_msg_type_name(m.type));
+        knit_msg_free(&m);
+        return;
+    }
+    switch (m.type) {
+    case KNIT_MSG_DELTAS:
+        on_deltas(c, &m.u.deltas, now);
+        break;
+    case KNIT_MSG_ACK:
+        on_ack(c, &m.u.ack, now);
+        break;
+    case KNIT_MSG_REJECT:
+        on_reject(c, &m.u.reject, now);
+        break;
+    case KNIT_MSG_PING: {
+        knit_msg_t pong;
+        memset(&pong, 0, sizeof pong);
+        pong.type = KNIT_MSG_PONG;
+        pong.u.ping.nonce = m.u.ping.nonce;
+        if ((rc = send_msg(c, &pong, now)) != 0)
+            close_conn(c, rc, 0, "cannot encode PONG");
+        break;
+    }
+    case KNIT_MSG_PONG:
+        break;
+    case KNIT_MSG_ERROR:
+        on_error(c, &m.u.error);
+        break;
+    default:
+        close_proto(c, "unexpected %s from the relay", knit_msg_type_name(m.type));
+    }
+    knit_msg_free(&m);
+}
+
+/* ---------------------------------------------------------------------- */
+/* API                                                                      */
+
+int knit_client_new(const knit_client_config_t *cfg, const knit_client_io_t *io,
+                    knit_client_t **out) /* see proto_client.h */
+{
+    knit_client_t *c;
+    int failed = 0;
+    *out = NULL;
+    if (!cfg || !io)
+        return KNIT_EINVAL;
+    if (!(c = knit__calloc(1, sizeof *c)))
+        return KNIT_ENOMEM;
+    c->io = *io;
+    c->cfg = *cfg;
+    if (!c->cfg.max_inflight)
+        c->cfg.max_inflight = DEF_MAX_INFLIGHT;
+    if (!c->cfg.max_push)
+        c->cfg.max_push = DEF_MAX_PUSH;
+    if (!c->cfg.max_frame)
+        c->cfg.max_frame = KNIT_DEFAULT_MAX_FRAME;
+    if (!c->cfg.backoff_base_ms)
+        c->cfg.backoff_base_ms = DEF_BACKOFF_BASE_MS;
+    if (!c->cfg.backoff_max_ms)
+        c->cfg.backoff_max_ms = DEF_BACKOFF_MAX_MS;
+    if (c->cfg.backoff_max_ms < c->cfg.backoff_base_ms)
+        c->cfg.backoff_max_ms = c->cfg.backoff_base_ms;
+    if (!c->cfg.handshake_ms)
+        c->cfg.handshake_ms = DEF_HANDSHAKE_MS;
+    if (!c->cfg.retry_ms)
+        c->cfg.retry_ms = DEF_RETRY_MS;
+    if (!c->cfg.ack_flush_ms)
+        c->cfg.ack_flush_ms = DEF_ACK_FLUSH_MS;
+    c->agent = dup_or_null(cfg->agent, &failed);
+    c->cfg.agent = c->agent;
+    c->rng = cfg->seed;
+    c->durable = c->reported = c->pushed_upto = cfg->acked;
+    c->st.acked = cfg->acked;
+    c->ceiling = UINT64_MAX;
+    c->push_limit = c->cfg.max_push;
+    c->dirty = 1;
+    c->state = KNIT_CLIENT_IDLE;
+    knit_codec_limits_default(&c->dec);
+    c->dec.max_frame = c->cfg.max_frame;
+    knit_codec_limits_default(&c->enc);
+    c->cfg.cred.kind = 0;
+    if (failed || knit_client_set_cred(c, &cfg->cred) != 0) {
+        knit_client_free(c);
+        return KNIT_ENOMEM;
+    }
+    *out = c;
+    return 0;
+}
+
+void knit_client_free(knit_client_t *c) /* see proto_client.h */
+{
+    if (!c)
+        return;
+    session_reset(c);
+    knit__free(c->slots);
+    knit__free(c->cred_id);
+    if (c->cred_secret)
+        memset(c->cred_secret, 0, strlen(c->cred_secret));
+    knit__free(c->cred_secret);
+    if (c->cred_token)
+        memset(c->cred_token, 0, strlen(c->cred_token));
+    knit__free(c->cred_token);
+    knit__free(c->agent);
+    knit__free(c);
+}
+
+int knit_client_set_cred(knit_client_t *c, const knit_cred_t *cred) /* see proto_client.h */
+{
+    int failed = 0;
+    char *id = dup_or_null(cred->id, &failed);
+    char *secret = dup_or_null(cred->secret, &failed);
+    char *token = dup_or_null(cred->token, &failed);
+    if (failed) {
+        knit__free(id);
+        knit__free(secret);
+        knit__free(token);
+        return KNIT_ENOMEM;
+    }
+    knit__free(c->cred_id);
+    if (c->cred_secret)
+        memset(c->cred_secret, 0, strlen(c->cred_secret));
+    knit__free(c->cred_secret);
+    if (c->cred_token)
+        memset(c->cred_token, 0, strlen(c->cred_token));
+    knit__free(c->cred_token);
+    c->cred_id = id;
+    c->cred_secret = secret;
+    c->cred_token = token;
+    c->cfg.cred.kind = cred->kind;
+    c->cfg.cred.id = id;
+    c->cfg.cred.secret = secret;
+    c->cfg.cred.token = token;
+    return 0;
+}
+
+int knit_client_start(knit_client_t *c, uint64_t now) /* see proto_client.h */
+{
+    if (c->state != KNIT_CLIENT_IDLE)
+        return KNIT_EINVAL;
+    c->retry_at = now;
+    set_state(c, KNIT_CLIENT_WAITING, 0);
+    return 0;
+}
+
+void knit_client_stop(knit_client_t *c, uint64_t now, uint64_t grace_ms) /* see proto_client.h */
+{
+    if (c->state == KNIT_CLIENT_STOPPED)
+        return;
+    c->stopping = 1;
+    c->stop_deadline = now + grace_ms;
+    switch (c->state) {
+    case KNIT_CLIENT_IDLE:
+    case KNIT_CLIENT_WAITING:
+        report_acks(c, now);
+        set_state(c, KNIT_CLIENT_STOPPED, 0);
+        break;
+    case KNIT_CLIENT_CONNECTING:
+    case KNIT_CLIENT_HELLO_SENT:
+        close_conn(c, 0, 0, "stopping");
+        break;
+    case KNIT_CLIENT_READY:
+        c->dirty = 1; /* one last look for local changes */
+        c->synced = 0;
+        maybe_finish(c, now);
+        break;
+    default:
+        break;
+    }
+}
+
+knit_client_state_t knit_client_state(const knit_client_t *c) /* see proto_client.h */
+{
+    return c->state;
+}
+
+void knit_client_stats(const knit_client_t *c, knit_client_stats_t *st) /* see proto_client.h */
+{
+    *st = c->st;
+    st->synced = c->synced;
+}
+
+const char *knit_client_principal(const knit_client_t *c) /* see proto_client.h */
+{
+    return c->state == KNIT_CLIENT_READY && c->principal ? c->principal : "";
+}
+
+int knit_client_want_connect(knit_client_t *c, uint64_t now) /* see proto_client.h */
+{
+    if (c->state != KNIT_CLIENT_WAITING || c->stopping || now < c->retry_at)
+        return 0;
+    c->conn_at = now;
+    set_state(c, KNIT_CLIENT_CONNECTING, 0);
+    return 1;
+}
+
+int knit_client_connected(knit_client_t *c, uint64_t now) /* see proto_client.h */
+{
+    knit_msg_t m;
+    int rc;
+    if (c->state != KNIT_CLIENT_CONNECTING)
+        return KNIT_EINVAL;
+    knit_frame_reader_init(&c->rd, c->cfg.max_frame);
+    c->last_rx = c->last_tx = now;
+    memset(&m, 0, sizeof m);
+    m.type = KNIT_MSG_HELLO;
+    m.u.hello.min_version = KNIT_PROTO_VERSION_MIN;
+    m.u.hello.max_version = KNIT_PROTO_VERSION_MAX;
+    m.u.hello.site = c->cfg.site;
+    m.u.hello.cred = c->cfg.cred;
+    m.u.hello.agent = c->agent;
+    /* Subscriptions follow WELCOME, for the namespaces it grants. */
+    if ((rc = send_msg(c, &m, now)) != 0) {
+        close_conn(c, rc, 0, "cannot encode HELLO (is the credential well-formed?)");
+        return rc;
+    }
+    set_state(c, KNIT_CLIENT_HELLO_SENT, 0);
+    return 0;
+}
+
+int knit_client_input(knit_client_t *c, const uint8_t *p, size_t n,
+                      uint64_t now) /* see proto_client.h */
+{
+    if (c->state != KNIT_CLIENT_HELLO_SENT && c->state != KNIT_CLIENT_READY)
+        return KNIT_ECLOSED;
+    c->last_rx = now;
+    while (n > 0 &&
+           (c->state == KNIT_CLIENT_HELLO_SENT || c->state == KNIT_CLIENT_READY)) {
+        const uint8_t *payload;
+        size_t used = 0, len;
+        int rc = knit_frame_read(&c->rd, p, n, &used, &payload, &len);
+        if (rc < 0) {
+            char msg[120];
+            if (rc == KNIT_ETOOBIG)
+                snprintf(msg, sizeof msg, "the relay sent a frame over our limit of %zu bytes",
+                         c->cfg.max_frame);
+            else
+                snprintf(msg, sizeof msg, "malformed frame from the relay");
+            close_conn(c, rc == KNIT_ENOMEM ? rc : rc == KNIT_ETOOBIG ? rc : KNIT_EPROTO,
+                       rc != KNIT_ENOMEM, msg);
+            break;
+        }
+        p += used;
+        n -= used;
+        if (rc == 0)
+            break;
+        on_frame(c, payload, len, now);
+    }
+    maybe_finish(c, now);
+    check_synced(c);
+    return c->state == KNIT_CLIENT_CLOSING ? KNIT_ECLOSED : 0;
+}
+
+void knit_client_lost(knit_client_t *c, uint64_t now, int code,
+                      const char *message) /* see proto_client.h */
+{
+    knit_client_state_t was = c->state;
+    char msg[300];
+    if (was != KNIT_CLIENT_CONNECTING && was != KNIT_CLIENT_HELLO_SENT &&
+        was != KNIT_CLIENT_READY && was != KNIT_CLIENT_CLOSING)
+        return;
+    if (was != KNIT_CLIENT_CLOSING && code) {
+        snprintf(msg, sizeof msg, "%s: %s",
+                 was == KNIT_CLIENT_CONNECTING ? "cannot connect" : "connection lost",
+                 message && *message ? message : knit_strerror(code));
+        emit_error(c, code, 0, 0, msg);
+    }
+    report_acks(c, now);
+    session_reset(c);
+    if (c->stopping) {
+        set_state(c, KNIT_CLIENT_STOPPED, 0);
+        return;
+    }
+    if (c->fatal_close)
+        c->attempt = 64; /* retrying soon cannot help: wait the longest */
+    c->fatal_close = 0;
+    uint64_t delay = backoff_delay(c);
+    c->retry_at = now + delay;
+    logf_(c, LOG_DEBUG, "next attempt in %llu ms", (unsigned long long)delay);
+    set_state(c, KNIT_CLIENT_WAITING, delay);
+}
+
+int knit_client_want_close(const knit_client_t *c) /* see proto_client.h */
+{
+    return c->state == KNIT_CLIENT_CLOSING;
+}
+
+void knit_client_take_output(knit_client_t *c, knit_buf_t *out) /* see proto_client.h */
+{
+    *out = c->out;
+    memset(&c->out, 0, sizeof c->out);
+}
+
+uint64_t knit_client_tick(knit_client_t *c, uint64_t now) /* see proto_client.h */
+{
+    uint64_t next = UINT64_MAX;
+#define SOONER(t)                                                                          \
+    do {                                                                                   \
+        uint64_t t_ = (t);                                                                 \
+        if (t_ < next)                                                                     \
+            next = t_;                                                                     \
+    } while (0)
+
+    switch (c->state) {
+    case KNIT_CLIENT_WAITING:
+        SOONER(c->retry_at);
+        break;
+    case KNIT_CLIENT_CONNECTING:
+    case KNIT_CLIENT_HELLO_SENT:
+        if (now - c->conn_at >= c->cfg.handshake_ms) {
+            char msg[120];
+            snprintf(msg, sizeof msg, "%s within %llu ms",
+                     c->state == KNIT_CLIENT_CONNECTING ? "no connection" : "no WELCOME",
+                     (unsigned long long)c->cfg.handshake_ms);
+            close_conn(c, KNIT_ETIMEDOUT, 0, msg);
+        } else {
+            SOONER(c->conn_at + c->cfg.handshake_ms);
+        }
+        break;
+    case KNIT_CLIENT_READY: {
+        uint64_t idle = c->limits.idle_ms;
+        if (idle && now - c->last_rx >= idle) {
+            char msg[120];
+            snprintf(msg, sizeof msg, "the relay was silent for %llu ms",
+                     (unsigned long long)(now - c->last_rx));
+            close_conn(c, KNIT_ETIMEDOUT, 0, msg);
+            break;
+        }
+        if (idle) {
+            SOONER(c->last_rx + idle);
+            /* PROTOCOL §6.4: PING when we sent nothing for idle_ms / 2. */
+            if (now - c->last_tx >= idle / 2) {
+                knit_msg_t m;
+                memset(&m, 0, sizeof m);
+                m.type = KNIT_MSG_PING;
+                m.u.ping.nonce = ++c->ping_nonce;
+                send_msg(c, &m, now);
+            }
+            SOONER(c->last_tx + idle / 2);
+        }
+        send_queued(c, now);
+        for (size_t i = 0; i < c->nslots; i++)
+            if (c->slots[i].state == SLOT_QUEUED && !c->halted)
+                SOONER(c->slots[i].retry_at > now ? c->slots[i].retry_at : now + 1);
+        if (c->stopping) {
+            maybe_finish(c, now);
+            SOONER(c->stop_deadline);
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    /* Watermark moves without an ACK (reads that found nothing) are saved
+    ** now and then, not on every read. */
+    if ((c->durable < c->ceiling ? c->durable : c->ceiling) > c->reported) {
+        if (now - c->last_flush >= c->cfg.ack_flush_ms)
+            report_acks(c, now);
+        else
+            SOONER(c->last_flush + c->cfg.ack_flush_ms);
+    }
+    check_synced(c);
+    return next;
+#undef SOONER
+}
+
+void knit_client_local_changed(knit_client_t *c) /* see proto_client.h */
+{
+    c->dirty = 1;
+    c->synced = 0;
+}
+
+int knit_client_push_room(const knit_client_t *c, uint64_t *after,
+                          size_t *max) /* see proto_client.h */
+{
+    if (c->state != KNIT_CLIENT_READY || c->halted)
+        return 0;
+    if (!c->dirty && !(c->dirty_remote && all_caught_up(c)))
+        return 0;
+    for (size_t i = 0; i < c->nslots; i++)
+        if (c->slots[i].state == SLOT_QUEUED)
+            return 0;
+    if (count_sent(c) >= c->cfg.max_inflight)
+        return 0;
+    *after = c->pushed_upto;
+    *max = c->push_limit;
+    return 1;
+}
+
+int knit_client_push(knit_client_t *c, knit_batch_t *b, uint64_t covers,
+                     uint64_t now) /* see proto_client.h */
+{
+    slotlist_t l = {NULL, 0, 0};
+    uint64_t ceiling = c->ceiling;
+    int rc;
+    if (c->state != KNIT_CLIENT_READY) {
+        knit_batch_free(b);
+        return KNIT_ECLOSED;
+    }
+    rc = split_batch(c, b, c->push_limit, c->pushed_upto, covers, &l, &ceiling);
+    if (!rc && l.n == 0)
+        cover_empty(c, covers); /* nothing this session may push */
+    else if (!rc)
+        rc = slots_insert(c, c->nslots, &l);
+    knit_batch_free(b);
+    if (rc) {
+        slotlist_free(&l);
+        return rc; /* still dirty: the read is repeated */
+    }
+    if (ceiling < c->ceiling) {
+        c->ceiling = ceiling;
+        if (!c->warned_ungranted) {
+            c->warned_ungranted = 1;
+            logf_(c, LOG_WARN,
+                  "local changes from version %llu on belong to a namespace this "
+                  "credential may not write; they stay pending",
+                  (unsigned long long)ceiling + 1);
+        }
+    }
+    if (covers > c->pushed_upto)
+        c->pushed_upto = covers;
+    c->dirty_remote = 0;
+    c->synced = 0;
+    send_queued(c, now);
+    check_synced(c);
+    return 0;
+}
+
+void knit_client_push_none(knit_client_t *c, uint64_t version,
+                           uint64_t now) /* see proto_client.h */
+{
+    c->dirty = 0;
+    c->dirty_remote = 0;
+    if (c->state != KNIT_CLIENT_READY)
+        return;
+    cover_empty(c, version);
+    maybe_finish(c, now);
+    check_synced(c);
+}

@@ -1,0 +1,1120 @@
+/*
+** proto_server.c: the relay's protocol engine (API in proto_server.h,
+** protocol in docs/PROTOCOL.md).
+**
+** Design notes
+**   1. An ACK is sent only after the group holding its push has committed;
+**      a push whose group failed to commit is answered with a retryable
+**      REJECT, never an ACK.
+**   2. Every PUSH of a connection is answered exactly once, in the order
+**      the PUSHes arrived: refusals decided on arrival (namespace not
+**      granted, too many changes, stamps in the future) wait in the same
+**      queue as the pushes to commit and are answered with them.
+**   3. Nothing is sent to a connection before its HELLO authenticated, and
+**      every later PUSH and SUBSCRIBE is checked against the grant; a
+**      session whose token expires is closed.
+**   4. Per subscription, the DELTAS sent form a chain without gaps: each
+**      `from` is the previous `to`.  A subscription is either catching up
+**      (DELTAS read from the store, a page at a time, only while the
+**      connection's outbound queue is short) or live (each committed unit
+**      is sent as it commits).  Everything runs on one thread, so a commit
+**      is either visible to a catch-up read or fanned out after it.
+**   5. Slow consumers: a live subscription whose connection has more than
+**      max_queue bytes waiting drops back to catch-up mode instead of
+**      queueing more; when the queue drains below half, it catches up from
+**      the store (each changed cell once) and becomes live again.  Relay
+**      memory per connection is thus bounded by about max_queue plus one
+**      page, whatever the consumer does.  A connection that lets even its
+**      answers (ACK, PONG) pile up past twice max_queue is disconnected.
+**   6. A malformed frame or message, a refused HELLO or any protocol
+**      violation sends ERROR and closes that connection only.
+**
+** Connection states:
+**
+**     AWAIT_HELLO --on_hello() ok: WELCOME--> READY
+**         |                                     |
+**         +--error_close(): ERROR-->  CLOSING <-+ (error_close, shutdown)
+**                                        |
+**                      knit_relay_conn_free() (glue) --> gone
+*/
+#include "proto_server.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "auth.h"
+#include "codec.h"
+#include "frame.h"
+
+#define HELLO_MAX_FRAME (64u * 1024) /* frames accepted before WELCOME (PROTOCOL.md §1) */
+#define DETAILED_REASONS 64          /* REJECT reasons that get their own message */
+
+enum { ST_HELLO, ST_READY, ST_CLOSING };
+
+typedef struct sub_s {
+    char *ns;        /* namespace, owned */
+    uint64_t cursor; /* `to` of the last DELTAS sent for it */
+    int live;        /* 1: committed units are sent as they commit */
+} sub_t;
+
+struct knit_relay_conn_s {
+    knit_relay_engine_t *e;             /* owner */
+    void *user;                         /* glue's handle */
+    knit_relay_conn_t *prev;            /* engine's list of connections */
+    knit_relay_conn_t *next;            /* engine's list of connections */
+    uint64_t id;                        /* sequential, for logs */
+    char name[64];                      /* peer address, for logs */
+    int state;                          /* ST_* */
+    int lost;                           /* peer gone: never call back again */
+    int paused;                         /* reading paused (too many pending pushes) */
+    knit_frame_reader_t rd;             /* frame reassembly */
+    uint64_t opened_mono;               /* when it connected (monotonic ms) */
+    uint64_t last_rx_mono;              /* when a frame last arrived */
+    uint64_t auth_exp_ms;               /* token expiry (wall ms), 0 = none */
+    char principal[KNIT_PRINCIPAL_MAX]; /* "anon:<id>" / "user:<sub>" once READY */
+    knit_site_t site;                   /* the replica's site id */
+    sub_t *subs;                        /* subscriptions */
+    size_t nsubs;                       /* count */
+    size_t queued;                      /* bytes handed to send() not yet written */
+    size_t npending;                    /* pushes waiting for the group commit */
+};
+
+typedef struct pending_s {
+    struct pending_s *next;   /* queue order */
+    knit_relay_conn_t *conn;  /* who pushed; NULL once that connection is freed */
+    uint64_t id;              /* the PUSH's batch id */
+    char *ns;                 /* namespace, owned */
+    knit_batch_t *batch;      /* the changes (NULL when refused on arrival) */
+    int32_t code;             /* push-level refusal, 0 = none */
+    char msg[200];            /* its message */
+    knit_reason_t *reasons;   /* per-change refusals (clock skew), owned */
+    size_t nreasons;          /* count */
+    char *reason_text;        /* storage for their messages, owned */
+    knit_relay_applied_t res; /* what the commit changed (fan-out owned) */
+} pending_t;
+
+struct knit_relay_engine_s {
+    knit_relay_store_t *store;     /* the relay store */
+    knit_relay_limits_t lim;       /* resolved limits */
+    knit_relay_io_t io;            /* glue callbacks */
+    uint8_t *key;                  /* JWT key copy, or NULL */
+    size_t keylen;                 /* its length */
+    int log_level;                 /* highest level logged */
+    knit_relay_conn_t *conns;      /* open connections */
+    size_t nconns;                 /* count */
+    pending_t *head;               /* pushes waiting for commit, oldest first */
+    pending_t *tail;               /* newest */
+    uint64_t clock;                /* the relay's HLC */
+    uint64_t next_id;              /* next connection id */
+    int shutting_down;             /* shutdown() was called */
+    knit_codec_limits_t dec_hello; /* decoding before WELCOME */
+    knit_codec_limits_t dec;       /* decoding after WELCOME */
+    knit_codec_limits_t enc;       /* encoding */
+};
+
+/* ---------------------------------------------------------------------- */
+/* Small helpers                                                            */
+
+static void logf_(knit_relay_engine_t *e, int level, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    if (level > e->log_level || !e->io.log)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    /* Names and agent strings come from clients: no control characters
+    ** reach the log, so a client cannot forge log lines. */
+    for (char *q = line; *q; q++)
+        if ((unsigned char)*q < 0x20 || *q == 0x7f)
+            *q = '?';
+    e->io.log(e->io.data, level, line);
+}
+
+#define CLOG(c, level, fmt, ...)                                                                   \
+    logf_((c)->e, level, "conn %llu %s%s%s" fmt, (unsigned long long)(c)->id, (c)->name,           \
+          (c)->principal[0] ? " " : "", (c)->principal, __VA_ARGS__)
+
+void knit_relay_limits_resolve(knit_relay_limits_t *l) /* see proto_server.h */
+{
+    if (!l->max_frame)
+        l->max_frame = KNIT_DEFAULT_MAX_FRAME;
+    if (!l->max_changes)
+        l->max_changes = 65536;
+    if (!l->max_drift_ms)
+        l->max_drift_ms = 300000;
+    if (!l->idle_ms)
+        l->idle_ms = 60000;
+    if (!l->handshake_ms)
+        l->handshake_ms = 10000;
+    if (!l->max_queue)
+        l->max_queue = 8u * 1024 * 1024;
+    if (!l->max_pending)
+        l->max_pending = 32;
+    if (!l->jwt_skew_ms)
+        l->jwt_skew_ms = KNIT_JWT_SKEW_MS;
+}
+
+static int alive(const knit_relay_conn_t *c)
+{
+    return c && !c->lost && c->state != ST_CLOSING;
+}
+
+/* Hands bytes to the glue.  DELTAS are gated by the caller (note 5);
+** answers are not, but a connection whose queue passes twice max_queue is
+** not reading at all and is dropped. */
+static int send_bytes(knit_relay_conn_t *c, uint8_t *p, size_t n)
+{
+    knit_relay_engine_t *e = c->e;
+    if (c->lost) {
+        knit__free(p);
+        return KNIT_ECLOSED;
+    }
+    if (e->io.send(e->io.data, c->user, p, n) != 0) {
+        CLOG(c, KNIT_LOG_WARN, ": %s", "send failed, closing");
+        c->state = ST_CLOSING;
+        c->lost = 1;
+        e->io.close(e->io.data, c->user);
+        return KNIT_ECLOSED;
+    }
+    c->queued += n;
+    return 0;
+}
+
+static int send_msg(knit_relay_conn_t *c, const knit_msg_t *m)
+{
+    knit_buf_t b = {NULL, 0, 0};
+    int rc = knit_msg_encode(m, &c->e->enc, &b);
+    if (rc) {
+        CLOG(c, KNIT_LOG_ERROR, ": cannot encode %s: %s", knit_msg_type_name(m->type),
+             knit_strerror(rc));
+        knit_buf_free(&b);
+        return rc;
+    }
+    return send_bytes(c, b.p, b.len);
+}
+
+/* Sends ERROR and closes (design note 6). */
+static void error_close(knit_relay_conn_t *c, int code, const char *msg)
+{
+    knit_msg_t m;
+    if (c->state == ST_CLOSING || c->lost)
+        return;
+    CLOG(c, code == KNIT_ECLOSED ? KNIT_LOG_DEBUG : KNIT_LOG_INFO, ": closing with %s: %s",
+         knit_err_name(code), msg);
+    memset(&m, 0, sizeof m);
+    m.type = KNIT_MSG_ERROR;
+    m.u.error.code = code;
+    m.u.error.message = msg;
+    if (code == KNIT_EVERSION) {
+        m.u.error.min_version = KNIT_PROTO_VERSION_MIN;
+        m.u.error.max_version = KNIT_PROTO_VERSION_MAX;
+    }
+    send_msg(c, &m);
+    if (c->lost)
+        return;
+    c->state = ST_CLOSING;
+    c->e->io.close(c->e->io.data, c->user);
+}
+
+int knit_relay_error_frame(int code, const char *message, uint8_t **out,
+                           size_t *n) /* see proto_server.h */
+{
+    knit_msg_t m;
+    knit_buf_t b = {NULL, 0, 0};
+    int rc;
+    memset(&m, 0, sizeof m);
+    m.type = KNIT_MSG_ERROR;
+    m.u.error.code = code;
+    m.u.error.message = message;
+    rc = knit_msg_encode(&m, NULL, &b);
+    *out = b.p;
+    *n = b.len;
+    return rc;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Engine and connections                                                   */
+
+int knit_relay_engine_new(const knit_relay_config_t *cfg, const knit_relay_io_t *io,
+                          knit_relay_engine_t **out) /* see proto_server.h */
+{
+    knit_relay_engine_t *e;
+    *out = NULL;
+    if (!cfg || !cfg->store || !io || !io->send || !io->close || !io->pause || !io->random)
+        return KNIT_EINVAL;
+    if (cfg->jwt_key && cfg->jwt_key_len < KNIT_JWT_MIN_KEY)
+        return KNIT_EINVAL;
+    e = knit__calloc(1, sizeof *e);
+    if (!e)
+        return KNIT_ENOMEM;
+    e->store = cfg->store;
+    e->lim = cfg->limits;
+    knit_relay_limits_resolve(&e->lim);
+    e->io = *io;
+    e->log_level = cfg->log_level;
+    if (cfg->jwt_key) {
+        e->key = knit__memdup(cfg->jwt_key, cfg->jwt_key_len);
+        if (!e->key) {
+            knit__free(e);
+            return KNIT_ENOMEM;
+        }
+        e->keylen = cfg->jwt_key_len;
+    }
+    knit_codec_limits_default(&e->dec_hello);
+    e->dec_hello.max_frame =
+        HELLO_MAX_FRAME < e->lim.max_frame ? HELLO_MAX_FRAME : e->lim.max_frame;
+    knit_codec_limits_default(&e->dec);
+    e->dec.max_frame = e->lim.max_frame;
+    /* A push over max_changes is decoded and then refused with a REJECT the
+    ** client can act on (split it), so the decoder allows the codec's own
+    ** maximum. */
+    if (e->dec.max_changes < e->lim.max_changes)
+        e->dec.max_changes = e->lim.max_changes;
+    knit_codec_limits_default(&e->enc);
+    if (e->enc.max_changes < e->lim.max_changes)
+        e->enc.max_changes = e->lim.max_changes;
+    *out = e;
+    return 0;
+}
+
+void knit_relay_engine_free(knit_relay_engine_t *e) /* see proto_server.h */
+{
+    if (!e)
+        return;
+    while (e->head) {
+        pending_t *p = e->head;
+        e->head = p->next;
+        knit_batch_free(p->batch);
+        knit_batch_free(p->res.fanout);
+        knit__free(p->ns);
+        knit__free(p->reasons);
+        knit__free(p->reason_text);
+        knit__free(p);
+    }
+    while (e->conns)
+        knit_relay_conn_free(e->conns);
+    knit__free(e->key);
+    knit__free(e);
+}
+
+int knit_relay_conn_open(knit_relay_engine_t *e, void *user, uint64_t wall_ms, uint64_t mono_ms,
+                         knit_relay_conn_t **out) /* see proto_server.h */
+{
+    knit_relay_conn_t *c = knit__calloc(1, sizeof *c);
+    *out = NULL;
+    if (!c)
+        return KNIT_ENOMEM;
+    c->e = e;
+    c->user = user;
+    c->id = ++e->next_id;
+    c->state = ST_HELLO;
+    c->opened_mono = c->last_rx_mono = mono_ms;
+    knit_frame_reader_init(&c->rd, e->dec_hello.max_frame);
+    c->next = e->conns;
+    if (e->conns)
+        e->conns->prev = c;
+    e->conns = c;
+    e->nconns++;
+    (void)wall_ms;
+    *out = c;
+    return 0;
+}
+
+void knit_relay_conn_set_name(knit_relay_conn_t *c, const char *name) /* see proto_server.h */
+{
+    snprintf(c->name, sizeof c->name, "%s", name ? name : "");
+}
+
+void knit_relay_conn_lost(knit_relay_conn_t *c) /* see proto_server.h */
+{
+    if (!c->lost)
+        CLOG(c, KNIT_LOG_DEBUG, ": %s", "peer gone");
+    c->lost = 1;
+    c->state = ST_CLOSING;
+}
+
+void knit_relay_conn_free(knit_relay_conn_t *c) /* see proto_server.h */
+{
+    knit_relay_engine_t *e;
+    if (!c)
+        return;
+    e = c->e;
+    for (pending_t *p = e->head; p; p = p->next)
+        if (p->conn == c)
+            p->conn = NULL;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        e->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    e->nconns--;
+    for (size_t i = 0; i < c->nsubs; i++)
+        knit__free(c->subs[i].ns);
+    knit__free(c->subs);
+    knit_frame_reader_free(&c->rd);
+    knit__free(c);
+}
+
+size_t knit_relay_engine_conns(const knit_relay_engine_t *e) /* see proto_server.h */
+{
+    return e->nconns;
+}
+
+int knit_relay_engine_pending(const knit_relay_engine_t *e) /* see proto_server.h */
+{
+    return e->head != NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Catch-up and fan-out                                                     */
+
+static sub_t *find_sub(knit_relay_conn_t *c, const char *ns)
+{
+    for (size_t i = 0; i < c->nsubs; i++)
+        if (strcmp(c->subs[i].ns, ns) == 0)
+            return &c->subs[i];
+    return NULL;
+}
+
+/* Sends catch-up pages while the outbound queue is short (design note 5). */
+static void pump(knit_relay_conn_t *c)
+{
+    knit_relay_engine_t *e = c->e;
+    for (size_t i = 0; i < c->nsubs && alive(c) && c->state == ST_READY; i++) {
+        sub_t *s = &c->subs[i];
+        size_t page = e->lim.max_changes;
+        while (!s->live && alive(c) && c->queued < e->lim.max_queue / 2) {
+            knit_batch_t *b = NULL;
+            uint64_t reached;
+            int more, rc;
+            knit_msg_t m;
+            knit_buf_t buf = {NULL, 0, 0};
+
+            rc = knit_relay_store_catch_up(e->store, s->ns, s->cursor, page, &b, &reached, &more);
+            if (rc) {
+                CLOG(c, KNIT_LOG_ERROR, ": catch-up of %s failed: %s", s->ns,
+                     knit_relay_store_errmsg(e->store));
+                error_close(c, rc == KNIT_ENOMEM ? KNIT_ENOMEM : KNIT_EDB,
+                            "relay storage failed during catch-up");
+                return;
+            }
+            memset(&m, 0, sizeof m);
+            m.type = KNIT_MSG_DELTAS;
+            m.u.deltas.ns = s->ns;
+            m.u.deltas.from = s->cursor;
+            m.u.deltas.to = reached;
+            m.u.deltas.caught_up = !more;
+            m.u.deltas.batch = b;
+            rc = knit_msg_encode(&m, &e->enc, &buf);
+            knit_batch_free(b);
+            if (rc == KNIT_ETOOBIG && page > 1) {
+                page /= 2; /* big values: fewer changes per frame */
+                continue;
+            }
+            if (rc) {
+                knit_buf_free(&buf);
+                error_close(c, rc,
+                            rc == KNIT_ETOOBIG ? "a unit does not fit in one frame"
+                                               : "cannot encode catch-up");
+                return;
+            }
+            if (send_bytes(c, buf.p, buf.len) != 0)
+                return;
+            s->cursor = reached;
+            if (!more) {
+                s->live = 1;
+                CLOG(c, KNIT_LOG_DEBUG, ": %s caught up at %llu", s->ns,
+                     (unsigned long long)reached);
+            }
+        }
+    }
+}
+
+/* Starts (or restarts) catch-up of ns from cursor. */
+static int add_sub(knit_relay_conn_t *c, const char *ns, uint64_t cursor)
+{
+    knit_relay_engine_t *e = c->e;
+    uint64_t seq;
+    sub_t *s;
+    int rc = knit_relay_store_seq(e->store, ns, &seq);
+    if (rc)
+        return rc;
+    /* A cursor beyond our sequence means this store is older than what the
+    ** client saw (restored from a backup): send everything (PROTOCOL §6.2). */
+    if (cursor > seq) {
+        CLOG(c, KNIT_LOG_WARN, ": cursor %llu of %s is beyond the relay's %llu; resending all",
+             (unsigned long long)cursor, ns, (unsigned long long)seq);
+        cursor = 0;
+    }
+    s = find_sub(c, ns);
+    if (!s) {
+        sub_t *n = knit__realloc(c->subs, (c->nsubs + 1) * sizeof *n);
+        if (!n)
+            return KNIT_ENOMEM;
+        c->subs = n;
+        s = &c->subs[c->nsubs];
+        if (!(s->ns = knit__strdup(ns)))
+            return KNIT_ENOMEM;
+        c->nsubs++;
+    }
+    s->cursor = cursor;
+    s->live = 0;
+    return 0;
+}
+
+/* Sends each unit of a committed fan-out batch to every live subscriber of
+** ns, one DELTAS per unit (PROTOCOL §6.3.5). */
+static void fan_out(knit_relay_engine_t *e, const char *ns, const knit_batch_t *b)
+{
+    for (size_t u = 0; u < b->ntxns; u++) {
+        const knit_txn_t *t = &b->txns[u];
+        knit_batch_t view = *b;
+        knit_txn_t one = {t->version, 0, t->count};
+        knit_buf_t common = {NULL, 0, 0};
+        int have_common = 0;
+        uint64_t seq = t->version;
+
+        view.changes = b->changes + t->first;
+        view.nchanges = t->count;
+        view.txns = &one;
+        view.ntxns = 1;
+        for (knit_relay_conn_t *c = e->conns; c; c = c->next) {
+            sub_t *s;
+            knit_msg_t m;
+            knit_buf_t own = {NULL, 0, 0};
+            uint8_t *p;
+            size_t n;
+            int rc;
+
+            if (!alive(c) || c->state != ST_READY || !(s = find_sub(c, ns)) || !s->live)
+                continue;
+            if (s->cursor >= seq)
+                continue;
+            memset(&m, 0, sizeof m);
+            m.type = KNIT_MSG_DELTAS;
+            m.u.deltas.ns = ns;
+            m.u.deltas.from = s->cursor;
+            m.u.deltas.to = seq;
+            m.u.deltas.batch = &view;
+            if (s->cursor == seq - 1 && !have_common) {
+                rc = knit_msg_encode(&m, &e->enc, &common);
+                if (rc) {
+                    logf_(e, KNIT_LOG_ERROR, "cannot encode unit %llu of %s: %s",
+                          (unsigned long long)seq, ns, knit_strerror(rc));
+                    knit_buf_free(&common);
+                    have_common = -1;
+                } else {
+                    have_common = 1;
+                }
+            }
+            if (s->cursor == seq - 1 && have_common > 0) {
+                n = common.len;
+            } else if (s->cursor == seq - 1 || (rc = knit_msg_encode(&m, &e->enc, &own)) != 0) {
+                /* The unit cannot travel live (too big for a frame): the
+                ** subscription falls back to catch-up, which splits what it
+                ** can and closes the connection with an ERROR if even one
+                ** unit cannot fit.  Never a silent gap (design note 4). */
+                knit_buf_free(&own);
+                s->live = 0;
+                pump(c);
+                continue;
+            } else {
+                n = own.len;
+            }
+            /* Design note 5: a consumer that is behind stops getting live
+            ** units and catches up from the store when it has drained. */
+            if (c->queued > 0 && c->queued + n > e->lim.max_queue) {
+                knit_buf_free(&own);
+                s->live = 0;
+                CLOG(c, KNIT_LOG_INFO, ": slow consumer, %s drops to catch-up at %llu", ns,
+                     (unsigned long long)s->cursor);
+                continue;
+            }
+            if (own.p) {
+                p = own.p;
+            } else if (!(p = knit__memdup(common.p, n))) {
+                error_close(c, KNIT_ENOMEM, "out of memory");
+                continue;
+            }
+            if (send_bytes(c, p, n) == 0)
+                s->cursor = seq;
+        }
+        knit_buf_free(&common);
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* HELLO                                                                    */
+
+/* Checks an anonymous credential, registering an unknown id (first use). */
+static int auth_anon(knit_relay_conn_t *c, const knit_cred_t *cred, uint64_t wall_ms,
+                     const char **why)
+{
+    knit_relay_engine_t *e = c->e;
+    uint8_t salt[KNIT_ANON_SALT_LEN], hash[KNIT_ANON_HASH_LEN];
+    int rc;
+
+    if (!knit_anon_id_ok(cred->id) || !knit_anon_secret_ok(cred->secret)) {
+        *why = "anonymous id or secret not acceptable (secrets need 16 to 256 bytes)";
+        return KNIT_EAUTH;
+    }
+    rc = knit_relay_store_anon_get(e->store, cred->id, salt, hash);
+    if (rc == 0) {
+        if (e->io.random(e->io.data, salt, sizeof salt) != 0) {
+            *why = "relay has no randomness";
+            return KNIT_EIO;
+        }
+        knit_anon_hash(salt, cred->id, cred->secret, hash);
+        rc = knit_relay_store_anon_put(e->store, cred->id, salt, hash, wall_ms);
+        if (rc == 0) {
+            CLOG(c, KNIT_LOG_INFO, ": registered anonymous id %s", cred->id);
+            return 0;
+        }
+        if (rc != KNIT_EEXISTS) {
+            *why = "relay storage failed";
+            return rc;
+        }
+        rc = knit_relay_store_anon_get(e->store, cred->id, salt, hash);
+    }
+    if (rc < 0) {
+        *why = "relay storage failed";
+        return rc;
+    }
+    if (knit_anon_check(salt, hash, cred->id, cred->secret) != 0) {
+        *why = "wrong secret for this anonymous id";
+        return KNIT_EAUTH;
+    }
+    return 0;
+}
+
+/* Authenticates cred; on success writes the principal and token expiry. */
+static int authenticate(knit_relay_conn_t *c, const knit_cred_t *cred, uint64_t wall_ms,
+                        char *principal, uint64_t *exp_ms, const char **why)
+{
+    knit_relay_engine_t *e = c->e;
+    int rc;
+    *exp_ms = 0;
+    if (cred->kind == KNIT_CRED_ANON) {
+        if ((rc = auth_anon(c, cred, wall_ms, why)) != 0)
+            return rc;
+        return knit_auth_anon_principal(cred->id, principal, KNIT_PRINCIPAL_MAX) == 0 ? 0
+                                                                                      : KNIT_EAUTH;
+    }
+    if (cred->kind == KNIT_CRED_JWT) {
+        knit_jwt_claims_t cl;
+        if (!e->key) {
+            *why = "this relay accepts no tokens (no --jwt-secret-file)";
+            return KNIT_EAUTH;
+        }
+        if (!cred->token) {
+            *why = "no token";
+            return KNIT_EAUTH;
+        }
+        rc = knit_jwt_verify(cred->token, strlen(cred->token), e->key, e->keylen, wall_ms,
+                             e->lim.jwt_skew_ms, &cl, why);
+        if (rc)
+            return KNIT_EAUTH;
+        *exp_ms = cl.exp_ms;
+        return knit_auth_user_principal(cl.sub, principal, KNIT_PRINCIPAL_MAX) == 0 ? 0
+                                                                                    : KNIT_EAUTH;
+    }
+    *why = "no acceptable credential";
+    return KNIT_EAUTH;
+}
+
+/* Merges namespace `from` into `to` in one transaction (the claim of an
+** anonymous namespace by an account: a CRDT union, idempotent), then fans
+** the changes out to `to`'s subscribers. */
+static int claim_merge(knit_relay_engine_t *e, const char *from, const char *to)
+{
+    knit_batch_t **outs = NULL;
+    size_t nouts = 0, total = 0;
+    uint64_t after = 0;
+    int more = 1, rc;
+
+    if ((rc = knit_relay_store_begin(e->store)) != 0)
+        return rc;
+    while (more) {
+        knit_batch_t *b = NULL, **n;
+        knit_relay_applied_t res;
+        uint64_t reached;
+        uint32_t to_idx;
+
+        rc = knit_relay_store_catch_up(e->store, from, after, e->lim.max_changes, &b, &reached,
+                                       &more);
+        if (rc)
+            break;
+        if (b->nchanges == 0) {
+            knit_batch_free(b);
+            break;
+        }
+        if ((rc = knit_batch_ns(b, to, &to_idx)) != 0) {
+            knit_batch_free(b);
+            break;
+        }
+        for (size_t i = 0; i < b->nchanges; i++)
+            b->changes[i].ns = to_idx;
+        rc = knit_relay_store_apply(e->store, to, b, &res);
+        total += b->nchanges;
+        knit_batch_free(b);
+        if (rc)
+            break;
+        n = knit__realloc(outs, (nouts + 1) * sizeof *n);
+        if (!n) {
+            knit_batch_free(res.fanout);
+            rc = KNIT_ENOMEM;
+            break;
+        }
+        outs = n;
+        outs[nouts++] = res.fanout;
+        after = reached;
+    }
+    if (rc == 0)
+        rc = knit_relay_store_commit(e->store);
+    else
+        knit_relay_store_rollback(e->store);
+    if (rc == 0) {
+        logf_(e, KNIT_LOG_INFO, "claim: merged %zu cells of %s into %s", total, from, to);
+        for (size_t i = 0; i < nouts; i++)
+            fan_out(e, to, outs[i]);
+    } else {
+        logf_(e, KNIT_LOG_ERROR, "claim of %s by %s failed: %s", from, to,
+              knit_relay_store_errmsg(e->store));
+    }
+    for (size_t i = 0; i < nouts; i++)
+        knit_batch_free(outs[i]);
+    knit__free(outs);
+    return rc;
+}
+
+static void on_hello(knit_relay_conn_t *c, const knit_hello_t *h, uint64_t wall_ms)
+{
+    knit_relay_engine_t *e = c->e;
+    char principal[KNIT_PRINCIPAL_MAX], msg[384];
+    const char *why = "authentication failed";
+    const char *granted[1];
+    uint64_t exp_ms, stamp;
+    uint32_t version;
+    knit_msg_t m;
+    int rc;
+
+    rc = knit_proto_negotiate(h->min_version, h->max_version, &version);
+    if (rc) {
+        error_close(c, rc,
+                    rc == KNIT_EVERSION ? "unsupported protocol version"
+                                        : "bad protocol version range");
+        return;
+    }
+    rc = authenticate(c, &h->cred, wall_ms, principal, &exp_ms, &why);
+    if (rc) {
+        snprintf(msg, sizeof msg, "authentication failed: %s", why);
+        error_close(c, rc == KNIT_EAUTH ? KNIT_EAUTH : rc, msg);
+        return;
+    }
+    if (h->claim.kind != 0) {
+        char anon[KNIT_PRINCIPAL_MAX];
+        uint64_t unused;
+        if (h->claim.kind != KNIT_CRED_ANON || h->cred.kind != KNIT_CRED_JWT) {
+            error_close(c, KNIT_EPROTO, "a claim is an anonymous credential sent with a JWT");
+            return;
+        }
+        rc = authenticate(c, &h->claim, wall_ms, anon, &unused, &why);
+        if (rc) {
+            snprintf(msg, sizeof msg, "claim refused: %s", why);
+            error_close(c, rc == KNIT_EAUTH ? KNIT_EAUTH : rc, msg);
+            return;
+        }
+        if ((rc = claim_merge(e, anon, principal)) != 0) {
+            error_close(c, rc == KNIT_ENOMEM ? rc : KNIT_EDB, "claim failed: relay storage");
+            return;
+        }
+    }
+    for (size_t i = 0; i < h->nsubs; i++) {
+        if (!knit_auth_granted(principal, h->subs[i].ns)) {
+            snprintf(msg, sizeof msg, "namespace %.100s is not granted to %s", h->subs[i].ns,
+                     principal);
+            error_close(c, KNIT_EDENIED, msg);
+            return;
+        }
+    }
+    memcpy(c->principal, principal, sizeof principal);
+    c->auth_exp_ms = exp_ms;
+    c->site = h->site;
+    for (size_t i = 0; i < h->nsubs; i++) {
+        if ((rc = add_sub(c, h->subs[i].ns, h->subs[i].cursor)) != 0) {
+            error_close(c, rc == KNIT_ENOMEM ? rc : KNIT_EDB, "relay storage failed");
+            return;
+        }
+    }
+    if (knit_hlc_tick(&e->clock, wall_ms, &stamp) != 0)
+        stamp = e->clock;
+    granted[0] = c->principal;
+    memset(&m, 0, sizeof m);
+    m.type = KNIT_MSG_WELCOME;
+    m.u.welcome.version = version;
+    m.u.welcome.principal = c->principal;
+    m.u.welcome.granted = granted;
+    m.u.welcome.ngranted = 1;
+    m.u.welcome.clock = stamp;
+    m.u.welcome.limits.max_frame = e->lim.max_frame;
+    m.u.welcome.limits.max_changes = e->lim.max_changes;
+    m.u.welcome.limits.idle_ms = e->lim.idle_ms;
+    m.u.welcome.limits.max_drift_ms = e->lim.max_drift_ms;
+    if (send_msg(c, &m) != 0)
+        return;
+    c->state = ST_READY;
+    c->rd.max_frame = e->lim.max_frame;
+    CLOG(c, KNIT_LOG_INFO, ": welcome (%zu subscriptions%s%s)", h->nsubs,
+         h->agent ? ", agent " : "", h->agent ? h->agent : "");
+    pump(c);
+}
+
+/* ---------------------------------------------------------------------- */
+/* PUSH, SUBSCRIBE                                                          */
+
+/* Refuses changes stamped beyond the allowed drift: one reason per change,
+** each naming it (its index, table and stamp). */
+static int check_skew(knit_relay_engine_t *e, pending_t *p, const knit_batch_t *b, uint64_t wall_ms)
+{
+    size_t n = 0, k = 0;
+    uint64_t limit = wall_ms + e->lim.max_drift_ms;
+    for (size_t i = 0; i < b->nchanges; i++)
+        if (knit_hlc_ms(b->changes[i].hlc) > limit)
+            n++;
+    if (n == 0)
+        return 0;
+    p->reasons = knit__calloc(n, sizeof *p->reasons);
+    p->reason_text = knit__malloc(DETAILED_REASONS * 160);
+    if (!p->reasons || !p->reason_text)
+        return KNIT_ENOMEM;
+    for (size_t i = 0; i < b->nchanges; i++) {
+        const knit_change_t *ch = &b->changes[i];
+        if (knit_hlc_ms(ch->hlc) <= limit)
+            continue;
+        p->reasons[k].change = (int64_t)i;
+        p->reasons[k].code = KNIT_ECLOCKSKEW;
+        if (k < DETAILED_REASONS) {
+            char when[KNIT_HLC_FMT_LEN];
+            char *t = p->reason_text + k * 160;
+            knit_hlc_format(ch->hlc, when, sizeof when);
+            snprintf(t, 160, "%.40s: stamp %s is %llu ms ahead of the relay's clock",
+                     b->tables[ch->table].name, when,
+                     (unsigned long long)(knit_hlc_ms(ch->hlc) - wall_ms));
+            p->reasons[k].message = t;
+        } else {
+            p->reasons[k].message = "stamp too far in the future";
+        }
+        k++;
+    }
+    p->nreasons = n;
+    return 0;
+}
+
+static void on_push(knit_relay_conn_t *c, knit_push_t *push, uint64_t wall_ms)
+{
+    knit_relay_engine_t *e = c->e;
+    pending_t *p = knit__calloc(1, sizeof *p);
+    if (!p || !(p->ns = knit__strdup(push->ns))) {
+        knit__free(p);
+        error_close(c, KNIT_ENOMEM, "out of memory");
+        return;
+    }
+    p->conn = c;
+    p->id = push->id;
+    if (!knit_auth_granted(c->principal, push->ns)) {
+        p->code = KNIT_EDENIED;
+        snprintf(p->msg, sizeof p->msg, "namespace %.100s is not granted", push->ns);
+    } else if (push->batch->nchanges > e->lim.max_changes) {
+        p->code = KNIT_ETOOBIG;
+        snprintf(p->msg, sizeof p->msg, "%zu changes, the relay accepts %zu per push",
+                 push->batch->nchanges, e->lim.max_changes);
+    } else {
+        int rc = check_skew(e, p, push->batch, wall_ms);
+        if (rc) {
+            p->code = rc;
+            snprintf(p->msg, sizeof p->msg, "out of memory");
+        } else if (p->nreasons == 0) {
+            p->batch = push->batch; /* taken from the message */
+            push->batch = NULL;
+        } else {
+            CLOG(c, KNIT_LOG_INFO, ": push %llu refused: %zu changes stamped in the future",
+                 (unsigned long long)p->id, p->nreasons);
+        }
+    }
+    if (p->code)
+        CLOG(c, KNIT_LOG_INFO, ": push %llu refused: %s", (unsigned long long)p->id, p->msg);
+    if (e->tail)
+        e->tail->next = p;
+    else
+        e->head = p;
+    e->tail = p;
+    if (++c->npending >= e->lim.max_pending && !c->paused) {
+        c->paused = 1;
+        e->io.pause(e->io.data, c->user, 1);
+    }
+}
+
+static void on_subscribe(knit_relay_conn_t *c, const knit_subscribe_t *s)
+{
+    char msg[384];
+    for (size_t i = 0; i < s->nsubs; i++) {
+        if (!knit_auth_granted(c->principal, s->subs[i].ns)) {
+            snprintf(msg, sizeof msg, "namespace %.100s is not granted to %s", s->subs[i].ns,
+                     c->principal);
+            error_close(c, KNIT_EDENIED, msg);
+            return;
+        }
+    }
+    for (size_t i = 0; i < s->nsubs; i++) {
+        int rc = add_sub(c, s->subs[i].ns, s->subs[i].cursor);
+        if (rc) {
+            error_close(c, rc == KNIT_ENOMEM ? rc : KNIT_EDB, "relay storage failed");
+            return;
+        }
+    }
+    pump(c);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Input                                                                    */
+
+static void on_frame(knit_relay_conn_t *c, const uint8_t *p, size_t n, uint64_t wall_ms)
+{
+    knit_relay_engine_t *e = c->e;
+    const knit_codec_limits_t *lim = c->state == ST_HELLO ? &e->dec_hello : &e->dec;
+    const char *why = NULL;
+    char msg[160];
+    knit_msg_t m;
+    int rc = knit_msg_decode(p, n, lim, &m, &why);
+
+    if (rc) {
+        snprintf(msg, sizeof msg, "malformed message: %s", why ? why : knit_strerror(rc));
+        error_close(c, rc == KNIT_ETOOBIG || rc == KNIT_ENOMEM ? rc : KNIT_EPROTO, msg);
+        return;
+    }
+    if (c->state == ST_HELLO) {
+        if (m.type == KNIT_MSG_HELLO)
+            on_hello(c, &m.u.hello, wall_ms);
+        else
+            error_close(c, KNIT_EPROTO, "the first message must be HELLO");
+        knit_msg_free(&m);
+        return;
+    }
+    /* Design note 3: the credential is checked on every message. */
+    if (c->auth_exp_ms && wall_ms >= c->auth_exp_ms + e->lim.jwt_skew_ms) {
+        error_close(c, KNIT_EAUTH, "token expired");
+        knit_msg_free(&m);
+        return;
+    }
+    switch (m.type) {
+    case KNIT_MSG_PUSH:
+        on_push(c, &m.u.push, wall_ms);
+        break;
+    case KNIT_MSG_SUBSCRIBE:
+        on_subscribe(c, &m.u.subscribe);
+        break;
+    case KNIT_MSG_PING: {
+        knit_msg_t pong;
+        memset(&pong, 0, sizeof pong);
+        pong.type = KNIT_MSG_PONG;
+        pong.u.ping.nonce = m.u.ping.nonce;
+        send_msg(c, &pong);
+        if (c->queued > 2 * e->lim.max_queue)
+            error_close(c, KNIT_ETOOBIG, "not reading");
+        break;
+    }
+    case KNIT_MSG_PONG:
+        break;
+    case KNIT_MSG_ERROR:
+        CLOG(c, KNIT_LOG_INFO, ": peer sent ERROR %s: %.100s", knit_err_name(m.u.error.code),
+             m.u.error.message ? m.u.error.message : "");
+        c->state = ST_CLOSING;
+        e->io.close(e->io.data, c->user);
+        break;
+    default:
+        snprintf(msg, sizeof msg, "unexpected %s", knit_msg_type_name(m.type));
+        error_close(c, KNIT_EPROTO, msg);
+    }
+    knit_msg_free(&m);
+}
+
+int knit_relay_conn_input(knit_relay_conn_t *c, const uint8_t *p, size_t n, uint64_t wall_ms,
+                          uint64_t mono_ms) /* see proto_server.h */
+{
+    if (!alive(c) || c->e->shutting_down)
+        return KNIT_ECLOSED;
+    c->last_rx_mono = mono_ms;
+    while (n > 0 && alive(c)) {
+        const uint8_t *payload;
+        size_t used = 0, len;
+        int rc = knit_frame_read(&c->rd, p, n, &used, &payload, &len);
+        if (rc < 0) {
+            if (rc == KNIT_ETOOBIG)
+                error_close(c, KNIT_ETOOBIG, "frame longer than the relay accepts");
+            else if (rc == KNIT_ENOMEM)
+                error_close(c, KNIT_ENOMEM, "out of memory");
+            else
+                error_close(c, KNIT_EPROTO, "malformed frame");
+            break;
+        }
+        p += used;
+        n -= used;
+        if (rc == 0)
+            break;
+        on_frame(c, payload, len, wall_ms);
+    }
+    return alive(c) ? 0 : KNIT_ECLOSED;
+}
+
+void knit_relay_conn_sent(knit_relay_conn_t *c, size_t n) /* see proto_server.h */
+{
+    c->queued = n > c->queued ? 0 : c->queued - n;
+    if (alive(c) && c->state == ST_READY)
+        pump(c);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Group commit                                                             */
+
+static void answer(knit_relay_engine_t *e, pending_t *p)
+{
+    knit_relay_conn_t *c = p->conn;
+    knit_msg_t m;
+    knit_reason_t whole;
+
+    if (!c)
+        return;
+    if (c->npending)
+        c->npending--;
+    if (c->paused && c->npending < e->lim.max_pending / 2 + 1 && !c->lost) {
+        c->paused = 0;
+        e->io.pause(e->io.data, c->user, 0);
+    }
+    if (!alive(c))
+        return;
+    memset(&m, 0, sizeof m);
+    if (p->code == 0 && p->nreasons == 0) {
+        m.type = KNIT_MSG_ACK;
+        m.u.ack.id = p->id;
+        m.u.ack.durable = 1;
+    } else {
+        m.type = KNIT_MSG_REJECT;
+        m.u.reject.id = p->id;
+        if (p->nreasons) {
+            m.u.reject.reasons = p->reasons;
+            m.u.reject.nreasons = p->nreasons;
+        } else {
+            whole.change = -1;
+            whole.code = p->code;
+            whole.message = p->msg;
+            m.u.reject.reasons = &whole;
+            m.u.reject.nreasons = 1;
+        }
+    }
+    send_msg(c, &m);
+    if (alive(c) && c->queued > 2 * e->lim.max_queue)
+        error_close(c, KNIT_ETOOBIG, "not reading");
+}
+
+int knit_relay_engine_flush(knit_relay_engine_t *e, uint64_t wall_ms,
+                            uint64_t mono_ms) /* see proto_server.h */
+{
+    pending_t *list = e->head, *p;
+    size_t napply = 0, nunits = 0;
+    int rc = 0;
+
+    (void)mono_ms;
+    if (!list)
+        return 0;
+    e->head = e->tail = NULL;
+    for (p = list; p; p = p->next)
+        napply += p->batch != NULL;
+    if (napply) {
+        rc = knit_relay_store_begin(e->store);
+        if (rc == 0) {
+            for (p = list; p; p = p->next) {
+                if (!p->batch)
+                    continue;
+                int arc = knit_relay_store_apply(e->store, p->ns, p->batch, &p->res);
+                if (arc) {
+                    p->code = arc;
+                    snprintf(p->msg, sizeof p->msg, "%s", knit_relay_store_errmsg(e->store));
+                    knit_batch_free(p->batch);
+                    p->batch = NULL;
+                }
+            }
+            rc = knit_relay_store_commit(e->store);
+        }
+        if (rc) {
+            /* Design note 1: nothing of this group is acknowledged. */
+            logf_(e, KNIT_LOG_ERROR, "group commit failed: %s", knit_relay_store_errmsg(e->store));
+            for (p = list; p; p = p->next) {
+                if (!p->batch)
+                    continue;
+                knit_batch_free(p->res.fanout);
+                memset(&p->res, 0, sizeof p->res);
+                p->code = rc == KNIT_EBUSY ? KNIT_EBUSY : KNIT_EIO;
+                snprintf(p->msg, sizeof p->msg, "relay storage failed; push again later");
+            }
+        }
+    }
+    /* Answers first, in arrival order (design note 2), then the fan-out in
+    ** sequence order. */
+    for (p = list; p; p = p->next)
+        answer(e, p);
+    for (p = list; p; p = p->next) {
+        if (!p->res.fanout)
+            continue;
+        nunits += p->res.fanout->ntxns;
+        for (size_t i = 0; i < p->res.fanout->nchanges; i++)
+            knit_hlc_recv(&e->clock, p->res.fanout->changes[i].hlc, wall_ms, e->lim.max_drift_ms);
+        fan_out(e, p->ns, p->res.fanout);
+    }
+    logf_(e, KNIT_LOG_DEBUG, "group: %zu pushes applied, %zu units committed", napply, nunits);
+    while (list) {
+        p = list;
+        list = p->next;
+        knit_batch_free(p->batch);
+        knit_batch_free(p->res.fanout);
+        knit__free(p->ns);
+        knit__free(p->reasons);
+        knit__free(p->reason_text);
+        knit__free(p);
+    }
+    return rc;
+}
+
+void knit_relay_engine_tick(knit_relay_engine_t *e, uint64_t wall_ms,
+                            uint64_t mono_ms) /* see proto_server.h */
+{
+    knit_relay_conn_t *c, *next;
+    for (c = e->conns; c; c = next) {
+        next = c->next;
+        if (!alive(c))
+            continue;
+        if (c->state == ST_HELLO && mono_ms - c->opened_mono >= e->lim.handshake_ms)
+            error_close(c, KNIT_ETIMEDOUT, "no HELLO in time");
+        else if (c->state == ST_READY && mono_ms - c->last_rx_mono >= e->lim.idle_ms)
+            error_close(c, KNIT_ETIMEDOUT, "idle timeout");
+        else if (c->state == ST_READY && c->auth_exp_ms &&
+                 wall_ms >= c->auth_exp_ms + e->lim.jwt_skew_ms)
+            error_close(c, KNIT_EAUTH, "token expired");
+    }
+}
+
+void knit_relay_engine_shutdown(knit_relay_engine_t *e, uint64_t wall_ms,
+                                uint64_t mono_ms) /* see proto_server.h */
+{
+    knit_relay_conn_t *c, *next;
+    knit_relay_engine_flush(e, wall_ms, mono_ms);
+    e->shutting_down = 1;
+    for (c = e->conns; c; c = next) {
+        next = c->next;
+        error_close(c, KNIT_ECLOSED, "relay shutting down");
+    }
+}

@@ -1,0 +1,135 @@
+/*
+** proto_server.h: the relay's protocol engine, without sockets or clocks.
+**
+** The engine speaks docs/PROTOCOL.md to any number of connections.  It is
+** fed the bytes each connection received and the current time, and answers
+** through callbacks: bytes to send, a connection to close, reading to pause
+** or resume.  Its only I/O is the relay store (runtime/relay_store.h, i.e.
+** SQLite).  transport/relay.c runs it over libuv; tests drive it directly.
+**
+** Group commit: pushes are decoded and checked as they arrive and wait in
+** one queue; knit_relay_engine_flush() applies every waiting push in one
+** store transaction, commits once, and only then answers them (ACK or
+** REJECT, in each connection's order) and fans the committed units out to
+** subscribers.  The glue calls flush once per event-loop iteration, after
+** all input of that iteration was read, so pushes that arrive together, on
+** any connections, share one fsync.
+**
+** Ownership: the engine copies what it keeps.  Buffers handed to send()
+** become the glue's, freed with knit__free() once written; the glue then
+** reports the byte count with knit_relay_conn_sent().  A connection lives
+** from knit_relay_conn_open() until the glue calls knit_relay_conn_free()
+** (after the engine asked it to close, or the peer went away); after free
+** the engine never calls back for it.
+*/
+#ifndef KNIT_PROTO_SERVER_H
+#define KNIT_PROTO_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "relay_store.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct knit_relay_engine_s knit_relay_engine_t;
+typedef struct knit_relay_conn_s knit_relay_conn_t;
+
+/* Limits; a zero field takes the default in brackets. */
+typedef struct knit_relay_limits_s {
+    size_t max_frame;      /* payload bytes of a frame after WELCOME [16 MiB] */
+    size_t max_changes;    /* changes per PUSH [65536]; also per catch-up DELTAS */
+    uint64_t max_drift_ms; /* stamps further ahead of the wall clock are refused [300000] */
+    uint64_t idle_ms;      /* close a connection silent this long [60000] */
+    uint64_t handshake_ms; /* close one that has not finished HELLO [10000] */
+    size_t max_queue;      /* outbound bytes queued per connection before it
+                              drops to catch-up mode [8 MiB] */
+    size_t max_pending;    /* pushes of one connection awaiting commit before
+                              its reading pauses [32] */
+    uint64_t jwt_skew_ms;  /* allowance on exp/nbf/iat [60000] */
+} knit_relay_limits_t;
+
+/* Log levels, most severe first. */
+enum { KNIT_LOG_ERROR = 0, KNIT_LOG_WARN = 1, KNIT_LOG_INFO = 2, KNIT_LOG_DEBUG = 3 };
+
+/* What the engine asks of the glue.  `user` is the pointer the glue gave
+** knit_relay_conn_open(). */
+typedef struct knit_relay_io_s {
+    /* Queue p[0..n) for writing (the glue owns p from now on, and frees it
+    ** with knit__free).  A non-zero return means the bytes could not be
+    ** queued; the engine then closes the connection. */
+    int (*send)(void *data, void *user, uint8_t *p, size_t n);
+    /* Close the connection once the queued bytes are written (or soon,
+    ** if the peer does not read them).  Called at most once per connection;
+    ** the glue must not free the connection from inside this call. */
+    void (*close)(void *data, void *user);
+    /* Stop (paused = 1) or resume (0) reading from the connection. */
+    void (*pause)(void *data, void *user, int paused);
+    /* Fill buf with n random bytes (salts); non-zero on failure. */
+    int (*random)(void *data, void *buf, size_t n);
+    /* One log line, without a newline. */
+    void (*log)(void *data, int level, const char *line);
+    void *data; /* passed to every callback */
+} knit_relay_io_t;
+
+/* Configuration of an engine. */
+typedef struct knit_relay_config_s {
+    knit_relay_store_t *store;  /* opened store; the engine does not close it */
+    knit_relay_limits_t limits; /* see above */
+    const uint8_t *jwt_key;     /* HS256 key, or NULL: JWT credentials refused */
+    size_t jwt_key_len;         /* its length (>= KNIT_JWT_MIN_KEY) */
+    int log_level;              /* KNIT_LOG_* and above are logged */
+} knit_relay_config_t;
+
+/* Fills unset (zero) limits with their defaults. */
+KNIT_EXTERN void knit_relay_limits_resolve(knit_relay_limits_t *l);
+
+/* Makes an engine.  The key is copied. */
+KNIT_EXTERN int knit_relay_engine_new(const knit_relay_config_t *cfg, const knit_relay_io_t *io,
+                                      knit_relay_engine_t **out /* OUT */);
+/* Frees the engine; every connection must have been freed.  NULL: no-op. */
+KNIT_EXTERN void knit_relay_engine_free(knit_relay_engine_t *e);
+
+/* A new connection.  wall_ms is milliseconds since the epoch, mono_ms a
+** monotonic clock (timeouts use it, so wall-clock steps cannot fire them). */
+KNIT_EXTERN int knit_relay_conn_open(knit_relay_engine_t *e, void *user, uint64_t wall_ms,
+                                     uint64_t mono_ms, knit_relay_conn_t **out /* OUT */);
+/* Bytes received.  Returns 0, or KNIT_ECLOSED once the connection is
+** closing (the glue may stop reading; it must still wait for close()). */
+KNIT_EXTERN int knit_relay_conn_input(knit_relay_conn_t *c, const uint8_t *p, size_t n,
+                                      uint64_t wall_ms, uint64_t mono_ms);
+/* n bytes handed to send() were written. */
+KNIT_EXTERN void knit_relay_conn_sent(knit_relay_conn_t *c, size_t n);
+/* The peer closed or the socket failed: no more input, no more output. */
+KNIT_EXTERN void knit_relay_conn_lost(knit_relay_conn_t *c);
+/* The glue is done with the connection; the engine forgets it.  Pushes it
+** sent that wait for commit are still committed (but not answered). */
+KNIT_EXTERN void knit_relay_conn_free(knit_relay_conn_t *c);
+/* Peer address for logs (copied; may be called once after open). */
+KNIT_EXTERN void knit_relay_conn_set_name(knit_relay_conn_t *c, const char *name);
+
+/* 1 if pushes are waiting for knit_relay_engine_flush(). */
+KNIT_EXTERN int knit_relay_engine_pending(const knit_relay_engine_t *e);
+/* Commits the waiting pushes as one group, then answers and fans out. */
+KNIT_EXTERN int knit_relay_engine_flush(knit_relay_engine_t *e, uint64_t wall_ms, uint64_t mono_ms);
+/* Periodic: handshake and idle timeouts, expired tokens. */
+KNIT_EXTERN void knit_relay_engine_tick(knit_relay_engine_t *e, uint64_t wall_ms, uint64_t mono_ms);
+/* Graceful stop: commits and answers the waiting pushes, then sends every
+** connection ERROR KNIT_ECLOSED and closes it.  Input that arrives later is
+** ignored. */
+KNIT_EXTERN void knit_relay_engine_shutdown(knit_relay_engine_t *e, uint64_t wall_ms,
+                                            uint64_t mono_ms);
+/* Open connections. */
+KNIT_EXTERN size_t knit_relay_engine_conns(const knit_relay_engine_t *e);
+
+/* Encodes a one-off ERROR frame (for refusing a connection before an
+** engine connection exists, e.g. over the connection limit). */
+KNIT_EXTERN int knit_relay_error_frame(int code, const char *message, uint8_t **out /* OUT */,
+                                       size_t *n /* OUT */);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
