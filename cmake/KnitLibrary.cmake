@@ -48,6 +48,7 @@ install(FILES
   ${PROJECT_SOURCE_DIR}/crdt/hlc.h
   ${PROJECT_SOURCE_DIR}/crdt/value.h
   ${PROJECT_SOURCE_DIR}/crdt/digest.h
+  ${PROJECT_SOURCE_DIR}/transport/knit_sync.h
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/knit)
 
 # Both files find the prefix relative to where they are installed, so an

@@ -610,7 +610,7 @@ static int apply(knit_t *k, const knit_batch_t *b, const char *ns, uint64_t seq,
         sqlite3_stmt *s = NULL;
         rc = knit__ns_intern(k, ns, &idx);
         if (!rc && sqlite3_prepare_v2(k->db,
-                                      "UPDATE _knit_ns SET cursor = max(cursor, ?) WHERE idx = ?",
+                                      "UPDATE _knit_ns SET cursor = ? WHERE idx = ?",
                                       -1, &s, NULL) == SQLITE_OK) {
             sqlite3_bind_int64(s, 1, (int64_t)seq);
             sqlite3_bind_int64(s, 2, idx);

@@ -188,7 +188,10 @@ KNIT_EXTERN int knit_cursor(knit_t *k, const char *ns, uint64_t *seq /* OUT */);
 KNIT_EXTERN int knit_ack(knit_t *k, uint64_t version);
 /* Highest acknowledged local version. */
 KNIT_EXTERN int knit_acked(knit_t *k, uint64_t *out /* OUT */);
-/* Like knit_apply, and in the same transaction sets ns's cursor to seq. */
+/* Like knit_apply, and in the same transaction sets ns's cursor to seq,
+** exactly: a relay that lost its store restarts sequences from 0, and the
+** client follows it down.  Callers apply only batches that continue their
+** cursor chain. */
 KNIT_EXTERN int knit_apply_at(knit_t *k, const knit_batch_t *b, const char *ns, uint64_t seq,
                               knit_apply_stats_t *stats /* OUT */);
 

@@ -103,7 +103,6 @@ struct knit_sync_s {
     knit_sync_close_fn close_cb; /* called once all is closed */
     uint64_t read_retry_at;     /* reading local changes failed: not before this */
     knit_sync_state_t pub_state; /* last state reported to the application */
-    char *errbuf;               /* scratch for messages */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -621,7 +620,6 @@ static void on_handle_closed(uv_handle_t *h)
     knit__free(s->anon_secret);
     knit__free(s->agent);
     knit__free(s->watch_dir);
-    knit__free(s->errbuf);
     knit__free(s);
 }
 

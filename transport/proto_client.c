@@ -325,10 +325,13 @@ static void close_conn(knit_client_t *c, int code, int send_error, const char *m
         m.u.error.message = msg;
         knit_msg_encode(&m, &c->enc, &c->out);
     }
+    /* KNIT_EAUTH during a session means the token expired: the next
+    ** connection may bring a fresh one.  At HELLO it is a refusal. */
+    int fatal = is_fatal(code) && !(code == KNIT_EAUTH && c->state == KNIT_CLIENT_READY);
     set_state(c, KNIT_CLIENT_CLOSING, 0);
-    c->fatal_close = is_fatal(code);
+    c->fatal_close = fatal;
     if (code)
-        emit_error(c, code, is_fatal(code), 0, msg);
+        emit_error(c, code, fatal, 0, msg);
 }
 
 static void close_proto(knit_client_t *c, const char *fmt, ...)
@@ -1316,10 +1319,13 @@ int knit_client_push_room(const knit_client_t *c, uint64_t *after,
     for (size_t i = 0; i < c->nslots; i++)
         if (c->slots[i].state == SLOT_QUEUED)
             return 0;
-    if (count_sent(c) >= c->cfg.max_inflight)
+    size_t sent = count_sent(c);
+    if (sent >= c->cfg.max_inflight)
         return 0;
     *after = c->pushed_upto;
-    *max = c->push_limit;
+    /* Enough for every free slot of the window: one read, several pushes
+    ** (each read of the replica scans every row changed after `after`). */
+    *max = c->push_limit * (c->cfg.max_inflight - sent);
     return 1;
 }
 

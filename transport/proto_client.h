@@ -183,8 +183,9 @@ KNIT_EXTERN uint64_t knit_client_tick(knit_client_t *c, uint64_t now);
 /* The replica may have local changes that are not yet pushed. */
 KNIT_EXTERN void knit_client_local_changed(knit_client_t *c);
 /* 1 when the engine wants local changes now: the glue reads the replica's
-** local changes with version > *after, at most *max of them
-** (knit_changes_since with local_only), and hands them to
+** local changes with version > *after, at most *max of them (enough for
+** the free part of the push window; knit_changes_since with local_only),
+** and hands them to
 ** knit_client_push(), or calls knit_client_push_none() when there are
 ** none.  0 when not (not READY, the push window is full, nothing changed). */
 KNIT_EXTERN int knit_client_push_room(const knit_client_t *c, uint64_t *after /* OUT */,

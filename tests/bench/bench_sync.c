@@ -39,7 +39,7 @@
 #include "codec.h"
 #include "frame.h"
 #include "knit.h"
-#include "sync_util.h"
+#include "integration/sync_util.h"
 
 #define SCHEMA                                                                             \
     "CREATE TABLE items(id TEXT PRIMARY KEY, name TEXT, qty INTEGER,"                     \

@@ -413,6 +413,17 @@ static void random_three_replicas(void)
     }
 }
 
+/* Applies everything the hub has after *cursor, like a relay's DELTAS. */
+static void pull(knit_t *hub, knit_t *to, uint64_t *cursor)
+{
+    knit_batch_t *b;
+    CHECK_OK(knit_changes_since(hub, *cursor, NULL, &b));
+    CHECK_OK(knit_apply(to, b, NULL));
+    if (b->ntxns)
+        *cursor = b->txns[b->ntxns - 1].version;
+    knit_batch_free(b);
+}
+
 /* Random writes on three replicas syncing the way the relay makes them:
 ** each pushes only its own unacknowledged changes to a hub, and the hub
 ** sends each replica everything newer than that replica's cursor.  Pushes
@@ -444,15 +455,9 @@ static void random_through_hub(void)
             case 0:
                 push_local(all[i], hub);
                 break;
-            case 1: {
-                knit_batch_t *b;
-                CHECK_OK(knit_changes_since(hub, cursor[i], NULL, &b));
-                CHECK_OK(knit_apply(all[i], b, NULL));
-                if (b->ntxns)
-                    cursor[i] = b->txns[b->ntxns - 1].version;
-                knit_batch_free(b);
+            case 1:
+                pull(hub, all[i], &cursor[i]);
                 break;
-            }
             default:
                 random_write(&r, plain[i]);
             }
@@ -461,14 +466,8 @@ static void random_through_hub(void)
         for (int round = 0; round < 3; round++)
             for (int i = 0; i < 3; i++) {
                 push_local(all[i], hub);
-                for (int j = 0; j < 3; j++) {
-                    knit_batch_t *b;
-                    CHECK_OK(knit_changes_since(hub, cursor[j], NULL, &b));
-                    CHECK_OK(knit_apply(all[j], b, NULL));
-                    if (b->ntxns)
-                        cursor[j] = b->txns[b->ntxns - 1].version;
-                    knit_batch_free(b);
-                }
+                for (int j = 0; j < 3; j++)
+                    pull(hub, all[j], &cursor[j]);
             }
         for (int i = 0; i < 3; i++)
             sqlite3_close(plain[i]);

@@ -340,7 +340,7 @@ static void handshake(void)
     ** relay's limit of them. */
     CHECK(knit_client_push_room(c, &after, &max));
     CHECK_EQ_INT(after, 0);
-    CHECK_EQ_INT(max, 1000);
+    CHECK_EQ_INT(max, 4 * 1000); /* a push for each slot of the window */
     knit_client_free(c);
 }
 
@@ -514,7 +514,7 @@ static void reject_too_big_splits(void)
     CHECK_EQ_INT(f.acked[f.nacked - 1], 4);
     /* Later reads ask for smaller pushes. */
     CHECK(knit_client_push_room(c, &after, &max));
-    CHECK(max <= 6);
+    CHECK(max <= 4 * 6);
     knit_client_free(c);
 }
 
@@ -776,6 +776,19 @@ static void relay_error_fatal(void)
     CHECK_EQ_INT(f.nready, 0);
     knit_client_lost(c, 2, 0, NULL);
     CHECK_EQ_INT(knit_client_state(c), KNIT_CLIENT_WAITING);
+    knit_client_free(c);
+
+    /* During a session, KNIT_EAUTH means the token expired: not fatal, the
+    ** next connection may bring a new token. */
+    c = ready(&f, 0, 100);
+    e.u.error.message = "token expired";
+    feed(c, &e, 10);
+    CHECK_EQ_INT(knit_client_state(c), KNIT_CLIENT_CLOSING);
+    i = last_event(&f, KNIT_CLIENT_EV_ERROR);
+    CHECK_EQ_INT(f.ev[i].code, KNIT_EAUTH);
+    CHECK(!f.ev[i].fatal);
+    knit_client_lost(c, 11, 0, NULL);
+    CHECK(f.ev[last_event(&f, KNIT_CLIENT_EV_STATE)].delay_ms <= 200);
     knit_client_free(c);
 }
 
