@@ -108,6 +108,8 @@ enum {
     S_COL_INS,
     S_CELL_GET,
     S_CELL_PUT,
+    S_CELL_LWW,
+    S_CELL_LIVE,
     S_CELL_PRUNE,
     S_CATCH,
     S_DIGEST,
@@ -132,6 +134,22 @@ static const char *const SQL[S_COUNT] = {
                    " WHERE ns = ?1 AND tbl = ?2 AND pk = ?3 AND col = ?4",
     [S_CELL_PUT] = "INSERT OR REPLACE INTO cell(ns, tbl, pk, col, kind, cl, hlc, site, value, seq)"
                    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    /* Merge of one LWW cell in one statement: the stored cell is replaced
+    ** only by a larger (cl, hlc, site).  cl and hlc are stored as the int64
+    ** of their uint64 bits; both stay below 2^63 (an HLC reaches it in the
+    ** year 6429), so SQL's signed order is their order. */
+    [S_CELL_LWW] = "INSERT INTO cell(ns, tbl, pk, col, kind, cl, hlc, site, value, seq)"
+                   " VALUES(?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9)"
+                   " ON CONFLICT(ns, tbl, pk, col) DO UPDATE SET cl = excluded.cl,"
+                   " hlc = excluded.hlc, site = excluded.site, value = excluded.value,"
+                   " seq = excluded.seq"
+                   " WHERE kind = 1 AND (excluded.cl, excluded.hlc, excluded.site) > (cl, hlc, site)",
+    /* The same for a row's liveness cell (column ''). */
+    [S_CELL_LIVE] = "INSERT INTO cell(ns, tbl, pk, col, kind, cl, hlc, site, value, seq)"
+                    " VALUES(?1, ?2, ?3, '', 0, ?4, ?5, ?6, X'00', ?7)"
+                    " ON CONFLICT(ns, tbl, pk, col) DO UPDATE SET cl = excluded.cl,"
+                    " hlc = excluded.hlc, site = excluded.site, seq = excluded.seq"
+                    " WHERE kind = 0 AND (excluded.cl, excluded.hlc, excluded.site) > (cl, hlc, site)",
     [S_CELL_PRUNE] = "DELETE FROM cell WHERE ns = ?1 AND tbl = ?2 AND pk = ?3"
                      " AND col <> '' AND cl < ?4",
     [S_CATCH] = "SELECT tbl, pk, col, kind, cl, hlc, site, value, seq FROM cell"
@@ -814,6 +832,12 @@ typedef struct apply_s {
     size_t pk_cap;            /* its size */
     uint8_t *val;             /* encoding buffer for an LWW value */
     size_t val_cap;           /* its size */
+    uint64_t last_seq;        /* the namespace's last sequence handed out */
+    const char *rcl_tbl;      /* row_cl cache: table of the row remembered, or NULL */
+    uint8_t *rcl_pk;          /* its key encoding (owned) */
+    size_t rcl_pklen;         /* key bytes */
+    size_t rcl_cap;           /* rcl_pk's size */
+    uint64_t rcl;             /* the row's causal length */
 } apply_t;
 
 static int ensure_buf(uint8_t **buf, size_t *cap, size_t need)
@@ -869,6 +893,7 @@ static int unit_seq(apply_t *A)
         return 0;
     if ((rc = ns_next_seq(A->s, A->nsid, &A->seq)) != 0)
         return rc;
+    A->last_seq = A->seq;
     return knit_batch_begin(A->out, A->seq);
 }
 
@@ -973,58 +998,91 @@ static int emit(apply_t *A, const knit_change_t *c, const knit_value_t *value)
     return knit_batch_add(A->out, &o);
 }
 
+/* Remembers cl as the causal length of row (tbl, A->pk): changes of one row
+** come together, and its later cells then need no liveness lookup. */
+static int remember_cl(apply_t *A, const char *tbl, size_t pklen, uint64_t cl)
+{
+    if (ensure_buf(&A->rcl_pk, &A->rcl_cap, pklen ? pklen : 1)) {
+        A->rcl_tbl = NULL;
+        return KNIT_ENOMEM;
+    }
+    memcpy(A->rcl_pk, A->pk, pklen);
+    A->rcl_pklen = pklen;
+    A->rcl_tbl = tbl;
+    A->rcl = cl;
+    return 0;
+}
+
 /* The row's causal length (0 when it has no liveness cell yet). */
 static int row_cl(apply_t *A, const char *tbl, size_t pklen, uint64_t *cl)
 {
     stored_t st;
+    if (A->rcl_tbl && strcmp(A->rcl_tbl, tbl) == 0 && A->rcl_pklen == pklen &&
+        memcmp(A->rcl_pk, A->pk, pklen) == 0) {
+        *cl = A->rcl;
+        return 0;
+    }
     int rc = get_cell(A, tbl, pklen, "", 0, &st);
     *cl = st.found ? st.lww.cl : 0;
-    return rc;
+    return rc ? rc : remember_cl(A, tbl, pklen, *cl);
 }
 
 static int merge_live(apply_t *A, const knit_change_t *c, size_t pklen, int *won)
 {
     const knit_batch_table_t *t = &A->push->tables[c->table];
-    static const uint8_t null_enc = 0x00;
-    knit_lww_t in = {c->cl, c->hlc, A->push->sites[c->site], {KNIT_NULL, {0}}};
-    stored_t st;
-    sqlite3_stmt *q;
-    int rc;
+    knit_value_t null = {KNIT_NULL, {0}};
+    sqlite3_stmt *st;
+    int rc, known = 0;
+    uint64_t old_cl = 0;
 
-    if ((rc = get_cell(A, t->name, pklen, "", 0, &st)) != 0)
+    /* The row's causal length before, when already known (row_cl cache). */
+    if (A->rcl_tbl && strcmp(A->rcl_tbl, t->name) == 0 && A->rcl_pklen == pklen &&
+        memcmp(A->rcl_pk, A->pk, pklen) == 0) {
+        old_cl = A->rcl;
+        known = 1;
+    }
+    if ((rc = stmt(A->s, S_CELL_LIVE, &st)) != 0)
         return rc;
-    if (st.found && st.kind != KIND_LIVE)
-        return set_err(A->s, KNIT_ECORRUPT, "liveness cell of %s has kind %d", t->name, st.kind);
-    if (st.found && knit_lww_cmp(&in, &st.lww) <= 0)
+    sqlite3_bind_int64(st, 1, A->nsid);
+    sqlite3_bind_text(st, 2, t->name, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 3, A->pk, (int)pklen, SQLITE_STATIC);
+    bind_u64(st, 4, c->cl);
+    bind_u64(st, 5, c->hlc);
+    sqlite3_bind_blob(st, 6, A->push->sites[c->site].b, 16, SQLITE_STATIC);
+    bind_u64(st, 7, A->seq ? A->seq : A->last_seq + 1); /* see merge_lww */
+    rc = step(A->s, st);
+    sqlite3_reset(st);
+    if (rc < 0)
+        return rc;
+    if (sqlite3_changes(A->s->db) == 0)
         return 0;
     if ((rc = unit_seq(A)) != 0)
         return rc;
-    if ((rc = put_cell(A, t->name, pklen, "", KIND_LIVE, c->cl, c->hlc, &in.site, &null_enc, 1)) !=
-        0)
-        return rc;
-    if (!st.found || c->cl > st.lww.cl) {
+    if (!known || c->cl > old_cl) {
         /* Design note 5: cells of older lives can never win again. */
-        if ((rc = stmt(A->s, S_CELL_PRUNE, &q)) != 0)
+        if ((rc = stmt(A->s, S_CELL_PRUNE, &st)) != 0)
             return rc;
-        sqlite3_bind_int64(q, 1, A->nsid);
-        sqlite3_bind_text(q, 2, t->name, -1, SQLITE_STATIC);
-        sqlite3_bind_blob(q, 3, A->pk, (int)pklen, SQLITE_STATIC);
-        bind_u64(q, 4, c->cl);
-        rc = step(A->s, q);
-        sqlite3_reset(q);
+        sqlite3_bind_int64(st, 1, A->nsid);
+        sqlite3_bind_text(st, 2, t->name, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 3, A->pk, (int)pklen, SQLITE_STATIC);
+        bind_u64(st, 4, c->cl);
+        rc = step(A->s, st);
+        sqlite3_reset(st);
         if (rc < 0)
             return rc;
     }
+    if ((rc = remember_cl(A, t->name, pklen, c->cl)) != 0)
+        return rc;
     *won = 1;
-    return emit(A, c, &in.value);
+    return emit(A, c, &null);
 }
 
 static int merge_lww(apply_t *A, const knit_change_t *c, size_t pklen, int *won)
 {
     const knit_batch_table_t *t = &A->push->tables[c->table];
     const char *col = t->cols[c->col - 1];
-    knit_lww_t in = {c->cl, c->hlc, A->push->sites[c->site], c->value};
-    stored_t st;
+    const knit_site_t *site = &A->push->sites[c->site];
+    sqlite3_stmt *st;
     uint64_t rcl;
     size_t vlen;
     int rc;
@@ -1033,20 +1091,31 @@ static int merge_lww(apply_t *A, const knit_change_t *c, size_t pklen, int *won)
         return rc;
     if (c->cl < rcl)
         return 0; /* a write of an earlier life: dead */
-    if ((rc = get_cell(A, t->name, pklen, col, 0, &st)) != 0)
-        return rc;
-    if (st.found && st.kind != KIND_LWW)
-        return set_err(A->s, KNIT_ECORRUPT, "cell %s.%s has kind %d", t->name, col, st.kind);
-    if (st.found && knit_lww_cmp(&in, &st.lww) <= 0)
-        return 0;
     vlen = knit_value_encoded_size(&c->value);
     if (ensure_buf(&A->val, &A->val_cap, vlen))
         return KNIT_ENOMEM;
     knit_value_encode(&c->value, A->val);
-    if ((rc = unit_seq(A)) != 0)
+    /* One guarded upsert reads, compares and writes.  It is bound with the
+    ** sequence this unit takes if anything in it wins; that number is
+    ** only claimed (unit_seq) once the cell did win. */
+    if ((rc = stmt(A->s, S_CELL_LWW, &st)) != 0)
         return rc;
-    if ((rc = put_cell(A, t->name, pklen, col, KIND_LWW, c->cl, c->hlc, &in.site, A->val, vlen)) !=
-        0)
+    sqlite3_bind_int64(st, 1, A->nsid);
+    sqlite3_bind_text(st, 2, t->name, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 3, A->pk, (int)pklen, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, col, -1, SQLITE_STATIC);
+    bind_u64(st, 5, c->cl);
+    bind_u64(st, 6, c->hlc);
+    sqlite3_bind_blob(st, 7, site->b, 16, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 8, A->val, (int)vlen, SQLITE_STATIC);
+    bind_u64(st, 9, A->seq ? A->seq : A->last_seq + 1);
+    rc = step(A->s, st);
+    sqlite3_reset(st);
+    if (rc < 0)
+        return rc;
+    if (sqlite3_changes(A->s->db) == 0)
+        return 0; /* the stored cell is as new or newer (or not an LWW cell) */
+    if ((rc = unit_seq(A)) != 0)
         return rc;
     *won = 1;
     return emit(A, c, &c->value);
@@ -1270,6 +1339,7 @@ int knit_relay_store_apply(knit_relay_store_t *s, const char *ns, const knit_bat
     if ((rc = exec(s, "SAVEPOINT push")) != 0)
         goto done;
     rc = ns_lookup(s, ns, 1, &A.nsid, &seq0);
+    A.last_seq = seq0;
     if (rc == 0)
         rc = apply_all(&A, ns, out);
     if (rc == 0) {
@@ -1285,6 +1355,7 @@ done:
     knit__free(A.col_ok);
     knit__free(A.pk);
     knit__free(A.val);
+    knit__free(A.rcl_pk);
     if (rc) {
         knit_batch_free(A.out);
         memset(out, 0, sizeof *out);
