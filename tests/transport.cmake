@@ -5,4 +5,4 @@ knit_test(codec SOURCES unit/test_codec.c LIBS knit_static
         bad_indexes structure limits version alloc_failures mutations_smoke)
 knit_test(frame SOURCES unit/test_frame.c LIBS knit_static
   CASES whole bytewise chunks many oversized zero_length writer alloc_failure)
-knit_bench(bench_codec SOURCES bench/bench_codec.c LIBS knit_static)
+knit_bench(bench_codec SOURCES bench/bench_codec.c LIBS knit_static m)

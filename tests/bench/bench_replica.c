@@ -190,7 +190,7 @@ int main(int argc, char **argv)
     /* Apply: a 100,000-cell batch (25,000 rows x 4 columns) from another
     ** replica, into an empty tracked table. */
     int arows = 25000;
-    knit_t *src, *dst;
+    knit_t *src = NULL, *dst = NULL;
     if (knit_open(p_src, NULL, &src) || knit_open(p_dst, NULL, &dst))
         die("open", "src/dst");
     exec(knit_db(src), SCHEMA);
