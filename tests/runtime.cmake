@@ -14,3 +14,5 @@ knit_test(merge SOURCES runtime/test_merge.c LIBS knit_runtime knit_crdt
 knit_test(crash SOURCES runtime/test_crash.c LIBS knit_runtime knit_crdt
   CASES sigkill_while_writing_stamping_applying)
 knit_bench(bench_replica SOURCES bench/bench_replica.c LIBS knit_runtime knit_crdt)
+knit_test(faults SOURCES runtime/test_faults.c LIBS knit_runtime knit_crdt
+  CASES disk_fails_during_stamp_and_apply)
