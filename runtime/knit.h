@@ -180,6 +180,14 @@ KNIT_EXTERN int knit_version(knit_t *k, uint64_t *out /* OUT */);
 /* Namespace new local rows go to.  The first namespace ever set also names
 ** the "home" namespace that rows written before any sync belong to. */
 KNIT_EXTERN int knit_set_namespace(knit_t *k, const char *ns);
+/* Moves every row of namespace `from` into `to`, in one transaction, and
+** makes `to` the write namespace if `from` was.  This is the replica's half
+** of signing in: the relay merges `anon:<id>` into `user:<sub>` (the HELLO
+** claim, docs/PROTOCOL.md) and the client then moves the local rows, so
+** their unpushed changes are pushed to the account.  Changes already
+** acknowledged under `from` are not pushed again: the relay's merge holds
+** them.  Returns the number of rows moved (>= 0) or an error. */
+KNIT_EXTERN int knit_move_namespace(knit_t *k, const char *from, const char *to);
 /* Current write namespace into buf ("" when none was set yet). */
 KNIT_EXTERN int knit_namespace(knit_t *k, char *buf, size_t n);
 /* Per-namespace relay cursor (last relay sequence applied). */

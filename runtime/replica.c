@@ -423,6 +423,62 @@ int knit_set_namespace(knit_t *k, const char *ns) /* see knit.h */
     return rc;
 }
 
+int knit_move_namespace(knit_t *k, const char *from, const char *to) /* see knit.h */
+{
+    uint32_t fidx = 0, tidx;
+    int64_t write_ns;
+    int moved = 0, rc;
+    sqlite3_stmt *st = NULL;
+    if (!from || !from[0] || !to || !to[0])
+        return knit__err(k, KNIT_EINVAL, "namespace names must not be empty");
+    if (strcmp(from, to) == 0)
+        return 0;
+    if ((rc = knit__begin(k)) != 0)
+        return rc;
+    /* Stamp first: captured writes of `from` move with their rows. */
+    rc = knit__stamp_locked(k, NULL);
+    if (!rc && sqlite3_prepare_v2(k->db, "SELECT idx FROM _knit_ns WHERE name = ?", -1, &st,
+                                  NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, from, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            fidx = (uint32_t)sqlite3_column_int64(st, 0);
+    } else if (!rc) {
+        rc = knit__dberr(k, sqlite3_errcode(k->db), "reading _knit_ns");
+    }
+    sqlite3_finalize(st);
+    if (!rc)
+        rc = knit__ns_intern(k, to, &tidx);
+    for (size_t i = 0; !rc && fidx && i < k->ntables; i++) {
+        char sql[128];
+        st = NULL;
+        snprintf(sql, sizeof sql, "UPDATE _knit_rows_%d SET ns = ?1 WHERE ns = ?2",
+                 k->tables[i].id);
+        if (sqlite3_prepare_v2(k->db, sql, -1, &st, NULL) != SQLITE_OK) {
+            rc = knit__dberr(k, sqlite3_errcode(k->db), "moving rows");
+            break;
+        }
+        sqlite3_bind_int64(st, 1, tidx);
+        sqlite3_bind_int64(st, 2, fidx);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = knit__dberr(k, sqlite3_errcode(k->db), "moving rows");
+        else
+            moved += sqlite3_changes(k->db);
+        sqlite3_finalize(st);
+    }
+    if (!rc)
+        rc = knit__meta_get_int(k, "write_ns", &write_ns);
+    if (!rc && fidx && (write_ns == (int64_t)fidx || (write_ns <= 0 && fidx == KNIT_HOME_NS)))
+        rc = knit__meta_set_int(k, "write_ns", tidx);
+    if (!rc)
+        rc = knit__commit(k);
+    if (rc) {
+        knit__rollback(k);
+        return rc;
+    }
+    knit__notify(k);
+    return moved;
+}
+
 int knit_namespace(knit_t *k, char *buf, size_t n) /* see knit.h */
 {
     int64_t idx;

@@ -11,6 +11,7 @@
 ** key) to _knit_log_<id>.  OR-set columns get BEFORE triggers that refuse
 ** anything but a JSON array of scalars, rolling the writer's transaction back.
 */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -46,12 +47,9 @@ static void sb_add(sbuf_t *b, const char *s)
     b->n += l;
 }
 
-static void sb_fmt(sbuf_t *b, const char *fmt, ...)
 #ifdef __GNUC__
-    __attribute__((format(printf, 2, 3)))
+__attribute__((format(printf, 2, 3)))
 #endif
-    ;
-#include <stdarg.h>
 static void sb_fmt(sbuf_t *b, const char *fmt, ...)
 {
     char tmp[1024];

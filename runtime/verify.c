@@ -170,10 +170,15 @@ static int verify_table(vctx_t *v, ktable_t *t, uint64_t hlc_now, uint64_t ver_n
         if (rc)
             goto out;
     }
-    /* Cells, stamps, and OR-set columns against their states. */
+    /* Cells, stamps, and OR-set columns against their states.  Whether the
+    ** user row exists is read from its first key column, which a row never
+    ** has NULL (the capture log refuses NULL keys). */
     {
         sqlite3_str *s = sqlite3_str_new(NULL);
-        sqlite3_str_appendf(s, "SELECT %s, r.cl, r.cells, u.rowid IS NOT NULL", keys);
+        char *pk0 = knit__quote(t->pk[0]);
+        sqlite3_str_appendf(s, "SELECT %s, r.cl, r.cells, u.%s IS NOT NULL", keys,
+                            pk0 ? pk0 : "\"\"");
+        knit__free(pk0);
         for (uint32_t c = 0; c < t->ncols; c++) {
             char *q = knit__quote(t->cols[c]);
             sqlite3_str_appendf(s, ", u.%s", q ? q : "NULL");
@@ -186,36 +191,11 @@ static int verify_table(vctx_t *v, ktable_t *t, uint64_t hlc_now, uint64_t ver_n
                             join);
         char *q = sqlite3_str_finish(s);
         sqlite3_stmt *st = NULL;
-        if (!q) {
-            rc = KNIT_ENOMEM;
-            goto out;
-        }
-        rc = sqlite3_prepare_v2(k->db, q, -1, &st, NULL);
+        rc = q ? sqlite3_prepare_v2(k->db, q, -1, &st, NULL) : SQLITE_NOMEM;
         sqlite3_free(q);
         if (rc != SQLITE_OK) {
-            /* WITHOUT ROWID tables have no rowid: compare a key column. */
-            sqlite3_str *s2 = sqlite3_str_new(NULL);
-            char *pk0 = knit__quote(t->pk[0]);
-            sqlite3_str_appendf(s2, "SELECT %s, r.cl, r.cells, u.%s IS NOT NULL", keys,
-                                pk0 ? pk0 : "");
-            knit__free(pk0);
-            for (uint32_t c = 0; c < t->ncols; c++) {
-                char *qc = knit__quote(t->cols[c]);
-                sqlite3_str_appendf(s2, ", u.%s", qc ? qc : "NULL");
-                knit__free(qc);
-            }
-            sqlite3_str_appendf(s2, ", EXISTS (SELECT 1 FROM _knit_log_%d AS l WHERE 1", t->id);
-            for (uint32_t i = 0; i < t->npk; i++)
-                sqlite3_str_appendf(s2, " AND l.k%u = r.k%u", i, i);
-            sqlite3_str_appendf(s2, ") FROM _knit_rows_%d AS r LEFT JOIN %s AS u ON %s", t->id,
-                                qt, join);
-            q = sqlite3_str_finish(s2);
-            rc = q ? sqlite3_prepare_v2(k->db, q, -1, &st, NULL) : SQLITE_NOMEM;
-            sqlite3_free(q);
-            if (rc != SQLITE_OK) {
-                rc = knit__dberr(k, rc, "verify");
-                goto out;
-            }
+            rc = knit__dberr(k, rc, "verify");
+            goto out;
         }
         int step;
         kcell_t cells[KNIT_MAX_COLS + 1];

@@ -306,6 +306,44 @@ static void orset_local_ops_survive_remote_merge(void)
     teardown();
 }
 
+/* Signing in: rows written anonymously move to the account's namespace,
+** unpushed changes go with them, and new rows follow. */
+static void move_namespace_on_sign_in(void)
+{
+    setup(0);
+    knit_t *anon = rt_open_clock("anon.db", &cc);
+    rt_exec(anon, T_SCHEMA);
+    CHECK_OK(knit_track(anon, "t", "tags:orset"));
+    rt_exec(anon, "INSERT INTO t VALUES ('early', 1, NULL, '[]')"); /* before any sync */
+    CHECK_OK(knit_set_namespace(anon, "anon:dev1"));
+    rt_exec(anon, "INSERT INTO t VALUES ('pushed', 2, NULL, '[]')");
+    push_local(anon, B); /* acknowledged under anon:dev1 */
+    rt_exec(anon, "INSERT INTO t VALUES ('pending', 3, NULL, '[\"p\"]')");
+    CHECK_EQ_INT(knit_move_namespace(anon, "anon:dev1", "user:alice"), 3);
+    CHECK_EQ_INT(knit_move_namespace(anon, "anon:dev1", "user:alice"), 0); /* idempotent */
+    char ns[64];
+    CHECK_OK(knit_namespace(anon, ns, sizeof ns));
+    CHECK_STR(ns, "user:alice");
+    rt_exec(anon, "INSERT INTO t VALUES ('after', 4, NULL, '[]')");
+    knit_batch_t *b;
+    knit_since_opts_t o = {.local_only = 1, .ns = "user:alice"};
+    uint64_t acked;
+    CHECK_OK(knit_acked(anon, &acked));
+    CHECK_OK(knit_changes_since(anon, acked, &o, &b));
+    /* pending (liveness + 3 cells) and after (liveness + 3 cells) */
+    CHECK_EQ_INT(b->nchanges, 8);
+    CHECK_EQ_INT(b->nns, 1);
+    CHECK_STR(b->ns[0], "user:alice");
+    knit_batch_free(b);
+    o.ns = "anon:dev1";
+    CHECK_OK(knit_changes_since(anon, 0, &o, &b));
+    CHECK_EQ_INT(b->nchanges, 0); /* nothing is left behind */
+    knit_batch_free(b);
+    CHECK_EQ_INT(knit_verify(anon, NULL, NULL), 0);
+    knit_close(anon);
+    teardown();
+}
+
 /* Failing the Nth allocation inside changes_since or apply returns an error
 ** and leaves both replicas usable: a later exchange converges. */
 #include "alloc.h"
@@ -484,5 +522,6 @@ static void random_through_hub(void)
 KNIT_TESTS(T(lww_later_write_wins), T(lww_tie_breaks_on_site),
            T(delete_beats_concurrent_update_then_resurrect), T(orset_concurrent_add_remove),
            T(keys_and_value_types), T(refuses_future_stamps), T(applied_changes_not_captured),
-           T(orset_local_ops_survive_remote_merge), T(allocation_failures),
+           T(orset_local_ops_survive_remote_merge), T(move_namespace_on_sign_in),
+           T(allocation_failures),
            T(random_three_replicas), T(random_through_hub))
