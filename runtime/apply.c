@@ -209,16 +209,19 @@ typedef struct arow_s {
 
 static int row_load(knit_t *k, ktable_t *t, const knit_value_t *pk, arow_t *r)
 {
-    char sql[1024], where[600];
-    size_t off = 0;
-    where[0] = 0;
-    for (uint32_t i = 0; i < t->npk; i++)
-        off += (size_t)snprintf(where + off, sizeof where - off, "%sk%u = ?%u", i ? " AND " : "",
-                                i, i + 1);
-    snprintf(sql, sizeof sql, "SELECT ns, cl, cells FROM _knit_rows_%d WHERE %s", t->id, where);
-    int rc = knit__prepare(k, &t->st[ST_ROWGET], sql);
-    if (rc)
-        return rc;
+    int rc;
+    if (!t->st[ST_ROWGET]) {
+        char sql[1024], where[600];
+        size_t off = 0;
+        where[0] = 0;
+        for (uint32_t i = 0; i < t->npk; i++)
+            off += (size_t)snprintf(where + off, sizeof where - off, "%sk%u = ?%u",
+                                    i ? " AND " : "", i, i + 1);
+        snprintf(sql, sizeof sql, "SELECT ns, cl, cells FROM _knit_rows_%d WHERE %s", t->id,
+                 where);
+        if ((rc = knit__prepare(k, &t->st[ST_ROWGET], sql)) != 0)
+            return rc;
+    }
     sqlite3_stmt *st = t->st[ST_ROWGET];
     for (uint32_t i = 0; i < t->npk; i++)
         knit__bind_value(st, (int)i + 1, &pk[i]);
@@ -265,17 +268,19 @@ static int row_flush(knit_t *k, arow_t *r, uint64_t ver)
     if (!t || !r->dirty)
         goto out;
     {
-        char sql[1024], keys[512], qs[512] = "";
-        size_t off = 0;
         uint8_t buf[(KNIT_MAX_COLS + 1) * KNIT_CELL_MAXBYTES + KNIT_VARINT_MAX];
-        knit__keylist(keys, sizeof keys, t->npk, "");
-        for (uint32_t i = 0; i < t->npk + 4; i++)
-            off += (size_t)snprintf(qs + off, sizeof qs - off, "%s?%u", i ? ", " : "", i + 1);
-        snprintf(sql, sizeof sql,
-                 "INSERT OR REPLACE INTO _knit_rows_%d(%s, ns, cl, ver, cells) VALUES (%s)", t->id,
-                 keys, qs);
-        if ((rc = knit__prepare(k, &t->st[ST_ROWPUT], sql)) != 0)
-            goto out;
+        if (!t->st[ST_ROWPUT]) {
+            char sql[1024], keys[512], qs[512] = "";
+            size_t off = 0;
+            knit__keylist(keys, sizeof keys, t->npk, "");
+            for (uint32_t i = 0; i < t->npk + 4; i++)
+                off += (size_t)snprintf(qs + off, sizeof qs - off, "%s?%u", i ? ", " : "", i + 1);
+            snprintf(sql, sizeof sql,
+                     "INSERT OR REPLACE INTO _knit_rows_%d(%s, ns, cl, ver, cells) VALUES (%s)",
+                     t->id, keys, qs);
+            if ((rc = knit__prepare(k, &t->st[ST_ROWPUT], sql)) != 0)
+                goto out;
+        }
         sqlite3_stmt *st = t->st[ST_ROWPUT];
         for (uint32_t i = 0; i < t->npk; i++)
             knit__bind_value(st, (int)i + 1, &r->pk[i]);

@@ -212,15 +212,17 @@ void knit__column_value(sqlite3_stmt *st, int i, knit_value_t *v)
 int knit__set_load(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t col,
                    knit_orset_t *s, int *found)
 {
-    char sql[1024], where[512] = "";
-    size_t off = 0;
-    for (uint32_t i = 0; i < t->npk; i++)
-        off += (size_t)snprintf(where + off, sizeof where - off, "k%u = ?%u AND ", i, i + 1);
-    snprintf(sql, sizeof sql, "SELECT state FROM _knit_sets_%d WHERE %scol = ?%u", t->id, where,
-             t->npk + 1);
-    int rc = knit__prepare(k, &t->st[ST_SETGET], sql);
-    if (rc)
-        return rc;
+    int rc;
+    if (!t->st[ST_SETGET]) {
+        char sql[1024], where[512] = "";
+        size_t off = 0;
+        for (uint32_t i = 0; i < t->npk; i++)
+            off += (size_t)snprintf(where + off, sizeof where - off, "k%u = ?%u AND ", i, i + 1);
+        snprintf(sql, sizeof sql, "SELECT state FROM _knit_sets_%d WHERE %scol = ?%u", t->id,
+                 where, t->npk + 1);
+        if ((rc = knit__prepare(k, &t->st[ST_SETGET], sql)) != 0)
+            return rc;
+    }
     sqlite3_stmt *st = t->st[ST_SETGET];
     for (uint32_t i = 0; i < t->npk; i++)
         knit__bind_value(st, (int)i + 1, &pk[i]);
@@ -245,18 +247,21 @@ int knit__set_load(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t col,
 int knit__set_save(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t col,
                    const knit_orset_t *s)
 {
-    char sql[1024], keys[512], qs[512] = "";
-    size_t off = 0;
     uint8_t *blob = NULL;
     size_t n = 0;
-    knit__keylist(keys, sizeof keys, t->npk, "");
-    for (uint32_t i = 0; i < t->npk + 2; i++)
-        off += (size_t)snprintf(qs + off, sizeof qs - off, "%s?%u", i ? ", " : "", i + 1);
-    snprintf(sql, sizeof sql, "INSERT OR REPLACE INTO _knit_sets_%d(%s, col, state) VALUES (%s)",
-             t->id, keys, qs);
-    int rc = knit__prepare(k, &t->st[ST_SETPUT], sql);
-    if (rc)
-        return rc;
+    int rc;
+    if (!t->st[ST_SETPUT]) {
+        char sql[1024], keys[512], qs[512] = "";
+        size_t off = 0;
+        knit__keylist(keys, sizeof keys, t->npk, "");
+        for (uint32_t i = 0; i < t->npk + 2; i++)
+            off += (size_t)snprintf(qs + off, sizeof qs - off, "%s?%u", i ? ", " : "", i + 1);
+        snprintf(sql, sizeof sql,
+                 "INSERT OR REPLACE INTO _knit_sets_%d(%s, col, state) VALUES (%s)", t->id, keys,
+                 qs);
+        if ((rc = knit__prepare(k, &t->st[ST_SETPUT], sql)) != 0)
+            return rc;
+    }
     if ((rc = knit_orset_encode(s, &blob, &n)) != 0)
         return rc;
     sqlite3_stmt *st = t->st[ST_SETPUT];
@@ -429,11 +434,13 @@ int knit__clear_logs(knit_t *k)
 {
     for (size_t i = 0; i < k->ntables; i++) {
         ktable_t *t = &k->tables[i];
-        char sql[128];
-        snprintf(sql, sizeof sql, "DELETE FROM _knit_log_%d", t->id);
-        int rc = knit__prepare(k, &t->st[ST_LOGCLEAR], sql);
-        if (rc)
-            return rc;
+        int rc;
+        if (!t->st[ST_LOGCLEAR]) {
+            char sql[128];
+            snprintf(sql, sizeof sql, "DELETE FROM _knit_log_%d", t->id);
+            if ((rc = knit__prepare(k, &t->st[ST_LOGCLEAR], sql)) != 0)
+                return rc;
+        }
         rc = sqlite3_step(t->st[ST_LOGCLEAR]);
         sqlite3_reset(t->st[ST_LOGCLEAR]);
         if (rc != SQLITE_DONE)
@@ -479,9 +486,11 @@ int knit__stamp_locked(knit_t *k, size_t *rows_out)
     for (size_t i = 0; i < k->ntables; i++) {
         ktable_t *t = &k->tables[i];
         char sql[4096], keys[512];
-        if (!snprintf(sql, sizeof sql, "SELECT max(seq) FROM _knit_log_%d", t->id) ||
-            (rc = knit__prepare(k, &t->st[ST_LOGMAX], sql)) != 0)
-            return rc;
+        if (!t->st[ST_LOGMAX]) {
+            snprintf(sql, sizeof sql, "SELECT max(seq) FROM _knit_log_%d", t->id);
+            if ((rc = knit__prepare(k, &t->st[ST_LOGMAX], sql)) != 0)
+                return rc;
+        }
         rc = sqlite3_step(t->st[ST_LOGMAX]);
         int64_t max = rc == SQLITE_ROW ? sqlite3_column_int64(t->st[ST_LOGMAX], 0) : 0;
         int empty = rc != SQLITE_ROW || sqlite3_column_type(t->st[ST_LOGMAX], 0) == SQLITE_NULL;
@@ -497,13 +506,14 @@ int knit__stamp_locked(knit_t *k, size_t *rows_out)
             if (write_ns <= 0)
                 write_ns = KNIT_HOME_NS;
         }
-        knit__keylist(keys, sizeof keys, t->npk, "");
         /* Rows are folded in key order, which walks _knit_rows_<id> from
         ** one end to the other instead of hopping across it; for one key
         ** the log order (seq) is kept, and DO UPDATE sees the row as updated
         ** by the earlier log rows of the same statement, so insert, delete,
         ** insert of one key ends at causal length 3. */
-        snprintf(sql, sizeof sql,
+        if (!t->st[ST_STAMP]) {
+            knit__keylist(keys, sizeof keys, t->npk, "");
+            snprintf(sql, sizeof sql,
                  "INSERT INTO _knit_rows_%d(%s, ns, cl, ver, cells)"
                  " SELECT %s, ?1, CASE op WHEN 3 THEN 2 ELSE 1 END, ?2,"
                  "   knit_cells_new(op, mask, ?3, ?4, ?5, ?2)"
@@ -513,8 +523,9 @@ int knit__stamp_locked(knit_t *k, size_t *rows_out)
                  "   ver = excluded.ver,"
                  "   cells = knit_cells_merge(cells, excluded.cells)",
                  t->id, keys, keys, t->id, keys, keys);
-        if ((rc = knit__prepare(k, &t->st[ST_STAMP], sql)) != 0)
-            return rc;
+            if ((rc = knit__prepare(k, &t->st[ST_STAMP], sql)) != 0)
+                return rc;
+        }
         sqlite3_stmt *st = t->st[ST_STAMP];
         sqlite3_bind_int64(st, 1, write_ns);
         sqlite3_bind_int64(st, 2, (int64_t)ver);
