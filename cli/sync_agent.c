@@ -25,7 +25,7 @@
 #define EXIT_SYNC 1       /* syncing failed: relay unreachable, changes refused, --once timeout */
 #define EXIT_USAGE 2      /* bad command line */
 #define EXIT_REPLICA 3    /* the replica cannot be opened, read, written or tracked */
-#define EXIT_AUTH 4       /* credential refused, namespace denied, no common protocol */
+#define EXIT_AUTH 4       /* credential or claim refused, namespace denied, no common protocol */
 
 #define DEFAULT_TIMEOUT_S 30
 #define MAX_TOKEN_FILE 16384
@@ -47,12 +47,17 @@ static const char USAGE[] =
     "run: connects and syncs until SIGINT or SIGTERM: pushes local changes\n"
     "(written by any process) within milliseconds, applies remote ones live,\n"
     "reconnects with backoff.  Rows written before the first sync belong to\n"
-    "the credential's namespace.\n"
+    "the credential's namespace.  Signing in (--token-file) on a replica that\n"
+    "ran --anonymous claims its anonymous data: the relay merges it into the\n"
+    "account and the replica's anonymous rows move there, once.\n"
     "  --relay HOST:PORT         the relay (required)\n"
     "  --token-file FILE         a JWT for the relay, read again before every\n"
     "                            connection [none]\n"
     "  --anonymous               use the replica's own anonymous credential,\n"
     "                            made on first use and kept in the replica\n"
+    "  --no-claim                with --token-file: leave the replica's anonymous\n"
+    "                            data unclaimed [claim it when the replica has an\n"
+    "                            anonymous credential not claimed yet]\n"
     "  --once                    push everything pending, pull until caught up,\n"
     "                            then exit\n"
     "  --timeout SECONDS         with --once: give up after this long [30]\n"
@@ -68,7 +73,8 @@ static const char USAGE[] =
     "\n"
     "exit status: 0 done (or stopped by SIGINT/SIGTERM); 1 syncing failed\n"
     "(relay unreachable, changes refused, --once timed out); 2 usage error;\n"
-    "3 replica error; 4 credential refused or no common protocol version.\n";
+    "3 replica error; 4 credential or claim refused, or no common protocol\n"
+    "version.\n";
 
 static int g_log_level = KNIT_SYNC_LOG_INFO;
 
@@ -324,6 +330,11 @@ static void on_event(knit_sync_t *s, const knit_sync_event_t *ev)
         if (ev->fatal && (ev->code == KNIT_EAUTH || ev->code == KNIT_EDENIED ||
                           ev->code == KNIT_EVERSION)) {
             fprintf(stderr, "sync-agent: %s\n", ag->last_error);
+            if (ev->claim)
+                fprintf(stderr,
+                        "sync-agent: this sign-in also claimed %s, the replica's anonymous "
+                        "data; nothing was moved (--no-claim signs in without claiming it)\n",
+                        ev->claim);
             stop(ag, EXIT_AUTH);
         } else if (ev->fatal && ag->once) {
             fprintf(stderr, "sync-agent: %s\n", ag->last_error);
@@ -379,7 +390,7 @@ static int cmd_run(int argc, char **argv)
     agent_t ag;
     knit_sync_options_t o;
     char host[256];
-    int anonymous = 0, rc, ex;
+    int anonymous = 0, no_claim = 0, rc, ex;
     uint64_t v;
     char *token = NULL;
 
@@ -394,6 +405,10 @@ static int cmd_run(int argc, char **argv)
         }
         if (strcmp(a, "--anonymous") == 0) {
             anonymous = 1;
+            continue;
+        }
+        if (strcmp(a, "--no-claim") == 0) {
+            no_claim = 1;
             continue;
         }
         if (strncmp(a, "--", 2) != 0) {
@@ -441,6 +456,8 @@ static int cmd_run(int argc, char **argv)
         return usage_error("bad --relay %s: use HOST:PORT", ag.relay);
     if (!!anonymous + !!ag.token_file != 1)
         return usage_error("%s", "run needs one credential: --token-file FILE or --anonymous");
+    if (no_claim && anonymous)
+        return usage_error("%s", "--no-claim goes with --token-file (only a sign-in claims)");
     if (ag.token_file && (rc = read_token(ag.token_file, &token)) != 0) {
         fprintf(stderr, "sync-agent: cannot read a token from %s: %s\n", ag.token_file,
                 rc == KNIT_EIO ? strerror(errno) : knit_strerror(rc));
@@ -464,6 +481,7 @@ static int cmd_run(int argc, char **argv)
     o.cred_kind = anonymous ? KNIT_SYNC_ANONYMOUS : KNIT_SYNC_JWT;
     o.token = token;
     o.get_token = ag.token_file ? get_token : NULL;
+    o.no_claim = no_claim;
     o.replica_path = ag.replica;
     o.log_level = g_log_level;
     o.on_event = on_event;

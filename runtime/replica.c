@@ -591,21 +591,6 @@ void *knit_db(knit_t *k) /* see knit.h */
 /* ---------------------------------------------------------------------- */
 /* Open and close                                                          */
 
-/* 1 if the file at path exists and is not a SQLite database. */
-static int not_sqlite(const char *path)
-{
-    static const char magic[16] = "SQLite format 3";
-    char head[16];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, head, sizeof head);
-    close(fd);
-    if (n == 0)
-        return 0; /* empty file: SQLite treats it as a new database */
-    return n != (ssize_t)sizeof head || memcmp(head, magic, sizeof head) != 0;
-}
-
 static int has_metadata(knit_t *k, int *yes)
 {
     sqlite3_stmt *st = NULL;
@@ -677,8 +662,11 @@ int knit_open(const char *path, const knit_options_t *opt, knit_t **out) /* see 
     *out = NULL;
     if (opt)
         o = *opt;
-    if (not_sqlite(path))
-        return KNIT_ENOTREPLICA;
+    /* The file is never opened outside SQLite: on POSIX, closing any
+    ** descriptor of a file drops every lock this process holds on it,
+    ** including those of other SQLite connections.  A file that is not a
+    ** database fails the first read below (SQLITE_NOTADB), before anything
+    ** is written. */
     if (!(k = knit__calloc(1, sizeof *k)))
         return KNIT_ENOMEM;
     k->readonly = o.readonly;

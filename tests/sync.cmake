@@ -7,7 +7,8 @@ knit_test(proto_client
         reject_too_big_splits big_unit_pieces window_bounds_inflight ungranted_ceiling
         deltas_and_gaps apply_failure_reconnects ping_pong_idle handshake_timeout
         backoff_full_jitter relay_error_fatal protocol_violations stop_drains
-        watermark_saved_lazily reconnect_rereads alloc_failures
+        watermark_saved_lazily reconnect_rereads alloc_failures claim_in_hello
+        claim_moves_before_reads claim_move_failure_claims_again claim_refused
   TIMEOUT 60
   LIBS knit_static)
 
@@ -17,6 +18,7 @@ if(TARGET sync-relay AND TARGET sync-agent)
       SOURCES integration/test_sync_it.c integration/sync_util.c
       CASES live_two_agents conflicts_converge transaction_units offline_catch_up
             relay_sigkill agent_sigkill_applying anonymous_home once_failures
+            sign_in_claims_anonymous
       LIBS knit_static
       TIMEOUT 120)
     target_compile_definitions(test_sync_it PRIVATE

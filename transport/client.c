@@ -27,6 +27,13 @@
 **      connection can reach the engine's next session.
 **   5. Stopping closes every handle; the close callback and the free happen
 **      when the last one reported closed (libuv's close rule).
+**   6. Claiming (proto_client.c design note 6) is decided once, at start:
+**      a JWT client claims the replica's anonymous credential unless the
+**      replica recorded it claimed ("sync.claimed") and holds no row of
+**      its namespace.  io_claimed moves the rows, then records the claim,
+**      in two transactions: a crash between them only makes the next run
+**      claim again, and a second claim merges nothing new on the relay and
+**      finds nothing left to move here.
 */
 #include "knit_sync.h"
 
@@ -52,6 +59,7 @@
 #define RECHECKS 5
 #define READ_RETRY_MS 50
 #define ANON_SETTING "sync.anon"
+#define CLAIMED_SETTING "sync.claimed"
 
 typedef struct conn_s {
     uv_tcp_t tcp;          /* the socket; tcp.data = this */
@@ -79,8 +87,12 @@ struct knit_sync_s {
     knit_sync_options_t opt;    /* options; strings point at the copies below */
     char *host;                 /* owned copy */
     char *token;                /* owned copy of the current JWT, or NULL */
-    char *anon_id;              /* owned */
+    char *anon_id;              /* owned: the anonymous credential used (ANONYMOUS) or
+                                   claimed (JWT), or NULL */
     char *anon_secret;          /* owned */
+    char claimed_ns[KNIT_PRINCIPAL_MAX]; /* namespace io_claimed moved, reported with
+                                   the next state event; "" when none */
+    int claimed_rows;           /* rows it moved */
     char *agent;                /* owned */
     char *watch_dir;            /* directory watched, owned (NULL: no watch) */
     char *watch_db;             /* basename of the replica */
@@ -132,6 +144,7 @@ static void slog(knit_sync_t *s, int level, const char *fmt, ...)
 }
 
 static void pump(knit_sync_t *s);
+static int pick_claim(knit_sync_t *s);
 
 static void on_timer(uv_timer_t *t)
 {
@@ -184,9 +197,17 @@ static int io_ready(void *data, const knit_welcome_t *w)
     knit_sync_t *s = data;
     struct timespec ts;
     uint64_t wall, relay = knit_hlc_ms(w->clock);
-    /* The session's namespace becomes the write namespace; the first one
-    ** ever also names the home namespace of rows written before any sync. */
-    int rc = knit_set_namespace(s->k, w->principal);
+    /* Writes captured before this session are stamped first, into the
+    ** namespace they were written to (the one of the last session), so a
+    ** claim moves them and --no-claim leaves them there.  Then the
+    ** session's namespace becomes the write namespace; the first one ever
+    ** also names the home namespace of rows written before any sync. */
+    int rc = knit_stamp(s->k);
+    if (rc < 0) {
+        slog(s, KNIT_SYNC_LOG_ERROR, "stamping local writes: %s", knit_errmsg(s->k));
+        return rc;
+    }
+    rc = knit_set_namespace(s->k, w->principal);
     if (rc) {
         slog(s, KNIT_SYNC_LOG_ERROR, "adopting namespace %s: %s", w->principal,
              knit_errmsg(s->k));
@@ -199,6 +220,28 @@ static int io_ready(void *data, const knit_welcome_t *w)
              "this clock is %llu ms ahead of the relay's; changes stamped more than %llu ms "
              "ahead are refused",
              (unsigned long long)(wall - relay), (unsigned long long)w->limits.max_drift_ms);
+    return 0;
+}
+
+/* The relay merged `from` into the account `to`: the replica's rows
+** follow, then the claim is recorded (note 6). */
+static int io_claimed(void *data, const char *from, const char *to)
+{
+    knit_sync_t *s = data;
+    int moved = knit_move_namespace(s->k, from, to), rc;
+    if (moved < 0) {
+        slog(s, KNIT_SYNC_LOG_ERROR, "moving the rows of %s into %s: %s", from, to,
+             knit_errmsg(s->k));
+        return moved;
+    }
+    if ((rc = knit_setting_set(s->k, CLAIMED_SETTING, s->anon_id)) != 0)
+        slog(s, KNIT_SYNC_LOG_WARN,
+             "recording the claim of %s: %s (the next run claims again, harmlessly)", from,
+             knit_errmsg(s->k));
+    slog(s, KNIT_SYNC_LOG_INFO, "claimed %s into %s: the relay merged it; rows moved here: %d",
+         from, to, moved);
+    snprintf(s->claimed_ns, sizeof s->claimed_ns, "%s", from);
+    s->claimed_rows = moved;
     return 0;
 }
 
@@ -260,15 +303,24 @@ static void io_event(void *data, const knit_client_event_t *ev)
         s->pub_state = pe.state;
         pe.type = KNIT_SYNC_EV_STATE;
         pe.retry_ms = ev->state == KNIT_CLIENT_WAITING ? ev->delay_ms : 0;
-        if (pe.state == KNIT_SYNC_ONLINE)
+        if (pe.state == KNIT_SYNC_ONLINE) {
             pe.principal = knit_client_principal(s->c);
-        break;
+            if (s->claimed_ns[0]) {
+                pe.claim = s->claimed_ns;
+                pe.moved = s->claimed_rows;
+            }
+        }
+        if (s->opt.on_event)
+            s->opt.on_event(s, &pe);
+        s->claimed_ns[0] = '\0'; /* reported once, with the session it opened */
+        return;
     case KNIT_CLIENT_EV_ERROR:
         pe.type = KNIT_SYNC_EV_ERROR;
         pe.code = ev->code;
         pe.message = ev->message;
         pe.fatal = ev->fatal;
         pe.push = ev->push;
+        pe.claim = ev->claim;
         break;
     case KNIT_CLIENT_EV_SYNCED:
         pe.type = KNIT_SYNC_EV_SYNCED;
@@ -765,7 +817,7 @@ int knit_sync_start(uv_loop_t *loop, knit_t *k, const knit_sync_options_t *opt,
         return KNIT_EINVAL;
     if (opt->cred_kind == KNIT_SYNC_JWT && !opt->token && !opt->get_token)
         return KNIT_EINVAL;
-    if (opt->cred_kind == KNIT_SYNC_ANONYMOUS && (!opt->anon_id != !opt->anon_secret))
+    if (!opt->anon_id != !opt->anon_secret)
         return KNIT_EINVAL;
     if (!(s = knit__calloc(1, sizeof *s)))
         return KNIT_ENOMEM;
@@ -790,6 +842,8 @@ int knit_sync_start(uv_loop_t *loop, knit_t *k, const knit_sync_options_t *opt,
     rc = failed ? KNIT_ENOMEM : 0;
     if (!rc && opt->cred_kind == KNIT_SYNC_ANONYMOUS && !s->anon_id)
         rc = knit_sync_anon_credential(k, &s->anon_id, &s->anon_secret);
+    if (!rc && opt->cred_kind == KNIT_SYNC_JWT && !opt->no_claim)
+        rc = pick_claim(s);
 
     memset(&cfg, 0, sizeof cfg);
     if (!rc)
@@ -812,6 +866,11 @@ int knit_sync_start(uv_loop_t *loop, knit_t *k, const knit_sync_options_t *opt,
     } else {
         cfg.cred.kind = KNIT_CRED_JWT;
         cfg.cred.token = s->token ? s->token : "";
+        if (s->anon_id && !opt->no_claim) {
+            cfg.claim.kind = KNIT_CRED_ANON;
+            cfg.claim.id = s->anon_id;
+            cfg.claim.secret = s->anon_secret;
+        }
     }
     cfg.agent = s->agent;
     cfg.max_inflight = opt->max_inflight;
@@ -823,12 +882,15 @@ int knit_sync_start(uv_loop_t *loop, knit_t *k, const knit_sync_options_t *opt,
     memset(&io, 0, sizeof io);
     io.cursor = io_cursor;
     io.ready = io_ready;
+    io.claimed = io_claimed;
     io.apply = io_apply;
     io.acked = io_acked;
     io.event = io_event;
     io.log = io_log;
     io.data = s;
     if ((rc = knit_client_new(&cfg, &io, &s->c)) != 0) {
+        if (s->anon_secret)
+            memset(s->anon_secret, 0, strlen(s->anon_secret));
         knit__free(s->host);
         knit__free(s->token);
         knit__free(s->agent);
@@ -904,6 +966,7 @@ void knit_sync_status(knit_sync_t *s, knit_sync_status_t *st) /* see knit_sync.h
     st->synced = cs.synced;
     st->acked = cs.acked;
     st->sessions = cs.sessions;
+    st->claims = cs.claims;
     st->pushes = cs.pushes;
     st->pushed_changes = cs.pushed_changes;
     st->acks = cs.acks;
@@ -980,6 +1043,47 @@ static int split_anon(const char *v, char **id, char **secret)
         return KNIT_ECORRUPT;
     }
     return 0;
+}
+
+/* Note 6: the anonymous credential JWT sessions claim, if any.  The one in
+** the options, else the replica's own (read, never made here); none when
+** the replica recorded it claimed and holds no row of its namespace.
+** Leaves s->anon_id and s->anon_secret set when a claim is due. */
+static int pick_claim(knit_sync_t *s)
+{
+    char ns[KNIT_PRINCIPAL_MAX], *v = NULL, *done = NULL;
+    int rc;
+    if (!s->anon_id) {
+        if ((rc = knit_setting_get(s->k, ANON_SETTING, &v)) != 0 || !v)
+            return rc;
+        rc = split_anon(v, &s->anon_id, &s->anon_secret);
+        memset(v, 0, strlen(v));
+        knit_free(v);
+        if (rc)
+            return rc;
+    }
+    if (knit_auth_anon_principal(s->anon_id, ns, sizeof ns) != 0)
+        return KNIT_EINVAL;
+    rc = knit_setting_get(s->k, CLAIMED_SETTING, &done);
+    if (!rc && done && strcmp(done, s->anon_id) == 0) {
+        /* Claimed before: again only if rows of it came back (an
+        ** anonymous run since). */
+        knit_since_opts_t o;
+        knit_batch_t *b = NULL;
+        memset(&o, 0, sizeof o);
+        o.ns = ns;
+        o.max_changes = 1;
+        rc = knit_changes_since(s->k, 0, &o, &b);
+        if (!rc && b->nchanges == 0) {
+            memset(s->anon_secret, 0, strlen(s->anon_secret));
+            knit__free(s->anon_id);
+            knit__free(s->anon_secret);
+            s->anon_id = s->anon_secret = NULL;
+        }
+        knit_batch_free(b);
+    }
+    knit_free(done);
+    return rc;
 }
 
 int knit_sync_anon_credential(knit_t *k, char **id, char **secret) /* see knit_sync.h */

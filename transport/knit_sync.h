@@ -22,6 +22,20 @@
 ** ("anon:<id>" or "user:<sub>"), so nothing written offline is lost and no
 ** extra step is needed.
 **
+** Signing in keeps what was written anonymously.  A JWT session of a
+** replica that holds an anonymous credential (it ran with
+** KNIT_SYNC_ANONYMOUS) claims it: HELLO asks the relay to merge "anon:<id>"
+** into "user:<sub>" (one atomic, idempotent CRDT union), and after WELCOME,
+** before any local change is read, the replica's rows of "anon:<id>" move
+** to "user:<sub>" (knit_move_namespace), so changes never pushed
+** anonymously, offline ones included, are pushed to the account.  The
+** replica records the claim (setting "sync.claimed" = the id) and does not
+** claim again unless rows of "anon:<id>" appear again (another anonymous
+** run).  A crash anywhere in between is safe: the next session claims
+** again, which changes nothing twice.  A claim the relay refuses is a
+** fatal KNIT_EAUTH error naming the claim (event field `claim`), and
+** nothing moves.  options.no_claim turns claiming off.
+**
 ** Threads and ownership
 **   - Everything runs on the loop's thread.  While sync runs, the knit_t is
 **     used by the loop; the application may use it only from callbacks of
@@ -79,6 +93,11 @@ typedef struct knit_sync_event_s {
                                     pending and are offered again next session */
     uint64_t retry_ms;           /* STATE OFFLINE: the next attempt is this far off */
     const char *principal;       /* STATE ONLINE: "anon:<id>" or "user:<sub>" */
+    const char *claim;           /* STATE ONLINE: the anonymous namespace this session
+                                    claimed; ERROR: the one the refused HELLO claimed
+                                    (the relay's message says whether the claim or the
+                                    token was refused); else NULL */
+    int moved;                   /* STATE ONLINE with claim: rows moved into the account */
 } knit_sync_event_t;
 
 /* Log levels. */
@@ -104,10 +123,15 @@ typedef struct knit_sync_options_s {
     const char *host;           /* relay host name or IP literal (required) */
     int port;                   /* relay TCP port (required) */
     int cred_kind;              /* KNIT_SYNC_ANONYMOUS or KNIT_SYNC_JWT (required) */
-    const char *anon_id;        /* ANONYMOUS: 1..64 of [A-Za-z0-9_-], or NULL */
-    const char *anon_secret;    /* ANONYMOUS: 16..256 bytes, or NULL */
+    const char *anon_id;        /* ANONYMOUS: 1..64 of [A-Za-z0-9_-], or NULL (the
+                                   replica's own); JWT: the anonymous credential to
+                                   claim, or NULL (the replica's own, if it has one) */
+    const char *anon_secret;    /* 16..256 bytes with anon_id, else NULL */
     const char *token;          /* JWT: the token (unless get_token is set) */
     knit_sync_token_fn get_token; /* JWT: called before every connection attempt */
+    int no_claim;               /* JWT: 1 = do not claim the anonymous namespace [0: claim
+                                   it when the replica holds an anonymous credential
+                                   ("sync.anon") not claimed yet, or rows of it] */
     const char *replica_path;   /* file to watch [the file of knit_db(k)] */
     int no_watch;               /* 1: no file watch; notice writes by polling only */
     unsigned poll_ms;           /* safety poll interval, ms [250] */
@@ -129,6 +153,7 @@ typedef struct knit_sync_status_s {
     int synced;              /* SYNCED holds now */
     uint64_t acked;          /* local versions up to this are acknowledged */
     uint64_t sessions;       /* sessions established */
+    uint64_t claims;         /* anonymous namespaces claimed by this client */
     uint64_t pushes;         /* PUSH messages sent */
     uint64_t pushed_changes; /* changes in them */
     uint64_t acks;           /* ACKs received */

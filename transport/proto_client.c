@@ -28,6 +28,18 @@
 **      first), so after DELTAS the replica is read for local changes again,
 **      but only once every subscription is caught up: during a long
 **      catch-up that read would repeat for every page.
+**   6. A claim completes before anything local is read.  HELLO carries the
+**      claim (only with a JWT); the relay merges `anon:<id>` into the
+**      account before it answers WELCOME, or refuses with ERROR and nothing
+**      happens.  On WELCOME, io.ready names the write namespace first (so a
+**      never-synced home is named the account's, not left behind), then
+**      io.claimed moves the replica's rows of `anon:<id>`, and only then are
+**      cursors read, SUBSCRIBE sent and READY entered: no local change is
+**      read under the old namespace.  The claim is cleared only when
+**      io.claimed succeeds; a lost connection, a crash or a failed move
+**      leaves it set, and the next HELLO claims again, which the relay's
+**      merge (a CRDT union) and the move (nothing left to move) make
+**      harmless.
 **
 ** States (transitions name the functions that make them):
 **
@@ -48,6 +60,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "auth.h"
 #include "frame.h"
 
 enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
@@ -89,6 +102,10 @@ struct knit_client_s {
     char *cred_id;                /* owned copy of cfg.cred.id */
     char *cred_secret;            /* owned copy of cfg.cred.secret */
     char *cred_token;             /* owned copy of cfg.cred.token */
+    char *claim_id;               /* owned copy of cfg.claim.id (NULL: no claim) */
+    char *claim_secret;           /* owned copy of cfg.claim.secret */
+    char claim_ns[KNIT_PRINCIPAL_MAX]; /* "anon:<claim_id>", "" when no claim */
+    int claim_sent;               /* this connection's HELLO carried the claim */
     char *agent;                  /* owned copy of cfg.agent */
     knit_client_state_t state;    /* see the diagram */
     uint64_t rng;                 /* splitmix64 state for jitter */
@@ -169,7 +186,9 @@ static void set_state(knit_client_t *c, knit_client_state_t s, uint64_t delay_ms
     emit(c, &ev);
 }
 
-static void emit_error(knit_client_t *c, int code, int fatal, int push, const char *msg)
+/* claim: the namespace a refused HELLO was claiming, or NULL. */
+static void emit_error_claim(knit_client_t *c, int code, int fatal, int push, const char *msg,
+                             const char *claim)
 {
     knit_client_event_t ev;
     memset(&ev, 0, sizeof ev);
@@ -178,8 +197,14 @@ static void emit_error(knit_client_t *c, int code, int fatal, int push, const ch
     ev.fatal = fatal;
     ev.push = push;
     ev.message = msg;
+    ev.claim = claim;
     logf_(c, fatal ? LOG_ERROR : LOG_WARN, "%s", msg);
     emit(c, &ev);
+}
+
+static void emit_error(knit_client_t *c, int code, int fatal, int push, const char *msg)
+{
+    emit_error_claim(c, code, fatal, push, msg, NULL);
 }
 
 /* Errors that no retry can fix without a new credential or software. */
@@ -289,6 +314,7 @@ static void session_reset(knit_client_t *c)
     c->dirty_remote = 0;
     c->halted = 0;
     c->synced = 0;
+    c->claim_sent = 0;
 }
 
 /* Reports the watermark to the glue (design note 1). */
@@ -310,9 +336,10 @@ static void report_acks(knit_client_t *c, uint64_t now)
 }
 
 /* Ends the connection: optionally tells the relay why (ERROR), then asks
-** the glue to close.  Error events are raised here for failures the
-** engine detected. */
-static void close_conn(knit_client_t *c, int code, int send_error, const char *msg)
+** the glue to close.  Error events are raised here, for failures the
+** engine detected and for the relay's ERROR (claim: see emit_error_claim). */
+static void close_conn_claim(knit_client_t *c, int code, int send_error, const char *msg,
+                             const char *claim)
 {
     if (c->state != KNIT_CLIENT_CONNECTING && c->state != KNIT_CLIENT_HELLO_SENT &&
         c->state != KNIT_CLIENT_READY)
@@ -331,7 +358,12 @@ static void close_conn(knit_client_t *c, int code, int send_error, const char *m
     set_state(c, KNIT_CLIENT_CLOSING, 0);
     c->fatal_close = fatal;
     if (code)
-        emit_error(c, code, fatal, 0, msg);
+        emit_error_claim(c, code, fatal, 0, msg, claim);
+}
+
+static void close_conn(knit_client_t *c, int code, int send_error, const char *msg)
+{
+    close_conn_claim(c, code, send_error, msg, NULL);
 }
 
 static void close_proto(knit_client_t *c, const char *fmt, ...)
@@ -711,6 +743,21 @@ static void on_welcome(knit_client_t *c, const knit_welcome_t *w, uint64_t now)
         close_conn(c, rc, 0, msg);
         return;
     }
+    /* Design note 6: the claimed rows move before any cursor or local
+    ** change is read. */
+    if (c->claim_sent) {
+        if (c->io.claimed && (rc = c->io.claimed(c->io.data, c->claim_ns, w->principal)) != 0) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "cannot move the rows of %s into %s: %s (claiming again)",
+                     c->claim_ns, w->principal, knit_strerror(rc));
+            close_conn(c, rc, 0, msg);
+            return;
+        }
+        logf_(c, LOG_DEBUG, "claimed %s: its rows belong to %s now", c->claim_ns, w->principal);
+        c->st.claims++;
+        c->claim_sent = 0;
+        knit_client_set_claim(c, NULL);
+    }
     if (w->ngranted) {
         if (!(c->subs = knit__calloc(w->ngranted, sizeof *c->subs)) ||
             !(subs = knit__calloc(w->ngranted, sizeof *subs)))
@@ -767,8 +814,12 @@ static void on_error(knit_client_t *c, const knit_error_msg_t *e)
         snprintf(msg, sizeof msg, "relay: %s (%s)",
                  e->message && *e->message ? e->message : knit_strerror(code),
                  knit_err_name(code));
-    /* The relay closes after ERROR; nothing is sent back. */
-    close_conn(c, code, 0, msg);
+    /* The relay closes after ERROR; nothing is sent back.  An answer to a
+    ** HELLO that claimed names the claim: the relay refuses a bad claim
+    ** like a bad credential (KNIT_EAUTH), and the application may choose
+    ** to sign in without it. */
+    close_conn_claim(c, code, 0, msg,
+                     c->state == KNIT_CLIENT_HELLO_SENT && c->claim_sent ? c->claim_ns : NULL);
 }
 
 static sub_t *find_sub(knit_client_t *c, const char *ns)
@@ -980,7 +1031,7 @@ int knit_client_new(const knit_client_config_t *cfg, const knit_client_io_t *io,
                     knit_client_t **out) /* see proto_client.h */
 {
     knit_client_t *c;
-    int failed = 0;
+    int failed = 0, rc;
     *out = NULL;
     if (!cfg || !io)
         return KNIT_EINVAL;
@@ -1019,9 +1070,14 @@ int knit_client_new(const knit_client_config_t *cfg, const knit_client_io_t *io,
     c->dec.max_frame = c->cfg.max_frame;
     knit_codec_limits_default(&c->enc);
     c->cfg.cred.kind = 0;
+    c->cfg.claim.kind = 0;
     if (failed || knit_client_set_cred(c, &cfg->cred) != 0) {
         knit_client_free(c);
         return KNIT_ENOMEM;
+    }
+    if ((rc = knit_client_set_claim(c, &cfg->claim)) != 0) {
+        knit_client_free(c);
+        return rc;
     }
     *out = c;
     return 0;
@@ -1040,6 +1096,7 @@ void knit_client_free(knit_client_t *c) /* see proto_client.h */
     if (c->cred_token)
         memset(c->cred_token, 0, strlen(c->cred_token));
     knit__free(c->cred_token);
+    knit_client_set_claim(c, NULL);
     knit__free(c->agent);
     knit__free(c);
 }
@@ -1071,6 +1128,45 @@ int knit_client_set_cred(knit_client_t *c, const knit_cred_t *cred) /* see proto
     c->cfg.cred.secret = secret;
     c->cfg.cred.token = token;
     return 0;
+}
+
+int knit_client_set_claim(knit_client_t *c, const knit_cred_t *claim) /* see proto_client.h */
+{
+    char ns[KNIT_PRINCIPAL_MAX];
+    char *id = NULL, *secret = NULL;
+    if (claim && claim->kind != 0) {
+        if (claim->kind != KNIT_CRED_ANON || !claim->id || !claim->secret ||
+            knit_auth_anon_principal(claim->id, ns, sizeof ns) != 0)
+            return KNIT_EINVAL;
+        id = knit__strdup(claim->id);
+        secret = knit__strdup(claim->secret);
+        if (!id || !secret) {
+            knit__free(id);
+            knit__free(secret);
+            return KNIT_ENOMEM;
+        }
+    } else {
+        ns[0] = '\0';
+    }
+    knit__free(c->claim_id);
+    if (c->claim_secret)
+        memset(c->claim_secret, 0, strlen(c->claim_secret));
+    knit__free(c->claim_secret);
+    c->claim_id = id;
+    c->claim_secret = secret;
+    snprintf(c->claim_ns, sizeof c->claim_ns, "%s", ns);
+    memset(&c->cfg.claim, 0, sizeof c->cfg.claim);
+    if (id) {
+        c->cfg.claim.kind = KNIT_CRED_ANON;
+        c->cfg.claim.id = id;
+        c->cfg.claim.secret = secret;
+    }
+    return 0;
+}
+
+const char *knit_client_claim(const knit_client_t *c) /* see proto_client.h */
+{
+    return c->claim_ns;
 }
 
 int knit_client_start(knit_client_t *c, uint64_t now) /* see proto_client.h */
@@ -1148,8 +1244,15 @@ int knit_client_connected(knit_client_t *c, uint64_t now) /* see proto_client.h 
     m.u.hello.site = c->cfg.site;
     m.u.hello.cred = c->cfg.cred;
     m.u.hello.agent = c->agent;
+    /* PROTOCOL §7: a claim goes only with a JWT (design note 6). */
+    c->claim_sent = c->claim_id && c->cfg.cred.kind == KNIT_CRED_JWT;
+    if (c->claim_sent) {
+        m.u.hello.claim = c->cfg.claim;
+        logf_(c, LOG_DEBUG, "HELLO claims %s", c->claim_ns);
+    }
     /* Subscriptions follow WELCOME, for the namespaces it grants. */
     if ((rc = send_msg(c, &m, now)) != 0) {
+        c->claim_sent = 0;
         close_conn(c, rc, 0, "cannot encode HELLO (is the credential well-formed?)");
         return rc;
     }

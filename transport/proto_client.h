@@ -24,9 +24,18 @@
 **
 ** The engine never touches the replica.  What must happen there is asked of
 ** the glue through the callbacks in knit_client_io_t: read a cursor, adopt
-** the session's namespace, apply a DELTAS together with its cursor, record
-** the acknowledged watermark.  Callbacks run inside the engine call that
-** triggered them and must not call back into the engine.
+** the session's namespace, move the rows of a claimed anonymous namespace,
+** apply a DELTAS together with its cursor, record the acknowledged
+** watermark.  Callbacks run inside the engine call that triggered them and
+** must not call back into the engine.
+**
+** Signing in keeps what was written anonymously: with a JWT credential and
+** a `claim` (an ANON credential) in the configuration, HELLO asks the relay
+** to merge `anon:<id>` into the account's namespace before WELCOME, and
+** after WELCOME the engine has the glue move the replica's rows of
+** `anon:<id>` there (io.claimed) before anything local is read.  A session
+** that completes the claim clears it; until one does, every HELLO carries
+** it (the relay's merge is idempotent).
 **
 ** Ownership: the engine copies the configuration's strings.  A batch handed
 ** to knit_client_push() becomes the engine's.  Batches handed to io.apply
@@ -76,6 +85,9 @@ typedef struct knit_client_event_s {
                                       no common protocol version, changes refused for good) */
     int push;                      /* EV_ERROR: the relay refused pushed changes; they stay
                                       pending and pushing stops until the next session */
+    const char *claim;             /* EV_ERROR: the namespace ("anon:<id>") that the HELLO
+                                      the relay refused was claiming, else NULL; valid
+                                      during the call */
     uint64_t delay_ms;             /* EV_STATE to WAITING: the next attempt is this far off */
 } knit_client_event_t;
 
@@ -90,6 +102,14 @@ typedef struct knit_client_io_s {
     ** replica's home namespace the first time (knit_set_namespace).  Called
     ** before any cursor is read or any change is asked for. */
     int (*ready)(void *data, const knit_welcome_t *w);
+    /* The relay merged the claimed namespace `from` ("anon:<id>") into the
+    ** session's principal `to` before WELCOME.  The glue moves the
+    ** replica's rows of `from` into `to` (knit_move_namespace), so their
+    ** unpushed changes are pushed to the account, and records that the
+    ** claim is done.  Called after io.ready and before any cursor or local
+    ** change is read (may be NULL: nothing to move).  A failure closes the
+    ** connection and the next session claims again, which is harmless. */
+    int (*claimed)(void *data, const char *from, const char *to);
     /* Apply b (a DELTAS of ns from `from` to `to`) and set ns's cursor to
     ** `to`, in one transaction (knit_apply_at). */
     int (*apply)(void *data, const char *ns, uint64_t from, uint64_t to,
@@ -110,6 +130,9 @@ typedef struct knit_client_io_s {
 typedef struct knit_client_config_s {
     knit_site_t site;          /* the replica's site id */
     knit_cred_t cred;          /* credential sent in HELLO (copied) */
+    knit_cred_t claim;         /* an ANON credential whose namespace HELLO claims when
+                                  cred is a JWT, until a session completes the claim
+                                  (kind 0: none) (copied) */
     const char *agent;         /* software name for the relay's logs, or NULL (copied) */
     uint64_t acked;            /* the replica's acknowledged watermark at start (knit_acked) */
     size_t max_inflight;       /* pushes awaiting ACK at once [4] */
@@ -128,6 +151,7 @@ typedef struct knit_client_config_s {
 /* Counters, for logs, tests and benchmarks. */
 typedef struct knit_client_stats_s {
     uint64_t sessions;        /* WELCOMEs received */
+    uint64_t claims;          /* claims completed (io.claimed succeeded) */
     uint64_t pushes;          /* PUSH messages sent (re-sends included) */
     uint64_t pushed_changes;  /* changes in them */
     uint64_t acks;            /* ACKs received */
@@ -149,6 +173,12 @@ KNIT_EXTERN void knit_client_free(knit_client_t *c);
 KNIT_EXTERN int knit_client_start(knit_client_t *c, uint64_t now);
 /* Replaces the credential used from the next HELLO on (copied). */
 KNIT_EXTERN int knit_client_set_cred(knit_client_t *c, const knit_cred_t *cred);
+/* Replaces the claim sent from the next HELLO on (copied); NULL or kind 0
+** claims nothing.  Only an ANON credential can be claimed (else
+** KNIT_EINVAL). */
+KNIT_EXTERN int knit_client_set_claim(knit_client_t *c, const knit_cred_t *claim);
+/* The namespace ("anon:<id>") the next HELLO claims, or "" when none. */
+KNIT_EXTERN const char *knit_client_claim(const knit_client_t *c);
 /* Asks the engine to finish: push what is pending and wait for its ACKs (at
 ** most grace_ms), then close and stop for good (STOPPED after the glue
 ** reports the connection lost, or at once when there is none). */

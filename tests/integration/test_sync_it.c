@@ -805,9 +805,10 @@ static void once_failures(void)
     /* --help names every flag with its default; --version. */
     {
         const char *argv[] = {SYNC_AGENT_PATH, "--help", NULL};
-        static const char *flags[] = {"--orset", "--relay", "--token-file", "--anonymous",
-                                      "--once", "--timeout", "--backoff-max", "--poll-ms",
-                                      "--max-inflight", "--log-level", "--version"};
+        static const char *flags[] = {"--orset",        "--relay",       "--token-file",
+                                      "--anonymous",    "--no-claim",    "--once",
+                                      "--timeout",      "--backoff-max", "--poll-ms",
+                                      "--max-inflight", "--log-level",   "--version"};
         CHECK_EQ_INT(su_run(argv, 20000, out, sizeof out), 0);
         for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
             CHECK(strstr(out, flags[i]));
@@ -818,6 +819,228 @@ static void once_failures(void)
     world_done(&w);
 }
 
-KNIT_TESTS(T(live_two_agents), T(conflicts_converge), T(transaction_units),
-           T(offline_catch_up), T(relay_sigkill), T(agent_sigkill_applying),
-           T(anonymous_home), T(once_failures))
+/* ---------------------------------------------------------------------- */
+/* Signing in keeps what was written anonymously                            */
+
+/* Occurrences of needle in the file at path. */
+static int count_in_file(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    char line[4096];
+    int n = 0;
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof line, f))
+        for (const char *p = line; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+            n++;
+    fclose(f);
+    return n;
+}
+
+/* knit_open() reads the file header with open() and close(), and POSIX
+** drops every lock a process holds on a file when any descriptor of it is
+** closed, including the locks of this process's plain connections.  An
+** agent that exits after that believes it is the last user of the file and
+** deletes the WAL under them, losing their later writes.  So the plain
+** connections are reopened after knit_open() calls on their files, before
+** an agent starts or stops. */
+static void reopen_plain(world_t *w)
+{
+    sqlite3_close(w->dba);
+    sqlite3_close(w->dbb);
+    w->dba = su_db(w->a);
+    w->dbb = su_db(w->b);
+    su_exec(w->dba, "PRAGMA synchronous=NORMAL");
+    su_exec(w->dbb, "PRAGMA synchronous=NORMAL");
+}
+
+static const char ZERO_DIGEST[] =
+    "0000000000000000000000000000000000000000000000000000000000000000";
+
+/* The replica's setting key, or "" (into buf). */
+static char *setting_of(const char *path, const char *key, char *buf, size_t n)
+{
+    knit_options_t o;
+    knit_t *k = NULL;
+    char *v = NULL;
+    memset(&o, 0, sizeof o);
+    o.readonly = 1;
+    CHECK_OK(knit_open(path, &o, &k));
+    CHECK_OK(knit_setting_get(k, key, &v));
+    snprintf(buf, n, "%s", v ? v : "");
+    knit_free(v);
+    knit_close(k);
+    return buf;
+}
+
+static void sign_in_claims_anonymous(void)
+{
+    world_t w;
+    char relay[64], out[4096], anon_ns[128], id[96], buf[256], relay_log[600];
+    char da[65], dr[65], before[65];
+    int rc, st;
+    world_init(&w, NULL);
+    snprintf(relay, sizeof relay, "127.0.0.1:%d", w.relay.port);
+    snprintf(relay_log, sizeof relay_log, "%s.log", w.data);
+
+    /* A runs anonymously: one row from before its first sync, two written
+    ** while online, all acknowledged by the relay. */
+    su_exec(w.dba, "INSERT INTO items(id, name, qty, tags) VALUES ('a1', 'before sync', 1,"
+                   " '[\"x\"]')");
+    CHECK_OK(su_agent_start(&w.agent_a, w.a, w.relay.port, NULL, w.alog, FAST));
+    su_exec(w.dba,
+            "INSERT INTO items(id, name, qty) VALUES ('a2', 'online', 2), ('a3', 'doomed', 3)");
+    acked_t ak = {w.a, replica_version(w.a)};
+    if (!su_wait_until(acked_pred, &ak, 20000)) {
+        dump_logs(&w);
+        CHECK(0);
+    }
+    reopen_plain(&w);
+    CHECK_OK(su_kill(&w.agent_a, SIGTERM, 10000, &st));
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    setting_of(w.a, "sync.anon", buf, sizeof buf);
+    CHECK(strchr(buf, ':') != NULL);
+    snprintf(id, sizeof id, "%.*s", (int)(strchr(buf, ':') - buf), buf);
+    snprintf(anon_ns, sizeof anon_ns, "anon:%s", id);
+    CHECK_OK(su_replica_digest(w.a, anon_ns, da));
+    CHECK_OK(su_relay_digest(w.data, anon_ns, dr));
+    CHECK_STR(da, dr);
+    reopen_plain(&w);
+
+    /* Offline, still anonymous: new rows, an update, a delete. */
+    su_exec(w.dba, "INSERT INTO items(id, name, qty, tags) VALUES ('a4', 'offline', 4, '[]'),"
+                   " ('a5', 'offline set', 5, '[\"p\"]')");
+    su_exec(w.dba, "UPDATE items SET name = 'renamed offline' WHERE id = 'a2'");
+    su_exec(w.dba, "DELETE FROM items WHERE id = 'a3'");
+
+    /* B is alice's other device; it has seen none of it. */
+    su_exec(w.dbb, "INSERT INTO items(id, name, qty) VALUES ('b1', 'from B', 10)");
+    start_b(&w);
+    acked_t bk = {w.b, replica_version(w.b)};
+    if (!su_wait_until(acked_pred, &bk, 20000)) {
+        dump_logs(&w);
+        CHECK(0);
+    }
+    reopen_plain(&w);
+    CHECK_EQ_INT(su_int(w.dbb, "SELECT count(*) FROM items"), 1);
+
+    /* A signs in as alice: the relay merges anon:<id>, A's rows move, and
+    ** what A wrote offline is pushed to the account. */
+    start_a(&w);
+    wait_value(&w, w.dbb, "SELECT count(*) FROM items WHERE id IN ('a1', 'a2', 'a4', 'a5')", 4,
+               20000);
+    wait_value(&w, w.dbb, "SELECT count(*) FROM items WHERE id = 'a2' AND name = 'renamed offline'",
+               1, 10000);
+    wait_value(&w, w.dbb, "SELECT count(*) FROM items WHERE id = 'a3'", 0, 10000);
+    wait_value(&w, w.dba, "SELECT count(*) FROM items WHERE id = 'b1'", 1, 10000);
+    wait_converged(&w, 10000);
+    CHECK_EQ_INT(count_in_file(relay_log, "claim: merged"), 1);
+
+    /* A's later edits of those rows reach B live, and B's reach A. */
+    su_exec(w.dba, "UPDATE items SET qty = 100 WHERE id = 'a1'");
+    wait_value(&w, w.dbb, "SELECT qty FROM items WHERE id = 'a1'", 100, 10000);
+    su_exec(w.dba, "DELETE FROM items WHERE id = 'a4'");
+    wait_value(&w, w.dbb, "SELECT count(*) FROM items WHERE id = 'a4'", 0, 10000);
+    su_exec(w.dba, "UPDATE items SET tags = '[\"p\",\"q\"]' WHERE id = 'a5'");
+    wait_value(&w, w.dbb, "SELECT count(*) FROM items WHERE id = 'a5' AND tags = '[\"p\",\"q\"]'",
+               1, 10000);
+    su_exec(w.dbb, "UPDATE items SET name = 'edited on B' WHERE id = 'a1'");
+    wait_value(&w, w.dba, "SELECT count(*) FROM items WHERE id = 'a1' AND name = 'edited on B'", 1,
+               10000);
+    wait_converged(&w, 10000);
+    stop_agents(&w);
+    wait_converged(&w, 1000);
+    check_digests(&w); /* A, B and the relay's user:alice */
+    CHECK_OK(su_replica_digest(w.a, anon_ns, da));
+    CHECK_STR(da, ZERO_DIGEST); /* no row of A is left in anon:<id> */
+    CHECK_STR(setting_of(w.a, "sync.claimed", buf, sizeof buf), id);
+    CHECK_EQ_INT(su_int(w.dba, "SELECT count(*) FROM items"), 4);
+    reopen_plain(&w);
+
+    /* A second sign-in does not claim again. */
+    const char *jwt_once[] = {SYNC_AGENT_PATH, "run",          w.a,     "--relay",
+                              relay,           "--token-file", w.token, "--once",
+                              "--timeout",     "30",           NULL};
+    rc = su_run(jwt_once, 60000, out, sizeof out);
+    if (rc)
+        fprintf(stderr, "%s\n", out);
+    CHECK_EQ_INT(rc, 0);
+    CHECK_EQ_INT(count_in_file(relay_log, "claim: merged"), 1);
+    CHECK(strstr(out, "claimed") == NULL);
+
+    /* An anonymous run writes to anon:<id> again; the next sign-in claims
+    ** those rows too. */
+    const char *anon_once[] = {SYNC_AGENT_PATH, "run",    w.a,         "--relay", relay,
+                               "--anonymous",   "--once", "--timeout", "30",      NULL};
+    rc = su_run(anon_once, 60000, out, sizeof out);
+    CHECK_EQ_INT(rc, 0);
+    su_exec(w.dba, "INSERT INTO items(id, name, qty) VALUES ('a6', 'anonymous again', 6)");
+    rc = su_run(anon_once, 60000, out, sizeof out);
+    CHECK_EQ_INT(rc, 0);
+    rc = su_run(jwt_once, 60000, out, sizeof out);
+    if (rc)
+        fprintf(stderr, "%s\n", out);
+    CHECK_EQ_INT(rc, 0);
+    CHECK(strstr(out, "claimed anon:") != NULL);
+    CHECK_EQ_INT(count_in_file(relay_log, "claim: merged"), 2);
+    start_b(&w);
+    wait_value(&w, w.dbb, "SELECT count(*) FROM items WHERE id = 'a6'", 1, 20000);
+    wait_converged(&w, 10000);
+    stop_agents(&w);
+    check_digests(&w);
+    CHECK_OK(su_replica_digest(w.a, anon_ns, da));
+    CHECK_STR(da, ZERO_DIGEST);
+
+    /* A claim the relay refuses (the right id, a wrong secret): exit 4, a
+    ** message naming the claim, nothing moved, nothing merged. */
+    {
+        char c[512];
+        knit_t *k = NULL;
+        su_path(c, sizeof c, "c.db");
+        make_replica(c);
+        sqlite3 *dbc = su_db(c);
+        su_exec(dbc, "INSERT INTO items(id, name, qty) VALUES ('c1', 'not yours', 1)");
+        sqlite3_close(dbc);
+        CHECK_OK(knit_open(c, NULL, &k));
+        snprintf(buf, sizeof buf, "%s:%s", id, "a-wrong-secret-of-enough-length");
+        CHECK_OK(knit_setting_set(k, "sync.anon", buf));
+        CHECK_OK(knit_set_namespace(k, anon_ns)); /* names home: c1 is in anon:<id> */
+        CHECK(knit_stamp(k) > 0);
+        knit_close(k);
+        CHECK_OK(su_relay_digest(w.data, NS, before));
+        const char *argv[] = {SYNC_AGENT_PATH, "run",          c,       "--relay",
+                              relay,           "--token-file", w.token, "--once",
+                              "--timeout",     "30",           NULL};
+        rc = su_run(argv, 60000, out, sizeof out);
+        if (rc != 4)
+            fprintf(stderr, "%s\n", out);
+        CHECK_EQ_INT(rc, 4);
+        CHECK(strstr(out, "claim refused") != NULL);
+        CHECK(strstr(out, "--no-claim") != NULL);
+        CHECK_OK(su_replica_digest(c, anon_ns, da));
+        CHECK(strcmp(da, ZERO_DIGEST) != 0); /* still there */
+        CHECK_OK(su_replica_digest(c, NS, da));
+        CHECK_STR(da, ZERO_DIGEST);
+        CHECK_OK(su_relay_digest(w.data, NS, dr));
+        CHECK_STR(dr, before);
+        CHECK_EQ_INT(count_in_file(relay_log, "claim: merged"), 2);
+        /* --no-claim signs in and leaves the anonymous rows where they are. */
+        const char *noclaim[] = {SYNC_AGENT_PATH, "run",          c,       "--relay",
+                                 relay,           "--token-file", w.token, "--no-claim",
+                                 "--once",        "--timeout",    "30",    NULL};
+        rc = su_run(noclaim, 60000, out, sizeof out);
+        if (rc)
+            fprintf(stderr, "%s\n", out);
+        CHECK_EQ_INT(rc, 0);
+        CHECK_OK(su_replica_digest(c, anon_ns, da));
+        CHECK(strcmp(da, ZERO_DIGEST) != 0);
+        CHECK_STR(setting_of(c, "sync.claimed", buf, sizeof buf), "");
+        CHECK_OK(su_relay_digest(w.data, NS, dr));
+        CHECK_STR(dr, before);
+    }
+    world_done(&w);
+}
+
+KNIT_TESTS(T(live_two_agents), T(conflicts_converge), T(transaction_units), T(offline_catch_up),
+           T(relay_sigkill), T(agent_sigkill_applying), T(anonymous_home), T(once_failures),
+           T(sign_in_claims_anonymous))

@@ -314,6 +314,58 @@ static void stamp_orders_ops_on_one_row(void)
     rt_done();
 }
 
+/* Kernel locks this process holds on the file at path (/proc/locks), or -1
+** where /proc/locks cannot be read. */
+static int file_locks(const char *path)
+{
+    struct stat sb;
+    char line[256], ino[64];
+    int n = 0;
+    FILE *f = fopen("/proc/locks", "r");
+    if (!f || stat(path, &sb) != 0) {
+        if (f)
+            fclose(f);
+        return -1;
+    }
+    snprintf(ino, sizeof ino, ":%llu ", (unsigned long long)sb.st_ino);
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, ino) && strstr(line, " POSIX "))
+            n++;
+    fclose(f);
+    return n;
+}
+
+/* knit_open must not disturb other connections of the same process.  On
+** POSIX, closing any descriptor of a file drops all of the process's locks
+** on it: an idle WAL connection would lose its shared lock, the next
+** process to close "last" would delete the WAL under it, and its later
+** writes would be lost (a read-only open, like sync-inspect's, writes
+** nothing that would take the lock back). */
+static void open_keeps_other_connections_locks(void)
+{
+    rt_init();
+    knit_t *k = rt_open("a.db");
+    rt_exec(k, "CREATE TABLE t(id TEXT PRIMARY KEY, v)");
+    CHECK_OK(knit_track(k, "t", NULL));
+    knit_close(k);
+    sqlite3 *app = rt_plain("a.db");
+    rt_plain_ok(app, "INSERT INTO t VALUES ('before', 1)");
+    int held = file_locks(rt_path("a.db"));
+    if (held < 0) {
+        printf("skip: /proc/locks unreadable\n");
+    } else {
+        CHECK(held > 0); /* the idle WAL connection's shared lock */
+        knit_options_t ro = {.readonly = 1};
+        CHECK_OK(knit_open(rt_path("a.db"), &ro, &k));
+        CHECK_EQ_INT(file_locks(rt_path("a.db")), held);
+        knit_close(k);
+        CHECK_EQ_INT(file_locks(rt_path("a.db")), held);
+        CHECK_EQ_INT(knit_open(rt_path("missing/x.db"), &ro, &k), KNIT_EIO);
+    }
+    sqlite3_close(app);
+    rt_done();
+}
+
 static int events;
 static size_t event_rows;
 static int event_remote;
@@ -368,4 +420,5 @@ KNIT_TESTS(T(open_create_reopen), T(open_refuses_garbage_unchanged),
            T(open_refuses_newer_metadata), T(copy_takes_new_site), T(track_refusals),
            T(track_backfills_and_retracks), T(capture_plain_connection),
            T(capture_sqlite3_shell), T(orset_refuses_non_arrays),
-           T(stamp_orders_ops_on_one_row), T(notify_other_connections))
+           T(stamp_orders_ops_on_one_row), T(open_keeps_other_connections_locks),
+           T(notify_other_connections))

@@ -29,12 +29,29 @@ typedef struct fake_s {
     int nev;                   /* events */
     knit_client_event_t ev[MAXREC]; /* copies (message pointers dropped) */
     int nsynced;               /* SYNCED events */
+    knit_client_t *c;          /* the engine, for checks made inside callbacks */
+    char order[16];            /* replica calls in order: R ready, M claimed (move), C cursor */
+    int norder;                /* length of order */
+    int nclaimed;              /* io.claimed calls */
+    int claimed_rc;            /* what io.claimed returns */
+    char claimed_from[128];    /* its last `from` */
+    char claimed_to[128];      /* and `to` */
+    int claimed_state;         /* the engine's state during io.claimed */
+    int claimed_could_read;    /* push_room said yes during io.claimed */
+    char err_claim[128];       /* claim of the last EV_ERROR ("" when NULL) */
 } fake_t;
+
+static void note(fake_t *f, char what)
+{
+    if (f->norder < (int)sizeof f->order - 1)
+        f->order[f->norder++] = what;
+}
 
 static int f_cursor(void *d, const char *ns, uint64_t *seq)
 {
     fake_t *f = d;
     (void)ns;
+    note(f, 'C');
     *seq = f->cursor;
     return 0;
 }
@@ -44,7 +61,22 @@ static int f_ready(void *d, const knit_welcome_t *w)
     fake_t *f = d;
     snprintf(f->ready_principal, sizeof f->ready_principal, "%s", w->principal);
     f->nready++;
+    note(f, 'R');
     return 0;
+}
+
+static int f_claimed(void *d, const char *from, const char *to)
+{
+    fake_t *f = d;
+    uint64_t after;
+    size_t max;
+    note(f, 'M');
+    f->nclaimed++;
+    snprintf(f->claimed_from, sizeof f->claimed_from, "%s", from);
+    snprintf(f->claimed_to, sizeof f->claimed_to, "%s", to);
+    f->claimed_state = knit_client_state(f->c);
+    f->claimed_could_read = knit_client_push_room(f->c, &after, &max);
+    return f->claimed_rc;
 }
 
 static int f_apply(void *d, const char *ns, uint64_t from, uint64_t to, const knit_batch_t *b)
@@ -81,11 +113,19 @@ static void f_event(void *d, const knit_client_event_t *ev)
     }
     if (ev->type == KNIT_CLIENT_EV_SYNCED)
         f->nsynced++;
+    if (ev->type == KNIT_CLIENT_EV_ERROR)
+        snprintf(f->err_claim, sizeof f->err_claim, "%s", ev->claim ? ev->claim : "");
 }
 
 static const knit_site_t SITE = {{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}};
 
-static knit_client_t *make(fake_t *f, uint64_t acked, uint64_t seed)
+static const knit_cred_t ANON_CRED = {KNIT_CRED_ANON, "device1", "0123456789abcdef0123", NULL};
+static const knit_cred_t JWT_CRED = {KNIT_CRED_JWT, NULL, NULL, "aaa.bbb.ccc"};
+static const knit_cred_t CLAIM = {KNIT_CRED_ANON, "device9", "secret-of-device9-xyz", NULL};
+
+/* An engine with credential cred and claim (NULL: none). */
+static knit_client_t *make_with(fake_t *f, uint64_t acked, uint64_t seed, const knit_cred_t *cred,
+                                const knit_cred_t *claim)
 {
     knit_client_config_t cfg;
     knit_client_io_t io;
@@ -93,9 +133,9 @@ static knit_client_t *make(fake_t *f, uint64_t acked, uint64_t seed)
     memset(f, 0, sizeof *f);
     memset(&cfg, 0, sizeof cfg);
     cfg.site = SITE;
-    cfg.cred.kind = KNIT_CRED_ANON;
-    cfg.cred.id = "device1";
-    cfg.cred.secret = "0123456789abcdef0123";
+    cfg.cred = *cred;
+    if (claim)
+        cfg.claim = *claim;
     cfg.agent = "test";
     cfg.acked = acked;
     cfg.seed = seed;
@@ -104,12 +144,19 @@ static knit_client_t *make(fake_t *f, uint64_t acked, uint64_t seed)
     memset(&io, 0, sizeof io);
     io.cursor = f_cursor;
     io.ready = f_ready;
+    io.claimed = f_claimed;
     io.apply = f_apply;
     io.acked = f_acked;
     io.event = f_event;
     io.data = f;
     CHECK_OK(knit_client_new(&cfg, &io, &c));
+    f->c = c;
     return c;
+}
+
+static knit_client_t *make(fake_t *f, uint64_t acked, uint64_t seed)
+{
+    return make_with(f, acked, seed, &ANON_CRED, NULL);
 }
 
 /* Feeds one message as the relay would send it. */
@@ -968,10 +1015,241 @@ static void alloc_failures(void)
     }
 }
 
+/* ---------------------------------------------------------------------- */
+/* Claiming an anonymous namespace when signing in (design note 6)          */
+
+/* Connects and returns the HELLO the engine sent (free with free_msgs). */
+static void hello_of(knit_client_t *c, uint64_t now, knit_msg_t *hello)
+{
+    knit_msg_t m[4];
+    if (knit_client_state(c) == KNIT_CLIENT_IDLE)
+        CHECK_OK(knit_client_start(c, now));
+    CHECK(knit_client_want_connect(c, now));
+    CHECK_OK(knit_client_connected(c, now));
+    CHECK_EQ_INT(take(c, m, 4), 1);
+    CHECK_EQ_INT(m[0].type, KNIT_MSG_HELLO);
+    *hello = m[0];
+}
+
+static void claim_in_hello(void)
+{
+    fake_t f;
+    knit_msg_t h;
+    knit_client_t *c;
+
+    /* A JWT with a claim: HELLO carries the anonymous credential. */
+    c = make_with(&f, 0, 1, &JWT_CRED, &CLAIM);
+    CHECK_STR(knit_client_claim(c), "anon:device9");
+    hello_of(c, 0, &h);
+    CHECK_EQ_INT(h.u.hello.cred.kind, KNIT_CRED_JWT);
+    CHECK_EQ_INT(h.u.hello.claim.kind, KNIT_CRED_ANON);
+    CHECK_STR(h.u.hello.claim.id, "device9");
+    CHECK_STR(h.u.hello.claim.secret, "secret-of-device9-xyz");
+    free_msgs(&h, 1);
+    knit_client_free(c);
+
+    /* No claim configured: none sent. */
+    c = make_with(&f, 0, 1, &JWT_CRED, NULL);
+    CHECK_STR(knit_client_claim(c), "");
+    hello_of(c, 0, &h);
+    CHECK_EQ_INT(h.u.hello.claim.kind, 0);
+    free_msgs(&h, 1);
+    knit_client_free(c);
+
+    /* A claim goes only with a JWT (PROTOCOL §7): an anonymous session
+    ** keeps it for later and does not send it. */
+    c = make_with(&f, 0, 1, &ANON_CRED, &CLAIM);
+    hello_of(c, 0, &h);
+    CHECK_EQ_INT(h.u.hello.cred.kind, KNIT_CRED_ANON);
+    CHECK_EQ_INT(h.u.hello.claim.kind, 0);
+    free_msgs(&h, 1);
+    /* ...until the credential becomes a JWT. */
+    CHECK_OK(knit_client_set_cred(c, &JWT_CRED));
+    knit_client_lost(c, 1, KNIT_ECLOSED, NULL);
+    hello_of(c, knit_client_tick(c, 2), &h);
+    CHECK_EQ_INT(h.u.hello.claim.kind, KNIT_CRED_ANON);
+    free_msgs(&h, 1);
+    /* Clearing it: nothing is claimed from the next HELLO on. */
+    CHECK_OK(knit_client_set_claim(c, NULL));
+    CHECK_STR(knit_client_claim(c), "");
+    knit_client_lost(c, 3, KNIT_ECLOSED, NULL);
+    hello_of(c, knit_client_tick(c, 4), &h);
+    CHECK_EQ_INT(h.u.hello.claim.kind, 0);
+    free_msgs(&h, 1);
+
+    /* Only an acceptable anonymous credential can be claimed. */
+    knit_cred_t bad = CLAIM;
+    bad.kind = KNIT_CRED_JWT;
+    CHECK_EQ_INT(knit_client_set_claim(c, &bad), KNIT_EINVAL);
+    bad = CLAIM;
+    bad.id = "not an id";
+    CHECK_EQ_INT(knit_client_set_claim(c, &bad), KNIT_EINVAL);
+    bad = CLAIM;
+    bad.secret = NULL;
+    CHECK_EQ_INT(knit_client_set_claim(c, &bad), KNIT_EINVAL);
+    CHECK_STR(knit_client_claim(c), "");
+    knit_client_free(c);
+
+    /* A failed allocation while copying the claim leaves nothing behind. */
+    for (long nth = 1; nth < 50; nth++) {
+        knit_client_config_t cfg;
+        knit_client_io_t io;
+        memset(&cfg, 0, sizeof cfg);
+        memset(&io, 0, sizeof io);
+        cfg.cred = JWT_CRED;
+        cfg.claim = CLAIM;
+        knit__alloc_fail_at(nth, 0);
+        int rc = knit_client_new(&cfg, &io, &c);
+        long used = knit__alloc_fail_at(0, 0);
+        CHECK(rc == 0 || rc == KNIT_ENOMEM);
+        if (rc == 0) {
+            CHECK_STR(knit_client_claim(c), "anon:device9");
+            knit_client_free(c);
+            if (used < nth)
+                break;
+        } else {
+            CHECK(c == NULL);
+        }
+    }
+}
+
+static void claim_moves_before_reads(void)
+{
+    fake_t f;
+    knit_client_t *c = make_with(&f, 7, 1, &JWT_CRED, &CLAIM);
+    knit_msg_t h, m[4];
+    knit_client_stats_t st;
+    uint64_t after;
+    size_t max;
+
+    hello_of(c, 0, &h);
+    free_msgs(&h, 1);
+    f.cursor = 3;
+    welcome(c, "user:alice", 1000, 1);
+    /* The write namespace is named, then the rows move, then cursors are
+    ** read; the move happens while the engine may not read local changes. */
+    CHECK_STR(f.order, "RMC");
+    CHECK_EQ_INT(f.nclaimed, 1);
+    CHECK_STR(f.claimed_from, "anon:device9");
+    CHECK_STR(f.claimed_to, "user:alice");
+    CHECK_EQ_INT(f.claimed_state, KNIT_CLIENT_HELLO_SENT);
+    CHECK_EQ_INT(f.claimed_could_read, 0);
+    /* Then the session starts as usual: SUBSCRIBE, the first local read. */
+    CHECK_EQ_INT(knit_client_state(c), KNIT_CLIENT_READY);
+    CHECK_EQ_INT(take(c, m, 4), 1);
+    CHECK_EQ_INT(m[0].type, KNIT_MSG_SUBSCRIBE);
+    free_msgs(m, 1);
+    CHECK(knit_client_push_room(c, &after, &max));
+    CHECK_EQ_INT(after, 7);
+    knit_client_stats(c, &st);
+    CHECK_EQ_INT(st.claims, 1);
+    CHECK_STR(knit_client_claim(c), ""); /* done: not claimed again */
+
+    /* The next session does not claim. */
+    knit_client_lost(c, 2, KNIT_ECLOSED, NULL);
+    hello_of(c, knit_client_tick(c, 3), &h);
+    CHECK_EQ_INT(h.u.hello.claim.kind, 0);
+    free_msgs(&h, 1);
+    f.norder = 0;
+    memset(f.order, 0, sizeof f.order);
+    welcome(c, "user:alice", 1000, 4);
+    CHECK_STR(f.order, "RC");
+    CHECK_EQ_INT(f.nclaimed, 1);
+    knit_client_free(c);
+}
+
+static void claim_move_failure_claims_again(void)
+{
+    fake_t f;
+    knit_client_t *c = make_with(&f, 0, 1, &JWT_CRED, &CLAIM);
+    knit_msg_t h, m[4];
+    knit_client_stats_t st;
+    uint64_t after;
+    size_t max;
+    int e;
+
+    hello_of(c, 0, &h);
+    free_msgs(&h, 1);
+    /* The relay merged, but the replica could not move the rows (a crash
+    ** there is the same as far as the engine can tell). */
+    f.claimed_rc = KNIT_EBUSY;
+    welcome(c, "user:alice", 1000, 1);
+    CHECK_EQ_INT(knit_client_state(c), KNIT_CLIENT_CLOSING);
+    e = last_event(&f, KNIT_CLIENT_EV_ERROR);
+    CHECK(e >= 0);
+    CHECK_EQ_INT(f.ev[e].code, KNIT_EBUSY);
+    CHECK(!f.ev[e].fatal);
+    CHECK_STR(f.err_claim, ""); /* not a refusal by the relay */
+    CHECK_STR(f.order, "RM");   /* no cursor read, no SUBSCRIBE, no local read */
+    CHECK_EQ_INT(take(c, m, 4), 0);
+    CHECK(!knit_client_push_room(c, &after, &max));
+    knit_client_stats(c, &st);
+    CHECK_EQ_INT(st.claims, 0);
+    CHECK_EQ_INT(st.sessions, 0);
+    CHECK_STR(knit_client_claim(c), "anon:device9");
+
+    /* The next session claims again; the relay's merge is idempotent. */
+    knit_client_lost(c, 2, 0, NULL);
+    hello_of(c, knit_client_tick(c, 3), &h);
+    CHECK_EQ_INT(h.u.hello.claim.kind, KNIT_CRED_ANON);
+    CHECK_STR(h.u.hello.claim.id, "device9");
+    free_msgs(&h, 1);
+    f.claimed_rc = 0;
+    welcome(c, "user:alice", 1000, 4);
+    CHECK_EQ_INT(knit_client_state(c), KNIT_CLIENT_READY);
+    CHECK_EQ_INT(f.nclaimed, 2);
+    knit_client_stats(c, &st);
+    CHECK_EQ_INT(st.claims, 1);
+    knit_client_free(c);
+}
+
+static void claim_refused(void)
+{
+    fake_t f;
+    knit_client_t *c = make_with(&f, 0, 1, &JWT_CRED, &CLAIM);
+    knit_msg_t h, e;
+    int i;
+
+    hello_of(c, 0, &h);
+    free_msgs(&h, 1);
+    memset(&e, 0, sizeof e);
+    e.type = KNIT_MSG_ERROR;
+    e.u.error.code = KNIT_EAUTH;
+    e.u.error.message = "claim refused: wrong secret for this anonymous id";
+    feed(c, &e, 1);
+    /* A fatal credential error that names the claim; nothing moved. */
+    CHECK_EQ_INT(knit_client_state(c), KNIT_CLIENT_CLOSING);
+    i = last_event(&f, KNIT_CLIENT_EV_ERROR);
+    CHECK(i >= 0);
+    CHECK_EQ_INT(f.ev[i].code, KNIT_EAUTH);
+    CHECK(f.ev[i].fatal);
+    CHECK_STR(f.err_claim, "anon:device9");
+    CHECK_EQ_INT(f.nready, 0);
+    CHECK_EQ_INT(f.nclaimed, 0);
+    CHECK_EQ_INT(f.norder, 0);
+    knit_client_lost(c, 2, 0, NULL);
+    /* Retried (at the longest delay), still claiming: giving up the claim
+    ** silently would leave the anonymous data behind. */
+    hello_of(c, knit_client_tick(c, 3), &h);
+    CHECK_EQ_INT(h.u.hello.claim.kind, KNIT_CRED_ANON);
+    free_msgs(&h, 1);
+    knit_client_free(c);
+
+    /* A refused HELLO without a claim names none. */
+    c = make_with(&f, 0, 1, &JWT_CRED, NULL);
+    hello_of(c, 0, &h);
+    free_msgs(&h, 1);
+    e.u.error.message = "authentication failed: bad signature";
+    feed(c, &e, 1);
+    CHECK_EQ_INT(f.ev[last_event(&f, KNIT_CLIENT_EV_ERROR)].code, KNIT_EAUTH);
+    CHECK_STR(f.err_claim, "");
+    knit_client_free(c);
+}
+
 KNIT_TESTS(T(handshake), T(push_and_ack), T(ack_in_order), T(answers_out_of_order),
            T(reject_permanent), T(reject_too_big_splits), T(big_unit_pieces),
            T(window_bounds_inflight), T(ungranted_ceiling), T(deltas_and_gaps),
            T(apply_failure_reconnects), T(ping_pong_idle), T(handshake_timeout),
-           T(backoff_full_jitter), T(relay_error_fatal), T(protocol_violations),
-           T(stop_drains), T(watermark_saved_lazily), T(reconnect_rereads),
-           T(alloc_failures))
+           T(backoff_full_jitter), T(relay_error_fatal), T(protocol_violations), T(stop_drains),
+           T(watermark_saved_lazily), T(reconnect_rereads), T(alloc_failures), T(claim_in_hello),
+           T(claim_moves_before_reads), T(claim_move_failure_claims_again), T(claim_refused))
