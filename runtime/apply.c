@@ -590,8 +590,8 @@ static int apply_locked(knit_t *k, const knit_batch_t *b, knit_apply_stats_t *st
     }
     if (!rc && r && r->t)
         rc = row_flush(k, r, ver);
-    if (!rc)
-        rc = knit__clear_logs(k);
+    if (!rc && !k->triggers_off)
+        rc = knit__clear_logs(k); /* replica.h design note 4 */
     if (!rc && st->applied)
         k->ev_remote = 1;
 done:

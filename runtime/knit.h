@@ -122,17 +122,23 @@ typedef struct knit_options_s {
 ** knit metadata) gets knit's metadata tables and a fresh site id.  A
 ** replica copied from elsewhere is detected and takes a new site id before
 ** it writes.  KNIT_ENOTREPLICA if the file is not SQLite; KNIT_EVERSION if
-** its metadata is newer than this library.  On error *out is NULL and the
-** file is unchanged. */
+** its metadata is newer than this library; KNIT_EINVAL for "", ":memory:"
+** and "file:" URIs (a replica is a file that other connections open too).
+** On error *out is NULL and the file is unchanged. */
 KNIT_EXTERN int knit_open(const char *path, const knit_options_t *opt,
                           knit_t **out /* OUT */);
 /* Closes the replica; NULL is a no-op. */
 KNIT_EXTERN void knit_close(knit_t *k);
 /* The last error's detailed message ("" if none); valid until the next call. */
 KNIT_EXTERN const char *knit_errmsg(knit_t *k);
-/* knit's own connection (struct sqlite3 *), for apps that want one. */
+/* A plain connection (struct sqlite3 *) to the replica for the app's own
+** SQL, opened on first call and closed by knit_close.  It is not knit's
+** internal connection: its writes are captured like any connection's and
+** noticed by knit_poll.  NULL if it cannot be opened (knit_errmsg says). */
 KNIT_EXTERN void *knit_db(knit_t *k);
 KNIT_EXTERN int knit_site(knit_t *k, knit_site_t *out /* OUT */);
+/* The replica's file name as given to knit_open (valid until knit_close). */
+KNIT_EXTERN const char *knit_filename(knit_t *k);
 
 /* Makes an existing table synced.  spec: NULL or "" (all columns LWW), or a
 ** comma-separated list such as "tags:orset,labels:orset".  Existing rows are
@@ -218,6 +224,11 @@ KNIT_EXTERN int knit_verify(knit_t *k, knit_problem_fn problem, void *data);
 ** when unset.  set: value NULL deletes. */
 KNIT_EXTERN int knit_setting_get(knit_t *k, const char *key, char **value /* OUT */);
 KNIT_EXTERN int knit_setting_set(knit_t *k, const char *key, const char *value);
+/* Stores value under key unless the key is already set, atomically across
+** processes; *actual gets the value stored afterwards (knit_free).  Two
+** processes initializing at once agree on one value. */
+KNIT_EXTERN int knit_setting_init(knit_t *k, const char *key, const char *value,
+                                  char **actual /* OUT */);
 /* Frees memory knit handed out (knit_setting_get). */
 KNIT_EXTERN void knit_free(void *p);
 

@@ -578,14 +578,53 @@ int knit_setting_set(knit_t *k, const char *key, const char *value) /* see knit.
     return rc == SQLITE_DONE ? 0 : knit__dberr(k, rc, "writing a setting");
 }
 
+int knit_setting_init(knit_t *k, const char *key, const char *value,
+                      char **actual) /* see knit.h */
+{
+    int rc = knit__begin(k);
+    *actual = NULL;
+    if (rc)
+        return rc;
+    rc = knit_setting_get(k, key, actual);
+    if (!rc && !*actual) {
+        rc = knit_setting_set(k, key, value);
+        if (!rc && !(*actual = knit__strdup(value)))
+            rc = KNIT_ENOMEM;
+    }
+    if (!rc)
+        rc = knit__commit(k);
+    if (rc) {
+        knit__rollback(k);
+        knit__free(*actual);
+        *actual = NULL;
+    }
+    return rc;
+}
+
 void knit_free(void *p) /* see knit.h */
 {
     knit__free(p);
 }
 
+const char *knit_filename(knit_t *k) /* see knit.h */
+{
+    return k->path;
+}
+
 void *knit_db(knit_t *k) /* see knit.h */
 {
-    return k->db;
+    if (!k->app_db) {
+        int flags = k->readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
+        if (sqlite3_open_v2(k->path, &k->app_db, flags, NULL) != SQLITE_OK) {
+            knit__err(k, KNIT_EIO, "cannot open a connection to %s: %s", k->path,
+                      k->app_db ? sqlite3_errmsg(k->app_db) : "out of memory");
+            sqlite3_close(k->app_db);
+            k->app_db = NULL;
+            return NULL;
+        }
+        sqlite3_busy_timeout(k->app_db, 5000);
+    }
+    return k->app_db;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -662,6 +701,8 @@ int knit_open(const char *path, const knit_options_t *opt, knit_t **out) /* see 
     *out = NULL;
     if (opt)
         o = *opt;
+    if (!path || !path[0] || strcmp(path, ":memory:") == 0 || strncmp(path, "file:", 5) == 0)
+        return KNIT_EINVAL; /* a replica is a file: WAL, other connections, knit_db */
     /* The file is never opened outside SQLite: on POSIX, closing any
     ** descriptor of a file drops every lock this process holds on it,
     ** including those of other SQLite connections.  A file that is not a
@@ -674,6 +715,10 @@ int knit_open(const char *path, const knit_options_t *opt, knit_t **out) /* see 
     k->clock_data = o.clock_data;
     k->max_drift_ms = o.max_drift_ms ? o.max_drift_ms : 5 * 60 * 1000;
     k->schema_cookie = -1;
+    if (!(k->path = knit__strdup(path))) {
+        knit__free(k);
+        return KNIT_ENOMEM;
+    }
 
     flags = o.readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     rc = sqlite3_open_v2(path, &k->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
@@ -750,6 +795,8 @@ void knit_close(knit_t *k) /* see knit.h */
     sqlite3_finalize(k->meta_get);
     sqlite3_finalize(k->meta_put);
     sqlite3_close_v2(k->db);
+    sqlite3_close_v2(k->app_db);
+    knit__free(k->path);
     knit__free(k->sites);
     knit__free(k);
 }

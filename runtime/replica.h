@@ -21,8 +21,12 @@
 **   3. After stamping, a user row exists if and only if its metadata row
 **      has an odd causal length.
 **   4. Writes knit itself makes to user tables (apply, OR-set
-**      canonicalization) also fire the triggers; knit deletes those log rows
-**      before it commits, so they are never taken for local writes.
+**      canonicalization) are never taken for local writes.  When no tracked
+**      table has triggers of the application's own, knit's connection runs
+**      with triggers disabled (SQLITE_DBCONFIG_ENABLE_TRIGGER) and its writes
+**      fire nothing; otherwise the app's triggers must see applied changes,
+**      so triggers stay on and knit deletes the log rows its writes made
+**      before it commits.  Re-checked whenever the schema changes.
 **   5. The HLC and version counters live in _knit_meta and are read and
 **      advanced inside the write transaction, so they are monotonic across
 **      every connection and process sharing the file.
@@ -92,7 +96,10 @@ typedef struct ktable_s {
 } ktable_t;
 
 struct knit_s {
-    sqlite3 *db;             /* knit's connection */
+    sqlite3 *db;             /* knit's own connection (all internal work) */
+    sqlite3 *app_db;         /* knit_db(): a plain connection for the app, opened lazily */
+    char *path;              /* the replica file, for app_db */
+    int triggers_off;        /* db runs with triggers disabled (note 4) */
     int readonly;            /* opened read-only */
     knit_clock_fn clock;     /* wall clock */
     void *clock_data;        /* its argument */

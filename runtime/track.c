@@ -163,6 +163,33 @@ static int json_names(knit_t *k, const char *json, char ***out, uint32_t *n)
     return 0;
 }
 
+/* Design note 4 of replica.h: knit's connection runs without triggers
+** unless a tracked table has triggers of the application's own, which must
+** fire on applied changes too.  Changing the setting expires prepared
+** statements, so it is only touched when the answer changes. */
+static int choose_triggers(knit_t *k)
+{
+    sqlite3_stmt *st = NULL;
+    int app_triggers = 0, rc;
+    rc = sqlite3_prepare_v2(k->db,
+                            "SELECT count(*) FROM sqlite_schema AS s JOIN _knit_tables AS t"
+                            " ON s.tbl_name = t.name WHERE s.type = 'trigger'"
+                            " AND s.name NOT LIKE '\\_knit\\_%' ESCAPE '\\'",
+                            -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return knit__dberr(k, rc, "reading triggers");
+    if (sqlite3_step(st) == SQLITE_ROW)
+        app_triggers = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    int off = app_triggers == 0 && !k->readonly;
+    if (off != k->triggers_off) {
+        int now = -1;
+        sqlite3_db_config(k->db, SQLITE_DBCONFIG_ENABLE_TRIGGER, !off, &now);
+        k->triggers_off = now == 0;
+    }
+    return 0;
+}
+
 int knit__load_tables(knit_t *k)
 {
     sqlite3_stmt *st = NULL;
@@ -219,6 +246,8 @@ int knit__load_tables(knit_t *k)
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
         return knit__dberr(k, rc, "reading _knit_tables");
+    if ((rc = choose_triggers(k)) != 0)
+        return rc;
     k->schema_cookie = cookie;
     return 0;
 }

@@ -9,7 +9,8 @@ knit_test(merge SOURCES runtime/test_merge.c LIBS knit_runtime knit_crdt
   CASES lww_later_write_wins lww_tie_breaks_on_site
         delete_beats_concurrent_update_then_resurrect orset_concurrent_add_remove
         keys_and_value_types refuses_future_stamps applied_changes_not_captured
-        orset_local_ops_survive_remote_merge move_namespace_on_sign_in allocation_failures
+        orset_local_ops_survive_remote_merge move_namespace_on_sign_in app_triggers_fire_on_apply
+        allocation_failures
         random_three_replicas
         random_through_hub)
 knit_test(crash SOURCES runtime/test_crash.c LIBS knit_runtime knit_crdt

@@ -761,7 +761,7 @@ static int setup_watch(knit_sync_t *s)
     if (s->opt.no_watch)
         return 0;
     if (!path)
-        path = sqlite3_db_filename((sqlite3 *)knit_db(s->k), "main");
+        path = knit_filename(s->k);
     if (!path || !*path)
         return 0; /* an in-memory or temporary database: polling only */
     slash = strrchr(path, '/');
@@ -1088,18 +1088,13 @@ static int pick_claim(knit_sync_t *s)
 
 int knit_sync_anon_credential(knit_t *k, char **id, char **secret) /* see knit_sync.h */
 {
-    sqlite3 *db = knit_db(k);
     char *v = NULL;
     int rc;
     *id = *secret = NULL;
-    /* One write transaction, so two processes starting at once agree on
-    ** one credential. */
-    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-        return sqlite3_errcode(db) == SQLITE_BUSY ? KNIT_EBUSY : KNIT_EDB;
     rc = knit_setting_get(k, ANON_SETTING, &v);
-    if (!rc && v) {
-        rc = split_anon(v, id, secret);
-    } else if (!rc) {
+    if (!rc && !v) {
+        /* Made once; knit_setting_init keeps the first one stored if two
+        ** processes start at once, so both use the same credential. */
         uint8_t rid[16], rsec[32];
         char eid[32], esec[48], both[96];
         rc = urandom(rid, sizeof rid);
@@ -1109,22 +1104,19 @@ int knit_sync_anon_credential(knit_t *k, char **id, char **secret) /* see knit_s
             knit_b64url_encode(rid, sizeof rid, eid);
             knit_b64url_encode(rsec, sizeof rsec, esec);
             snprintf(both, sizeof both, "%s:%s", eid, esec);
-            rc = knit_setting_set(k, ANON_SETTING, both);
-            if (!rc)
-                rc = split_anon(both, id, secret);
+            rc = knit_setting_init(k, ANON_SETTING, both, &v);
             memset(both, 0, sizeof both);
             memset(esec, 0, sizeof esec);
             memset(rsec, 0, sizeof rsec);
         }
     }
+    if (!rc && v)
+        rc = split_anon(v, id, secret);
     if (v) {
         memset(v, 0, strlen(v));
         knit_free(v);
     }
-    if (!rc && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-        rc = KNIT_EDB;
     if (rc) {
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
         knit__free(*id);
         knit__free(*secret);
         *id = *secret = NULL;

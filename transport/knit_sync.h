@@ -47,9 +47,8 @@
 **     knit_t stays the application's, and must outlive the knit_sync_t.
 **   - Strings in the options are copied.  Pointers in events are valid only
 **     during the callback.
-**   - Writes made through knit's own connection (knit_db()) change no
-**     PRAGMA data_version for it, so call knit_sync_notify() after them;
-**     writes through any other connection are noticed by themselves.
+**   - Writes through any connection, knit_db() included, are noticed by
+**     themselves; knit_sync_notify() only makes the check happen at once.
 */
 #ifndef KNIT_SYNC_H
 #define KNIT_SYNC_H
@@ -132,7 +131,7 @@ typedef struct knit_sync_options_s {
     int no_claim;               /* JWT: 1 = do not claim the anonymous namespace [0: claim
                                    it when the replica holds an anonymous credential
                                    ("sync.anon") not claimed yet, or rows of it] */
-    const char *replica_path;   /* file to watch [the file of knit_db(k)] */
+    const char *replica_path;   /* file to watch [knit_filename(k)] */
     int no_watch;               /* 1: no file watch; notice writes by polling only */
     unsigned poll_ms;           /* safety poll interval, ms [250] */
     size_t max_inflight;        /* pushes awaiting ACK at once [4] */
@@ -174,7 +173,8 @@ KNIT_EXTERN int knit_sync_start(uv_loop_t *loop, knit_t *k, const knit_sync_opti
 ** NULL) and frees s.  Safe from any callback; calling it again is a no-op. */
 KNIT_EXTERN void knit_sync_stop(knit_sync_t *s, knit_sync_close_fn cb);
 
-/* The application wrote through knit_db(k): look for local changes now. */
+/* The application wrote to the replica: look for local changes now rather
+** than when the file watch or the safety poll notices. */
 KNIT_EXTERN void knit_sync_notify(knit_sync_t *s);
 
 /* The JWT used from the next connection on (copied). */

@@ -344,6 +344,39 @@ static void move_namespace_on_sign_in(void)
     teardown();
 }
 
+/* The application's own triggers on a tracked table (an audit log here, an
+** FTS index in real apps) fire on applied changes too, and knit's writes
+** are still not captured as local ones. */
+static void app_triggers_fire_on_apply(void)
+{
+    setup(0);
+    rt_exec(B, "CREATE TABLE audit(id TEXT, what TEXT);"
+               "CREATE TRIGGER app_ins AFTER INSERT ON t BEGIN"
+               " INSERT INTO audit VALUES (NEW.id, 'insert'); END;"
+               "CREATE TRIGGER app_upd AFTER UPDATE ON t BEGIN"
+               " INSERT INTO audit VALUES (NEW.id, 'update'); END;");
+    rt_exec(A, "INSERT INTO t VALUES ('r', 1, 'x', '[]')");
+    rt_send(A, B, NULL);
+    rt_exec(A, "UPDATE t SET a = 2");
+    rt_send(A, B, NULL);
+    RT_EXPECT(B, "SELECT id, what FROM audit ORDER BY rowid", "'r'|'insert'\n'r'|'update'\n");
+    knit_since_opts_t o = {.local_only = 1};
+    knit_batch_t *b;
+    CHECK_OK(knit_changes_since(B, 0, &o, &b));
+    CHECK_EQ_INT(b->nchanges, 0);
+    knit_batch_free(b);
+    RT_EXPECT(B, "SELECT count(*) FROM _knit_log_1", "0\n");
+    /* Once the app's triggers are gone, applies skip triggers altogether. */
+    rt_exec(B, "DROP TRIGGER app_ins; DROP TRIGGER app_upd");
+    rt_exec(A, "UPDATE t SET a = 3");
+    rt_send(A, B, NULL);
+    RT_EXPECT(B, "SELECT count(*), (SELECT a FROM t) FROM audit", "2|3\n");
+    CHECK_OK(knit_changes_since(B, 0, &o, &b));
+    CHECK_EQ_INT(b->nchanges, 0);
+    knit_batch_free(b);
+    teardown();
+}
+
 /* Failing the Nth allocation inside changes_since or apply returns an error
 ** and leaves both replicas usable: a later exchange converges. */
 #include "alloc.h"
@@ -523,5 +556,6 @@ KNIT_TESTS(T(lww_later_write_wins), T(lww_tie_breaks_on_site),
            T(delete_beats_concurrent_update_then_resurrect), T(orset_concurrent_add_remove),
            T(keys_and_value_types), T(refuses_future_stamps), T(applied_changes_not_captured),
            T(orset_local_ops_survive_remote_merge), T(move_namespace_on_sign_in),
+           T(app_triggers_fire_on_apply),
            T(allocation_failures),
            T(random_three_replicas), T(random_through_hub))

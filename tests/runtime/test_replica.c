@@ -36,6 +36,8 @@ static void open_refuses_garbage_unchanged(void)
     knit_t *k = (knit_t *)1;
     CHECK_EQ_INT(knit_open(p, NULL, &k), KNIT_ENOTREPLICA);
     CHECK(k == NULL);
+    CHECK_EQ_INT(knit_open(":memory:", NULL, &k), KNIT_EINVAL);
+    CHECK_EQ_INT(knit_open("", NULL, &k), KNIT_EINVAL);
     CHECK(stat(p, &after) == 0);
     CHECK(before.st_size == after.st_size && before.st_mtime == after.st_mtime);
     CHECK(access(rt_path("junk.db-wal"), F_OK) != 0);
@@ -327,9 +329,13 @@ static int file_locks(const char *path)
             fclose(f);
         return -1;
     }
+    /* Lines look like "1: POSIX  ADVISORY  READ 4242 08:01:1234 1073741826 ...":
+    ** count this process's locks on this inode. */
+    char pid[32];
     snprintf(ino, sizeof ino, ":%llu ", (unsigned long long)sb.st_ino);
+    snprintf(pid, sizeof pid, " %d ", (int)getpid());
     while (fgets(line, sizeof line, f))
-        if (strstr(line, ino) && strstr(line, " POSIX "))
+        if (strstr(line, ino) && strstr(line, pid) && strstr(line, " POSIX "))
             n++;
     fclose(f);
     return n;
