@@ -112,7 +112,8 @@ int inspect_probe(const char *cmd, const char *path, int *kind) /* see inspect_r
     if (rc == KNIT_EBUSY)
         report_locked(cmd, path);
     else if (rc == KNIT_EVERSION)
-        inspect_err(cmd, "'%s' is a relay store newer than this sync-inspect", path);
+        inspect_err(cmd, "'%s' is a relay store of a schema version this sync-inspect does not "
+                         "read (older or newer)", path);
     else
         inspect_err(cmd, "'%s' is an SQLite database but not a knit replica or relay store "
                          "(it has no knit metadata)", path);

@@ -16,7 +16,10 @@
 **   2. A namespace's sequence only grows, and it grows inside the same
 **      transaction that writes the cells stamped with it, so a sequence a
 **      reader has seen always names committed cells, and a rolled-back group
-**      leaves no gap that a reader could have seen.
+**      leaves no gap that a reader could have seen.  An apply counts the
+**      sequences it hands out in memory and writes the namespace's row once,
+**      at the end of the push and inside its savepoint: an UPDATE per unit
+**      cost about a fifth of the relay's instructions.
 **   3. Each pushed unit in which some change won takes exactly one sequence;
 **      a unit in which nothing won takes none (a push replayed after a lost
 **      ACK changes nothing, takes no sequence and produces no fan-out).
@@ -28,6 +31,19 @@
 **      the causal length advances, column cells of older lives are deleted.
 **   6. Each push applies inside a savepoint: a refused or failed push
 **      leaves the group exactly as it was before the push.
+**   7. Names are stored once.  A cell is keyed (ns, tid, pk, cid): tid is
+**      the rowid of its table's row in tbl (which belongs to one namespace),
+**      cid the rowid of its column's row in col, or 0 for the row's
+**      liveness cell.  Column ids start at 1, so a row's liveness cell sorts
+**      first among its cells, which the digest relies on.  Ids are given out
+**      in first-seen order and rows of tbl and col are never deleted, so a
+**      table's columns in id order are its columns in first-seen order.
+**      Everything that reads cells maps the ids back to names (ctab_load),
+**      and no id ever leaves this file: catch-up batches, fan-out and the
+**      claim's merge (a catch-up applied to another namespace) carry names.
+**      Writing two B-tree entries per cell (the cell and its (ns, seq) index
+**      entry, which repeats the key) is most of the ingest cost, and short
+**      integer keys make both cheaper.
 **
 ** OR-set cells are stored self-contained, with full site ids, in the form
 ** the state digest needs:
@@ -55,7 +71,9 @@
 #include "lww.h"
 #include "orset.h"
 
-#define SCHEMA_VERSION 1
+/* Schema versions: 1 named tables and columns in every cell; 2 keys cells
+** by integer ids (design note 7). */
+#define SCHEMA_VERSION 2
 #define APPLICATION_ID 0x6b6e5253 /* "knRS" */
 
 /* Cell kinds as stored. */
@@ -70,25 +88,28 @@ static const char SCHEMA[] =
     "  name TEXT NOT NULL UNIQUE,"           /* e.g. user:alice */
     "  seq INTEGER NOT NULL DEFAULT 0);"     /* last sequence handed out */
     "CREATE TABLE tbl("
+    "  id INTEGER PRIMARY KEY,"              /* cell.tid (design note 7) */
     "  ns INTEGER NOT NULL, name TEXT NOT NULL,"
     "  npk INTEGER NOT NULL,"                /* key column count */
-    "  PRIMARY KEY(ns, name)) WITHOUT ROWID;"
+    "  UNIQUE(ns, name));"
     "CREATE TABLE col("
-    "  ns INTEGER NOT NULL, tbl TEXT NOT NULL, name TEXT NOT NULL,"
-    "  ord INTEGER NOT NULL,"                /* first-seen order */
+    "  id INTEGER PRIMARY KEY,"              /* cell.cid, >= 1, first-seen order */
+    "  tbl INTEGER NOT NULL,"                /* tbl.id */
+    "  name TEXT NOT NULL,"
     "  kind INTEGER NOT NULL,"               /* KIND_LWW or KIND_ORSET */
-    "  PRIMARY KEY(ns, tbl, name)) WITHOUT ROWID;"
+    "  UNIQUE(tbl, name));"
     "CREATE TABLE cell("
-    "  ns INTEGER NOT NULL, tbl TEXT NOT NULL,"
+    "  ns INTEGER NOT NULL,"                 /* ns.id */
+    "  tid INTEGER NOT NULL,"                /* tbl.id */
     "  pk BLOB NOT NULL,"                    /* concatenated knit_value encodings */
-    "  col TEXT NOT NULL,"                   /* '' = row liveness */
+    "  cid INTEGER NOT NULL,"                /* col.id; 0 = row liveness */
     "  kind INTEGER NOT NULL,"               /* KIND_* */
     "  cl INTEGER NOT NULL,"                 /* causal length of the life */
     "  hlc INTEGER NOT NULL,"                /* winning stamp (uint64 bits) */
     "  site BLOB NOT NULL,"                  /* winning site id, 16 bytes */
     "  value BLOB NOT NULL,"                 /* value encoding / OR-set form */
     "  seq INTEGER NOT NULL,"                /* ns sequence of the last change */
-    "  PRIMARY KEY(ns, tbl, pk, col)) WITHOUT ROWID;"
+    "  PRIMARY KEY(ns, tid, pk, cid)) WITHOUT ROWID;"
     "CREATE INDEX cell_seq ON cell(ns, seq);"
     "CREATE TABLE anon("
     "  id TEXT PRIMARY KEY,"                 /* client-made anonymous id */
@@ -101,9 +122,10 @@ static const char SCHEMA[] =
 enum {
     S_NS_GET,
     S_NS_INS,
-    S_NS_NEXT,
+    S_NS_SEQ,
     S_TBL_GET,
     S_TBL_INS,
+    S_TBL_BY_ID,
     S_COL_GET,
     S_COL_INS,
     S_CELL_GET,
@@ -124,41 +146,47 @@ enum {
 static const char *const SQL[S_COUNT] = {
     [S_NS_GET] = "SELECT id, seq FROM ns WHERE name = ?1",
     [S_NS_INS] = "INSERT INTO ns(name, seq) VALUES(?1, 0)",
-    [S_NS_NEXT] = "UPDATE ns SET seq = seq + 1 WHERE id = ?1 RETURNING seq",
-    [S_TBL_GET] = "SELECT npk FROM tbl WHERE ns = ?1 AND name = ?2",
+    [S_NS_SEQ] = "UPDATE ns SET seq = ?2 WHERE id = ?1",
+    [S_TBL_GET] = "SELECT id, npk FROM tbl WHERE ns = ?1 AND name = ?2",
     [S_TBL_INS] = "INSERT INTO tbl(ns, name, npk) VALUES(?1, ?2, ?3)",
-    [S_COL_GET] = "SELECT kind FROM col WHERE ns = ?1 AND tbl = ?2 AND name = ?3",
-    [S_COL_INS] = "INSERT INTO col(ns, tbl, name, ord, kind) VALUES(?1, ?2, ?3,"
-                  " (SELECT count(*) FROM col WHERE ns = ?1 AND tbl = ?2), ?4)",
+    [S_TBL_BY_ID] = "SELECT name, npk FROM tbl WHERE id = ?1 AND ns = ?2",
+    [S_COL_GET] = "SELECT id, kind FROM col WHERE tbl = ?1 AND name = ?2",
+    [S_COL_INS] = "INSERT INTO col(tbl, name, kind) VALUES(?1, ?2, ?3)",
     [S_CELL_GET] = "SELECT kind, cl, hlc, site, value FROM cell"
-                   " WHERE ns = ?1 AND tbl = ?2 AND pk = ?3 AND col = ?4",
-    [S_CELL_PUT] = "INSERT OR REPLACE INTO cell(ns, tbl, pk, col, kind, cl, hlc, site, value, seq)"
+                   " WHERE ns = ?1 AND tid = ?2 AND pk = ?3 AND cid = ?4",
+    [S_CELL_PUT] = "INSERT OR REPLACE INTO cell(ns, tid, pk, cid, kind, cl, hlc, site, value, seq)"
                    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     /* Merge of one LWW cell in one statement: the stored cell is replaced
     ** only by a larger (cl, hlc, site).  cl and hlc are stored as the int64
     ** of their uint64 bits; both stay below 2^63 (an HLC reaches it in the
-    ** year 6429), so SQL's signed order is their order. */
-    [S_CELL_LWW] = "INSERT INTO cell(ns, tbl, pk, col, kind, cl, hlc, site, value, seq)"
-                   " VALUES(?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9)"
-                   " ON CONFLICT(ns, tbl, pk, col) DO UPDATE SET cl = excluded.cl,"
-                   " hlc = excluded.hlc, site = excluded.site, value = excluded.value,"
-                   " seq = excluded.seq"
-                   " WHERE kind = 1 AND (excluded.cl, excluded.hlc, excluded.site) > (cl, hlc, site)",
-    /* The same for a row's liveness cell (column ''). */
-    [S_CELL_LIVE] = "INSERT INTO cell(ns, tbl, pk, col, kind, cl, hlc, site, value, seq)"
-                    " VALUES(?1, ?2, ?3, '', 0, ?4, ?5, ?6, X'00', ?7)"
-                    " ON CONFLICT(ns, tbl, pk, col) DO UPDATE SET cl = excluded.cl,"
-                    " hlc = excluded.hlc, site = excluded.site, seq = excluded.seq"
-                    " WHERE kind = 0 AND (excluded.cl, excluded.hlc, excluded.site) > (cl, hlc, site)",
-    [S_CELL_PRUNE] = "DELETE FROM cell WHERE ns = ?1 AND tbl = ?2 AND pk = ?3"
-                     " AND col <> '' AND cl < ?4",
-    [S_CATCH] = "SELECT tbl, pk, col, kind, cl, hlc, site, value, seq FROM cell"
-                " WHERE ns = ?1 AND seq > ?2 ORDER BY seq, tbl, pk, col",
-    [S_DIGEST] = "SELECT tbl, pk, col, kind, cl, hlc, site, value FROM cell"
-                 " WHERE ns = ?1 ORDER BY tbl, pk, col",
-    [S_COLS] = "SELECT name, kind FROM col WHERE ns = ?1 AND tbl = ?2 ORDER BY ord",
+    ** year 6429), so SQL's signed order is their order.  Sites are 16-byte
+    ** BLOBs, which SQL compares as memcmp does, so the order is exactly
+    ** knit_stamp_cmp's. */
+    [S_CELL_LWW] =
+        "INSERT INTO cell(ns, tid, pk, cid, kind, cl, hlc, site, value, seq)"
+        " VALUES(?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9)"
+        " ON CONFLICT(ns, tid, pk, cid) DO UPDATE SET cl = excluded.cl,"
+        " hlc = excluded.hlc, site = excluded.site, value = excluded.value,"
+        " seq = excluded.seq"
+        " WHERE kind = 1 AND (excluded.cl, excluded.hlc, excluded.site) > (cl, hlc, site)",
+    /* The same for a row's liveness cell (column id 0). */
+    [S_CELL_LIVE] =
+        "INSERT INTO cell(ns, tid, pk, cid, kind, cl, hlc, site, value, seq)"
+        " VALUES(?1, ?2, ?3, 0, 0, ?4, ?5, ?6, X'00', ?7)"
+        " ON CONFLICT(ns, tid, pk, cid) DO UPDATE SET cl = excluded.cl,"
+        " hlc = excluded.hlc, site = excluded.site, seq = excluded.seq"
+        " WHERE kind = 0 AND (excluded.cl, excluded.hlc, excluded.site) > (cl, hlc, site)",
+    [S_CELL_PRUNE] = "DELETE FROM cell WHERE ns = ?1 AND tid = ?2 AND pk = ?3"
+                     " AND cid > 0 AND cl < ?4",
+    /* Both scans follow an index (cell_seq, whose entries end with the
+    ** cell key, and the key itself), so neither sorts. */
+    [S_CATCH] = "SELECT tid, pk, cid, kind, cl, hlc, site, value, seq FROM cell"
+                " WHERE ns = ?1 AND seq > ?2 ORDER BY seq, tid, pk, cid",
+    [S_DIGEST] = "SELECT tid, pk, cid, kind, cl, hlc, site, value FROM cell"
+                 " WHERE ns = ?1 ORDER BY tid, pk, cid",
+    [S_COLS] = "SELECT id, name, kind FROM col WHERE tbl = ?1 ORDER BY id",
     [S_LIST] = "SELECT name, seq,"
-               " (SELECT count(*) FROM cell WHERE cell.ns = ns.id AND col = ''),"
+               " (SELECT count(*) FROM cell WHERE cell.ns = ns.id AND cid = 0),"
                " (SELECT count(*) FROM cell WHERE cell.ns = ns.id)"
                " FROM ns ORDER BY name",
     [S_ANON_GET] = "SELECT salt, hash FROM anon WHERE id = ?1",
@@ -314,6 +342,13 @@ static int check_schema(knit_relay_store_t *s)
                      SCHEMA_VERSION);
     } else if (version < 1) {
         rc = set_err(s, KNIT_ECORRUPT, "store schema version %d", version);
+    } else if (version < SCHEMA_VERSION) {
+        /* No store of an older schema was ever deployed, so there is no
+        ** migration: say so rather than misread its cells. */
+        rc = set_err(s, KNIT_EVERSION,
+                     "store schema %d is older than this relay's (%d) and cannot be upgraded;"
+                     " start from a new store (clients push their changes again)",
+                     version, SCHEMA_VERSION);
     }
 out:
     sqlite3_finalize(st);
@@ -691,22 +726,26 @@ static int ns_lookup(knit_relay_store_t *s, const char *ns, int create, int64_t 
     return 0;
 }
 
-static int ns_next_seq(knit_relay_store_t *s, int64_t nsid, uint64_t *seq)
+/* Stores the namespace's last sequence handed out (design note 2). */
+static int ns_set_seq(knit_relay_store_t *s, int64_t nsid, uint64_t seq)
 {
     sqlite3_stmt *st;
     int rc;
-    if ((rc = stmt(s, S_NS_NEXT, &st)) != 0)
+    if ((rc = stmt(s, S_NS_SEQ, &st)) != 0)
         return rc;
     sqlite3_bind_int64(st, 1, nsid);
+    bind_u64(st, 2, seq);
     rc = step(s, st);
-    if (rc == 1)
-        *seq = col_u64(st, 0);
     sqlite3_reset(st);
-    return rc == 1 ? 0 : rc < 0 ? rc : set_err(s, KNIT_EDB, "namespace row vanished");
+    if (rc < 0)
+        return rc;
+    return sqlite3_changes(s->db) == 1 ? 0 : set_err(s, KNIT_EDB, "namespace row vanished");
 }
 
-/* Records the table's key width, or checks it against the stored one. */
-static int shape_table(knit_relay_store_t *s, int64_t nsid, const knit_batch_table_t *t)
+/* Records the table's key width, or checks it against the stored one; *tid
+** is the table's id (design note 7). */
+static int shape_table(knit_relay_store_t *s, int64_t nsid, const knit_batch_table_t *t,
+                       int64_t *tid)
 {
     sqlite3_stmt *st;
     int rc;
@@ -718,11 +757,14 @@ static int shape_table(knit_relay_store_t *s, int64_t nsid, const knit_batch_tab
     sqlite3_bind_text(st, 2, t->name, -1, SQLITE_STATIC);
     rc = step(s, st);
     if (rc == 1) {
-        int64_t npk = sqlite3_column_int64(st, 0);
+        int64_t npk = sqlite3_column_int64(st, 1);
+        *tid = sqlite3_column_int64(st, 0);
         sqlite3_reset(st);
         if (npk != (int64_t)t->npk)
             return set_err(s, KNIT_ESCHEMA, "table %s has %lld key columns, push says %u", t->name,
                            (long long)npk, t->npk);
+        if (*tid <= 0)
+            return set_err(s, KNIT_ECORRUPT, "table %s has id %lld", t->name, (long long)*tid);
         return 0;
     }
     sqlite3_reset(st);
@@ -735,12 +777,16 @@ static int shape_table(knit_relay_store_t *s, int64_t nsid, const knit_batch_tab
     sqlite3_bind_int64(st, 3, t->npk);
     rc = step(s, st);
     sqlite3_reset(st);
-    return rc < 0 ? rc : 0;
+    if (rc < 0)
+        return rc;
+    *tid = sqlite3_last_insert_rowid(s->db);
+    return 0;
 }
 
-/* Records a column's kind, or checks it against the stored one. */
-static int shape_column(knit_relay_store_t *s, int64_t nsid, const knit_batch_table_t *t,
-                        uint32_t c)
+/* Records a column's kind, or checks it against the stored one; *cid is the
+** column's id in table tid (design note 7). */
+static int shape_column(knit_relay_store_t *s, int64_t tid, const knit_batch_table_t *t, uint32_t c,
+                        int64_t *cid)
 {
     sqlite3_stmt *st;
     int rc, kind = t->orset[c] ? KIND_ORSET : KIND_LWW;
@@ -748,17 +794,20 @@ static int shape_column(knit_relay_store_t *s, int64_t nsid, const knit_batch_ta
         return set_err(s, KNIT_EINVAL, "table %s: empty column name", t->name);
     if ((rc = stmt(s, S_COL_GET, &st)) != 0)
         return rc;
-    sqlite3_bind_int64(st, 1, nsid);
-    sqlite3_bind_text(st, 2, t->name, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, t->cols[c], -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 1, tid);
+    sqlite3_bind_text(st, 2, t->cols[c], -1, SQLITE_STATIC);
     rc = step(s, st);
     if (rc == 1) {
-        int have = sqlite3_column_int(st, 0);
+        int have = sqlite3_column_int(st, 1);
+        *cid = sqlite3_column_int64(st, 0);
         sqlite3_reset(st);
         if (have != kind)
             return set_err(s, KNIT_ESCHEMA, "column %s.%s is %s here, the push says %s", t->name,
                            t->cols[c], have == KIND_ORSET ? "an OR-set" : "LWW",
                            kind == KIND_ORSET ? "an OR-set" : "LWW");
+        if (*cid <= 0) /* id 0 is the liveness cell's */
+            return set_err(s, KNIT_ECORRUPT, "column %s.%s has id %lld", t->name, t->cols[c],
+                           (long long)*cid);
         return 0;
     }
     sqlite3_reset(st);
@@ -766,13 +815,15 @@ static int shape_column(knit_relay_store_t *s, int64_t nsid, const knit_batch_ta
         return rc;
     if ((rc = stmt(s, S_COL_INS, &st)) != 0)
         return rc;
-    sqlite3_bind_int64(st, 1, nsid);
-    sqlite3_bind_text(st, 2, t->name, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, t->cols[c], -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 4, kind);
+    sqlite3_bind_int64(st, 1, tid);
+    sqlite3_bind_text(st, 2, t->cols[c], -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, kind);
     rc = step(s, st);
     sqlite3_reset(st);
-    return rc < 0 ? rc : 0;
+    if (rc < 0)
+        return rc;
+    *cid = sqlite3_last_insert_rowid(s->db);
+    return 0;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -824,16 +875,16 @@ typedef struct apply_s {
     knit_batch_t *out;        /* fan-out being built */
     uint32_t out_ns;          /* ns index in out */
     int64_t *out_tab;         /* per push table: its index in out, or -1 */
-    uint8_t *tab_ok;          /* per push table: shape checked */
-    size_t *col_off;          /* per push table: offset into col_ok */
-    uint8_t *col_ok;          /* per push column: shape checked */
+    int64_t *tid;             /* per push table: its id once shape-checked, else 0 */
+    size_t *col_off;          /* per push table: offset into cid */
+    int64_t *cid;             /* per push column: its id once shape-checked, else 0 */
     uint64_t seq;             /* the current unit's sequence, 0 = none yet */
     uint8_t *pk;              /* encoding buffer for the current key */
     size_t pk_cap;            /* its size */
     uint8_t *val;             /* encoding buffer for an LWW value */
     size_t val_cap;           /* its size */
     uint64_t last_seq;        /* the namespace's last sequence handed out */
-    const char *rcl_tbl;      /* row_cl cache: table of the row remembered, or NULL */
+    int64_t rcl_tid;          /* row_cl cache: table id of the row remembered, 0 = none */
     uint8_t *rcl_pk;          /* its key encoding (owned) */
     size_t rcl_pklen;         /* key bytes */
     size_t rcl_cap;           /* rcl_pk's size */
@@ -885,31 +936,28 @@ static int encode_pk(apply_t *A, const knit_change_t *c, size_t *n)
     return 0;
 }
 
-/* The unit's sequence, taken on its first winning change (design note 3). */
+/* The unit's sequence, taken on its first winning change (design note 3);
+** the namespace's row is updated once per push (design note 2). */
 static int unit_seq(apply_t *A)
 {
-    int rc;
     if (A->seq)
         return 0;
-    if ((rc = ns_next_seq(A->s, A->nsid, &A->seq)) != 0)
-        return rc;
-    A->last_seq = A->seq;
+    A->seq = ++A->last_seq;
     return knit_batch_begin(A->out, A->seq);
 }
 
 /* Writes a cell at the unit's sequence. */
-static int put_cell(apply_t *A, const char *tbl, size_t pklen, const char *col, int kind,
-                    uint64_t cl, uint64_t hlc, const knit_site_t *site, const void *val,
-                    size_t vlen)
+static int put_cell(apply_t *A, int64_t tid, size_t pklen, int64_t cid, int kind, uint64_t cl,
+                    uint64_t hlc, const knit_site_t *site, const void *val, size_t vlen)
 {
     sqlite3_stmt *st;
     int rc;
     if ((rc = stmt(A->s, S_CELL_PUT, &st)) != 0)
         return rc;
     sqlite3_bind_int64(st, 1, A->nsid);
-    sqlite3_bind_text(st, 2, tbl, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, tid);
     sqlite3_bind_blob(st, 3, A->pk, (int)pklen, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, col, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, cid);
     sqlite3_bind_int(st, 5, kind);
     bind_u64(st, 6, cl);
     bind_u64(st, 7, hlc);
@@ -930,7 +978,7 @@ typedef struct stored_s {
     size_t vlen;    /* their count */
 } stored_t;
 
-static int get_cell(apply_t *A, const char *tbl, size_t pklen, const char *col, int want_value,
+static int get_cell(apply_t *A, int64_t tid, size_t pklen, int64_t cid, int want_value,
                     stored_t *out)
 {
     sqlite3_stmt *st;
@@ -939,9 +987,9 @@ static int get_cell(apply_t *A, const char *tbl, size_t pklen, const char *col, 
     if ((rc = stmt(A->s, S_CELL_GET, &st)) != 0)
         return rc;
     sqlite3_bind_int64(st, 1, A->nsid);
-    sqlite3_bind_text(st, 2, tbl, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, tid);
     sqlite3_bind_blob(st, 3, A->pk, (int)pklen, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, col, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, cid);
     rc = step(A->s, st);
     if (rc == 1) {
         out->found = 1;
@@ -998,53 +1046,68 @@ static int emit(apply_t *A, const knit_change_t *c, const knit_value_t *value)
     return knit_batch_add(A->out, &o);
 }
 
-/* Remembers cl as the causal length of row (tbl, A->pk): changes of one row
+/* Remembers cl as the causal length of row (tid, A->pk): changes of one row
 ** come together, and its later cells then need no liveness lookup. */
-static int remember_cl(apply_t *A, const char *tbl, size_t pklen, uint64_t cl)
+static int remember_cl(apply_t *A, int64_t tid, size_t pklen, uint64_t cl)
 {
     if (ensure_buf(&A->rcl_pk, &A->rcl_cap, pklen ? pklen : 1)) {
-        A->rcl_tbl = NULL;
+        A->rcl_tid = 0;
         return KNIT_ENOMEM;
     }
     memcpy(A->rcl_pk, A->pk, pklen);
     A->rcl_pklen = pklen;
-    A->rcl_tbl = tbl;
+    A->rcl_tid = tid;
     A->rcl = cl;
     return 0;
 }
 
+/* Whether the row_cl cache holds row (tid, A->pk). */
+static int remembered(const apply_t *A, int64_t tid, size_t pklen)
+{
+    return A->rcl_tid == tid && A->rcl_pklen == pklen && memcmp(A->rcl_pk, A->pk, pklen) == 0;
+}
+
 /* The row's causal length (0 when it has no liveness cell yet). */
-static int row_cl(apply_t *A, const char *tbl, size_t pklen, uint64_t *cl)
+static int row_cl(apply_t *A, int64_t tid, size_t pklen, uint64_t *cl)
 {
     stored_t st;
-    if (A->rcl_tbl && strcmp(A->rcl_tbl, tbl) == 0 && A->rcl_pklen == pklen &&
-        memcmp(A->rcl_pk, A->pk, pklen) == 0) {
+    if (remembered(A, tid, pklen)) {
         *cl = A->rcl;
         return 0;
     }
-    int rc = get_cell(A, tbl, pklen, "", 0, &st);
+    int rc = get_cell(A, tid, pklen, 0, 0, &st);
     *cl = st.found ? st.lww.cl : 0;
-    return rc ? rc : remember_cl(A, tbl, pklen, *cl);
+    return rc ? rc : remember_cl(A, tid, pklen, *cl);
+}
+
+/* The ids of c's table and column (shape-checked in apply_all). */
+static int64_t change_tid(const apply_t *A, const knit_change_t *c)
+{
+    return A->tid[c->table];
+}
+
+static int64_t change_cid(const apply_t *A, const knit_change_t *c)
+{
+    return c->col ? A->cid[A->col_off[c->table] + c->col - 1] : 0;
 }
 
 static int merge_live(apply_t *A, const knit_change_t *c, size_t pklen, int *won)
 {
-    const knit_batch_table_t *t = &A->push->tables[c->table];
+    int64_t tid = change_tid(A, c);
     knit_value_t null = {KNIT_NULL, {0}};
     sqlite3_stmt *st;
     int rc, known = 0;
     uint64_t old_cl = 0;
 
     /* The row's causal length before, when already known (row_cl cache). */
-    if (A->rcl_tbl && strcmp(A->rcl_tbl, t->name) == 0 && A->rcl_pklen == pklen &&
-        memcmp(A->rcl_pk, A->pk, pklen) == 0) {
+    if (remembered(A, tid, pklen)) {
         old_cl = A->rcl;
         known = 1;
     }
     if ((rc = stmt(A->s, S_CELL_LIVE, &st)) != 0)
         return rc;
     sqlite3_bind_int64(st, 1, A->nsid);
-    sqlite3_bind_text(st, 2, t->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, tid);
     sqlite3_bind_blob(st, 3, A->pk, (int)pklen, SQLITE_STATIC);
     bind_u64(st, 4, c->cl);
     bind_u64(st, 5, c->hlc);
@@ -1063,7 +1126,7 @@ static int merge_live(apply_t *A, const knit_change_t *c, size_t pklen, int *won
         if ((rc = stmt(A->s, S_CELL_PRUNE, &st)) != 0)
             return rc;
         sqlite3_bind_int64(st, 1, A->nsid);
-        sqlite3_bind_text(st, 2, t->name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, tid);
         sqlite3_bind_blob(st, 3, A->pk, (int)pklen, SQLITE_STATIC);
         bind_u64(st, 4, c->cl);
         rc = step(A->s, st);
@@ -1071,7 +1134,7 @@ static int merge_live(apply_t *A, const knit_change_t *c, size_t pklen, int *won
         if (rc < 0)
             return rc;
     }
-    if ((rc = remember_cl(A, t->name, pklen, c->cl)) != 0)
+    if ((rc = remember_cl(A, tid, pklen, c->cl)) != 0)
         return rc;
     *won = 1;
     return emit(A, c, &null);
@@ -1079,15 +1142,14 @@ static int merge_live(apply_t *A, const knit_change_t *c, size_t pklen, int *won
 
 static int merge_lww(apply_t *A, const knit_change_t *c, size_t pklen, int *won)
 {
-    const knit_batch_table_t *t = &A->push->tables[c->table];
-    const char *col = t->cols[c->col - 1];
+    int64_t tid = change_tid(A, c);
     const knit_site_t *site = &A->push->sites[c->site];
     sqlite3_stmt *st;
     uint64_t rcl;
     size_t vlen;
     int rc;
 
-    if ((rc = row_cl(A, t->name, pklen, &rcl)) != 0)
+    if ((rc = row_cl(A, tid, pklen, &rcl)) != 0)
         return rc;
     if (c->cl < rcl)
         return 0; /* a write of an earlier life: dead */
@@ -1101,9 +1163,9 @@ static int merge_lww(apply_t *A, const knit_change_t *c, size_t pklen, int *won)
     if ((rc = stmt(A->s, S_CELL_LWW, &st)) != 0)
         return rc;
     sqlite3_bind_int64(st, 1, A->nsid);
-    sqlite3_bind_text(st, 2, t->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, tid);
     sqlite3_bind_blob(st, 3, A->pk, (int)pklen, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, col, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, change_cid(A, c));
     bind_u64(st, 5, c->cl);
     bind_u64(st, 6, c->hlc);
     sqlite3_bind_blob(st, 7, site->b, 16, SQLITE_STATIC);
@@ -1125,6 +1187,7 @@ static int merge_orset(apply_t *A, const knit_change_t *c, size_t pklen, int *wo
 {
     const knit_batch_table_t *t = &A->push->tables[c->table];
     const char *col = t->cols[c->col - 1];
+    int64_t tid = change_tid(A, c), cid = change_cid(A, c);
     sset_t in, cur;
     stored_t st = {0};
     uint64_t rcl, hlc = c->hlc;
@@ -1136,7 +1199,7 @@ static int merge_orset(apply_t *A, const knit_change_t *c, size_t pklen, int *wo
 
     sset_init(&in);
     sset_init(&cur);
-    if ((rc = row_cl(A, t->name, pklen, &rcl)) != 0)
+    if ((rc = row_cl(A, tid, pklen, &rcl)) != 0)
         return rc;
     if (c->cl < rcl)
         return 0;
@@ -1152,7 +1215,7 @@ static int merge_orset(apply_t *A, const knit_change_t *c, size_t pklen, int *wo
             set_err(A->s, rc, "%s.%s: OR-set names an unknown or duplicate site", t->name, col);
         goto out;
     }
-    if ((rc = get_cell(A, t->name, pklen, col, 1, &st)) != 0)
+    if ((rc = get_cell(A, tid, pklen, cid, 1, &st)) != 0)
         goto out;
     if (st.found && st.kind != KIND_ORSET) {
         rc = set_err(A->s, KNIT_ECORRUPT, "cell %s.%s has kind %d", t->name, col, st.kind);
@@ -1184,7 +1247,7 @@ static int merge_orset(apply_t *A, const knit_change_t *c, size_t pklen, int *wo
         goto out;
     if ((rc = unit_seq(A)) != 0)
         goto out;
-    if ((rc = put_cell(A, t->name, pklen, col, KIND_ORSET, c->cl, hlc, &site, enc, nenc)) != 0)
+    if ((rc = put_cell(A, tid, pklen, cid, KIND_ORSET, c->cl, hlc, &site, enc, nenc)) != 0)
         goto out;
     if ((rc = sset_to_batch(win, A->out, &wire, &nwire)) != 0)
         goto out;
@@ -1267,16 +1330,12 @@ static int apply_all(apply_t *A, const char *ns, knit_relay_applied_t *res)
             const knit_batch_table_t *t = &p->tables[c->table];
             size_t pklen = 0;
             int won = 0;
-            if (!A->tab_ok[c->table]) {
-                if ((rc = shape_table(A->s, A->nsid, t)) != 0)
-                    return rc;
-                A->tab_ok[c->table] = 1;
-            }
-            if (c->col > 0 && !A->col_ok[A->col_off[c->table] + c->col - 1]) {
-                if ((rc = shape_column(A->s, A->nsid, t, c->col - 1)) != 0)
-                    return rc;
-                A->col_ok[A->col_off[c->table] + c->col - 1] = 1;
-            }
+            if (!A->tid[c->table] && (rc = shape_table(A->s, A->nsid, t, &A->tid[c->table])) != 0)
+                return rc;
+            if (c->col > 0 && !A->cid[A->col_off[c->table] + c->col - 1] &&
+                (rc = shape_column(A->s, A->tid[c->table], t, c->col - 1,
+                                   &A->cid[A->col_off[c->table] + c->col - 1])) != 0)
+                return rc;
             if ((rc = encode_pk(A, c, &pklen)) != 0)
                 return rc;
             if (c->col == 0)
@@ -1298,7 +1357,7 @@ static int apply_all(apply_t *A, const char *ns, knit_relay_applied_t *res)
             res->last_seq = A->seq;
         }
     }
-    return 0;
+    return res->last_seq ? ns_set_seq(A->s, A->nsid, res->last_seq) : 0;
 }
 
 int knit_relay_store_apply(knit_relay_store_t *s, const char *ns, const knit_batch_t *push,
@@ -1320,10 +1379,10 @@ int knit_relay_store_apply(knit_relay_store_t *s, const char *ns, const knit_bat
     for (size_t i = 0; i < push->ntables; i++)
         ncols += push->tables[i].ncols;
     A.out_tab = knit__malloc((push->ntables ? push->ntables : 1) * sizeof *A.out_tab);
-    A.tab_ok = knit__calloc(push->ntables ? push->ntables : 1, 1);
+    A.tid = knit__calloc(push->ntables ? push->ntables : 1, sizeof *A.tid);
     A.col_off = knit__malloc((push->ntables ? push->ntables : 1) * sizeof *A.col_off);
-    A.col_ok = knit__calloc(ncols ? ncols : 1, 1);
-    if (!A.out_tab || !A.tab_ok || !A.col_off || !A.col_ok) {
+    A.cid = knit__calloc(ncols ? ncols : 1, sizeof *A.cid);
+    if (!A.out_tab || !A.tid || !A.col_off || !A.cid) {
         rc = KNIT_ENOMEM;
         goto done;
     }
@@ -1350,9 +1409,9 @@ int knit_relay_store_apply(knit_relay_store_t *s, const char *ns, const knit_bat
     }
 done:
     knit__free(A.out_tab);
-    knit__free(A.tab_ok);
+    knit__free(A.tid);
     knit__free(A.col_off);
-    knit__free(A.col_ok);
+    knit__free(A.cid);
     knit__free(A.pk);
     knit__free(A.val);
     knit__free(A.rcl_pk);
@@ -1375,127 +1434,139 @@ int knit_relay_store_seq(knit_relay_store_t *s, const char *ns,
     return ns_lookup(s, ns, 0, &id, seq);
 }
 
-/* A table of the store, as a catch-up batch describes it. */
+/* A table of the store with its names: cells name tables and columns by id
+** (design note 7), readers by name. */
 typedef struct ctab_s {
-    char *name;      /* table name, owned */
-    uint32_t idx;    /* index in the batch */
-    uint32_t npk;    /* key width */
-    uint32_t ncols;  /* columns */
-    char **cols;     /* names in column-index order, owned */
-    uint32_t *order; /* column indexes sorted by name, for lookups */
+    int64_t tid;    /* tbl.id */
+    char *name;     /* table name, owned */
+    uint32_t npk;   /* key width */
+    uint32_t ncols; /* columns */
+    char **cols;    /* names in id (first-seen) order, owned */
+    int64_t *cids;  /* their col.id, increasing, owned */
+    uint8_t *orset; /* per column: 1 for an OR-set, owned */
+    uint32_t idx;   /* index in the catch-up batch (catch-up only) */
 } ctab_t;
 
-typedef struct catch_s {
+/* The tables met while reading one namespace. */
+typedef struct ctabs_s {
     knit_relay_store_t *s; /* the store */
     int64_t nsid;          /* namespace id */
-    knit_batch_t *b;       /* batch being built */
+    knit_batch_t *b;       /* catch-up batch to describe the tables in, or NULL */
     ctab_t *tabs;          /* tables met so far */
     size_t ntabs;          /* count */
-} catch_t;
+    size_t last;           /* index of the table found last: cells come by table */
+} ctabs_t;
 
-static void ctabs_free(catch_t *C)
+static void ctab_free(ctab_t *t)
 {
-    for (size_t i = 0; i < C->ntabs; i++) {
-        for (uint32_t c = 0; c < C->tabs[i].ncols; c++)
-            knit__free(C->tabs[i].cols[c]);
-        knit__free(C->tabs[i].cols);
-        knit__free(C->tabs[i].order);
-        knit__free(C->tabs[i].name);
-    }
+    for (uint32_t c = 0; c < t->ncols; c++)
+        knit__free(t->cols[c]);
+    knit__free(t->cols);
+    knit__free(t->cids);
+    knit__free(t->orset);
+    knit__free(t->name);
+}
+
+static void ctabs_free(ctabs_t *C)
+{
+    for (size_t i = 0; i < C->ntabs; i++)
+        ctab_free(&C->tabs[i]);
     knit__free(C->tabs);
+    C->tabs = NULL;
+    C->ntabs = 0;
 }
 
-static int cmp_col(const void *a, const void *b, void *ctx)
-{
-    char **cols = ctx;
-    return strcmp(cols[*(const uint32_t *)a], cols[*(const uint32_t *)b]);
-}
-
-/* Insertion sort with context: column lists are short and qsort_r is not
-** portable C. */
-static void sort_order(uint32_t *o, uint32_t n, char **cols)
-{
-    for (uint32_t i = 1; i < n; i++) {
-        uint32_t x = o[i], j = i;
-        while (j > 0 && cmp_col(&o[j - 1], &x, cols) > 0) {
-            o[j] = o[j - 1];
-            j--;
-        }
-        o[j] = x;
-    }
-}
-
-/* Loads table `name` into the catch-up batch. */
-static int ctab_load(catch_t *C, const char *name, ctab_t **out)
+/* Reads table t's columns, in id order, into t. */
+static int ctab_cols(ctabs_t *C, ctab_t *t)
 {
     knit_relay_store_t *s = C->s;
     sqlite3_stmt *st;
-    ctab_t t;
-    uint8_t *kinds = NULL;
     size_t cap = 0;
     int rc;
 
-    for (size_t i = 0; i < C->ntabs; i++) {
-        if (strcmp(C->tabs[i].name, name) == 0) {
-            *out = &C->tabs[i];
-            return 0;
-        }
-    }
-    memset(&t, 0, sizeof t);
-    if ((rc = stmt(s, S_TBL_GET, &st)) != 0)
-        return rc;
-    sqlite3_bind_int64(st, 1, C->nsid);
-    sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
-    rc = step(s, st);
-    if (rc == 1)
-        t.npk = (uint32_t)sqlite3_column_int(st, 0);
-    sqlite3_reset(st);
-    if (rc < 0)
-        return rc;
-    if (rc == 0 || t.npk == 0)
-        return set_err(s, KNIT_ECORRUPT, "cells of unknown table %s", name);
-    if (!(t.name = knit__strdup(name)))
-        return KNIT_ENOMEM;
     if ((rc = stmt(s, S_COLS, &st)) != 0)
-        goto fail;
-    sqlite3_bind_int64(st, 1, C->nsid);
-    sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
+        return rc;
+    sqlite3_bind_int64(st, 1, t->tid);
     while ((rc = step(s, st)) == 1) {
-        if (t.ncols == cap) {
+        if (t->ncols == cap) {
             size_t nc = cap ? cap * 2 : 8;
-            char **ncols = knit__realloc(t.cols, nc * sizeof *ncols);
-            uint8_t *nk = ncols ? knit__realloc(kinds, nc) : NULL;
+            char **ncols = knit__realloc(t->cols, nc * sizeof *ncols);
+            int64_t *ncids = ncols ? knit__realloc(t->cids, nc * sizeof *ncids) : NULL;
+            uint8_t *nk = ncids ? knit__realloc(t->orset, nc) : NULL;
             if (ncols)
-                t.cols = ncols;
+                t->cols = ncols;
+            if (ncids)
+                t->cids = ncids;
             if (nk)
-                kinds = nk;
-            if (!ncols || !nk) {
+                t->orset = nk;
+            if (!ncols || !ncids || !nk) {
                 rc = KNIT_ENOMEM;
                 break;
             }
             cap = nc;
         }
-        const char *cn = (const char *)sqlite3_column_text(st, 0);
-        if (!(t.cols[t.ncols] = knit__strdup(cn ? cn : ""))) {
+        const char *cn = (const char *)sqlite3_column_text(st, 1);
+        int64_t cid = sqlite3_column_int64(st, 0);
+        if (cid <= 0 || (t->ncols && cid <= t->cids[t->ncols - 1])) {
+            rc = set_err(s, KNIT_ECORRUPT, "table %s: bad column id %lld", t->name, (long long)cid);
+            break;
+        }
+        if (!(t->cols[t->ncols] = knit__strdup(cn ? cn : ""))) {
             rc = KNIT_ENOMEM;
             break;
         }
-        kinds[t.ncols] = sqlite3_column_int(st, 1) == KIND_ORSET;
-        t.ncols++;
+        t->cids[t->ncols] = cid;
+        t->orset[t->ncols] = sqlite3_column_int(st, 2) == KIND_ORSET;
+        t->ncols++;
+    }
+    sqlite3_reset(st);
+    return rc < 0 ? rc : 0;
+}
+
+/* The table with id tid, loaded on first use (and, in a catch-up, added to
+** the batch).  *out stays valid until the next ctab_load. */
+static int ctab_load(ctabs_t *C, int64_t tid, ctab_t **out)
+{
+    knit_relay_store_t *s = C->s;
+    sqlite3_stmt *st;
+    ctab_t t;
+    int rc;
+
+    if (C->ntabs && C->tabs[C->last].tid == tid) {
+        *out = &C->tabs[C->last];
+        return 0;
+    }
+    for (size_t i = 0; i < C->ntabs; i++) {
+        if (C->tabs[i].tid == tid) {
+            C->last = i;
+            *out = &C->tabs[i];
+            return 0;
+        }
+    }
+    memset(&t, 0, sizeof t);
+    t.tid = tid;
+    if ((rc = stmt(s, S_TBL_BY_ID, &st)) != 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, tid);
+    sqlite3_bind_int64(st, 2, C->nsid);
+    rc = step(s, st);
+    if (rc == 1) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        t.npk = (uint32_t)sqlite3_column_int(st, 1);
+        if (name && *name && !(t.name = knit__strdup(name)))
+            rc = KNIT_ENOMEM;
     }
     sqlite3_reset(st);
     if (rc < 0)
+        return rc;
+    if (!t.name || t.npk == 0) {
+        knit__free(t.name);
+        return set_err(s, KNIT_ECORRUPT, "cells of unknown table id %lld", (long long)tid);
+    }
+    if ((rc = ctab_cols(C, &t)) != 0)
         goto fail;
-    rc = KNIT_ENOMEM;
-    t.order = knit__malloc((t.ncols ? t.ncols : 1) * sizeof *t.order);
-    if (!t.order)
-        goto fail;
-    for (uint32_t i = 0; i < t.ncols; i++)
-        t.order[i] = i;
-    sort_order(t.order, t.ncols, t.cols);
-    rc = knit_batch_table(C->b, name, t.npk, t.ncols, (const char *const *)t.cols,
-                          kinds ? kinds : (const uint8_t *)"", &t.idx);
-    if (rc)
+    if (C->b && (rc = knit_batch_table(C->b, t.name, t.npk, t.ncols, (const char *const *)t.cols,
+                                       t.orset ? t.orset : (const uint8_t *)"", &t.idx)) != 0)
         goto fail;
     {
         ctab_t *n = knit__realloc(C->tabs, (C->ntabs + 1) * sizeof *n);
@@ -1505,37 +1576,51 @@ static int ctab_load(catch_t *C, const char *name, ctab_t **out)
         }
         C->tabs = n;
     }
+    C->last = C->ntabs;
     C->tabs[C->ntabs] = t;
     *out = &C->tabs[C->ntabs++];
-    knit__free(kinds);
     return 0;
 fail:
-    for (uint32_t c = 0; c < t.ncols; c++)
-        knit__free(t.cols[c]);
-    knit__free(t.cols);
-    knit__free(t.order);
-    knit__free(t.name);
-    knit__free(kinds);
+    ctab_free(&t);
     return rc;
 }
 
-/* Column index (1-based) of name in t, 0 for "" (liveness), -1 if unknown. */
-static int64_t ctab_col(const ctab_t *t, const char *name)
+/* Column index (1-based) of column id cid in t, 0 for the liveness cell (id
+** 0), -1 if t has no such column. */
+static int64_t ctab_col(const ctab_t *t, int64_t cid)
 {
     uint32_t lo = 0, hi = t->ncols;
-    if (!name[0])
+    if (cid == 0)
         return 0;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(t->cols[t->order[mid]], name);
-        if (c == 0)
-            return (int64_t)t->order[mid] + 1;
-        if (c < 0)
+        if (t->cids[mid] == cid)
+            return (int64_t)mid + 1;
+        if (t->cids[mid] < cid)
             lo = mid + 1;
         else
             hi = mid;
     }
     return -1;
+}
+
+/* The table and column of the cell at the current row of st (columns 0 tid,
+** 2 cid, 3 kind), checked against each other: *ci as ctab_col. */
+static int cell_names(ctabs_t *C, sqlite3_stmt *st, ctab_t **t, int64_t *ci)
+{
+    int64_t cid = sqlite3_column_int64(st, 2);
+    int kind = sqlite3_column_int(st, 3), rc;
+    if ((rc = ctab_load(C, sqlite3_column_int64(st, 0), t)) != 0)
+        return rc;
+    *ci = ctab_col(*t, cid);
+    if (*ci < 0)
+        return set_err(C->s, KNIT_ECORRUPT, "cell of %s has unknown column id %lld", (*t)->name,
+                       (long long)cid);
+    if ((*ci == 0) != (kind == KIND_LIVE) ||
+        (*ci > 0 && (*t)->orset[*ci - 1] != (kind == KIND_ORSET)))
+        return set_err(C->s, KNIT_ECORRUPT, "cell %s.%s does not match its table", (*t)->name,
+                       *ci ? (*t)->cols[*ci - 1] : "");
+    return 0;
 }
 
 /* Decodes exactly npk key values from p[0..n); TEXT/BLOB point into p. */
@@ -1551,18 +1636,17 @@ static int decode_pk(const uint8_t *p, size_t n, uint32_t npk, knit_value_t *out
 }
 
 /* Adds the cell at the current row of the catch-up statement. */
-static int catch_row(catch_t *C, sqlite3_stmt *st, uint32_t ns_idx, knit_value_t **pkbuf,
+static int catch_row(ctabs_t *C, sqlite3_stmt *st, uint32_t ns_idx, knit_value_t **pkbuf,
                      uint32_t *pkcap)
 {
     knit_relay_store_t *s = C->s;
-    const char *tbl = (const char *)sqlite3_column_text(st, 0);
     const uint8_t *pk = sqlite3_column_blob(st, 1);
     size_t pklen = (size_t)sqlite3_column_bytes(st, 1);
-    const char *col = (const char *)sqlite3_column_text(st, 2);
     int kind = sqlite3_column_int(st, 3);
     const uint8_t *site = sqlite3_column_blob(st, 6);
     const uint8_t *val = sqlite3_column_blob(st, 7);
     size_t vlen = (size_t)sqlite3_column_bytes(st, 7);
+    const char *tbl, *col;
     knit_change_t c;
     knit_site_t sid;
     ctab_t *t = NULL;
@@ -1570,14 +1654,12 @@ static int catch_row(catch_t *C, sqlite3_stmt *st, uint32_t ns_idx, knit_value_t
     uint8_t *wire = NULL;
     int rc;
 
-    if (!tbl || !col || sqlite3_column_bytes(st, 6) != 16 || !pk)
+    if (sqlite3_column_bytes(st, 6) != 16 || !pk)
         return set_err(s, KNIT_ECORRUPT, "malformed cell row");
-    if ((rc = ctab_load(C, tbl, &t)) != 0)
+    if ((rc = cell_names(C, st, &t, &ci)) != 0)
         return rc;
-    ci = ctab_col(t, col);
-    if (ci < 0 || (ci == 0) != (kind == KIND_LIVE) ||
-        (ci > 0 && C->b->tables[t->idx].orset[ci - 1] != (kind == KIND_ORSET)))
-        return set_err(s, KNIT_ECORRUPT, "cell %s.%s does not match its table", tbl, col);
+    tbl = t->name;
+    col = ci ? t->cols[ci - 1] : "";
     if (t->npk > *pkcap) {
         knit_value_t *n = knit__realloc(*pkbuf, t->npk * sizeof *n);
         if (!n)
@@ -1628,7 +1710,7 @@ int knit_relay_store_catch_up(knit_relay_store_t *s, const char *ns, uint64_t af
                               size_t max_changes, knit_batch_t **out, uint64_t *reached,
                               int *more) /* see relay_store.h */
 {
-    catch_t C;
+    ctabs_t C;
     sqlite3_stmt *st;
     knit_value_t *pkbuf = NULL;
     uint32_t pkcap = 0, ns_idx;
@@ -1699,64 +1781,68 @@ fail:
 int knit_relay_store_digest(knit_relay_store_t *s, const char *ns,
                             knit_digest_t *out) /* see relay_store.h */
 {
+    ctabs_t C;
     sqlite3_stmt *st;
-    int64_t nsid;
     uint64_t seq, rowcl = 0;
-    uint8_t *cur = NULL; /* current row: table name NUL, then key bytes */
+    int64_t curtid = 0;  /* current row: its table id (0 = none yet) */
+    uint8_t *cur = NULL; /* ... and its key bytes */
     size_t curlen = 0, curcap = 0;
     int own_txn = 0, live = 0, rc;
 
     knit_digest_zero(out);
+    memset(&C, 0, sizeof C);
+    C.s = s;
     if (!s->in_group) {
         if ((rc = exec(s, "BEGIN")) != 0)
             return rc;
         own_txn = 1;
     }
-    if ((rc = ns_lookup(s, ns, 0, &nsid, &seq)) != 0 || nsid == 0)
+    if ((rc = ns_lookup(s, ns, 0, &C.nsid, &seq)) != 0 || C.nsid == 0)
         goto out;
     if ((rc = stmt(s, S_DIGEST, &st)) != 0)
         goto out;
-    sqlite3_bind_int64(st, 1, nsid);
+    sqlite3_bind_int64(st, 1, C.nsid);
     while ((rc = step(s, st)) == 1) {
-        const char *tbl = (const char *)sqlite3_column_text(st, 0);
+        int64_t tid = sqlite3_column_int64(st, 0);
         const uint8_t *pk = sqlite3_column_blob(st, 1);
-        size_t tlen = (size_t)sqlite3_column_bytes(st, 0);
         size_t pklen = (size_t)sqlite3_column_bytes(st, 1);
-        const char *col = (const char *)sqlite3_column_text(st, 2);
         int kind = sqlite3_column_int(st, 3);
         const uint8_t *val = sqlite3_column_blob(st, 7);
         size_t vlen = (size_t)sqlite3_column_bytes(st, 7);
         knit_cell_t cell;
+        ctab_t *t;
+        int64_t ci;
         uint8_t h[32];
 
-        if (!tbl || !col || sqlite3_column_bytes(st, 6) != 16) {
+        if (sqlite3_column_bytes(st, 6) != 16) {
             rc = set_err(s, KNIT_ECORRUPT, "malformed cell row");
             break;
         }
+        if ((rc = cell_names(&C, st, &t, &ci)) != 0)
+            break;
         /* Rows arrive in key order, each starting with its liveness cell
-        ** (column "" sorts first); columns of a row without one, of a
-        ** deleted row or of another life do not count. */
-        int same = curlen == tlen + 1 + pklen && memcmp(cur, tbl, tlen) == 0 && cur[tlen] == 0 &&
-                   (pklen == 0 || memcmp(cur + tlen + 1, pk, pklen) == 0);
+        ** (column id 0 sorts first, design note 7); columns of a row without
+        ** one, of a deleted row or of another life do not count.  The
+        ** digest is a sum, so the order of rows does not matter. */
+        int same = tid == curtid && curlen == pklen && (pklen == 0 || memcmp(cur, pk, pklen) == 0);
         if (!same) {
-            if (ensure_buf(&cur, &curcap, tlen + 1 + pklen)) {
+            if (ensure_buf(&cur, &curcap, pklen ? pklen : 1)) {
                 rc = KNIT_ENOMEM;
                 break;
             }
-            memcpy(cur, tbl, tlen);
-            cur[tlen] = 0;
             if (pklen)
-                memcpy(cur + tlen + 1, pk, pklen);
-            curlen = tlen + 1 + pklen;
+                memcpy(cur, pk, pklen);
+            curtid = tid;
+            curlen = pklen;
             live = 0;
             rowcl = 0;
         }
         memset(&cell, 0, sizeof cell);
         cell.ns = ns;
-        cell.table = tbl;
+        cell.table = t->name;
         cell.pk = pk;
         cell.pk_len = pklen;
-        cell.column = col;
+        cell.column = ci ? t->cols[ci - 1] : "";
         cell.cl = col_u64(st, 4);
         if (kind == KIND_LIVE) {
             static const uint8_t null_enc = 0x00;
@@ -1779,7 +1865,7 @@ int knit_relay_store_digest(knit_relay_store_t *s, const char *ns,
             const uint8_t *sites, *body;
             size_t nsites, nbody;
             if (!val || sset_split(val, vlen, &sites, &nsites, &body, &nbody) != 0) {
-                rc = set_err(s, KNIT_ECORRUPT, "bad stored OR-set in %s.%s", tbl, col);
+                rc = set_err(s, KNIT_ECORRUPT, "bad stored OR-set in %s.%s", t->name, cell.column);
                 break;
             }
             cell.val = val;
@@ -1792,6 +1878,7 @@ int knit_relay_store_digest(knit_relay_store_t *s, const char *ns,
 out:
     if (own_txn)
         exec(s, "COMMIT");
+    ctabs_free(&C);
     knit__free(cur);
     if (rc < 0)
         knit_digest_zero(out);

@@ -40,9 +40,9 @@ typedef struct knit_relay_store_s knit_relay_store_t;
 #define KNIT_RELAY_STORE_READONLY 1 /* never writes or creates (sync-inspect) */
 
 /* Opens or creates the store at path.  KNIT_ENOTREPLICA if the file is
-** SQLite but not a relay store; KNIT_EVERSION if its schema is newer than
-** this library; KNIT_EDB / KNIT_EIO on other failures.  On error *out is
-** NULL. */
+** SQLite but not a relay store; KNIT_EVERSION if its schema version is not
+** this library's (newer, or older: there is no migration); KNIT_EDB /
+** KNIT_EIO on other failures.  On error *out is NULL. */
 KNIT_EXTERN int knit_relay_store_open(const char *path, int flags,
                                       knit_relay_store_t **out /* OUT */);
 /* Closes the store, rolling back an uncommitted group; NULL is a no-op. */

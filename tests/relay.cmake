@@ -4,7 +4,7 @@ knit_test(relay_store
   SOURCES unit/test_relay_store.c
   CASES lww_rules orset_rules replay_harmless catch_up_once digest_independent
         digest_matches_replica
-        pushes_commute group_atomic durable_reopen listing alloc_failures
+        pushes_commute group_atomic durable_reopen listing alloc_failures refuses_other_versions
   LIBS knit_static)
 
 knit_test(auth

@@ -28,6 +28,9 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+#ifdef __GNUC__
+__attribute__((noreturn))
+#endif
 static void die(const char *what, const char *msg)
 {
     fprintf(stderr, "bench_replica: %s: %s\n", what, msg);
@@ -344,8 +347,8 @@ int main(int argc, char **argv)
     /* Live path: one-row commits by another connection, each noticed and
     ** stamped by knit_poll (what sync-agent does per write). */
     {
-        knit_t *k;
-        sqlite3 *app;
+        knit_t *k = NULL;
+        sqlite3 *app = NULL;
         if (knit_open(p_knit, NULL, &k) || sqlite3_open(p_knit, &app))
             die("open", p_knit);
         exec(app, "PRAGMA synchronous=NORMAL");

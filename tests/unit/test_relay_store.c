@@ -1033,6 +1033,31 @@ static void alloc_failures(void)
     tmp_done();
 }
 
-KNIT_TESTS(T(lww_rules), T(orset_rules), T(replay_harmless), T(catch_up_once),
+/* A store of another schema version is refused, not misread. */
+static void refuses_other_versions(void)
+{
+    char path[512];
+    knit_relay_store_t *s = NULL;
+    sqlite3 *db;
+    tmp_init();
+    tmp_path(path, sizeof path, "old.db");
+    CHECK_OK(knit_relay_store_open(path, 0, &s));
+    knit_relay_store_close(s);
+    static const int versions[] = {1, 99};
+    for (size_t i = 0; i < sizeof versions / sizeof versions[0]; i++) {
+        char sql[64];
+        CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+        snprintf(sql, sizeof sql, "PRAGMA user_version=%d", versions[i]);
+        CHECK(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK);
+        sqlite3_close(db);
+        s = (knit_relay_store_t *)1;
+        CHECK_EQ_INT(knit_relay_store_open(path, 0, &s), KNIT_EVERSION);
+        CHECK(s == NULL);
+        CHECK_EQ_INT(knit_relay_store_open(path, KNIT_RELAY_STORE_READONLY, &s), KNIT_EVERSION);
+    }
+    tmp_done();
+}
+
+KNIT_TESTS(T(refuses_other_versions), T(lww_rules), T(orset_rules), T(replay_harmless), T(catch_up_once),
            T(digest_independent), T(digest_matches_replica), T(pushes_commute), T(group_atomic),
            T(durable_reopen), T(listing), T(alloc_failures))
