@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "cli_args.h"
 #include "knit.h"
 #include "knit_sync.h"
 
@@ -115,20 +116,6 @@ static int usage_error(const char *fmt, const char *arg)
     fprintf(stderr, fmt, arg);
     fprintf(stderr, "\n(see sync-agent --help)\n");
     return EXIT_USAGE;
-}
-
-static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end;
-    unsigned long long v;
-    if (!s || !*s || *s == '-' || *s == '+')
-        return -1;
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (errno || *end || v < min || v > max)
-        return -1;
-    *out = v;
-    return 0;
 }
 
 static int parse_level(const char *v)
@@ -364,27 +351,6 @@ static void on_log(knit_sync_t *s, int level, const char *line)
     logline(level, line);
 }
 
-/* Splits HOST:PORT (or [V6]:PORT). */
-static int parse_hostport(const char *s, char *host, size_t n, int *port)
-{
-    const char *colon = strrchr(s, ':');
-    uint64_t p;
-    size_t hl;
-    if (!colon || parse_u64(colon + 1, 1, 65535, &p))
-        return -1;
-    hl = (size_t)(colon - s);
-    if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']') {
-        s++;
-        hl -= 2;
-    }
-    if (hl == 0 || hl >= n)
-        return -1;
-    memcpy(host, s, hl);
-    host[hl] = '\0';
-    *port = (int)p;
-    return 0;
-}
-
 static int cmd_run(int argc, char **argv)
 {
     agent_t ag;
@@ -425,20 +391,20 @@ static int cmd_run(int argc, char **argv)
         } else if (strcmp(a, "--token-file") == 0) {
             ag.token_file = val;
         } else if (strcmp(a, "--timeout") == 0) {
-            if (parse_u64(val, 1, 86400 * 365, &ag.timeout_s))
+            if (cli_parse_u64(val, 1, 86400 * 365, &ag.timeout_s))
                 return usage_error("bad --timeout %s (seconds, at least 1)", val);
         } else if (strcmp(a, "--backoff-max") == 0) {
-            if (parse_u64(val, 1, 86400000, &v))
+            if (cli_parse_u64(val, 1, 86400000, &v))
                 return usage_error("bad --backoff-max %s (milliseconds)", val);
             o.backoff_max_ms = v;
             if (v < 200)
                 o.backoff_base_ms = v;
         } else if (strcmp(a, "--poll-ms") == 0) {
-            if (parse_u64(val, 1, 3600000, &v))
+            if (cli_parse_u64(val, 1, 3600000, &v))
                 return usage_error("bad --poll-ms %s (milliseconds)", val);
             o.poll_ms = (unsigned)v;
         } else if (strcmp(a, "--max-inflight") == 0) {
-            if (parse_u64(val, 1, 1024, &v))
+            if (cli_parse_u64(val, 1, 1024, &v))
                 return usage_error("bad --max-inflight %s (1 .. 1024)", val);
             o.max_inflight = (size_t)v;
         } else if (strcmp(a, "--log-level") == 0) {
@@ -452,7 +418,7 @@ static int cmd_run(int argc, char **argv)
         return usage_error("%s", "run needs REPLICA");
     if (!ag.relay)
         return usage_error("%s", "run needs --relay HOST:PORT");
-    if (parse_hostport(ag.relay, host, sizeof host, &o.port))
+    if (cli_parse_hostport(ag.relay, 1, host, sizeof host, &o.port))
         return usage_error("bad --relay %s: use HOST:PORT", ag.relay);
     if (!!anonymous + !!ag.token_file != 1)
         return usage_error("%s", "run needs one credential: --token-file FILE or --anonymous");

@@ -15,6 +15,7 @@
 #include "alloc.h"
 #include "auth.h"
 #include "codec.h"
+#include "cli_args.h"
 #include "knit.h"
 #include "relay.h"
 #include "relay_store.h"
@@ -63,20 +64,6 @@ static int die_usage(const char *fmt, const char *arg)
 }
 
 /* Parses a decimal count in [min, max]. */
-static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end;
-    unsigned long long v;
-    if (!s || !*s || *s == '-' || *s == '+')
-        return -1;
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (errno || *end || v < min || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 /* Reads the key file: at most MAX_SECRET_FILE bytes, minus one trailing
 ** "\n" or "\r\n". */
 static int read_secret(const char *path, uint8_t *buf, size_t *n)
@@ -138,7 +125,7 @@ static int mint_token(int argc, char **argv)
         else if (strcmp(a, "--sub") == 0)
             sub = argv[++i];
         else if (strcmp(a, "--ttl") == 0) {
-            if (parse_u64(argv[++i], 1, UINT64_C(3153600000), &ttl))
+            if (cli_parse_u64(argv[++i], 1, UINT64_C(3153600000), &ttl))
                 return die_usage("bad --ttl %s", argv[i]);
         } else
             return die_usage("unknown mint-token option %s", a);
@@ -169,27 +156,6 @@ static void on_listen(void *data, const char *host, int port)
     else
         printf("sync-relay: listening on %s:%d\n", host, port);
     fflush(stdout);
-}
-
-/* Splits HOST:PORT (or [V6]:PORT) into host and port. */
-static int parse_listen(const char *s, char *host, size_t n, int *port)
-{
-    const char *colon = strrchr(s, ':');
-    uint64_t p;
-    size_t hl;
-    if (!colon || parse_u64(colon + 1, 0, 65535, &p))
-        return -1;
-    hl = (size_t)(colon - s);
-    if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']') {
-        s++;
-        hl -= 2;
-    }
-    if (hl == 0 || hl >= n)
-        return -1;
-    memcpy(host, s, hl);
-    host[hl] = '\0';
-    *port = (int)p;
-    return 0;
 }
 
 int main(int argc, char **argv)
@@ -242,34 +208,34 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--max-frame") == 0) {
             /* Not above the protocol's default: a pushed unit must also
             ** fit the DELTAS frames that carry it to other clients. */
-            if (parse_u64(val, 65536, KNIT_DEFAULT_MAX_FRAME, &v))
+            if (cli_parse_u64(val, 65536, KNIT_DEFAULT_MAX_FRAME, &v))
                 return die_usage("bad --max-frame %s (65536 .. 16777216)", val);
             o.cfg.limits.max_frame = (size_t)v;
         } else if (strcmp(a, "--max-conns") == 0) {
-            if (parse_u64(val, 1, 1000000, &v))
+            if (cli_parse_u64(val, 1, 1000000, &v))
                 return die_usage("bad --max-conns %s", val);
             o.max_conns = (size_t)v;
         } else if (strcmp(a, "--max-changes") == 0) {
-            if (parse_u64(val, 1, KNIT_DEFAULT_MAX_CHANGES, &v))
+            if (cli_parse_u64(val, 1, KNIT_DEFAULT_MAX_CHANGES, &v))
                 return die_usage("bad --max-changes %s (1 .. 1048576)", val);
             o.cfg.limits.max_changes = (size_t)v;
         } else if (strcmp(a, "--max-skew") == 0) {
-            if (parse_u64(val, 1, UINT64_C(31536000000), &v))
+            if (cli_parse_u64(val, 1, UINT64_C(31536000000), &v))
                 return die_usage("bad --max-skew %s", val);
             o.cfg.limits.max_drift_ms = v;
         } else if (strcmp(a, "--idle-timeout") == 0) {
-            if (parse_u64(val, 100, UINT64_C(86400000), &v))
+            if (cli_parse_u64(val, 100, UINT64_C(86400000), &v))
                 return die_usage("bad --idle-timeout %s (100 .. 86400000 ms)", val);
             o.cfg.limits.idle_ms = v;
         } else if (strcmp(a, "--max-queue") == 0) {
-            if (parse_u64(val, 4096, UINT32_MAX, &v))
+            if (cli_parse_u64(val, 4096, UINT32_MAX, &v))
                 return die_usage("bad --max-queue %s", val);
             o.cfg.limits.max_queue = (size_t)v;
         } else {
             return die_usage("unknown option %s", a);
         }
     }
-    if (parse_listen(listen, host, sizeof host, &o.port))
+    if (cli_parse_hostport(listen, 0, host, sizeof host, &o.port))
         return die_usage("bad --listen %s: use HOST:PORT", listen);
     o.host = host;
     if (secret_file) {
