@@ -38,7 +38,8 @@
     X(TIMEDOUT, -21, "timed out")                                                      \
     X(TLS, -22, "TLS error")                                                           \
     X(READONLY, -23, "replica opened read-only")                                       \
-    X(EXISTS, -24, "object already exists")
+    X(EXISTS, -24, "object already exists")                                          \
+    X(ACCOUNT, -25, "replica belongs to another account; use one file per account")
 
 typedef enum {
 #define KNIT_ERR_ENUM(name, code, msg) KNIT_E##name = (code),

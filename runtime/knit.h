@@ -120,8 +120,10 @@ typedef struct knit_options_s {
 
 /* Opens or creates a replica.  A new file (or a plain SQLite file without
 ** knit metadata) gets knit's metadata tables and a fresh site id.  A
-** replica copied from elsewhere is detected and takes a new site id before
-** it writes.  KNIT_ENOTREPLICA if the file is not SQLite; KNIT_EVERSION if
+** replica copied from elsewhere (a copied file, a restored backup) is
+** detected and takes a new site id before it writes; the changes its
+** original had not had acknowledged stay its own local changes
+** (knit_changes_since local_only), so the copy pushes them.  KNIT_ENOTREPLICA if the file is not SQLite; KNIT_EVERSION if
 ** its metadata is newer than this library; KNIT_EINVAL for "", ":memory:"
 ** and "file:" URIs (a replica is a file that other connections open too).
 ** On error *out is NULL and the file is unchanged. */
@@ -168,7 +170,11 @@ typedef struct knit_apply_stats_s {
     size_t applied; /* changes that won and were written */
     size_t known;   /* changes already held (same stamp) */
     size_t lost;    /* changes older than what the replica holds */
-    size_t skipped; /* changes for tables or columns this replica does not track */
+    size_t skipped; /* changes kept aside ("waiting") for tables or columns this
+                       replica does not track (yet); they apply when it does */
+    size_t aside;   /* changes of rows this replica cannot apply (a constraint, an
+                       invalid value), set aside ("refused"); the rest applied */
+    size_t recovered; /* set-aside changes that applied in this call */
 } knit_apply_stats_t;
 
 /* Merges a batch in one SQLite transaction, atomically.  Applied changes
@@ -177,6 +183,29 @@ typedef struct knit_apply_stats_s {
 KNIT_EXTERN int knit_apply(knit_t *k, const knit_batch_t *b,
                            knit_apply_stats_t *stats /* OUT */);
 
+/* Set-aside changes.  One change a replica cannot apply never blocks the
+** others: knit_apply() keeps such changes in the table _knit_aside, which
+** apps read with plain SQL, and applies everything else:
+**
+**   _knit_aside(id, tbl, pk, key, col, ns, cl, hlc, site, orset, value,
+**               kind, reason, at)
+**     tbl, key   the table and the key as SQL literals ('a', 1)
+**     col        the column ('' = the row's liveness)
+**     kind       'refused': this replica cannot apply the row (reason holds
+**                SQLite's message, e.g. "NOT NULL constraint failed: kv.v");
+**                'waiting': the table or column is not tracked here (yet)
+**     at         when it was set aside (ms since the epoch)
+**
+** Set-aside changes of a row are merged again whenever a batch touches the
+** row, and all of them when the schema changes (knit_track, ALTER TABLE);
+** those that apply leave the table.  *refused_rows counts distinct rows
+** refused, *waiting the changes waiting for a column or table.  Either
+** pointer may be NULL. */
+KNIT_EXTERN int knit_aside_count(knit_t *k, size_t *refused_rows /* OUT */,
+                                 size_t *waiting /* OUT */);
+/* Merges every set-aside change again now (one transaction). */
+KNIT_EXTERN int knit_aside_retry(knit_t *k, knit_apply_stats_t *stats /* OUT */);
+
 /* The replica's current local version (highest stamped or applied). */
 KNIT_EXTERN int knit_version(knit_t *k, uint64_t *out /* OUT */);
 
@@ -184,7 +213,11 @@ KNIT_EXTERN int knit_version(knit_t *k, uint64_t *out /* OUT */);
 /* Sync state, used by the sync client and sync-inspect.                   */
 
 /* Namespace new local rows go to.  The first namespace ever set also names
-** the "home" namespace that rows written before any sync belong to. */
+** the "home" namespace that rows written before any sync belong to.
+** A replica file serves one account: once it has used an account namespace
+** "user:<sub>", another "user:*" namespace fails with KNIT_EACCOUNT
+** (knit_errmsg names the account the file belongs to); "anon:*" and other
+** namespaces stay allowed, and so does "anon:*" -> "user:*" (signing in). */
 KNIT_EXTERN int knit_set_namespace(knit_t *k, const char *ns);
 /* Moves every row of namespace `from` into `to`, in one transaction, and
 ** makes `to` the write namespace if `from` was.  This is the replica's half
@@ -192,7 +225,8 @@ KNIT_EXTERN int knit_set_namespace(knit_t *k, const char *ns);
 ** claim, docs/PROTOCOL.md) and the client then moves the local rows, so
 ** their unpushed changes are pushed to the account.  Changes already
 ** acknowledged under `from` are not pushed again: the relay's merge holds
-** them.  Returns the number of rows moved (>= 0) or an error. */
+** them.  Returns the number of rows moved (>= 0) or an error; KNIT_EACCOUNT
+** when `to` is an account other than the one the file belongs to. */
 KNIT_EXTERN int knit_move_namespace(knit_t *k, const char *from, const char *to);
 /* Current write namespace into buf ("" when none was set yet). */
 KNIT_EXTERN int knit_namespace(knit_t *k, char *buf, size_t n);

@@ -42,7 +42,7 @@
 #include "lww.h"
 #include "orset.h"
 
-#define KNIT_SCHEMA_VERSION 1
+#define KNIT_SCHEMA_VERSION 2 /* 2: _knit_aside */
 #define KNIT_MAX_COLS 63 /* tracked non-key columns per table (update mask bits) */
 #define KNIT_HOME_NS 1   /* _knit_ns idx of the home namespace */
 #define KNIT_MAX_PK 32   /* key columns per table */
@@ -93,6 +93,8 @@ typedef struct ktable_s {
     } wr[KNIT_MASK_CACHE];  /* user-row writers by column set */
     unsigned wr_next;       /* round-robin replacement slot */
     size_t ev_rows;         /* rows changed since the last notification */
+    int capture;            /* KNIT_CAPTURE_OK / _REPAIR / _BROKEN (track.c) */
+    char *capture_msg;      /* why capture is not OK (knit__free); NULL when OK */
 } ktable_t;
 
 struct knit_s {
@@ -108,9 +110,11 @@ struct knit_s {
     uint32_t site_idx;       /* its _knit_sites idx */
     knit_site_t *sites;      /* _knit_sites cache, by idx (0 unused) */
     uint32_t nsites;         /* entries in sites (max idx + 1) */
+    int sites_stale;         /* emptied by a rollback; reloaded by knit__begin */
     ktable_t *tables;        /* tracked tables */
     size_t ntables;          /* count */
     int schema_cookie;       /* PRAGMA schema_version the cache was built at */
+    int aside_cookie;        /* schema_cookie when set-aside changes were last retried */
     int data_version;        /* PRAGMA data_version last seen by knit_poll */
     uint64_t seen_version;   /* knit version last reported to the callback */
     int ev_local;            /* local writes stamped since the last notification */
@@ -144,11 +148,36 @@ int knit__ns_name(knit_t *k, uint32_t idx, char **out); /* "" for an unnamed hom
 int knit__prepare(knit_t *k, sqlite3_stmt **st, const char *sql);
 
 /* track.c */
-int knit__load_tables(knit_t *k); /* refresh the ktable_t cache if the schema moved */
+/* Capture version: bumped whenever the capture triggers or the log format
+** change, so replicas made by an older knit are detected and reinstalled.
+** 2: the log records each write's wall time and the HLC it saw. */
+#define KNIT_CAPTURE_VERSION 2
+/* ktable_t.capture: OK = every capture trigger is the one this knit
+** installs; REPAIR = missing or outdated, and the table still has the
+** tracked key and columns (the next stamp reinstalls them and logs the
+** inserts and deletes made meanwhile); BROKEN = the table lost its key or a
+** tracked column (capture_msg says what to do); stamping refuses. */
+enum { KNIT_CAPTURE_OK, KNIT_CAPTURE_REPAIR, KNIT_CAPTURE_BROKEN };
+/* Refreshes the ktable_t cache if the schema moved, and checks capture.  On
+** a writable handle outside a transaction it repairs capture at once. */
+int knit__load_tables(knit_t *k);
+/* 0 when every tracked table has current capture; otherwise KNIT_ESCHEMA
+** with errmsg naming the first table that has not (and what to do).  The
+** sync client calls it before it reports "synced". */
+int knit__capture_current(knit_t *k);
+/* Used by knit__stamp_locked: before folding the log, refuses BROKEN tables
+** and brings old logs to the current format; after folding, reinstalls
+** REPAIR tables' triggers and logs the writes made while capture was
+** missing (*logged rows; fold again when > 0). */
+int knit__capture_begin(knit_t *k);
+int knit__capture_repair(knit_t *k, size_t *logged);
+/* Appends "k0, k1, ..." or with a prefix, e.g. "r.k0, r.k1". */
+void knit__keylist_str(sqlite3_str *s, uint32_t npk, const char *prefix);
 void knit__free_tables(knit_t *k);
 ktable_t *knit__table(knit_t *k, const char *name);
 char *knit__quote(const char *ident); /* "ident" with quotes doubled; knit__free */
-/* Appends "k0, k1, ..." or with a prefix, e.g. "r.k0, r.k1". */
+/* Old form of knit__keylist_str into a fixed buffer (key columns are named
+** k0..k31, so 512 bytes always suffice); kept until every caller moves. */
 void knit__keylist(char *buf, size_t n, uint32_t npk, const char *prefix);
 
 /* stamp.c */

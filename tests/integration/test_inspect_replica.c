@@ -87,7 +87,7 @@ static void info_golden(void)
     char *out = out_of(0, ARGS("info", h_fix.a));
     CHECK_GOLDEN(out, "replica     <dir>/a.db\n"
                       "site        <site A>\n"
-                      "schema      1\n"
+                      "schema      2\n"
                       "clock       2023-11-14T22:13:22.000Z#0\n"
                       "version     4 (acknowledged up to 1)\n"
                       "sites       2 known\n"
