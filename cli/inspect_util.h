@@ -33,6 +33,7 @@
     X(info, "summarize a replica: site, namespaces, tables, clock, pending")                       \
     X(why, "explain a row or cell: value, stamp, site, OR-set dots")                               \
     X(pending, "list unacknowledged local changes by transaction")                                 \
+    X(aside, "list changes this replica set aside instead of applying")                            \
     X(changes, "list a replica's changes after a local version")                                   \
     X(diff, "compare two replicas row by row and cell by cell")                                    \
     X(verify, "check a replica's integrity and metadata consistency")                              \

@@ -27,6 +27,7 @@
 #define EXIT_USAGE 2      /* bad command line */
 #define EXIT_REPLICA 3    /* the replica cannot be opened, read, written or tracked */
 #define EXIT_AUTH 4       /* credential or claim refused, namespace denied, no common protocol */
+#define EXIT_ASIDE 5      /* --once: synced, except rows this replica could not apply */
 
 #define DEFAULT_TIMEOUT_S 30
 #define MAX_TOKEN_FILE 16384
@@ -72,10 +73,16 @@ static const char USAGE[] =
     "  --help                    this text\n"
     "  --version                 the version\n"
     "\n"
+    "--once prints one line: \"synced\" only when everything was pushed and\n"
+    "acknowledged, pulled and applied; \"synced except N rows set aside\" when\n"
+    "rows could not be applied here (listed by sync-inspect aside REPLICA);\n"
+    "\"not synced\" with the error when the session ended on one.\n"
+    "\n"
     "exit status: 0 done (or stopped by SIGINT/SIGTERM); 1 syncing failed\n"
-    "(relay unreachable, changes refused, --once timed out); 2 usage error;\n"
-    "3 replica error; 4 credential or claim refused, or no common protocol\n"
-    "version.\n";
+    "(relay unreachable, changes refused, --once timed out, the session ended\n"
+    "on an error); 2 usage error; 3 replica error; 4 credential or claim\n"
+    "refused, or no common protocol version; 5 --once synced except rows set\n"
+    "aside.\n";
 
 static int g_log_level = KNIT_SYNC_LOG_INFO;
 
@@ -214,7 +221,9 @@ typedef struct agent_s {
     int exit_code;             /* what main returns */
     int stopping;              /* knit_sync_stop was called */
     char principal[256];       /* last session's principal */
-    char last_error[512];      /* last error message, for --once failures */
+    char last_error[1024];     /* last error message, for --once failures */
+    int synced;                /* --once: SYNCED was reached */
+    int late_error;            /* --once: an error after SYNCED, while finishing */
 } agent_t;
 
 /* Reads the token file: at most MAX_TOKEN_FILE bytes, surrounding
@@ -261,9 +270,62 @@ static int get_token(knit_sync_t *s, char **token)
     return rc;
 }
 
+/* Rows set aside in the replica (knit_aside_count, knit.h): distinct
+** refused rows and waiting changes.  A failure to count is logged and
+** counts nothing. */
+static void aside_count(knit_t *k, uint64_t *refused, uint64_t *waiting)
+{
+    size_t r = 0, w = 0;
+    int rc = knit_aside_count(k, &r, &w);
+    if (rc)
+        logf_(KNIT_SYNC_LOG_WARN, "cannot count the rows set aside: %s", knit_errmsg(k));
+    *refused = rc ? 0 : r;
+    *waiting = rc ? 0 : w;
+}
+
+/* --once: the one line that says how the run ended.  "synced" only when
+** it did, wholly. */
+static void report_once(agent_t *ag, knit_sync_t *s)
+{
+    knit_sync_status_t st;
+    uint64_t refused = 0, waiting = 0;
+    char counts[256];
+
+    knit_sync_status(s, &st);
+    snprintf(counts, sizeof counts,
+             "pushed %llu changes, received %llu, applied %llu",
+             (unsigned long long)st.acked_changes, (unsigned long long)st.delta_changes,
+             (unsigned long long)st.applied);
+    if (!ag->synced || ag->exit_code != EXIT_OK)
+        return; /* the failure was reported where it happened */
+    if (ag->late_error) {
+        printf("sync-agent: %s not synced with %s: the session ended on an error: %s (%s)\n",
+               ag->replica, ag->relay, ag->last_error, counts);
+        ag->exit_code = EXIT_SYNC;
+        return;
+    }
+    aside_count(ag->k, &refused, &waiting);
+    if (refused) {
+        printf("sync-agent: %s synced with %s as %s except %llu row%s set aside: see "
+               "sync-inspect aside %s (%s)\n",
+               ag->replica, ag->relay, ag->principal, (unsigned long long)refused,
+               refused == 1 ? "" : "s", ag->replica, counts);
+        ag->exit_code = EXIT_ASIDE;
+        return;
+    }
+    printf("sync-agent: %s synced with %s as %s: %s%s\n", ag->replica, ag->relay,
+           ag->principal, counts,
+           waiting ? "; some changes wait for tables or columns this replica does not track "
+                     "(sync-inspect aside)"
+                   : "");
+}
+
 static void on_closed(knit_sync_t *s)
 {
     agent_t *ag = knit_sync_data(s);
+    if (ag->once)
+        report_once(ag, s);
+    fflush(stdout);
     ag->sync = NULL;
     uv_close((uv_handle_t *)&ag->sigint, NULL);
     uv_close((uv_handle_t *)&ag->sigterm, NULL);
@@ -314,8 +376,10 @@ static void on_event(knit_sync_t *s, const knit_sync_event_t *ev)
         break;
     case KNIT_SYNC_EV_ERROR:
         snprintf(ag->last_error, sizeof ag->last_error, "%s", ev->message ? ev->message : "");
+        if (ag->synced)
+            ag->late_error = 1; /* while finishing: the run did not end synced */
         if (ev->fatal && (ev->code == KNIT_EAUTH || ev->code == KNIT_EDENIED ||
-                          ev->code == KNIT_EVERSION)) {
+                          ev->code == KNIT_EVERSION || ev->code == KNIT_EACCOUNT)) {
             fprintf(stderr, "sync-agent: %s\n", ag->last_error);
             if (ev->claim)
                 fprintf(stderr,
@@ -330,16 +394,19 @@ static void on_event(knit_sync_t *s, const knit_sync_event_t *ev)
         break;
     case KNIT_SYNC_EV_SYNCED:
         if (ag->once) {
-            knit_sync_status_t st;
-            knit_sync_status(s, &st);
-            printf("sync-agent: %s synced with %s as %s: pushed %llu changes, applied %llu\n",
-                   ag->replica, ag->relay, ag->principal,
-                   (unsigned long long)st.pushed_changes,
-                   (unsigned long long)st.delta_changes);
-            fflush(stdout);
+            /* The verdict waits for the end of the session (report_once):
+            ** stopping pushes what was written meanwhile, and may fail. */
+            ag->synced = 1;
             stop(ag, EXIT_OK);
         } else {
-            logf_(KNIT_SYNC_LOG_DEBUG, "synced");
+            uint64_t refused, waiting;
+            aside_count(ag->k, &refused, &waiting);
+            if (refused)
+                logf_(KNIT_SYNC_LOG_WARN,
+                      "synced except %llu row%s set aside: see sync-inspect aside %s",
+                      (unsigned long long)refused, refused == 1 ? "" : "s", ag->replica);
+            else
+                logf_(KNIT_SYNC_LOG_DEBUG, "synced");
         }
         break;
     }

@@ -45,12 +45,19 @@ static const char USAGE[] =
     "  --idle-timeout MS         close connections silent this long [60000]\n"
     "  --max-queue BYTES         outbound bytes queued per connection before a slow\n"
     "                            consumer drops to catch-up mode [8388608]\n"
+    "  --serve-damaged           serve a store that PRAGMA quick_check finds\n"
+    "                            damaged, instead of exiting 1 [off]\n"
     "  --log-level LEVEL         error, warn, info or debug [info]\n"
     "  --help                    this text\n"
     "  --version                 the version\n"
     "\n"
     "mint-token (for development): prints an HS256 token for SUB, valid for\n"
     "SECONDS [3600], signed with the key in FILE.\n"
+    "\n"
+    "At start the store is checked with PRAGMA quick_check; damage is reported\n"
+    "with the file name and SQLite's finding, and the relay exits 1 unless\n"
+    "--serve-damaged is given.  A stored cell that cannot be sent is skipped in\n"
+    "catch-up and logged as an error naming its namespace, table, key and column.\n"
     "\n"
     "SIGINT/SIGTERM: stop accepting, commit and acknowledge what was received,\n"
     "close every connection with an error, exit 0.\n";
@@ -167,7 +174,8 @@ int main(int argc, char **argv)
     size_t keylen = 0;
     char host[128];
     uint64_t v;
-    int rc;
+    int rc, serve_damaged = 0;
+    char finding[1024];
 
     if (argc > 1 && strcmp(argv[1], "mint-token") == 0)
         return mint_token(argc, argv);
@@ -187,6 +195,10 @@ int main(int argc, char **argv)
         }
         if (strncmp(a, "--", 2) != 0)
             return die_usage("unexpected argument %s", a);
+        if (strcmp(a, "--serve-damaged") == 0) {
+            serve_damaged = 1;
+            continue;
+        }
         if (i + 1 >= argc)
             return die_usage("%s needs a value", a);
         val = argv[++i];
@@ -249,6 +261,19 @@ int main(int argc, char **argv)
     if (rc) {
         fprintf(stderr, "sync-relay: cannot open store %s: %s\n", data, knit_strerror(rc));
         return 1;
+    }
+    /* Damage SQLite can see is reported before anything is served. */
+    rc = knit_relay_store_check(store, finding, sizeof finding);
+    if (rc) {
+        fprintf(stderr, "sync-relay: store %s is damaged (%s): PRAGMA quick_check: %s\n", data,
+                knit_strerror(rc), finding);
+        if (!serve_damaged) {
+            fprintf(stderr, "sync-relay: not serving it; restore a backup, or start with "
+                            "--serve-damaged to serve what can be read (docs/sync-relay.md)\n");
+            knit_relay_store_close(store);
+            return 1;
+        }
+        fprintf(stderr, "sync-relay: serving it anyway (--serve-damaged)\n");
     }
     /* A peer that vanishes mid-write must not kill the relay. */
     signal(SIGPIPE, SIG_IGN);

@@ -37,10 +37,20 @@
 **      states are kept there in the replica's own site numbering.
 **   6. Stamps beyond now + max drift refuse the whole batch before anything
 **      is written; otherwise the replica's HLC moves past every stamp seen.
+**   7. App triggers.  When a tracked table has triggers of the app's own,
+**      knit's writes fire them (FTS indexes, audit logs and counters stay
+**      current) and fire capture too.  The log rows of each row knit wrote
+**      are deleted right after it (they are the applied change itself, not
+**      a local write); whatever else the app's triggers wrote into tracked
+**      tables during the apply is a local write of this replica, stamped at
+**      the end of the same transaction.  A row a trigger made on both sides
+**      under one key therefore merges into one row; apply upserts, so a
+**      trigger-made copy that is already there does not refuse the origin's.
 */
 #include <string.h>
 
 #include "replica.h"
+#include "validate.h"
 
 #define REFUSE 1 /* merge result: set this change aside (reason in errmsg) */
 
@@ -264,7 +274,9 @@ typedef struct actx_s {
     knit_t *k;
     knit_apply_stats_t *st;
     uint64_t ver;                /* the local version this apply writes */
-    int have_aside;              /* _knit_aside may hold rows (look them up) */
+    int have_aside;              /* _knit_aside held rows before this apply */
+    int64_t aside_floor;         /* the newest of them: later ones were set aside
+                                    by this apply and are not merged again in it */
     sqlite3_stmt *aside_get;     /* set-aside changes of one (tbl, pk) */
     sqlite3_stmt *aside_put;     /* add one */
     sqlite3_stmt *aside_del;     /* remove one by id */
@@ -273,7 +285,7 @@ typedef struct actx_s {
     size_t nx, capx;             /* used, allocated */
     void **owned;                /* memory of set-aside changes read back */
     size_t nowned, capowned;     /* used, allocated */
-    const char *reason;          /* why the current row was refused */
+    sqlite3_stmt **logdel;       /* per table: delete one key's log rows (note 7) */
 } actx_t;
 
 static void row_release(arow_t *r)
@@ -509,13 +521,13 @@ static int aside_prepare(actx_t *a)
     int rc = 0;
     if (!a->aside_put)
         rc = knit__prepare(k, &a->aside_put,
-                           "INSERT INTO _knit_aside(tbl, pk, key, col, ns, cl, hlc, site, orset,"
+                           "INSERT OR IGNORE INTO _knit_aside(tbl, pk, key, col, ns, cl, hlc, site, orset,"
                            " value, kind, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
                            " ?10, ?11, ?12, ?13)");
     if (!rc && !a->aside_get)
         rc = knit__prepare(k, &a->aside_get,
                            "SELECT id, col, ns, cl, hlc, site, orset, value FROM _knit_aside"
-                           " WHERE tbl = ?1 AND pk = ?2 ORDER BY id");
+                           " WHERE tbl = ?1 AND pk = ?2 AND id <= ?3 ORDER BY id");
     if (!rc && !a->aside_del)
         rc = knit__prepare(k, &a->aside_del, "DELETE FROM _knit_aside WHERE id = ?1");
     if (!rc && !a->aside_upd)
@@ -524,7 +536,8 @@ static int aside_prepare(actx_t *a)
     return rc;
 }
 
-/* Keeps one change in _knit_aside.  An OR-set state in batch numbering is
+/* Keeps one change in _knit_aside (once: the same cell change set aside
+** again by a repeated batch is ignored).  An OR-set state in batch numbering is
 ** stored in local numbering (note 5); one that cannot be renumbered is
 ** stored as it came (it stays refused). */
 static int aside_put(actx_t *a, const char *tbl, const knit_value_t *pk, uint32_t npk,
@@ -574,7 +587,6 @@ static int aside_put(actx_t *a, const char *tbl, const knit_value_t *pk, uint32_
     sqlite3_free(text);
     if (rc != SQLITE_DONE)
         return knit__dberr(k, rc, "setting a change aside");
-    a->have_aside = 1;
     return 0;
 }
 
@@ -664,6 +676,7 @@ static int aside_load(actx_t *a, ktable_t *t, const knit_value_t *pk)
     sqlite3_stmt *st = a->aside_get;
     sqlite3_bind_text(st, 1, t->name, -1, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, blob, (int)n, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, a->aside_floor);
     while (!rc && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         rc = 0;
         xch_t x = {0};
@@ -903,6 +916,31 @@ static int refuse_row(actx_t *a, arow_t *r, const char *reason)
     return rc;
 }
 
+/* Deletes the capture log rows of one key that knit's own write made
+** (note 7). */
+static int log_forget(actx_t *a, ktable_t *t, const knit_value_t *pk)
+{
+    knit_t *k = a->k;
+    size_t ti = (size_t)(t - k->tables);
+    int rc;
+    if (!a->logdel && !(a->logdel = knit__calloc(k->ntables + 1, sizeof *a->logdel)))
+        return KNIT_ENOMEM;
+    if (!a->logdel[ti]) {
+        sqlite3_str *s = sqlite3_str_new(k->db);
+        sqlite3_str_appendf(s, "DELETE FROM _knit_log_%d WHERE ", t->id);
+        where_meta_keys(s, t->npk);
+        if ((rc = prepare_str(k, &a->logdel[ti], s)) != 0)
+            return rc;
+    }
+    sqlite3_stmt *st = a->logdel[ti];
+    for (uint32_t i = 0; i < t->npk; i++)
+        knit__bind_value(st, (int)i + 1, &pk[i]);
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE ? 0 : knit__dberr(k, rc, "clearing the capture log");
+}
+
 /* Merges the current row's changes (a->x) into it and writes it once. */
 static int row_apply(actx_t *a, ktable_t *t, const knit_value_t *pk, arow_t *r)
 {
@@ -923,7 +961,8 @@ static int row_apply(actx_t *a, ktable_t *t, const knit_value_t *pk, arow_t *r)
             int orset = x->col && t->orset[x->col - 1];
             char reason[sizeof k->errmsg];
             memcpy(reason, k->errmsg, sizeof reason);
-            rc = x->aside_id ? aside_refresh(a, x->aside_id, "refused", reason)
+            /* One already set aside keeps the reason it was given. */
+            rc = x->aside_id ? 0
                              : aside_put(a, t->name, pk, t->npk, x, orset, "refused", reason);
             a->st->aside++;
             a->x[i] = a->x[--a->nx];
@@ -948,6 +987,8 @@ static int row_apply(actx_t *a, ktable_t *t, const knit_value_t *pk, arow_t *r)
                 rc = knit__set_save(k, t, pk, c, &r->sets[c]);
         if (!rc)
             rc = meta_write(k, r, a->ver);
+        if (!rc && !k->triggers_off)
+            rc = log_forget(a, t, pk);
         t->ev_rows++;
     }
     for (size_t i = 0; i < a->nx && !rc; i++) {
@@ -1036,17 +1077,17 @@ static int receive_clock(knit_t *k, const knit_batch_t *b)
     return clock != (uint64_t)cur ? knit__meta_set_int(k, "hlc", (int64_t)clock) : 0;
 }
 
-static int aside_exists(knit_t *k, int *yes)
+/* The newest set-aside change before this apply (0 = none). */
+static int aside_newest(knit_t *k, int64_t *id)
 {
     sqlite3_stmt *st = NULL;
-    *yes = 0;
-    int rc = sqlite3_prepare_v2(k->db, "SELECT EXISTS (SELECT 1 FROM _knit_aside)", -1, &st,
-                                NULL);
+    *id = 0;
+    int rc = sqlite3_prepare_v2(k->db, "SELECT max(id) FROM _knit_aside", -1, &st, NULL);
     if (rc != SQLITE_OK)
         return knit__dberr(k, rc, "reading _knit_aside");
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
-        *yes = sqlite3_column_int(st, 0);
+        *id = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
     return rc == SQLITE_ROW ? 0 : knit__dberr(k, rc, "reading _knit_aside");
 }
@@ -1159,8 +1200,9 @@ static int apply_locked(knit_t *k, const knit_batch_t *b, knit_apply_stats_t *st
         return rc;
     if (b && (rc = bmap_build(k, b, &m)) != 0)
         goto done;
-    if ((rc = aside_exists(k, &a.have_aside)) != 0)
+    if ((rc = aside_newest(k, &a.aside_floor)) != 0)
         goto done;
+    a.have_aside = a.aside_floor > 0;
     if (a.have_aside && k->aside_cookie != k->schema_cookie)
         retry = 1; /* note 5: the schema changed since the last try */
     if (!(r = knit__calloc(1, sizeof *r))) {
@@ -1199,6 +1241,12 @@ static int apply_locked(knit_t *k, const knit_batch_t *b, knit_apply_stats_t *st
                 rc = wait_change(&a, b, &m, ch);
                 continue;
             }
+            char why[512];
+            int bad = knit_change_check(b, ch, why, sizeof why);
+            if (bad == KNIT_ENOMEM) {
+                rc = bad;
+                break;
+            }
             xch_t x = {0};
             x.col = ch->col ? (uint32_t)lc + 1 : 0;
             x.colname = ch->col ? b->tables[ch->table].cols[ch->col - 1] : "";
@@ -1210,6 +1258,14 @@ static int apply_locked(knit_t *k, const knit_batch_t *b, knit_apply_stats_t *st
             x.value = ch->value;
             x.smap = m.sites;
             x.nsmap = b->nsites;
+            if (bad) {
+                /* The relay refuses these too (validate.h); one from
+                ** elsewhere is set aside alone, the row goes on. */
+                rc = aside_put(&a, t->name, ch->pk, t->npk, &x, ch->col && t->orset[lc],
+                               "refused", why);
+                st->aside++;
+                continue;
+            }
             rc = xpush(&a, &x);
         }
         if (!rc && t && a.nx)
@@ -1223,7 +1279,7 @@ static int apply_locked(knit_t *k, const knit_batch_t *b, knit_apply_stats_t *st
             k->aside_cookie = k->schema_cookie;
     }
     if (!rc && !k->triggers_off)
-        rc = knit__clear_logs(k); /* replica.h design note 4 */
+        rc = knit__stamp_locked(k, NULL); /* note 7: what app triggers wrote */
     if (!rc && (st->applied || st->recovered))
         k->ev_remote = 1;
 done:
@@ -1239,6 +1295,9 @@ done:
     sqlite3_finalize(a.aside_put);
     sqlite3_finalize(a.aside_del);
     sqlite3_finalize(a.aside_upd);
+    for (size_t i = 0; a.logdel && i < k->ntables; i++)
+        sqlite3_finalize(a.logdel[i]);
+    knit__free(a.logdel);
     if (b)
         bmap_free(b, &m);
     return rc;

@@ -16,14 +16,67 @@
 
 /* Per-call state of knit_changes_since. */
 typedef struct since_s {
-    knit_batch_t *b;  /* batch being built */
-    uint64_t *vers;   /* version of each change added */
-    size_t cap;       /* capacity of vers */
+    knit_batch_t *b;   /* batch being built */
+    uint64_t *vers;    /* version of each change added */
+    size_t cap;        /* capacity of vers */
     uint32_t *sitemap; /* local site idx -> batch idx + 1 (0 = not yet) */
     uint32_t nsitemap; /* entries */
-    uint32_t *nsmap;  /* local ns idx -> batch idx + 1 */
-    uint32_t nnsmap;  /* entries */
+    uint32_t *nsmap;   /* local ns idx -> batch idx + 1 */
+    uint32_t nnsmap;   /* entries */
+    klocal_t local;    /* the local_only rule */
 } since_t;
+
+/* Loads the sites this replica inherited as a copy ("Inherited sites" at
+** the top of replica.c): a cell of such a site with a version at or below
+** the takeover is the original's work the copy pushes as its own. */
+int knit__local_load(knit_t *k, klocal_t *l)
+{
+    sqlite3_stmt *st = NULL;
+    memset(l, 0, sizeof *l);
+    int rc = sqlite3_prepare_v2(k->db,
+                                "SELECT CAST(substr(key, 9) AS INTEGER), value FROM _knit_meta"
+                                " WHERE key GLOB 'inherit:*'",
+                                -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return knit__dberr(k, rc, "reading inherited sites");
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t idx = sqlite3_column_int64(st, 0), ver = sqlite3_column_int64(st, 1);
+        if (idx <= 0 || idx >= (int64_t)UINT32_MAX - 16 || ver < 0)
+            continue; /* not a key knit wrote: ignore, never push more than it should */
+        if ((uint64_t)idx >= l->n) {
+            uint32_t n = (uint32_t)idx + 16;
+            uint64_t *m = knit__realloc(l->inherit, n * sizeof *m);
+            if (!m) {
+                sqlite3_finalize(st);
+                knit__local_free(l);
+                return KNIT_ENOMEM;
+            }
+            memset(m + l->n, 0, (n - l->n) * sizeof *m);
+            l->inherit = m;
+            l->n = n;
+        }
+        l->inherit[idx] = (uint64_t)ver + 1;
+    }
+    sqlite3_finalize(st);
+    if (rc == SQLITE_DONE)
+        return 0;
+    knit__local_free(l);
+    return knit__dberr(k, rc, "reading inherited sites");
+}
+
+int knit__local_is(const knit_t *k, const klocal_t *l, uint32_t site, uint64_t ver)
+{
+    if (site == k->site_idx)
+        return 1;
+    return site < l->n && l->inherit[site] && ver < l->inherit[site];
+}
+
+void knit__local_free(klocal_t *l)
+{
+    knit__free(l->inherit);
+    l->inherit = NULL;
+    l->n = 0;
+}
 
 static int map_site(knit_t *k, since_t *s, uint32_t local, uint32_t *out)
 {
@@ -114,46 +167,49 @@ static int set_for_batch(knit_t *k, since_t *s, knit_orset_t *st, uint8_t **out,
     return rc;
 }
 
+/* The query of since_table: each row changed after ?1 (of namespace ?2,
+** or all when ?2 is 0) with its metadata and the user row's values. */
+static char *since_sql(const ktable_t *t)
+{
+    sqlite3_str *q = sqlite3_str_new(NULL);
+    sqlite3_str_appendall(q, "SELECT ");
+    for (uint32_t i = 0; i < t->npk; i++)
+        sqlite3_str_appendf(q, "r.k%u, ", i);
+    sqlite3_str_appendall(q, "r.ns, r.cl, r.ver, r.cells");
+    for (uint32_t c = 0; c < t->ncols; c++)
+        sqlite3_str_appendf(q, ", u.\"%w\"", t->cols[c]);
+    sqlite3_str_appendf(q, " FROM _knit_rows_%d AS r LEFT JOIN \"%w\" AS u ON ", t->id, t->name);
+    for (uint32_t i = 0; i < t->npk; i++)
+        sqlite3_str_appendf(q, "%su.\"%w\" = r.k%u", i ? " AND " : "", t->pk[i], i);
+    sqlite3_str_appendall(q, " WHERE r.ver > ?1 AND (?2 = 0 OR r.ns = ?2)");
+    return sqlite3_str_finish(q); /* NULL when out of memory */
+}
+
 static int since_table(knit_t *k, ktable_t *t, since_t *s, uint64_t version,
                        const knit_since_opts_t *o, int64_t ns_idx)
 {
-    size_t cap = 512 + (size_t)(t->ncols + t->npk) * 300;
-    char *sql = knit__malloc(cap), *qt = knit__quote(t->name);
-    char keys[512];
     uint32_t tidx;
-    int rc = KNIT_ENOMEM;
-    if (!sql || !qt)
-        goto out;
-    knit__keylist(keys, sizeof keys, t->npk, "r.");
-    size_t off = (size_t)snprintf(sql, cap, "SELECT %s, r.ns, r.cl, r.ver, r.cells", keys);
-    for (uint32_t c = 0; c < t->ncols; c++) {
-        char *q = knit__quote(t->cols[c]);
-        off += (size_t)snprintf(sql + off, cap - off, ", u.%s", q ? q : "NULL");
-        knit__free(q);
+    int rc = 0;
+    if (!t->st[ST_SINCE]) {
+        char *sql = since_sql(t);
+        if (!sql)
+            return KNIT_ENOMEM;
+        rc = knit__prepare(k, &t->st[ST_SINCE], sql);
+        sqlite3_free(sql);
+        if (rc)
+            return rc;
     }
-    off += (size_t)snprintf(sql + off, cap - off, " FROM _knit_rows_%d AS r LEFT JOIN %s AS u ON ",
-                            t->id, qt);
-    for (uint32_t i = 0; i < t->npk; i++) {
-        char *q = knit__quote(t->pk[i]);
-        off += (size_t)snprintf(sql + off, cap - off, "%su.%s = r.k%u", i ? " AND " : "",
-                                q ? q : "", i);
-        knit__free(q);
-    }
-    snprintf(sql + off, cap - off, " WHERE r.ver > ?1 AND (?2 = 0 OR r.ns = ?2)");
-    if ((rc = knit__prepare(k, &t->st[ST_SINCE], sql)) != 0)
-        goto out;
+    sqlite3_reset(t->st[ST_SINCE]);
     {
         const char **names = knit__calloc(t->ncols + 1, sizeof *names);
-        if (!names) {
-            rc = KNIT_ENOMEM;
-            goto out;
-        }
+        if (!names)
+            return KNIT_ENOMEM;
         for (uint32_t c = 0; c < t->ncols; c++)
             names[c] = t->cols[c];
         rc = knit_batch_table(s->b, t->name, t->npk, t->ncols, names, t->orset, &tidx);
         knit__free(names);
         if (rc)
-            goto out;
+            return rc;
     }
     sqlite3_stmt *st = t->st[ST_SINCE];
     sqlite3_bind_int64(st, 1, (int64_t)version);
@@ -185,7 +241,7 @@ static int since_table(knit_t *k, ktable_t *t, since_t *s, uint64_t version,
             const kcell_t *cell = &cells[i];
             if (!cell->hlc || cell->ver <= version)
                 continue;
-            if (o && o->local_only && cell->site != k->site_idx)
+            if (o && o->local_only && !knit__local_is(k, &s->local, cell->site, cell->ver))
                 continue;
             c.col = i;
             c.hlc = cell->hlc;
@@ -222,9 +278,6 @@ static int since_table(knit_t *k, ktable_t *t, since_t *s, uint64_t version,
     if (!rc && step != SQLITE_DONE)
         rc = knit__dberr(k, step, "reading changes");
     sqlite3_reset(st);
-out:
-    knit__free(sql);
-    knit__free(qt);
     return rc;
 }
 
@@ -245,6 +298,8 @@ int knit_changes_since(knit_t *k, uint64_t version, const knit_since_opts_t *opt
         rc = knit__stamp_locked(k, NULL);
     if (!rc)
         rc = knit__load_tables(k);
+    if (!rc && opts && opts->local_only)
+        rc = knit__local_load(k, &s.local);
     if (!rc && opts && opts->ns) {
         sqlite3_stmt *st = NULL;
         ns_idx = -1; /* unknown namespace: no rows */
@@ -278,6 +333,7 @@ int knit_changes_since(knit_t *k, uint64_t version, const knit_since_opts_t *opt
     knit__free(s.vers);
     knit__free(s.sitemap);
     knit__free(s.nsmap);
+    knit__local_free(&s.local);
     if (!rc)
         knit__notify(k);
     return rc;
@@ -323,11 +379,14 @@ static int foreign_changes(knit_t *k, uint64_t since)
 {
     for (size_t i = 0; i < k->ntables; i++) {
         ktable_t *t = &k->tables[i];
-        char sql[128];
         sqlite3_stmt *st = NULL;
-        snprintf(sql, sizeof sql, "SELECT count(*) FROM _knit_rows_%d WHERE ver > ?", t->id);
-        if (sqlite3_prepare_v2(k->db, sql, -1, &st, NULL) != SQLITE_OK)
-            return knit__dberr(k, sqlite3_errcode(k->db), "counting changes");
+        char *sql = sqlite3_mprintf("SELECT count(*) FROM _knit_rows_%d WHERE ver > ?", t->id);
+        if (!sql)
+            return KNIT_ENOMEM;
+        int rc = sqlite3_prepare_v2(k->db, sql, -1, &st, NULL);
+        sqlite3_free(sql);
+        if (rc != SQLITE_OK)
+            return knit__dberr(k, rc, "counting changes");
         sqlite3_bind_int64(st, 1, (int64_t)since);
         if (sqlite3_step(st) == SQLITE_ROW)
             t->ev_rows += (size_t)sqlite3_column_int64(st, 0);

@@ -39,37 +39,37 @@ static int put_value(uint8_t **buf, size_t *len, size_t *cap, const knit_value_t
     return 0;
 }
 
+/* The query of digest_table: every row (of namespace ?1, or all when ?1 is
+** 0) with its metadata and the user row's values, grouped by namespace. */
+static char *digest_sql(const ktable_t *t)
+{
+    sqlite3_str *q = sqlite3_str_new(NULL);
+    sqlite3_str_appendall(q, "SELECT ");
+    for (uint32_t i = 0; i < t->npk; i++)
+        sqlite3_str_appendf(q, "r.k%u, ", i);
+    sqlite3_str_appendall(q, "r.ns, r.cl, r.cells");
+    for (uint32_t c = 0; c < t->ncols; c++)
+        sqlite3_str_appendf(q, ", u.\"%w\"", t->cols[c]);
+    sqlite3_str_appendf(q, " FROM _knit_rows_%d AS r LEFT JOIN \"%w\" AS u ON ", t->id, t->name);
+    for (uint32_t i = 0; i < t->npk; i++)
+        sqlite3_str_appendf(q, "%su.\"%w\" = r.k%u", i ? " AND " : "", t->pk[i], i);
+    sqlite3_str_appendall(q, " WHERE ?1 = 0 OR r.ns = ?1 ORDER BY r.ns");
+    return sqlite3_str_finish(q); /* NULL when out of memory */
+}
+
 static int digest_table(knit_t *k, ktable_t *t, int64_t ns_idx, knit_digest_t *d)
 {
-    size_t cap = 512 + (size_t)(t->ncols + t->npk) * 300;
-    char *sql = knit__malloc(cap), *qt = knit__quote(t->name);
-    char keys[512];
+    char *sql = digest_sql(t);
     sqlite3_stmt *st = NULL;
     uint8_t *pkb = NULL, *vb = NULL;
     size_t pkcap = 0, vcap = 0;
     int rc = KNIT_ENOMEM;
     char *nsname = NULL;
     int64_t cur_ns = -1;
-    if (!sql || !qt)
+    if (!sql)
         goto out;
-    knit__keylist(keys, sizeof keys, t->npk, "r.");
-    size_t off = (size_t)snprintf(sql, cap, "SELECT %s, r.ns, r.cl, r.cells", keys);
-    for (uint32_t c = 0; c < t->ncols; c++) {
-        char *q = knit__quote(t->cols[c]);
-        off += (size_t)snprintf(sql + off, cap - off, ", u.%s", q ? q : "NULL");
-        knit__free(q);
-    }
-    off += (size_t)snprintf(sql + off, cap - off, " FROM _knit_rows_%d AS r LEFT JOIN %s AS u ON ",
-                            t->id, qt);
-    for (uint32_t i = 0; i < t->npk; i++) {
-        char *q = knit__quote(t->pk[i]);
-        off += (size_t)snprintf(sql + off, cap - off, "%su.%s = r.k%u", i ? " AND " : "",
-                                q ? q : "", i);
-        knit__free(q);
-    }
-    snprintf(sql + off, cap - off, " WHERE ?1 = 0 OR r.ns = ?1 ORDER BY r.ns");
-    if (sqlite3_prepare_v2(k->db, sql, -1, &st, NULL) != SQLITE_OK) {
-        rc = knit__dberr(k, sqlite3_errcode(k->db), "computing the digest");
+    if ((rc = sqlite3_prepare_v2(k->db, sql, -1, &st, NULL)) != SQLITE_OK) {
+        rc = knit__dberr(k, rc, "computing the digest");
         goto out;
     }
     sqlite3_bind_int64(st, 1, ns_idx);
@@ -144,8 +144,7 @@ out:
     knit__free(nsname);
     knit__free(pkb);
     knit__free(vb);
-    knit__free(sql);
-    knit__free(qt);
+    sqlite3_free(sql);
     return rc;
 }
 

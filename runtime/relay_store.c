@@ -44,6 +44,14 @@
 **      Writing two B-tree entries per cell (the cell and its (ns, seq) index
 **      entry, which repeats the key) is most of the ingest cost, and short
 **      integer keys make both cheaper.
+**   8. A damaged cell never blocks a namespace.  Catch-up reads cells as
+**      hostile input (the file may have been edited, or written by an
+**      older relay that stored what no replica can apply): a cell that does
+**      not decode, names an unknown table or column, or fails
+**      knit_change_check() is skipped, reported through on_damage with its
+**      namespace, table, key and column, and counted; every other cell of
+**      the page is sent.  PRAGMA quick_check (knit_relay_store_check) finds
+**      damage SQLite itself can see, at start.
 **
 ** OR-set cells are stored self-contained, with full site ids, in the form
 ** the state digest needs:
@@ -70,6 +78,7 @@
 #include "alloc.h"
 #include "lww.h"
 #include "orset.h"
+#include "validate.h"
 
 /* Schema versions: 1 named tables and columns in every cell; 2 keys cells
 ** by integer ids (design note 7). */
@@ -200,6 +209,9 @@ struct knit_relay_store_s {
     int readonly;              /* opened with KNIT_RELAY_STORE_READONLY */
     int in_group;              /* a group transaction is open */
     char errmsg[256];          /* last failure's details */
+    knit_relay_damage_fn on_damage; /* told about each cell catch-up skips, or NULL */
+    void *damage_data;         /* passed to on_damage */
+    uint64_t damaged;          /* cells catch-up skipped since open */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -413,6 +425,61 @@ void knit_relay_store_close(knit_relay_store_t *s) /* see relay_store.h */
 const char *knit_relay_store_errmsg(knit_relay_store_t *s) /* see relay_store.h */
 {
     return s ? s->errmsg : "";
+}
+
+void knit_relay_store_on_damage(knit_relay_store_t *s, knit_relay_damage_fn fn,
+                                void *data) /* see relay_store.h */
+{
+    s->on_damage = fn;
+    s->damage_data = data;
+}
+
+uint64_t knit_relay_store_damaged(const knit_relay_store_t *s) /* see relay_store.h */
+{
+    return s->damaged;
+}
+
+int knit_relay_store_check(knit_relay_store_t *s, char *finding, size_t n) /* see relay_store.h */
+{
+    sqlite3_stmt *st = NULL;
+    size_t off = 0;
+    int rc, lines = 0, ok = 0;
+    if (n)
+        finding[0] = '\0';
+    rc = sqlite3_prepare_v2(s->db, "PRAGMA quick_check(20)", -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        rc = db_err(s, rc);
+        snprintf(finding, n, "%s", s->errmsg);
+        return rc;
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *line = (const char *)sqlite3_column_text(st, 0);
+        if (!line)
+            continue;
+        if (lines == 0 && strcmp(line, "ok") == 0) {
+            ok = 1;
+            continue;
+        }
+        if (strncmp(line, "*** in database ", 16) == 0)
+            continue; /* a heading, not a finding */
+        if (lines < 5 && off + 1 < n) {
+            int k = snprintf(finding + off, n - off, "%s%s", lines ? "; " : "", line);
+            if (k > 0)
+                off = off + (size_t)k < n ? off + (size_t)k : n - 1;
+        }
+        lines++;
+    }
+    if (rc != SQLITE_DONE) {
+        /* quick_check itself failed: that is a finding too. */
+        rc = db_err(s, rc);
+        sqlite3_finalize(st);
+        snprintf(finding, n, "%s", s->errmsg);
+        return rc == KNIT_EBUSY || rc == KNIT_ENOMEM || rc == KNIT_EIO ? rc : KNIT_ECORRUPT;
+    }
+    sqlite3_finalize(st);
+    if (lines > 5 && off + 1 < n)
+        snprintf(finding + off, n - off, "; and %d more", lines - 5);
+    return ok && lines == 0 ? 0 : set_err(s, KNIT_ECORRUPT, "%s", finding);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1278,27 +1345,18 @@ out:
     return rc;
 }
 
-/* Checks everything about one change that does not need the store. */
+/* Checks everything about one change that does not need the store: the
+** namespace, then what every replica needs to apply it (validate.h), so
+** the store never holds a change no replica can apply. */
 static int check_change(apply_t *A, const char *ns, const knit_change_t *c)
 {
     const knit_batch_t *p = A->push;
-    const knit_batch_table_t *t;
+    char why[200];
+    int rc;
     if (c->ns >= p->nns || strcmp(p->ns[c->ns], ns) != 0)
         return set_err(A->s, KNIT_EINVAL, "change outside namespace %s", ns);
-    if (c->table >= p->ntables || c->site >= p->nsites)
-        return set_err(A->s, KNIT_EINVAL, "change names an unknown table or site");
-    t = &p->tables[c->table];
-    if (c->col > t->ncols || t->npk == 0 || (t->npk && !c->pk))
-        return set_err(A->s, KNIT_EINVAL, "table %s: bad column or key", t->name);
-    if (c->cl == 0)
-        return set_err(A->s, KNIT_EINVAL, "table %s: causal length 0", t->name);
-    if (!value_ok(&c->value))
-        return set_err(A->s, KNIT_EINVAL, "table %s: bad value", t->name);
-    if (c->col == 0 && c->value.type != KNIT_NULL)
-        return set_err(A->s, KNIT_EINVAL, "table %s: liveness with a value", t->name);
-    if (c->col > 0 && t->orset[c->col - 1] && c->value.type != KNIT_BLOB)
-        return set_err(A->s, KNIT_EINVAL, "%s.%s: OR-set value is not a BLOB", t->name,
-                       t->cols[c->col - 1]);
+    if ((rc = knit_change_check(p, c, why, sizeof why)) != 0)
+        return rc == KNIT_ENOMEM ? rc : set_err(A->s, rc, "%s", why);
     return 0;
 }
 
@@ -1635,9 +1693,54 @@ static int decode_pk(const uint8_t *p, size_t n, uint32_t npk, knit_value_t *out
     return off == n ? 0 : KNIT_ECORRUPT;
 }
 
-/* Adds the cell at the current row of the catch-up statement. */
-static int catch_row(ctabs_t *C, sqlite3_stmt *st, uint32_t ns_idx, knit_value_t **pkbuf,
-                     uint32_t *pkcap)
+/* Reports a cell catch-up skips (design note 8): its namespace, table, key
+** and column as far as they can be read, and why. */
+static int skip_cell(ctabs_t *C, const char *ns, sqlite3_stmt *st, const ctab_t *t, int64_t ci,
+                     const knit_value_t *pk, const char *why)
+{
+    knit_relay_store_t *s = C->s;
+    char tname[64], key[160], col[80];
+    const uint8_t *raw = sqlite3_column_blob(st, 1);
+    size_t rawlen = (size_t)sqlite3_column_bytes(st, 1);
+    knit_relay_damage_t d;
+
+    s->damaged++;
+    if (t)
+        snprintf(tname, sizeof tname, "%s", t->name);
+    else
+        snprintf(tname, sizeof tname, "table id %lld", (long long)sqlite3_column_int64(st, 0));
+    if (t && ci > 0 && (uint64_t)ci <= t->ncols)
+        snprintf(col, sizeof col, "%s", t->cols[ci - 1]);
+    else if (t && ci == 0)
+        snprintf(col, sizeof col, "(row liveness)");
+    else
+        snprintf(col, sizeof col, "column id %lld", (long long)sqlite3_column_int64(st, 2));
+    if (pk && t) {
+        knit__key_text(pk, t->npk, key, sizeof key);
+    } else {
+        /* The key itself does not decode: show its bytes. */
+        size_t k = (size_t)snprintf(key, sizeof key, "X'");
+        for (size_t i = 0; raw && i < rawlen && i < 32 && k + 3 < sizeof key; i++)
+            k += (size_t)snprintf(key + k, sizeof key - k, "%02X", raw[i]);
+        snprintf(key + k, sizeof key - k, "%s'", rawlen > 32 ? "..." : "");
+    }
+    memset(&d, 0, sizeof d);
+    d.ns = ns;
+    d.table = tname;
+    d.key = key;
+    d.column = col;
+    d.seq = col_u64(st, 8);
+    d.message = why;
+    if (s->on_damage)
+        s->on_damage(s->damage_data, &d);
+    return 1;
+}
+
+/* Adds the cell at the current row of the catch-up statement: 0, 1 when
+** the cell is damaged or not applicable and was skipped (and reported),
+** or a negative error that ends the catch-up (KNIT_ENOMEM, KNIT_EDB). */
+static int catch_row(ctabs_t *C, const char *ns, sqlite3_stmt *st, uint32_t ns_idx,
+                     knit_value_t **pkbuf, uint32_t *pkcap)
 {
     knit_relay_store_t *s = C->s;
     const uint8_t *pk = sqlite3_column_blob(st, 1);
@@ -1646,20 +1749,21 @@ static int catch_row(ctabs_t *C, sqlite3_stmt *st, uint32_t ns_idx, knit_value_t
     const uint8_t *site = sqlite3_column_blob(st, 6);
     const uint8_t *val = sqlite3_column_blob(st, 7);
     size_t vlen = (size_t)sqlite3_column_bytes(st, 7);
-    const char *tbl, *col;
     knit_change_t c;
     knit_site_t sid;
     ctab_t *t = NULL;
-    int64_t ci;
+    int64_t ci = -1;
     uint8_t *wire = NULL;
+    char why[200];
     int rc;
 
-    if (sqlite3_column_bytes(st, 6) != 16 || !pk)
-        return set_err(s, KNIT_ECORRUPT, "malformed cell row");
-    if ((rc = cell_names(C, st, &t, &ci)) != 0)
-        return rc;
-    tbl = t->name;
-    col = ci ? t->cols[ci - 1] : "";
+    if (!pk)
+        return skip_cell(C, ns, st, NULL, -1, NULL, "the stored key is empty");
+    if ((rc = cell_names(C, st, &t, &ci)) != 0) {
+        if (rc != KNIT_ECORRUPT)
+            return rc;
+        return skip_cell(C, ns, st, t, -1, NULL, s->errmsg);
+    }
     if (t->npk > *pkcap) {
         knit_value_t *n = knit__realloc(*pkbuf, t->npk * sizeof *n);
         if (!n)
@@ -1668,7 +1772,9 @@ static int catch_row(ctabs_t *C, sqlite3_stmt *st, uint32_t ns_idx, knit_value_t
         *pkcap = t->npk;
     }
     if (decode_pk(pk, pklen, t->npk, *pkbuf) != 0)
-        return set_err(s, KNIT_ECORRUPT, "bad stored key in %s", tbl);
+        return skip_cell(C, ns, st, t, ci, NULL, "the stored key does not decode");
+    if (sqlite3_column_bytes(st, 6) != 16)
+        return skip_cell(C, ns, st, t, ci, *pkbuf, "the stored site id is not 16 bytes");
     memcpy(sid.b, site, 16);
     memset(&c, 0, sizeof c);
     c.ns = ns_idx;
@@ -1677,22 +1783,22 @@ static int catch_row(ctabs_t *C, sqlite3_stmt *st, uint32_t ns_idx, knit_value_t
     c.pk = *pkbuf;
     c.cl = col_u64(st, 4);
     c.hlc = col_u64(st, 5);
-    if ((rc = knit_batch_site(C->b, &sid, &c.site)) != 0)
-        return rc;
     if (kind == KIND_LIVE) {
         c.value.type = KNIT_NULL;
     } else if (kind == KIND_LWW) {
         size_t used;
         if (!val || knit_value_decode(val, vlen, &c.value, &used) != 0 || used != vlen)
-            return set_err(s, KNIT_ECORRUPT, "bad stored value in %s.%s", tbl, col);
+            return skip_cell(C, ns, st, t, ci, *pkbuf, "the stored value does not decode");
     } else {
         sset_t x;
         size_t nwire = 0;
         if (!val)
-            return set_err(s, KNIT_ECORRUPT, "empty stored OR-set in %s.%s", tbl, col);
-        if ((rc = sset_decode(&x, val, vlen)) != 0)
-            return rc == KNIT_ECORRUPT ? set_err(s, rc, "bad stored OR-set in %s.%s", tbl, col)
-                                       : rc;
+            return skip_cell(C, ns, st, t, ci, *pkbuf, "the stored OR-set state is empty");
+        if ((rc = sset_decode(&x, val, vlen)) != 0) {
+            if (rc != KNIT_ECORRUPT)
+                return rc;
+            return skip_cell(C, ns, st, t, ci, *pkbuf, "the stored OR-set state does not decode");
+        }
         rc = sset_to_batch(&x, C->b, &wire, &nwire);
         sset_free(&x);
         if (rc)
@@ -1700,6 +1806,16 @@ static int catch_row(ctabs_t *C, sqlite3_stmt *st, uint32_t ns_idx, knit_value_t
         c.value.type = KNIT_BLOB;
         c.value.u.b.p = wire;
         c.value.u.b.n = nwire;
+    }
+    if ((rc = knit_batch_site(C->b, &sid, &c.site)) != 0) {
+        knit__free(wire);
+        return rc;
+    }
+    /* What an older relay stored without this check, or what was planted in
+    ** the file, must not reach replicas that cannot apply it. */
+    if ((rc = knit_change_check(C->b, &c, why, sizeof why)) != 0) {
+        knit__free(wire);
+        return rc == KNIT_ENOMEM ? rc : skip_cell(C, ns, st, t, ci, *pkbuf, why);
     }
     rc = knit_batch_add(C->b, &c);
     knit__free(wire);
@@ -1753,8 +1869,11 @@ int knit_relay_store_catch_up(knit_relay_store_t *s, const char *ns, uint64_t af
                 break;
             unit = seq;
         }
-        if ((rc = catch_row(&C, st, ns_idx, &pkbuf, &pkcap)) != 0)
+        /* A damaged cell is skipped and reported, never the end of the
+        ** catch-up (design note 8); it still counts toward the page. */
+        if ((rc = catch_row(&C, ns, st, ns_idx, &pkbuf, &pkcap)) < 0)
             break;
+        rc = 1;
         n++;
     }
     sqlite3_reset(st);

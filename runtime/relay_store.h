@@ -64,7 +64,9 @@ typedef struct knit_relay_applied_s {
                              changed something, unit version = its sequence;
                              owned by the caller (knit_batch_free) */
     uint64_t first_seq;   /* sequence of the first such unit (0 if none) */
-    uint64_t last_seq;    /* sequence of the last (0 if none) */
+    uint64_t last_seq;    /* sequence of the last (0 if none); first..last are
+                             consecutive and all this push's: nothing else
+                             takes a sequence of ns while a push applies */
     size_t applied;       /* changes that won and were stored */
     size_t known;         /* changes that lost or were already held */
 } knit_relay_applied_t;
@@ -109,10 +111,42 @@ KNIT_EXTERN int knit_relay_store_seq(knit_relay_store_t *s, const char *ns,
 ** is never split); 0 = no limit.  *reached is the sequence the batch brings
 ** a reader to: the namespace's current sequence when *more is 0, else the
 ** last unit's.  Read in one snapshot, so concurrent commits are either
-** wholly in it or come later with larger sequences. */
+** wholly in it or come later with larger sequences.  A cell that cannot be
+** sent (knit_relay_damage_t) is skipped, reported to the on_damage callback
+** and counted (knit_relay_store_damaged); the rest of the page is sent. */
 KNIT_EXTERN int knit_relay_store_catch_up(knit_relay_store_t *s, const char *ns, uint64_t after,
                                           size_t max_changes, knit_batch_t **out /* OUT */,
                                           uint64_t *reached /* OUT */, int *more /* OUT */);
+
+/* A stored cell catch-up could not send (design note 8 of relay_store.c):
+** damaged in the file (it does not decode, names an unknown table or
+** column) or not applicable by replicas (knit_change_check refuses it, e.g.
+** an OR-set with a BLOB element stored by an older relay).  Strings are
+** valid during the callback; names and keys are shown as far as they can
+** be read ("table id 7" when the table is unknown; the key's bytes as X'..'
+** when it does not decode). */
+typedef struct knit_relay_damage_s {
+    const char *ns;      /* namespace */
+    const char *table;   /* table name, or "table id N" */
+    const char *key;     /* the key as SQL literals, or its raw bytes */
+    const char *column;  /* column name, "(row liveness)", or "column id N" */
+    uint64_t seq;        /* the cell's sequence */
+    const char *message; /* what is wrong with it */
+} knit_relay_damage_t;
+
+typedef void (*knit_relay_damage_fn)(void *data, const knit_relay_damage_t *d);
+
+/* Registers the callback told about every cell catch-up skips (NULL: none). */
+KNIT_EXTERN void knit_relay_store_on_damage(knit_relay_store_t *s, knit_relay_damage_fn fn,
+                                            void *data);
+/* Cells catch-up has skipped since the store was opened (each time one was
+** met: a cell read by two catch-ups counts twice). */
+KNIT_EXTERN uint64_t knit_relay_store_damaged(const knit_relay_store_t *s);
+
+/* Runs PRAGMA quick_check on the store file.  Returns 0 when SQLite finds
+** nothing, KNIT_ECORRUPT with SQLite's findings (the first few lines, joined
+** by "; ") in finding[0..n), or another error (finding says which). */
+KNIT_EXTERN int knit_relay_store_check(knit_relay_store_t *s, char *finding, size_t n);
 
 /* Canonical state digest of ns (crdt/digest.h), comparable with a replica's
 ** knit_digest(k, ns): for each row its liveness cell (column "", value the

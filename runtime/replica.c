@@ -9,6 +9,27 @@
 ** on the first writable open there knit takes a fresh site id before
 ** anything else is written, so two files never issue the same (site, counter)
 ** dots or stamps.  A rename keeps the inode and so keeps the site id.
+**
+** Inherited sites.  A copy is often the only survivor of the original's
+** work (a new machine, a restored backup), so the copy pushes everything
+** the original had not had acknowledged.  When it takes its new site it
+** records the old one as inherited: _knit_meta key "inherit:<idx>" (idx the
+** old site's _knit_sites index) = the local version at the takeover.
+** Inherited keys travel with the file, so a copy of a copy inherits the
+** sites its source inherited too.  knit_changes_since(local_only) takes a
+** cell as this replica's own when its site is this replica's, or an
+** inherited site and its version is at or below that site's takeover
+** version; cells of an inherited site that arrive later (the original,
+** still running, syncing through the relay) get newer versions and are
+** remote.  If the original keeps running, both push the same changes,
+** which merge idempotently.
+**
+** Accounts.  A replica file serves one account: once it has used an
+** account namespace "user:<sub>" (kept in _knit_meta "account"), naming
+** another "user:*" namespace fails with KNIT_EACCOUNT.  Rows with the same
+** key would otherwise collide, and the second user's edits of the first
+** one's rows would reach the first one's account.  "anon:*" to "user:*"
+** (signing in) is allowed.
 */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,6 +51,15 @@ static const char *SCHEMA_SQL =
     "CREATE TABLE IF NOT EXISTS _knit_tables(name TEXT PRIMARY KEY, id INTEGER NOT NULL UNIQUE,"
     "  pk TEXT NOT NULL, cols TEXT NOT NULL, kinds TEXT NOT NULL) WITHOUT ROWID;"
     "INSERT OR IGNORE INTO _knit_ns(idx, name) VALUES (1, NULL);";
+
+/* Added in metadata version 2; also created when an older replica opens. */
+static const char *ASIDE_SQL =
+    "CREATE TABLE IF NOT EXISTS _knit_aside(id INTEGER PRIMARY KEY, tbl TEXT NOT NULL,"
+    "  pk BLOB NOT NULL, key TEXT NOT NULL, col TEXT NOT NULL, ns TEXT NOT NULL,"
+    "  cl INTEGER NOT NULL, hlc INTEGER NOT NULL, site BLOB NOT NULL, orset INTEGER NOT NULL,"
+    "  value, kind TEXT NOT NULL, reason TEXT NOT NULL, at INTEGER NOT NULL);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS _knit_aside_cell"
+    "  ON _knit_aside(tbl, pk, col, cl, hlc, site);";
 
 /* ---------------------------------------------------------------------- */
 /* Errors                                                                  */
@@ -100,7 +130,16 @@ int knit__begin(knit_t *k)
 {
     if (k->readonly)
         return knit__err(k, KNIT_EREADONLY, "replica was opened read-only");
-    return knit__exec(k, "BEGIN IMMEDIATE");
+    int rc = knit__exec(k, "BEGIN IMMEDIATE");
+    /* After a rollback the site cache is empty (knit__rollback): reload it
+    ** inside the transaction, where it cannot change under us. */
+    if (!rc && k->sites_stale) {
+        if ((rc = knit__load_sites(k)) != 0)
+            sqlite3_exec(k->db, "ROLLBACK", NULL, NULL, NULL);
+        else
+            k->sites_stale = 0;
+    }
+    return rc;
 }
 
 int knit__commit(knit_t *k)
@@ -112,6 +151,16 @@ void knit__rollback(knit_t *k)
 {
     if (!sqlite3_get_autocommit(k->db))
         sqlite3_exec(k->db, "ROLLBACK", NULL, NULL, NULL);
+    /* Every in-memory mirror of the file may now describe rows the
+    ** rollback removed (a site interned by a failed apply, a table tracked
+    ** by a failed knit_track): forget them all; they reload from the file
+    ** when next needed. */
+    k->nsites = 0;
+    k->sites_stale = 1;
+    k->schema_cookie = -1;
+    for (size_t i = 0; i < k->ntables; i++)
+        k->tables[i].ev_rows = 0;
+    k->ev_local = k->ev_remote = 0;
 }
 
 int knit__prepare(knit_t *k, sqlite3_stmt **st, const char *sql)
@@ -321,12 +370,22 @@ static void file_identity(const char *path, char *buf, size_t n)
              (unsigned long long)sb.st_ino, machine);
 }
 
-/* Makes a fresh site id the local one (new replica, or a detected copy). */
+/* Makes a fresh site id the local one (new replica, or a detected copy).
+** A copy inherits its old site (see "Inherited sites" above): that site's
+** changes up to the current version stay this replica's to push. */
 static int new_site(knit_t *k)
 {
     knit_site_t s;
     uint32_t idx;
     int rc;
+    if (k->site_idx) {
+        int64_t version;
+        char key[32];
+        snprintf(key, sizeof key, "inherit:%u", (unsigned)k->site_idx);
+        if ((rc = knit__meta_get_int(k, "version", &version)) != 0 ||
+            (rc = knit__meta_set_int(k, key, version)) != 0)
+            return rc;
+    }
     if ((rc = random_site(&s)) != 0)
         return knit__err(k, rc, "cannot read /dev/urandom for a site id");
     if ((rc = knit__site_intern(k, &s, &idx)) != 0)
@@ -391,6 +450,68 @@ int knit__ns_name(knit_t *k, uint32_t idx, char **out)
     return *out ? 0 : KNIT_ENOMEM;
 }
 
+static int is_account_ns(const char *ns)
+{
+    return strncmp(ns, "user:", 5) == 0;
+}
+
+/* The account this replica file belongs to into *out (knit__free), or NULL
+** when it has none yet: _knit_meta "account", or for replicas from before
+** it was kept, an account write or home namespace. */
+static int replica_account(knit_t *k, char **out)
+{
+    sqlite3_stmt *st;
+    int64_t write_ns;
+    int rc = meta_get(k, "account", &st);
+    *out = NULL;
+    if (rc == 0) {
+        const char *v = (const char *)sqlite3_column_text(st, 0);
+        if (v && is_account_ns(v) && !(*out = knit__strdup(v)))
+            rc = KNIT_ENOMEM;
+        sqlite3_reset(st);
+        if (rc || *out)
+            return rc;
+    } else if (rc != KNIT_ENOTFOUND) {
+        return rc;
+    }
+    if ((rc = knit__meta_get_int(k, "write_ns", &write_ns)) != 0)
+        return rc;
+    uint32_t cand[2] = {write_ns > 0 ? (uint32_t)write_ns : KNIT_HOME_NS, KNIT_HOME_NS};
+    for (int i = 0; i < 2; i++) {
+        char *name = NULL;
+        if ((rc = knit__ns_name(k, cand[i], &name)) != 0)
+            return rc;
+        if (is_account_ns(name)) {
+            *out = name;
+            return 0;
+        }
+        knit__free(name);
+    }
+    return 0;
+}
+
+/* Refuses to make ns, an account namespace, the write namespace of a
+** replica that belongs to another account; records the account the first
+** time.  Inside a write transaction. */
+static int claim_account(knit_t *k, const char *ns)
+{
+    char *acct = NULL;
+    int rc;
+    if (!is_account_ns(ns))
+        return 0;
+    if ((rc = replica_account(k, &acct)) != 0)
+        return rc;
+    if (acct && strcmp(acct, ns) != 0)
+        rc = knit__err(k, KNIT_EACCOUNT,
+                       "this replica file belongs to account %s, so %s cannot use it: use one "
+                       "replica file per account (open or create another file for %s)",
+                       acct, ns, ns);
+    else
+        rc = meta_set_blob(k, "account", ns, strlen(ns), 1);
+    knit__free(acct);
+    return rc;
+}
+
 int knit_set_namespace(knit_t *k, const char *ns) /* see knit.h */
 {
     int rc;
@@ -400,6 +521,10 @@ int knit_set_namespace(knit_t *k, const char *ns) /* see knit.h */
         return knit__err(k, KNIT_EINVAL, "namespace name must not be empty");
     if ((rc = knit__begin(k)) != 0)
         return rc;
+    if ((rc = claim_account(k, ns)) != 0) {
+        knit__rollback(k);
+        return rc;
+    }
     /* The first namespace ever set names home, unless it already exists. */
     rc = sqlite3_prepare_v2(k->db,
                             "UPDATE _knit_ns SET name = ?1 WHERE idx = 1 AND name IS NULL"
@@ -435,8 +560,11 @@ int knit_move_namespace(knit_t *k, const char *from, const char *to) /* see knit
         return 0;
     if ((rc = knit__begin(k)) != 0)
         return rc;
-    /* Stamp first: captured writes of `from` move with their rows. */
-    rc = knit__stamp_locked(k, NULL);
+    /* Never into another account's namespace; then stamp first, so
+    ** captured writes of `from` move with their rows. */
+    rc = claim_account(k, to);
+    if (!rc)
+        rc = knit__stamp_locked(k, NULL);
     if (!rc && sqlite3_prepare_v2(k->db, "SELECT idx FROM _knit_ns WHERE name = ?", -1, &st,
                                   NULL) == SQLITE_OK) {
         sqlite3_bind_text(st, 1, from, -1, SQLITE_STATIC);
@@ -449,12 +577,17 @@ int knit_move_namespace(knit_t *k, const char *from, const char *to) /* see knit
     if (!rc)
         rc = knit__ns_intern(k, to, &tidx);
     for (size_t i = 0; !rc && fidx && i < k->ntables; i++) {
-        char sql[128];
+        char *sql = sqlite3_mprintf("UPDATE _knit_rows_%d SET ns = ?1 WHERE ns = ?2",
+                                    k->tables[i].id);
         st = NULL;
-        snprintf(sql, sizeof sql, "UPDATE _knit_rows_%d SET ns = ?1 WHERE ns = ?2",
-                 k->tables[i].id);
-        if (sqlite3_prepare_v2(k->db, sql, -1, &st, NULL) != SQLITE_OK) {
-            rc = knit__dberr(k, sqlite3_errcode(k->db), "moving rows");
+        if (!sql) {
+            rc = KNIT_ENOMEM;
+            break;
+        }
+        int prc = sqlite3_prepare_v2(k->db, sql, -1, &st, NULL);
+        sqlite3_free(sql);
+        if (prc != SQLITE_OK) {
+            rc = knit__dberr(k, prc, "moving rows");
             break;
         }
         sqlite3_bind_int64(st, 1, tidx);
@@ -523,7 +656,7 @@ int knit_ack(knit_t *k, uint64_t version) /* see knit.h */
 
 int knit_acked(knit_t *k, uint64_t *out) /* see knit.h */
 {
-    int64_t v;
+    int64_t v = 0;
     int rc = knit__meta_get_int(k, "acked", &v);
     *out = (uint64_t)v;
     return rc;
@@ -531,7 +664,7 @@ int knit_acked(knit_t *k, uint64_t *out) /* see knit.h */
 
 int knit_version(knit_t *k, uint64_t *out) /* see knit.h */
 {
-    int64_t v;
+    int64_t v = 0;
     int rc = knit__meta_get_int(k, "version", &v);
     *out = (uint64_t)v;
     return rc;
@@ -687,6 +820,8 @@ static int load_identity(knit_t *k, const char *path)
         if ((rc = meta_set_blob(k, "file_id", fid, strlen(fid), 1)) != 0)
             return rc;
     }
+    if (ver < 2 && (rc = knit__exec(k, ASIDE_SQL)) != 0)
+        return rc;
     if (ver < KNIT_SCHEMA_VERSION)
         rc = knit__meta_set_int(k, "schema", KNIT_SCHEMA_VERSION);
     return rc;

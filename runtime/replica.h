@@ -204,6 +204,19 @@ int knit__user_get_prepare(knit_t *k, ktable_t *t);
 int knit__user_write_col(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t c,
                          const knit_value_t *v);
 
+/* changes.c */
+/* Which cells are this replica's own changes (knit_changes_since's
+** local_only; "Inherited sites" in replica.c): a cell is local if its site
+** is this replica's, or a site it inherited as a copy and the cell's
+** version is at or below that site's takeover version. */
+typedef struct klocal_s {
+    uint64_t *inherit; /* site idx -> takeover version + 1 (0 = not inherited) */
+    uint32_t n;        /* entries */
+} klocal_t;
+int knit__local_load(knit_t *k, klocal_t *l); /* reads _knit_meta inherit:* keys */
+int knit__local_is(const knit_t *k, const klocal_t *l, uint32_t site, uint64_t ver);
+void knit__local_free(klocal_t *l);
+
 /* batch.c */
 /* Orders b's changes by vers[i] (stably) into one unit per version, keeping
 ** whole units until max_changes is reached (0 = all). */

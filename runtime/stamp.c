@@ -1,13 +1,34 @@
 /*
 ** stamp.c: turning captured writes into CRDT metadata.
 **
-** The capture triggers log (op, mask, key) without a clock: triggers run in
-** any connection, and plain SQL has no access to knit's HLC.  Stamping runs
-** in a write transaction, so it sees every committed log row and nothing
-** else can write meanwhile.  It gives all of them one new HLC and one new
-** local version (one "stamp" is the unit that later travels together), and
-** folds the log into _knit_rows_<id> with a single INSERT ... SELECT ... ON
-** CONFLICT statement per table, so SQLite's engine does the per-row work.
+** The capture triggers log (op, mask, key, at, hlc): at is the writer's
+** wall time in ms, hlc the replica's HLC as the writer's transaction saw it
+** in _knit_meta (plain SQL cannot run knit's clock).  Stamping runs in a
+** write transaction, so it sees every committed log row and nothing else can
+** write meanwhile.  It takes one new HLC (the tick) and one new local version
+** (one "stamp" is the unit that later travels together), and folds the log
+** into _knit_rows_<id> with a single INSERT ... SELECT ... ON CONFLICT
+** statement per table, so SQLite's engine does the per-row work.
+**
+** Design notes
+**   1. Last writer wins by the time of the write, not of the stamp: a write
+**      made while no agent ran must not beat a later write made elsewhere.
+**      Each logged row is stamped
+**          hlc = min(tick, max(at << 16, logged hlc + 1))
+**      Every apply stamps the log first, so a logged write follows every
+**      cell present when it committed, and all of those are at most the
+**      HLC it logged: logged hlc + 1 keeps it above them, and above every
+**      stamp issued before it (causality), even when the wall clock lags.
+**      The tick bounds it from above, so no stamp is beyond the replica's
+**      clock (an injected test clock still rules) and the stored HLC
+**      advances to the tick as before.
+**   2. Log rows without a wall time (written by an older knit's triggers, or
+**      found by a capture repair) are stamped with the tick.  Cells of a
+**      column backfilled by knit_track log at = 0 and hlc = 0, so they get
+**      HLC 1, below any real write (track.c design note 3).
+**   3. Stamps within one fold may differ per row; for one key the log order
+**      decides (a later log row replaces the cells it writes), which is the
+**      order of the commits.
 **
 ** Cells blob (one per row, in _knit_rows_<id>.cells), cell 0 = liveness,
 ** cell i = column i - 1:
@@ -30,6 +51,19 @@
 #include <string.h>
 
 #include "replica.h"
+
+/* Prepares the SQL built in q (consumed) as a persistent statement *st. */
+static int prepare_str(knit_t *k, sqlite3_stmt **st, sqlite3_str *q)
+{
+    if (sqlite3_str_errcode(q) != SQLITE_OK) {
+        sqlite3_free(sqlite3_str_finish(q));
+        return knit__err(k, KNIT_ENOMEM, "out of memory building SQL");
+    }
+    char *sql = sqlite3_str_finish(q);
+    int rc = knit__prepare(k, st, sql);
+    sqlite3_free(sql);
+    return rc;
+}
 
 /* ---------------------------------------------------------------------- */
 /* Cells blobs                                                             */
@@ -214,13 +248,12 @@ int knit__set_load(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t col,
 {
     int rc;
     if (!t->st[ST_SETGET]) {
-        char sql[1024], where[512] = "";
-        size_t off = 0;
+        sqlite3_str *q = sqlite3_str_new(NULL);
+        sqlite3_str_appendf(q, "SELECT state FROM _knit_sets_%d WHERE ", t->id);
         for (uint32_t i = 0; i < t->npk; i++)
-            off += (size_t)snprintf(where + off, sizeof where - off, "k%u = ?%u AND ", i, i + 1);
-        snprintf(sql, sizeof sql, "SELECT state FROM _knit_sets_%d WHERE %scol = ?%u", t->id,
-                 where, t->npk + 1);
-        if ((rc = knit__prepare(k, &t->st[ST_SETGET], sql)) != 0)
+            sqlite3_str_appendf(q, "k%u = ?%u AND ", i, i + 1);
+        sqlite3_str_appendf(q, "col = ?%u", t->npk + 1);
+        if ((rc = prepare_str(k, &t->st[ST_SETGET], q)) != 0)
             return rc;
     }
     sqlite3_stmt *st = t->st[ST_SETGET];
@@ -251,15 +284,14 @@ int knit__set_save(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t col,
     size_t n = 0;
     int rc;
     if (!t->st[ST_SETPUT]) {
-        char sql[1024], keys[512], qs[512] = "";
-        size_t off = 0;
-        knit__keylist(keys, sizeof keys, t->npk, "");
+        sqlite3_str *q = sqlite3_str_new(NULL);
+        sqlite3_str_appendf(q, "INSERT OR REPLACE INTO _knit_sets_%d(", t->id);
+        knit__keylist_str(q, t->npk, "");
+        sqlite3_str_appendall(q, ", col, state) VALUES (");
         for (uint32_t i = 0; i < t->npk + 2; i++)
-            off += (size_t)snprintf(qs + off, sizeof qs - off, "%s?%u", i ? ", " : "", i + 1);
-        snprintf(sql, sizeof sql,
-                 "INSERT OR REPLACE INTO _knit_sets_%d(%s, col, state) VALUES (%s)", t->id, keys,
-                 qs);
-        if ((rc = knit__prepare(k, &t->st[ST_SETPUT], sql)) != 0)
+            sqlite3_str_appendf(q, "%s?%u", i ? ", " : "", i + 1);
+        sqlite3_str_appendall(q, ")");
+        if ((rc = prepare_str(k, &t->st[ST_SETPUT], q)) != 0)
             return rc;
     }
     if ((rc = knit_orset_encode(s, &blob, &n)) != 0)
@@ -357,14 +389,18 @@ static int set_diff(knit_t *k, knit_orset_t *s, const knit_orset_t *want, int *c
 /* Processes the OR-set columns of every row logged up to seq max. */
 static int stamp_sets(knit_t *k, ktable_t *t, int64_t max)
 {
-    char keys[512], sql[2048];
     int rc;
-    knit__keylist(keys, sizeof keys, t->npk, "");
-    snprintf(sql, sizeof sql,
-             "SELECT DISTINCT %s FROM _knit_log_%d WHERE seq <= ?1 AND (op = 1 OR (op = 2 AND "
-             "(mask & ?2) <> 0))", keys, t->id);
-    if ((rc = knit__prepare(k, &t->st[ST_SETROWS], sql)) != 0)
-        return rc;
+    if (!t->st[ST_SETROWS]) {
+        sqlite3_str *q = sqlite3_str_new(NULL);
+        sqlite3_str_appendall(q, "SELECT DISTINCT ");
+        knit__keylist_str(q, t->npk, "");
+        sqlite3_str_appendf(q, " FROM _knit_log_%d WHERE seq <= ?1 AND (op = 1 OR (op = 2 AND "
+                            "(mask & ?2) <> 0))", t->id);
+        if ((rc = prepare_str(k, &t->st[ST_SETROWS], q)) != 0)
+            return rc;
+    } else {
+        sqlite3_reset(t->st[ST_SETROWS]);
+    }
     if ((rc = knit__user_get_prepare(k, t)) != 0)
         return rc;
     sqlite3_stmt *rows = t->st[ST_SETROWS];
@@ -436,9 +472,9 @@ int knit__clear_logs(knit_t *k)
         ktable_t *t = &k->tables[i];
         int rc;
         if (!t->st[ST_LOGCLEAR]) {
-            char sql[128];
-            snprintf(sql, sizeof sql, "DELETE FROM _knit_log_%d", t->id);
-            if ((rc = knit__prepare(k, &t->st[ST_LOGCLEAR], sql)) != 0)
+            sqlite3_str *q = sqlite3_str_new(NULL);
+            sqlite3_str_appendf(q, "DELETE FROM _knit_log_%d", t->id);
+            if ((rc = prepare_str(k, &t->st[ST_LOGCLEAR], q)) != 0)
                 return rc;
         }
         rc = sqlite3_step(t->st[ST_LOGCLEAR]);
@@ -474,21 +510,24 @@ int knit__next_version(knit_t *k, uint64_t *out)
     return rc;
 }
 
-int knit__stamp_locked(knit_t *k, size_t *rows_out)
-{
-    uint64_t hlc = 0, ver = 0;
-    int64_t write_ns;
-    int rc;
-    size_t total = 0;
+/* One stamp: its tick and version, taken when the first log row is found. */
+typedef struct stamp_s {
+    uint64_t hlc;     /* the tick (0 = not taken yet) */
+    uint64_t ver;     /* the local version */
+    int64_t write_ns; /* namespace of new rows */
+    size_t rows;      /* metadata rows written */
+} stamp_t;
 
-    if ((rc = knit__load_tables(k)) != 0)
-        return rc;
+/* Folds every table's log into its metadata (design notes 1 to 3). */
+static int fold_logs(knit_t *k, stamp_t *sp)
+{
+    int rc;
     for (size_t i = 0; i < k->ntables; i++) {
         ktable_t *t = &k->tables[i];
-        char sql[4096], keys[512];
         if (!t->st[ST_LOGMAX]) {
-            snprintf(sql, sizeof sql, "SELECT max(seq) FROM _knit_log_%d", t->id);
-            if ((rc = knit__prepare(k, &t->st[ST_LOGMAX], sql)) != 0)
+            sqlite3_str *q = sqlite3_str_new(NULL);
+            sqlite3_str_appendf(q, "SELECT max(seq) FROM _knit_log_%d", t->id);
+            if ((rc = prepare_str(k, &t->st[ST_LOGMAX], q)) != 0)
                 return rc;
         }
         rc = sqlite3_step(t->st[ST_LOGMAX]);
@@ -499,38 +538,46 @@ int knit__stamp_locked(knit_t *k, size_t *rows_out)
             return knit__dberr(k, rc, "reading the capture log");
         if (empty)
             continue;
-        if (!ver) {
-            if ((rc = knit__tick(k, &hlc)) != 0 || (rc = knit__next_version(k, &ver)) != 0 ||
-                (rc = knit__meta_get_int(k, "write_ns", &write_ns)) != 0)
+        if (!sp->ver) {
+            if ((rc = knit__tick(k, &sp->hlc)) != 0 || (rc = knit__next_version(k, &sp->ver)) != 0 ||
+                (rc = knit__meta_get_int(k, "write_ns", &sp->write_ns)) != 0)
                 return rc;
-            if (write_ns <= 0)
-                write_ns = KNIT_HOME_NS;
+            if (sp->write_ns <= 0)
+                sp->write_ns = KNIT_HOME_NS;
         }
         /* Rows are folded in key order, which walks _knit_rows_<id> from
         ** one end to the other instead of hopping across it; for one key
         ** the log order (seq) is kept, and DO UPDATE sees the row as updated
         ** by the earlier log rows of the same statement, so insert, delete,
-        ** insert of one key ends at causal length 3. */
+        ** insert of one key ends at causal length 3.  ?4 is the tick; each
+        ** row's stamp is design note 1's (65536 = 1 << 16, the HLC's
+        ** millisecond unit). */
         if (!t->st[ST_STAMP]) {
-            knit__keylist(keys, sizeof keys, t->npk, "");
-            snprintf(sql, sizeof sql,
-                 "INSERT INTO _knit_rows_%d(%s, ns, cl, ver, cells)"
-                 " SELECT %s, ?1, CASE op WHEN 3 THEN 2 ELSE 1 END, ?2,"
-                 "   knit_cells_new(op, mask, ?3, ?4, ?5, ?2)"
-                 " FROM _knit_log_%d WHERE seq <= ?6 ORDER BY %s, seq"
-                 " ON CONFLICT(%s) DO UPDATE SET"
-                 "   cl = CASE WHEN excluded.cl = 2 THEN cl + (cl & 1) ELSE cl + 1 - (cl & 1) END,"
-                 "   ver = excluded.ver,"
-                 "   cells = knit_cells_merge(cells, excluded.cells)",
-                 t->id, keys, keys, t->id, keys, keys);
-            if ((rc = knit__prepare(k, &t->st[ST_STAMP], sql)) != 0)
+            sqlite3_str *q = sqlite3_str_new(NULL);
+            sqlite3_str_appendf(q, "INSERT INTO _knit_rows_%d(", t->id);
+            knit__keylist_str(q, t->npk, "");
+            sqlite3_str_appendall(q, ", ns, cl, ver, cells) SELECT ");
+            knit__keylist_str(q, t->npk, "");
+            sqlite3_str_appendf(
+                q, ", ?1, CASE op WHEN 3 THEN 2 ELSE 1 END, ?2,"
+                   " knit_cells_new(op, mask, ?3, CASE WHEN at IS NULL THEN ?4"
+                   " ELSE min(?4, max(at * 65536, coalesce(hlc, 0) + 1)) END, ?5, ?2)"
+                   " FROM _knit_log_%d WHERE seq <= ?6 ORDER BY ", t->id);
+            knit__keylist_str(q, t->npk, "");
+            sqlite3_str_appendall(q, ", seq ON CONFLICT(");
+            knit__keylist_str(q, t->npk, "");
+            sqlite3_str_appendall(
+                q, ") DO UPDATE SET"
+                   " cl = CASE WHEN excluded.cl = 2 THEN cl + (cl & 1) ELSE cl + 1 - (cl & 1) END,"
+                   " ver = excluded.ver, cells = knit_cells_merge(cells, excluded.cells)");
+            if ((rc = prepare_str(k, &t->st[ST_STAMP], q)) != 0)
                 return rc;
         }
         sqlite3_stmt *st = t->st[ST_STAMP];
-        sqlite3_bind_int64(st, 1, write_ns);
-        sqlite3_bind_int64(st, 2, (int64_t)ver);
+        sqlite3_bind_int64(st, 1, sp->write_ns);
+        sqlite3_bind_int64(st, 2, (int64_t)sp->ver);
         sqlite3_bind_int64(st, 3, t->ncols);
-        sqlite3_bind_int64(st, 4, (int64_t)hlc);
+        sqlite3_bind_int64(st, 4, (int64_t)sp->hlc);
         sqlite3_bind_int64(st, 5, k->site_idx);
         sqlite3_bind_int64(st, 6, max);
         rc = sqlite3_step(st);
@@ -539,16 +586,48 @@ int knit__stamp_locked(knit_t *k, size_t *rows_out)
             return knit__dberr(k, rc, "stamping captured writes");
         size_t n = (size_t)sqlite3_changes(k->db);
         t->ev_rows += n;
-        total += n;
+        sp->rows += n;
         if (t->setmask && (rc = stamp_sets(k, t, max)) != 0)
             return rc;
+        /* Cleared here, not at the end: a capture repair may log again. */
+        if (!t->st[ST_LOGCLEAR]) {
+            sqlite3_str *q = sqlite3_str_new(NULL);
+            sqlite3_str_appendf(q, "DELETE FROM _knit_log_%d", t->id);
+            if ((rc = prepare_str(k, &t->st[ST_LOGCLEAR], q)) != 0)
+                return rc;
+        }
+        rc = sqlite3_step(t->st[ST_LOGCLEAR]);
+        sqlite3_reset(t->st[ST_LOGCLEAR]);
+        if (rc != SQLITE_DONE)
+            return knit__dberr(k, rc, "clearing the capture log");
     }
-    if (ver && (rc = knit__clear_logs(k)) != 0)
+    return 0;
+}
+
+int knit__stamp_locked(knit_t *k, size_t *rows_out)
+{
+    stamp_t sp = {0};
+    int rc, repair = 0;
+
+    if ((rc = knit__load_tables(k)) != 0 || (rc = knit__capture_begin(k)) != 0)
         return rc;
-    if (total)
+    if ((rc = fold_logs(k, &sp)) != 0)
+        return rc;
+    /* Capture that was missing or outdated (track.c design note 1):
+    ** reinstall it, and fold what it finds in the same stamp. */
+    for (size_t i = 0; i < k->ntables; i++)
+        repair |= k->tables[i].capture == KNIT_CAPTURE_REPAIR;
+    if (repair) {
+        size_t logged = 0;
+        if ((rc = knit__capture_repair(k, &logged)) != 0)
+            return rc;
+        if (logged && (rc = fold_logs(k, &sp)) != 0)
+            return rc;
+    }
+    if (sp.rows)
         k->ev_local = 1;
     if (rows_out)
-        *rows_out = total;
+        *rows_out = sp.rows;
     return 0;
 }
 

@@ -6,11 +6,12 @@
 ** same file.  Rows whose writes are still in the capture log are skipped
 ** where the log explains the difference: they are pending, not damaged.
 **
-** Findings: SQLite's integrity_check; a tracked table missing a capture
-** trigger; a user row without live metadata; live metadata without a user
+** Findings: SQLite's integrity_check; a tracked table whose capture is
+** missing, outdated or cannot be repaired (track.c's check); a user row without live metadata; live metadata without a user
 ** row; undecodable cells, unknown sites, stamps beyond the stored clock;
 ** OR-set columns that differ from their set state; set states without a row.
 */
+#include <stdarg.h>
 #include <string.h>
 
 #include "replica.h"
@@ -28,6 +29,20 @@ static void report(vctx_t *v, const char *table, const char *pk, const char *msg
     v->count++;
     if (v->fn)
         v->fn(v->data, table, pk, msg);
+}
+
+/* report() with a formatted message (any length). */
+#ifdef __GNUC__
+__attribute__((format(printf, 4, 5)))
+#endif
+static void reportf(vctx_t *v, const char *table, const char *pk, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = sqlite3_vmprintf(fmt, ap);
+    va_end(ap);
+    report(v, table, pk, msg ? msg : fmt);
+    sqlite3_free(msg);
 }
 
 /* "'a', 2" for the key columns 0..npk-1 of st (quote() of each). */
@@ -77,126 +92,124 @@ static int each_key(vctx_t *v, ktable_t *t, const char *sql, const char *msg)
     return rc == SQLITE_DONE ? 0 : knit__dberr(v->k, rc, "verify");
 }
 
+/* "u."p1" = r.k0 AND ..." : the user row u of metadata row r. */
+static void join_keys(sqlite3_str *s, const ktable_t *t, const char *meta)
+{
+    for (uint32_t i = 0; i < t->npk; i++)
+        sqlite3_str_appendf(s, "%su.\"%w\" = %s.k%u", i ? " AND " : "", t->pk[i], meta, i);
+}
+
+/* Runs the query built in s (consumed) through each_key. */
+static int each_key_str(vctx_t *v, ktable_t *t, sqlite3_str *s, const char *msg)
+{
+    int bad = sqlite3_str_errcode(s) != SQLITE_OK;
+    char *q = sqlite3_str_finish(s);
+    int rc = q && !bad ? each_key(v, t, q, msg) : KNIT_ENOMEM;
+    sqlite3_free(q);
+    return rc;
+}
+
 static int verify_table(vctx_t *v, ktable_t *t, uint64_t hlc_now, uint64_t ver_now)
 {
     knit_t *k = v->k;
-    char *qt = knit__quote(t->name);
-    size_t cap = 1024 + (size_t)(t->ncols + t->npk) * 400;
-    char *sql = knit__malloc(cap), *join = knit__malloc(cap);
-    char keys[512], msg[600];
-    int rc = KNIT_ENOMEM;
-    if (!qt || !sql || !join)
-        goto out;
+    int rc;
 
-    /* Capture triggers. */
+    /* Capture: each missing log trigger by name, else what track.c's check
+    ** (run when the cache was loaded) found: outdated triggers or log, a
+    ** missing OR-set trigger, or a table knit can no longer track. */
     static const char *kinds[] = {"ins", "upd", "updk", "del"};
+    int missing = 0;
     for (int i = 0; i < 4; i++) {
         sqlite3_stmt *st = NULL;
-        snprintf(sql, cap, "SELECT 1 FROM sqlite_schema WHERE type = 'trigger' AND name = "
-                           "'_knit_%s_%d'", kinds[i], t->id);
-        if (sqlite3_prepare_v2(k->db, sql, -1, &st, NULL) == SQLITE_OK &&
-            sqlite3_step(st) != SQLITE_ROW) {
-            snprintf(msg, sizeof msg, "capture trigger _knit_%s_%d is missing: writes to the table "
-                     "are not being recorded", kinds[i], t->id);
-            report(v, t->name, NULL, msg);
+        char name[48];
+        snprintf(name, sizeof name, "_knit_%s_%d", kinds[i], t->id);
+        if (sqlite3_prepare_v2(k->db, "SELECT 1 FROM sqlite_schema WHERE type = 'trigger' AND "
+                               "name = ?1", -1, &st, NULL) == SQLITE_OK) {
+            sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+            if (sqlite3_step(st) != SQLITE_ROW) {
+                reportf(v, t->name, NULL, "capture trigger %s is missing: writes to the table "
+                        "are not being recorded", name);
+                missing++;
+            }
         }
         sqlite3_finalize(st);
     }
-
-    /* join: the user row of metadata row r */
-    size_t jo = (size_t)snprintf(join, cap, "1");
-    for (uint32_t i = 0; i < t->npk; i++) {
-        char *q = knit__quote(t->pk[i]);
-        jo += (size_t)snprintf(join + jo, cap - jo, " AND u.%s = r.k%u", q ? q : "", i);
-        knit__free(q);
-    }
+    if (!missing && t->capture != KNIT_CAPTURE_OK)
+        report(v, t->name, NULL, t->capture_msg ? t->capture_msg : "capture is not current");
+    if (t->capture == KNIT_CAPTURE_BROKEN)
+        return 0; /* the table or a tracked column is gone: rows cannot be compared */
 
     /* User rows without live metadata. */
     {
         sqlite3_str *s = sqlite3_str_new(NULL);
-        sqlite3_str_appendf(s, "SELECT ");
-        for (uint32_t i = 0; i < t->npk; i++) {
-            char *q = knit__quote(t->pk[i]);
-            sqlite3_str_appendf(s, "%su.%s", i ? ", " : "", q ? q : "");
-            knit__free(q);
-        }
-        sqlite3_str_appendf(s, " FROM %s AS u LEFT JOIN _knit_rows_%d AS r ON %s WHERE "
-                            "(r.cl IS NULL OR r.cl %% 2 = 0) AND NOT EXISTS (SELECT 1 FROM "
-                            "_knit_log_%d AS l WHERE 1", qt, t->id, join, t->id);
-        for (uint32_t i = 0; i < t->npk; i++) {
-            char *q = knit__quote(t->pk[i]);
-            sqlite3_str_appendf(s, " AND l.k%u = u.%s", i, q ? q : "");
-            knit__free(q);
-        }
-        sqlite3_str_appendf(s, ")");
-        char *q = sqlite3_str_finish(s);
-        rc = q ? each_key(v, t, q, "row exists but its metadata says it is missing or deleted "
-                                  "(liveness lost)") : KNIT_ENOMEM;
-        sqlite3_free(q);
+        sqlite3_str_appendall(s, "SELECT ");
+        for (uint32_t i = 0; i < t->npk; i++)
+            sqlite3_str_appendf(s, "%su.\"%w\"", i ? ", " : "", t->pk[i]);
+        sqlite3_str_appendf(s, " FROM \"%w\" AS u LEFT JOIN _knit_rows_%d AS r ON ", t->name,
+                            t->id);
+        join_keys(s, t, "r");
+        sqlite3_str_appendf(s, " WHERE (r.cl IS NULL OR r.cl %% 2 = 0) AND NOT EXISTS (SELECT 1 "
+                            "FROM _knit_log_%d AS l WHERE ", t->id);
+        join_keys(s, t, "l");
+        sqlite3_str_appendall(s, ")");
+        rc = each_key_str(v, t, s, "row exists but its metadata says it is missing or deleted "
+                                   "(liveness lost)");
         if (rc)
-            goto out;
+            return rc;
     }
     /* Live metadata without a user row. */
-    knit__keylist(keys, sizeof keys, t->npk, "r.");
     {
         sqlite3_str *s = sqlite3_str_new(NULL);
-        sqlite3_str_appendf(s, "SELECT %s FROM _knit_rows_%d AS r WHERE r.cl %% 2 = 1 AND NOT "
-                            "EXISTS (SELECT 1 FROM %s AS u WHERE %s) AND NOT EXISTS (SELECT 1 FROM "
-                            "_knit_log_%d AS l WHERE 1", keys, t->id, qt, join, t->id);
+        sqlite3_str_appendall(s, "SELECT ");
+        knit__keylist_str(s, t->npk, "r.");
+        sqlite3_str_appendf(s, " FROM _knit_rows_%d AS r WHERE r.cl %% 2 = 1 AND NOT EXISTS "
+                            "(SELECT 1 FROM \"%w\" AS u WHERE ", t->id, t->name);
+        join_keys(s, t, "r");
+        sqlite3_str_appendf(s, ") AND NOT EXISTS (SELECT 1 FROM _knit_log_%d AS l WHERE 1", t->id);
         for (uint32_t i = 0; i < t->npk; i++)
             sqlite3_str_appendf(s, " AND l.k%u = r.k%u", i, i);
-        sqlite3_str_appendf(s, ")");
-        char *q = sqlite3_str_finish(s);
-        rc = q ? each_key(v, t, q, "metadata says the row is live but the row is missing")
-               : KNIT_ENOMEM;
-        sqlite3_free(q);
+        sqlite3_str_appendall(s, ")");
+        rc = each_key_str(v, t, s, "metadata says the row is live but the row is missing");
         if (rc)
-            goto out;
+            return rc;
     }
     /* Set states without a metadata row, or for a column that is not a set. */
     {
         sqlite3_str *s = sqlite3_str_new(NULL);
-        char skeys[512];
-        knit__keylist(skeys, sizeof skeys, t->npk, "s.");
-        sqlite3_str_appendf(s, "SELECT %s FROM _knit_sets_%d AS s WHERE s.col >= %u OR NOT EXISTS "
-                            "(SELECT 1 FROM _knit_rows_%d AS r WHERE 1", skeys, t->id, t->ncols,
-                            t->id);
+        sqlite3_str_appendall(s, "SELECT ");
+        knit__keylist_str(s, t->npk, "s.");
+        sqlite3_str_appendf(s, " FROM _knit_sets_%d AS s WHERE s.col >= %u OR NOT EXISTS "
+                            "(SELECT 1 FROM _knit_rows_%d AS r WHERE 1", t->id, t->ncols, t->id);
         for (uint32_t i = 0; i < t->npk; i++)
             sqlite3_str_appendf(s, " AND r.k%u = s.k%u", i, i);
-        sqlite3_str_appendf(s, ")");
-        char *q = sqlite3_str_finish(s);
-        rc = q ? each_key(v, t, q, "orphan OR-set state (no row metadata)") : KNIT_ENOMEM;
-        sqlite3_free(q);
+        sqlite3_str_appendall(s, ")");
+        rc = each_key_str(v, t, s, "orphan OR-set state (no row metadata)");
         if (rc)
-            goto out;
+            return rc;
     }
     /* Cells, stamps, and OR-set columns against their states.  Whether the
     ** user row exists is read from its first key column, which a row never
     ** has NULL (the capture log refuses NULL keys). */
     {
         sqlite3_str *s = sqlite3_str_new(NULL);
-        char *pk0 = knit__quote(t->pk[0]);
-        sqlite3_str_appendf(s, "SELECT %s, r.cl, r.cells, u.%s IS NOT NULL", keys,
-                            pk0 ? pk0 : "\"\"");
-        knit__free(pk0);
-        for (uint32_t c = 0; c < t->ncols; c++) {
-            char *q = knit__quote(t->cols[c]);
-            sqlite3_str_appendf(s, ", u.%s", q ? q : "NULL");
-            knit__free(q);
-        }
+        sqlite3_str_appendall(s, "SELECT ");
+        knit__keylist_str(s, t->npk, "r.");
+        sqlite3_str_appendf(s, ", r.cl, r.cells, u.\"%w\" IS NOT NULL", t->pk[0]);
+        for (uint32_t c = 0; c < t->ncols; c++)
+            sqlite3_str_appendf(s, ", u.\"%w\"", t->cols[c]);
         sqlite3_str_appendf(s, ", EXISTS (SELECT 1 FROM _knit_log_%d AS l WHERE 1", t->id);
         for (uint32_t i = 0; i < t->npk; i++)
             sqlite3_str_appendf(s, " AND l.k%u = r.k%u", i, i);
-        sqlite3_str_appendf(s, ") FROM _knit_rows_%d AS r LEFT JOIN %s AS u ON %s", t->id, qt,
-                            join);
+        sqlite3_str_appendf(s, ") FROM _knit_rows_%d AS r LEFT JOIN \"%w\" AS u ON ", t->id,
+                            t->name);
+        join_keys(s, t, "r");
+        int bad = sqlite3_str_errcode(s) != SQLITE_OK;
         char *q = sqlite3_str_finish(s);
         sqlite3_stmt *st = NULL;
-        rc = q ? sqlite3_prepare_v2(k->db, q, -1, &st, NULL) : SQLITE_NOMEM;
+        rc = q && !bad ? sqlite3_prepare_v2(k->db, q, -1, &st, NULL) : SQLITE_NOMEM;
         sqlite3_free(q);
-        if (rc != SQLITE_OK) {
-            rc = knit__dberr(k, rc, "verify");
-            goto out;
-        }
+        if (rc != SQLITE_OK)
+            return knit__dberr(k, rc, "verify");
         int step;
         kcell_t cells[KNIT_MAX_COLS + 1];
         knit_value_t pk[KNIT_MAX_PK];
@@ -220,19 +233,16 @@ static int verify_table(vctx_t *v, ktable_t *t, uint64_t hlc_now, uint64_t ver_n
                 if (!cells[i].hlc)
                     continue;
                 if (cells[i].hlc > hlc_now) {
-                    snprintf(msg, sizeof msg, "%s is stamped after the replica's clock",
+                    reportf(v, t->name, key, "%s is stamped after the replica's clock",
                              i ? t->cols[i - 1] : "liveness");
-                    report(v, t->name, key, msg);
                 }
                 if (cells[i].ver > ver_now) {
-                    snprintf(msg, sizeof msg, "%s has a version beyond the replica's",
+                    reportf(v, t->name, key, "%s has a version beyond the replica's",
                              i ? t->cols[i - 1] : "liveness");
-                    report(v, t->name, key, msg);
                 }
                 if (cells[i].site == 0 || cells[i].site >= k->nsites) {
-                    snprintf(msg, sizeof msg, "%s names an unknown site",
+                    reportf(v, t->name, key, "%s names an unknown site",
                              i ? t->cols[i - 1] : "liveness");
-                    report(v, t->name, key, msg);
                 }
             }
             if (knit_cl_live(cl) && has_row && !pending && t->setmask) {
@@ -247,8 +257,7 @@ static int verify_table(vctx_t *v, ktable_t *t, uint64_t hlc_now, uint64_t ver_n
                     size_t jn = 0;
                     int r2 = knit__set_load(k, t, pk, c, &set, &found);
                     if (r2 == KNIT_ECORRUPT) {
-                        snprintf(msg, sizeof msg, "OR-set state of %s cannot be decoded", t->cols[c]);
-                        report(v, t->name, key, msg);
+                        reportf(v, t->name, key, "OR-set state of %s cannot be decoded", t->cols[c]);
                         continue;
                     }
                     if (r2) {
@@ -259,10 +268,9 @@ static int verify_table(vctx_t *v, ktable_t *t, uint64_t hlc_now, uint64_t ver_n
                         const unsigned char *cur = sqlite3_column_text(st, base + 3 + (int)c);
                         int curn = sqlite3_column_bytes(st, base + 3 + (int)c);
                         if (!cur || (size_t)curn != jn || memcmp(cur, json, jn) != 0) {
-                            snprintf(msg, sizeof msg, "OR-set column %s holds %.80s but its set "
+                            reportf(v, t->name, key, "OR-set column %s holds %.80s but its set "
                                      "state is %.80s", t->cols[c], cur ? (const char *)cur : "NULL",
                                      json);
-                            report(v, t->name, key, msg);
                         }
                     }
                     knit__free(json);
@@ -275,10 +283,6 @@ static int verify_table(vctx_t *v, ktable_t *t, uint64_t hlc_now, uint64_t ver_n
             rc = knit__dberr(k, step, "verify");
         sqlite3_finalize(st);
     }
-out:
-    knit__free(qt);
-    knit__free(sql);
-    knit__free(join);
     return rc;
 }
 

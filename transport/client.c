@@ -115,6 +115,9 @@ struct knit_sync_s {
     knit_sync_close_fn close_cb; /* called once all is closed */
     uint64_t read_retry_at;     /* reading local changes failed: not before this */
     knit_sync_state_t pub_state; /* last state reported to the application */
+    uint64_t applied;           /* changes from elsewhere that won and were written */
+    uint64_t aside;             /* changes set aside by knit_apply (knit.h) */
+    uint64_t recovered;         /* set-aside changes that applied later */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -257,13 +260,31 @@ static int io_apply(void *data, const char *ns, uint64_t from, uint64_t to,
              knit_errmsg(s->k));
         return rc;
     }
+    s->applied += st.applied;
+    s->aside += st.aside;
+    s->recovered += st.recovered;
     if (st.skipped)
         slog(s, KNIT_SYNC_LOG_DEBUG,
              "%zu changes of %s are for tables or columns this replica does not track",
              st.skipped, ns);
-    slog(s, KNIT_SYNC_LOG_DEBUG, "applied %s %llu..%llu: %zu won, %zu known, %zu lost", ns,
-         (unsigned long long)from, (unsigned long long)to, st.applied, st.known, st.lost);
+    if (st.aside)
+        slog(s, KNIT_SYNC_LOG_WARN,
+             "%zu changes of %s (%llu..%llu) could not be applied here and were set aside; "
+             "the rest applied (see sync-inspect aside %s)",
+             st.aside, ns, (unsigned long long)from, (unsigned long long)to,
+             knit_filename(s->k) ? knit_filename(s->k) : "REPLICA");
+    slog(s, KNIT_SYNC_LOG_DEBUG,
+         "applied %s %llu..%llu: %zu won, %zu known, %zu lost, %zu set aside, %zu recovered", ns,
+         (unsigned long long)from, (unsigned long long)to, st.applied, st.known, st.lost,
+         st.aside, st.recovered);
     return 0;
+}
+
+/* The replica's detailed message for the request that just failed. */
+static const char *io_errmsg(void *data)
+{
+    knit_sync_t *s = data;
+    return knit_errmsg(s->k);
 }
 
 static int io_acked(void *data, uint64_t version)
@@ -885,6 +906,7 @@ int knit_sync_start(uv_loop_t *loop, knit_t *k, const knit_sync_options_t *opt,
     io.claimed = io_claimed;
     io.apply = io_apply;
     io.acked = io_acked;
+    io.errmsg = io_errmsg;
     io.event = io_event;
     io.log = io_log;
     io.data = s;
@@ -973,6 +995,11 @@ void knit_sync_status(knit_sync_t *s, knit_sync_status_t *st) /* see knit_sync.h
     st->rejects = cs.rejects;
     st->deltas = cs.deltas;
     st->delta_changes = cs.delta_changes;
+    st->acked_changes = cs.acked_changes;
+    st->echoes = cs.echoes;
+    st->applied = s->applied;
+    st->aside = s->aside;
+    st->recovered = s->recovered;
 }
 
 void *knit_sync_data(const knit_sync_t *s) /* see knit_sync.h */

@@ -756,15 +756,26 @@ static void enc_body(wr_t *w, const knit_msg_t *m, const knit_codec_limits_t *li
         enc_batch(w, x->batch, x->ns, 0, 0, 0, lim);
         return;
     }
-    case KNIT_MSG_ACK:
-        put_map(w, 3);
+    case KNIT_MSG_ACK: {
+        /* The sequences are sent together or not at all (PROTOCOL.md ACK). */
+        int seqs = m->u.ack.last_seq != 0;
+        if (seqs && (m->u.ack.first_seq == 0 || m->u.ack.first_seq > m->u.ack.last_seq))
+            ENC_FAIL(w, KNIT_EINVAL);
+        put_map(w, 3 + 2 * seqs);
         put_uint(w, 0);
         put_uint(w, KNIT_MSG_ACK);
         put_uint(w, 1);
         put_uint(w, m->u.ack.id);
         put_uint(w, 2);
         put_bool(w, m->u.ack.durable);
+        if (seqs) {
+            put_uint(w, 3);
+            put_uint(w, m->u.ack.first_seq);
+            put_uint(w, 4);
+            put_uint(w, m->u.ack.last_seq);
+        }
         return;
+    }
     case KNIT_MSG_REJECT: {
         const knit_reject_t *x = &m->u.reject;
         if (x->nreasons == 0 || !x->reasons)
@@ -1747,6 +1758,18 @@ static int rd_field(rd_t *r, knit_msg_t *m, uint64_t key, uint32_t have, int *kn
             return rd_uint(r, &m->u.ack.id, "ACK id is not an unsigned integer");
         if (key == 2)
             return rd_bool(r, &m->u.ack.durable, "ACK durable is not a bool");
+        if (key == 3) {
+            TRY(rd_uint(r, &m->u.ack.first_seq, "ACK first is not an unsigned integer"));
+            return m->u.ack.first_seq ? 0 : fail(r, KNIT_EPROTO, "ACK first is 0");
+        }
+        if (key == 4) {
+            if (!(have & 8))
+                return fail(r, KNIT_EPROTO, "ACK last without first");
+            TRY(rd_uint(r, &m->u.ack.last_seq, "ACK last is not an unsigned integer"));
+            return m->u.ack.last_seq >= m->u.ack.first_seq
+                       ? 0
+                       : fail(r, KNIT_EPROTO, "ACK last is before first");
+        }
         break;
     case KNIT_MSG_REJECT: {
         knit_reject_t *x = &m->u.reject;
@@ -1876,6 +1899,8 @@ static int decode(rd_t *r, knit_msg_t *m)
     }
     if ((have & required[m->type]) != required[m->type])
         return fail(r, KNIT_EPROTO, "message lacks a required field");
+    if (m->type == KNIT_MSG_ACK && (have & 8) && !(have & 16))
+        return fail(r, KNIT_EPROTO, "ACK first without last");
     if (r->off != r->n)
         return fail(r, KNIT_EPROTO, "trailing bytes after the message");
     return rd_finish(r, m);

@@ -139,8 +139,10 @@ typedef struct knit_push_s {
 } knit_push_t;
 
 typedef struct knit_ack_s {
-    uint64_t id; /* the PUSH's batch id */
-    int durable; /* 1: committed durably (always, in version 1) */
+    uint64_t id;        /* the PUSH's batch id */
+    int durable;        /* 1: committed durably (always, in version 1) */
+    uint64_t first_seq; /* optional (0: absent): first sequence the push took in its ns */
+    uint64_t last_seq;  /* optional (0: absent): last one; first..last are all the push's */
 } knit_ack_t;
 
 /* Why a change (or a whole push) was refused. */

@@ -20,7 +20,10 @@
 ** The first session decides the replica's home namespace: rows written
 ** before the replica ever synced belong to the credential's namespace
 ** ("anon:<id>" or "user:<sub>"), so nothing written offline is lost and no
-** extra step is needed.
+** extra step is needed.  A replica file serves one account: a session as
+** another account ("user:<other>") than the one the file already belongs to
+** fails with a fatal KNIT_EACCOUNT error whose message names that account
+** (use one replica file per account).
 **
 ** Signing in keeps what was written anonymously.  A JWT session of a
 ** replica that holds an anonymous credential (it ran with
@@ -158,7 +161,16 @@ typedef struct knit_sync_status_s {
     uint64_t acks;           /* ACKs received */
     uint64_t rejects;        /* REJECTs received */
     uint64_t deltas;         /* DELTAS applied */
-    uint64_t delta_changes;  /* changes in them */
+    uint64_t delta_changes;  /* changes in them ("received"; echoes of our own pushes
+                                are recognised and not counted) */
+    uint64_t acked_changes;  /* changes in pushes the relay acknowledged */
+    uint64_t echoes;         /* changes of our own pushes the relay echoed back, not
+                                applied again */
+    uint64_t applied;        /* changes from elsewhere that won and were written here
+                                (knit_apply_stats_t.applied) */
+    uint64_t aside;          /* changes this replica could not apply and set aside
+                                (_knit_aside, knit_aside_count) during this run */
+    uint64_t recovered;      /* set-aside changes that applied later in this run */
 } knit_sync_status_t;
 
 /* Starts syncing k with the relay on loop.  Returns 0 and *out, or

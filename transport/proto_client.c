@@ -40,6 +40,17 @@
 **      leaves it set, and the next HELLO claims again, which the relay's
 **      merge (a CRDT union) and the move (nothing left to move) make
 **      harmless.
+**   7. Our own pushes are not downloaded again.  An ACK names the
+**      sequences first..last its push took (all of them the push's own
+**      units, PROTOCOL.md ACK).  When the cursor reaches first - 1 (at once,
+**      or after the DELTAS of other devices' units before first arrive),
+**      the cursor moves to last without applying anything: the replica
+**      already holds those changes, since they are its own.  It never
+**      jumps over a sequence that is not ours, so no other device's change
+**      is skipped.  The live echo of those units (the relay sends every
+**      unit to every subscriber, the pusher included) is then recognised
+**      by its range and not applied; SYNCED waits until every own range is
+**      behind the cursor, so the next session's catch-up starts after them.
 **
 ** States (transitions name the functions that make them):
 **
@@ -88,12 +99,24 @@ typedef struct slot_s {
     unsigned attempts;   /* REJECTs it got */
 } slot_t;
 
+/* Sequences first..last of a namespace that our own acknowledged pushes
+** took (design note 7). */
+typedef struct own_s {
+    uint64_t first; /* first sequence */
+    uint64_t last;  /* last sequence, >= first */
+} own_t;
+
+#define MAX_OWN 32 /* own ranges remembered per subscription; more are forgotten
+                      (their echoes are then applied like any DELTAS) */
+
 /* One subscription of the session. */
 typedef struct sub_s {
     char *ns;        /* namespace, owned */
     uint64_t cursor; /* last relay sequence applied to the replica */
     int caught_up;   /* the relay said catch-up is complete */
     int resub;       /* a gap was seen and SUBSCRIBE sent (design note 3) */
+    own_t own[MAX_OWN]; /* own ranges, sorted, disjoint, not adjacent (note 7) */
+    size_t nown;     /* count */
 } sub_t;
 
 struct knit_client_s {
@@ -157,7 +180,7 @@ static void logf_(knit_client_t *c, int level, const char *fmt, ...)
 
 static void logf_(knit_client_t *c, int level, const char *fmt, ...)
 {
-    char line[512];
+    char line[1024];
     va_list ap;
     if (level > c->cfg.log_level || !c->io.log)
         return;
@@ -207,10 +230,23 @@ static void emit_error(knit_client_t *c, int code, int fatal, int push, const ch
     emit_error_claim(c, code, fatal, push, msg, NULL);
 }
 
-/* Errors that no retry can fix without a new credential or software. */
+/* Why the glue's request failed, into buf: its detail (io.errmsg), else
+** the code's message.  Copied, never formatted from an earlier message, so
+** the same failure always reads the same. */
+static const char *detail(knit_client_t *c, int rc, char *buf, size_t n)
+{
+    const char *d = c->io.errmsg ? c->io.errmsg(c->io.data) : NULL;
+    snprintf(buf, n, "%s", d && *d ? d : knit_strerror(rc));
+    return buf;
+}
+
+/* Errors that no retry can fix without a new credential or software.
+** KNIT_EACCOUNT: io.ready found the replica file belongs to another account
+** (one file per account); the same credential meets the same refusal. */
 static int is_fatal(int code)
 {
-    return code == KNIT_EAUTH || code == KNIT_EDENIED || code == KNIT_EVERSION;
+    return code == KNIT_EAUTH || code == KNIT_EDENIED || code == KNIT_EVERSION ||
+           code == KNIT_EACCOUNT;
 }
 
 /* REJECT codes that say "push the same changes again later" (PROTOCOL §8). */
@@ -399,10 +435,21 @@ static size_t count_sent(const knit_client_t *c)
     return n;
 }
 
+/* 1 while an own range (design note 7) is not behind the cursor yet. */
+static int own_pending(const knit_client_t *c)
+{
+    for (size_t i = 0; i < c->nsubs; i++)
+        for (size_t j = 0; j < c->subs[i].nown; j++)
+            if (c->subs[i].own[j].last > c->subs[i].cursor)
+                return 1;
+    return 0;
+}
+
 static void check_synced(knit_client_t *c)
 {
     int now_synced = c->state == KNIT_CLIENT_READY && !c->stopping && all_caught_up(c) &&
-                     c->nslots == 0 && !c->dirty && !c->dirty_remote && !c->halted;
+                     c->nslots == 0 && !c->dirty && !c->dirty_remote && !c->halted &&
+                     !own_pending(c);
     if (now_synced && !c->synced) {
         knit_client_event_t ev;
         c->synced = 1;
@@ -737,9 +784,9 @@ static void on_welcome(knit_client_t *c, const knit_welcome_t *w, uint64_t now)
     /* The replica adopts the session's namespace before anything is read
     ** from it, so rows written before the first sync are pushed there. */
     if (c->io.ready && (rc = c->io.ready(c->io.data, w)) != 0) {
-        char msg[200];
+        char msg[600], why[400];
         snprintf(msg, sizeof msg, "cannot start the session as %s: %s", w->principal,
-                 knit_strerror(rc));
+                 detail(c, rc, why, sizeof why));
         close_conn(c, rc, 0, msg);
         return;
     }
@@ -747,9 +794,9 @@ static void on_welcome(knit_client_t *c, const knit_welcome_t *w, uint64_t now)
     ** change is read. */
     if (c->claim_sent) {
         if (c->io.claimed && (rc = c->io.claimed(c->io.data, c->claim_ns, w->principal)) != 0) {
-            char msg[300];
+            char msg[700], why[400];
             snprintf(msg, sizeof msg, "cannot move the rows of %s into %s: %s (claiming again)",
-                     c->claim_ns, w->principal, knit_strerror(rc));
+                     c->claim_ns, w->principal, detail(c, rc, why, sizeof why));
             close_conn(c, rc, 0, msg);
             return;
         }
@@ -768,9 +815,9 @@ static void on_welcome(knit_client_t *c, const knit_welcome_t *w, uint64_t now)
                 goto nomem;
             c->nsubs++;
             if (c->io.cursor && (rc = c->io.cursor(c->io.data, s->ns, &s->cursor)) != 0) {
-                char msg[200];
+                char msg[600], why[400];
                 snprintf(msg, sizeof msg, "cannot read the cursor of %s: %s", s->ns,
-                         knit_strerror(rc));
+                         detail(c, rc, why, sizeof why));
                 knit__free(subs);
                 close_conn(c, rc, 0, msg);
                 return;
@@ -830,6 +877,99 @@ static sub_t *find_sub(knit_client_t *c, const char *ns)
     return NULL;
 }
 
+/* ---------------------------------------------------------------------- */
+/* Our own units (design note 7)                                            */
+
+/* Remembers that sequences first..last of s are our own acknowledged
+** units, keeping the list sorted and merged. */
+static void own_add(sub_t *s, uint64_t first, uint64_t last)
+{
+    size_t i = 0, j;
+    while (i < s->nown && s->own[i].last + 1 < first)
+        i++;
+    j = i;
+    while (j < s->nown && s->own[j].first <= last + 1) {
+        if (s->own[j].first < first)
+            first = s->own[j].first;
+        if (s->own[j].last > last)
+            last = s->own[j].last;
+        j++;
+    }
+    /* own[i..j) merge into one entry at i. */
+    if (j == i) {
+        if (s->nown == MAX_OWN) {
+            if (i == 0)
+                return; /* older than all we remember: forget it */
+            memmove(&s->own[0], &s->own[1], (size_t)(i - 1) * sizeof *s->own);
+            i--;
+            s->nown--;
+        }
+        memmove(&s->own[i + 1], &s->own[i], (s->nown - i) * sizeof *s->own);
+        s->nown++;
+    } else {
+        memmove(&s->own[i + 1], &s->own[j], (s->nown - j) * sizeof *s->own);
+        s->nown -= j - i - 1;
+    }
+    s->own[i].first = first;
+    s->own[i].last = last;
+}
+
+/* 1 if every sequence in (from, to] is one of our own units. */
+static int own_covers(const sub_t *s, uint64_t from, uint64_t to)
+{
+    if (to <= from)
+        return 0;
+    for (size_t i = 0; i < s->nown; i++)
+        if (s->own[i].first <= from + 1 && s->own[i].last >= to)
+            return 1;
+    return 0;
+}
+
+/* Forgets the ranges the relay has sent past (no echo of them can come). */
+static void own_trim(sub_t *s, uint64_t upto)
+{
+    size_t k = 0;
+    while (k < s->nown && s->own[k].last <= upto)
+        k++;
+    memmove(&s->own[0], &s->own[k], (s->nown - k) * sizeof *s->own);
+    s->nown -= k;
+}
+
+/* Sets the cursor of s to `to` in the replica without applying anything
+** (an empty batch with its cursor). */
+static int move_cursor(knit_client_t *c, sub_t *s, uint64_t to)
+{
+    knit_batch_t *b = NULL;
+    int rc = knit_batch_new(&b);
+    if (!rc && c->io.apply)
+        rc = c->io.apply(c->io.data, s->ns, s->cursor, to, b);
+    knit_batch_free(b);
+    if (rc) {
+        logf_(c, LOG_WARN, "cannot move the cursor of %s past our own pushes: %s", s->ns,
+              knit_strerror(rc));
+        return rc;
+    }
+    s->cursor = to;
+    /* Design note 5: the apply stamped local writes it found; read again. */
+    c->dirty_remote = 1;
+    return 0;
+}
+
+/* Moves the cursor past own ranges that continue it. */
+static void absorb(knit_client_t *c, sub_t *s)
+{
+    for (size_t i = 0; i < s->nown; i++) {
+        const own_t *o = &s->own[i];
+        if (o->first > s->cursor + 1 || o->last <= s->cursor)
+            continue;
+        logf_(c, LOG_DEBUG, "%s: %llu..%llu are our own pushes; cursor %llu -> %llu", s->ns,
+              (unsigned long long)o->first, (unsigned long long)o->last,
+              (unsigned long long)s->cursor, (unsigned long long)o->last);
+        if (move_cursor(c, s, o->last) != 0)
+            return;
+    }
+}
+
 static void on_deltas(knit_client_t *c, const knit_deltas_t *d, uint64_t now)
 {
     sub_t *s = find_sub(c, d->ns);
@@ -859,13 +999,20 @@ static void on_deltas(knit_client_t *c, const knit_deltas_t *d, uint64_t now)
         }
         return;
     }
-    if (d->batch->nchanges || d->to > s->cursor) {
+    if (own_covers(s, d->from, d->to)) {
+        /* The echo of our own units (design note 7): nothing to apply. */
+        if (d->to > s->cursor && move_cursor(c, s, d->to) != 0) {
+            close_conn(c, KNIT_EIO, 0, "cannot record the cursor");
+            return;
+        }
+        c->st.echoes += d->batch->nchanges;
+    } else if (d->batch->nchanges || d->to > s->cursor) {
         rc = c->io.apply ? c->io.apply(c->io.data, s->ns, d->from, d->to, d->batch) : 0;
         if (rc) {
-            char msg[200];
+            char msg[700], why[512];
             snprintf(msg, sizeof msg, "cannot apply %zu changes of %s (%llu..%llu): %s",
                      d->batch->nchanges, s->ns, (unsigned long long)d->from,
-                     (unsigned long long)d->to, knit_strerror(rc));
+                     (unsigned long long)d->to, detail(c, rc, why, sizeof why));
             close_conn(c, rc, 0, msg);
             return;
         }
@@ -876,6 +1023,8 @@ static void on_deltas(knit_client_t *c, const knit_deltas_t *d, uint64_t now)
         if (d->batch->nchanges)
             c->dirty_remote = 1;
     }
+    own_trim(s, d->to);
+    absorb(c, s);
     s->resub = 0;
     if (d->caught_up && !s->caught_up) {
         s->caught_up = 1;
@@ -911,6 +1060,20 @@ static void on_ack(knit_client_t *c, const knit_ack_t *a, uint64_t now)
     }
     (void)at;
     c->st.acks++;
+    c->st.acked_changes += s->batch->nchanges;
+    if (a->last_seq) {
+        /* Design note 7: those sequences are ours. */
+        sub_t *sub = find_sub(c, s->ns);
+        if (a->first_seq == 0 || a->first_seq > a->last_seq) {
+            close_proto(c, "ACK %llu names sequences %llu..%llu", (unsigned long long)a->id,
+                        (unsigned long long)a->first_seq, (unsigned long long)a->last_seq);
+            return;
+        }
+        if (sub) {
+            own_add(sub, a->first_seq, a->last_seq);
+            absorb(c, sub);
+        }
+    }
     s->state = SLOT_ACKED;
     complete_prefix(c, now);
     send_queued(c, now);

@@ -118,6 +118,11 @@ typedef struct knit_client_io_s {
     ** relay: record it durably (knit_ack).  A failure is retried later and
     ** does not close the connection. */
     int (*acked)(void *data, uint64_t version);
+    /* The detailed message of the request that just failed (e.g. SQLite's
+    ** "NOT NULL constraint failed: kv.v" from knit_errmsg), or NULL / ""
+    ** when there is none; valid until the next callback (may be NULL).  The
+    ** engine copies it into the error event it raises. */
+    const char *(*errmsg)(void *data);
     /* Something the application may want to know (may be NULL). */
     void (*event)(void *data, const knit_client_event_t *ev);
     /* One log line without a newline (may be NULL).  Levels are those of
@@ -159,6 +164,9 @@ typedef struct knit_client_stats_s {
     uint64_t deltas;          /* DELTAS applied */
     uint64_t delta_changes;   /* changes in them */
     uint64_t gaps;            /* DELTAS refused for a gap (re-subscribed) */
+    uint64_t acked_changes;   /* changes in pushes the relay acknowledged */
+    uint64_t echoes;          /* changes in DELTAS recognised as our own pushes' echo
+                                 and not applied (not in delta_changes) */
     uint64_t acked;           /* the acknowledged watermark now */
     int synced;               /* SYNCED holds now */
 } knit_client_stats_t;

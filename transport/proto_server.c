@@ -28,6 +28,21 @@
 **      answers (ACK, PONG) pile up past twice max_queue is disconnected.
 **   6. A malformed frame or message, a refused HELLO or any protocol
 **      violation sends ERROR and closes that connection only.
+**   7. Changes stamped further than max_drift_ms ahead of the wall clock
+**      are refused on arrival: one REJECT reason per change, naming it.
+**   8. Nothing is stored that a replica could not apply: every pushed
+**      change passes knit_change_check() (runtime/validate.h) on arrival,
+**      or the push is refused with a REJECT whose reasons name each such
+**      change and why (KNIT_EINVAL, KNIT_ECORRUPT; permanent).  The store
+**      checks again before it writes, so no other path can store one.
+**   9. An ACK names the sequences its push took (first..last, consecutive,
+**      since pushes apply one after another), so the pusher can move its
+**      cursor past its own units without downloading them again
+**      (PROTOCOL.md, ACK).
+**  10. A stored cell that cannot be sent (damaged in the file, or stored by
+**      an older relay and not applicable) never blocks a catch-up: the
+**      store skips it and reports it, and the engine logs it as an error
+**      naming namespace, table, key and column.
 **
 ** Connection states:
 **
@@ -47,9 +62,11 @@
 #include "auth.h"
 #include "codec.h"
 #include "frame.h"
+#include "validate.h"
 
 #define HELLO_MAX_FRAME (64u * 1024) /* frames accepted before WELCOME (PROTOCOL.md §1) */
 #define DETAILED_REASONS 64          /* REJECT reasons that get their own message */
+#define REASON_TEXT 240              /* bytes of each such message */
 
 enum { ST_HELLO, ST_READY, ST_CLOSING };
 
@@ -91,6 +108,7 @@ typedef struct pending_s {
     char msg[200];            /* its message */
     knit_reason_t *reasons;   /* per-change refusals (clock skew), owned */
     size_t nreasons;          /* count */
+    size_t ninvalid;          /* of them, changes no replica could apply */
     char *reason_text;        /* storage for their messages, owned */
     knit_relay_applied_t res; /* what the commit changed (fan-out owned) */
 } pending_t;
@@ -239,6 +257,18 @@ int knit_relay_error_frame(int code, const char *message, uint8_t **out,
 /* ---------------------------------------------------------------------- */
 /* Engine and connections                                                   */
 
+/* A stored cell catch-up skipped (design note 10). */
+static void on_damage(void *data, const knit_relay_damage_t *d)
+{
+    knit_relay_engine_t *e = data;
+    logf_(e, KNIT_LOG_ERROR,
+          "catch-up skipped a stored cell it cannot send: namespace %.100s, table %.64s, key "
+          "(%.160s), column %.64s, sequence %llu: %.200s (%llu skipped so far; see "
+          "docs/sync-relay.md, damaged stores)",
+          d->ns, d->table, d->key, d->column, (unsigned long long)d->seq, d->message,
+          (unsigned long long)knit_relay_store_damaged(e->store));
+}
+
 int knit_relay_engine_new(const knit_relay_config_t *cfg, const knit_relay_io_t *io,
                           knit_relay_engine_t **out) /* see proto_server.h */
 {
@@ -264,6 +294,7 @@ int knit_relay_engine_new(const knit_relay_config_t *cfg, const knit_relay_io_t 
         }
         e->keylen = cfg->jwt_key_len;
     }
+    knit_relay_store_on_damage(e->store, on_damage, e);
     knit_codec_limits_default(&e->dec_hello);
     e->dec_hello.max_frame =
         HELLO_MAX_FRAME < e->lim.max_frame ? HELLO_MAX_FRAME : e->lim.max_frame;
@@ -297,6 +328,7 @@ void knit_relay_engine_free(knit_relay_engine_t *e) /* see proto_server.h */
     }
     while (e->conns)
         knit_relay_conn_free(e->conns);
+    knit_relay_store_on_damage(e->store, NULL, NULL);
     knit__free(e->key);
     knit__free(e);
 }
@@ -777,41 +809,64 @@ static void on_hello(knit_relay_conn_t *c, const knit_hello_t *h, uint64_t wall_
 /* ---------------------------------------------------------------------- */
 /* PUSH, SUBSCRIBE                                                          */
 
-/* Refuses changes stamped beyond the allowed drift: one reason per change,
-** each naming it (its index, table and stamp). */
-static int check_skew(knit_relay_engine_t *e, pending_t *p, const knit_batch_t *b, uint64_t wall_ms)
+/* Why change ch of b is refused on arrival, or 0: a stamp beyond the
+** allowed drift (design note 7), or a change no replica could apply
+** (knit_change_check, design note 8).  text[0..n) gets the reason. */
+static int refusal(const knit_batch_t *b, const knit_change_t *ch, uint64_t wall_ms,
+                   uint64_t limit, char *text, size_t n)
+{
+    int rc = knit_change_check(b, ch, text, n);
+    if (rc)
+        return rc == KNIT_ENOMEM ? rc : rc == KNIT_ECORRUPT ? KNIT_ECORRUPT : KNIT_EINVAL;
+    if (knit_hlc_ms(ch->hlc) > limit) {
+        char when[KNIT_HLC_FMT_LEN];
+        knit_hlc_format(ch->hlc, when, sizeof when);
+        snprintf(text, n, "%.40s: stamp %s is %llu ms ahead of the relay's clock",
+                 b->tables[ch->table].name, when,
+                 (unsigned long long)(knit_hlc_ms(ch->hlc) - wall_ms));
+        return KNIT_ECLOCKSKEW;
+    }
+    return 0;
+}
+
+/* Refuses, one reason per change and each naming it (its index, table and
+** why), the changes stamped in the future or that no replica could apply.
+** Returns 0 (p->nreasons says whether any was refused) or KNIT_ENOMEM. */
+static int check_changes(knit_relay_engine_t *e, pending_t *p, const knit_batch_t *b,
+                         uint64_t wall_ms)
 {
     size_t n = 0, k = 0;
     uint64_t limit = wall_ms + e->lim.max_drift_ms;
-    for (size_t i = 0; i < b->nchanges; i++)
-        if (knit_hlc_ms(b->changes[i].hlc) > limit)
-            n++;
+    char text[REASON_TEXT];
+    int rc;
+    for (size_t i = 0; i < b->nchanges; i++) {
+        if ((rc = refusal(b, &b->changes[i], wall_ms, limit, text, sizeof text)) == KNIT_ENOMEM)
+            return rc;
+        n += rc != 0;
+    }
     if (n == 0)
         return 0;
     p->reasons = knit__calloc(n, sizeof *p->reasons);
-    p->reason_text = knit__malloc(DETAILED_REASONS * 160);
+    p->reason_text = knit__malloc(DETAILED_REASONS * REASON_TEXT);
     if (!p->reasons || !p->reason_text)
         return KNIT_ENOMEM;
-    for (size_t i = 0; i < b->nchanges; i++) {
-        const knit_change_t *ch = &b->changes[i];
-        if (knit_hlc_ms(ch->hlc) <= limit)
+    for (size_t i = 0; i < b->nchanges && k < n; i++) {
+        char *t = k < DETAILED_REASONS ? p->reason_text + k * REASON_TEXT : text;
+        rc = refusal(b, &b->changes[i], wall_ms, limit, t, REASON_TEXT);
+        if (rc == 0)
             continue;
+        if (rc == KNIT_ENOMEM)
+            return rc;
         p->reasons[k].change = (int64_t)i;
-        p->reasons[k].code = KNIT_ECLOCKSKEW;
-        if (k < DETAILED_REASONS) {
-            char when[KNIT_HLC_FMT_LEN];
-            char *t = p->reason_text + k * 160;
-            knit_hlc_format(ch->hlc, when, sizeof when);
-            snprintf(t, 160, "%.40s: stamp %s is %llu ms ahead of the relay's clock",
-                     b->tables[ch->table].name, when,
-                     (unsigned long long)(knit_hlc_ms(ch->hlc) - wall_ms));
-            p->reasons[k].message = t;
-        } else {
-            p->reasons[k].message = "stamp too far in the future";
-        }
+        p->reasons[k].code = rc;
+        p->reasons[k].message = k < DETAILED_REASONS ? t
+                                : rc == KNIT_ECLOCKSKEW ? "stamp too far in the future"
+                                                        : "no replica can apply this change";
+        if (rc != KNIT_ECLOCKSKEW)
+            p->ninvalid++;
         k++;
     }
-    p->nreasons = n;
+    p->nreasons = k;
     return 0;
 }
 
@@ -834,7 +889,7 @@ static void on_push(knit_relay_conn_t *c, knit_push_t *push, uint64_t wall_ms)
         snprintf(p->msg, sizeof p->msg, "%zu changes, the relay accepts %zu per push",
                  push->batch->nchanges, e->lim.max_changes);
     } else {
-        int rc = check_skew(e, p, push->batch, wall_ms);
+        int rc = check_changes(e, p, push->batch, wall_ms);
         if (rc) {
             p->code = rc;
             snprintf(p->msg, sizeof p->msg, "out of memory");
@@ -842,8 +897,11 @@ static void on_push(knit_relay_conn_t *c, knit_push_t *push, uint64_t wall_ms)
             p->batch = push->batch; /* taken from the message */
             push->batch = NULL;
         } else {
-            CLOG(c, KNIT_LOG_INFO, ": push %llu refused: %zu changes stamped in the future",
-                 (unsigned long long)p->id, p->nreasons);
+            CLOG(c, p->ninvalid ? KNIT_LOG_WARN : KNIT_LOG_INFO,
+                 ": push %llu refused: %zu changes stamped in the future, %zu that no replica "
+                 "could apply (first: %s)",
+                 (unsigned long long)p->id, p->nreasons - p->ninvalid, p->ninvalid,
+                 p->reasons[0].message);
         }
     }
     if (p->code)
@@ -1002,6 +1060,9 @@ static void answer(knit_relay_engine_t *e, pending_t *p)
         m.type = KNIT_MSG_ACK;
         m.u.ack.id = p->id;
         m.u.ack.durable = 1;
+        /* Design note 9: the sequences this push took, all of them its own. */
+        m.u.ack.first_seq = p->res.first_seq;
+        m.u.ack.last_seq = p->res.last_seq;
     } else {
         m.type = KNIT_MSG_REJECT;
         m.u.reject.id = p->id;
