@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PKGS="build-essential cmake pkg-config sqlite3 libsqlite3-dev libuv1-dev libcbor-dev
-      libcurl4-openssl-dev libbearssl-dev"
+      libcurl4-openssl-dev libbearssl-dev libjansson-dev"
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 setup() {

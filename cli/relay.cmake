@@ -1,7 +1,6 @@
 # sync-relay: the relay program (cli/sync_relay.c, with cli/cli_args.c), a thin main over the
-# relay store (runtime/relay_store.c) and the libuv server
-# (transport/relay.c, transport/proto_server.c) in libknit.
+# relay library (knit_relay, transport/relay/): store, engine, credentials and server.
 add_executable(sync-relay ${CMAKE_CURRENT_LIST_DIR}/sync_relay.c ${CMAKE_CURRENT_LIST_DIR}/cli_args.c)
-target_link_libraries(sync-relay PRIVATE knit_static)
+target_link_libraries(sync-relay PRIVATE knit_relay)
 knit_target_defaults(sync-relay)
 install(TARGETS sync-relay RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})

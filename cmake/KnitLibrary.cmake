@@ -1,6 +1,7 @@
-# libknit: the replica runtime and the transport, as one library built both
-# ways: knit_static (libknit.a, what tests and the programs link) and knit
-# (libknit.so).  Both are made from the same object libraries, so every
+# libknit: what apps embed, as one library built both ways: knit_static
+# (libknit.a, what tests and the programs link) and knit (libknit.so).  It
+# holds the replica runtime, the wire codec and framing, the byte streams and
+# the sync client; no relay code (that is knit_relay, transport/relay/).  Both are made from the same object libraries, so every
 # source is compiled once.  The CRDT core (knit_crdt, itself a static
 # library) is linked in: knit_static carries it as a PUBLIC dependency, the
 # shared library absorbs it whole.  Also install rules, a pkg-config file and
@@ -8,18 +9,22 @@
 set(KNIT_PUBLIC_INCLUDES
   $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/crdt>
   $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/runtime>
-  $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/transport>
+  $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/transport/wire>
+  $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/transport/stream>
+  $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/transport/client>
   $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}/knit>)
-set(KNIT_DEPS knit::sqlite3 knit::uv knit::cbor knit::curl knit::bearssl)
+# libcurl is looked up (cmake/KnitDeps.cmake) but no libknit file uses it
+# yet, so it is not linked.
+set(KNIT_DEPS knit::sqlite3 knit::uv knit::cbor knit::bearssl)
+set(KNIT_OBJECTS $<TARGET_OBJECTS:knit_runtime> $<TARGET_OBJECTS:knit_wire>
+  $<TARGET_OBJECTS:knit_stream> $<TARGET_OBJECTS:knit_client>)
 
-add_library(knit_static STATIC
-  $<TARGET_OBJECTS:knit_runtime> $<TARGET_OBJECTS:knit_transport>)
+add_library(knit_static STATIC ${KNIT_OBJECTS})
 target_include_directories(knit_static PUBLIC ${KNIT_PUBLIC_INCLUDES})
 target_link_libraries(knit_static PUBLIC knit_crdt ${KNIT_DEPS})
 set_target_properties(knit_static PROPERTIES OUTPUT_NAME knit POSITION_INDEPENDENT_CODE ON)
 
-add_library(knit SHARED
-  $<TARGET_OBJECTS:knit_runtime> $<TARGET_OBJECTS:knit_transport>)
+add_library(knit SHARED ${KNIT_OBJECTS})
 target_include_directories(knit PUBLIC ${KNIT_PUBLIC_INCLUDES})
 # The CRDT core goes inside the shared library whole (its objects have
 # hidden visibility except the exported API); the rest are shared deps.
@@ -35,8 +40,9 @@ if(KNIT_SANITIZE)
   target_link_options(knit PRIVATE -fsanitize=${KNIT_SANITIZE})
 endif()
 
-# Installation: the library both ways, knit.h and the crdt headers it
-# includes, pkg-config and CMake package files.
+# Installation: the library both ways, its public API (knit.h and the crdt
+# headers it includes, knit_sync.h for the sync client), pkg-config and
+# CMake package files.  Nothing of the relay is installed.
 # libknit.a does not contain the CRDT core; libknit_crdt.a is installed
 # beside it (pkg-config --static lists it).
 install(TARGETS knit knit_static knit_crdt
@@ -48,12 +54,12 @@ install(FILES
   ${PROJECT_SOURCE_DIR}/crdt/hlc.h
   ${PROJECT_SOURCE_DIR}/crdt/value.h
   ${PROJECT_SOURCE_DIR}/crdt/digest.h
-  ${PROJECT_SOURCE_DIR}/transport/knit_sync.h
+  ${PROJECT_SOURCE_DIR}/transport/client/knit_sync.h
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/knit)
 
 # Both files find the prefix relative to where they are installed, so an
 # installed tree can be moved.
-set(KNIT_PC_REQUIRES "sqlite3 libuv libcbor libcurl")
+set(KNIT_PC_REQUIRES "sqlite3 libuv libcbor")
 file(RELATIVE_PATH KNIT_PC_UP ${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}/pkgconfig
      ${CMAKE_INSTALL_PREFIX})
 file(RELATIVE_PATH KNIT_CMAKE_UP ${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}/cmake/knit

@@ -951,6 +951,10 @@ static int row_apply(actx_t *a, ktable_t *t, const knit_value_t *pk, arow_t *r)
         return rc;
     if (!a->nx)
         return 0;
+    /* The version is taken with the first row that has changes, so an apply
+    ** or retry that brings nothing does not advance it. */
+    if (!a->ver && (rc = knit__next_version(k, &a->ver)) != 0)
+        return rc;
     if ((rc = row_load(k, t, pk, r)) != 0)
         return rc;
     /* Merge; a change that cannot be merged at all is set aside alone. */
@@ -1227,8 +1231,6 @@ static int apply_locked(knit_t *k, const knit_batch_t *b, knit_apply_stats_t *st
         }
         order_sort(&o, 0, b->nchanges);
     }
-    if ((rc = knit__next_version(k, &a.ver)) != 0)
-        goto done;
     for (size_t i = 0; b && i < b->nchanges && !rc;) {
         const knit_change_t *first = &b->changes[o.idx[i]];
         ktable_t *t = m.tables[first->table];

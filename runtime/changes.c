@@ -354,6 +354,7 @@ void knit__notify(knit_t *k)
     int remote = k->ev_remote, local = k->ev_local;
     k->ev_remote = k->ev_local = 0;
     knit_version(k, &k->seen_version);
+    k->notified += remote || local;
     if ((!remote && !local) || !k->on_change) {
         for (size_t i = 0; i < k->ntables; i++)
             k->tables[i].ev_rows = 0;
@@ -406,7 +407,8 @@ int knit_poll(knit_t *k) /* see knit.h */
     if (dv == k->data_version)
         return 0;
     k->data_version = dv;
-    if ((rc = knit__load_tables(k)) != 0)
+    unsigned notified = k->notified;
+    if ((rc = knit__load_tables(k)) != 0) /* may repair capture and report it */
         return rc;
     uint64_t before = k->seen_version, now = 0;
     if (!k->readonly) {
@@ -433,7 +435,6 @@ int knit_poll(knit_t *k) /* see knit.h */
         if (rc)
             return rc;
     }
-    int any = k->ev_local || k->ev_remote;
     knit__notify(k);
-    return any;
+    return k->notified != notified;
 }

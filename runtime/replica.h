@@ -64,6 +64,7 @@ enum {
     ST_LOGMAX,     /* max(seq) of the log */
     ST_LOGCLEAR,   /* delete the log */
     ST_SETROWS,    /* distinct logged keys touching OR-set columns */
+    ST_NEWLIFE,    /* mark logged inserts that start a new life */
     ST_ROWGET,     /* one row's metadata */
     ST_ROWPUT,     /* upsert one row's metadata */
     ST_SETGET,     /* one OR-set state */
@@ -119,6 +120,7 @@ struct knit_s {
     uint64_t seen_version;   /* knit version last reported to the callback */
     int ev_local;            /* local writes stamped since the last notification */
     int ev_remote;           /* remote changes applied since then */
+    unsigned notified;       /* notifications that reported changes (knit_poll) */
     knit_change_fn on_change; /* change callback */
     void *on_change_data;    /* its argument */
     sqlite3_stmt *meta_get;  /* SELECT value FROM _knit_meta WHERE key=? */
@@ -176,9 +178,6 @@ void knit__keylist_str(sqlite3_str *s, uint32_t npk, const char *prefix);
 void knit__free_tables(knit_t *k);
 ktable_t *knit__table(knit_t *k, const char *name);
 char *knit__quote(const char *ident); /* "ident" with quotes doubled; knit__free */
-/* Old form of knit__keylist_str into a fixed buffer (key columns are named
-** k0..k31, so 512 bytes always suffice); kept until every caller moves. */
-void knit__keylist(char *buf, size_t n, uint32_t npk, const char *prefix);
 
 /* stamp.c */
 int knit__register_functions(knit_t *k);

@@ -23,9 +23,12 @@
 **      clock (an injected test clock still rules) and the stored HLC
 **      advances to the tick as before.
 **   2. Log rows without a wall time (written by an older knit's triggers, or
-**      found by a capture repair) are stamped with the tick.  Cells of a
-**      column backfilled by knit_track log at = 0 and hlc = 0, so they get
-**      HLC 1, below any real write (track.c design note 3).
+**      found by a capture repair) are stamped with the tick.  So is every
+**      row when the replica's clock is not the OS clock the triggers read
+**      (knit_options_t.clock more than WALL_AGREE_MS away from it, as test
+**      clocks are): times of two different clocks do not compare.  Cells of
+**      a column backfilled by knit_track log at = 0: nobody wrote them, and
+**      they get HLC 1, below any real write (track.c design note 3).
 **   3. Stamps within one fold may differ per row; for one key the log order
 **      decides (a later log row replaces the cells it writes), which is the
 **      order of the commits.
@@ -49,6 +52,7 @@
 ** the app wrote it otherwise.
 */
 #include <string.h>
+#include <time.h>
 
 #include "replica.h"
 
@@ -392,10 +396,13 @@ static int stamp_sets(knit_t *k, ktable_t *t, int64_t max)
     int rc;
     if (!t->st[ST_SETROWS]) {
         sqlite3_str *q = sqlite3_str_new(NULL);
-        sqlite3_str_appendall(q, "SELECT DISTINCT ");
+        /* Per key: whether an insert started a new life of the row
+        ** (marked by mark_new_lives), whose sets start empty (R5). */
+        sqlite3_str_appendall(q, "SELECT ");
         knit__keylist_str(q, t->npk, "");
-        sqlite3_str_appendf(q, " FROM _knit_log_%d WHERE seq <= ?1 AND (op = 1 OR (op = 2 AND "
-                            "(mask & ?2) <> 0))", t->id);
+        sqlite3_str_appendf(q, ", max(op = 1 AND mask = 0) FROM _knit_log_%d WHERE seq <= ?1"
+                            " AND (op = 1 OR (op = 2 AND (mask & ?2) <> 0)) GROUP BY ", t->id);
+        knit__keylist_str(q, t->npk, "");
         if ((rc = prepare_str(k, &t->st[ST_SETROWS], q)) != 0)
             return rc;
     } else {
@@ -411,6 +418,7 @@ static int stamp_sets(knit_t *k, ktable_t *t, int64_t max)
     while ((step = sqlite3_step(rows)) == SQLITE_ROW) {
         for (uint32_t i = 0; i < t->npk; i++)
             knit__column_value(rows, (int)i, &pk[i]);
+        int new_life = sqlite3_column_int(rows, (int)t->npk);
         sqlite3_stmt *ug = t->st[ST_USERGET];
         sqlite3_reset(ug);
         for (uint32_t i = 0; i < t->npk; i++)
@@ -436,6 +444,13 @@ static int stamp_sets(knit_t *k, ktable_t *t, int64_t max)
             if ((rc = knit__set_load(k, t, pk, c, &s, &found)) != 0) {
                 knit_orset_free(&want);
                 break;
+            }
+            if (new_life) {
+                /* The stored state is an earlier life's: its dots and
+                ** removes must not leak into this one. */
+                knit_orset_free(&s);
+                knit_orset_init(&s);
+                found = 0;
             }
             rc = set_diff(k, &s, &want, &changed);
             if (!rc && (changed || !found))
@@ -515,8 +530,58 @@ typedef struct stamp_s {
     uint64_t hlc;     /* the tick (0 = not taken yet) */
     uint64_t ver;     /* the local version */
     int64_t write_ns; /* namespace of new rows */
+    int wall_times;   /* the log's wall times are comparable to the clock (note 2) */
     size_t rows;      /* metadata rows written */
 } stamp_t;
+
+#define WALL_AGREE_MS 1000 /* design note 2 */
+
+/* Whether the replica's clock is the clock the capture triggers read
+** (SQLite's 'now', from the VFS), give or take WALL_AGREE_MS (design
+** note 2).  A test clock far from it makes the log's times meaningless. */
+static int wall_times_usable(knit_t *k)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t sql_now = 0;
+    if (sqlite3_prepare_v2(k->db, "SELECT CAST((julianday('now') - 2440587.5) * 86400000"
+                           " AS INTEGER)", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        sql_now = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    int64_t d = (int64_t)knit__now(k) - sql_now;
+    return d >= -WALL_AGREE_MS && d <= WALL_AGREE_MS;
+}
+
+/* Before the fold: marks (mask = 0; an insert logs -1, unused by the fold) each
+** logged insert that starts a new life of its row, because the row was
+** deleted before this stamp or earlier in this log.  An insert of a live
+** row (INSERT OR REPLACE) stays in the same life and keeps its sets'
+** states; a new life's sets start empty, or the earlier life's dots and
+** removes would leak into it and cancel a concurrent re-insert's adds. */
+static int mark_new_lives(knit_t *k, ktable_t *t, int64_t max)
+{
+    int rc;
+    if (!t->st[ST_NEWLIFE]) {
+    sqlite3_str *q = sqlite3_str_new(NULL);
+    sqlite3_str_appendf(q, "UPDATE _knit_log_%d AS l SET mask = 0 WHERE seq <= ?1 AND op = 1"
+                           " AND (EXISTS (SELECT 1 FROM _knit_log_%d d WHERE d.seq < l.seq"
+                           " AND d.op = 3", t->id, t->id);
+    for (uint32_t i = 0; i < t->npk; i++)
+        sqlite3_str_appendf(q, " AND d.k%u = l.k%u", i, i);
+    sqlite3_str_appendf(q, ") OR EXISTS (SELECT 1 FROM _knit_rows_%d r WHERE (r.cl & 1) = 0",
+                        t->id);
+    for (uint32_t i = 0; i < t->npk; i++)
+        sqlite3_str_appendf(q, " AND r.k%u = l.k%u", i, i);
+    sqlite3_str_appendall(q, "))");
+    if ((rc = prepare_str(k, &t->st[ST_NEWLIFE], q)) != 0)
+        return rc;
+    }
+    sqlite3_stmt *st = t->st[ST_NEWLIFE];
+    sqlite3_bind_int64(st, 1, max);
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : knit__dberr(k, rc, "reading the capture log");
+}
 
 /* Folds every table's log into its metadata (design notes 1 to 3). */
 static int fold_logs(knit_t *k, stamp_t *sp)
@@ -544,6 +609,7 @@ static int fold_logs(knit_t *k, stamp_t *sp)
                 return rc;
             if (sp->write_ns <= 0)
                 sp->write_ns = KNIT_HOME_NS;
+            sp->wall_times = wall_times_usable(k);
         }
         /* Rows are folded in key order, which walks _knit_rows_<id> from
         ** one end to the other instead of hopping across it; for one key
@@ -551,7 +617,10 @@ static int fold_logs(knit_t *k, stamp_t *sp)
         ** by the earlier log rows of the same statement, so insert, delete,
         ** insert of one key ends at causal length 3.  ?4 is the tick; each
         ** row's stamp is design note 1's (65536 = 1 << 16, the HLC's
-        ** millisecond unit). */
+        ** millisecond unit), or note 2's: 1 for at = 0, else the tick when
+        ** at is NULL or ?7 (wall times usable) is 0. */
+        if (t->setmask && (rc = mark_new_lives(k, t, max)) != 0)
+            return rc;
         if (!t->st[ST_STAMP]) {
             sqlite3_str *q = sqlite3_str_new(NULL);
             sqlite3_str_appendf(q, "INSERT INTO _knit_rows_%d(", t->id);
@@ -560,7 +629,8 @@ static int fold_logs(knit_t *k, stamp_t *sp)
             knit__keylist_str(q, t->npk, "");
             sqlite3_str_appendf(
                 q, ", ?1, CASE op WHEN 3 THEN 2 ELSE 1 END, ?2,"
-                   " knit_cells_new(op, mask, ?3, CASE WHEN at IS NULL THEN ?4"
+                   " knit_cells_new(op, mask, ?3, CASE WHEN at = 0 THEN 1"
+                   " WHEN at IS NULL OR NOT ?7 THEN ?4"
                    " ELSE min(?4, max(at * 65536, coalesce(hlc, 0) + 1)) END, ?5, ?2)"
                    " FROM _knit_log_%d WHERE seq <= ?6 ORDER BY ", t->id);
             knit__keylist_str(q, t->npk, "");
@@ -580,6 +650,7 @@ static int fold_logs(knit_t *k, stamp_t *sp)
         sqlite3_bind_int64(st, 4, (int64_t)sp->hlc);
         sqlite3_bind_int64(st, 5, k->site_idx);
         sqlite3_bind_int64(st, 6, max);
+        sqlite3_bind_int(st, 7, sp->wall_times);
         rc = sqlite3_step(st);
         sqlite3_reset(st);
         if (rc != SQLITE_DONE)

@@ -111,14 +111,6 @@ void knit__keylist_str(sqlite3_str *s, uint32_t npk, const char *prefix)
         sqlite3_str_appendf(s, "%s%sk%u", i ? ", " : "", prefix, i);
 }
 
-void knit__keylist(char *buf, size_t n, uint32_t npk, const char *prefix)
-{
-    size_t off = 0;
-    buf[0] = 0;
-    for (uint32_t i = 0; i < npk && off < n; i++)
-        off += (size_t)snprintf(buf + off, n - off, "%s%sk%u", i ? ", " : "", prefix, i);
-}
-
 /* "NEW."p1", NEW."p2"" for the key columns of t. */
 static void keyrefs(sqlite3_str *s, const ktable_t *t, const char *rec)
 {
@@ -314,16 +306,14 @@ int knit__load_tables(knit_t *k)
     char saved[sizeof k->errmsg];
     memcpy(saved, k->errmsg, sizeof saved);
     if (knit__begin(k) == 0) {
-        uint64_t v0 = 0, v1 = 0;
-        knit_version(k, &v0);
-        if (knit__stamp_locked(k, NULL) != 0 || knit_version(k, &v1) != 0 ||
-            knit__commit(k) != 0) {
+        if (knit__stamp_locked(k, NULL) != 0 || knit__commit(k) != 0) {
             knit__rollback(k);
             k->schema_cookie = -1;
-        } else if (k->seen_version == v0) {
-            /* This stamp is local: knit_poll must not count it as another
-            ** process's (remote) changes. */
-            k->seen_version = v1;
+        } else {
+            /* Report the repair's stamp now, as local writes, before the
+            ** cache (and its per-table counts) is rebuilt below; this also
+            ** keeps knit_poll from taking it for another process's. */
+            knit__notify(k);
         }
     }
     memcpy(k->errmsg, saved, sizeof saved);
@@ -1314,5 +1304,14 @@ done:
     free_table(&t);
     knit__free(kinds);
     tinfo_free(&ti);
+    /* A column or table tracked now may have cells waiting in _knit_aside
+    ** (received before this device migrated): apply them at once.  Track
+    ** itself succeeded; a failure here leaves them for the next apply. */
+    if (!rc) {
+        char saved[sizeof k->errmsg];
+        memcpy(saved, k->errmsg, sizeof saved);
+        if (knit_aside_retry(k, NULL) != 0)
+            memcpy(k->errmsg, saved, sizeof saved);
+    }
     return rc;
 }

@@ -5,7 +5,8 @@
 knit_test(capture SOURCES runtime/test_capture.c LIBS knit_runtime knit_crdt
   CASES lww_time_of_write_wins lww_write_after_seen_stamp_wins
         stamp_between_write_time_and_tick
-        rebuild_repaired_at_open rebuild_repaired_by_stamp rebuild_repaired_by_track
+        rebuild_repaired_at_open rebuild_repaired_by_stamp rebuild_repaired_by_poll
+        rebuild_repaired_by_track
         old_capture_upgraded add_column_keeps_capture rename_column_refused
         drop_column_refused rename_table_refused
         backfill_loses_to_real_writes backfill_after_receiving_early

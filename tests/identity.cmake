@@ -11,7 +11,7 @@ if(TARGET sync-relay AND TARGET sync-agent)
   knit_test(accounts_it
     SOURCES integration/test_accounts_it.c integration/sync_util.c
     CASES second_account_refused second_account_run_exits
-    LIBS knit_static
+    LIBS knit_relay
     TIMEOUT 120)
   target_compile_definitions(test_accounts_it PRIVATE
     SYNC_RELAY_PATH="$<TARGET_FILE:sync-relay>"

@@ -22,7 +22,7 @@ foreach(prog replica damage)
     SOURCES integration/test_inspect_${prog}.c
     CASES ${cases}
     TIMEOUT 120
-    LIBS knit_runtime knit_crdt)
+    LIBS knit_relay_store knit_runtime knit_crdt)
   target_compile_definitions(test_inspect_${prog} PRIVATE
     SYNC_INSPECT_PATH="$<TARGET_FILE:sync-inspect>")
   add_dependencies(test_inspect_${prog} sync-inspect)

@@ -1,4 +1,4 @@
-# Transport: the wire codec and framing (transport/codec.c, frame.c), and
+# Transport: the wire codec and framing (transport/wire/codec.c, frame.c), and
 # the codec benchmark.
 knit_test(codec SOURCES unit/test_codec.c LIBS knit_static
   CASES roundtrip_messages roundtrip_batches values truncated trailing wrong_types

@@ -1058,6 +1058,67 @@ static void refuses_other_versions(void)
     tmp_done();
 }
 
+/* Erasure forgets a namespace whole; others keep theirs; the name starts
+** over at sequence 1 when written again. */
+static void erase_namespace(void)
+{
+    tmp_init();
+    knit_relay_store_t *s = open_store("r.db");
+    knit_batch_t *b;
+    knit_digest_t d, zero;
+    uint64_t seq, reached;
+    int n = 0, more;
+
+    b = push_new();
+    CHECK_OK(knit_batch_begin(b, 1));
+    add_live(b, 1, 1, 100, 0);
+    add_int(b, 1, 1, 1, 1, 100, 0);
+    apply_free(b, s, NULL);
+    CHECK_OK(knit_relay_store_seq(s, NS, &seq));
+    CHECK_EQ_INT(seq, 1);
+    CHECK_EQ_INT(knit_relay_store_erase(s, "user:nobody"), KNIT_ENOTFOUND);
+    CHECK_OK(knit_relay_store_erase(s, NS));
+    CHECK_OK(knit_relay_store_seq(s, NS, &seq));
+    CHECK_EQ_INT(seq, 0);
+    CHECK_OK(knit_relay_store_catch_up(s, NS, 0, 0, &b, &reached, &more));
+    CHECK_EQ_INT(b->nchanges, 0);
+    knit_batch_free(b);
+    knit_digest_zero(&zero);
+    CHECK_OK(knit_relay_store_digest(s, NS, &d));
+    CHECK(knit_digest_equal(&d, &zero));
+    CHECK_OK(knit_relay_store_list(s, count_ns, &n));
+    CHECK_EQ_INT(n, 0);
+    /* Written again, it starts over. */
+    b = push_new();
+    CHECK_OK(knit_batch_begin(b, 1));
+    add_live(b, 1, 1, 100, 0);
+    apply_free(b, s, NULL);
+    CHECK_OK(knit_relay_store_seq(s, NS, &seq));
+    CHECK_EQ_INT(seq, 1);
+    knit_relay_store_close(s);
+    tmp_done();
+}
+
+/* The relay's site id is made once and survives reopening. */
+static void site_id_kept(void)
+{
+    tmp_init();
+    knit_relay_store_t *s = open_store("r.db");
+    knit_site_t a, b, zero;
+    memset(&zero, 0, sizeof zero);
+    CHECK_OK(knit_relay_store_site(s, &a));
+    CHECK(memcmp(&a, &zero, sizeof a) != 0);
+    CHECK_OK(knit_relay_store_site(s, &b));
+    CHECK(memcmp(&a, &b, sizeof a) == 0);
+    knit_relay_store_close(s);
+    s = open_store("r.db");
+    CHECK_OK(knit_relay_store_site(s, &b));
+    CHECK(memcmp(&a, &b, sizeof a) == 0);
+    knit_relay_store_close(s);
+    tmp_done();
+}
+
 KNIT_TESTS(T(refuses_other_versions), T(lww_rules), T(orset_rules), T(replay_harmless), T(catch_up_once),
            T(digest_independent), T(digest_matches_replica), T(pushes_commute), T(group_atomic),
-           T(durable_reopen), T(listing), T(alloc_failures))
+           T(durable_reopen), T(listing), T(alloc_failures), T(erase_namespace),
+           T(site_id_kept))

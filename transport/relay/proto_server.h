@@ -4,14 +4,18 @@
 ** The engine speaks docs/PROTOCOL.md to any number of connections.  It is
 ** fed the bytes each connection received and the current time, and answers
 ** through callbacks: bytes to send, a connection to close, reading to pause
-** or resume.  Its only I/O is the relay store (runtime/relay_store.h, i.e.
-** SQLite).  transport/relay.c runs it over libuv; tests drive it directly.
+** or resume.  Its only I/O is the store, through the store interface
+** (store.h; the SQLite store of relay_store.h is its first backend), whose
+** commits may complete later.  Credentials are checked by an
+** authentication hook that may also answer later (the built-in one checks
+** HS256 tokens and anonymous credentials at once).  relay.c runs the
+** engine over libuv; tests drive it directly.
 **
 ** Group commit: pushes are decoded and checked as they arrive and wait in
 ** one queue; knit_relay_engine_flush() applies every waiting push in one
-** store transaction, commits once, and only then answers them (ACK or
-** REJECT, in each connection's order) and fans the committed units out to
-** subscribers.  The glue calls flush once per event-loop iteration, after
+** store transaction, commits once, and only when the commit completed
+** answers them (ACK or REJECT, in each connection's order) and fans the
+** committed units out to subscribers.  One group is in flight at a time.  The glue calls flush once per event-loop iteration, after
 ** all input of that iteration was read, so pushes that arrive together, on
 ** any connections, share one fsync.
 **
@@ -20,7 +24,8 @@
 ** reports the byte count with knit_relay_conn_sent().  A connection lives
 ** from knit_relay_conn_open() until the glue calls knit_relay_conn_free()
 ** (after the engine asked it to close, or the peer went away); after free
-** the engine never calls back for it.
+** the engine never calls back for it.  The engine must not be freed while
+** knit_relay_engine_busy() says a commit or an authentication is pending.
 */
 #ifndef KNIT_PROTO_SERVER_H
 #define KNIT_PROTO_SERVER_H
@@ -28,7 +33,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "codec.h"
 #include "relay_store.h"
+#include "store.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -74,9 +81,43 @@ typedef struct knit_relay_io_s {
     void *data; /* passed to every callback */
 } knit_relay_io_t;
 
+/* An authentication the engine asks of the hook (config.authenticate): a
+** HELLO's credential, or its claim.  Valid until knit_relay_auth_done()
+** is called for it; strings are valid as long. */
+typedef struct knit_auth_request_s {
+    int kind;           /* KNIT_CRED_ANON or KNIT_CRED_JWT (codec.h); others are possible */
+    const char *id;     /* ANON: the anonymous id (unchecked) */
+    const char *secret; /* ANON: its secret */
+    const char *token;  /* JWT: the compact serialization */
+    int claim;          /* 1: this is the HELLO's claim, whose principal must be
+                           "anon:<id>" (its namespace is merged into the account's) */
+    uint64_t wall_ms;   /* when the HELLO arrived (ms since the epoch) */
+    const char *peer;   /* the connection's name, for logs */
+    void *data;         /* config.auth_data */
+    void *internal_;    /* the engine's; do not touch */
+} knit_auth_request_t;
+
+/* A hook's answer. */
+typedef struct knit_auth_result_s {
+    int code;              /* 0 accepted; KNIT_EAUTH refused; another code: a failure */
+    const char *principal; /* accepted: "anon:<id>" or "user:<sub>" (copied) */
+    uint64_t exp_ms;       /* accepted: when the credential expires, 0 = never */
+    const char *why;       /* refused: a reason for the ERROR (copied), or NULL */
+} knit_auth_result_t;
+
+/* The authentication hook: starts checking req and returns 0; the answer
+** is knit_relay_auth_done(req, ...), from inside this call or later (from a
+** timer, after an HTTP fetch), exactly once.  A non-zero return refuses at
+** once (and knit_relay_auth_done must not be called). */
+typedef int (*knit_relay_auth_fn)(void *data, const knit_auth_request_t *req);
+
 /* Configuration of an engine. */
 typedef struct knit_relay_config_s {
-    knit_relay_store_t *store;  /* opened store; the engine does not close it */
+    knit_relay_store_t *store;  /* opened SQLite store (used when backend is
+                                   NULL); the engine does not close it */
+    const knit_relay_backend_t *backend; /* another store (copied), or NULL */
+    knit_relay_auth_fn authenticate;     /* the hook, or NULL: the built-in check */
+    void *auth_data;            /* passed to the hook */
     knit_relay_limits_t limits; /* see above */
     const uint8_t *jwt_key;     /* HS256 key, or NULL: JWT credentials refused */
     size_t jwt_key_len;         /* its length (>= KNIT_JWT_MIN_KEY) */
@@ -123,6 +164,23 @@ KNIT_EXTERN void knit_relay_engine_shutdown(knit_relay_engine_t *e, uint64_t wal
                                             uint64_t mono_ms);
 /* Open connections. */
 KNIT_EXTERN size_t knit_relay_engine_conns(const knit_relay_engine_t *e);
+
+/* The answer to req (see knit_relay_auth_fn).  res is read during the call. */
+KNIT_EXTERN void knit_relay_auth_done(const knit_auth_request_t *req,
+                                      const knit_auth_result_t *res);
+/* Runs the built-in check on req (HS256 with the configured key, anonymous
+** credentials against the store) and answers it at once: what the engine
+** does without a hook, and what a hook calls to fall back on it. */
+KNIT_EXTERN void knit_relay_auth_default(const knit_auth_request_t *req);
+
+/* Namespace ns advanced to sequence seq by a commit this engine did not
+** make (another relay on the same database, the claim's merge): its live
+** subscribers read the new units from the store. */
+KNIT_EXTERN void knit_relay_engine_advanced(knit_relay_engine_t *e, const char *ns, uint64_t seq);
+
+/* 1 while a group commit or an authentication is pending (the engine may
+** not be freed then). */
+KNIT_EXTERN int knit_relay_engine_busy(const knit_relay_engine_t *e);
 
 /* Encodes a one-off ERROR frame (for refusing a connection before an
 ** engine connection exists, e.g. over the connection limit). */

@@ -43,14 +43,28 @@
 **      an older relay and not applicable) never blocks a catch-up: the
 **      store skips it and reports it, and the engine logs it as an error
 **      naming namespace, table, key and column.
+**  11. The store (store.h) and the authentication hook may both answer
+**      later.  A group commit in flight is the only one: pushes that arrive
+**      meanwhile wait for the next group, and nothing of a group is
+**      answered or fanned out before its completion.  A HELLO waits in
+**      AUTH for the hook (for its credential, then for its claim) and for
+**      the claim's merge; bytes that arrive meanwhile are kept (bounded)
+**      and reading pauses, and they are read, in order, once WELCOME is
+**      sent.  A connection freed meanwhile is detached from its HELLO, which
+**      is freed when the hook or the store completes it.
+**  12. Commits made elsewhere (another relay on the same database) reach
+**      live subscribers through knit_relay_engine_advanced(): it puts them
+**      back into catch-up, which reads the new units from the store, so the
+**      DELTAS chain stays without gaps (note 4).  The claim's merge is
+**      announced the same way.
 **
 ** Connection states:
 **
-**     AWAIT_HELLO --on_hello() ok: WELCOME--> READY
-**         |                                     |
-**         +--error_close(): ERROR-->  CLOSING <-+ (error_close, shutdown)
-**                                        |
-**                      knit_relay_conn_free() (glue) --> gone
+**     AWAIT_HELLO --on_hello()--> AUTH --hello_welcome(): WELCOME--> READY
+**         |                        |                                   |
+**         +--error_close(): ERROR--+----------------------> CLOSING <--+
+**                                                              |
+**                            knit_relay_conn_free() (glue) --> gone
 */
 #include "proto_server.h"
 
@@ -67,8 +81,11 @@
 #define HELLO_MAX_FRAME (64u * 1024) /* frames accepted before WELCOME (PROTOCOL.md §1) */
 #define DETAILED_REASONS 64          /* REJECT reasons that get their own message */
 #define REASON_TEXT 240              /* bytes of each such message */
+#define MAX_STASH (256u * 1024)      /* bytes kept while a HELLO authenticates (note 11) */
 
-enum { ST_HELLO, ST_READY, ST_CLOSING };
+enum { ST_HELLO, ST_AUTH, ST_READY, ST_CLOSING };
+
+typedef struct hello_s hello_t;
 
 typedef struct sub_s {
     char *ns;        /* namespace, owned */
@@ -96,34 +113,63 @@ struct knit_relay_conn_s {
     size_t nsubs;                       /* count */
     size_t queued;                      /* bytes handed to send() not yet written */
     size_t npending;                    /* pushes waiting for the group commit */
+    hello_t *hello;                     /* the HELLO being authenticated (AUTH) */
+    int auth_paused;                    /* reading paused while in AUTH */
+    uint8_t *stash;                     /* bytes received while in AUTH, owned */
+    size_t nstash;                      /* their count */
+    uint64_t stash_wall;                /* when they arrived (wall ms) */
+    uint64_t stash_mono;                /* and monotonic */
 };
 
+/* A HELLO being authenticated and its claim merged (design note 11). */
+struct hello_s {
+    knit_auth_request_t req;            /* what the hook sees; req.internal_ = this */
+    knit_relay_engine_t *e;             /* the engine */
+    knit_relay_conn_t *c;               /* the connection; NULL once freed */
+    knit_msg_t msg;                     /* the HELLO, owned */
+    uint32_t version;                   /* negotiated protocol version */
+    int step;                           /* H_CRED, H_CLAIM or H_MERGE */
+    char principal[KNIT_PRINCIPAL_MAX]; /* the credential's principal */
+    char anon[KNIT_PRINCIPAL_MAX];      /* the claim's principal */
+    uint64_t exp_ms;                    /* the credential's expiry, 0 = none */
+    knit_relay_merged_t merged;         /* the claim's merge result */
+};
+
+enum { H_CRED, H_CLAIM, H_MERGE };
+
 typedef struct pending_s {
-    struct pending_s *next;   /* queue order */
-    knit_relay_conn_t *conn;  /* who pushed; NULL once that connection is freed */
-    uint64_t id;              /* the PUSH's batch id */
-    char *ns;                 /* namespace, owned */
-    knit_batch_t *batch;      /* the changes (NULL when refused on arrival) */
-    int32_t code;             /* push-level refusal, 0 = none */
-    char msg[200];            /* its message */
-    knit_reason_t *reasons;   /* per-change refusals (clock skew), owned */
-    size_t nreasons;          /* count */
-    size_t ninvalid;          /* of them, changes no replica could apply */
-    char *reason_text;        /* storage for their messages, owned */
-    knit_relay_applied_t res; /* what the commit changed (fan-out owned) */
+    struct pending_s *next;  /* queue order */
+    knit_relay_conn_t *conn; /* who pushed; NULL once that connection is freed */
+    uint64_t id;             /* the PUSH's batch id */
+    char *ns;                /* namespace, owned */
+    knit_batch_t *batch;     /* the changes (NULL when refused on arrival) */
+    knit_relay_push_t push;  /* its place in the group commit (res: what the
+                                commit changed, fan-out owned) */
+    int32_t code;            /* push-level refusal, 0 = none */
+    char msg[200];           /* its message */
+    knit_reason_t *reasons;  /* per-change refusals (clock skew), owned */
+    size_t nreasons;         /* count */
+    size_t ninvalid;         /* of them, changes no replica could apply */
+    char *reason_text;       /* storage for their messages, owned */
 } pending_t;
 
 struct knit_relay_engine_s {
-    knit_relay_store_t *store;     /* the relay store */
-    knit_relay_limits_t lim;       /* resolved limits */
-    knit_relay_io_t io;            /* glue callbacks */
-    uint8_t *key;                  /* JWT key copy, or NULL */
-    size_t keylen;                 /* its length */
-    int log_level;                 /* highest level logged */
-    knit_relay_conn_t *conns;      /* open connections */
-    size_t nconns;                 /* count */
+    knit_relay_backend_t st;                                 /* the store (store.h) */
+    int (*auth)(void *data, const knit_auth_request_t *req); /* the hook */
+    void *auth_data;                                         /* its data */
+    knit_relay_limits_t lim;                                 /* resolved limits */
+    knit_relay_io_t io;                                      /* glue callbacks */
+    uint8_t *key;                                            /* JWT key copy, or NULL */
+    size_t keylen;                                           /* its length */
+    int log_level;                                           /* highest level logged */
+    knit_relay_conn_t *conns;                                /* open connections */
+    size_t nconns;                                           /* count */
     pending_t *head;               /* pushes waiting for commit, oldest first */
     pending_t *tail;               /* newest */
+    pending_t *group;              /* the group commit in flight (note 11), or NULL */
+    int committing;                /* a group commit is in flight */
+    size_t nhellos;                /* HELLOs waiting for the hook or the store */
+    uint64_t group_wall;           /* when the group in flight was flushed */
     uint64_t clock;                /* the relay's HLC */
     uint64_t next_id;              /* next connection id */
     int shutting_down;             /* shutdown() was called */
@@ -155,6 +201,8 @@ static void logf_(knit_relay_engine_t *e, int level, const char *fmt, ...)
 #define CLOG(c, level, fmt, ...)                                                                   \
     logf_((c)->e, level, "conn %llu %s%s%s" fmt, (unsigned long long)(c)->id, (c)->name,           \
           (c)->principal[0] ? " " : "", (c)->principal, __VA_ARGS__)
+
+static int default_hook(void *data, const knit_auth_request_t *req);
 
 void knit_relay_limits_resolve(knit_relay_limits_t *l) /* see proto_server.h */
 {
@@ -266,7 +314,7 @@ static void on_damage(void *data, const knit_relay_damage_t *d)
           "(%.160s), column %.64s, sequence %llu: %.200s (%llu skipped so far; see "
           "docs/sync-relay.md, damaged stores)",
           d->ns, d->table, d->key, d->column, (unsigned long long)d->seq, d->message,
-          (unsigned long long)knit_relay_store_damaged(e->store));
+          (unsigned long long)e->st.damaged(e->st.data));
 }
 
 int knit_relay_engine_new(const knit_relay_config_t *cfg, const knit_relay_io_t *io,
@@ -274,14 +322,20 @@ int knit_relay_engine_new(const knit_relay_config_t *cfg, const knit_relay_io_t 
 {
     knit_relay_engine_t *e;
     *out = NULL;
-    if (!cfg || !cfg->store || !io || !io->send || !io->close || !io->pause || !io->random)
+    if (!cfg || (!cfg->store && !cfg->backend) || !io || !io->send || !io->close || !io->pause ||
+        !io->random)
         return KNIT_EINVAL;
     if (cfg->jwt_key && cfg->jwt_key_len < KNIT_JWT_MIN_KEY)
         return KNIT_EINVAL;
     e = knit__calloc(1, sizeof *e);
     if (!e)
         return KNIT_ENOMEM;
-    e->store = cfg->store;
+    if (cfg->backend)
+        e->st = *cfg->backend;
+    else
+        knit_relay_store_backend(cfg->store, &e->st);
+    e->auth = cfg->authenticate ? cfg->authenticate : default_hook;
+    e->auth_data = cfg->auth_data;
     e->lim = cfg->limits;
     knit_relay_limits_resolve(&e->lim);
     e->io = *io;
@@ -294,7 +348,7 @@ int knit_relay_engine_new(const knit_relay_config_t *cfg, const knit_relay_io_t 
         }
         e->keylen = cfg->jwt_key_len;
     }
-    knit_relay_store_on_damage(e->store, on_damage, e);
+    e->st.on_damage(e->st.data, on_damage, e);
     knit_codec_limits_default(&e->dec_hello);
     e->dec_hello.max_frame =
         HELLO_MAX_FRAME < e->lim.max_frame ? HELLO_MAX_FRAME : e->lim.max_frame;
@@ -320,7 +374,7 @@ void knit_relay_engine_free(knit_relay_engine_t *e) /* see proto_server.h */
         pending_t *p = e->head;
         e->head = p->next;
         knit_batch_free(p->batch);
-        knit_batch_free(p->res.fanout);
+        knit_batch_free(p->push.res.fanout);
         knit__free(p->ns);
         knit__free(p->reasons);
         knit__free(p->reason_text);
@@ -328,7 +382,7 @@ void knit_relay_engine_free(knit_relay_engine_t *e) /* see proto_server.h */
     }
     while (e->conns)
         knit_relay_conn_free(e->conns);
-    knit_relay_store_on_damage(e->store, NULL, NULL);
+    e->st.on_damage(e->st.data, NULL, NULL);
     knit__free(e->key);
     knit__free(e);
 }
@@ -378,6 +432,12 @@ void knit_relay_conn_free(knit_relay_conn_t *c) /* see proto_server.h */
     for (pending_t *p = e->head; p; p = p->next)
         if (p->conn == c)
             p->conn = NULL;
+    for (pending_t *p = e->group; p; p = p->next)
+        if (p->conn == c)
+            p->conn = NULL;
+    if (c->hello)
+        c->hello->c = NULL; /* design note 11: freed when completed */
+    knit__free(c->stash);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -427,10 +487,10 @@ static void pump(knit_relay_conn_t *c)
             knit_msg_t m;
             knit_buf_t buf = {NULL, 0, 0};
 
-            rc = knit_relay_store_catch_up(e->store, s->ns, s->cursor, page, &b, &reached, &more);
+            rc = e->st.catch_up(e->st.data, s->ns, s->cursor, page, &b, &reached, &more);
             if (rc) {
                 CLOG(c, KNIT_LOG_ERROR, ": catch-up of %s failed: %s", s->ns,
-                     knit_relay_store_errmsg(e->store));
+                     e->st.errmsg(e->st.data));
                 error_close(c, rc == KNIT_ENOMEM ? KNIT_ENOMEM : KNIT_EDB,
                             "relay storage failed during catch-up");
                 return;
@@ -473,7 +533,7 @@ static int add_sub(knit_relay_conn_t *c, const char *ns, uint64_t cursor)
     knit_relay_engine_t *e = c->e;
     uint64_t seq;
     sub_t *s;
-    int rc = knit_relay_store_seq(e->store, ns, &seq);
+    int rc = e->st.seq(e->st.data, ns, &seq);
     if (rc)
         return rc;
     /* A cursor beyond our sequence means this store is older than what the
@@ -583,11 +643,11 @@ static void fan_out(knit_relay_engine_t *e, const char *ns, const knit_batch_t *
 /* ---------------------------------------------------------------------- */
 /* HELLO                                                                    */
 
-/* Checks an anonymous credential, registering an unknown id (first use). */
-static int auth_anon(knit_relay_conn_t *c, const knit_cred_t *cred, uint64_t wall_ms,
-                     const char **why)
+/* Checks an anonymous credential, registering an unknown id (first use).
+** c may be NULL (the connection went away while the hook waited). */
+static int auth_anon(knit_relay_engine_t *e, knit_relay_conn_t *c, const knit_cred_t *cred,
+                     uint64_t wall_ms, const char **why)
 {
-    knit_relay_engine_t *e = c->e;
     uint8_t salt[KNIT_ANON_SALT_LEN], hash[KNIT_ANON_HASH_LEN];
     int rc;
 
@@ -595,23 +655,24 @@ static int auth_anon(knit_relay_conn_t *c, const knit_cred_t *cred, uint64_t wal
         *why = "anonymous id or secret not acceptable (secrets need 16 to 256 bytes)";
         return KNIT_EAUTH;
     }
-    rc = knit_relay_store_anon_get(e->store, cred->id, salt, hash);
+    rc = e->st.anon_get(e->st.data, cred->id, salt, hash);
     if (rc == 0) {
         if (e->io.random(e->io.data, salt, sizeof salt) != 0) {
             *why = "relay has no randomness";
             return KNIT_EIO;
         }
         knit_anon_hash(salt, cred->id, cred->secret, hash);
-        rc = knit_relay_store_anon_put(e->store, cred->id, salt, hash, wall_ms);
+        rc = e->st.anon_put(e->st.data, cred->id, salt, hash, wall_ms);
         if (rc == 0) {
-            CLOG(c, KNIT_LOG_INFO, ": registered anonymous id %s", cred->id);
+            if (c)
+                CLOG(c, KNIT_LOG_INFO, ": registered anonymous id %s", cred->id);
             return 0;
         }
         if (rc != KNIT_EEXISTS) {
             *why = "relay storage failed";
             return rc;
         }
-        rc = knit_relay_store_anon_get(e->store, cred->id, salt, hash);
+        rc = e->st.anon_get(e->st.data, cred->id, salt, hash);
     }
     if (rc < 0) {
         *why = "relay storage failed";
@@ -624,15 +685,15 @@ static int auth_anon(knit_relay_conn_t *c, const knit_cred_t *cred, uint64_t wal
     return 0;
 }
 
-/* Authenticates cred; on success writes the principal and token expiry. */
-static int authenticate(knit_relay_conn_t *c, const knit_cred_t *cred, uint64_t wall_ms,
-                        char *principal, uint64_t *exp_ms, const char **why)
+/* The built-in check of cred: anonymous credentials against the store,
+** JWTs with the HS256 key.  On success writes the principal and expiry. */
+static int builtin_auth(knit_relay_engine_t *e, knit_relay_conn_t *c, const knit_cred_t *cred,
+                        uint64_t wall_ms, char *principal, uint64_t *exp_ms, const char **why)
 {
-    knit_relay_engine_t *e = c->e;
     int rc;
     *exp_ms = 0;
     if (cred->kind == KNIT_CRED_ANON) {
-        if ((rc = auth_anon(c, cred, wall_ms, why)) != 0)
+        if ((rc = auth_anon(e, c, cred, wall_ms, why)) != 0)
             return rc;
         return knit_auth_anon_principal(cred->id, principal, KNIT_PRINCIPAL_MAX) == 0 ? 0
                                                                                       : KNIT_EAUTH;
@@ -659,136 +720,232 @@ static int authenticate(knit_relay_conn_t *c, const knit_cred_t *cred, uint64_t 
     return KNIT_EAUTH;
 }
 
-/* Merges namespace `from` into `to` in one transaction (the claim of an
-** anonymous namespace by an account: a CRDT union, idempotent), then fans
-** the changes out to `to`'s subscribers. */
-static int claim_merge(knit_relay_engine_t *e, const char *from, const char *to)
+void knit_relay_auth_default(const knit_auth_request_t *req) /* see proto_server.h */
 {
-    knit_batch_t **outs = NULL;
-    size_t nouts = 0, total = 0;
-    uint64_t after = 0;
-    int more = 1, rc;
-
-    if ((rc = knit_relay_store_begin(e->store)) != 0)
-        return rc;
-    while (more) {
-        knit_batch_t *b = NULL, **n;
-        knit_relay_applied_t res;
-        uint64_t reached;
-        uint32_t to_idx;
-
-        rc = knit_relay_store_catch_up(e->store, from, after, e->lim.max_changes, &b, &reached,
-                                       &more);
-        if (rc)
-            break;
-        if (b->nchanges == 0) {
-            knit_batch_free(b);
-            break;
-        }
-        if ((rc = knit_batch_ns(b, to, &to_idx)) != 0) {
-            knit_batch_free(b);
-            break;
-        }
-        for (size_t i = 0; i < b->nchanges; i++)
-            b->changes[i].ns = to_idx;
-        rc = knit_relay_store_apply(e->store, to, b, &res);
-        total += b->nchanges;
-        knit_batch_free(b);
-        if (rc)
-            break;
-        n = knit__realloc(outs, (nouts + 1) * sizeof *n);
-        if (!n) {
-            knit_batch_free(res.fanout);
-            rc = KNIT_ENOMEM;
-            break;
-        }
-        outs = n;
-        outs[nouts++] = res.fanout;
-        after = reached;
-    }
-    if (rc == 0)
-        rc = knit_relay_store_commit(e->store);
-    else
-        knit_relay_store_rollback(e->store);
-    if (rc == 0) {
-        logf_(e, KNIT_LOG_INFO, "claim: merged %zu cells of %s into %s", total, from, to);
-        for (size_t i = 0; i < nouts; i++)
-            fan_out(e, to, outs[i]);
-    } else {
-        logf_(e, KNIT_LOG_ERROR, "claim of %s by %s failed: %s", from, to,
-              knit_relay_store_errmsg(e->store));
-    }
-    for (size_t i = 0; i < nouts; i++)
-        knit_batch_free(outs[i]);
-    knit__free(outs);
-    return rc;
+    hello_t *h = req->internal_;
+    knit_cred_t cred = {(uint32_t)req->kind, req->id, req->secret, req->token};
+    char principal[KNIT_PRINCIPAL_MAX] = "";
+    knit_auth_result_t res;
+    memset(&res, 0, sizeof res);
+    res.why = "authentication failed";
+    res.code = builtin_auth(h->e, h->c, &cred, req->wall_ms, principal, &res.exp_ms, &res.why);
+    res.principal = principal;
+    knit_relay_auth_done(req, &res);
 }
 
-static void on_hello(knit_relay_conn_t *c, const knit_hello_t *h, uint64_t wall_ms)
+static int default_hook(void *data, const knit_auth_request_t *req)
+{
+    (void)data;
+    knit_relay_auth_default(req);
+    return 0;
+}
+
+/* Ends a HELLO's wait (design note 11): frees it, and on a connection
+** that is now READY resumes reading and reads what arrived meanwhile. */
+static void hello_free(hello_t *h)
+{
+    knit_relay_engine_t *e = h->e;
+    knit_relay_conn_t *c = h->c;
+    e->nhellos--;
+    knit_msg_free(&h->msg);
+    knit__free(h);
+    if (!c)
+        return;
+    c->hello = NULL;
+    if (c->auth_paused && !c->lost) {
+        c->auth_paused = 0;
+        if (!c->paused && alive(c))
+            e->io.pause(e->io.data, c->user, 0);
+    }
+    if (c->stash) {
+        uint8_t *p = c->stash;
+        size_t n = c->nstash;
+        c->stash = NULL;
+        c->nstash = 0;
+        if (alive(c) && c->state == ST_READY)
+            knit_relay_conn_input(c, p, n, c->stash_wall, c->stash_mono);
+        knit__free(p);
+    }
+}
+
+static int hello_begin_auth(hello_t *h, const knit_cred_t *cred, int claim);
+
+/* The claim is merged (or failed): finish the HELLO or close. */
+static void hello_welcome(hello_t *h);
+
+static void on_merged(void *arg, int rc)
+{
+    hello_t *h = arg;
+    knit_relay_engine_t *e = h->e;
+    if (rc) {
+        logf_(e, KNIT_LOG_ERROR, "claim of %s by %s failed: %s", h->anon, h->principal,
+              e->st.errmsg(e->st.data));
+        if (h->c)
+            error_close(h->c, rc == KNIT_ENOMEM ? rc : KNIT_EDB, "claim failed: relay storage");
+        hello_free(h);
+        return;
+    }
+    logf_(e, KNIT_LOG_INFO, "claim: merged %zu cells of %s into %s", h->merged.cells, h->anon,
+          h->principal);
+    /* Other sessions of the account read the merged cells (note 12). */
+    knit_relay_engine_advanced(e, h->principal, h->merged.seq);
+    if (!h->c || !alive(h->c)) {
+        hello_free(h);
+        return;
+    }
+    hello_welcome(h);
+}
+
+void knit_relay_auth_done(const knit_auth_request_t *req,
+                          const knit_auth_result_t *res) /* see proto_server.h */
+{
+    hello_t *h = req->internal_;
+    knit_relay_engine_t *e = h->e;
+    knit_relay_conn_t *c = h->c;
+    const knit_hello_t *m = &h->msg.u.hello;
+    char msg[384];
+    int code = res->code;
+
+    if (!c || !alive(c)) {
+        hello_free(h);
+        return;
+    }
+    /* A hook's principal must be a principal: "anon:<id>" for a claim. */
+    if (code == 0 &&
+        (!res->principal || !res->principal[0] || strlen(res->principal) >= KNIT_PRINCIPAL_MAX ||
+         (h->step == H_CLAIM && strncmp(res->principal, "anon:", 5) != 0))) {
+        code = KNIT_EAUTH;
+        res = NULL;
+    }
+    if (code) {
+        snprintf(msg, sizeof msg, "%s: %s",
+                 h->step == H_CLAIM ? "claim refused" : "authentication failed",
+                 res && res->why ? res->why : "the credential is not acceptable");
+        error_close(c, code == KNIT_EAUTH ? KNIT_EAUTH : code, msg);
+        hello_free(h);
+        return;
+    }
+    if (h->step == H_CRED) {
+        snprintf(h->principal, sizeof h->principal, "%s", res->principal);
+        h->exp_ms = res->exp_ms;
+        if (m->claim.kind == 0) {
+            hello_welcome(h);
+            return;
+        }
+        if (m->claim.kind != KNIT_CRED_ANON || m->cred.kind != KNIT_CRED_JWT) {
+            error_close(c, KNIT_EPROTO, "a claim is an anonymous credential sent with a JWT");
+            hello_free(h);
+            return;
+        }
+        h->step = H_CLAIM;
+        hello_begin_auth(h, &m->claim, 1);
+        return;
+    }
+    snprintf(h->anon, sizeof h->anon, "%s", res->principal);
+    h->step = H_MERGE;
+    code = e->st.merge(e->st.data, h->anon, h->principal, e->lim.max_changes, &h->merged, on_merged,
+                       h);
+    if (code != KNIT_RELAY_PENDING)
+        on_merged(h, code);
+}
+
+/* Hands cred to the hook; its answer comes through knit_relay_auth_done. */
+static int hello_begin_auth(hello_t *h, const knit_cred_t *cred, int claim)
+{
+    knit_relay_engine_t *e = h->e;
+    int rc;
+    memset(&h->req, 0, sizeof h->req);
+    h->req.kind = (int)cred->kind;
+    h->req.id = cred->id;
+    h->req.secret = cred->secret;
+    h->req.token = cred->token;
+    h->req.claim = claim;
+    h->req.wall_ms = h->c ? h->c->stash_wall : 0;
+    h->req.peer = h->c ? h->c->name : "";
+    h->req.data = e->auth_data;
+    h->req.internal_ = h;
+    rc = e->auth(e->auth_data, &h->req);
+    if (rc) {
+        /* The hook refused at once and will not call back. */
+        knit_auth_result_t res;
+        memset(&res, 0, sizeof res);
+        res.code = rc < 0 ? rc : KNIT_EAUTH;
+        res.why = "the authentication hook failed";
+        knit_relay_auth_done(&h->req, &res);
+    }
+    return 0;
+}
+
+static void on_hello(knit_relay_conn_t *c, knit_msg_t *msg, uint64_t wall_ms, uint64_t mono_ms)
 {
     knit_relay_engine_t *e = c->e;
-    char principal[KNIT_PRINCIPAL_MAX], msg[384];
-    const char *why = "authentication failed";
-    const char *granted[1];
-    uint64_t exp_ms, stamp;
+    const knit_hello_t *hm = &msg->u.hello;
     uint32_t version;
-    knit_msg_t m;
+    hello_t *h;
     int rc;
 
-    rc = knit_proto_negotiate(h->min_version, h->max_version, &version);
+    rc = knit_proto_negotiate(hm->min_version, hm->max_version, &version);
     if (rc) {
         error_close(c, rc,
                     rc == KNIT_EVERSION ? "unsupported protocol version"
                                         : "bad protocol version range");
         return;
     }
-    rc = authenticate(c, &h->cred, wall_ms, principal, &exp_ms, &why);
-    if (rc) {
-        snprintf(msg, sizeof msg, "authentication failed: %s", why);
-        error_close(c, rc == KNIT_EAUTH ? KNIT_EAUTH : rc, msg);
+    if (!(h = knit__calloc(1, sizeof *h))) {
+        error_close(c, KNIT_ENOMEM, "out of memory");
         return;
     }
-    if (h->claim.kind != 0) {
-        char anon[KNIT_PRINCIPAL_MAX];
-        uint64_t unused;
-        if (h->claim.kind != KNIT_CRED_ANON || h->cred.kind != KNIT_CRED_JWT) {
-            error_close(c, KNIT_EPROTO, "a claim is an anonymous credential sent with a JWT");
-            return;
-        }
-        rc = authenticate(c, &h->claim, wall_ms, anon, &unused, &why);
-        if (rc) {
-            snprintf(msg, sizeof msg, "claim refused: %s", why);
-            error_close(c, rc == KNIT_EAUTH ? KNIT_EAUTH : rc, msg);
-            return;
-        }
-        if ((rc = claim_merge(e, anon, principal)) != 0) {
-            error_close(c, rc == KNIT_ENOMEM ? rc : KNIT_EDB, "claim failed: relay storage");
-            return;
-        }
-    }
-    for (size_t i = 0; i < h->nsubs; i++) {
-        if (!knit_auth_granted(principal, h->subs[i].ns)) {
-            snprintf(msg, sizeof msg, "namespace %.100s is not granted to %s", h->subs[i].ns,
-                     principal);
+    h->e = e;
+    h->c = c;
+    h->version = version;
+    h->msg = *msg; /* the HELLO is the request's now */
+    memset(msg, 0, sizeof *msg);
+    e->nhellos++;
+    c->hello = h;
+    c->state = ST_AUTH;
+    c->stash_wall = wall_ms;
+    c->stash_mono = mono_ms;
+    h->step = H_CRED;
+    hello_begin_auth(h, &h->msg.u.hello.cred, 0);
+}
+
+/* Authenticated (and the claim merged): grants, subscriptions, WELCOME. */
+static void hello_welcome(hello_t *h)
+{
+    knit_relay_engine_t *e = h->e;
+    knit_relay_conn_t *c = h->c;
+    const knit_hello_t *hm = &h->msg.u.hello;
+    const char *granted[1];
+    char msg[384];
+    uint64_t stamp;
+    knit_msg_t m;
+    int rc;
+
+    for (size_t i = 0; i < hm->nsubs; i++) {
+        if (!knit_auth_granted(h->principal, hm->subs[i].ns)) {
+            snprintf(msg, sizeof msg, "namespace %.100s is not granted to %s", hm->subs[i].ns,
+                     h->principal);
             error_close(c, KNIT_EDENIED, msg);
+            hello_free(h);
             return;
         }
     }
-    memcpy(c->principal, principal, sizeof principal);
-    c->auth_exp_ms = exp_ms;
-    c->site = h->site;
-    for (size_t i = 0; i < h->nsubs; i++) {
-        if ((rc = add_sub(c, h->subs[i].ns, h->subs[i].cursor)) != 0) {
+    memcpy(c->principal, h->principal, sizeof c->principal);
+    c->auth_exp_ms = h->exp_ms;
+    c->site = hm->site;
+    for (size_t i = 0; i < hm->nsubs; i++) {
+        if ((rc = add_sub(c, hm->subs[i].ns, hm->subs[i].cursor)) != 0) {
             error_close(c, rc == KNIT_ENOMEM ? rc : KNIT_EDB, "relay storage failed");
+            hello_free(h);
             return;
         }
     }
-    if (knit_hlc_tick(&e->clock, wall_ms, &stamp) != 0)
+    if (knit_hlc_tick(&e->clock, c->stash_wall, &stamp) != 0)
         stamp = e->clock;
     granted[0] = c->principal;
     memset(&m, 0, sizeof m);
     m.type = KNIT_MSG_WELCOME;
-    m.u.welcome.version = version;
+    m.u.welcome.version = h->version;
     m.u.welcome.principal = c->principal;
     m.u.welcome.granted = granted;
     m.u.welcome.ngranted = 1;
@@ -797,13 +954,32 @@ static void on_hello(knit_relay_conn_t *c, const knit_hello_t *h, uint64_t wall_
     m.u.welcome.limits.max_changes = e->lim.max_changes;
     m.u.welcome.limits.idle_ms = e->lim.idle_ms;
     m.u.welcome.limits.max_drift_ms = e->lim.max_drift_ms;
-    if (send_msg(c, &m) != 0)
+    if (send_msg(c, &m) != 0) {
+        hello_free(h);
         return;
+    }
     c->state = ST_READY;
     c->rd.max_frame = e->lim.max_frame;
-    CLOG(c, KNIT_LOG_INFO, ": welcome (%zu subscriptions%s%s)", h->nsubs,
-         h->agent ? ", agent " : "", h->agent ? h->agent : "");
+    CLOG(c, KNIT_LOG_INFO, ": welcome (%zu subscriptions%s%s)", hm->nsubs,
+         hm->agent ? ", agent " : "", hm->agent ? hm->agent : "");
     pump(c);
+    hello_free(h);
+}
+
+void knit_relay_engine_advanced(knit_relay_engine_t *e, const char *ns,
+                                uint64_t seq) /* see proto_server.h */
+{
+    knit_relay_conn_t *c, *next;
+    for (c = e->conns; c; c = next) {
+        sub_t *s;
+        next = c->next;
+        if (!alive(c) || c->state != ST_READY || !(s = find_sub(c, ns)))
+            continue;
+        if (!s->live || s->cursor >= seq)
+            continue;
+        s->live = 0; /* design note 12: read the new units from the store */
+        pump(c);
+    }
 }
 
 /* ---------------------------------------------------------------------- */
@@ -812,8 +988,8 @@ static void on_hello(knit_relay_conn_t *c, const knit_hello_t *h, uint64_t wall_
 /* Why change ch of b is refused on arrival, or 0: a stamp beyond the
 ** allowed drift (design note 7), or a change no replica could apply
 ** (knit_change_check, design note 8).  text[0..n) gets the reason. */
-static int refusal(const knit_batch_t *b, const knit_change_t *ch, uint64_t wall_ms,
-                   uint64_t limit, char *text, size_t n)
+static int refusal(const knit_batch_t *b, const knit_change_t *ch, uint64_t wall_ms, uint64_t limit,
+                   char *text, size_t n)
 {
     int rc = knit_change_check(b, ch, text, n);
     if (rc)
@@ -859,7 +1035,7 @@ static int check_changes(knit_relay_engine_t *e, pending_t *p, const knit_batch_
             return rc;
         p->reasons[k].change = (int64_t)i;
         p->reasons[k].code = rc;
-        p->reasons[k].message = k < DETAILED_REASONS ? t
+        p->reasons[k].message = k < DETAILED_REASONS    ? t
                                 : rc == KNIT_ECLOCKSKEW ? "stamp too far in the future"
                                                         : "no replica can apply this change";
         if (rc != KNIT_ECLOCKSKEW)
@@ -913,7 +1089,8 @@ static void on_push(knit_relay_conn_t *c, knit_push_t *push, uint64_t wall_ms)
     e->tail = p;
     if (++c->npending >= e->lim.max_pending && !c->paused) {
         c->paused = 1;
-        e->io.pause(e->io.data, c->user, 1);
+        if (!c->auth_paused)
+            e->io.pause(e->io.data, c->user, 1);
     }
 }
 
@@ -941,7 +1118,8 @@ static void on_subscribe(knit_relay_conn_t *c, const knit_subscribe_t *s)
 /* ---------------------------------------------------------------------- */
 /* Input                                                                    */
 
-static void on_frame(knit_relay_conn_t *c, const uint8_t *p, size_t n, uint64_t wall_ms)
+static void on_frame(knit_relay_conn_t *c, const uint8_t *p, size_t n, uint64_t wall_ms,
+                     uint64_t mono_ms)
 {
     knit_relay_engine_t *e = c->e;
     const knit_codec_limits_t *lim = c->state == ST_HELLO ? &e->dec_hello : &e->dec;
@@ -957,7 +1135,7 @@ static void on_frame(knit_relay_conn_t *c, const uint8_t *p, size_t n, uint64_t 
     }
     if (c->state == ST_HELLO) {
         if (m.type == KNIT_MSG_HELLO)
-            on_hello(c, &m.u.hello, wall_ms);
+            on_hello(c, &m, wall_ms, mono_ms);
         else
             error_close(c, KNIT_EPROTO, "the first message must be HELLO");
         knit_msg_free(&m);
@@ -1008,6 +1186,26 @@ int knit_relay_conn_input(knit_relay_conn_t *c, const uint8_t *p, size_t n, uint
         return KNIT_ECLOSED;
     c->last_rx_mono = mono_ms;
     while (n > 0 && alive(c)) {
+        if (c->state == ST_AUTH) {
+            /* Design note 11: keep it for after WELCOME, and stop reading. */
+            uint8_t *q;
+            if (c->nstash + n > MAX_STASH) {
+                error_close(c, KNIT_EPROTO, "too much sent before WELCOME");
+                break;
+            }
+            if (!(q = knit__realloc(c->stash, c->nstash + n))) {
+                error_close(c, KNIT_ENOMEM, "out of memory");
+                break;
+            }
+            memcpy(q + c->nstash, p, n);
+            if (!c->nstash) {
+                c->stash_wall = wall_ms;
+                c->stash_mono = mono_ms;
+            }
+            c->stash = q;
+            c->nstash += n;
+            break;
+        }
         const uint8_t *payload;
         size_t used = 0, len;
         int rc = knit_frame_read(&c->rd, p, n, &used, &payload, &len);
@@ -1024,7 +1222,12 @@ int knit_relay_conn_input(knit_relay_conn_t *c, const uint8_t *p, size_t n, uint
         n -= used;
         if (rc == 0)
             break;
-        on_frame(c, payload, len, wall_ms);
+        on_frame(c, payload, len, wall_ms, mono_ms);
+    }
+    if (alive(c) && c->state == ST_AUTH && !c->auth_paused) {
+        c->auth_paused = 1;
+        if (!c->paused)
+            c->e->io.pause(c->e->io.data, c->user, 1);
     }
     return alive(c) ? 0 : KNIT_ECLOSED;
 }
@@ -1051,7 +1254,8 @@ static void answer(knit_relay_engine_t *e, pending_t *p)
         c->npending--;
     if (c->paused && c->npending < e->lim.max_pending / 2 + 1 && !c->lost) {
         c->paused = 0;
-        e->io.pause(e->io.data, c->user, 0);
+        if (!c->auth_paused)
+            e->io.pause(e->io.data, c->user, 0);
     }
     if (!alive(c))
         return;
@@ -1061,8 +1265,8 @@ static void answer(knit_relay_engine_t *e, pending_t *p)
         m.u.ack.id = p->id;
         m.u.ack.durable = 1;
         /* Design note 9: the sequences this push took, all of them its own. */
-        m.u.ack.first_seq = p->res.first_seq;
-        m.u.ack.last_seq = p->res.last_seq;
+        m.u.ack.first_seq = p->push.res.first_seq;
+        m.u.ack.last_seq = p->push.res.last_seq;
     } else {
         m.type = KNIT_MSG_REJECT;
         m.u.reject.id = p->id;
@@ -1082,71 +1286,103 @@ static void answer(knit_relay_engine_t *e, pending_t *p)
         error_close(c, KNIT_ETOOBIG, "not reading");
 }
 
-int knit_relay_engine_flush(knit_relay_engine_t *e, uint64_t wall_ms,
-                            uint64_t mono_ms) /* see proto_server.h */
-{
-    pending_t *list = e->head, *p;
-    size_t napply = 0, nunits = 0;
-    int rc = 0;
+static void close_all(knit_relay_engine_t *e);
 
-    (void)mono_ms;
-    if (!list)
-        return 0;
-    e->head = e->tail = NULL;
-    for (p = list; p; p = p->next)
-        napply += p->batch != NULL;
-    if (napply) {
-        rc = knit_relay_store_begin(e->store);
-        if (rc == 0) {
-            for (p = list; p; p = p->next) {
-                if (!p->batch)
-                    continue;
-                int arc = knit_relay_store_apply(e->store, p->ns, p->batch, &p->res);
-                if (arc) {
-                    p->code = arc;
-                    snprintf(p->msg, sizeof p->msg, "%s", knit_relay_store_errmsg(e->store));
-                    knit_batch_free(p->batch);
-                    p->batch = NULL;
-                }
-            }
-            rc = knit_relay_store_commit(e->store);
-        }
-        if (rc) {
-            /* Design note 1: nothing of this group is acknowledged. */
-            logf_(e, KNIT_LOG_ERROR, "group commit failed: %s", knit_relay_store_errmsg(e->store));
-            for (p = list; p; p = p->next) {
-                if (!p->batch)
-                    continue;
-                knit_batch_free(p->res.fanout);
-                memset(&p->res, 0, sizeof p->res);
-                p->code = rc == KNIT_EBUSY ? KNIT_EBUSY : KNIT_EIO;
-                snprintf(p->msg, sizeof p->msg, "relay storage failed; push again later");
-            }
+/* The group in flight completed (design notes 1, 2 and 11): answers in
+** arrival order, then the fan-out in sequence order. */
+static void on_group_done(void *arg, int rc)
+{
+    knit_relay_engine_t *e = arg;
+    pending_t *list = e->group, *p;
+    size_t napply = 0, nunits = 0;
+
+    e->group = NULL;
+    e->committing = 0;
+    for (p = list; p; p = p->next) {
+        if (!p->batch)
+            continue;
+        napply++;
+        if (rc == 0 && p->push.code) {
+            /* This push alone was refused by the store. */
+            p->code = p->push.code;
+            snprintf(p->msg, sizeof p->msg, "%s", p->push.msg);
+            knit_batch_free(p->batch);
+            p->batch = NULL;
         }
     }
-    /* Answers first, in arrival order (design note 2), then the fan-out in
-    ** sequence order. */
+    if (rc) {
+        /* Design note 1: nothing of this group is acknowledged. */
+        logf_(e, KNIT_LOG_ERROR, "group commit failed: %s", e->st.errmsg(e->st.data));
+        for (p = list; p; p = p->next) {
+            if (!p->batch)
+                continue;
+            knit_batch_free(p->push.res.fanout);
+            memset(&p->push.res, 0, sizeof p->push.res);
+            p->code = rc == KNIT_EBUSY ? KNIT_EBUSY : KNIT_EIO;
+            snprintf(p->msg, sizeof p->msg, "relay storage failed; push again later");
+        }
+    }
     for (p = list; p; p = p->next)
         answer(e, p);
     for (p = list; p; p = p->next) {
-        if (!p->res.fanout)
+        if (!p->push.res.fanout)
             continue;
-        nunits += p->res.fanout->ntxns;
-        for (size_t i = 0; i < p->res.fanout->nchanges; i++)
-            knit_hlc_recv(&e->clock, p->res.fanout->changes[i].hlc, wall_ms, e->lim.max_drift_ms);
-        fan_out(e, p->ns, p->res.fanout);
+        nunits += p->push.res.fanout->ntxns;
+        for (size_t i = 0; i < p->push.res.fanout->nchanges; i++)
+            knit_hlc_recv(&e->clock, p->push.res.fanout->changes[i].hlc, e->group_wall,
+                          e->lim.max_drift_ms);
+        fan_out(e, p->ns, p->push.res.fanout);
     }
     logf_(e, KNIT_LOG_DEBUG, "group: %zu pushes applied, %zu units committed", napply, nunits);
     while (list) {
         p = list;
         list = p->next;
         knit_batch_free(p->batch);
-        knit_batch_free(p->res.fanout);
+        knit_batch_free(p->push.res.fanout);
         knit__free(p->ns);
         knit__free(p->reasons);
         knit__free(p->reason_text);
         knit__free(p);
     }
+    if (e->shutting_down) {
+        /* Pushes that waited behind this group are committed before the
+        ** connections close (knit_relay_engine_shutdown). */
+        if (e->head)
+            knit_relay_engine_flush(e, e->group_wall, 0);
+        if (!e->committing)
+            close_all(e);
+    }
+}
+
+int knit_relay_engine_flush(knit_relay_engine_t *e, uint64_t wall_ms,
+                            uint64_t mono_ms) /* see proto_server.h */
+{
+    knit_relay_push_t *first = NULL, **link = &first;
+    pending_t *p;
+    int rc = 0;
+
+    (void)mono_ms;
+    if (!e->head || e->committing)
+        return 0; /* note 11: one group in flight; the rest waits */
+    e->group = e->head;
+    e->head = e->tail = NULL;
+    e->group_wall = wall_ms;
+    for (p = e->group; p; p = p->next) {
+        if (!p->batch)
+            continue;
+        memset(&p->push, 0, sizeof p->push);
+        p->push.ns = p->ns;
+        p->push.batch = p->batch;
+        *link = &p->push;
+        link = &p->push.next;
+    }
+    if (first) {
+        e->committing = 1;
+        rc = e->st.commit(e->st.data, first, on_group_done, e);
+        if (rc == KNIT_RELAY_PENDING)
+            return 0;
+    }
+    on_group_done(e, rc);
     return rc;
 }
 
@@ -1158,7 +1394,8 @@ void knit_relay_engine_tick(knit_relay_engine_t *e, uint64_t wall_ms,
         next = c->next;
         if (!alive(c))
             continue;
-        if (c->state == ST_HELLO && mono_ms - c->opened_mono >= e->lim.handshake_ms)
+        if ((c->state == ST_HELLO || c->state == ST_AUTH) &&
+            mono_ms - c->opened_mono >= e->lim.handshake_ms)
             error_close(c, KNIT_ETIMEDOUT, "no HELLO in time");
         else if (c->state == ST_READY && mono_ms - c->last_rx_mono >= e->lim.idle_ms)
             error_close(c, KNIT_ETIMEDOUT, "idle timeout");
@@ -1168,14 +1405,26 @@ void knit_relay_engine_tick(knit_relay_engine_t *e, uint64_t wall_ms,
     }
 }
 
-void knit_relay_engine_shutdown(knit_relay_engine_t *e, uint64_t wall_ms,
-                                uint64_t mono_ms) /* see proto_server.h */
+static void close_all(knit_relay_engine_t *e)
 {
     knit_relay_conn_t *c, *next;
-    knit_relay_engine_flush(e, wall_ms, mono_ms);
-    e->shutting_down = 1;
     for (c = e->conns; c; c = next) {
         next = c->next;
         error_close(c, KNIT_ECLOSED, "relay shutting down");
     }
+}
+
+void knit_relay_engine_shutdown(knit_relay_engine_t *e, uint64_t wall_ms,
+                                uint64_t mono_ms) /* see proto_server.h */
+{
+    knit_relay_engine_flush(e, wall_ms, mono_ms);
+    e->shutting_down = 1;
+    /* With a commit in flight, its completion closes them (note 11). */
+    if (!e->committing)
+        close_all(e);
+}
+
+int knit_relay_engine_busy(const knit_relay_engine_t *e) /* see proto_server.h */
+{
+    return e->committing || e->nhellos > 0;
 }

@@ -71,7 +71,7 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "auth.h"
+#include "cred.h"
 #include "frame.h"
 
 enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };

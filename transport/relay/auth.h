@@ -15,6 +15,9 @@
 **              "exp" is required; "exp", "nbf" and "iat" are checked against
 **              the wall time with a small allowance for clock skew.
 **
+** Names, principals and base64url, which the sync client shares, are in
+** transport/wire/cred.h.  JSON is parsed with jansson.
+**
 ** Nothing here reads a clock, a file or a random source: the wall time, the
 ** key and the salt come in as arguments.  Every comparison of a secret,
 ** hash or MAC is constant-time.
@@ -28,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cred.h"
 #include "knit_errors.h"
 
 #ifdef __cplusplus
@@ -35,15 +39,10 @@ extern "C" {
 #endif
 
 #define KNIT_JWT_MAX_TOKEN 8192  /* longest token accepted, bytes */
-#define KNIT_JWT_MAX_SUB 128     /* longest "sub", bytes */
 #define KNIT_JWT_MIN_KEY 32      /* shortest HMAC key accepted, bytes */
 #define KNIT_JWT_SKEW_MS 60000   /* default clock-skew allowance */
-#define KNIT_ANON_ID_MAX 64      /* longest anonymous id */
-#define KNIT_ANON_SECRET_MIN 16  /* shortest anonymous secret, bytes */
-#define KNIT_ANON_SECRET_MAX 256 /* longest anonymous secret, bytes */
 #define KNIT_ANON_SALT_LEN 16    /* salt bytes */
 #define KNIT_ANON_HASH_LEN 32    /* SHA-256 */
-#define KNIT_PRINCIPAL_MAX 160   /* buffer that any principal name fits */
 
 /* Claims of a verified token. */
 typedef struct knit_jwt_claims_s {
@@ -55,10 +54,13 @@ typedef struct knit_jwt_claims_s {
 
 /* Verifies a compact HS256 JWT token[0..len) under key.  Refused with
 ** KNIT_EAUTH, and *why set to a static reason that never quotes the token:
-** malformed base64url (padding, stray characters or non-zero spare bits),
-** malformed or duplicate-keyed JSON, alg other than exactly "HS256" (so
-** "none", "HS512", "RS256" ...), a "crit" header, a bad signature, no or a
-** bad "sub", no "exp", expired (now >= exp + skew), not yet valid
+** malformed base64url (padding, stray characters or non-zero spare bits);
+** malformed or duplicate-keyed JSON, or JSON nested deeper than 16, with
+** more than 64 members or a member name over 128 bytes; alg other than
+** exactly "HS256" (so "none", "HS512", "RS256" ...); a "crit" header; a bad
+** signature; no or a bad "sub"; no "exp"; a time claim that is not an
+** integer or a real with a fraction of a second (1.8e9 is refused), or not
+** in [0, 10^11) seconds; expired (now >= exp + skew), not yet valid
 ** (nbf > now + skew) or issued in the future (iat > now + skew).  KNIT_EINVAL
 ** for a key shorter than KNIT_JWT_MIN_KEY.  skew_ms is the allowance;
 ** claims may be NULL. */
@@ -72,14 +74,6 @@ KNIT_EXTERN int knit_jwt_verify(const char *token, size_t len, const uint8_t *ke
 KNIT_EXTERN int knit_jwt_mint(const uint8_t *key, size_t keylen, const char *sub, uint64_t now_ms,
                               uint64_t ttl_s, char **out /* OUT, knit__free */);
 
-/* 1 if s is an acceptable "sub": 1..KNIT_JWT_MAX_SUB bytes of
-** [A-Za-z0-9._@|+-] (no ':' or '/', so "user:<sub>" names one namespace). */
-KNIT_EXTERN int knit_auth_sub_ok(const char *s);
-/* 1 if id is an acceptable anonymous id: 1..KNIT_ANON_ID_MAX of [A-Za-z0-9_-]. */
-KNIT_EXTERN int knit_anon_id_ok(const char *id);
-/* 1 if secret has an acceptable length (KNIT_ANON_SECRET_MIN..MAX bytes). */
-KNIT_EXTERN int knit_anon_secret_ok(const char *secret);
-
 /* SHA-256 over "knit.anon.1", salt, id and secret (each length-prefixed). */
 KNIT_EXTERN void knit_anon_hash(const uint8_t salt[KNIT_ANON_SALT_LEN], const char *id,
                                 const char *secret, uint8_t out[KNIT_ANON_HASH_LEN]);
@@ -89,25 +83,9 @@ KNIT_EXTERN int knit_anon_check(const uint8_t salt[KNIT_ANON_SALT_LEN],
                                 const uint8_t hash[KNIT_ANON_HASH_LEN], const char *id,
                                 const char *secret);
 
-/* Principal names: "anon:<id>" and "user:<sub>" into buf[0..n); KNIT_EINVAL
-** if the id/sub is not acceptable or buf too small. */
-KNIT_EXTERN int knit_auth_anon_principal(const char *id, char *buf, size_t n);
-KNIT_EXTERN int knit_auth_user_principal(const char *sub, char *buf, size_t n);
-
 /* 1 if a session of principal may read and write ns.  In protocol version 1
 ** a principal's only namespace is its own name. */
 KNIT_EXTERN int knit_auth_granted(const char *principal, const char *ns);
-
-/* Constant-time equality of a[0..n) and b[0..n): 1 equal, 0 not. */
-KNIT_EXTERN int knit_ct_equal(const void *a, const void *b, size_t n);
-
-/* Lower-level pieces, exposed for tests and tools. */
-/* base64url without padding; strict decode (KNIT_ECORRUPT); out must hold
-** (n * 3) / 4 bytes; *outn gets the count. */
-KNIT_EXTERN int knit_b64url_decode(const char *in, size_t n, uint8_t *out, size_t *outn);
-/* Encodes into out (holds (n * 4 + 2) / 3 + 1 bytes, NUL-terminated);
-** returns the length. */
-KNIT_EXTERN size_t knit_b64url_encode(const uint8_t *in, size_t n, char *out);
 
 #ifdef __cplusplus
 }

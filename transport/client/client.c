@@ -1,6 +1,7 @@
 /*
-** client.c: the sync client's libuv glue (API in knit_sync.h).  Sockets,
-** timers, the file watch and the replica live here; every protocol
+** client.c: the sync client's libuv glue (API in knit_sync.h).  The
+** connection (a byte stream, transport/stream/stream.h; TCP today), timers,
+** the file watch and the replica live here; every protocol
 ** decision is the engine's (proto_client.c), which this file feeds with
 ** bytes, events and the time, and whose requests it carries out on the
 ** replica (knit.h).
@@ -22,9 +23,9 @@
 **   3. Reading local changes is bounded: none while more than MAX_WBACKLOG
 **      bytes wait to be written, so a slow relay throttles the reads.
 **   4. Each connection attempt has its own conn_t.  The engine learns that a
-**      connection is gone (knit_client_lost) only in the handle's close
-**      callback, after libuv cancelled its writes, so no callback of an old
-**      connection can reach the engine's next session.
+**      connection is gone (knit_client_lost) only in the stream's close
+**      callback, after the stream cancelled its writes, so no callback of an
+**      old connection can reach the engine's next session.
 **   5. Stopping closes every handle; the close callback and the free happen
 **      when the last one reported closed (libuv's close rule).
 **   6. Claiming (proto_client.c design note 6) is decided once, at start:
@@ -48,11 +49,11 @@
 #include <sqlite3.h>
 
 #include "alloc.h"
-#include "auth.h"
+#include "cred.h"
 #include "codec.h"
 #include "proto_client.h"
+#include "tcp.h"
 
-#define READ_BUF (64 * 1024)
 #define MAX_WBACKLOG (4u * 1024 * 1024)
 #define DEF_POLL_MS 250
 #define DEF_STOP_GRACE_MS 3000
@@ -62,62 +63,55 @@
 #define CLAIMED_SETTING "sync.claimed"
 
 typedef struct conn_s {
-    uv_tcp_t tcp;          /* the socket; tcp.data = this */
-    uv_connect_t creq;     /* the connect request */
-    knit_sync_t *s;        /* owner */
-    int connected;         /* the connect callback succeeded */
-    int closing;           /* uv_close was called */
+    knit_stream_t *st;      /* the byte stream (stream.h); st->data = this */
+    knit_sync_t *s;         /* owner */
+    int connected;          /* the stream opened */
+    int closing;            /* knit_stream_close was called */
     int close_when_drained; /* close once the writes in flight are done */
-    int code;              /* why it closed (KNIT_E*; 0: the engine asked) */
-    char msg[160];         /* detail of code */
-    size_t writes;         /* write requests in flight */
-    size_t wbytes;         /* their bytes */
-    uint8_t rbuf[READ_BUF]; /* read buffer */
+    int code;               /* why it closed (KNIT_E*; 0: the engine asked) */
+    char msg[160];          /* detail of code */
+    size_t writes;          /* writes in flight */
+    size_t wbytes;          /* their bytes */
 } conn_t;
 
-typedef struct wreq_s {
-    uv_write_t req; /* libuv request; req.data = the conn */
-    knit_buf_t buf; /* the bytes, freed when written */
-} wreq_t;
-
 struct knit_sync_s {
-    uv_loop_t *loop;            /* the application's loop */
-    knit_t *k;                  /* the replica */
-    knit_client_t *c;           /* the protocol engine */
-    knit_sync_options_t opt;    /* options; strings point at the copies below */
-    char *host;                 /* owned copy */
-    char *token;                /* owned copy of the current JWT, or NULL */
-    char *anon_id;              /* owned: the anonymous credential used (ANONYMOUS) or
-                                   claimed (JWT), or NULL */
-    char *anon_secret;          /* owned */
+    uv_loop_t *loop;                     /* the application's loop */
+    knit_t *k;                           /* the replica */
+    knit_client_t *c;                    /* the protocol engine */
+    knit_sync_options_t opt;             /* options; strings point at the copies below */
+    char *host;                          /* owned copy */
+    char *token;                         /* owned copy of the current JWT, or NULL */
+    char *anon_id;                       /* owned: the anonymous credential used (ANONYMOUS) or
+                                            claimed (JWT), or NULL */
+    char *anon_secret;                   /* owned */
     char claimed_ns[KNIT_PRINCIPAL_MAX]; /* namespace io_claimed moved, reported with
                                    the next state event; "" when none */
-    int claimed_rows;           /* rows it moved */
-    char *agent;                /* owned */
-    char *watch_dir;            /* directory watched, owned (NULL: no watch) */
-    char *watch_db;             /* basename of the replica */
-    size_t watch_dblen;         /* its length */
-    uv_timer_t timer;           /* the engine's next deadline; also the "kick" */
-    uv_timer_t poll;            /* safety poll (note 2) */
-    uv_timer_t recheck;         /* polls shortly after a watch event (note 2) */
-    uv_fs_event_t watch;        /* the directory watch */
-    uv_getaddrinfo_t gai;       /* name resolution in flight */
-    int gai_active;             /* gai is in flight */
-    int watching;               /* watch was started */
-    unsigned rechecks;          /* rechecks done since the last watch event */
-    conn_t *conn;               /* the connection, or NULL */
-    int in_pump;                /* pump() is running (note 1) */
-    int again;                  /* pump() was asked for while running */
-    int stop_req;               /* knit_sync_stop() was called */
-    int stop_sent;              /* the engine was told */
-    int finishing;              /* handles are being closed (note 5) */
-    int open_handles;           /* handles not yet reported closed */
-    knit_sync_close_fn close_cb; /* called once all is closed */
-    uint64_t read_retry_at;     /* reading local changes failed: not before this */
-    knit_sync_state_t pub_state; /* last state reported to the application */
-    uint64_t applied;           /* changes from elsewhere that won and were written */
-    uint64_t aside;             /* changes set aside by knit_apply (knit.h) */
-    uint64_t recovered;         /* set-aside changes that applied later */
+    int claimed_rows;                    /* rows it moved */
+    char *agent;                         /* owned */
+    char *watch_dir;                     /* directory watched, owned (NULL: no watch) */
+    char *watch_db;                      /* basename of the replica */
+    size_t watch_dblen;                  /* its length */
+    uv_timer_t timer;                    /* the engine's next deadline; also the "kick" */
+    uv_timer_t poll;                     /* safety poll (note 2) */
+    uv_timer_t recheck;                  /* polls shortly after a watch event (note 2) */
+    uv_fs_event_t watch;                 /* the directory watch */
+    uv_getaddrinfo_t gai;                /* name resolution in flight */
+    int gai_active;                      /* gai is in flight */
+    int watching;                        /* watch was started */
+    unsigned rechecks;                   /* rechecks done since the last watch event */
+    conn_t *conn;                        /* the connection, or NULL */
+    int in_pump;                         /* pump() is running (note 1) */
+    int again;                           /* pump() was asked for while running */
+    int stop_req;                        /* knit_sync_stop() was called */
+    int stop_sent;                       /* the engine was told */
+    int finishing;                       /* handles are being closed (note 5) */
+    int open_handles;                    /* handles not yet reported closed */
+    knit_sync_close_fn close_cb;         /* called once all is closed */
+    uint64_t read_retry_at;              /* reading local changes failed: not before this */
+    knit_sync_state_t pub_state;         /* last state reported to the application */
+    uint64_t applied;                    /* changes from elsewhere that won and were written */
+    uint64_t aside;                      /* changes set aside by knit_apply (knit.h) */
+    uint64_t recovered;                  /* set-aside changes that applied later */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -166,23 +160,6 @@ static void kick(knit_sync_t *s)
         uv_timer_start(&s->timer, on_timer, 0, 0);
 }
 
-static int uv_to_knit(int uverr)
-{
-    switch (uverr) {
-    case UV_ETIMEDOUT:
-        return KNIT_ETIMEDOUT;
-    case UV_ENOMEM:
-    case UV_ENOBUFS:
-        return KNIT_ENOMEM;
-    case UV_EOF:
-    case UV_ECONNRESET:
-    case UV_EPIPE:
-        return KNIT_ECLOSED;
-    default:
-        return KNIT_EIO;
-    }
-}
-
 /* ---------------------------------------------------------------------- */
 /* What the engine asks of the replica                                     */
 
@@ -212,8 +189,7 @@ static int io_ready(void *data, const knit_welcome_t *w)
     }
     rc = knit_set_namespace(s->k, w->principal);
     if (rc) {
-        slog(s, KNIT_SYNC_LOG_ERROR, "adopting namespace %s: %s", w->principal,
-             knit_errmsg(s->k));
+        slog(s, KNIT_SYNC_LOG_ERROR, "adopting namespace %s: %s", w->principal, knit_errmsg(s->k));
         return rc;
     }
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -248,16 +224,14 @@ static int io_claimed(void *data, const char *from, const char *to)
     return 0;
 }
 
-static int io_apply(void *data, const char *ns, uint64_t from, uint64_t to,
-                    const knit_batch_t *b)
+static int io_apply(void *data, const char *ns, uint64_t from, uint64_t to, const knit_batch_t *b)
 {
     knit_sync_t *s = data;
     knit_apply_stats_t st;
     int rc = knit_apply_at(s->k, b, ns, to, &st);
     if (rc) {
-        slog(s, KNIT_SYNC_LOG_ERROR, "applying %zu changes of %s (%llu..%llu): %s",
-             b->nchanges, ns, (unsigned long long)from, (unsigned long long)to,
-             knit_errmsg(s->k));
+        slog(s, KNIT_SYNC_LOG_ERROR, "applying %zu changes of %s (%llu..%llu): %s", b->nchanges, ns,
+             (unsigned long long)from, (unsigned long long)to, knit_errmsg(s->k));
         return rc;
     }
     s->applied += st.applied;
@@ -265,8 +239,8 @@ static int io_apply(void *data, const char *ns, uint64_t from, uint64_t to,
     s->recovered += st.recovered;
     if (st.skipped)
         slog(s, KNIT_SYNC_LOG_DEBUG,
-             "%zu changes of %s are for tables or columns this replica does not track",
-             st.skipped, ns);
+             "%zu changes of %s are for tables or columns this replica does not track", st.skipped,
+             ns);
     if (st.aside)
         slog(s, KNIT_SYNC_LOG_WARN,
              "%zu changes of %s (%llu..%llu) could not be applied here and were set aside; "
@@ -275,8 +249,8 @@ static int io_apply(void *data, const char *ns, uint64_t from, uint64_t to,
              knit_filename(s->k) ? knit_filename(s->k) : "REPLICA");
     slog(s, KNIT_SYNC_LOG_DEBUG,
          "applied %s %llu..%llu: %zu won, %zu known, %zu lost, %zu set aside, %zu recovered", ns,
-         (unsigned long long)from, (unsigned long long)to, st.applied, st.known, st.lost,
-         st.aside, st.recovered);
+         (unsigned long long)from, (unsigned long long)to, st.applied, st.known, st.lost, st.aside,
+         st.recovered);
     return 0;
 }
 
@@ -363,9 +337,9 @@ static void io_log(void *data, int level, const char *line)
 /* ---------------------------------------------------------------------- */
 /* The connection                                                           */
 
-static void on_conn_closed(uv_handle_t *h)
+static void on_conn_closed(knit_stream_t *st)
 {
-    conn_t *cn = h->data;
+    conn_t *cn = st->data;
     knit_sync_t *s = cn->s;
     if (s->conn == cn)
         s->conn = NULL;
@@ -383,19 +357,16 @@ static void conn_close(conn_t *cn, int code, const char *msg)
     cn->closing = 1;
     cn->code = code;
     snprintf(cn->msg, sizeof cn->msg, "%s", msg ? msg : "");
-    uv_close((uv_handle_t *)&cn->tcp, on_conn_closed);
+    knit_stream_close(cn->st);
 }
 
-static void on_write(uv_write_t *req, int status)
+static void on_written(knit_stream_t *st, void *arg, int status)
 {
-    wreq_t *w = req->data;
-    conn_t *cn = w->req.handle->data;
+    conn_t *cn = st->data;
     cn->writes--;
-    cn->wbytes -= w->buf.len;
-    knit_buf_free(&w->buf);
-    knit__free(w);
-    if (status < 0 && status != UV_ECANCELED) {
-        conn_close(cn, uv_to_knit(status), uv_strerror(status));
+    cn->wbytes -= (size_t)(uintptr_t)arg;
+    if (status != 0) {
+        conn_close(cn, status, knit_strerror(status));
         return;
     }
     if (cn->close_when_drained && cn->writes == 0)
@@ -404,13 +375,11 @@ static void on_write(uv_write_t *req, int status)
         pump(cn->s);
 }
 
-/* Writes what the engine queued (one request for all of it). */
+/* Writes what the engine queued (one write for all of it). */
 static void flush_output(knit_sync_t *s)
 {
     conn_t *cn = s->conn;
     knit_buf_t b = {NULL, 0, 0};
-    wreq_t *w;
-    uv_buf_t ub;
     int rc;
 
     knit_client_take_output(s->c, &b);
@@ -422,74 +391,53 @@ static void flush_output(knit_sync_t *s)
         knit_buf_free(&b);
         return;
     }
-    if (!(w = knit__malloc(sizeof *w))) {
-        knit_buf_free(&b);
-        conn_close(cn, KNIT_ENOMEM, "out of memory");
-        return;
-    }
-    w->buf = b;
-    w->req.data = w;
-    ub = uv_buf_init((char *)b.p, (unsigned)b.len);
-    rc = uv_write(&w->req, (uv_stream_t *)&cn->tcp, &ub, 1, on_write);
+    /* The stream owns b.p from here on. */
+    rc = knit_stream_write(cn->st, b.p, b.len, on_written, (void *)(uintptr_t)b.len);
     if (rc) {
-        knit_buf_free(&w->buf);
-        knit__free(w);
-        conn_close(cn, uv_to_knit(rc), uv_strerror(rc));
+        conn_close(cn, rc, knit_strerror(rc));
         return;
     }
     cn->writes++;
     cn->wbytes += b.len;
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    conn_t *cn = h->data;
-    (void)suggested;
-    *buf = uv_buf_init((char *)cn->rbuf, sizeof cn->rbuf);
-}
-
-static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+static void on_conn_read(knit_stream_t *st, const uint8_t *p, size_t n)
 {
     conn_t *cn = st->data;
     knit_sync_t *s = cn->s;
-    if (nread < 0) {
-        conn_close(cn, uv_to_knit((int)nread),
-                   nread == UV_EOF ? "the relay closed the connection" : uv_strerror((int)nread));
+    if (cn->closing)
         return;
-    }
-    if (nread == 0 || cn->closing)
-        return;
-    if (knit_client_input(s->c, (const uint8_t *)buf->base, (size_t)nread, mono_ms()) != 0)
-        uv_read_stop(st);
+    if (knit_client_input(s->c, p, n, mono_ms()) != 0)
+        knit_stream_read(st, 0);
     pump(s);
 }
 
-static void on_connect(uv_connect_t *req, int status)
+static void on_conn_end(knit_stream_t *st, int code, const char *msg)
 {
-    conn_t *cn = req->data;
+    conn_t *cn = st->data;
+    conn_close(cn, code, msg ? msg : "the relay closed the connection");
+}
+
+static void on_conn_open(knit_stream_t *st, int status, const char *msg)
+{
+    conn_t *cn = st->data;
     knit_sync_t *s = cn->s;
-    int rc;
-    if (status < 0) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "%s:%d: %s", s->host, s->opt.port, uv_strerror(status));
-        if (status != UV_ECANCELED)
-            conn_close(cn, uv_to_knit(status), msg);
-        return;
-    }
     if (cn->closing)
         return;
-    cn->connected = 1;
-    uv_tcp_nodelay(&cn->tcp, 1);
-    if ((rc = uv_read_start((uv_stream_t *)&cn->tcp, on_alloc, on_read)) != 0) {
-        conn_close(cn, uv_to_knit(rc), uv_strerror(rc));
+    if (status) {
+        char text[160];
+        snprintf(text, sizeof text, "%s:%d: %s", s->host, s->opt.port, msg);
+        conn_close(cn, status, text);
         return;
     }
+    cn->connected = 1;
     knit_client_connected(s->c, mono_ms());
     pump(s);
 }
 
 static void connect_to(knit_sync_t *s, const struct sockaddr *addr)
 {
+    static const knit_stream_cbs_t cbs = {on_conn_open, on_conn_read, on_conn_end, on_conn_closed};
     conn_t *cn = knit__calloc(1, sizeof *cn);
     int rc;
     if (!cn) {
@@ -497,20 +445,15 @@ static void connect_to(knit_sync_t *s, const struct sockaddr *addr)
         return;
     }
     cn->s = s;
-    if ((rc = uv_tcp_init(s->loop, &cn->tcp)) != 0) {
+    if ((rc = knit_tcp_connect(s->loop, addr, &cbs, cn, &cn->st)) != 0) {
+        char msg[160];
         knit__free(cn);
-        knit_client_lost(s->c, mono_ms(), uv_to_knit(rc), uv_strerror(rc));
+        snprintf(msg, sizeof msg, "%s:%d: %s", s->host, s->opt.port, knit_strerror(rc));
+        knit_client_lost(s->c, mono_ms(), rc, msg);
         return;
     }
-    cn->tcp.data = cn;
-    cn->creq.data = cn;
     s->conn = cn;
     s->open_handles++;
-    if ((rc = uv_tcp_connect(&cn->creq, &cn->tcp, addr, on_connect)) != 0) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "%s:%d: %s", s->host, s->opt.port, uv_strerror(rc));
-        conn_close(cn, uv_to_knit(rc), msg);
-    }
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -598,8 +541,7 @@ static void read_local(knit_sync_t *s, uint64_t now)
         if (!rc)
             rc = knit_changes_since(s->k, after, &o, &b);
         if (rc) {
-            slog(s, KNIT_SYNC_LOG_WARN, "reading local changes: %s (retrying)",
-                 knit_errmsg(s->k));
+            slog(s, KNIT_SYNC_LOG_WARN, "reading local changes: %s (retrying)", knit_errmsg(s->k));
             s->read_retry_at = now + READ_RETRY_MS;
             return;
         }
@@ -612,8 +554,8 @@ static void read_local(knit_sync_t *s, uint64_t now)
         /* A read cut at max changes may have left later ones out. */
         if (b->nchanges < max && v0 > covers)
             covers = v0;
-        slog(s, KNIT_SYNC_LOG_DEBUG, "read %zu local changes in %zu units after %llu",
-             b->nchanges, b->ntxns, (unsigned long long)after);
+        slog(s, KNIT_SYNC_LOG_DEBUG, "read %zu local changes in %zu units after %llu", b->nchanges,
+             b->ntxns, (unsigned long long)after);
         if ((rc = knit_client_push(s->c, b, covers, now)) != 0) {
             slog(s, KNIT_SYNC_LOG_WARN, "queueing a push: %s (retrying)", knit_strerror(rc));
             s->read_retry_at = now + READ_RETRY_MS;
@@ -831,8 +773,7 @@ int knit_sync_start(uv_loop_t *loop, knit_t *k, const knit_sync_options_t *opt,
     char agent[64];
 
     *out = NULL;
-    if (!loop || !k || !opt || !opt->host || !*opt->host || opt->port <= 0 ||
-        opt->port > 65535)
+    if (!loop || !k || !opt || !opt->host || !*opt->host || opt->port <= 0 || opt->port > 65535)
         return KNIT_EINVAL;
     if (opt->cred_kind != KNIT_SYNC_ANONYMOUS && opt->cred_kind != KNIT_SYNC_JWT)
         return KNIT_EINVAL;

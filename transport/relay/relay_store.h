@@ -1,5 +1,7 @@
 /*
-** relay_store.h: the relay's embedded store, one SQLite file.
+** relay_store.h: the relay's embedded store, one SQLite file: the first
+** backend of the store interface (store.h; knit_relay_store_backend() in
+** store_sqlite.c fills that interface with these functions).
 **
 ** The relay keeps, per namespace, a sequence that grows by one for every
 ** pushed unit that changed something, and the latest winning state of every
@@ -29,6 +31,7 @@
 #include <stdint.h>
 
 #include "knit.h"
+#include "store.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -57,19 +60,6 @@ KNIT_EXTERN const char *knit_relay_store_errmsg(knit_relay_store_t *s);
 /* Opens a group (one SQLite write transaction).  KNIT_EINVAL if one is
 ** already open. */
 KNIT_EXTERN int knit_relay_store_begin(knit_relay_store_t *s);
-
-/* What one applied push changed. */
-typedef struct knit_relay_applied_s {
-    knit_batch_t *fanout; /* winning changes, one unit per pushed unit that
-                             changed something, unit version = its sequence;
-                             owned by the caller (knit_batch_free) */
-    uint64_t first_seq;   /* sequence of the first such unit (0 if none) */
-    uint64_t last_seq;    /* sequence of the last (0 if none); first..last are
-                             consecutive and all this push's: nothing else
-                             takes a sequence of ns while a push applies */
-    size_t applied;       /* changes that won and were stored */
-    size_t known;         /* changes that lost or were already held */
-} knit_relay_applied_t;
 
 /* Merges one decoded push into the open group.  Every change must belong to
 ** namespace ns (KNIT_EINVAL otherwise).  Each change is merged with the
@@ -118,24 +108,6 @@ KNIT_EXTERN int knit_relay_store_catch_up(knit_relay_store_t *s, const char *ns,
                                           size_t max_changes, knit_batch_t **out /* OUT */,
                                           uint64_t *reached /* OUT */, int *more /* OUT */);
 
-/* A stored cell catch-up could not send (design note 8 of relay_store.c):
-** damaged in the file (it does not decode, names an unknown table or
-** column) or not applicable by replicas (knit_change_check refuses it, e.g.
-** an OR-set with a BLOB element stored by an older relay).  Strings are
-** valid during the callback; names and keys are shown as far as they can
-** be read ("table id 7" when the table is unknown; the key's bytes as X'..'
-** when it does not decode). */
-typedef struct knit_relay_damage_s {
-    const char *ns;      /* namespace */
-    const char *table;   /* table name, or "table id N" */
-    const char *key;     /* the key as SQL literals, or its raw bytes */
-    const char *column;  /* column name, "(row liveness)", or "column id N" */
-    uint64_t seq;        /* the cell's sequence */
-    const char *message; /* what is wrong with it */
-} knit_relay_damage_t;
-
-typedef void (*knit_relay_damage_fn)(void *data, const knit_relay_damage_t *d);
-
 /* Registers the callback told about every cell catch-up skips (NULL: none). */
 KNIT_EXTERN void knit_relay_store_on_damage(knit_relay_store_t *s, knit_relay_damage_fn fn,
                                             void *data);
@@ -172,10 +144,21 @@ KNIT_EXTERN int knit_relay_store_list(knit_relay_store_t *s,
                                       void *data);
 
 /* ---------------------------------------------------------------------- */
+/* Namespaces and identity                                                  */
+
+/* Erases namespace ns durably, in its own transaction (not inside a
+** group): its cells, tables and sequence (design note 9 of relay_store.c).
+** KNIT_ENOTFOUND when the store has never seen ns. */
+KNIT_EXTERN int knit_relay_store_erase(knit_relay_store_t *s, const char *ns);
+
+/* The relay's own site id, made once and kept in the store (design note
+** 10); not inside a group.  KNIT_ENOTFOUND on a read-only store that has
+** none yet. */
+KNIT_EXTERN int knit_relay_store_site(knit_relay_store_t *s, knit_site_t *site /* OUT */);
+
+/* ---------------------------------------------------------------------- */
 /* Anonymous credentials                                                    */
 
-#define KNIT_RELAY_SALT_LEN 16 /* bytes of salt per anonymous id */
-#define KNIT_RELAY_HASH_LEN 32 /* SHA-256 */
 
 /* Looks an anonymous id up: 1 and its salt and hash when registered, 0 when
 ** not, or an error. */
@@ -192,6 +175,14 @@ KNIT_EXTERN int knit_relay_store_anon_put(knit_relay_store_t *s, const char *id,
 KNIT_EXTERN int
 knit_relay_store_list_anon(knit_relay_store_t *s,
                            int (*fn)(void *data, const char *id, uint64_t created_ms), void *data);
+
+/* ---------------------------------------------------------------------- */
+/* The store interface                                                      */
+
+/* Fills *b with s as a store backend (store.h), every operation completing
+** at once.  Defined in store_sqlite.c, part of the relay library (not of
+** the store library sync-inspect links). */
+KNIT_EXTERN void knit_relay_store_backend(knit_relay_store_t *s, knit_relay_backend_t *b /* OUT */);
 
 #ifdef __cplusplus
 }

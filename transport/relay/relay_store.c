@@ -52,6 +52,15 @@
 **      namespace, table, key and column, and counted; every other cell of
 **      the page is sent.  PRAGMA quick_check (knit_relay_store_check) finds
 **      damage SQLite itself can see, at start.
+**   9. Erasure forgets a namespace whole: its cells, its tables and columns
+**      (their ids belong to that namespace alone, so no other cell names
+**      them) and its sequence, in one transaction.  A namespace written
+**      again afterwards starts over at sequence 1; a client whose cursor is
+**      beyond that is sent everything (PROTOCOL.md §6.2).
+**  10. The relay's own site id is made once, from SQLite's CSPRNG, and kept
+**      in a key-value table meta(key, value) that is created when it is
+**      first written.  A store that has none yet is still schema 2, and a
+**      read-only store without one answers KNIT_ENOTFOUND.
 **
 ** OR-set cells are stored self-contained, with full site ids, in the form
 ** the state digest needs:
@@ -123,7 +132,7 @@ static const char SCHEMA[] =
     "CREATE TABLE anon("
     "  id TEXT PRIMARY KEY,"                 /* client-made anonymous id */
     "  salt BLOB NOT NULL,"                  /* 16 random bytes */
-    "  hash BLOB NOT NULL,"                  /* SHA-256, see transport/auth.h */
+    "  hash BLOB NOT NULL,"                  /* SHA-256, see relay/auth.h */
     "  created INTEGER NOT NULL) WITHOUT ROWID;";
 /* clang-format on */
 
@@ -149,6 +158,12 @@ enum {
     S_ANON_GET,
     S_ANON_PUT,
     S_ANON_LIST,
+    S_ERASE_CELLS,
+    S_ERASE_COLS,
+    S_ERASE_TBLS,
+    S_ERASE_NS,
+    S_META_GET,
+    S_META_PUT,
     S_COUNT
 };
 
@@ -201,6 +216,14 @@ static const char *const SQL[S_COUNT] = {
     [S_ANON_GET] = "SELECT salt, hash FROM anon WHERE id = ?1",
     [S_ANON_PUT] = "INSERT INTO anon(id, salt, hash, created) VALUES(?1, ?2, ?3, ?4)",
     [S_ANON_LIST] = "SELECT id, created FROM anon ORDER BY id",
+    /* Erasure of one namespace (design note 9), in this order. */
+    [S_ERASE_CELLS] = "DELETE FROM cell WHERE ns = ?1",
+    [S_ERASE_COLS] = "DELETE FROM col WHERE tbl IN (SELECT id FROM tbl WHERE ns = ?1)",
+    [S_ERASE_TBLS] = "DELETE FROM tbl WHERE ns = ?1",
+    [S_ERASE_NS] = "DELETE FROM ns WHERE id = ?1",
+    /* The meta table (design note 10) is made when first written. */
+    [S_META_GET] = "SELECT value FROM meta WHERE key = ?1",
+    [S_META_PUT] = "INSERT INTO meta(key, value) VALUES(?1, ?2)",
 };
 
 struct knit_relay_store_s {
@@ -2024,6 +2047,91 @@ int knit_relay_store_list(knit_relay_store_t *s,
     }
     sqlite3_reset(st);
     return rc < 0 ? rc : r;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Erasure and the relay's site id                                          */
+
+int knit_relay_store_erase(knit_relay_store_t *s, const char *ns) /* see relay_store.h */
+{
+    static const int steps[] = {S_ERASE_CELLS, S_ERASE_COLS, S_ERASE_TBLS, S_ERASE_NS};
+    sqlite3_stmt *st;
+    int64_t id;
+    uint64_t seq;
+    int rc;
+    if (s->readonly)
+        return set_err(s, KNIT_EREADONLY, "store opened read-only");
+    if (s->in_group)
+        return set_err(s, KNIT_EINVAL, "erase inside a group");
+    if ((rc = exec(s, "BEGIN IMMEDIATE")) != 0)
+        return rc;
+    rc = ns_lookup(s, ns, 0, &id, &seq);
+    if (rc == 0 && id == 0)
+        rc = set_err(s, KNIT_ENOTFOUND, "no namespace %s", ns);
+    for (size_t i = 0; rc == 0 && i < sizeof steps / sizeof steps[0]; i++) {
+        if ((rc = stmt(s, steps[i], &st)) != 0)
+            break;
+        sqlite3_bind_int64(st, 1, id);
+        rc = step(s, st);
+        sqlite3_reset(st);
+        if (rc > 0)
+            rc = 0;
+    }
+    if (rc == 0)
+        return exec(s, "COMMIT");
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+int knit_relay_store_site(knit_relay_store_t *s, knit_site_t *site) /* see relay_store.h */
+{
+    sqlite3_stmt *st;
+    uint8_t made[sizeof site->b];
+    int rc, have = 0;
+
+    if (s->in_group)
+        return set_err(s, KNIT_EINVAL, "site inside a group");
+    /* meta may not exist yet (design note 10): a failed prepare is "none". */
+    rc = sqlite3_prepare_v2(s->db, SQL[S_META_GET], -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, "site", -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW && sqlite3_column_bytes(st, 0) == (int)sizeof site->b) {
+            memcpy(site->b, sqlite3_column_blob(st, 0), sizeof site->b);
+            have = 1;
+        } else if (rc == SQLITE_ROW) {
+            sqlite3_finalize(st);
+            return set_err(s, KNIT_ECORRUPT, "the relay's site id is malformed");
+        }
+        sqlite3_finalize(st);
+    }
+    if (have)
+        return 0;
+    if (s->readonly)
+        return set_err(s, KNIT_ENOTFOUND, "the store has no site id yet");
+    if ((rc = exec(s, "BEGIN IMMEDIATE;"
+                      " CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL)"
+                      " WITHOUT ROWID")) != 0) {
+        if (!sqlite3_get_autocommit(s->db))
+            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    sqlite3_randomness(sizeof made, made);
+    if ((rc = sqlite3_prepare_v2(s->db, SQL[S_META_PUT], -1, &st, NULL)) != SQLITE_OK) {
+        rc = db_err(s, rc);
+    } else {
+        sqlite3_bind_text(st, 1, "site", -1, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 2, made, sizeof made, SQLITE_STATIC);
+        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, sqlite3_errcode(s->db));
+        sqlite3_finalize(st);
+    }
+    if (rc == 0 && (rc = exec(s, "COMMIT")) == 0) {
+        memcpy(site->b, made, sizeof site->b);
+        return 0;
+    }
+    if (!sqlite3_get_autocommit(s->db))
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
 }
 
 /* ---------------------------------------------------------------------- */

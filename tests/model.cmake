@@ -1,0 +1,10 @@
+# The model-based randomized test (tests/model/): random schemas, replicas
+# written by plain SQL, copies, joiners, faults, synced through the relay
+# store and checked against a reference model.  One CTest case per feature
+# group, so a defect shows under the name of what it needs; "long" (not
+# registered) is the long run: KNIT_CASES=200000 test_model long.
+knit_test(model
+  SOURCES model/test_model.c
+  CASES basic orset constraints keys idents alter copy join delivery faults ns all
+  LIBS knit_relay
+  TIMEOUT 240)

@@ -1,0 +1,538 @@
+/*
+** relay.c: libuv glue for the relay (API in relay.h).  Listeners, timers
+** and signals live here, and connections are byte streams
+** (transport/stream/stream.h; TCP today); every protocol decision is the
+** engine's (proto_server.c), which this file feeds with bytes and the time.
+**
+** Design notes
+**   1. Group commit happens in a uv_check callback: libuv runs it after
+**      every poll phase, so all frames read in one loop iteration, from all
+**      connections, are committed together before the loop sleeps again.
+**   2. Closing is lingering: when the engine closes a connection, the glue
+**      stops feeding it, lets the queued frames (typically an ERROR) drain,
+**      half-closes (FIN), and keeps reading and discarding until the peer
+**      closes or CLOSE_LINGER_MS pass.  Closing a socket with unread input
+**      would send RST and could destroy the ERROR before the peer reads it.
+**   3. The relay runs on the caller's loop and owns only its own handles:
+**      listeners, the check and the tick timer, and the connections.
+**   4. Closing (knit_relay_close): stop accepting, let the engine commit
+**      and answer what it received and send ERROR KNIT_ECLOSED everywhere,
+**      then wait for the connections to close, at most STOP_GRACE_MS, and
+**      for the engine to have nothing pending; then close the handles.
+**
+**     RUNNING --knit_relay_close()--> STOPPING --conns, listeners gone,
+**                                                engine idle: maybe_finish()-->
+**     FINISHING --check and tick closed: on_handle_closed()--> cb, freed
+*/
+#include "relay.h"
+
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "tcp.h"
+
+#define TICK_MS 250
+#define CLOSE_LINGER_MS 2000
+#define STOP_GRACE_MS 5000
+
+typedef struct conn_s {
+    knit_stream_t *st;       /* the byte stream; st->data = this */
+    knit_relay_t *r;         /* owner */
+    knit_relay_conn_t *ec;   /* engine connection (NULL: refused at accept) */
+    struct conn_s *prev;     /* relay's list */
+    struct conn_s *next;     /* relay's list */
+    size_t writes;           /* writes in flight */
+    int closing;             /* engine asked to close, or the peer went away */
+    int shut;                /* FIN sent */
+    int handle_closing;      /* knit_stream_close called */
+    uint64_t close_deadline; /* mono ms by which the stream is closed anyway */
+} conn_t;
+
+struct knit_relay_s {
+    uv_loop_t *loop;                                      /* the caller's loop */
+    uv_check_t check;                                     /* group commit after each poll */
+    uv_timer_t tick;                                      /* timeouts */
+    knit_relay_engine_t *eng;                             /* the protocol engine */
+    knit_tcp_listener_t **ls;                             /* open listeners */
+    size_t nls;                                           /* count */
+    size_t open_listeners;                                /* listeners not yet reported closed */
+    conn_t *conns;                                        /* open connections */
+    size_t nconns;                                        /* count */
+    size_t max_conns;                                     /* limit */
+    int log_level;                                        /* for the glue's own lines */
+    void (*log)(void *data, int level, const char *line); /* where lines go */
+    void *data;                                           /* the caller's */
+    int stopping;                                         /* knit_relay_close was called */
+    int finishing;                                        /* handles are being closed */
+    int open_handles;                  /* check and tick not yet reported closed */
+    uint64_t stop_deadline;            /* mono ms */
+    void (*close_cb)(knit_relay_t *r); /* called once all is closed */
+};
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t mono_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
+void knit_relay_log_stderr(void *data, int level, const char *line) /* see relay.h */
+{
+    static const char *names[] = {"error", "warn", "info", "debug"};
+    char when[32];
+    struct timespec ts;
+    struct tm tm;
+    (void)data;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    fprintf(stderr, "%s.%03ldZ sync-relay %s: %s\n", when, ts.tv_nsec / 1000000L,
+            names[level < 0   ? 0
+                  : level > 3 ? 3
+                              : level],
+            line);
+}
+
+static void glog(knit_relay_t *r, int level, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    if (level > r->log_level)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    r->log(r->data, level, line);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Closing connections                                                      */
+
+static void maybe_finish(knit_relay_t *r);
+
+static void on_stream_closed(knit_stream_t *st)
+{
+    conn_t *c = st->data;
+    knit_relay_t *r = c->r;
+    if (c->ec)
+        knit_relay_conn_free(c->ec);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        r->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    r->nconns--;
+    knit__free(c);
+    maybe_finish(r);
+}
+
+static void close_handle(conn_t *c)
+{
+    if (c->handle_closing)
+        return;
+    c->handle_closing = 1;
+    knit_stream_close(c->st);
+}
+
+/* Half-closes once every queued write is done (note 2). */
+static void linger(conn_t *c)
+{
+    if (c->handle_closing || c->shut || c->writes)
+        return;
+    c->shut = 1;
+    if (knit_stream_shutdown(c->st) != 0)
+        close_handle(c);
+}
+
+/* EOF, a read error or a failed half-close: the peer is gone (or finished
+** its half of a lingering close). */
+static void on_stream_end(knit_stream_t *st, int code, const char *msg)
+{
+    conn_t *c = st->data;
+    (void)code;
+    (void)msg;
+    if (c->ec && !c->closing)
+        knit_relay_conn_lost(c->ec);
+    c->closing = 1;
+    close_handle(c);
+}
+
+static void on_stream_read(knit_stream_t *st, const uint8_t *p, size_t n)
+{
+    conn_t *c = st->data;
+    if (c->closing || !c->ec)
+        return; /* lingering: discard (note 2) */
+    knit_relay_conn_input(c->ec, p, n, wall_ms(), mono_ms());
+}
+
+/* ---------------------------------------------------------------------- */
+/* Engine callbacks                                                         */
+
+static void on_written(knit_stream_t *st, void *arg, int status)
+{
+    conn_t *c = st->data;
+    size_t n = (size_t)(uintptr_t)arg;
+    c->writes--;
+    if (status != 0) {
+        if (c->ec && !c->closing)
+            knit_relay_conn_lost(c->ec);
+        c->closing = 1;
+        close_handle(c);
+        return;
+    }
+    if (c->ec && !c->handle_closing)
+        knit_relay_conn_sent(c->ec, n);
+    if (c->closing)
+        linger(c);
+}
+
+static int io_send(void *data, void *user, uint8_t *p, size_t n)
+{
+    conn_t *c = user;
+    (void)data;
+    if (c->handle_closing || c->shut) {
+        knit__free(p);
+        return -1;
+    }
+    /* The stream owns p from here on, also when it refuses it. */
+    if (knit_stream_write(c->st, p, n, on_written, (void *)(uintptr_t)n) != 0)
+        return -1;
+    c->writes++;
+    return 0;
+}
+
+static void io_close(void *data, void *user)
+{
+    conn_t *c = user;
+    (void)data;
+    if (c->closing)
+        return;
+    c->closing = 1;
+    c->close_deadline = mono_ms() + CLOSE_LINGER_MS;
+    /* Read (and discard) until the peer's EOF, even if reading was paused. */
+    knit_stream_read(c->st, 1);
+    linger(c);
+}
+
+static void io_pause(void *data, void *user, int paused)
+{
+    conn_t *c = user;
+    (void)data;
+    if (c->closing || c->handle_closing)
+        return;
+    knit_stream_read(c->st, !paused);
+}
+
+static int io_random(void *data, void *buf, size_t n)
+{
+    knit_relay_t *r = data;
+    return uv_random(r->loop, NULL, buf, n, 0, NULL) == 0 ? 0 : -1;
+}
+
+static void io_log(void *data, int level, const char *line)
+{
+    knit_relay_t *r = data;
+    r->log(r->data, level, line);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Accepting                                                                */
+
+static void refuse(conn_t *c, int code, const char *msg)
+{
+    uint8_t *p;
+    size_t n;
+    c->closing = 1;
+    c->close_deadline = mono_ms() + CLOSE_LINGER_MS;
+    knit_stream_read(c->st, 1);
+    if (knit_relay_error_frame(code, msg, &p, &n) == 0)
+        io_send(c->r, c, p, n);
+    linger(c);
+}
+
+static void on_accept(void *data, knit_tcp_listener_t *l, knit_stream_t *st)
+{
+    static const knit_stream_cbs_t cbs = {NULL, on_stream_read, on_stream_end, on_stream_closed};
+    knit_relay_t *r = data;
+    conn_t *c;
+    char name[64];
+
+    (void)l;
+    if (!st) {
+        glog(r, KNIT_LOG_WARN, "accept failed");
+        return;
+    }
+    if (!(c = knit__calloc(1, sizeof *c))) {
+        glog(r, KNIT_LOG_ERROR, "accept: out of memory");
+        st->cb = cbs;
+        st->cb.on_close = NULL;
+        knit_stream_close(st);
+        return;
+    }
+    c->r = r;
+    c->st = st;
+    st->cb = cbs;
+    st->data = c;
+    c->next = r->conns;
+    if (r->conns)
+        r->conns->prev = c;
+    r->conns = c;
+    r->nconns++;
+    knit_stream_peer(st, name, sizeof name);
+    if (r->stopping) {
+        refuse(c, KNIT_ECLOSED, "relay shutting down");
+        return;
+    }
+    if (r->nconns > r->max_conns) {
+        glog(r, KNIT_LOG_WARN, "refusing %s: %zu connections already", name, r->max_conns);
+        refuse(c, KNIT_EBUSY, "too many connections");
+        return;
+    }
+    if (knit_relay_conn_open(r->eng, c, wall_ms(), mono_ms(), &c->ec) != 0) {
+        refuse(c, KNIT_ENOMEM, "out of memory");
+        return;
+    }
+    knit_relay_conn_set_name(c->ec, name);
+    glog(r, KNIT_LOG_DEBUG, "connection from %s", name);
+    knit_stream_read(st, 1);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Loop plumbing                                                            */
+
+static void on_check(uv_check_t *h)
+{
+    knit_relay_t *r = h->data;
+    if (knit_relay_engine_pending(r->eng))
+        knit_relay_engine_flush(r->eng, wall_ms(), mono_ms());
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    knit_relay_t *r = t->data;
+    uint64_t now = mono_ms();
+    conn_t *c, *next;
+    if (!r->stopping)
+        knit_relay_engine_tick(r->eng, wall_ms(), now);
+    for (c = r->conns; c; c = next) {
+        next = c->next;
+        if ((c->closing && now >= c->close_deadline) || (r->stopping && now >= r->stop_deadline))
+            close_handle(c);
+    }
+    maybe_finish(r);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    knit_relay_t *r = h->data;
+    if (--r->open_handles > 0)
+        return;
+    knit_relay_engine_free(r->eng);
+    knit__free(r->ls);
+    if (r->close_cb)
+        r->close_cb(r);
+    knit__free(r);
+}
+
+static void maybe_finish(knit_relay_t *r)
+{
+    if (!r->stopping || r->finishing || r->nconns || r->open_listeners ||
+        knit_relay_engine_busy(r->eng))
+        return;
+    r->finishing = 1;
+    r->open_handles = 2;
+    uv_close((uv_handle_t *)&r->check, on_handle_closed);
+    uv_close((uv_handle_t *)&r->tick, on_handle_closed);
+}
+
+static void on_listener_closed(void *data, knit_tcp_listener_t *l)
+{
+    knit_relay_t *r = data;
+    (void)l;
+    r->open_listeners--;
+    maybe_finish(r);
+}
+
+/* ---------------------------------------------------------------------- */
+/* API                                                                      */
+
+int knit_relay_new(uv_loop_t *loop, const knit_relay_opts_t *o,
+                   knit_relay_t **out) /* see relay.h */
+{
+    knit_relay_t *r;
+    knit_relay_io_t io;
+    int rc;
+
+    *out = NULL;
+    if (!loop || !o)
+        return KNIT_EINVAL;
+    if (!(r = knit__calloc(1, sizeof *r)))
+        return KNIT_ENOMEM;
+    r->loop = loop;
+    r->log_level = o->cfg.log_level;
+    r->log = o->log ? o->log : knit_relay_log_stderr;
+    r->data = o->data;
+    r->max_conns = o->max_conns ? o->max_conns : 1024;
+    memset(&io, 0, sizeof io);
+    io.send = io_send;
+    io.close = io_close;
+    io.pause = io_pause;
+    io.random = io_random;
+    io.log = io_log;
+    io.data = r;
+    if ((rc = knit_relay_engine_new(&o->cfg, &io, &r->eng)) != 0) {
+        knit__free(r);
+        return rc;
+    }
+    uv_check_init(loop, &r->check);
+    r->check.data = r;
+    uv_check_start(&r->check, on_check);
+    uv_timer_init(loop, &r->tick);
+    r->tick.data = r;
+    uv_timer_start(&r->tick, on_tick, TICK_MS, TICK_MS);
+    *out = r;
+    return 0;
+}
+
+int knit_relay_listen(knit_relay_t *r, const char *host, int port,
+                      knit_relay_addr_t *out) /* see relay.h */
+{
+    knit_tcp_listener_t *l, **n;
+    knit_relay_addr_t a;
+    char msg[200];
+    int rc;
+
+    if (r->stopping)
+        return KNIT_ECLOSED;
+    if (!(n = knit__realloc(r->ls, (r->nls + 1) * sizeof *n)))
+        return KNIT_ENOMEM;
+    r->ls = n;
+    if ((rc = knit_tcp_listen(r->loop, host, port, on_accept, r, msg, sizeof msg, &l)) != 0) {
+        glog(r, KNIT_LOG_ERROR, "%s", msg);
+        return rc;
+    }
+    r->ls[r->nls++] = l;
+    r->open_listeners++;
+    knit_tcp_listener_addr(l, a.host, sizeof a.host, &a.port);
+    glog(r, KNIT_LOG_INFO, "listening on %s:%d", a.host, a.port);
+    if (out)
+        *out = a;
+    return 0;
+}
+
+void knit_relay_close(knit_relay_t *r, void (*cb)(knit_relay_t *r)) /* see relay.h */
+{
+    if (!r || r->stopping)
+        return;
+    r->stopping = 1;
+    r->close_cb = cb;
+    r->stop_deadline = mono_ms() + STOP_GRACE_MS;
+    for (size_t i = 0; i < r->nls; i++)
+        knit_tcp_listener_close(r->ls[i], on_listener_closed);
+    r->nls = 0;
+    knit_relay_engine_shutdown(r->eng, wall_ms(), mono_ms());
+    maybe_finish(r);
+}
+
+void *knit_relay_data(const knit_relay_t *r) /* see relay.h */
+{
+    return r->data;
+}
+
+size_t knit_relay_conns(const knit_relay_t *r) /* see relay.h */
+{
+    return r->nconns;
+}
+
+/* ---------------------------------------------------------------------- */
+/* knit_relay_serve: own loop, signals                                      */
+
+typedef struct serve_s {
+    knit_relay_t *r;     /* the relay */
+    uv_signal_t sigint;  /* SIGINT */
+    uv_signal_t sigterm; /* SIGTERM */
+    int log_level;       /* for the lines below */
+    int stopping;        /* a stop signal arrived */
+} serve_t;
+
+static void on_signal_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void on_relay_closed(knit_relay_t *r)
+{
+    serve_t *sv = knit_relay_data(r);
+    uv_close((uv_handle_t *)&sv->sigint, on_signal_closed);
+    uv_close((uv_handle_t *)&sv->sigterm, on_signal_closed);
+    /* Closing the watchers restores the default action; a second signal
+    ** during the last steps must not turn a clean stop into a kill. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    serve_t *sv = h->data;
+    if (sv->stopping)
+        return;
+    sv->stopping = 1;
+    if (sv->log_level >= KNIT_LOG_INFO)
+        knit_relay_log_stderr(NULL, KNIT_LOG_INFO,
+                              signum == SIGINT
+                                  ? "SIGINT: stopping (committing what was received)"
+                                  : "SIGTERM: stopping (committing what was received)");
+    knit_relay_close(sv->r, on_relay_closed);
+}
+
+int knit_relay_serve(const knit_relay_serve_opts_t *o) /* see relay.h */
+{
+    knit_relay_opts_t ro;
+    knit_relay_addr_t a;
+    serve_t sv;
+    uv_loop_t loop;
+    int rc;
+
+    memset(&sv, 0, sizeof sv);
+    sv.log_level = o->cfg.log_level;
+    if (uv_loop_init(&loop) != 0)
+        return KNIT_EIO;
+    memset(&ro, 0, sizeof ro);
+    ro.max_conns = o->max_conns;
+    ro.cfg = o->cfg;
+    ro.data = &sv;
+    if ((rc = knit_relay_new(&loop, &ro, &sv.r)) != 0) {
+        uv_loop_close(&loop);
+        return rc;
+    }
+    if ((rc = knit_relay_listen(sv.r, o->host, o->port, &a)) != 0) {
+        knit_relay_close(sv.r, NULL);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        uv_loop_close(&loop);
+        return rc;
+    }
+    uv_signal_init(&loop, &sv.sigint);
+    sv.sigint.data = &sv;
+    uv_signal_start(&sv.sigint, on_signal, SIGINT);
+    uv_signal_init(&loop, &sv.sigterm);
+    sv.sigterm.data = &sv;
+    uv_signal_start(&sv.sigterm, on_signal, SIGTERM);
+    if (o->on_listen)
+        o->on_listen(o->data, a.host, a.port);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (sv.log_level >= KNIT_LOG_INFO)
+        knit_relay_log_stderr(NULL, KNIT_LOG_INFO, "stopped");
+    uv_loop_close(&loop);
+    return 0;
+}

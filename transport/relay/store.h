@@ -1,0 +1,142 @@
+/*
+** store.h: the relay's store interface.  The protocol engine
+** (proto_server.h) keeps everything durable through this struct of
+** callbacks, so that a second backend (PostgreSQL, a later issue) can sit
+** under it beside the embedded SQLite store (relay_store.h, filled in by
+** knit_relay_store_backend() in store_sqlite.c).
+**
+** What the engine needs of a store:
+**   - group commit: a list of decoded pushes merged and made durable
+**     together; the result may come later, through a callback;
+**   - reads: a namespace's sequence, and catch-up pages of the cells that
+**     changed after a sequence (each cell once, in its latest state);
+**   - anonymous credentials: look up and register (salted hashes only);
+**   - namespace operations: the sign-in claim's merge of one namespace
+**     into another, and erasure of a namespace, each possibly later;
+**   - the relay's own site id, made once and kept, so the relay itself
+**     can write cells;
+**   - diagnostics: the last error's text, cells catch-up had to skip.
+**
+** Operations that may complete later return KNIT_RELAY_PENDING and call
+** their done callback exactly once, afterwards (never from inside the
+** call); otherwise they return 0 or a KNIT_E* code at once and do not call
+** it.  A backend may be synchronous throughout (the SQLite one is): the
+** engine is written for the asynchronous case and answers a push only from
+** the group's completion.  Reads must see committed state only, and
+** operations issued while a commit is pending are ordered after it by the
+** backend.  Commits made elsewhere (another relay on the same database)
+** are announced to the engine with knit_relay_engine_advanced().
+**
+** Ownership: strings and batches passed in are the engine's and stay
+** valid until the operation completes; batches handed out (fan-out,
+** catch-up) become the engine's, which frees them with knit_batch_free().
+*/
+#ifndef KNIT_RELAY_STORE_IFACE_H
+#define KNIT_RELAY_STORE_IFACE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "knit.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KNIT_RELAY_PENDING 1   /* the operation completes later, through done() */
+#define KNIT_RELAY_SALT_LEN 16 /* bytes of salt per anonymous id */
+#define KNIT_RELAY_HASH_LEN 32 /* SHA-256 */
+
+/* What one applied push changed. */
+typedef struct knit_relay_applied_s {
+    knit_batch_t *fanout; /* winning changes, one unit per pushed unit that
+                             changed something, unit version = its sequence;
+                             owned by the caller (knit_batch_free) */
+    uint64_t first_seq;   /* sequence of the first such unit (0 if none) */
+    uint64_t last_seq;    /* sequence of the last (0 if none); first..last are
+                             consecutive and all this push's: nothing else
+                             takes a sequence of ns while a push applies */
+    size_t applied;       /* changes that won and were stored */
+    size_t known;         /* changes that lost or were already held */
+} knit_relay_applied_t;
+
+/* A stored cell catch-up could not send (design note 8 of relay_store.c):
+** damaged in the file (it does not decode, names an unknown table or
+** column) or not applicable by replicas (knit_change_check refuses it, e.g.
+** an OR-set with a BLOB element stored by an older relay).  Strings are
+** valid during the callback; names and keys are shown as far as they can
+** be read ("table id 7" when the table is unknown; the key's bytes as X'..'
+** when it does not decode). */
+typedef struct knit_relay_damage_s {
+    const char *ns;      /* namespace */
+    const char *table;   /* table name, or "table id N" */
+    const char *key;     /* the key as SQL literals, or its raw bytes */
+    const char *column;  /* column name, "(row liveness)", or "column id N" */
+    uint64_t seq;        /* the cell's sequence */
+    const char *message; /* what is wrong with it */
+} knit_relay_damage_t;
+
+typedef void (*knit_relay_damage_fn)(void *data, const knit_relay_damage_t *d);
+
+/* One push of a group commit.  The engine fills the inputs; the backend
+** fills the outputs before the group completes. */
+typedef struct knit_relay_push_s {
+    struct knit_relay_push_s *next; /* the group's next push, or NULL */
+    const char *ns;                 /* in: namespace of every change */
+    const knit_batch_t *batch;      /* in: the decoded, checked changes */
+    int code;                       /* out: 0, or why this push alone was refused
+                                       (KNIT_EINVAL, KNIT_ESCHEMA, KNIT_ECORRUPT ...);
+                                       the rest of the group still commits */
+    char msg[200];                  /* out: detail of code */
+    knit_relay_applied_t res;       /* out: what it changed (zeroed when refused) */
+} knit_relay_push_t;
+
+/* Result of a namespace merge. */
+typedef struct knit_relay_merged_s {
+    uint64_t seq; /* the target namespace's sequence after the merge */
+    size_t cells; /* cells of the source read and merged */
+} knit_relay_merged_t;
+
+/* Completion of an operation that returned KNIT_RELAY_PENDING: 0, or a
+** KNIT_E* code (then nothing of it took effect). */
+typedef void (*knit_relay_done_fn)(void *arg, int status);
+
+typedef struct knit_relay_backend_s {
+    /* Merges the pushes of the list (in order; each atomic, see
+    ** relay_store.h knit_relay_store_apply for the rules) and makes them
+    ** durable together.  A failure of the whole group (nothing committed)
+    ** is its return value or done's status; the outputs are then ignored
+    ** and the backend frees any fan-out it made. */
+    int (*commit)(void *data, knit_relay_push_t *group, knit_relay_done_fn done, void *arg);
+    /* Current sequence of ns (0 if never seen). */
+    int (*seq)(void *data, const char *ns, uint64_t *seq /* OUT */);
+    /* Catch-up page of ns after `after` (relay_store.h knit_relay_store_catch_up). */
+    int (*catch_up)(void *data, const char *ns, uint64_t after, size_t max_changes,
+                    knit_batch_t **out /* OUT */, uint64_t *reached /* OUT */, int *more /* OUT */);
+    /* Anonymous credentials: get answers 1 (found), 0 (unknown) or an error;
+    ** put registers durably, KNIT_EEXISTS if the id is taken. */
+    int (*anon_get)(void *data, const char *id, uint8_t salt[KNIT_RELAY_SALT_LEN] /* OUT */,
+                    uint8_t hash[KNIT_RELAY_HASH_LEN] /* OUT */);
+    int (*anon_put)(void *data, const char *id, const uint8_t salt[KNIT_RELAY_SALT_LEN],
+                    const uint8_t hash[KNIT_RELAY_HASH_LEN], uint64_t now_ms);
+    /* Merges every cell of `from` into `to` (CRDT union, idempotent) in one
+    ** transaction; *out is filled before completion. */
+    int (*merge)(void *data, const char *from, const char *to, size_t page,
+                 knit_relay_merged_t *out /* OUT */, knit_relay_done_fn done, void *arg);
+    /* Forgets ns: cells and sequence.  KNIT_ENOTFOUND for an unknown ns. */
+    int (*erase)(void *data, const char *ns, knit_relay_done_fn done, void *arg);
+    /* The relay's site id, made on first call and kept. */
+    int (*site)(void *data, knit_site_t *site /* OUT */);
+    /* Text of the last failure ("" if none), valid until the next call. */
+    const char *(*errmsg)(void *data);
+    /* Registers the callback told about each cell catch-up skips (NULL:
+    ** none), and counts them. */
+    void (*on_damage)(void *data, knit_relay_damage_fn fn, void *fn_data);
+    uint64_t (*damaged)(void *data);
+    void *data; /* passed to every callback */
+} knit_relay_backend_t;
+
+#ifdef __cplusplus
+}
+#endif
+#endif

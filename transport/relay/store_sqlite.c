@@ -1,0 +1,160 @@
+/*
+** store_sqlite.c: the embedded SQLite store (relay_store.h) as a backend of
+** the store interface (store.h).  Every operation completes before it
+** returns, so none ever answers KNIT_RELAY_PENDING.
+**
+** Design notes
+**   1. A group commit is one SQLite transaction: begin, each push merged in
+**      its own savepoint (a push the store refuses leaves the others
+**      intact), one COMMIT.  If the commit fails, every fan-out is freed
+**      and the engine answers nothing of the group with an ACK.
+**   2. The claim's merge is a catch-up of the source namespace applied to
+**      the target, page by page, inside one transaction: a CRDT union, so
+**      merging twice adds nothing the second time.
+*/
+#include "relay_store.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+
+static int b_commit(void *data, knit_relay_push_t *group, knit_relay_done_fn done, void *arg)
+{
+    knit_relay_store_t *s = data;
+    int rc;
+    (void)done;
+    (void)arg;
+    if ((rc = knit_relay_store_begin(s)) != 0)
+        return rc;
+    for (knit_relay_push_t *p = group; p; p = p->next) {
+        int arc = knit_relay_store_apply(s, p->ns, p->batch, &p->res);
+        if (arc) {
+            p->code = arc;
+            snprintf(p->msg, sizeof p->msg, "%s", knit_relay_store_errmsg(s));
+        }
+    }
+    if ((rc = knit_relay_store_commit(s)) != 0) {
+        for (knit_relay_push_t *p = group; p; p = p->next) {
+            knit_batch_free(p->res.fanout);
+            memset(&p->res, 0, sizeof p->res);
+        }
+    }
+    return rc;
+}
+
+static int b_seq(void *data, const char *ns, uint64_t *seq)
+{
+    return knit_relay_store_seq(data, ns, seq);
+}
+
+static int b_catch_up(void *data, const char *ns, uint64_t after, size_t max_changes,
+                      knit_batch_t **out, uint64_t *reached, int *more)
+{
+    return knit_relay_store_catch_up(data, ns, after, max_changes, out, reached, more);
+}
+
+static int b_anon_get(void *data, const char *id, uint8_t salt[KNIT_RELAY_SALT_LEN],
+                      uint8_t hash[KNIT_RELAY_HASH_LEN])
+{
+    return knit_relay_store_anon_get(data, id, salt, hash);
+}
+
+static int b_anon_put(void *data, const char *id, const uint8_t salt[KNIT_RELAY_SALT_LEN],
+                      const uint8_t hash[KNIT_RELAY_HASH_LEN], uint64_t now_ms)
+{
+    return knit_relay_store_anon_put(data, id, salt, hash, now_ms);
+}
+
+/* Design note 2. */
+static int b_merge(void *data, const char *from, const char *to, size_t page,
+                   knit_relay_merged_t *out, knit_relay_done_fn done, void *arg)
+{
+    knit_relay_store_t *s = data;
+    uint64_t after = 0;
+    int more = 1, rc;
+
+    (void)done;
+    (void)arg;
+    memset(out, 0, sizeof *out);
+    if ((rc = knit_relay_store_begin(s)) != 0)
+        return rc;
+    while (more) {
+        knit_batch_t *b = NULL;
+        knit_relay_applied_t res;
+        uint64_t reached;
+        uint32_t to_idx;
+
+        if ((rc = knit_relay_store_catch_up(s, from, after, page, &b, &reached, &more)) != 0)
+            break;
+        if (b->nchanges == 0) {
+            knit_batch_free(b);
+            break;
+        }
+        if ((rc = knit_batch_ns(b, to, &to_idx)) != 0) {
+            knit_batch_free(b);
+            break;
+        }
+        for (size_t i = 0; i < b->nchanges; i++)
+            b->changes[i].ns = to_idx;
+        rc = knit_relay_store_apply(s, to, b, &res);
+        out->cells += b->nchanges;
+        knit_batch_free(b);
+        if (rc)
+            break;
+        knit_batch_free(res.fanout);
+        after = reached;
+    }
+    if (rc == 0)
+        rc = knit_relay_store_commit(s);
+    else
+        knit_relay_store_rollback(s);
+    if (rc == 0)
+        rc = knit_relay_store_seq(s, to, &out->seq);
+    return rc;
+}
+
+static int b_erase(void *data, const char *ns, knit_relay_done_fn done, void *arg)
+{
+    (void)done;
+    (void)arg;
+    return knit_relay_store_erase(data, ns);
+}
+
+static int b_site(void *data, knit_site_t *site)
+{
+    return knit_relay_store_site(data, site);
+}
+
+static const char *b_errmsg(void *data)
+{
+    return knit_relay_store_errmsg(data);
+}
+
+static void b_on_damage(void *data, knit_relay_damage_fn fn, void *fn_data)
+{
+    knit_relay_store_on_damage(data, fn, fn_data);
+}
+
+static uint64_t b_damaged(void *data)
+{
+    return knit_relay_store_damaged(data);
+}
+
+void knit_relay_store_backend(knit_relay_store_t *s,
+                              knit_relay_backend_t *b) /* see relay_store.h */
+{
+    memset(b, 0, sizeof *b);
+    b->commit = b_commit;
+    b->seq = b_seq;
+    b->catch_up = b_catch_up;
+    b->anon_get = b_anon_get;
+    b->anon_put = b_anon_put;
+    b->merge = b_merge;
+    b->erase = b_erase;
+    b->site = b_site;
+    b->errmsg = b_errmsg;
+    b->on_damage = b_on_damage;
+    b->damaged = b_damaged;
+    b->data = s;
+}
