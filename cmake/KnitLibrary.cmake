@@ -24,6 +24,35 @@ target_include_directories(knit_static PUBLIC ${KNIT_PUBLIC_INCLUDES})
 target_link_libraries(knit_static PUBLIC knit_crdt ${KNIT_DEPS})
 set_target_properties(knit_static PROPERTIES OUTPUT_NAME knit POSITION_INDEPENDENT_CODE ON)
 
+# The installed headers are libknit's whole API: the shared library exports
+# exactly the KNIT_EXTERN functions they declare (a version script made from
+# them at configure time), nothing of the headers that are not installed.
+# tests/build.cmake checks this with nm -D.
+set(KNIT_INSTALLED_HEADERS
+  ${PROJECT_SOURCE_DIR}/runtime/knit.h
+  ${PROJECT_SOURCE_DIR}/crdt/knit_errors.h
+  ${PROJECT_SOURCE_DIR}/crdt/hlc.h
+  ${PROJECT_SOURCE_DIR}/crdt/value.h
+  ${PROJECT_SOURCE_DIR}/crdt/digest.h
+  ${PROJECT_SOURCE_DIR}/transport/client/knit_sync.h)
+set(KNIT_API_NAMES "")
+foreach(h ${KNIT_INSTALLED_HEADERS})
+  file(READ ${h} _text)
+  string(REGEX MATCHALL "KNIT_EXTERN[^(;]*[ *]knit_[a-z0-9_]+[ ]*\\(" _decls "${_text}")
+  foreach(d ${_decls})
+    string(REGEX MATCH "knit_[a-z0-9_]+[ ]*\\($" _name "${d}")
+    string(REGEX REPLACE "[ ]*\\($" "" _name "${_name}")
+    list(APPEND KNIT_API_NAMES ${_name})
+  endforeach()
+endforeach()
+list(REMOVE_DUPLICATES KNIT_API_NAMES)
+list(SORT KNIT_API_NAMES)
+string(REPLACE ";" ";\n    " _globals "${KNIT_API_NAMES}")
+file(WRITE ${PROJECT_BINARY_DIR}/knit.map "{\n  global:\n    ${_globals};\n  local: *;\n};\n")
+string(REPLACE ";" "\n" _list "${KNIT_API_NAMES}")
+file(WRITE ${PROJECT_BINARY_DIR}/knit_api.txt "${_list}\n")
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${KNIT_INSTALLED_HEADERS})
+
 add_library(knit SHARED ${KNIT_OBJECTS})
 target_include_directories(knit PUBLIC ${KNIT_PUBLIC_INCLUDES})
 # The CRDT core goes inside the shared library whole (its objects have
@@ -35,7 +64,9 @@ else()
 endif()
 target_link_libraries(knit PUBLIC ${KNIT_DEPS})
 set_target_properties(knit PROPERTIES
-  VERSION ${PROJECT_VERSION} SOVERSION ${PROJECT_VERSION_MAJOR})
+  VERSION ${PROJECT_VERSION} SOVERSION ${PROJECT_VERSION_MAJOR}
+  LINK_DEPENDS ${PROJECT_BINARY_DIR}/knit.map)
+target_link_options(knit PRIVATE -Wl,--version-script=${PROJECT_BINARY_DIR}/knit.map)
 if(KNIT_SANITIZE)
   target_link_options(knit PRIVATE -fsanitize=${KNIT_SANITIZE})
 endif()
@@ -48,14 +79,7 @@ endif()
 install(TARGETS knit knit_static knit_crdt
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
-install(FILES
-  ${PROJECT_SOURCE_DIR}/runtime/knit.h
-  ${PROJECT_SOURCE_DIR}/crdt/knit_errors.h
-  ${PROJECT_SOURCE_DIR}/crdt/hlc.h
-  ${PROJECT_SOURCE_DIR}/crdt/value.h
-  ${PROJECT_SOURCE_DIR}/crdt/digest.h
-  ${PROJECT_SOURCE_DIR}/transport/client/knit_sync.h
-  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/knit)
+install(FILES ${KNIT_INSTALLED_HEADERS} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/knit)
 
 # Both files find the prefix relative to where they are installed, so an
 # installed tree can be moved.

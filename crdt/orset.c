@@ -28,6 +28,7 @@
 ** keep.
 */
 #include "orset.h"
+#include "utf8.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -977,31 +978,6 @@ int knit_orset_decode(const uint8_t *p, size_t n, knit_orset_t *s) /* see orset.
 /* ---------------------------------------------------------------------- */
 /* JSON materialization. */
 
-/* Length of the UTF-8 sequence at p[0..n), or 0 if it is not valid UTF-8
-** (overlong forms, surrogates and code points past U+10FFFF are invalid). */
-static size_t utf8_seq(const uint8_t *p, size_t n)
-{
-    uint32_t c;
-    size_t len, i;
-
-    if (p[0] < 0x80)
-        return 1;
-    if (p[0] < 0xc2)
-        return 0; /* continuation byte, or overlong 2-byte lead */
-    len = p[0] < 0xe0 ? 2 : p[0] < 0xf0 ? 3 : p[0] < 0xf5 ? 4 : 0;
-    if (len == 0 || len > n)
-        return 0;
-    c = p[0] & (0x7f >> len);
-    for (i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        c = (c << 6) | (p[i] & 0x3f);
-    }
-    if ((len == 3 && c < 0x800) || (len == 4 && c < 0x10000) || c > 0x10ffff ||
-        (c >= 0xd800 && c <= 0xdfff))
-        return 0;
-    return len;
-}
 
 /* Appends to out (when not NULL) at *k; always advances *k. */
 static void emit(char *out, size_t *k, const char *s, size_t n)
@@ -1033,7 +1009,7 @@ static int json_text(const knit_value_t *v, char *out, size_t *k)
             i++;
             continue;
         }
-        len = utf8_seq(p + i, n - i);
+        len = knit__utf8_next(p + i, n - i, NULL);
         if (len == 0)
             return KNIT_EINVAL;
         emit(out, k, (const char *)p + i, len);

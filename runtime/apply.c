@@ -383,6 +383,14 @@ static int user_flush(knit_t *k, arow_t *r)
         rc = user_delete(k, t, r->pk);
     else if (now_live && !was_live)
         rc = user_write(k, t, r->pk, r->wmask, 1, r->vals, NULL);
+    else if (now_live && r->cl != r->cl0) {
+        /* Live to live in a later life: the row was deleted and inserted
+        ** again elsewhere.  So it is here: columns this life has not
+        ** written yet must not keep the earlier life's values. */
+        rc = user_delete(k, t, r->pk);
+        if (!rc)
+            rc = user_write(k, t, r->pk, r->wmask, 1, r->vals, NULL);
+    }
     else if (now_live && r->wmask) {
         rc = user_write(k, t, r->pk, r->wmask, 0, r->vals, &changed);
         /* Live metadata without a user row: the row was deleted while

@@ -1,0 +1,15 @@
+# The library as apps get it: libknit.so exports only its documented API
+# (the installed headers), and an out-of-tree program builds against the
+# installed CMake package and pkg-config file and runs.
+add_test(NAME build.exports
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/build/exports.sh $<TARGET_FILE:knit>
+          ${PROJECT_BINARY_DIR}/knit_api.txt)
+add_test(NAME build.package
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/build/package.sh ${PROJECT_BINARY_DIR}
+          ${CMAKE_CURRENT_SOURCE_DIR}/build/consumer)
+set_tests_properties(build.exports build.package PROPERTIES TIMEOUT 120)
+if(KNIT_SANITIZE)
+  # A sanitized libknit needs its runtime in the program that loads it.
+  set_tests_properties(build.package PROPERTIES
+    ENVIRONMENT "CFLAGS=-fsanitize=${KNIT_SANITIZE};ASAN_OPTIONS=detect_leaks=0")
+endif()
