@@ -1,7 +1,9 @@
 /*
 ** inspect_relay.c: `sync-inspect relay`, a summary of a relay store: its
 ** namespaces with their sequences, row and cell counts, and the anonymous
-** ids it has registered.
+** ids it has registered; and `sync-inspect relay STORE schemas`, the schema
+** versions its devices run: per fingerprint the tracked tables and columns,
+** and the devices (principal, site, agent, last seen) that reported it.
 **
 ** Everything comes from the store's own listing functions
 ** (knit_relay_store_list, knit_relay_store_list_anon), which never hand out
@@ -16,12 +18,20 @@
 static void help(void)
 {
     fputs("usage: sync-inspect relay [--json] RELAY_DB\n"
+          "       sync-inspect relay [--json] RELAY_DB schemas\n"
           "\n"
           "Summarize a relay store: every namespace with its sequence (the number of\n"
           "pushed units that changed something), its rows and cells (liveness\n"
           "included), and the anonymous ids the relay has registered, with the time\n"
           "of registration.  Secrets and their hashes are never shown.  The store is\n"
           "opened read-only; the relay may be running.\n"
+          "\n"
+          "schemas: the schema versions the relay's devices run.  Each device\n"
+          "(principal and replica site id) reports its tracked schema in HELLO; for\n"
+          "every fingerprint this lists its tables with key columns and columns\n"
+          "(lww or orset), and the devices that ran it when last seen (principal,\n"
+          "site, agent, last seen to within a minute).  Devices whose software\n"
+          "reports no schema are listed last.\n"
           "\n"
           "  --json    one JSON document instead of text\n"
           "\n"
@@ -74,6 +84,141 @@ static int on_anon(void *data, const char *id, uint64_t created_ms)
     return 0;
 }
 
+static void schema_text(const knit_schema_t *sc)
+{
+    for (size_t i = 0; i < sc->ntables; i++) {
+        const knit_schema_table_t *t = &sc->tables[i];
+        fputs("    ", stdout);
+        inspect_text(stdout, t->name, strlen(t->name));
+        fputs(": key ", stdout);
+        for (uint32_t k = 0; k < t->nkeys; k++) {
+            fputs(k ? ", " : "", stdout);
+            inspect_text(stdout, t->keys[k], strlen(t->keys[k]));
+        }
+        fputs("; columns ", stdout);
+        for (uint32_t c = 0; c < t->ncols; c++) {
+            fputs(c ? ", " : "", stdout);
+            inspect_text(stdout, t->cols[c].name, strlen(t->cols[c].name));
+            fputs(t->cols[c].orset ? " orset" : " lww", stdout);
+        }
+        if (!t->ncols)
+            fputs("(none)", stdout);
+        fputc('\n', stdout);
+    }
+    if (!sc->ntables)
+        fputs("    (no tables tracked)\n", stdout);
+}
+
+static void schema_json(const knit_schema_t *sc)
+{
+    fputs("[", stdout);
+    for (size_t i = 0; i < sc->ntables; i++) {
+        const knit_schema_table_t *t = &sc->tables[i];
+        fputs(i ? ", {\"name\": " : "{\"name\": ", stdout);
+        inspect_json_string(stdout, t->name, strlen(t->name));
+        fputs(", \"key\": [", stdout);
+        for (uint32_t k = 0; k < t->nkeys; k++) {
+            fputs(k ? ", " : "", stdout);
+            inspect_json_string(stdout, t->keys[k], strlen(t->keys[k]));
+        }
+        fputs("], \"columns\": [", stdout);
+        for (uint32_t c = 0; c < t->ncols; c++) {
+            fputs(c ? ", {\"name\": " : "{\"name\": ", stdout);
+            inspect_json_string(stdout, t->cols[c].name, strlen(t->cols[c].name));
+            printf(", \"kind\": \"%s\"}", t->cols[c].orset ? "orset" : "lww");
+        }
+        fputs("]}", stdout);
+    }
+    fputs("]", stdout);
+}
+
+static int on_schema(void *data, const knit_relay_schema_info_t *in)
+{
+    lctx_t *c = data;
+    char fp[KNIT_SCHEMA_FP_HEX];
+    if (in->reported)
+        knit__schema_fp_hex(in->schema->fp, fp);
+    if (c->json) {
+        fputs(c->count ? ", {\"fingerprint\": " : "{\"fingerprint\": ", stdout);
+        if (in->reported) {
+            printf("\"%s\", \"first_seen_ms\": %llu, \"tables\": ", fp,
+                   (unsigned long long)in->first_seen_ms);
+            schema_json(in->schema);
+        } else {
+            fputs("null, \"tables\": null", stdout);
+        }
+        fputs(", \"devices\": [", stdout);
+    } else {
+        if (in->reported) {
+            printf("schema %s (first seen ", fp);
+            inspect_ms_text(stdout, in->first_seen_ms);
+            printf(", %zu device%s)\n", in->ndevices, in->ndevices == 1 ? "" : "s");
+            schema_text(in->schema);
+        } else {
+            printf("no schema reported (older clients, %zu device%s)\n", in->ndevices,
+                   in->ndevices == 1 ? "" : "s");
+        }
+        fputs("  devices\n", stdout);
+    }
+    for (size_t i = 0; i < in->ndevices; i++) {
+        const knit_relay_device_t *d = &in->devices[i];
+        if (c->json) {
+            fputs(i ? ", {\"principal\": " : "{\"principal\": ", stdout);
+            inspect_json_string(stdout, d->principal, strlen(d->principal));
+            fputs(", \"site\": \"", stdout);
+            inspect_hex(stdout, d->site.b, sizeof d->site.b);
+            fputs("\", \"agent\": ", stdout);
+            inspect_json_string(stdout, d->agent, strlen(d->agent));
+            printf(", \"first_seen_ms\": %llu, \"last_seen_ms\": %llu, \"last_seen\": \"",
+                   (unsigned long long)d->first_seen_ms, (unsigned long long)d->last_seen_ms);
+            inspect_ms_text(stdout, d->last_seen_ms);
+            fputs("\"}", stdout);
+        } else {
+            fputs("    ", stdout);
+            inspect_text(stdout, d->principal, strlen(d->principal));
+            fputs(" site ", stdout);
+            inspect_hex(stdout, d->site.b, sizeof d->site.b);
+            fputs(": last seen ", stdout);
+            inspect_ms_text(stdout, d->last_seen_ms);
+            if (d->agent[0]) {
+                fputs(", agent ", stdout);
+                inspect_text(stdout, d->agent, strlen(d->agent));
+            }
+            fputc('\n', stdout);
+        }
+    }
+    if (c->json)
+        fputs("]}", stdout);
+    c->count++;
+    return 0;
+}
+
+static int show_schemas(const char *path, knit_relay_store_t *s, int json)
+{
+    lctx_t c = {json, 0};
+    int rc;
+    if (json) {
+        fputs("{\"relay\": ", stdout);
+        inspect_json_string(stdout, path, strlen(path));
+        fputs(", \"schemas\": [", stdout);
+    } else {
+        fputs("relay       ", stdout);
+        inspect_text(stdout, path, strlen(path));
+        fputc('\n', stdout);
+    }
+    if ((rc = knit_relay_store_list_schemas(s, on_schema, &c)) != 0) {
+        inspect_err(CMD, "%s (%s)",
+                    knit_relay_store_errmsg(s)[0] ? knit_relay_store_errmsg(s) : knit_strerror(rc),
+                    knit_err_name(rc));
+        return INSPECT_EXIT_ERROR;
+    }
+    if (json)
+        fputs("]}\n", stdout);
+    else if (!c.count)
+        fputs("no devices recorded\n", stdout);
+    return INSPECT_EXIT_OK;
+}
+
 static int show(const char *path, knit_relay_store_t *s, int json)
 {
     lctx_t c = {json, 0};
@@ -109,18 +254,20 @@ fail:
 
 int cmd_relay(int argc, char **argv) /* see inspect_util.h */
 {
-    const char *pos[1];
+    const char *pos[2];
     int json = 0, npos, rc;
     const inspect_opt_t opts[] = {{"--json", NULL, &json}, {NULL, NULL, NULL}};
     knit_relay_store_t *s = NULL;
 
-    if ((rc = inspect_args(CMD, argc, argv, opts, help, pos, 1, &npos)) >= 0)
+    if ((rc = inspect_args(CMD, argc, argv, opts, help, pos, 2, &npos)) >= 0)
         return rc;
-    if (npos != 1)
+    if (npos < 1)
         return inspect_usage_err(CMD, "expected one RELAY_DB");
+    if (npos == 2 && strcmp(pos[1], "schemas") != 0)
+        return inspect_usage_err(CMD, "unknown relay listing '%s' (try 'schemas')", pos[1]);
     if (inspect_open_relay(CMD, pos[0], &s) != 0)
         return INSPECT_EXIT_ERROR;
-    rc = show(pos[0], s, json);
+    rc = npos == 2 ? show_schemas(pos[0], s, json) : show(pos[0], s, json);
     knit_relay_store_close(s);
     return inspect_finish(CMD, rc);
 }

@@ -59,7 +59,7 @@ static const char *ASIDE_SQL =
     "  cl INTEGER NOT NULL, hlc INTEGER NOT NULL, site BLOB NOT NULL, orset INTEGER NOT NULL,"
     "  value, kind TEXT NOT NULL, reason TEXT NOT NULL, at INTEGER NOT NULL);"
     "CREATE UNIQUE INDEX IF NOT EXISTS _knit_aside_cell"
-    "  ON _knit_aside(tbl, pk, col, cl, hlc, site);";
+    "  ON _knit_aside(tbl, pk, col, cl, hlc, site, value);";
 
 /* ---------------------------------------------------------------------- */
 /* Errors                                                                  */

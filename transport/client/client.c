@@ -112,6 +112,7 @@ struct knit_sync_s {
     uint64_t applied;                    /* changes from elsewhere that won and were written */
     uint64_t aside;                      /* changes set aside by knit_apply (knit.h) */
     uint64_t recovered;                  /* set-aside changes that applied later */
+    knit_schema_t *schema;               /* the last schema handed to the engine (owned) */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -268,6 +269,23 @@ static int io_acked(void *data, uint64_t version)
     if (rc)
         slog(s, KNIT_SYNC_LOG_WARN, "recording the acknowledgement: %s", knit_errmsg(s->k));
     return rc;
+}
+
+/* The replica's tracked schema for this connection's HELLO, read afresh so
+** that a migration shows from the next session on. */
+static int io_schema(void *data, const knit_schema_t **out)
+{
+    knit_sync_t *s = data;
+    knit_schema_t *sc = NULL;
+    int rc = knit__schema_read(s->k, &sc);
+    if (rc) {
+        slog(s, KNIT_SYNC_LOG_WARN, "reading the tracked schema: %s", knit_errmsg(s->k));
+        return rc;
+    }
+    knit__schema_free(s->schema);
+    s->schema = sc;
+    *out = sc;
+    return 0;
 }
 
 static knit_sync_state_t public_state(knit_client_state_t st)
@@ -627,6 +645,7 @@ static void on_handle_closed(uv_handle_t *h)
     if (s->close_cb)
         s->close_cb(s);
     knit_client_free(s->c);
+    knit__schema_free(s->schema);
     knit__free(s->host);
     knit__free(s->token);
     if (s->anon_secret)
@@ -848,6 +867,7 @@ int knit_sync_start(uv_loop_t *loop, knit_t *k, const knit_sync_options_t *opt,
     io.apply = io_apply;
     io.acked = io_acked;
     io.errmsg = io_errmsg;
+    io.schema = io_schema;
     io.event = io_event;
     io.log = io_log;
     io.data = s;

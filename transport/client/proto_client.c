@@ -51,6 +51,10 @@
 **      unit to every subscriber, the pusher included) is then recognised
 **      by its range and not applied; SYNCED waits until every own range is
 **      behind the cursor, so the next session's catch-up starts after them.
+**   8. The schema in HELLO (io.schema) is a report for the relay's
+**      operator, never a condition of syncing: when the glue cannot read
+**      it, or it would make the HELLO larger than a relay accepts before
+**      WELCOME (KNIT_HELLO_MAX_FRAME), the HELLO goes without it.
 **
 ** States (transitions name the functions that make them):
 **
@@ -1413,7 +1417,31 @@ int knit_client_connected(knit_client_t *c, uint64_t now) /* see proto_client.h 
         m.u.hello.claim = c->cfg.claim;
         logf_(c, LOG_DEBUG, "HELLO claims %s", c->claim_ns);
     }
+    /* Design note 8: the schema is a report; without it the HELLO still goes. */
+    if (c->io.schema) {
+        const knit_schema_t *schema = NULL;
+        if ((rc = c->io.schema(c->io.data, &schema)) != 0) {
+            logf_(c, LOG_WARN, "HELLO goes without the schema: %s", knit_strerror(rc));
+            schema = NULL;
+        }
+        m.u.hello.schema = schema;
+    }
     /* Subscriptions follow WELCOME, for the namespaces it grants. */
+    if (m.u.hello.schema) {
+        size_t before = c->out.len;
+        rc = send_msg(c, &m, now);
+        if (rc == 0 && c->out.len - before > KNIT_FRAME_HEADER + KNIT_HELLO_MAX_FRAME) {
+            c->out.len = before;
+            rc = KNIT_ETOOBIG;
+        }
+        if (rc == 0) {
+            set_state(c, KNIT_CLIENT_HELLO_SENT, 0);
+            return 0;
+        }
+        logf_(c, LOG_WARN, "HELLO goes without the schema (%zu tables): %s",
+              m.u.hello.schema->ntables, knit_strerror(rc));
+        m.u.hello.schema = NULL;
+    }
     if ((rc = send_msg(c, &m, now)) != 0) {
         c->claim_sent = 0;
         close_conn(c, rc, 0, "cannot encode HELLO (is the credential well-formed?)");

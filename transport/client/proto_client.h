@@ -123,6 +123,15 @@ typedef struct knit_client_io_s {
     ** when there is none; valid until the next callback (may be NULL).  The
     ** engine copies it into the error event it raises. */
     const char *(*errmsg)(void *data);
+    /* The replica's tracked schema, sent in each HELLO so that the relay
+    ** can tell its operator which schema versions its devices run
+    ** (PROTOCOL.md, HELLO key 8).  *out is the glue's, valid until the next
+    ** call or until the engine is freed; NULL sends none.  Called once per
+    ** connection, so a migration shows from the next session on (may be
+    ** NULL: no schema is sent).  A failure, or a schema too large for a
+    ** HELLO, is logged and the HELLO goes without it: it is a report, never
+    ** a reason not to sync. */
+    int (*schema)(void *data, const knit_schema_t **out /* OUT */);
     /* Something the application may want to know (may be NULL). */
     void (*event)(void *data, const knit_client_event_t *ev);
     /* One log line without a newline (may be NULL).  Levels are those of

@@ -57,6 +57,13 @@
 **      back into catch-up, which reads the new units from the store, so the
 **      DELTAS chain stays without gaps (note 4).  The claim's merge is
 **      announced the same way.
+**  13. Each WELCOMEd device (principal, site) is recorded in the store
+**      with the schema its HELLO reported (store.h device_seen), so an
+**      operator can list which schema versions the devices run
+**      (`sync-inspect relay STORE schemas`).  The schema is checked by the
+**      codec (bounds, canonical order, fingerprint), a malformed one ends
+**      the connection like any malformed HELLO, and an absent one (older
+**      clients) is fine.  A failure to record is logged, not refused.
 **
 ** Connection states:
 **
@@ -78,7 +85,7 @@
 #include "frame.h"
 #include "validate.h"
 
-#define HELLO_MAX_FRAME (64u * 1024) /* frames accepted before WELCOME (PROTOCOL.md §1) */
+#define HELLO_MAX_FRAME KNIT_HELLO_MAX_FRAME /* frames accepted before WELCOME (PROTOCOL.md §1) */
 #define DETAILED_REASONS 64          /* REJECT reasons that get their own message */
 #define REASON_TEXT 240              /* bytes of each such message */
 #define MAX_STASH (256u * 1024)      /* bytes kept while a HELLO authenticates (note 11) */
@@ -960,8 +967,19 @@ static void hello_welcome(hello_t *h)
     }
     c->state = ST_READY;
     c->rd.max_frame = e->lim.max_frame;
-    CLOG(c, KNIT_LOG_INFO, ": welcome (%zu subscriptions%s%s)", hm->nsubs,
-         hm->agent ? ", agent " : "", hm->agent ? hm->agent : "");
+    {
+        char fp[KNIT_SCHEMA_FP_HEX] = "none";
+        if (hm->schema)
+            knit__schema_fp_hex(hm->schema->fp, fp);
+        CLOG(c, KNIT_LOG_INFO, ": welcome (%zu subscriptions, schema %s%s%s)", hm->nsubs, fp,
+             hm->agent ? ", agent " : "", hm->agent ? hm->agent : "");
+    }
+    /* Design note 13: a report, never a reason to refuse the session. */
+    if (e->st.device_seen &&
+        (rc = e->st.device_seen(e->st.data, c->principal, &c->site, hm->schema, hm->agent,
+                                c->stash_wall)) != 0)
+        CLOG(c, KNIT_LOG_WARN, ": cannot record the device's schema: %s (%s)",
+             e->st.errmsg ? e->st.errmsg(e->st.data) : "", knit_err_name(rc));
     pump(c);
     hello_free(h);
 }

@@ -59,8 +59,20 @@
 **      beyond that is sent everything (PROTOCOL.md §6.2).
 **  10. The relay's own site id is made once, from SQLite's CSPRNG, and kept
 **      in a key-value table meta(key, value) that is created when it is
-**      first written.  A store that has none yet is still schema 2, and a
-**      read-only store without one answers KNIT_ENOTFOUND.
+**      first written.  A store that has none yet is still a store of the
+**      current schema, and a read-only store without one answers
+**      KNIT_ENOTFOUND.
+**  11. Devices and their schemas (schema 3): each HELLO's device, keyed
+**      (principal, site), records the fingerprint of the tracked schema it
+**      reported (an empty blob when it reported none: an older client),
+**      its agent string and when it was first and last seen.  Each
+**      fingerprint's schema is stored once (schema_fp, schema_col) while a
+**      device runs it, and dropped when its last device moves on.  A
+**      report that changes nothing but the time, within DEVICE_SEEN_MS of
+**      the last one written, writes nothing, so a relay restart that
+**      reconnects every device costs no fsync per device.  A schema 2 store
+**      is upgraded in place at open (the three tables are added); a
+**      read-only open of one lists no devices.
 **
 ** OR-set cells are stored self-contained, with full site ids, in the form
 ** the state digest needs:
@@ -90,8 +102,10 @@
 #include "validate.h"
 
 /* Schema versions: 1 named tables and columns in every cell; 2 keys cells
-** by integer ids (design note 7). */
-#define SCHEMA_VERSION 2
+** by integer ids (design note 7); 3 adds devices and their schemas (design
+** note 11), upgraded in place from 2. */
+#define SCHEMA_VERSION 3
+#define DEVICE_SEEN_MS 60000 /* a device's last_seen is rewritten at most this often */
 #define APPLICATION_ID 0x6b6e5253 /* "knRS" */
 
 /* Cell kinds as stored. */
@@ -134,6 +148,28 @@ static const char SCHEMA[] =
     "  salt BLOB NOT NULL,"                  /* 16 random bytes */
     "  hash BLOB NOT NULL,"                  /* SHA-256, see relay/auth.h */
     "  created INTEGER NOT NULL) WITHOUT ROWID;";
+
+/* Added by schema 3 (design note 11); also the upgrade from 2. */
+static const char SCHEMA_V3[] =
+    "CREATE TABLE schema_fp("
+    "  fp BLOB PRIMARY KEY,"                 /* fingerprint, 8 bytes (runtime/schema.h) */
+    "  first_seen INTEGER NOT NULL) WITHOUT ROWID;" /* ms since the epoch */
+    "CREATE TABLE schema_col("
+    "  fp BLOB NOT NULL,"                    /* schema_fp.fp */
+    "  tbl TEXT NOT NULL,"                   /* tracked table */
+    "  pos INTEGER NOT NULL,"                /* keys in key order, then columns by name */
+    "  name TEXT NOT NULL,"                  /* column */
+    "  kind INTEGER NOT NULL,"               /* 0 key, 1 LWW, 2 OR-set */
+    "  PRIMARY KEY(fp, tbl, pos)) WITHOUT ROWID;"
+    "CREATE TABLE device("
+    "  principal TEXT NOT NULL,"             /* anon:<id> / user:<sub> */
+    "  site BLOB NOT NULL,"                  /* the replica's site id, 16 bytes */
+    "  fp BLOB NOT NULL,"                    /* schema_fp.fp, or X'' when none reported */
+    "  agent TEXT NOT NULL,"                 /* HELLO agent, or '' */
+    "  first_seen INTEGER NOT NULL,"         /* ms since the epoch */
+    "  last_seen INTEGER NOT NULL,"          /* within DEVICE_SEEN_MS */
+    "  PRIMARY KEY(principal, site)) WITHOUT ROWID;"
+    "CREATE INDEX device_fp ON device(fp);";
 /* clang-format on */
 
 /* Prepared statements, by index. */
@@ -164,6 +200,15 @@ enum {
     S_ERASE_NS,
     S_META_GET,
     S_META_PUT,
+    S_DEV_GET,
+    S_DEV_PUT,
+    S_FP_PUT,
+    S_FP_COL_PUT,
+    S_FP_DROP_COLS,
+    S_FP_DROP,
+    S_FP_LIST,
+    S_FP_COLS,
+    S_FP_DEVICES,
     S_COUNT
 };
 
@@ -224,12 +269,28 @@ static const char *const SQL[S_COUNT] = {
     /* The meta table (design note 10) is made when first written. */
     [S_META_GET] = "SELECT value FROM meta WHERE key = ?1",
     [S_META_PUT] = "INSERT INTO meta(key, value) VALUES(?1, ?2)",
+    /* Devices and schemas (design note 11). */
+    [S_DEV_GET] = "SELECT fp, agent, last_seen FROM device WHERE principal = ?1 AND site = ?2",
+    [S_DEV_PUT] = "INSERT INTO device(principal, site, fp, agent, first_seen, last_seen)"
+                  " VALUES(?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT(principal, site) DO UPDATE"
+                  " SET fp = excluded.fp, agent = excluded.agent, last_seen = excluded.last_seen",
+    [S_FP_PUT] = "INSERT OR IGNORE INTO schema_fp(fp, first_seen) VALUES(?1, ?2)",
+    [S_FP_COL_PUT] = "INSERT INTO schema_col(fp, tbl, pos, name, kind) VALUES(?1, ?2, ?3, ?4, ?5)",
+    [S_FP_DROP_COLS] = "DELETE FROM schema_col WHERE fp = ?1"
+                       " AND NOT EXISTS (SELECT 1 FROM device WHERE fp = ?1)",
+    [S_FP_DROP] = "DELETE FROM schema_fp WHERE fp = ?1"
+                  " AND NOT EXISTS (SELECT 1 FROM device WHERE fp = ?1)",
+    [S_FP_LIST] = "SELECT fp, first_seen FROM schema_fp ORDER BY first_seen, fp",
+    [S_FP_COLS] = "SELECT tbl, pos, name, kind FROM schema_col WHERE fp = ?1 ORDER BY tbl, pos",
+    [S_FP_DEVICES] = "SELECT principal, site, agent, first_seen, last_seen FROM device"
+                     " WHERE fp = ?1 ORDER BY principal, site",
 };
 
 struct knit_relay_store_s {
     sqlite3 *db;               /* the store's connection */
     sqlite3_stmt *st[S_COUNT]; /* prepared lazily, finalized on close */
     int readonly;              /* opened with KNIT_RELAY_STORE_READONLY */
+    int version;               /* the file's schema version (2: read-only, no devices) */
     int in_group;              /* a group transaction is open */
     char errmsg[256];          /* last failure's details */
     knit_relay_damage_fn on_damage; /* told about each cell catch-up skips, or NULL */
@@ -363,8 +424,9 @@ static int check_schema(knit_relay_store_t *s)
             rc = set_err(s, KNIT_ENOTREPLICA, "empty file, not a relay store");
             goto out;
         }
-        if ((rc = exec(s, SCHEMA)) != 0)
+        if ((rc = exec(s, SCHEMA)) != 0 || (rc = exec(s, SCHEMA_V3)) != 0)
             goto out;
+        version = SCHEMA_VERSION;
         char pragmas[128];
         snprintf(pragmas, sizeof pragmas, "PRAGMA application_id=%d; PRAGMA user_version=%d",
                  APPLICATION_ID, SCHEMA_VERSION);
@@ -377,9 +439,17 @@ static int check_schema(knit_relay_store_t *s)
                      SCHEMA_VERSION);
     } else if (version < 1) {
         rc = set_err(s, KNIT_ECORRUPT, "store schema version %d", version);
+    } else if (version == 2 && s->readonly) {
+        rc = 0; /* design note 11: readable as it is, without devices */
+    } else if (version == 2) {
+        /* Design note 11: schema 3 only adds tables. */
+        char pragma[64];
+        snprintf(pragma, sizeof pragma, "PRAGMA user_version=%d", SCHEMA_VERSION);
+        if ((rc = exec(s, SCHEMA_V3)) == 0 && (rc = exec(s, pragma)) == 0)
+            version = SCHEMA_VERSION;
     } else if (version < SCHEMA_VERSION) {
-        /* No store of an older schema was ever deployed, so there is no
-        ** migration: say so rather than misread its cells. */
+        /* No store of schema 1 was ever deployed, so there is no migration
+        ** from it: say so rather than misread its cells. */
         rc = set_err(s, KNIT_EVERSION,
                      "store schema %d is older than this relay's (%d) and cannot be upgraded;"
                      " start from a new store (clients push their changes again)",
@@ -387,6 +457,7 @@ static int check_schema(knit_relay_store_t *s)
     }
 out:
     sqlite3_finalize(st);
+    s->version = version;
     if (!s->readonly) {
         if (rc == 0)
             rc = exec(s, "COMMIT");
@@ -2198,5 +2269,292 @@ int knit_relay_store_list_anon(knit_relay_store_t *s,
             break;
     }
     sqlite3_reset(st);
+    return rc < 0 ? rc : r;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Devices and their schemas (design note 11)                               */
+
+static int run1(knit_relay_store_t *s, sqlite3_stmt *st)
+{
+    int rc = step(s, st);
+    sqlite3_reset(st);
+    return rc < 0 ? rc : 0;
+}
+
+/* Stores the rows of schema sc under its fingerprint, once. */
+static int put_schema(knit_relay_store_t *s, const knit_schema_t *sc, uint64_t now_ms)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if ((rc = stmt(s, S_FP_PUT, &st)) != 0)
+        return rc;
+    sqlite3_bind_blob(st, 1, sc->fp, KNIT_SCHEMA_FP_LEN, SQLITE_STATIC);
+    bind_u64(st, 2, now_ms);
+    if ((rc = run1(s, st)) != 0 || sqlite3_changes(s->db) == 0)
+        return rc; /* already known: its rows are there */
+    for (size_t i = 0; i < sc->ntables; i++) {
+        const knit_schema_table_t *t = &sc->tables[i];
+        for (uint32_t c = 0; c < t->nkeys + t->ncols; c++) {
+            int key = c < t->nkeys;
+            if ((rc = stmt(s, S_FP_COL_PUT, &st)) != 0)
+                return rc;
+            sqlite3_bind_blob(st, 1, sc->fp, KNIT_SCHEMA_FP_LEN, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, t->name, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 3, c);
+            sqlite3_bind_text(st, 4, key ? t->keys[c] : t->cols[c - t->nkeys].name, -1,
+                              SQLITE_STATIC);
+            sqlite3_bind_int(st, 5, key ? 0 : t->cols[c - t->nkeys].orset ? 2 : 1);
+            if ((rc = run1(s, st)) != 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+int knit_relay_store_device_seen(knit_relay_store_t *s, const char *principal,
+                                 const knit_site_t *site, const knit_schema_t *schema,
+                                 const char *agent, uint64_t now_ms) /* see relay_store.h */
+{
+    sqlite3_stmt *st;
+    uint8_t old[KNIT_SCHEMA_FP_LEN];
+    int rc, had = 0, oldlen = 0;
+    const uint8_t *fp = schema ? schema->fp : (const uint8_t *)"";
+    int fplen = schema ? KNIT_SCHEMA_FP_LEN : 0;
+
+    if (!agent)
+        agent = "";
+    if (s->readonly)
+        return set_err(s, KNIT_EREADONLY, "store opened read-only");
+    if (s->in_group)
+        return set_err(s, KNIT_EINVAL, "device_seen inside a group");
+    if ((rc = stmt(s, S_DEV_GET, &st)) != 0)
+        return rc;
+    sqlite3_bind_text(st, 1, principal, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 2, site->b, sizeof site->b, SQLITE_STATIC);
+    if ((rc = step(s, st)) == 1) {
+        const char *a = (const char *)sqlite3_column_text(st, 1);
+        oldlen = sqlite3_column_bytes(st, 0);
+        if (oldlen == KNIT_SCHEMA_FP_LEN)
+            memcpy(old, sqlite3_column_blob(st, 0), KNIT_SCHEMA_FP_LEN);
+        else
+            oldlen = 0;
+        had = oldlen == fplen && (!fplen || memcmp(old, fp, KNIT_SCHEMA_FP_LEN) == 0) &&
+              strcmp(a ? a : "", agent) == 0 &&
+              now_ms < col_u64(st, 2) + DEVICE_SEEN_MS && now_ms >= col_u64(st, 2);
+    }
+    sqlite3_reset(st);
+    if (rc < 0 || had)
+        return rc < 0 ? rc : 0;
+    if ((rc = exec(s, "BEGIN IMMEDIATE")) != 0)
+        return rc;
+    if (schema)
+        rc = put_schema(s, schema, now_ms);
+    if (!rc && !(rc = stmt(s, S_DEV_PUT, &st))) {
+        sqlite3_bind_text(st, 1, principal, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 2, site->b, sizeof site->b, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 3, fp, fplen, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, agent, -1, SQLITE_STATIC);
+        bind_u64(st, 5, now_ms);
+        rc = run1(s, st);
+    }
+    /* The old schema goes once no device runs it. */
+    if (!rc && oldlen && (oldlen != fplen || memcmp(old, fp, KNIT_SCHEMA_FP_LEN) != 0)) {
+        static const int drop[] = {S_FP_DROP_COLS, S_FP_DROP};
+        for (size_t i = 0; !rc && i < 2; i++) {
+            if ((rc = stmt(s, drop[i], &st)) != 0)
+                break;
+            sqlite3_bind_blob(st, 1, old, KNIT_SCHEMA_FP_LEN, SQLITE_STATIC);
+            rc = run1(s, st);
+        }
+    }
+    if (rc == 0)
+        return exec(s, "COMMIT");
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+/* What one listed fingerprint is read into; freed after the callback. */
+typedef struct fp_read_s {
+    knit_schema_table_t *tabs;  /* tables (names, keys, cols owned) */
+    size_t ntabs;               /* count */
+    knit_relay_device_t *devs;  /* devices (strings owned) */
+    size_t ndevs;               /* count */
+} fp_read_t;
+
+static void fp_read_free(fp_read_t *f)
+{
+    for (size_t i = 0; i < f->ntabs; i++) {
+        knit_schema_table_t *t = &f->tabs[i];
+        knit__free((char *)t->name);
+        for (uint32_t k = 0; k < t->nkeys; k++)
+            knit__free((char *)t->keys[k]);
+        for (uint32_t c = 0; c < t->ncols; c++)
+            knit__free((char *)t->cols[c].name);
+        knit__free((void *)t->keys);
+        knit__free((void *)t->cols);
+    }
+    knit__free(f->tabs);
+    for (size_t i = 0; i < f->ndevs; i++) {
+        knit__free((char *)f->devs[i].principal);
+        knit__free((char *)f->devs[i].agent);
+    }
+    knit__free(f->devs);
+    memset(f, 0, sizeof *f);
+}
+
+static const char *col_str(sqlite3_stmt *st, int i)
+{
+    const char *t = (const char *)sqlite3_column_text(st, i);
+    return t ? t : "";
+}
+
+/* Appends one column row (tbl, pos, name, kind) to f. */
+static int fp_add_col(fp_read_t *f, sqlite3_stmt *st)
+{
+    const char *tbl = col_str(st, 0), *name = col_str(st, 2);
+    int kind = sqlite3_column_int(st, 3);
+    knit_schema_table_t *t = f->ntabs ? &f->tabs[f->ntabs - 1] : NULL;
+    char *dup;
+    if (!t || strcmp(t->name, tbl) != 0) {
+        knit_schema_table_t *n = knit__realloc(f->tabs, (f->ntabs + 1) * sizeof *n);
+        if (!n)
+            return KNIT_ENOMEM;
+        f->tabs = n;
+        t = &f->tabs[f->ntabs];
+        memset(t, 0, sizeof *t);
+        if (!(t->name = knit__strdup(tbl)))
+            return KNIT_ENOMEM;
+        f->ntabs++;
+    }
+    if (!(dup = knit__strdup(name)))
+        return KNIT_ENOMEM;
+    if (kind == 0) {
+        const char **k = knit__realloc((void *)t->keys, (t->nkeys + 1) * sizeof *k);
+        if (!k) {
+            knit__free(dup);
+            return KNIT_ENOMEM;
+        }
+        k[t->nkeys++] = dup;
+        t->keys = k;
+    } else {
+        knit_schema_col_t *c = knit__realloc((void *)t->cols, (t->ncols + 1) * sizeof *c);
+        if (!c) {
+            knit__free(dup);
+            return KNIT_ENOMEM;
+        }
+        c[t->ncols].name = dup;
+        c[t->ncols].orset = kind == 2;
+        t->ncols++;
+        t->cols = c;
+    }
+    return 0;
+}
+
+/* Reads the devices of fingerprint fp[0..n) into f. */
+static int fp_devices(knit_relay_store_t *s, const void *fp, int n, fp_read_t *f)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if ((rc = stmt(s, S_FP_DEVICES, &st)) != 0)
+        return rc;
+    sqlite3_bind_blob(st, 1, n ? fp : "", n, SQLITE_TRANSIENT);
+    while ((rc = step(s, st)) == 1) {
+        knit_relay_device_t *d = knit__realloc(f->devs, (f->ndevs + 1) * sizeof *d);
+        if (!d) {
+            rc = KNIT_ENOMEM;
+            break;
+        }
+        f->devs = d;
+        d = &f->devs[f->ndevs];
+        memset(d, 0, sizeof *d);
+        if (sqlite3_column_bytes(st, 1) == (int)sizeof d->site.b)
+            memcpy(d->site.b, sqlite3_column_blob(st, 1), sizeof d->site.b);
+        d->principal = knit__strdup(col_str(st, 0));
+        d->agent = knit__strdup(col_str(st, 2));
+        d->first_seen_ms = col_u64(st, 3);
+        d->last_seen_ms = col_u64(st, 4);
+        f->ndevs++;
+        if (!d->principal || !d->agent) {
+            rc = KNIT_ENOMEM;
+            break;
+        }
+    }
+    sqlite3_reset(st);
+    return rc < 0 ? rc : 0;
+}
+
+int knit_relay_store_list_schemas(knit_relay_store_t *s,
+                                  int (*fn)(void *data, const knit_relay_schema_info_t *info),
+                                  void *data) /* see relay_store.h */
+{
+    sqlite3_stmt *list, *st;
+    fp_read_t f;
+    int rc, r = 0, own_txn = 0;
+
+    if (s->version < 3)
+        return 0; /* a read-only schema 2 store: no devices recorded */
+    memset(&f, 0, sizeof f);
+    /* One snapshot for the whole listing. */
+    if (sqlite3_get_autocommit(s->db)) {
+        if ((rc = exec(s, "BEGIN")) != 0)
+            return rc;
+        own_txn = 1;
+    }
+    /* The listing statement steps while the others run: prepare it apart. */
+    rc = sqlite3_prepare_v2(s->db, SQL[S_FP_LIST], -1, &list, NULL);
+    if (rc != SQLITE_OK) {
+        rc = db_err(s, rc);
+        goto out;
+    }
+    rc = 0;
+    for (;;) {
+        knit_relay_schema_info_t info;
+        knit_schema_t tmp;
+        uint8_t fp[KNIT_SCHEMA_FP_LEN];
+        int step_rc = step(s, list);
+        if (step_rc <= 0) {
+            rc = step_rc;
+            break;
+        }
+        if (sqlite3_column_bytes(list, 0) != KNIT_SCHEMA_FP_LEN)
+            continue; /* not ours: skip rather than misread */
+        memcpy(fp, sqlite3_column_blob(list, 0), sizeof fp);
+        memset(&info, 0, sizeof info);
+        info.reported = 1;
+        info.first_seen_ms = col_u64(list, 1);
+        if ((rc = stmt(s, S_FP_COLS, &st)) != 0)
+            break;
+        sqlite3_bind_blob(st, 1, fp, sizeof fp, SQLITE_TRANSIENT);
+        while ((rc = step(s, st)) == 1)
+            if ((rc = fp_add_col(&f, st)) != 0)
+                break;
+        sqlite3_reset(st);
+        if (rc < 0 || (rc = fp_devices(s, fp, sizeof fp, &f)) != 0)
+            break;
+        memset(&tmp, 0, sizeof tmp);
+        tmp.tables = f.tabs;
+        tmp.ntables = f.ntabs;
+        memcpy(tmp.fp, fp, sizeof fp);
+        info.schema = &tmp;
+        info.devices = f.devs;
+        info.ndevices = f.ndevs;
+        r = f.ndevs ? fn(data, &info) : 0;
+        fp_read_free(&f);
+        if (r)
+            break;
+    }
+    if (!rc && !r && (rc = fp_devices(s, NULL, 0, &f)) == 0 && f.ndevs) {
+        knit_relay_schema_info_t info;
+        memset(&info, 0, sizeof info);
+        info.devices = f.devs;
+        info.ndevices = f.ndevs;
+        r = fn(data, &info);
+    }
+    fp_read_free(&f);
+out:
+    sqlite3_finalize(list);
+    if (own_txn)
+        exec(s, "COMMIT");
     return rc < 0 ? rc : r;
 }

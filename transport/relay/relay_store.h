@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "knit.h"
+#include "schema.h"
 #include "store.h"
 
 #ifdef __cplusplus
@@ -43,8 +44,9 @@ typedef struct knit_relay_store_s knit_relay_store_t;
 #define KNIT_RELAY_STORE_READONLY 1 /* never writes or creates (sync-inspect) */
 
 /* Opens or creates the store at path.  KNIT_ENOTREPLICA if the file is
-** SQLite but not a relay store; KNIT_EVERSION if its schema version is not
-** this library's (newer, or older: there is no migration); KNIT_EDB /
+** SQLite but not a relay store; KNIT_EVERSION if its schema version is
+** newer than this library's, or 1 (there is no migration from 1; a schema 2
+** store is upgraded in place, or read as it is when read-only); KNIT_EDB /
 ** KNIT_EIO on other failures.  On error *out is NULL. */
 KNIT_EXTERN int knit_relay_store_open(const char *path, int flags,
                                       knit_relay_store_t **out /* OUT */);
@@ -175,6 +177,50 @@ KNIT_EXTERN int knit_relay_store_anon_put(knit_relay_store_t *s, const char *id,
 KNIT_EXTERN int
 knit_relay_store_list_anon(knit_relay_store_t *s,
                            int (*fn)(void *data, const char *id, uint64_t created_ms), void *data);
+
+/* ---------------------------------------------------------------------- */
+/* Devices and the schemas they run (design note 11 of relay_store.c)       */
+
+/* Records that device (principal, site) connected now, running `schema`
+** (its HELLO's, with its fingerprint; NULL: it reported none) with software
+** `agent` (NULL: none), in its own durable transaction (not inside a
+** group).  A report that differs from the stored one only by less than a
+** minute of last_seen writes nothing.  A fingerprint no device runs any more
+** is forgotten. */
+KNIT_EXTERN int knit_relay_store_device_seen(knit_relay_store_t *s, const char *principal,
+                                             const knit_site_t *site,
+                                             const knit_schema_t *schema, const char *agent,
+                                             uint64_t now_ms);
+
+/* One device, for listings. */
+typedef struct knit_relay_device_s {
+    const char *principal;  /* "anon:<id>" / "user:<sub>" */
+    knit_site_t site;       /* the replica's site id */
+    const char *agent;      /* its HELLO's agent, or "" */
+    uint64_t first_seen_ms; /* first HELLO (ms since the epoch) */
+    uint64_t last_seen_ms;  /* last HELLO, to within a minute */
+} knit_relay_device_t;
+
+/* One schema version and the devices that run it.  Valid during the
+** callback. */
+typedef struct knit_relay_schema_info_s {
+    int reported;                        /* 0: the devices that reported no schema
+                                            (older clients); schema is NULL */
+    const knit_schema_t *schema;         /* tables by name, keys in key order then
+                                            columns by name; fp is the stored one */
+    uint64_t first_seen_ms;              /* when a device first reported it */
+    const knit_relay_device_t *devices;  /* by principal, then site */
+    size_t ndevices;                     /* >= 1 */
+} knit_relay_schema_info_t;
+
+/* Calls fn for every fingerprint some device runs, oldest first, then once
+** for the devices that reported none (if any), in one snapshot; a non-zero
+** return from fn stops the walk and is returned.  A read-only schema 2
+** store lists nothing. */
+KNIT_EXTERN int
+knit_relay_store_list_schemas(knit_relay_store_t *s,
+                              int (*fn)(void *data, const knit_relay_schema_info_t *info),
+                              void *data);
 
 /* ---------------------------------------------------------------------- */
 /* The store interface                                                      */

@@ -15,7 +15,8 @@
 **     into another, and erasure of a namespace, each possibly later;
 **   - the relay's own site id, made once and kept, so the relay itself
 **     can write cells;
-**   - diagnostics: the last error's text, cells catch-up had to skip.
+**   - diagnostics: the last error's text, cells catch-up had to skip;
+**   - devices: which schema each (principal, site) reported in HELLO.
 **
 ** Operations that may complete later return KNIT_RELAY_PENDING and call
 ** their done callback exactly once, afterwards (never from inside the
@@ -38,6 +39,7 @@
 #include <stdint.h>
 
 #include "knit.h"
+#include "schema.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -133,6 +135,12 @@ typedef struct knit_relay_backend_s {
     ** none), and counts them. */
     void (*on_damage)(void *data, knit_relay_damage_fn fn, void *fn_data);
     uint64_t (*damaged)(void *data);
+    /* Records a device's HELLO: principal, site, its schema (NULL: none
+    ** reported) and agent (NULL: none), at now_ms (relay_store.h
+    ** knit_relay_store_device_seen).  Answers at once; may be NULL (the
+    ** backend keeps no devices).  A failure is logged, never refused. */
+    int (*device_seen)(void *data, const char *principal, const knit_site_t *site,
+                       const knit_schema_t *schema, const char *agent, uint64_t now_ms);
     void *data; /* passed to every callback */
 } knit_relay_backend_t;
 

@@ -141,6 +141,12 @@ static uint64_t b_damaged(void *data)
     return knit_relay_store_damaged(data);
 }
 
+static int b_device_seen(void *data, const char *principal, const knit_site_t *site,
+                         const knit_schema_t *schema, const char *agent, uint64_t now_ms)
+{
+    return knit_relay_store_device_seen(data, principal, site, schema, agent, now_ms);
+}
+
 void knit_relay_store_backend(knit_relay_store_t *s,
                               knit_relay_backend_t *b) /* see relay_store.h */
 {
@@ -156,5 +162,6 @@ void knit_relay_store_backend(knit_relay_store_t *s,
     b->errmsg = b_errmsg;
     b->on_damage = b_on_damage;
     b->damaged = b_damaged;
+    b->device_seen = b_device_seen;
     b->data = s;
 }

@@ -654,6 +654,36 @@ static void enc_batch(wr_t *w, const knit_batch_t *b, const char *ns, int deltas
         knit__free(nsok);
 }
 
+/* HELLO's schema (checked canonical by the caller):
+**   {1: fp (8 bytes), 2: [{1: name, 2: [key], 3: [col], 4: kinds (1 byte per col)}]} */
+static void enc_schema(wr_t *w, const knit_schema_t *s)
+{
+    uint8_t kinds[KNIT_SCHEMA_MAX_COLS];
+    put_map(w, 2);
+    put_uint(w, 1);
+    put_str(w, 0, s->fp, KNIT_SCHEMA_FP_LEN);
+    put_uint(w, 2);
+    put_array(w, s->ntables);
+    for (size_t i = 0; i < s->ntables; i++) {
+        const knit_schema_table_t *t = &s->tables[i];
+        put_map(w, 4);
+        put_uint(w, 1);
+        put_name(w, t->name, 0);
+        put_uint(w, 2);
+        put_array(w, t->nkeys);
+        for (uint32_t k = 0; k < t->nkeys; k++)
+            put_name(w, t->keys[k], 0);
+        put_uint(w, 3);
+        put_array(w, t->ncols);
+        for (uint32_t c = 0; c < t->ncols; c++) {
+            put_name(w, t->cols[c].name, 0);
+            kinds[c] = (uint8_t)(t->cols[c].orset != 0);
+        }
+        put_uint(w, 4);
+        put_str(w, 0, kinds, t->ncols);
+    }
+}
+
 static void enc_body(wr_t *w, const knit_msg_t *m, const knit_codec_limits_t *lim)
 {
     switch (m->type) {
@@ -662,7 +692,17 @@ static void enc_body(wr_t *w, const knit_msg_t *m, const knit_codec_limits_t *li
         if (h->min_version == 0 || h->min_version > h->max_version || (h->nsubs && !h->subs) ||
             (h->claim.kind && (h->claim.kind != KNIT_CRED_ANON || h->cred.kind != KNIT_CRED_JWT)))
             ENC_FAIL(w, KNIT_EINVAL);
-        put_map(w, 5 + (h->nsubs > 0) + (h->agent != NULL) + (h->claim.kind != 0));
+        if (h->schema) {
+            uint8_t fp[KNIT_SCHEMA_FP_LEN];
+            int src = knit__schema_check(h->schema, NULL);
+            if (src)
+                ENC_FAIL(w, src == KNIT_ETOOBIG ? KNIT_ETOOBIG : KNIT_EINVAL);
+            knit__schema_fingerprint(h->schema, fp);
+            if (memcmp(fp, h->schema->fp, sizeof fp) != 0)
+                ENC_FAIL(w, KNIT_EINVAL);
+        }
+        put_map(w, 5 + (h->nsubs > 0) + (h->agent != NULL) + (h->claim.kind != 0) +
+                       (h->schema != NULL));
         put_uint(w, 0);
         put_uint(w, KNIT_MSG_HELLO);
         put_uint(w, 1);
@@ -684,6 +724,10 @@ static void enc_body(wr_t *w, const knit_msg_t *m, const knit_codec_limits_t *li
         if (h->claim.kind) {
             put_uint(w, 7);
             enc_cred(w, &h->claim, lim);
+        }
+        if (h->schema) {
+            put_uint(w, 8);
+            enc_schema(w, h->schema);
         }
         return;
     }
@@ -1661,6 +1705,131 @@ static int rd_limits(rd_t *r, knit_wire_limits_t *l)
     return have == 0x1E ? 0 : fail(r, KNIT_EPROTO, "limits lacks a required field");
 }
 
+/* A name of HELLO's schema: a name (rule 7) of at most KNIT_SCHEMA_MAX_NAME
+** bytes. */
+static int rd_schema_name(rd_t *r, const char **out, const char *why)
+{
+    TRY(rd_name(r, 0, out, why));
+    if (strlen(*out) > KNIT_SCHEMA_MAX_NAME)
+        return fail(r, KNIT_ETOOBIG, "HELLO schema name is longer than 1024 bytes");
+    return 0;
+}
+
+/* One table of HELLO's schema; cols holds room for KNIT_SCHEMA_MAX_COLS
+** names read before the kinds. */
+static int rd_schema_table(rd_t *r, knit_schema_table_t *t)
+{
+    size_t pairs, n;
+    int64_t prev = -1;
+    int have = 0;
+    knit_schema_col_t *cols = NULL;
+    TRY(rd_count(r, T_MAP, SIZE_MAX, &pairs, "HELLO schema table is not a map"));
+    for (size_t k = 0; k < pairs; k++) {
+        uint64_t key;
+        TRY(rd_key(r, &prev, &key));
+        switch (key) {
+        case 1:
+            TRY(rd_schema_name(r, &t->name, "HELLO schema table name is not a name"));
+            break;
+        case 2: {
+            const char **keys;
+            TRY(rd_count(r, T_ARRAY, SIZE_MAX, &n, "HELLO schema keys is not an array"));
+            if (n > KNIT_SCHEMA_MAX_COLS)
+                return fail(r, KNIT_ETOOBIG, "HELLO schema table has too many columns");
+            if (n == 0)
+                return fail(r, KNIT_EPROTO, "HELLO schema table has no key column");
+            if (!(keys = arena_alloc(r, n * sizeof *keys)))
+                return KNIT_ENOMEM;
+            for (size_t i = 0; i < n; i++)
+                TRY(rd_schema_name(r, &keys[i], "HELLO schema key is not a name"));
+            t->keys = keys;
+            t->nkeys = (uint32_t)n;
+            break;
+        }
+        case 3:
+            TRY(rd_count(r, T_ARRAY, SIZE_MAX, &n, "HELLO schema cols is not an array"));
+            if (n + t->nkeys > KNIT_SCHEMA_MAX_COLS)
+                return fail(r, KNIT_ETOOBIG, "HELLO schema table has too many columns");
+            if (!(cols = arena_alloc(r, (n ? n : 1) * sizeof *cols)))
+                return KNIT_ENOMEM;
+            for (size_t i = 0; i < n; i++) {
+                cols[i].orset = 0;
+                TRY(rd_schema_name(r, &cols[i].name, "HELLO schema column is not a name"));
+            }
+            t->cols = cols;
+            t->ncols = (uint32_t)n;
+            break;
+        case 4:
+            TRY(expect(r, T_BSTR, "HELLO schema kinds is not a byte string"));
+            if (!(have & 8) || r->len != t->ncols)
+                return fail(r, KNIT_EPROTO, "HELLO schema kinds do not match its columns");
+            for (size_t i = 0; i < r->len; i++) {
+                if (r->s[i] > 1)
+                    return fail(r, KNIT_EPROTO, "HELLO schema column kind is unknown");
+                cols[i].orset = r->s[i];
+            }
+            break;
+        default:
+            TRY(skip(r, 1));
+            continue;
+        }
+        have |= 1 << key;
+    }
+    return have == 0x1E ? 0 : fail(r, KNIT_EPROTO, "HELLO schema table lacks a required field");
+}
+
+/* HELLO's schema (key 8): bounded, canonical, and its fingerprint must be
+** that of its tables. */
+static int rd_schema(rd_t *r, const knit_schema_t **out)
+{
+    size_t pairs, n;
+    int64_t prev = -1;
+    int have = 0, rc;
+    const char *why = NULL;
+    uint8_t fp[KNIT_SCHEMA_FP_LEN];
+    knit_schema_t *s = arena_alloc(r, sizeof *s);
+    if (!s)
+        return KNIT_ENOMEM;
+    memset(s, 0, sizeof *s);
+    TRY(rd_count(r, T_MAP, SIZE_MAX, &pairs, "HELLO schema is not a map"));
+    for (size_t k = 0; k < pairs; k++) {
+        uint64_t key;
+        TRY(rd_key(r, &prev, &key));
+        if (key == 1) {
+            TRY(expect(r, T_BSTR, "HELLO schema fingerprint is not a byte string"));
+            if (r->len != KNIT_SCHEMA_FP_LEN)
+                return fail(r, KNIT_EPROTO, "HELLO schema fingerprint is not 8 bytes");
+            memcpy(s->fp, r->s, KNIT_SCHEMA_FP_LEN);
+        } else if (key == 2) {
+            knit_schema_table_t *t;
+            TRY(rd_count(r, T_ARRAY, SIZE_MAX, &n, "HELLO schema tables is not an array"));
+            if (n > KNIT_SCHEMA_MAX_TABLES)
+                return fail(r, KNIT_ETOOBIG, "HELLO schema has more than 1024 tables");
+            if (!(t = arena_alloc(r, (n ? n : 1) * sizeof *t)))
+                return KNIT_ENOMEM;
+            memset(t, 0, (n ? n : 1) * sizeof *t);
+            for (size_t i = 0; i < n; i++)
+                TRY(rd_schema_table(r, &t[i]));
+            s->tables = n ? t : NULL;
+            s->ntables = n;
+        } else {
+            TRY(skip(r, 1));
+            continue;
+        }
+        have |= 1 << key;
+    }
+    if (have != 0x6)
+        return fail(r, KNIT_EPROTO, "HELLO schema lacks a required field");
+    if ((rc = knit__schema_check(s, &why)) != 0)
+        return fail(r, rc == KNIT_ETOOBIG ? KNIT_ETOOBIG : KNIT_EPROTO,
+                    why ? why : "HELLO schema is not canonical");
+    knit__schema_fingerprint(s, fp);
+    if (memcmp(fp, s->fp, sizeof fp) != 0)
+        return fail(r, KNIT_EPROTO, "HELLO schema fingerprint does not match its tables");
+    *out = s;
+    return 0;
+}
+
 /* Bits of the required keys of each message type (bit k = key k). */
 static const uint32_t required[] = {
     [KNIT_MSG_HELLO] = 0x1F,    [KNIT_MSG_WELCOME] = 0x3F, [KNIT_MSG_ERROR] = 0x3,
@@ -1696,6 +1865,8 @@ static int rd_field(rd_t *r, knit_msg_t *m, uint64_t key, uint32_t have, int *kn
             return rd_name(r, 1, &h->agent, "HELLO agent is not text");
         case 7:
             return rd_cred(r, &h->claim);
+        case 8:
+            return rd_schema(r, &h->schema);
         }
         break;
     }

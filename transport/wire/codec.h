@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "knit.h"
+#include "schema.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -39,6 +40,7 @@ extern "C" {
 #define KNIT_PROTO_VERSION_MAX 1
 
 #define KNIT_FRAME_HEADER 4 /* bytes of big-endian length before each message */
+#define KNIT_HELLO_MAX_FRAME (64u * 1024) /* payload bytes a relay accepts before WELCOME */
 
 /* Defaults for knit_codec_limits_t (a zero field means "the default"). */
 #define KNIT_DEFAULT_MAX_FRAME (16u * 1024 * 1024) /* payload bytes */
@@ -114,6 +116,10 @@ typedef struct knit_hello_s {
     const knit_sub_t *subs; /* subscriptions, may be NULL when nsubs is 0 */
     size_t nsubs;           /* count */
     const char *agent;      /* optional software name for logs, or NULL */
+    const knit_schema_t *schema; /* optional (NULL: absent): the replica's tracked
+                                    schema (runtime/schema.h), canonical, with its
+                                    fingerprint; decoded ones are checked: bounds,
+                                    order and fingerprint (PROTOCOL.md, HELLO) */
 } knit_hello_t;
 
 typedef struct knit_welcome_s {
