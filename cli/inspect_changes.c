@@ -71,8 +71,8 @@ static int list(const char *path, knit_t *k, uint64_t since, uint64_t limit, con
         printf("], \"changes\": %zu, \"more\": %s, \"next_since\": %llu}\n", nch,
                more ? "true" : "false", (unsigned long long)last);
     } else {
-        printf("changes after version %llu (replica at version %llu)\n",
-               (unsigned long long)since, (unsigned long long)version);
+        printf("changes after version %llu (replica at version %llu)\n", (unsigned long long)since,
+               (unsigned long long)version);
         inspect_batch_print(stdout, k, b, since, 0, &ntx, &nch);
         if (!nch)
             fputs("none\n", stdout);
@@ -90,9 +90,9 @@ int cmd_changes(int argc, char **argv) /* see inspect_util.h */
     const char *pos[1], *since_s = NULL, *limit_s = NULL, *ns = NULL;
     int json = 0, local = 0, npos, rc;
     uint64_t since = 0, limit = 0;
-    const inspect_opt_t opts[] = {{"--json", NULL, &json},      {"--local", NULL, &local},
-                                  {"--since", &since_s, NULL},  {"--limit", &limit_s, NULL},
-                                  {"--ns", &ns, NULL},          {NULL, NULL, NULL}};
+    const inspect_opt_t opts[] = {{"--json", NULL, &json},     {"--local", NULL, &local},
+                                  {"--since", &since_s, NULL}, {"--limit", &limit_s, NULL},
+                                  {"--ns", &ns, NULL},         {NULL, NULL, NULL}};
     knit_t *k = NULL;
 
     if ((rc = inspect_args(CMD, argc, argv, opts, help, pos, 1, &npos)) >= 0)

@@ -59,25 +59,25 @@ static const char *const kind_name[] = {"row", "cell", "metadata"};
 
 /* One side of a difference: what to show of replica A or B. */
 typedef struct side_s {
-    int present;                /* 0: the thing is absent on this side */
-    const char *text;           /* a name (namespace, kind), or NULL */
-    const knit_value_t *value;  /* an LWW value, or NULL */
-    const knit_orset_t *set;    /* OR-set elements, or NULL */
-    int has_cl;                 /* show the causal length */
-    uint64_t cl;                /* it */
-    int has_stamp;              /* show the stamp (or "not written") */
-    uint64_t hlc;               /* 0 = not written */
-    const knit_site_t *site;    /* writer */
+    int present;               /* 0: the thing is absent on this side */
+    const char *text;          /* a name (namespace, kind), or NULL */
+    const knit_value_t *value; /* an LWW value, or NULL */
+    const knit_orset_t *set;   /* OR-set elements, or NULL */
+    int has_cl;                /* show the causal length */
+    uint64_t cl;               /* it */
+    int has_stamp;             /* show the stamp (or "not written") */
+    uint64_t hlc;              /* 0 = not written */
+    const knit_site_t *site;   /* writer */
 } side_t;
 
 /* The comparison's state. */
 typedef struct diff_s {
-    knit_t *a, *b;          /* the replicas */
-    inspect_ns_t nsa, nsb;  /* their namespaces */
-    int json;               /* output form */
-    uint64_t limit;         /* print at most this many (0 = all) */
-    uint64_t count[3];      /* differences by kind */
-    uint64_t shown;         /* printed */
+    knit_t *a, *b;         /* the replicas */
+    inspect_ns_t nsa, nsb; /* their namespaces */
+    int json;              /* output form */
+    uint64_t limit;        /* print at most this many (0 = all) */
+    uint64_t count[3];     /* differences by kind */
+    uint64_t shown;        /* printed */
 } diff_t;
 
 static void side_text(const side_t *s)
@@ -384,8 +384,8 @@ static int compare_row(diff_t *d, ktable_t *ta, ktable_t *tb, inspect_rows_t *ra
         return 0; /* cells of different lives are not comparable */
     }
     if (a.hlc != b.hlc || (a.hlc && knit_site_cmp(a.site, b.site) != 0))
-        emit(d, K_META, "liveness_stamp", ta, ta->name, ra->pk, NULL, "liveness stamps differ",
-             &a, &b);
+        emit(d, K_META, "liveness_stamp", ta, ta->name, ra->pk, NULL, "liveness stamps differ", &a,
+             &b);
     if (!ra->cells_ok || !rb->cells_ok) {
         side_t ua = {0}, ub = {0};
         ua.present = ub.present = 1;
@@ -417,8 +417,8 @@ static int compare_table(diff_t *d, ktable_t *ta, ktable_t *tb)
             oa += (size_t)snprintf(ka + oa, sizeof ka - oa, "%s%s", i ? ", " : "", ta->pk[i]);
         for (i = 0; i < tb->npk && ob < sizeof kb; i++)
             ob += (size_t)snprintf(kb + ob, sizeof kb - ob, "%s%s", i ? ", " : "", tb->pk[i]);
-        emit_table(d, "key_columns", ta->name, NULL, "key columns differ, rows not compared",
-                   ka, kb);
+        emit_table(d, "key_columns", ta->name, NULL, "key columns differ, rows not compared", ka,
+                   kb);
         return 0;
     }
     for (i = 0; i < ta->ncols; i++) {
@@ -553,12 +553,11 @@ out:
                (unsigned long long)total, (unsigned long long)d->shown);
     } else if (total) {
         if (d->shown < total)
-            printf("(%llu more not shown: --limit %llu)\n",
-                   (unsigned long long)(total - d->shown), (unsigned long long)d->limit);
-        printf("%llu difference%s: %llu row, %llu cell, %llu metadata\n",
-               (unsigned long long)total, total == 1 ? "" : "s",
-               (unsigned long long)d->count[K_ROW], (unsigned long long)d->count[K_CELL],
-               (unsigned long long)d->count[K_META]);
+            printf("(%llu more not shown: --limit %llu)\n", (unsigned long long)(total - d->shown),
+                   (unsigned long long)d->limit);
+        printf("%llu difference%s: %llu row, %llu cell, %llu metadata\n", (unsigned long long)total,
+               total == 1 ? "" : "s", (unsigned long long)d->count[K_ROW],
+               (unsigned long long)d->count[K_CELL], (unsigned long long)d->count[K_META]);
     } else {
         fputs("no differences: same tables, rows, cells and stamps\n", stdout);
     }

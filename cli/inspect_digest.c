@@ -99,11 +99,14 @@ static int replica_digest(const char *path, const char *ns, int json)
         printf("%s\n", hex);
     }
     if (!known)
-        inspect_err(CMD, "note: the replica has no namespace '%s'; this is the empty state's "
-                         "digest", ns);
+        inspect_err(CMD,
+                    "note: the replica has no namespace '%s'; this is the empty state's "
+                    "digest",
+                    ns);
     if (unstamped)
-        inspect_err(CMD, "note: %llu captured write%s not stamped yet; the digest changes "
-                         "when knit stamps %s",
+        inspect_err(CMD,
+                    "note: %llu captured write%s not stamped yet; the digest changes "
+                    "when knit stamps %s",
                     (unsigned long long)unstamped, unstamped == 1 ? " is" : "s are",
                     unstamped == 1 ? "it" : "them");
     knit_close(k);
@@ -168,8 +171,10 @@ static int relay_digest(const char *path, const char *ns, int json)
             printf("%s\n", hex);
         }
         if (!seq)
-            inspect_err(CMD, "note: the relay store holds nothing for namespace '%s'; this is "
-                             "the empty state's digest", ns);
+            inspect_err(CMD,
+                        "note: the relay store holds nothing for namespace '%s'; this is "
+                        "the empty state's digest",
+                        ns);
         goto out;
     }
     if ((rc = knit_relay_store_list(s, collect, &nm)) != 0) {
@@ -211,8 +216,7 @@ int cmd_digest(int argc, char **argv) /* see inspect_util.h */
 {
     const char *pos[1], *ns = NULL;
     int json = 0, npos, rc, kind;
-    const inspect_opt_t opts[] = {
-        {"--json", NULL, &json}, {"--ns", &ns, NULL}, {NULL, NULL, NULL}};
+    const inspect_opt_t opts[] = {{"--json", NULL, &json}, {"--ns", &ns, NULL}, {NULL, NULL, NULL}};
 
     if ((rc = inspect_args(CMD, argc, argv, opts, help, pos, 1, &npos)) >= 0)
         return rc;

@@ -50,18 +50,18 @@ typedef struct tcount_s {
 
 /* Everything the summary shows, read in one snapshot. */
 typedef struct info_s {
-    knit_t *k;            /* replica */
-    inspect_ns_t ns;      /* namespaces */
-    uint64_t *ns_rows;    /* rows per namespace idx (ns.n + 1; last = unknown) */
-    tcount_t *tc;         /* per table */
-    uint64_t *vers;       /* versions of pending cells (sorted, unique at the end) */
-    size_t nvers, cvers;  /* count and capacity */
+    knit_t *k;           /* replica */
+    inspect_ns_t ns;     /* namespaces */
+    uint64_t *ns_rows;   /* rows per namespace idx (ns.n + 1; last = unknown) */
+    tcount_t *tc;        /* per table */
+    uint64_t *vers;      /* versions of pending cells (sorted, unique at the end) */
+    size_t nvers, cvers; /* count and capacity */
     int64_t hlc, version, acked, schema, write_ns; /* from _knit_meta */
-    uint64_t nsites;      /* rows of _knit_sites */
-    uint64_t pending;     /* pending cells, all tables */
-    uint64_t unstamped;   /* captured writes, all tables */
+    uint64_t nsites;                               /* rows of _knit_sites */
+    uint64_t pending;                              /* pending cells, all tables */
+    uint64_t unstamped;                            /* captured writes, all tables */
     char fp[KNIT_SCHEMA_FP_HEX]; /* tracked schema's fingerprint, "" if unreadable */
-    uint64_t waiting;     /* cells waiting in _knit_aside for a column or table */
+    uint64_t waiting;            /* cells waiting in _knit_aside for a column or table */
 } info_t;
 
 static int add_version(info_t *in, uint64_t v)
@@ -200,8 +200,7 @@ static void print_text(info_t *in, const char *path)
                 (unsigned long long)in->ns_rows[i]);
     }
     if (in->ns_rows[in->ns.n])
-        fprintf(f, "  (unknown namespace): rows %llu\n",
-                (unsigned long long)in->ns_rows[in->ns.n]);
+        fprintf(f, "  (unknown namespace): rows %llu\n", (unsigned long long)in->ns_rows[in->ns.n]);
     fputs("tables\n", f);
     if (!k->ntables)
         fputs("  (none tracked)\n", f);
@@ -223,8 +222,9 @@ static void print_text(info_t *in, const char *path)
         }
         if (!tb->ncols)
             fputs("(none)", f);
-        fprintf(f, "\n    rows %llu (%llu live, %llu deleted), cells %llu, pending %llu, "
-                   "unstamped %llu",
+        fprintf(f,
+                "\n    rows %llu (%llu live, %llu deleted), cells %llu, pending %llu, "
+                "unstamped %llu",
                 (unsigned long long)tc->rows, (unsigned long long)tc->live,
                 (unsigned long long)(tc->rows - tc->live), (unsigned long long)tc->cells,
                 (unsigned long long)tc->pending, (unsigned long long)tc->unstamped);
@@ -245,8 +245,9 @@ static void print_text(info_t *in, const char *path)
     /* The text form stays as it was (scripts and golden tests read it);
     ** waiting cells are mentioned only when there are some. */
     if (in->waiting)
-        fprintf(f, "waiting     %llu cell%s of columns or tables not tracked here yet"
-                   " (sync-inspect schema)\n",
+        fprintf(f,
+                "waiting     %llu cell%s of columns or tables not tracked here yet"
+                " (sync-inspect schema)\n",
                 (unsigned long long)in->waiting, in->waiting == 1 ? "" : "s");
 }
 
@@ -272,8 +273,8 @@ static void print_json(info_t *in, const char *path)
         inspect_ns_json(f, &in->ns, i);
         fprintf(f, ", \"idx\": %u, \"home\": %s, \"write\": %s, \"cursor\": %llu, \"rows\": %llu}",
                 i, i == KNIT_HOME_NS ? "true" : "false",
-                (int64_t)i == in->write_ns ? "true" : "false",
-                (unsigned long long)in->ns.cursor[i], (unsigned long long)in->ns_rows[i]);
+                (int64_t)i == in->write_ns ? "true" : "false", (unsigned long long)in->ns.cursor[i],
+                (unsigned long long)in->ns_rows[i]);
     }
     fputs("], \"tables\": [", f);
     for (size_t t = 0; t < k->ntables; t++) {
@@ -292,8 +293,9 @@ static void print_json(info_t *in, const char *path)
             inspect_json_string(f, tb->cols[i], strlen(tb->cols[i]));
             fprintf(f, ", \"kind\": \"%s\"}", tb->orset[i] ? "orset" : "lww");
         }
-        fprintf(f, "], \"rows\": %llu, \"live\": %llu, \"deleted\": %llu, \"cells\": %llu, "
-                   "\"pending\": %llu, \"unstamped\": %llu, \"undecodable\": %llu}",
+        fprintf(f,
+                "], \"rows\": %llu, \"live\": %llu, \"deleted\": %llu, \"cells\": %llu, "
+                "\"pending\": %llu, \"unstamped\": %llu, \"undecodable\": %llu}",
                 (unsigned long long)tc->rows, (unsigned long long)tc->live,
                 (unsigned long long)(tc->rows - tc->live), (unsigned long long)tc->cells,
                 (unsigned long long)tc->pending, (unsigned long long)tc->unstamped,

@@ -112,8 +112,7 @@ static int list(const char *path, knit_t *k, int json)
 
     memset(&o, 0, sizeof o);
     o.local_only = 1;
-    if ((rc = knit_acked(k, &acked)) != 0 ||
-        (rc = knit_changes_since(k, acked, &o, &b)) != 0 ||
+    if ((rc = knit_acked(k, &acked)) != 0 || (rc = knit_changes_since(k, acked, &o, &b)) != 0 ||
         (rc = knit_acked(k, &acked_after)) != 0 || (rc = knit_version(k, &version)) != 0)
         goto out;
     if ((rc = knit__load_tables(k)) != 0 || (rc = count_unstamped(k, &unstamped)) != 0)
@@ -129,8 +128,7 @@ static int list(const char *path, knit_t *k, int json)
         printf(", \"version\": %llu, \"acked\": %llu, \"changes\": %zu, \"transactions\": [",
                (unsigned long long)version, (unsigned long long)acked_after, nch);
         inspect_batch_print(stdout, k, b, acked_after, 1, &ntx, &nch);
-        printf("], \"unstamped\": %llu, \"unstamped_writes\": [",
-               (unsigned long long)unstamped);
+        printf("], \"unstamped\": %llu, \"unstamped_writes\": [", (unsigned long long)unstamped);
         print_unstamped(k, 1);
         fputs("]}\n", stdout);
     } else {
@@ -139,8 +137,8 @@ static int list(const char *path, knit_t *k, int json)
         if (nch)
             printf("%zu change%s in %zu transaction%s not acknowledged yet (replica at "
                    "version %llu, acknowledged up to %llu)%s\n",
-                   nch, nch == 1 ? "" : "s", ntx, ntx == 1 ? "" : "s",
-                   (unsigned long long)version, (unsigned long long)acked_after,
+                   nch, nch == 1 ? "" : "s", ntx, ntx == 1 ? "" : "s", (unsigned long long)version,
+                   (unsigned long long)acked_after,
                    unstamped ? ", and captured writes not stamped yet" : "");
         else if (unstamped)
             printf("%llu captured write%s pending, not stamped yet (stamped changes are "

@@ -41,8 +41,8 @@ static void help(void)
 
 /* Listing state. */
 typedef struct lctx_s {
-    int json;      /* output form */
-    size_t count;  /* entries printed */
+    int json;     /* output form */
+    size_t count; /* entries printed */
 } lctx_t;
 
 static int on_ns(void *data, const knit_relay_ns_info_t *ns)

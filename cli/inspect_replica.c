@@ -52,7 +52,8 @@ static int check_file(const char *cmd, const char *path)
         return INSPECT_EXIT_ERROR;
     }
     if (n != (ssize_t)sizeof head || memcmp(head, magic, sizeof head) != 0) {
-        inspect_err(cmd, "'%s' is not an SQLite database, so not a knit replica or relay store", path);
+        inspect_err(cmd, "'%s' is not an SQLite database, so not a knit replica or relay store",
+                    path);
         return INSPECT_EXIT_ERROR;
     }
     return 0;
@@ -91,7 +92,8 @@ int inspect_probe(const char *cmd, const char *path, int *kind) /* see inspect_r
         if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
             report_locked(cmd, path);
         else
-            inspect_err(cmd, "cannot read '%s': %s", path, db ? sqlite3_errmsg(db) : "out of memory");
+            inspect_err(cmd, "cannot read '%s': %s", path,
+                        db ? sqlite3_errmsg(db) : "out of memory");
         sqlite3_finalize(st);
         sqlite3_close(db);
         return INSPECT_EXIT_ERROR;
@@ -112,11 +114,15 @@ int inspect_probe(const char *cmd, const char *path, int *kind) /* see inspect_r
     if (rc == KNIT_EBUSY)
         report_locked(cmd, path);
     else if (rc == KNIT_EVERSION)
-        inspect_err(cmd, "'%s' is a relay store of a schema version this sync-inspect does not "
-                         "read (older or newer)", path);
+        inspect_err(cmd,
+                    "'%s' is a relay store of a schema version this sync-inspect does not "
+                    "read (older or newer)",
+                    path);
     else
-        inspect_err(cmd, "'%s' is an SQLite database but not a knit replica or relay store "
-                         "(it has no knit metadata)", path);
+        inspect_err(cmd,
+                    "'%s' is an SQLite database but not a knit replica or relay store "
+                    "(it has no knit metadata)",
+                    path);
     return INSPECT_EXIT_ERROR;
 }
 
@@ -129,8 +135,10 @@ int inspect_open_replica(const char *cmd, const char *path,
     if (inspect_probe(cmd, path, &kind) != 0)
         return INSPECT_EXIT_ERROR;
     if (kind == INSPECT_KIND_RELAY) {
-        inspect_err(cmd, "'%s' is a relay store, not a replica (see 'sync-inspect relay' and "
-                         "'sync-inspect digest --ns')", path);
+        inspect_err(cmd,
+                    "'%s' is a relay store, not a replica (see 'sync-inspect relay' and "
+                    "'sync-inspect digest --ns')",
+                    path);
         return INSPECT_EXIT_ERROR;
     }
     memset(&o, 0, sizeof o);
@@ -265,8 +273,7 @@ void inspect_hlc_json(FILE *f, uint64_t hlc) /* see inspect_replica.h */
 void inspect_ms_text(FILE *f, uint64_t ms) /* see inspect_replica.h */
 {
     char buf[KNIT_HLC_FMT_LEN], *hash;
-    knit_hlc_format(knit_hlc_make(ms > KNIT_HLC_MAX_MS ? KNIT_HLC_MAX_MS : ms, 0), buf,
-                    sizeof buf);
+    knit_hlc_format(knit_hlc_make(ms > KNIT_HLC_MAX_MS ? KNIT_HLC_MAX_MS : ms, 0), buf, sizeof buf);
     if ((hash = strchr(buf, '#')) != NULL)
         *hash = '\0';
     fputs(buf, f);
@@ -277,8 +284,9 @@ int inspect_ns_load(knit_t *k, inspect_ns_t *ns) /* see inspect_replica.h */
     sqlite3_stmt *st = NULL;
     int rc;
     memset(ns, 0, sizeof *ns);
-    rc = sqlite3_prepare_v2(k->db, "SELECT idx, name, cursor FROM _knit_ns WHERE idx > 0 AND "
-                                   "idx < 1000000 ORDER BY idx",
+    rc = sqlite3_prepare_v2(k->db,
+                            "SELECT idx, name, cursor FROM _knit_ns WHERE idx > 0 AND "
+                            "idx < 1000000 ORDER BY idx",
                             -1, &st, NULL);
     if (rc != SQLITE_OK)
         return knit__dberr(k, rc, "reading _knit_ns");
@@ -459,8 +467,8 @@ int inspect_rows_next(inspect_rows_t *r) /* see inspect_replica.h */
     r->cl = (uint64_t)sqlite3_column_int64(r->st, base + 1);
     r->ver = (uint64_t)sqlite3_column_int64(r->st, base + 2);
     r->cells_ok = knit__cells_decode(sqlite3_column_blob(r->st, base + 3),
-                                     (size_t)sqlite3_column_bytes(r->st, base + 3),
-                                     r->t->ncols + 1, r->cells) == 0;
+                                     (size_t)sqlite3_column_bytes(r->st, base + 3), r->t->ncols + 1,
+                                     r->cells) == 0;
     if (!r->cells_ok)
         memset(r->cells, 0, sizeof r->cells);
     r->has_user = sqlite3_column_int(r->st, base + 4);
@@ -672,8 +680,10 @@ int inspect_parse_key(const char *cmd, knit_t *k, ktable_t *t, const char *arg,
 
     memset(key, 0, sizeof *key);
     if (literal_list(arg, &n, &why, &at) != 0) {
-        inspect_err(cmd, "key: %s (at character %zu); give it as SQL literals: 42, 'alice', or "
-                         "'alice', 3 for a composite key", why, at + 1);
+        inspect_err(cmd,
+                    "key: %s (at character %zu); give it as SQL literals: 42, 'alice', or "
+                    "'alice', 3 for a composite key",
+                    why, at + 1);
         return INSPECT_EXIT_ERROR;
     }
     if (n != t->npk) {
@@ -762,7 +772,8 @@ void inspect_key_free(inspect_key_t *key) /* see inspect_replica.h */
     memset(key, 0, sizeof *key);
 }
 
-void inspect_row_text(FILE *f, const ktable_t *t, const knit_value_t *pk) /* see inspect_replica.h */
+void inspect_row_text(FILE *f, const ktable_t *t,
+                      const knit_value_t *pk) /* see inspect_replica.h */
 {
     inspect_text(f, t->name, strlen(t->name));
     fputc(' ', f);

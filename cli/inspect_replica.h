@@ -92,17 +92,17 @@ void inspect_ns_json(FILE *f, const inspect_ns_t *ns, uint32_t idx);
 /* A walk over _knit_rows_<id> of one table in key order, joined with the
 ** user table.  Fields describe the current row until the next call. */
 typedef struct inspect_rows_s {
-    knit_t *k;                       /* replica */
-    ktable_t *t;                     /* table */
-    sqlite3_stmt *st;                /* the walk */
-    int user_table;                  /* 1 if the user table exists */
-    knit_value_t pk[KNIT_MAX_PK];    /* key values */
-    uint32_t ns;                     /* _knit_ns idx */
-    uint64_t cl;                     /* causal length */
-    uint64_t ver;                    /* newest local version of its cells */
-    int cells_ok;                    /* 0 if the cells blob cannot be decoded */
+    knit_t *k;                        /* replica */
+    ktable_t *t;                      /* table */
+    sqlite3_stmt *st;                 /* the walk */
+    int user_table;                   /* 1 if the user table exists */
+    knit_value_t pk[KNIT_MAX_PK];     /* key values */
+    uint32_t ns;                      /* _knit_ns idx */
+    uint64_t cl;                      /* causal length */
+    uint64_t ver;                     /* newest local version of its cells */
+    int cells_ok;                     /* 0 if the cells blob cannot be decoded */
     kcell_t cells[KNIT_MAX_COLS + 1]; /* 0 = liveness, c + 1 = column c */
-    int has_user;                    /* 1 if the user row exists */
+    int has_user;                     /* 1 if the user row exists */
     knit_value_t vals[KNIT_MAX_COLS]; /* user row values (NULL when absent) */
 } inspect_rows_t;
 

@@ -177,7 +177,7 @@ static void print_text(const sview_t *v, const char *path)
         }
         fprintf(f, ": %llu cell%s in %llu row%s%s\n", (unsigned long long)w->cells,
                 w->cells == 1 ? "" : "s", (unsigned long long)w->rows, w->rows == 1 ? "" : "s",
-                tr                              ? " (tracked now; applied on the next sync)"
+                tr                                ? " (tracked now; applied on the next sync)"
                 : find_table(v->schema, w->table) ? " (column not tracked here)"
                                                   : " (table not tracked here)");
     }

@@ -38,7 +38,7 @@
     X(diff, "compare two replicas row by row and cell by cell")                                    \
     X(verify, "check a replica's integrity and metadata consistency")                              \
     X(digest, "print the state digest of a replica or a relay namespace")                          \
-    X(schema, "show a replica's tracked schema, fingerprint and waiting cells")                     \
+    X(schema, "show a replica's tracked schema, fingerprint and waiting cells")                    \
     X(relay, "summarize a relay store: namespaces, anonymous ids, device schemas")                 \
     X(decode, "show a knit frame or any CBOR item as JSON or diagnostic notation")
 

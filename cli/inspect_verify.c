@@ -49,8 +49,8 @@ static void help(void)
 
 /* Problems reported so far, and how. */
 typedef struct vctx_s {
-    int json;   /* output form */
-    int count;  /* problems printed */
+    int json;  /* output form */
+    int count; /* problems printed */
 } vctx_t;
 
 /* Prints one problem; key is either SQL text (from knit_verify) or values. */
@@ -99,8 +99,9 @@ static void on_problem(void *data, const char *table, const char *pk_sql, const 
 static int exists(knit_t *k, const char *name, int *yes)
 {
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(k->db, "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND "
-                                       "name = ?1",
+    int rc = sqlite3_prepare_v2(k->db,
+                                "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND "
+                                "name = ?1",
                                 -1, &st, NULL);
     if (rc != SQLITE_OK)
         return knit__dberr(k, rc, "reading the schema");

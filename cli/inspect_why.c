@@ -169,11 +169,11 @@ static size_t context_sites(const knit_orset_t *s, uint32_t *out, size_t max)
 
 /* Context of one explanation. */
 typedef struct why_s {
-    knit_t *k;          /* replica */
-    ktable_t *t;        /* table */
-    inspect_rows_t *r;  /* the row */
-    uint64_t acked;     /* highest acknowledged local version */
-    int json;           /* output form */
+    knit_t *k;         /* replica */
+    ktable_t *t;       /* table */
+    inspect_rows_t *r; /* the row */
+    uint64_t acked;    /* highest acknowledged local version */
+    int json;          /* output form */
 } why_t;
 
 static const char *status_of(why_t *w, const kcell_t *c)
@@ -499,8 +499,9 @@ static int lookup(const char *path, knit_t *k, const char *table, const char *ke
     if (colarg) {
         col = find_name(t->cols, t->ncols, colarg);
         if (col < 0 && find_name(t->pk, t->npk, colarg) >= 0) {
-            inspect_err(CMD, "'%s' is a key column of %s: it has no stamp of its own; "
-                             "leave COLUMN out to explain the row",
+            inspect_err(CMD,
+                        "'%s' is a key column of %s: it has no stamp of its own; "
+                        "leave COLUMN out to explain the row",
                         colarg, t->name);
             return INSPECT_EXIT_ERROR;
         }

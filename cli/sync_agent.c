@@ -22,12 +22,12 @@
 #include "knit_sync.h"
 
 /* Exit codes (documented in --help and docs/sync-agent.md). */
-#define EXIT_OK 0         /* done; or stopped by SIGINT/SIGTERM */
-#define EXIT_SYNC 1       /* syncing failed: relay unreachable, changes refused, --once timeout */
-#define EXIT_USAGE 2      /* bad command line */
-#define EXIT_REPLICA 3    /* the replica cannot be opened, read, written or tracked */
-#define EXIT_AUTH 4       /* credential or claim refused, namespace denied, no common protocol */
-#define EXIT_ASIDE 5      /* --once: synced, except rows this replica could not apply */
+#define EXIT_OK 0      /* done; or stopped by SIGINT/SIGTERM */
+#define EXIT_SYNC 1    /* syncing failed: relay unreachable, changes refused, --once timeout */
+#define EXIT_USAGE 2   /* bad command line */
+#define EXIT_REPLICA 3 /* the replica cannot be opened, read, written or tracked */
+#define EXIT_AUTH 4    /* credential or claim refused, namespace denied, no common protocol */
+#define EXIT_ASIDE 5   /* --once: synced, except rows this replica could not apply */
 
 #define DEFAULT_TIMEOUT_S 30
 #define MAX_TOKEN_FILE 16384
@@ -98,7 +98,10 @@ static void logline(int level, const char *line)
     gmtime_r(&ts.tv_sec, &tm);
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
     fprintf(stderr, "%s.%03ldZ sync-agent %s: %s\n", when, ts.tv_nsec / 1000000L,
-            names[level < 0 ? 0 : level > 3 ? 3 : level], line);
+            names[level < 0   ? 0
+                  : level > 3 ? 3
+                              : level],
+            line);
 }
 
 static void logf_(int level, const char *fmt, ...)
@@ -207,23 +210,23 @@ static int cmd_track(int argc, char **argv)
 /* run                                                                      */
 
 typedef struct agent_s {
-    uv_loop_t loop;            /* the event loop */
-    uv_signal_t sigint;        /* SIGINT */
-    uv_signal_t sigterm;       /* SIGTERM */
-    uv_timer_t deadline;       /* --once: the timeout */
-    knit_sync_t *sync;         /* the sync client */
-    knit_t *k;                 /* the replica */
-    const char *replica;       /* its path */
-    const char *relay;         /* HOST:PORT as given */
-    const char *token_file;    /* --token-file, or NULL */
-    int once;                  /* --once */
-    uint64_t timeout_s;        /* --once timeout */
-    int exit_code;             /* what main returns */
-    int stopping;              /* knit_sync_stop was called */
-    char principal[256];       /* last session's principal */
-    char last_error[1024];     /* last error message, for --once failures */
-    int synced;                /* --once: SYNCED was reached */
-    int late_error;            /* --once: an error after SYNCED, while finishing */
+    uv_loop_t loop;         /* the event loop */
+    uv_signal_t sigint;     /* SIGINT */
+    uv_signal_t sigterm;    /* SIGTERM */
+    uv_timer_t deadline;    /* --once: the timeout */
+    knit_sync_t *sync;      /* the sync client */
+    knit_t *k;              /* the replica */
+    const char *replica;    /* its path */
+    const char *relay;      /* HOST:PORT as given */
+    const char *token_file; /* --token-file, or NULL */
+    int once;               /* --once */
+    uint64_t timeout_s;     /* --once timeout */
+    int exit_code;          /* what main returns */
+    int stopping;           /* knit_sync_stop was called */
+    char principal[256];    /* last session's principal */
+    char last_error[1024];  /* last error message, for --once failures */
+    int synced;             /* --once: SYNCED was reached */
+    int late_error;         /* --once: an error after SYNCED, while finishing */
 } agent_t;
 
 /* Reads the token file: at most MAX_TOKEN_FILE bytes, surrounding
@@ -246,8 +249,8 @@ static int read_token(const char *path, char **out)
         free(buf);
         return KNIT_ETOOBIG;
     }
-    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
-                 buf[n - 1] == '\t'))
+    while (n &&
+           (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
         n--;
     while (a < n && (buf[a] == ' ' || buf[a] == '\t' || buf[a] == '\n' || buf[a] == '\r'))
         a++;
@@ -292,8 +295,7 @@ static void report_once(agent_t *ag, knit_sync_t *s)
     char counts[256];
 
     knit_sync_status(s, &st);
-    snprintf(counts, sizeof counts,
-             "pushed %llu changes, received %llu, applied %llu",
+    snprintf(counts, sizeof counts, "pushed %llu changes, received %llu, applied %llu",
              (unsigned long long)st.acked_changes, (unsigned long long)st.delta_changes,
              (unsigned long long)st.applied);
     if (!ag->synced || ag->exit_code != EXIT_OK)
@@ -313,8 +315,8 @@ static void report_once(agent_t *ag, knit_sync_t *s)
         ag->exit_code = EXIT_ASIDE;
         return;
     }
-    printf("sync-agent: %s synced with %s as %s: %s%s\n", ag->replica, ag->relay,
-           ag->principal, counts,
+    printf("sync-agent: %s synced with %s as %s: %s%s\n", ag->replica, ag->relay, ag->principal,
+           counts,
            waiting ? "; some changes wait for tables or columns this replica does not track "
                      "(sync-inspect aside)"
                    : "");
@@ -364,8 +366,7 @@ static void on_event(knit_sync_t *s, const knit_sync_event_t *ev)
     switch (ev->type) {
     case KNIT_SYNC_EV_STATE:
         if (ev->state == KNIT_SYNC_ONLINE) {
-            snprintf(ag->principal, sizeof ag->principal, "%s",
-                     ev->principal ? ev->principal : "");
+            snprintf(ag->principal, sizeof ag->principal, "%s", ev->principal ? ev->principal : "");
             logf_(KNIT_SYNC_LOG_INFO, "online with %s as %s", ag->relay, ag->principal);
         } else if (ev->state == KNIT_SYNC_OFFLINE && ev->retry_ms) {
             logf_(KNIT_SYNC_LOG_INFO, "offline; next attempt in %llu ms",

@@ -28,16 +28,16 @@ typedef struct knit_digest_s {
 } knit_digest_t;
 
 typedef struct knit_cell_s {
-    const char *ns;      /* namespace, e.g. "user:alice" */
-    const char *table;   /* table name */
-    const uint8_t *pk;   /* concatenated knit_value encodings */
-    size_t pk_len;       /* bytes at pk */
-    const char *column;  /* column name, "" for row liveness */
-    const uint8_t *val;  /* value bytes (see above); may be NULL if val_len 0 */
-    size_t val_len;      /* bytes at val */
-    uint64_t cl;         /* causal length */
-    uint64_t hlc;        /* winning stamp (0 for OR-set cells) */
-    knit_site_t site;    /* winning site (zeros for OR-set cells) */
+    const char *ns;     /* namespace, e.g. "user:alice" */
+    const char *table;  /* table name */
+    const uint8_t *pk;  /* concatenated knit_value encodings */
+    size_t pk_len;      /* bytes at pk */
+    const char *column; /* column name, "" for row liveness */
+    const uint8_t *val; /* value bytes (see above); may be NULL if val_len 0 */
+    size_t val_len;     /* bytes at val */
+    uint64_t cl;        /* causal length */
+    uint64_t hlc;       /* winning stamp (0 for OR-set cells) */
+    knit_site_t site;   /* winning site (zeros for OR-set cells) */
 } knit_cell_t;
 
 KNIT_EXTERN void knit_digest_zero(knit_digest_t *d);

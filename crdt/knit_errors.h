@@ -14,31 +14,31 @@
 #define KNIT_EXTERN
 #endif
 
-#define KNIT_ERRNO_MAP(X)                                                              \
-    X(NOMEM, -1, "out of memory")                                                      \
-    X(INVAL, -2, "invalid argument")                                                   \
-    X(RANGE, -3, "value out of range")                                                 \
-    X(OVERFLOW, -4, "clock or counter overflow")                                       \
-    X(CLOCKSKEW, -5, "timestamp too far in the future")                               \
-    X(CORRUPT, -6, "malformed or corrupt data")                                        \
-    X(TRUNCATED, -7, "input ends too early")                                           \
-    X(TOOBIG, -8, "size exceeds the configured limit")                                 \
-    X(IO, -9, "I/O error")                                                             \
-    X(DB, -10, "SQLite error")                                                         \
-    X(BUSY, -11, "database is locked by another connection")                           \
-    X(NOTREPLICA, -12, "file is not a knit replica")                                   \
-    X(VERSION, -13, "unsupported metadata or protocol version")                        \
-    X(NOTFOUND, -14, "no such object")                                                 \
-    X(SCHEMA, -15, "table cannot be tracked")                                          \
-    X(CONSTRAINT, -16, "a constraint refused the change")                              \
-    X(PROTO, -17, "protocol violation")                                                \
-    X(AUTH, -18, "authentication failed")                                              \
-    X(DENIED, -19, "not permitted for this credential")                                \
-    X(CLOSED, -20, "connection closed")                                                \
-    X(TIMEDOUT, -21, "timed out")                                                      \
-    X(TLS, -22, "TLS error")                                                           \
-    X(READONLY, -23, "replica opened read-only")                                       \
-    X(EXISTS, -24, "object already exists")                                          \
+#define KNIT_ERRNO_MAP(X)                                                                          \
+    X(NOMEM, -1, "out of memory")                                                                  \
+    X(INVAL, -2, "invalid argument")                                                               \
+    X(RANGE, -3, "value out of range")                                                             \
+    X(OVERFLOW, -4, "clock or counter overflow")                                                   \
+    X(CLOCKSKEW, -5, "timestamp too far in the future")                                            \
+    X(CORRUPT, -6, "malformed or corrupt data")                                                    \
+    X(TRUNCATED, -7, "input ends too early")                                                       \
+    X(TOOBIG, -8, "size exceeds the configured limit")                                             \
+    X(IO, -9, "I/O error")                                                                         \
+    X(DB, -10, "SQLite error")                                                                     \
+    X(BUSY, -11, "database is locked by another connection")                                       \
+    X(NOTREPLICA, -12, "file is not a knit replica")                                               \
+    X(VERSION, -13, "unsupported metadata or protocol version")                                    \
+    X(NOTFOUND, -14, "no such object")                                                             \
+    X(SCHEMA, -15, "table cannot be tracked")                                                      \
+    X(CONSTRAINT, -16, "a constraint refused the change")                                          \
+    X(PROTO, -17, "protocol violation")                                                            \
+    X(AUTH, -18, "authentication failed")                                                          \
+    X(DENIED, -19, "not permitted for this credential")                                            \
+    X(CLOSED, -20, "connection closed")                                                            \
+    X(TIMEDOUT, -21, "timed out")                                                                  \
+    X(TLS, -22, "TLS error")                                                                       \
+    X(READONLY, -23, "replica opened read-only")                                                   \
+    X(EXISTS, -24, "object already exists")                                                        \
     X(ACCOUNT, -25, "replica belongs to another account; use one file per account")
 
 typedef enum {

@@ -262,9 +262,9 @@ int knit_orset_contains(const knit_orset_t *s, const knit_value_t *e) /* see ors
 #define BORROW_DOTS 2  /* r element's dot array belongs to an element of s */
 
 typedef struct join_s {
-    knit_orset_t r;   /* the result under construction */
-    uint8_t *sflags;  /* per element of s: BORROW_* parts r kept */
-    uint8_t *rflags;  /* per element of r: BORROW_* parts it borrows */
+    knit_orset_t r;  /* the result under construction */
+    uint8_t *sflags; /* per element of s: BORROW_* parts r kept */
+    uint8_t *rflags; /* per element of r: BORROW_* parts it borrows */
 } join_t;
 
 /* The dots of one element after the join (the rule in orset.h): a dot on
@@ -272,8 +272,8 @@ typedef struct join_s {
 ** has seen it (then the other side removed it).  Writes to out when it is
 ** not NULL; returns the count and sets *same when the result is exactly a. */
 static size_t join_dots(const knit_dot_t *a, size_t na, const knit_orset_t *actx,
-                        const knit_dot_t *b, size_t nb, const knit_orset_t *bctx,
-                        knit_dot_t *out, int *same)
+                        const knit_dot_t *b, size_t nb, const knit_orset_t *bctx, knit_dot_t *out,
+                        int *same)
 {
     size_t i = 0, j = 0, k = 0;
 
@@ -608,8 +608,7 @@ fail:
     return KNIT_ENOMEM;
 }
 
-int knit_orset_remove(knit_orset_t *s, const knit_value_t *e,
-                      knit_orset_t *delta) /* see orset.h */
+int knit_orset_remove(knit_orset_t *s, const knit_value_t *e, knit_orset_t *delta) /* see orset.h */
 {
     knit_value_t v = *e;
     knit_orset_elem_t *el;
@@ -977,7 +976,6 @@ int knit_orset_decode(const uint8_t *p, size_t n, knit_orset_t *s) /* see orset.
 
 /* ---------------------------------------------------------------------- */
 /* JSON materialization. */
-
 
 /* Appends to out (when not NULL) at *k; always advances *k. */
 static void emit(char *out, size_t *k, const char *s, size_t n)

@@ -86,9 +86,8 @@ KNIT_EXTERN int knit_orset_decode(const uint8_t *p, size_t n, knit_orset_t *s /*
 ** sites[i] is the id of site index i (i < nsites, else KNIT_EINVAL).
 ** Implemented in orset_canon.c. */
 #include "hlc.h"
-KNIT_EXTERN int knit_orset_canonical(const knit_orset_t *s, const knit_site_t *sites,
-                                     size_t nsites, uint8_t **out /* OUT, knit__free */,
-                                     size_t *n /* OUT */);
+KNIT_EXTERN int knit_orset_canonical(const knit_orset_t *s, const knit_site_t *sites, size_t nsites,
+                                     uint8_t **out /* OUT, knit__free */, size_t *n /* OUT */);
 
 /* Materialization: canonical JSON array of the elements in order, e.g.
 ** [null,-1,2.5,"a"] (REALs with %.17g, always with '.' or 'e'; +-Inf as

@@ -20,8 +20,8 @@
 
 /* Site list entry while ranking. */
 typedef struct used_s {
-    uint32_t idx;         /* caller's index */
-    const uint8_t *id;    /* its 16-byte id */
+    uint32_t idx;      /* caller's index */
+    const uint8_t *id; /* its 16-byte id */
 } used_t;
 
 static int used_cmp(const void *a, const void *b)

@@ -12,7 +12,9 @@
 **      life of the row resets the row's cells and wins; one from an earlier
 **      life loses; within a life the larger stamp wins.  OR-set columns join
 **      their states within a life and take the incoming state whole when it
-**      comes from a later life.
+**      comes from a later life; a row that enters a later life forgets every
+**      set state of the earlier one, also of set columns the batch does not
+**      carry (their cells arrive later, and until then the set is empty).
 **   3. Each row is written once per batch, with every cell the batch holds
 **      for it.  The changes are visited in (table, key) order, whatever unit
 **      they travel in (a row's liveness often sits in the unit of its insert
@@ -72,8 +74,7 @@ static int prepare_str(knit_t *k, sqlite3_stmt **st, sqlite3_str *s)
 static void where_keys(sqlite3_str *s, const ktable_t *t, int first_param)
 {
     for (uint32_t i = 0; i < t->npk; i++)
-        sqlite3_str_appendf(s, "%s\"%w\" = ?%d", i ? " AND " : "", t->pk[i],
-                            first_param + (int)i);
+        sqlite3_str_appendf(s, "%s\"%w\" = ?%d", i ? " AND " : "", t->pk[i], first_param + (int)i);
 }
 
 /* k0 = ?1 AND k1 = ?2 ... on knit's own tables. */
@@ -138,8 +139,8 @@ static int user_stmt(knit_t *k, ktable_t *t, uint64_t mask, int insert, sqlite3_
             for (uint32_t c = 0; c < t->ncols; c++) {
                 if (!(mask >> c & 1))
                     continue;
-                sqlite3_str_appendf(s, "%s\"%w\" = excluded.\"%w\"", first ? "" : ", ",
-                                    t->cols[c], t->cols[c]);
+                sqlite3_str_appendf(s, "%s\"%w\" = excluded.\"%w\"", first ? "" : ", ", t->cols[c],
+                                    t->cols[c]);
                 first = 0;
             }
         } else {
@@ -238,54 +239,55 @@ static int user_delete(knit_t *k, ktable_t *t, const knit_value_t *pk)
 /* One cell change, resolved to the replica's own numbering.  It comes from
 ** the batch, or from _knit_aside (aside_id > 0). */
 typedef struct xch_s {
-    uint32_t col;          /* 0 = liveness, else 1 + local column */
-    const char *colname;   /* column name ("" = liveness) */
-    const char *nsname;    /* namespace name ("" = home) */
-    uint32_t ns;           /* local namespace idx */
-    uint32_t site;         /* local site idx of the writer */
-    uint64_t cl;           /* causal length of the life it belongs to */
-    uint64_t hlc;          /* stamp */
-    knit_value_t value;    /* LWW value or OR-set state */
-    const uint32_t *smap;  /* OR-set state: batch site -> local site; NULL = local already */
-    size_t nsmap;          /* entries in smap */
-    int64_t aside_id;      /* _knit_aside row, 0 = from the batch */
+    uint32_t col;         /* 0 = liveness, else 1 + local column */
+    const char *colname;  /* column name ("" = liveness) */
+    const char *nsname;   /* namespace name ("" = home) */
+    uint32_t ns;          /* local namespace idx */
+    uint32_t site;        /* local site idx of the writer */
+    uint64_t cl;          /* causal length of the life it belongs to */
+    uint64_t hlc;         /* stamp */
+    knit_value_t value;   /* LWW value or OR-set state */
+    const uint32_t *smap; /* OR-set state: batch site -> local site; NULL = local already */
+    size_t nsmap;         /* entries in smap */
+    int64_t aside_id;     /* _knit_aside row, 0 = from the batch */
 } xch_t;
 
 /* The row being merged. */
 typedef struct arow_s {
-    ktable_t *t;                        /* its table */
-    const knit_value_t *pk;             /* key values */
-    int has_meta;                       /* a _knit_rows row exists */
-    uint32_t ns;                        /* namespace idx */
-    uint64_t cl0;                       /* causal length when loaded */
-    uint64_t cl;                        /* causal length now */
-    kcell_t cells[KNIT_MAX_COLS + 1];   /* stamps: 0 = liveness, c + 1 = column c */
-    uint64_t wmask;                     /* columns whose user value must be written */
-    uint64_t smask;                     /* OR-set columns whose state must be saved */
-    knit_value_t vals[KNIT_MAX_COLS];   /* their values (LWW: change memory; sets: json) */
-    char *json[KNIT_MAX_COLS];          /* owned set materializations */
-    knit_orset_t sets[KNIT_MAX_COLS];   /* merged set states (smask, or loaded) */
-    uint64_t loaded;                    /* OR-set columns whose state is in sets[] */
-    int dirty;                          /* metadata must be written */
+    ktable_t *t;                      /* its table */
+    const knit_value_t *pk;           /* key values */
+    int has_meta;                     /* a _knit_rows row exists */
+    uint32_t ns;                      /* namespace idx */
+    uint64_t cl0;                     /* causal length when loaded */
+    uint64_t cl;                      /* causal length now */
+    kcell_t cells[KNIT_MAX_COLS + 1]; /* stamps: 0 = liveness, c + 1 = column c */
+    uint64_t wmask;                   /* columns whose user value must be written */
+    uint64_t smask;                   /* OR-set columns whose state must be saved */
+    knit_value_t vals[KNIT_MAX_COLS]; /* their values (LWW: change memory; sets: json) */
+    char *json[KNIT_MAX_COLS];        /* owned set materializations */
+    knit_orset_t sets[KNIT_MAX_COLS]; /* merged set states (smask, or loaded) */
+    uint64_t loaded;                  /* OR-set columns whose state is in sets[] */
+    int dirty;                        /* metadata must be written */
 } arow_t;
 
 /* Per-apply context. */
 typedef struct actx_s {
     knit_t *k;
     knit_apply_stats_t *st;
-    uint64_t ver;                /* the local version this apply writes */
-    int have_aside;              /* _knit_aside held rows before this apply */
-    int64_t aside_floor;         /* the newest of them: later ones were set aside
-                                    by this apply and are not merged again in it */
-    sqlite3_stmt *aside_get;     /* set-aside changes of one (tbl, pk) */
-    sqlite3_stmt *aside_put;     /* add one */
-    sqlite3_stmt *aside_del;     /* remove one by id */
-    sqlite3_stmt *aside_upd;     /* refresh kind and reason by id */
-    xch_t *x;                    /* the current row's changes */
-    size_t nx, capx;             /* used, allocated */
-    void **owned;                /* memory of set-aside changes read back */
-    size_t nowned, capowned;     /* used, allocated */
-    sqlite3_stmt **logdel;       /* per table: delete one key's log rows (note 7) */
+    uint64_t ver;            /* the local version this apply writes */
+    int have_aside;          /* _knit_aside held rows before this apply */
+    int64_t aside_floor;     /* the newest of them: later ones were set aside
+                                by this apply and are not merged again in it */
+    sqlite3_stmt *aside_get; /* set-aside changes of one (tbl, pk) */
+    sqlite3_stmt *aside_put; /* add one */
+    sqlite3_stmt *aside_del; /* remove one by id */
+    sqlite3_stmt *aside_upd; /* refresh kind and reason by id */
+    xch_t *x;                /* the current row's changes */
+    size_t nx, capx;         /* used, allocated */
+    void **owned;            /* memory of set-aside changes read back */
+    size_t nowned, capowned; /* used, allocated */
+    sqlite3_stmt **logdel;   /* per table: delete one key's log rows (note 7) */
+    sqlite3_stmt **setdel;   /* per table: delete one key's OR-set states */
 } actx_t;
 
 static void row_release(arow_t *r)
@@ -386,12 +388,25 @@ static int user_flush(knit_t *k, arow_t *r)
     else if (now_live && r->cl != r->cl0) {
         /* Live to live in a later life: the row was deleted and inserted
         ** again elsewhere.  So it is here: columns this life has not
-        ** written yet must not keep the earlier life's values. */
+        ** written yet must not keep the earlier life's values.  The pair
+        ** is one savepoint, so a refused insert keeps the old row. */
+        if ((rc = knit__exec(k, "SAVEPOINT knit_life")) != 0)
+            return rc;
         rc = user_delete(k, t, r->pk);
         if (!rc)
             rc = user_write(k, t, r->pk, r->wmask, 1, r->vals, NULL);
-    }
-    else if (now_live && r->wmask) {
+        if (rc && !sqlite3_get_autocommit(k->db)) {
+            char saved[sizeof k->errmsg];
+            memcpy(saved, k->errmsg, sizeof saved);
+            knit__exec(k, "ROLLBACK TO knit_life");
+            memcpy(k->errmsg, saved, sizeof saved);
+        }
+        if (!sqlite3_get_autocommit(k->db)) {
+            int r2 = knit__exec(k, "RELEASE knit_life");
+            if (!rc)
+                rc = r2;
+        }
+    } else if (now_live && r->wmask) {
         rc = user_write(k, t, r->pk, r->wmask, 0, r->vals, &changed);
         /* Live metadata without a user row: the row was deleted while
         ** capture was missing.  Write it back with what this batch holds. */
@@ -420,10 +435,10 @@ static void new_life(arow_t *r, uint64_t cl)
 /* Batch mapping                                                           */
 
 typedef struct bmap_s {
-    ktable_t **tables;   /* per batch table: local table or NULL */
-    int32_t **cols;      /* per batch table, per column: local column or -1 */
-    uint32_t *ns;        /* per batch ns: local idx */
-    uint32_t *sites;     /* per batch site: local idx */
+    ktable_t **tables; /* per batch table: local table or NULL */
+    int32_t **cols;    /* per batch table, per column: local column or -1 */
+    uint32_t *ns;      /* per batch ns: local idx */
+    uint32_t *sites;   /* per batch site: local idx */
 } bmap_t;
 
 static void bmap_free(const knit_batch_t *b, bmap_t *m)
@@ -497,8 +512,8 @@ static void sql_literal(sqlite3_str *s, const knit_value_t *v)
 }
 
 /* The key as concatenated value encodings, and as SQL literals. */
-static int key_forms(knit_t *k, const knit_value_t *pk, uint32_t npk, uint8_t **blob,
-                     size_t *n, char **text)
+static int key_forms(knit_t *k, const knit_value_t *pk, uint32_t npk, uint8_t **blob, size_t *n,
+                     char **text)
 {
     size_t len = 0;
     for (uint32_t i = 0; i < npk; i++)
@@ -528,10 +543,11 @@ static int aside_prepare(actx_t *a)
     knit_t *k = a->k;
     int rc = 0;
     if (!a->aside_put)
-        rc = knit__prepare(k, &a->aside_put,
-                           "INSERT OR IGNORE INTO _knit_aside(tbl, pk, key, col, ns, cl, hlc, site, orset,"
-                           " value, kind, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
-                           " ?10, ?11, ?12, ?13)");
+        rc = knit__prepare(
+            k, &a->aside_put,
+            "INSERT OR IGNORE INTO _knit_aside(tbl, pk, key, col, ns, cl, hlc, site, orset,"
+            " value, kind, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
+            " ?10, ?11, ?12, ?13)");
     if (!rc && !a->aside_get)
         rc = knit__prepare(k, &a->aside_get,
                            "SELECT id, col, ns, cl, hlc, site, orset, value FROM _knit_aside"
@@ -544,8 +560,10 @@ static int aside_prepare(actx_t *a)
     return rc;
 }
 
-/* Keeps one change in _knit_aside (once: the same cell change set aside
-** again by a repeated batch is ignored).  An OR-set state in batch numbering is
+/* Keeps one change in _knit_aside (once: the same cell change with the
+** same value, set aside again by a repeated batch, is ignored; OR-set states
+** of one stamp can differ, and are all kept until they merge).  An OR-set
+** state in batch numbering is
 ** stored in local numbering (note 5); one that cannot be renumbered is
 ** stored as it came (it stays refused). */
 static int aside_put(actx_t *a, const char *tbl, const knit_value_t *pk, uint32_t npk,
@@ -788,8 +806,10 @@ static int merge_set(actx_t *a, arow_t *r, uint32_t c, const xch_t *x)
         size_t jn = 0;
         rc = knit_orset_json(&cur, &json, &jn);
         if (rc == KNIT_EINVAL)
-            rc = knit__err(k, REFUSE, "%s.%s: OR-set element has no JSON form (a BLOB or "
-                                      "TEXT that is not UTF-8)", r->t->name, r->t->cols[c]);
+            rc = knit__err(k, REFUSE,
+                           "%s.%s: OR-set element has no JSON form (a BLOB or "
+                           "TEXT that is not UTF-8)",
+                           r->t->name, r->t->cols[c]);
         if (!rc) {
             knit__free(r->json[c]);
             r->json[c] = json;
@@ -949,6 +969,35 @@ static int log_forget(actx_t *a, ktable_t *t, const knit_value_t *pk)
     return rc == SQLITE_DONE ? 0 : knit__dberr(k, rc, "clearing the capture log");
 }
 
+/* Deletes every OR-set state of one key: the row entered a later life in
+** this apply, and states of the earlier one must not be taken for this
+** life's (R5).  A set cell this life has not written yet holds the empty
+** set; were the old state kept, a local write of the column would diff
+** against it and carry the earlier life's dots and removes into this life,
+** where they cancel other replicas' adds. */
+static int sets_forget(actx_t *a, ktable_t *t, const knit_value_t *pk)
+{
+    knit_t *k = a->k;
+    size_t ti = (size_t)(t - k->tables);
+    int rc;
+    if (!a->setdel && !(a->setdel = knit__calloc(k->ntables + 1, sizeof *a->setdel)))
+        return KNIT_ENOMEM;
+    if (!a->setdel[ti]) {
+        sqlite3_str *s = sqlite3_str_new(k->db);
+        sqlite3_str_appendf(s, "DELETE FROM _knit_sets_%d WHERE ", t->id);
+        where_meta_keys(s, t->npk);
+        if ((rc = prepare_str(k, &a->setdel[ti], s)) != 0)
+            return rc;
+    }
+    sqlite3_stmt *st = a->setdel[ti];
+    for (uint32_t i = 0; i < t->npk; i++)
+        knit__bind_value(st, (int)i + 1, &pk[i]);
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE ? 0 : knit__dberr(k, rc, "clearing OR-set states");
+}
+
 /* Merges the current row's changes (a->x) into it and writes it once. */
 static int row_apply(actx_t *a, ktable_t *t, const knit_value_t *pk, arow_t *r)
 {
@@ -974,8 +1023,7 @@ static int row_apply(actx_t *a, ktable_t *t, const knit_value_t *pk, arow_t *r)
             char reason[sizeof k->errmsg];
             memcpy(reason, k->errmsg, sizeof reason);
             /* One already set aside keeps the reason it was given. */
-            rc = x->aside_id ? 0
-                             : aside_put(a, t->name, pk, t->npk, x, orset, "refused", reason);
+            rc = x->aside_id ? 0 : aside_put(a, t->name, pk, t->npk, x, orset, "refused", reason);
             a->st->aside++;
             a->x[i] = a->x[--a->nx];
             continue;
@@ -994,6 +1042,8 @@ static int row_apply(actx_t *a, ktable_t *t, const knit_value_t *pk, arow_t *r)
             rc = refuse_row(a, r, reason);
             goto out;
         }
+        if (!rc && t->setmask && r->has_meta && r->cl != r->cl0)
+            rc = sets_forget(a, t, pk);
         for (uint32_t c = 0; !rc && c < t->ncols; c++)
             if (r->smask >> c & 1)
                 rc = knit__set_save(k, t, pk, c, &r->sets[c]);
@@ -1019,8 +1069,8 @@ out:
 
 typedef struct order_s {
     const knit_batch_t *b;
-    uint32_t *idx;  /* change indexes, sorted */
-    uint32_t *tmp;  /* merge buffer */
+    uint32_t *idx; /* change indexes, sorted */
+    uint32_t *tmp; /* merge buffer */
 } order_t;
 
 static int change_cmp(const knit_batch_t *b, uint32_t i, uint32_t j)
@@ -1070,10 +1120,9 @@ static int receive_clock(knit_t *k, const knit_batch_t *b)
     for (size_t i = 0; i < b->nchanges; i++) {
         uint64_t h = b->changes[i].hlc;
         if (knit_hlc_ms(h) > now + k->max_drift_ms)
-            return knit__err(k, KNIT_ECLOCKSKEW,
-                             "change %zu is stamped %llu ms in the future (limit %llu ms)", i,
-                             (unsigned long long)(knit_hlc_ms(h) - now),
-                             (unsigned long long)k->max_drift_ms);
+            return knit__err(
+                k, KNIT_ECLOCKSKEW, "change %zu is stamped %llu ms in the future (limit %llu ms)",
+                i, (unsigned long long)(knit_hlc_ms(h) - now), (unsigned long long)k->max_drift_ms);
         if (h > max)
             max = h;
     }
@@ -1123,8 +1172,8 @@ static int wait_change(actx_t *a, const knit_batch_t *b, const bmap_t *m, const 
     else
         snprintf(reason, sizeof reason, "column %s.%s is not tracked here", bt->name, x.colname);
     a->st->skipped++;
-    return aside_put(a, bt->name, ch->pk, bt->npk, &x, ch->col && bt->orset[ch->col - 1],
-                     "waiting", reason);
+    return aside_put(a, bt->name, ch->pk, bt->npk, &x, ch->col && bt->orset[ch->col - 1], "waiting",
+                     reason);
 }
 
 /* Merges every set-aside change again (schema changed, or asked). */
@@ -1271,8 +1320,8 @@ static int apply_locked(knit_t *k, const knit_batch_t *b, knit_apply_stats_t *st
             if (bad) {
                 /* The relay refuses these too (validate.h); one from
                 ** elsewhere is set aside alone, the row goes on. */
-                rc = aside_put(&a, t->name, ch->pk, t->npk, &x, ch->col && t->orset[lc],
-                               "refused", why);
+                rc = aside_put(&a, t->name, ch->pk, t->npk, &x, ch->col && t->orset[lc], "refused",
+                               why);
                 st->aside++;
                 continue;
             }
@@ -1308,6 +1357,9 @@ done:
     for (size_t i = 0; a.logdel && i < k->ntables; i++)
         sqlite3_finalize(a.logdel[i]);
     knit__free(a.logdel);
+    for (size_t i = 0; a.setdel && i < k->ntables; i++)
+        sqlite3_finalize(a.setdel[i]);
+    knit__free(a.setdel);
     if (b)
         bmap_free(b, &m);
     return rc;
@@ -1325,9 +1377,8 @@ static int apply(knit_t *k, const knit_batch_t *b, const char *ns, uint64_t seq,
         uint32_t idx;
         sqlite3_stmt *s = NULL;
         rc = knit__ns_intern(k, ns, &idx);
-        if (!rc && sqlite3_prepare_v2(k->db,
-                                      "UPDATE _knit_ns SET cursor = ? WHERE idx = ?",
-                                      -1, &s, NULL) == SQLITE_OK) {
+        if (!rc && sqlite3_prepare_v2(k->db, "UPDATE _knit_ns SET cursor = ? WHERE idx = ?", -1, &s,
+                                      NULL) == SQLITE_OK) {
             sqlite3_bind_int64(s, 1, (int64_t)seq);
             sqlite3_bind_int64(s, 2, idx);
             if (sqlite3_step(s) != SQLITE_DONE)
@@ -1337,6 +1388,11 @@ static int apply(knit_t *k, const knit_batch_t *b, const char *ns, uint64_t seq,
         }
         sqlite3_finalize(s);
     }
+    /* SQLite rolls a transaction back by itself on some errors (a full
+    ** disk); an error path that went on would then write outside any
+    ** transaction.  Make sure that never passed for success. */
+    if (!rc && sqlite3_get_autocommit(k->db))
+        rc = knit__err(k, KNIT_EIO, "the apply's transaction was rolled back by SQLite");
     if (!rc)
         rc = knit__commit(k);
     if (rc) {

@@ -24,7 +24,7 @@ typedef struct arena_block_s {
 } arena_block_t;
 
 typedef struct batch_priv_s {
-    arena_block_t *blocks; /* newest first */
+    arena_block_t *blocks;                                       /* newest first */
     size_t cap_ns, cap_sites, cap_tables, cap_changes, cap_txns; /* capacities */
 } batch_priv_t;
 
@@ -149,8 +149,7 @@ int knit_batch_site(knit_batch_t *b, const knit_site_t *s, uint32_t *idx) /* see
 }
 
 int knit_batch_table(knit_batch_t *b, const char *name, uint32_t npk, uint32_t ncols,
-                     const char *const *cols, const uint8_t *orset,
-                     uint32_t *idx) /* see knit.h */
+                     const char *const *cols, const uint8_t *orset, uint32_t *idx) /* see knit.h */
 {
     batch_priv_t *p = b->priv;
     for (size_t i = 0; i < b->ntables; i++) {

@@ -152,8 +152,9 @@ static int set_for_batch(knit_t *k, since_t *s, knit_orset_t *st, uint8_t **out,
         rc = st->vv.e[i].site < k->nsites ? map_site(k, s, st->vv.e[i].site, &map[st->vv.e[i].site])
                                           : KNIT_ECORRUPT;
     for (size_t i = 0; !rc && i < st->ncloud; i++)
-        rc = st->cloud[i].site < k->nsites ? map_site(k, s, st->cloud[i].site, &map[st->cloud[i].site])
-                                           : KNIT_ECORRUPT;
+        rc = st->cloud[i].site < k->nsites
+                 ? map_site(k, s, st->cloud[i].site, &map[st->cloud[i].site])
+                 : KNIT_ECORRUPT;
     for (size_t e = 0; !rc && e < st->nelems; e++)
         for (size_t d = 0; !rc && d < st->elems[e].ndots; d++) {
             uint32_t site = st->elems[e].dots[d].site;

@@ -92,9 +92,9 @@ static int digest_table(knit_t *k, ktable_t *t, int64_t ns_idx, knit_digest_t *d
             rc = knit__ns_name(k, (uint32_t)ns, &nsname);
             cur_ns = ns;
         }
-        if (!rc && knit__cells_decode(sqlite3_column_blob(st, base + 2),
-                                      (size_t)sqlite3_column_bytes(st, base + 2), t->ncols + 1,
-                                      cells))
+        if (!rc &&
+            knit__cells_decode(sqlite3_column_blob(st, base + 2),
+                               (size_t)sqlite3_column_bytes(st, base + 2), t->ncols + 1, cells))
             rc = knit__err(k, KNIT_ECORRUPT, "%s: corrupt row metadata", t->name);
         uint32_t ncells = knit_cl_live(cl) ? t->ncols + 1 : 1;
         for (uint32_t i = 0; !rc && i < ncells; i++) {

@@ -92,9 +92,9 @@ KNIT_EXTERN void knit_batch_free(knit_batch_t *b); /* NULL is a no-op */
 ** are reused; a table must then match exactly, else KNIT_EINVAL). */
 KNIT_EXTERN int knit_batch_ns(knit_batch_t *b, const char *name, uint32_t *idx /* OUT */);
 KNIT_EXTERN int knit_batch_site(knit_batch_t *b, const knit_site_t *s, uint32_t *idx /* OUT */);
-KNIT_EXTERN int knit_batch_table(knit_batch_t *b, const char *name, uint32_t npk,
-                                 uint32_t ncols, const char *const *cols,
-                                 const uint8_t *orset, uint32_t *idx /* OUT */);
+KNIT_EXTERN int knit_batch_table(knit_batch_t *b, const char *name, uint32_t npk, uint32_t ncols,
+                                 const char *const *cols, const uint8_t *orset,
+                                 uint32_t *idx /* OUT */);
 /* Start a new unit; later knit_batch_add() calls go into it. */
 KNIT_EXTERN int knit_batch_begin(knit_batch_t *b, uint64_t version);
 /* Append a copy of c (key values and value bytes copied) to the open unit;
@@ -123,12 +123,12 @@ typedef struct knit_options_s {
 ** replica copied from elsewhere (a copied file, a restored backup) is
 ** detected and takes a new site id before it writes; the changes its
 ** original had not had acknowledged stay its own local changes
-** (knit_changes_since local_only), so the copy pushes them.  KNIT_ENOTREPLICA if the file is not SQLite; KNIT_EVERSION if
+** (knit_changes_since local_only), so the copy pushes them.  KNIT_ENOTREPLICA if the file is not
+*SQLite; KNIT_EVERSION if
 ** its metadata is newer than this library; KNIT_EINVAL for "", ":memory:"
 ** and "file:" URIs (a replica is a file that other connections open too).
 ** On error *out is NULL and the file is unchanged. */
-KNIT_EXTERN int knit_open(const char *path, const knit_options_t *opt,
-                          knit_t **out /* OUT */);
+KNIT_EXTERN int knit_open(const char *path, const knit_options_t *opt, knit_t **out /* OUT */);
 /* Closes the replica; NULL is a no-op. */
 KNIT_EXTERN void knit_close(knit_t *k);
 /* The last error's detailed message ("" if none); valid until the next call. */
@@ -167,21 +167,20 @@ KNIT_EXTERN int knit_changes_since(knit_t *k, uint64_t version, const knit_since
                                    knit_batch_t **out /* OUT */);
 
 typedef struct knit_apply_stats_s {
-    size_t applied; /* changes that won and were written */
-    size_t known;   /* changes already held (same stamp) */
-    size_t lost;    /* changes older than what the replica holds */
-    size_t skipped; /* changes kept aside ("waiting") for tables or columns this
-                       replica does not track (yet); they apply when it does */
-    size_t aside;   /* changes of rows this replica cannot apply (a constraint, an
-                       invalid value), set aside ("refused"); the rest applied */
+    size_t applied;   /* changes that won and were written */
+    size_t known;     /* changes already held (same stamp) */
+    size_t lost;      /* changes older than what the replica holds */
+    size_t skipped;   /* changes kept aside ("waiting") for tables or columns this
+                         replica does not track (yet); they apply when it does */
+    size_t aside;     /* changes of rows this replica cannot apply (a constraint, an
+                         invalid value), set aside ("refused"); the rest applied */
     size_t recovered; /* set-aside changes that applied in this call */
 } knit_apply_stats_t;
 
 /* Merges a batch in one SQLite transaction, atomically.  Applied changes
 ** are never captured as local writes.  KNIT_ECLOCKSKEW (nothing applied) if
 ** a stamp is beyond max_drift_ms in the future.  stats may be NULL. */
-KNIT_EXTERN int knit_apply(knit_t *k, const knit_batch_t *b,
-                           knit_apply_stats_t *stats /* OUT */);
+KNIT_EXTERN int knit_apply(knit_t *k, const knit_batch_t *b, knit_apply_stats_t *stats /* OUT */);
 
 /* Set-aside changes.  One change a replica cannot apply never blocks the
 ** others: knit_apply() keeps such changes in the table _knit_aside, which

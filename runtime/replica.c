@@ -104,7 +104,8 @@ int knit__dberr(knit_t *k, int rc, const char *what)
         code = KNIT_EREADONLY;
         break;
     }
-    return knit__err(k, code, "%s: %s", what, k && k->db ? sqlite3_errmsg(k->db) : sqlite3_errstr(rc));
+    return knit__err(k, code, "%s: %s", what,
+                     k && k->db ? sqlite3_errmsg(k->db) : sqlite3_errstr(rc));
 }
 
 const char *knit_errmsg(knit_t *k) /* see knit.h */
@@ -258,8 +259,8 @@ uint64_t knit__now(knit_t *k)
 int knit__load_sites(knit_t *k)
 {
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(k->db, "SELECT idx, site FROM _knit_sites ORDER BY idx", -1,
-                                &st, NULL);
+    int rc =
+        sqlite3_prepare_v2(k->db, "SELECT idx, site FROM _knit_sites ORDER BY idx", -1, &st, NULL);
     if (rc != SQLITE_OK)
         return knit__dberr(k, rc, "reading _knit_sites");
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -366,8 +367,8 @@ static void file_identity(const char *path, char *buf, size_t n)
         gethostname(machine, sizeof machine - 1);
     if (stat(path, &sb) != 0)
         memset(&sb, 0, sizeof sb);
-    snprintf(buf, n, "%llu:%llu:%s", (unsigned long long)sb.st_dev,
-             (unsigned long long)sb.st_ino, machine);
+    snprintf(buf, n, "%llu:%llu:%s", (unsigned long long)sb.st_dev, (unsigned long long)sb.st_ino,
+             machine);
 }
 
 /* Makes a fresh site id the local one (new replica, or a detected copy).
@@ -577,8 +578,8 @@ int knit_move_namespace(knit_t *k, const char *from, const char *to) /* see knit
     if (!rc)
         rc = knit__ns_intern(k, to, &tidx);
     for (size_t i = 0; !rc && fidx && i < k->ntables; i++) {
-        char *sql = sqlite3_mprintf("UPDATE _knit_rows_%d SET ns = ?1 WHERE ns = ?2",
-                                    k->tables[i].id);
+        char *sql =
+            sqlite3_mprintf("UPDATE _knit_rows_%d SET ns = ?1 WHERE ns = ?2", k->tables[i].id);
         st = NULL;
         if (!sql) {
             rc = KNIT_ENOMEM;
@@ -628,8 +629,7 @@ int knit_namespace(knit_t *k, char *buf, size_t n) /* see knit.h */
 int knit_cursor(knit_t *k, const char *ns, uint64_t *seq) /* see knit.h */
 {
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(k->db, "SELECT cursor FROM _knit_ns WHERE name = ?", -1, &st,
-                                NULL);
+    int rc = sqlite3_prepare_v2(k->db, "SELECT cursor FROM _knit_ns WHERE name = ?", -1, &st, NULL);
     if (rc != SQLITE_OK)
         return knit__dberr(k, rc, "reading a cursor");
     sqlite3_bind_text(st, 1, ns, -1, SQLITE_STATIC);
@@ -711,8 +711,7 @@ int knit_setting_set(knit_t *k, const char *key, const char *value) /* see knit.
     return rc == SQLITE_DONE ? 0 : knit__dberr(k, rc, "writing a setting");
 }
 
-int knit_setting_init(knit_t *k, const char *key, const char *value,
-                      char **actual) /* see knit.h */
+int knit_setting_init(knit_t *k, const char *key, const char *value, char **actual) /* see knit.h */
 {
     int rc = knit__begin(k);
     *actual = NULL;
@@ -767,8 +766,8 @@ static int has_metadata(knit_t *k, int *yes)
 {
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(
-        k->db, "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = '_knit_meta'", -1,
-        &st, NULL);
+        k->db, "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = '_knit_meta'", -1, &st,
+        NULL);
     if (rc != SQLITE_OK)
         return knit__dberr(k, rc, "reading the schema");
     rc = sqlite3_step(st);

@@ -43,9 +43,9 @@
 #include "orset.h"
 
 #define KNIT_SCHEMA_VERSION 2 /* 2: _knit_aside */
-#define KNIT_MAX_COLS 63 /* tracked non-key columns per table (update mask bits) */
-#define KNIT_HOME_NS 1   /* _knit_ns idx of the home namespace */
-#define KNIT_MAX_PK 32   /* key columns per table */
+#define KNIT_MAX_COLS 63      /* tracked non-key columns per table (update mask bits) */
+#define KNIT_HOME_NS 1        /* _knit_ns idx of the home namespace */
+#define KNIT_MAX_PK 32        /* key columns per table */
 
 /* Log operations written by the capture triggers. */
 enum { KNIT_OP_INSERT = 1, KNIT_OP_UPDATE = 2, KNIT_OP_DELETE = 3 };
@@ -60,32 +60,32 @@ typedef struct kcell_s {
 
 /* Statement slot numbers in ktable_t.st. */
 enum {
-    ST_STAMP,      /* log -> rows upsert */
-    ST_LOGMAX,     /* max(seq) of the log */
-    ST_LOGCLEAR,   /* delete the log */
-    ST_SETROWS,    /* distinct logged keys touching OR-set columns */
-    ST_NEWLIFE,    /* mark logged inserts that start a new life */
-    ST_ROWGET,     /* one row's metadata */
-    ST_ROWPUT,     /* upsert one row's metadata */
-    ST_SETGET,     /* one OR-set state */
-    ST_SETPUT,     /* upsert one OR-set state */
-    ST_USERGET,    /* the user row's tracked columns */
-    ST_USERDEL,    /* delete the user row */
-    ST_SINCE,      /* rows changed since a version, joined with user rows */
+    ST_STAMP,    /* log -> rows upsert */
+    ST_LOGMAX,   /* max(seq) of the log */
+    ST_LOGCLEAR, /* delete the log */
+    ST_SETROWS,  /* distinct logged keys touching OR-set columns */
+    ST_NEWLIFE,  /* mark logged inserts that start a new life */
+    ST_ROWGET,   /* one row's metadata */
+    ST_ROWPUT,   /* upsert one row's metadata */
+    ST_SETGET,   /* one OR-set state */
+    ST_SETPUT,   /* upsert one OR-set state */
+    ST_USERGET,  /* the user row's tracked columns */
+    ST_USERDEL,  /* delete the user row */
+    ST_SINCE,    /* rows changed since a version, joined with user rows */
     ST_NSTMT
 };
 
 #define KNIT_MASK_CACHE 8 /* cached INSERT/UPDATE statements per table */
 
 typedef struct ktable_s {
-    char *name;               /* user table name */
-    int id;                   /* suffix of its _knit_*_<id> tables */
-    uint32_t npk;             /* key columns */
-    char **pk;                /* key column names, in key order */
-    uint32_t ncols;           /* tracked non-key columns */
-    char **cols;              /* their names; index i is cell i + 1 */
-    uint8_t *orset;           /* per column: 1 = OR-set */
-    uint64_t setmask;         /* bit i set when column i is an OR-set */
+    char *name;                 /* user table name */
+    int id;                     /* suffix of its _knit_*_<id> tables */
+    uint32_t npk;               /* key columns */
+    char **pk;                  /* key column names, in key order */
+    uint32_t ncols;             /* tracked non-key columns */
+    char **cols;                /* their names; index i is cell i + 1 */
+    uint8_t *orset;             /* per column: 1 = OR-set */
+    uint64_t setmask;           /* bit i set when column i is an OR-set */
     sqlite3_stmt *st[ST_NSTMT]; /* prepared lazily */
     struct {
         uint64_t mask;      /* columns written (bit i = column i) */
@@ -99,33 +99,33 @@ typedef struct ktable_s {
 } ktable_t;
 
 struct knit_s {
-    sqlite3 *db;             /* knit's own connection (all internal work) */
-    sqlite3 *app_db;         /* knit_db(): a plain connection for the app, opened lazily */
-    char *path;              /* the replica file, for app_db */
-    int triggers_off;        /* db runs with triggers disabled (note 4) */
-    int readonly;            /* opened read-only */
-    knit_clock_fn clock;     /* wall clock */
-    void *clock_data;        /* its argument */
-    uint64_t max_drift_ms;   /* refuse remote stamps beyond now + this */
-    knit_site_t site;        /* this replica's site id */
-    uint32_t site_idx;       /* its _knit_sites idx */
-    knit_site_t *sites;      /* _knit_sites cache, by idx (0 unused) */
-    uint32_t nsites;         /* entries in sites (max idx + 1) */
-    int sites_stale;         /* emptied by a rollback; reloaded by knit__begin */
-    ktable_t *tables;        /* tracked tables */
-    size_t ntables;          /* count */
-    int schema_cookie;       /* PRAGMA schema_version the cache was built at */
-    int aside_cookie;        /* schema_cookie when set-aside changes were last retried */
-    int data_version;        /* PRAGMA data_version last seen by knit_poll */
-    uint64_t seen_version;   /* knit version last reported to the callback */
-    int ev_local;            /* local writes stamped since the last notification */
-    int ev_remote;           /* remote changes applied since then */
-    unsigned notified;       /* notifications that reported changes (knit_poll) */
+    sqlite3 *db;              /* knit's own connection (all internal work) */
+    sqlite3 *app_db;          /* knit_db(): a plain connection for the app, opened lazily */
+    char *path;               /* the replica file, for app_db */
+    int triggers_off;         /* db runs with triggers disabled (note 4) */
+    int readonly;             /* opened read-only */
+    knit_clock_fn clock;      /* wall clock */
+    void *clock_data;         /* its argument */
+    uint64_t max_drift_ms;    /* refuse remote stamps beyond now + this */
+    knit_site_t site;         /* this replica's site id */
+    uint32_t site_idx;        /* its _knit_sites idx */
+    knit_site_t *sites;       /* _knit_sites cache, by idx (0 unused) */
+    uint32_t nsites;          /* entries in sites (max idx + 1) */
+    int sites_stale;          /* emptied by a rollback; reloaded by knit__begin */
+    ktable_t *tables;         /* tracked tables */
+    size_t ntables;           /* count */
+    int schema_cookie;        /* PRAGMA schema_version the cache was built at */
+    int aside_cookie;         /* schema_cookie when set-aside changes were last retried */
+    int data_version;         /* PRAGMA data_version last seen by knit_poll */
+    uint64_t seen_version;    /* knit version last reported to the callback */
+    int ev_local;             /* local writes stamped since the last notification */
+    int ev_remote;            /* remote changes applied since then */
+    unsigned notified;        /* notifications that reported changes (knit_poll) */
     knit_change_fn on_change; /* change callback */
-    void *on_change_data;    /* its argument */
-    sqlite3_stmt *meta_get;  /* SELECT value FROM _knit_meta WHERE key=? */
-    sqlite3_stmt *meta_put;  /* INSERT OR REPLACE INTO _knit_meta */
-    char errmsg[512];        /* last detailed error */
+    void *on_change_data;     /* its argument */
+    sqlite3_stmt *meta_get;   /* SELECT value FROM _knit_meta WHERE key=? */
+    sqlite3_stmt *meta_put;   /* INSERT OR REPLACE INTO _knit_meta */
+    char errmsg[512];         /* last detailed error */
 };
 
 /* replica.c */
@@ -187,8 +187,8 @@ size_t knit__cells_encode(const kcell_t *c, uint32_t ncells, uint8_t *out);
 #define KNIT_CELL_MAXBYTES (1 + 8 + KNIT_VARINT_MAX * 2)
 int knit__bind_value(sqlite3_stmt *st, int i, const knit_value_t *v);
 void knit__column_value(sqlite3_stmt *st, int i, knit_value_t *v);
-int knit__set_load(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t col,
-                   knit_orset_t *s, int *found);
+int knit__set_load(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t col, knit_orset_t *s,
+                   int *found);
 int knit__set_save(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t col,
                    const knit_orset_t *s);
 int knit__clear_logs(knit_t *k);

@@ -154,8 +154,8 @@ static int cmp_col(const void *a, const void *b)
 /* Bump allocator over the one block (pointer-aligned pieces first, then
 ** strings). */
 typedef struct pack_s {
-    char *p;    /* next free byte */
-    char *end;  /* end of the block */
+    char *p;   /* next free byte */
+    char *end; /* end of the block */
 } pack_t;
 
 static void *take(pack_t *k, size_t n)

@@ -38,11 +38,11 @@
 extern "C" {
 #endif
 
-#define KNIT_SCHEMA_FP_LEN 8         /* bytes of a fingerprint */
-#define KNIT_SCHEMA_FP_HEX 17        /* its hex form with the NUL */
-#define KNIT_SCHEMA_MAX_TABLES 1024  /* tables of one schema */
-#define KNIT_SCHEMA_MAX_COLS 2000    /* key and other columns of one table (SQLite's limit) */
-#define KNIT_SCHEMA_MAX_NAME 1024    /* bytes of a table or column name */
+#define KNIT_SCHEMA_FP_LEN 8        /* bytes of a fingerprint */
+#define KNIT_SCHEMA_FP_HEX 17       /* its hex form with the NUL */
+#define KNIT_SCHEMA_MAX_TABLES 1024 /* tables of one schema */
+#define KNIT_SCHEMA_MAX_COLS 2000   /* key and other columns of one table (SQLite's limit) */
+#define KNIT_SCHEMA_MAX_NAME 1024   /* bytes of a table or column name */
 
 typedef struct knit_schema_col_s {
     const char *name; /* column name */

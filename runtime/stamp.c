@@ -171,9 +171,10 @@ static void fn_cells_merge(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     (void)argc;
     const uint8_t *pa = sqlite3_value_blob(argv[0]), *pb = sqlite3_value_blob(argv[1]);
     size_t la = (size_t)sqlite3_value_bytes(argv[0]), lb = (size_t)sqlite3_value_bytes(argv[1]);
-    if ((la && knit_varint_get(pa, la, &na, &used)) || (lb && knit_varint_get(pb, lb, &nb, &used)) ||
-        na > KNIT_MAX_COLS + 1 || nb > KNIT_MAX_COLS + 1 ||
-        knit__cells_decode(pa, la, (uint32_t)na, a) || knit__cells_decode(pb, lb, (uint32_t)nb, b)) {
+    if ((la && knit_varint_get(pa, la, &na, &used)) ||
+        (lb && knit_varint_get(pb, lb, &nb, &used)) || na > KNIT_MAX_COLS + 1 ||
+        nb > KNIT_MAX_COLS + 1 || knit__cells_decode(pa, la, (uint32_t)na, a) ||
+        knit__cells_decode(pb, lb, (uint32_t)nb, b)) {
         sqlite3_result_error(ctx, "knit_cells_merge: corrupt cells", -1);
         return;
     }
@@ -189,8 +190,8 @@ static void fn_cells_merge(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 int knit__register_functions(knit_t *k)
 {
     int flags = SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_DIRECTONLY;
-    int rc = sqlite3_create_function(k->db, "knit_cells_new", 6, flags, NULL, fn_cells_new, NULL,
-                                     NULL);
+    int rc =
+        sqlite3_create_function(k->db, "knit_cells_new", 6, flags, NULL, fn_cells_new, NULL, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_create_function(k->db, "knit_cells_merge", 2, flags, NULL, fn_cells_merge,
                                      NULL, NULL);
@@ -247,8 +248,8 @@ void knit__column_value(sqlite3_stmt *st, int i, knit_value_t *v)
 /* ---------------------------------------------------------------------- */
 /* OR-set states                                                           */
 
-int knit__set_load(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t col,
-                   knit_orset_t *s, int *found)
+int knit__set_load(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t col, knit_orset_t *s,
+                   int *found)
 {
     int rc;
     if (!t->st[ST_SETGET]) {
@@ -360,7 +361,8 @@ static int parse_array(knit_t *k, ktable_t *t, uint32_t col, const knit_value_t 
         knit_orset_free(want);
         return knit__err(k, KNIT_ECONSTRAINT,
                          "%s.%s is an OR-set column and holds something other than a JSON "
-                         "array of strings, numbers or nulls", t->name, t->cols[col]);
+                         "array of strings, numbers or nulls",
+                         t->name, t->cols[col]);
     }
     return 0;
 }
@@ -400,8 +402,10 @@ static int stamp_sets(knit_t *k, ktable_t *t, int64_t max)
         ** (marked by mark_new_lives), whose sets start empty (R5). */
         sqlite3_str_appendall(q, "SELECT ");
         knit__keylist_str(q, t->npk, "");
-        sqlite3_str_appendf(q, ", max(op = 1 AND mask = 0) FROM _knit_log_%d WHERE seq <= ?1"
-                            " AND (op = 1 OR (op = 2 AND (mask & ?2) <> 0)) GROUP BY ", t->id);
+        sqlite3_str_appendf(q,
+                            ", max(op = 1 AND mask = 0) FROM _knit_log_%d WHERE seq <= ?1"
+                            " AND (op = 1 OR (op = 2 AND (mask & ?2) <> 0)) GROUP BY ",
+                            t->id);
         knit__keylist_str(q, t->npk, "");
         if ((rc = prepare_str(k, &t->st[ST_SETROWS], q)) != 0)
             return rc;
@@ -457,8 +461,8 @@ static int stamp_sets(knit_t *k, ktable_t *t, int64_t max)
                 rc = knit__set_save(k, t, pk, c, &s);
             if (!rc)
                 rc = knit_orset_json(&s, &json, &jn);
-            if (!rc && (cur.type != KNIT_TEXT || cur.u.b.n != jn ||
-                        memcmp(cur.u.b.p, json, jn) != 0)) {
+            if (!rc &&
+                (cur.type != KNIT_TEXT || cur.u.b.n != jn || memcmp(cur.u.b.p, json, jn) != 0)) {
                 knit_value_t v = {.type = KNIT_TEXT};
                 v.u.b.p = json;
                 v.u.b.n = jn;
@@ -543,8 +547,10 @@ static int wall_times_usable(knit_t *k)
 {
     sqlite3_stmt *st = NULL;
     int64_t sql_now = 0;
-    if (sqlite3_prepare_v2(k->db, "SELECT CAST((julianday('now') - 2440587.5) * 86400000"
-                           " AS INTEGER)", -1, &st, NULL) == SQLITE_OK &&
+    if (sqlite3_prepare_v2(k->db,
+                           "SELECT CAST((julianday('now') - 2440587.5) * 86400000"
+                           " AS INTEGER)",
+                           -1, &st, NULL) == SQLITE_OK &&
         sqlite3_step(st) == SQLITE_ROW)
         sql_now = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
@@ -562,19 +568,21 @@ static int mark_new_lives(knit_t *k, ktable_t *t, int64_t max)
 {
     int rc;
     if (!t->st[ST_NEWLIFE]) {
-    sqlite3_str *q = sqlite3_str_new(NULL);
-    sqlite3_str_appendf(q, "UPDATE _knit_log_%d AS l SET mask = 0 WHERE seq <= ?1 AND op = 1"
-                           " AND (EXISTS (SELECT 1 FROM _knit_log_%d d WHERE d.seq < l.seq"
-                           " AND d.op = 3", t->id, t->id);
-    for (uint32_t i = 0; i < t->npk; i++)
-        sqlite3_str_appendf(q, " AND d.k%u = l.k%u", i, i);
-    sqlite3_str_appendf(q, ") OR EXISTS (SELECT 1 FROM _knit_rows_%d r WHERE (r.cl & 1) = 0",
-                        t->id);
-    for (uint32_t i = 0; i < t->npk; i++)
-        sqlite3_str_appendf(q, " AND r.k%u = l.k%u", i, i);
-    sqlite3_str_appendall(q, "))");
-    if ((rc = prepare_str(k, &t->st[ST_NEWLIFE], q)) != 0)
-        return rc;
+        sqlite3_str *q = sqlite3_str_new(NULL);
+        sqlite3_str_appendf(q,
+                            "UPDATE _knit_log_%d AS l SET mask = 0 WHERE seq <= ?1 AND op = 1"
+                            " AND (EXISTS (SELECT 1 FROM _knit_log_%d d WHERE d.seq < l.seq"
+                            " AND d.op = 3",
+                            t->id, t->id);
+        for (uint32_t i = 0; i < t->npk; i++)
+            sqlite3_str_appendf(q, " AND d.k%u = l.k%u", i, i);
+        sqlite3_str_appendf(q, ") OR EXISTS (SELECT 1 FROM _knit_rows_%d r WHERE (r.cl & 1) = 0",
+                            t->id);
+        for (uint32_t i = 0; i < t->npk; i++)
+            sqlite3_str_appendf(q, " AND r.k%u = l.k%u", i, i);
+        sqlite3_str_appendall(q, "))");
+        if ((rc = prepare_str(k, &t->st[ST_NEWLIFE], q)) != 0)
+            return rc;
     }
     sqlite3_stmt *st = t->st[ST_NEWLIFE];
     sqlite3_bind_int64(st, 1, max);
@@ -604,7 +612,8 @@ static int fold_logs(knit_t *k, stamp_t *sp)
         if (empty)
             continue;
         if (!sp->ver) {
-            if ((rc = knit__tick(k, &sp->hlc)) != 0 || (rc = knit__next_version(k, &sp->ver)) != 0 ||
+            if ((rc = knit__tick(k, &sp->hlc)) != 0 ||
+                (rc = knit__next_version(k, &sp->ver)) != 0 ||
                 (rc = knit__meta_get_int(k, "write_ns", &sp->write_ns)) != 0)
                 return rc;
             if (sp->write_ns <= 0)
@@ -627,12 +636,13 @@ static int fold_logs(knit_t *k, stamp_t *sp)
             knit__keylist_str(q, t->npk, "");
             sqlite3_str_appendall(q, ", ns, cl, ver, cells) SELECT ");
             knit__keylist_str(q, t->npk, "");
-            sqlite3_str_appendf(
-                q, ", ?1, CASE op WHEN 3 THEN 2 ELSE 1 END, ?2,"
-                   " knit_cells_new(op, mask, ?3, CASE WHEN at = 0 THEN 1"
-                   " WHEN at IS NULL OR NOT ?7 THEN ?4"
-                   " ELSE min(?4, max(at * 65536, coalesce(hlc, 0) + 1)) END, ?5, ?2)"
-                   " FROM _knit_log_%d WHERE seq <= ?6 ORDER BY ", t->id);
+            sqlite3_str_appendf(q,
+                                ", ?1, CASE op WHEN 3 THEN 2 ELSE 1 END, ?2,"
+                                " knit_cells_new(op, mask, ?3, CASE WHEN at = 0 THEN 1"
+                                " WHEN at IS NULL OR NOT ?7 THEN ?4"
+                                " ELSE min(?4, max(at * 65536, coalesce(hlc, 0) + 1)) END, ?5, ?2)"
+                                " FROM _knit_log_%d WHERE seq <= ?6 ORDER BY ",
+                                t->id);
             knit__keylist_str(q, t->npk, "");
             sqlite3_str_appendall(q, ", seq ON CONFLICT(");
             knit__keylist_str(q, t->npk, "");

@@ -46,8 +46,8 @@
 ** (SQLite 3.40 has no unixepoch('subsec')), and the replica's HLC as the
 ** writer saw it.  stamp.c's design notes say how they become stamps. */
 #define CAPTURE_COLS "at, hlc"
-#define CAPTURE_VALS                                                                       \
-    "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), "                         \
+#define CAPTURE_VALS                                                                               \
+    "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), "                                 \
     "(SELECT value FROM _knit_meta WHERE key = 'hlc')"
 
 /* ---------------------------------------------------------------------- */
@@ -320,7 +320,6 @@ int knit__load_tables(knit_t *k)
     return load_cache(k, &moved);
 }
 
-
 ktable_t *knit__table(knit_t *k, const char *name)
 {
     for (size_t i = 0; i < k->ntables; i++)
@@ -396,8 +395,10 @@ static int inspect_table(knit_t *k, const char *name, tinfo_t *ti)
     const char *ddl = (const char *)sqlite3_column_text(st, 1);
     if (!type || strcmp(type, "table") != 0 || !ddl || sqlite3_strnicmp(ddl, "CREATE TABLE", 12)) {
         sqlite3_finalize(st);
-        return knit__err(k, KNIT_ESCHEMA, "%s is not an ordinary table (views and virtual tables "
-                         "cannot be tracked)", name);
+        return knit__err(k, KNIT_ESCHEMA,
+                         "%s is not an ordinary table (views and virtual tables "
+                         "cannot be tracked)",
+                         name);
     }
     if (sqlite3_strlike("%WITHOUT%ROWID%", ddl, 0) == 0)
         without_rowid = 1;
@@ -405,12 +406,15 @@ static int inspect_table(knit_t *k, const char *name, tinfo_t *ti)
         sqlite3_finalize(st);
         return knit__err(k, KNIT_ESCHEMA,
                          "%s uses AUTOINCREMENT: its keys are assigned per replica and would "
-                         "collide; use a globally unique key (a UUID, or a natural key)", name);
+                         "collide; use a globally unique key (a UUID, or a natural key)",
+                         name);
     }
     sqlite3_finalize(st);
 
-    rc = prepare_named(k, &st, "SELECT name, type, \"notnull\", dflt_value, pk, hidden"
-                               " FROM pragma_table_xinfo(?1)", name);
+    rc = prepare_named(k, &st,
+                       "SELECT name, type, \"notnull\", dflt_value, pk, hidden"
+                       " FROM pragma_table_xinfo(?1)",
+                       name);
     if (rc != SQLITE_OK) {
         sqlite3_finalize(st);
         return knit__dberr(k, rc, "reading the table's columns");
@@ -449,7 +453,8 @@ static int inspect_table(knit_t *k, const char *name, tinfo_t *ti)
         return knit__err(k, KNIT_ESCHEMA,
                          "%s has no PRIMARY KEY: rows would be keyed by rowids that each replica "
                          "assigns on its own; declare a primary key (e.g. id TEXT PRIMARY KEY "
-                         "holding a UUID, or a natural key)", name);
+                         "holding a UUID, or a natural key)",
+                         name);
     }
     if (ti->npk > KNIT_MAX_PK) {
         tinfo_free(ti);
@@ -467,7 +472,8 @@ static int inspect_table(knit_t *k, const char *name, tinfo_t *ti)
                          "%s's key is INTEGER PRIMARY KEY, an alias of the rowid that SQLite "
                          "assigns per replica when a row is inserted without one; use a TEXT or "
                          "BLOB key (e.g. a UUID), or declare it \"INT PRIMARY KEY\" if you assign "
-                         "globally unique integers yourself", name);
+                         "globally unique integers yourself",
+                         name);
     }
     if (ti->n - ti->npk > KNIT_MAX_COLS + 0) {
         int tracked = 0;
@@ -518,7 +524,8 @@ static int inspect_table(knit_t *k, const char *name, tinfo_t *ti)
             if (sqlite3_column_int(st, 1) && coll && !ci_equal(coll, "BINARY")) {
                 knit__err(k, KNIT_ESCHEMA,
                           "%s's primary key uses collation %s; knit needs BINARY keys so that "
-                          "every replica agrees which rows are the same", name, coll);
+                          "every replica agrees which rows are the same",
+                          name, coll);
                 rc = SQLITE_CONSTRAINT;
             }
         }
@@ -540,7 +547,8 @@ static int inspect_table(knit_t *k, const char *name, tinfo_t *ti)
                          "%s declares FOREIGN KEY constraints: a parent deleted on one replica "
                          "while a child is inserted on another cannot be merged into a state "
                          "that satisfies them; drop the constraint and treat dangling "
-                         "references in the application", name);
+                         "references in the application",
+                         name);
     }
     sqlite3_finalize(st);
     return 0;
@@ -578,8 +586,10 @@ static int parse_spec(knit_t *k, const char *table, const char *spec, const tinf
             if (strlen(ti->c[i].name) != cn || memcmp(ti->c[i].name, col, cn) != 0)
                 continue;
             if (ti->c[i].pk)
-                return knit__err(k, KNIT_ESCHEMA, "%s.%s is part of the primary key and cannot "
-                                 "be an OR-set", table, ti->c[i].name);
+                return knit__err(k, KNIT_ESCHEMA,
+                                 "%s.%s is part of the primary key and cannot "
+                                 "be an OR-set",
+                                 table, ti->c[i].name);
             if (ti->c[i].generated)
                 return knit__err(k, KNIT_ESCHEMA, "%s.%s is a generated column", table,
                                  ti->c[i].name);
@@ -621,7 +631,8 @@ static void capture_free(kcapture_t *c)
 #ifdef __GNUC__
 __attribute__((format(printf, 3, 4)))
 #endif
-static int capture_add(kcapture_t *c, sqlite3_str *s, const char *fmt, ...)
+static int
+capture_add(kcapture_t *c, sqlite3_str *s, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -665,8 +676,10 @@ static int build_capture(const ktable_t *t, const tinfo_t *ti, kcapture_t *c)
 
     /* INSERT: every column is written. */
     s = sqlite3_str_new(NULL);
-    sqlite3_str_appendf(s, "CREATE TRIGGER _knit_ins_%d AFTER INSERT ON \"%w\" BEGIN "
-                        "/* knit capture %d */ ", id, t->name, KNIT_CAPTURE_VERSION);
+    sqlite3_str_appendf(s,
+                        "CREATE TRIGGER _knit_ins_%d AFTER INSERT ON \"%w\" BEGIN "
+                        "/* knit capture %d */ ",
+                        id, t->name, KNIT_CAPTURE_VERSION);
     log_insert(s, t);
     sqlite3_str_appendall(s, "VALUES (1, -1, ");
     keyrefs(s, t, "NEW");
@@ -676,8 +689,7 @@ static int build_capture(const ktable_t *t, const tinfo_t *ti, kcapture_t *c)
     /* UPDATE keeping the key: log the mask of changed columns, if any (the
     ** clock and HLC are read only for a row that passes WHERE m <> 0). */
     s = sqlite3_str_new(NULL);
-    sqlite3_str_appendf(s, "CREATE TRIGGER _knit_upd_%d AFTER UPDATE ON \"%w\" WHEN ", id,
-                        t->name);
+    sqlite3_str_appendf(s, "CREATE TRIGGER _knit_upd_%d AFTER UPDATE ON \"%w\" WHEN ", id, t->name);
     keys_same(s, t);
     sqlite3_str_appendf(s, " BEGIN /* knit capture %d */ ", KNIT_CAPTURE_VERSION);
     log_insert(s, t);
@@ -723,8 +735,10 @@ static int build_capture(const ktable_t *t, const tinfo_t *ti, kcapture_t *c)
 
     /* DELETE */
     s = sqlite3_str_new(NULL);
-    sqlite3_str_appendf(s, "CREATE TRIGGER _knit_del_%d AFTER DELETE ON \"%w\" BEGIN "
-                        "/* knit capture %d */ ", id, t->name, KNIT_CAPTURE_VERSION);
+    sqlite3_str_appendf(s,
+                        "CREATE TRIGGER _knit_del_%d AFTER DELETE ON \"%w\" BEGIN "
+                        "/* knit capture %d */ ",
+                        id, t->name, KNIT_CAPTURE_VERSION);
     log_insert(s, t);
     sqlite3_str_appendall(s, "VALUES (3, 0, ");
     keyrefs(s, t, "OLD");
@@ -750,14 +764,17 @@ static int build_capture(const ktable_t *t, const tinfo_t *ti, kcapture_t *c)
                 sqlite3_str_appendf(s, "CREATE TRIGGER _knit_set%u_%d BEFORE INSERT ON \"%w\"", i,
                                     id, t->name);
             else
-                sqlite3_str_appendf(s, "CREATE TRIGGER _knit_setu%u_%d BEFORE UPDATE OF \"%w\" "
-                                    "ON \"%w\"", i, id, t->cols[i], t->name);
-            sqlite3_str_appendf(s, " WHEN NEW.\"%w\" IS NOT NULL AND (typeof(NEW.\"%w\") <> 'text'"
+                sqlite3_str_appendf(s,
+                                    "CREATE TRIGGER _knit_setu%u_%d BEFORE UPDATE OF \"%w\" "
+                                    "ON \"%w\"",
+                                    i, id, t->cols[i], t->name);
+            sqlite3_str_appendf(s,
+                                " WHEN NEW.\"%w\" IS NOT NULL AND (typeof(NEW.\"%w\") <> 'text'"
                                 " OR NOT json_valid(NEW.\"%w\") OR json_type(NEW.\"%w\") <> 'array'"
                                 " OR EXISTS (SELECT 1 FROM json_each(NEW.\"%w\") WHERE type NOT IN"
                                 " ('null', 'integer', 'real', 'text'))) BEGIN SELECT"
-                                " RAISE(ROLLBACK, %Q); END", t->cols[i], t->cols[i], t->cols[i],
-                                t->cols[i], t->cols[i], msg);
+                                " RAISE(ROLLBACK, %Q); END",
+                                t->cols[i], t->cols[i], t->cols[i], t->cols[i], t->cols[i], msg);
             rc = ins ? capture_add(c, s, "_knit_set%u_%d", i, id)
                      : capture_add(c, s, "_knit_setu%u_%d", i, id);
         }
@@ -773,8 +790,10 @@ static int drop_triggers(knit_t *k, const ktable_t *t)
 {
     sqlite3_stmt *st = NULL;
     sqlite3_str *s = sqlite3_str_new(NULL);
-    int rc = sqlite3_prepare_v2(k->db, "SELECT name FROM sqlite_schema WHERE type = 'trigger'"
-                                " AND name GLOB '_knit_*_' || ?1", -1, &st, NULL);
+    int rc = sqlite3_prepare_v2(k->db,
+                                "SELECT name FROM sqlite_schema WHERE type = 'trigger'"
+                                " AND name GLOB '_knit_*_' || ?1",
+                                -1, &st, NULL);
     if (rc != SQLITE_OK) {
         sqlite3_free(sqlite3_str_finish(s));
         return knit__dberr(k, rc, "reading triggers");
@@ -869,10 +888,11 @@ static int capture_check(knit_t *k, ktable_t *t)
                       ? sqlite3_mprintf("tracked table %s no longer exists (dropped, or renamed "
                                         "with ALTER TABLE ... RENAME TO): knit cannot follow a "
                                         "renamed table or stop tracking one; rename it back or "
-                                        "recreate it with its key and tracked columns", t->name)
+                                        "recreate it with its key and tracked columns",
+                                        t->name)
                       : sqlite3_mprintf("tracked table %s changed so that knit cannot track it "
-                                        "any more (%s); restore its previous schema", t->name,
-                                        k->errmsg);
+                                        "any more (%s); restore its previous schema",
+                                        t->name, k->errmsg);
         memcpy(k->errmsg, saved, sizeof saved);
         return set_capture(t, KNIT_CAPTURE_BROKEN, m);
     }
@@ -891,8 +911,8 @@ static int capture_check(knit_t *k, ktable_t *t)
         rc = set_capture(t, KNIT_CAPTURE_BROKEN,
                          sqlite3_mprintf("%s's primary key changed since it was tracked: knit "
                                          "identifies synced rows by their key and cannot re-key "
-                                         "them; restore PRIMARY KEY(%s)", t->name,
-                                         keys ? keys : "?"));
+                                         "them; restore PRIMARY KEY(%s)",
+                                         t->name, keys ? keys : "?"));
         sqlite3_free(keys);
         return rc;
     }
@@ -911,8 +931,8 @@ static int capture_check(knit_t *k, ktable_t *t)
                                 "rename a tracked column; rename it back (ALTER TABLE ... RENAME "
                                 "COLUMN ... TO \"%w\") or add it again (ALTER TABLE ... ADD "
                                 "COLUMN \"%w\"); to rename a column, add the new one, copy the "
-                                "values with UPDATE and keep the old one", t->name, t->cols[i],
-                                t->cols[i], t->cols[i]));
+                                "values with UPDATE and keep the old one",
+                                t->name, t->cols[i], t->cols[i], t->cols[i]));
         }
     }
 
@@ -923,8 +943,10 @@ static int capture_check(knit_t *k, ktable_t *t)
         return rc;
     sqlite3_stmt *st = NULL;
     int missing = 0, outdated = 0;
-    rc = sqlite3_prepare_v2(k->db, "SELECT sql FROM sqlite_schema WHERE type = 'trigger' AND "
-                            "name = ?1", -1, &st, NULL);
+    rc = sqlite3_prepare_v2(k->db,
+                            "SELECT sql FROM sqlite_schema WHERE type = 'trigger' AND "
+                            "name = ?1",
+                            -1, &st, NULL);
     for (int i = 0; i < c.n && rc == SQLITE_OK; i++) {
         sqlite3_bind_text(st, 1, c.trig[i].name, -1, SQLITE_STATIC);
         int step = sqlite3_step(st);
@@ -951,7 +973,8 @@ static int capture_check(knit_t *k, ktable_t *t)
                            sqlite3_mprintf("%d capture trigger(s) of %s are missing (a table "
                                            "rebuild drops them): its writes are not recorded "
                                            "until knit reinstalls them, which the next stamp "
-                                           "does", missing, t->name));
+                                           "does",
+                                           missing, t->name));
     if (outdated)
         return set_capture(t, KNIT_CAPTURE_REPAIR,
                            sqlite3_mprintf("the capture of %s is not the one this knit installs "
@@ -1027,8 +1050,10 @@ static int log_missed(knit_t *k, const ktable_t *t, size_t *logged)
     log_insert(s, t);
     sqlite3_str_appendall(s, "SELECT 3, 0, ");
     knit__keylist_str(s, t->npk, "r.");
-    sqlite3_str_appendf(s, ", NULL, NULL FROM _knit_rows_%d AS r WHERE r.cl %% 2 = 1 AND NOT "
-                        "EXISTS (SELECT 1 FROM \"%w\" AS u WHERE ", t->id, t->name);
+    sqlite3_str_appendf(s,
+                        ", NULL, NULL FROM _knit_rows_%d AS r WHERE r.cl %% 2 = 1 AND NOT "
+                        "EXISTS (SELECT 1 FROM \"%w\" AS u WHERE ",
+                        t->id, t->name);
     keys_join(s, t, "u", "r");
     sqlite3_str_appendall(s, ")");
     if ((rc = exec_str(k, s)) != 0)
@@ -1067,11 +1092,13 @@ int knit__capture_repair(knit_t *k, size_t *logged)
 static int create_meta_tables(knit_t *k, const ktable_t *t)
 {
     sqlite3_str *s = sqlite3_str_new(NULL);
-    sqlite3_str_appendf(s, "CREATE TABLE IF NOT EXISTS _knit_log_%d(seq INTEGER PRIMARY KEY, "
-                        "op INTEGER, mask INTEGER", t->id);
+    sqlite3_str_appendf(s,
+                        "CREATE TABLE IF NOT EXISTS _knit_log_%d(seq INTEGER PRIMARY KEY, "
+                        "op INTEGER, mask INTEGER",
+                        t->id);
     for (uint32_t i = 0; i < t->npk; i++) {
-        char *msg = sqlite3_mprintf("knit: primary key column %s.%s must not be NULL", t->name,
-                                    t->pk[i]);
+        char *msg =
+            sqlite3_mprintf("knit: primary key column %s.%s must not be NULL", t->name, t->pk[i]);
         sqlite3_str_appendf(s, ", k%u CONSTRAINT \"%w\" CHECK (k%u IS NOT NULL)", i,
                             msg ? msg : "knit: NULL key", i);
         sqlite3_free(msg);
@@ -1122,8 +1149,9 @@ static int save_table(knit_t *k, const ktable_t *t)
         sqlite3_bind_text(st, (int)i + 3, t->pk[i], -1, SQLITE_STATIC);
     for (uint32_t i = 0; i < t->ncols; i++)
         sqlite3_bind_text(st, (int)(t->npk + i) + 3, t->cols[i], -1, SQLITE_STATIC);
-    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : knit__dberr(k, sqlite3_errcode(k->db),
-                                                           "writing _knit_tables");
+    rc = sqlite3_step(st) == SQLITE_DONE
+             ? 0
+             : knit__dberr(k, sqlite3_errcode(k->db), "writing _knit_tables");
     sqlite3_finalize(st);
     return rc;
 }
@@ -1142,8 +1170,10 @@ static int backfill(knit_t *k, const ktable_t *t, int op, uint64_t mask)
     sqlite3_str_appendf(s, ", %s FROM \"%w\" AS u", op == KNIT_OP_INSERT ? "NULL, NULL" : "0, 0",
                         t->name);
     if (op != KNIT_OP_INSERT) {
-        sqlite3_str_appendf(s, " WHERE NOT EXISTS (SELECT 1 FROM _knit_log_%d AS l WHERE "
-                            "l.op = 1 AND ", t->id);
+        sqlite3_str_appendf(s,
+                            " WHERE NOT EXISTS (SELECT 1 FROM _knit_log_%d AS l WHERE "
+                            "l.op = 1 AND ",
+                            t->id);
         keys_join(s, t, "u", "l");
         sqlite3_str_appendall(s, ")");
     }
@@ -1160,8 +1190,10 @@ int knit_track(knit_t *k, const char *table, const char *spec) /* see knit.h */
     if (!table || !table[0])
         return knit__err(k, KNIT_EINVAL, "no table name given");
     if (sqlite3_strnicmp(table, "_knit_", 6) == 0 || sqlite3_strnicmp(table, "sqlite_", 7) == 0)
-        return knit__err(k, KNIT_ESCHEMA, "%s: names starting with _knit_ or sqlite_ are "
-                         "reserved", table);
+        return knit__err(k, KNIT_ESCHEMA,
+                         "%s: names starting with _knit_ or sqlite_ are "
+                         "reserved",
+                         table);
     if ((rc = knit__begin(k)) != 0)
         return rc;
     memset(&t, 0, sizeof t);
@@ -1226,8 +1258,10 @@ int knit_track(knit_t *k, const char *table, const char *spec) /* see knit.h */
             }
             int declared = spec && spec[0] && strstr(spec, old->cols[i]) != NULL;
             if (declared && kinds[found] != old->orset[i])
-                rc = knit__err(k, KNIT_ESCHEMA, "%s.%s is already tracked as %s; a column's kind "
-                               "cannot change", table, old->cols[i], old->orset[i] ? "orset" : "lww");
+                rc = knit__err(k, KNIT_ESCHEMA,
+                               "%s.%s is already tracked as %s; a column's kind "
+                               "cannot change",
+                               table, old->cols[i], old->orset[i] ? "orset" : "lww");
             t.cols[t.ncols] = knit__strdup(old->cols[i]);
             t.orset[t.ncols] = old->orset[i];
             if (!t.cols[t.ncols++])
@@ -1267,8 +1301,8 @@ int knit_track(knit_t *k, const char *table, const char *spec) /* see knit.h */
     if (!old) {
         int64_t next = 0;
         sqlite3_stmt *st = NULL;
-        if (sqlite3_prepare_v2(k->db, "SELECT coalesce(max(id), 0) + 1 FROM _knit_tables", -1,
-                               &st, NULL) == SQLITE_OK &&
+        if (sqlite3_prepare_v2(k->db, "SELECT coalesce(max(id), 0) + 1 FROM _knit_tables", -1, &st,
+                               NULL) == SQLITE_OK &&
             sqlite3_step(st) == SQLITE_ROW)
             next = sqlite3_column_int64(st, 0);
         sqlite3_finalize(st);

@@ -183,13 +183,13 @@ int knit_change_check(const knit_batch_t *b, const knit_change_t *c, char *why,
         return fail(why, n, KNIT_EINVAL, "%.60s: change without a key", t->name);
     if (c->col > t->ncols)
         return fail(why, n, KNIT_EINVAL, "%.60s: column %u of %u", t->name, c->col, t->ncols);
-    /* The key is formatted only for a message: this runs for every change. */
+        /* The key is formatted only for a message: this runs for every change. */
 #define KEY (knit__key_text(c->pk, t->npk, key, sizeof key), key)
     col = c->col ? t->cols[c->col - 1] : "(row)";
     for (uint32_t i = 0; i < t->npk; i++) {
         if (c->pk[i].type == KNIT_NULL)
-            return fail(why, n, KNIT_EINVAL, "%.60s key (%s): key column %u is NULL", t->name,
-                        KEY, i + 1);
+            return fail(why, n, KNIT_EINVAL, "%.60s key (%s): key column %u is NULL", t->name, KEY,
+                        i + 1);
         if ((p = value_problem(&c->pk[i])) != NULL)
             return fail(why, n, KNIT_EINVAL, "%.60s key (%s): key column %u is %s", t->name, KEY,
                         i + 1, p);
@@ -199,8 +199,8 @@ int knit_change_check(const knit_batch_t *b, const knit_change_t *c, char *why,
     if (c->col == 0)
         return c->value.type == KNIT_NULL
                    ? 0
-                   : fail(why, n, KNIT_EINVAL, "%.60s key (%s): row liveness with a value",
-                          t->name, KEY);
+                   : fail(why, n, KNIT_EINVAL, "%.60s key (%s): row liveness with a value", t->name,
+                          KEY);
     if ((p = value_problem(&c->value)) != NULL)
         return fail(why, n, KNIT_EINVAL, "%.60s key (%s): %.60s: the value is %s", t->name, KEY,
                     col, p);

@@ -7,7 +7,8 @@
 ** where the log explains the difference: they are pending, not damaged.
 **
 ** Findings: SQLite's integrity_check; a tracked table whose capture is
-** missing, outdated or cannot be repaired (track.c's check); a user row without live metadata; live metadata without a user
+** missing, outdated or cannot be repaired (track.c's check); a user row without live metadata; live
+*metadata without a user
 ** row; undecodable cells, unknown sites, stamps beyond the stored clock;
 ** OR-set columns that differ from their set state; set states without a row.
 */
@@ -18,10 +19,10 @@
 
 /* Context for one verify run. */
 typedef struct vctx_s {
-    knit_t *k;               /* replica */
-    knit_problem_fn fn;      /* reporter */
-    void *data;              /* its argument */
-    int count;               /* problems found */
+    knit_t *k;          /* replica */
+    knit_problem_fn fn; /* reporter */
+    void *data;         /* its argument */
+    int count;          /* problems found */
 } vctx_t;
 
 static void report(vctx_t *v, const char *table, const char *pk, const char *msg)
@@ -35,7 +36,8 @@ static void report(vctx_t *v, const char *table, const char *pk, const char *msg
 #ifdef __GNUC__
 __attribute__((format(printf, 4, 5)))
 #endif
-static void reportf(vctx_t *v, const char *table, const char *pk, const char *fmt, ...)
+static void
+reportf(vctx_t *v, const char *table, const char *pk, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -123,12 +125,16 @@ static int verify_table(vctx_t *v, ktable_t *t, uint64_t hlc_now, uint64_t ver_n
         sqlite3_stmt *st = NULL;
         char name[48];
         snprintf(name, sizeof name, "_knit_%s_%d", kinds[i], t->id);
-        if (sqlite3_prepare_v2(k->db, "SELECT 1 FROM sqlite_schema WHERE type = 'trigger' AND "
-                               "name = ?1", -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_prepare_v2(k->db,
+                               "SELECT 1 FROM sqlite_schema WHERE type = 'trigger' AND "
+                               "name = ?1",
+                               -1, &st, NULL) == SQLITE_OK) {
             sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
             if (sqlite3_step(st) != SQLITE_ROW) {
-                reportf(v, t->name, NULL, "capture trigger %s is missing: writes to the table "
-                        "are not being recorded", name);
+                reportf(v, t->name, NULL,
+                        "capture trigger %s is missing: writes to the table "
+                        "are not being recorded",
+                        name);
                 missing++;
             }
         }
@@ -148,12 +154,15 @@ static int verify_table(vctx_t *v, ktable_t *t, uint64_t hlc_now, uint64_t ver_n
         sqlite3_str_appendf(s, " FROM \"%w\" AS u LEFT JOIN _knit_rows_%d AS r ON ", t->name,
                             t->id);
         join_keys(s, t, "r");
-        sqlite3_str_appendf(s, " WHERE (r.cl IS NULL OR r.cl %% 2 = 0) AND NOT EXISTS (SELECT 1 "
-                            "FROM _knit_log_%d AS l WHERE ", t->id);
+        sqlite3_str_appendf(s,
+                            " WHERE (r.cl IS NULL OR r.cl %% 2 = 0) AND NOT EXISTS (SELECT 1 "
+                            "FROM _knit_log_%d AS l WHERE ",
+                            t->id);
         join_keys(s, t, "l");
         sqlite3_str_appendall(s, ")");
-        rc = each_key_str(v, t, s, "row exists but its metadata says it is missing or deleted "
-                                   "(liveness lost)");
+        rc = each_key_str(v, t, s,
+                          "row exists but its metadata says it is missing or deleted "
+                          "(liveness lost)");
         if (rc)
             return rc;
     }
@@ -162,8 +171,10 @@ static int verify_table(vctx_t *v, ktable_t *t, uint64_t hlc_now, uint64_t ver_n
         sqlite3_str *s = sqlite3_str_new(NULL);
         sqlite3_str_appendall(s, "SELECT ");
         knit__keylist_str(s, t->npk, "r.");
-        sqlite3_str_appendf(s, " FROM _knit_rows_%d AS r WHERE r.cl %% 2 = 1 AND NOT EXISTS "
-                            "(SELECT 1 FROM \"%w\" AS u WHERE ", t->id, t->name);
+        sqlite3_str_appendf(s,
+                            " FROM _knit_rows_%d AS r WHERE r.cl %% 2 = 1 AND NOT EXISTS "
+                            "(SELECT 1 FROM \"%w\" AS u WHERE ",
+                            t->id, t->name);
         join_keys(s, t, "r");
         sqlite3_str_appendf(s, ") AND NOT EXISTS (SELECT 1 FROM _knit_log_%d AS l WHERE 1", t->id);
         for (uint32_t i = 0; i < t->npk; i++)
@@ -178,8 +189,10 @@ static int verify_table(vctx_t *v, ktable_t *t, uint64_t hlc_now, uint64_t ver_n
         sqlite3_str *s = sqlite3_str_new(NULL);
         sqlite3_str_appendall(s, "SELECT ");
         knit__keylist_str(s, t->npk, "s.");
-        sqlite3_str_appendf(s, " FROM _knit_sets_%d AS s WHERE s.col >= %u OR NOT EXISTS "
-                            "(SELECT 1 FROM _knit_rows_%d AS r WHERE 1", t->id, t->ncols, t->id);
+        sqlite3_str_appendf(s,
+                            " FROM _knit_sets_%d AS s WHERE s.col >= %u OR NOT EXISTS "
+                            "(SELECT 1 FROM _knit_rows_%d AS r WHERE 1",
+                            t->id, t->ncols, t->id);
         for (uint32_t i = 0; i < t->npk; i++)
             sqlite3_str_appendf(s, " AND r.k%u = s.k%u", i, i);
         sqlite3_str_appendall(s, ")");
@@ -234,15 +247,15 @@ static int verify_table(vctx_t *v, ktable_t *t, uint64_t hlc_now, uint64_t ver_n
                     continue;
                 if (cells[i].hlc > hlc_now) {
                     reportf(v, t->name, key, "%s is stamped after the replica's clock",
-                             i ? t->cols[i - 1] : "liveness");
+                            i ? t->cols[i - 1] : "liveness");
                 }
                 if (cells[i].ver > ver_now) {
                     reportf(v, t->name, key, "%s has a version beyond the replica's",
-                             i ? t->cols[i - 1] : "liveness");
+                            i ? t->cols[i - 1] : "liveness");
                 }
                 if (cells[i].site == 0 || cells[i].site >= k->nsites) {
                     reportf(v, t->name, key, "%s names an unknown site",
-                             i ? t->cols[i - 1] : "liveness");
+                            i ? t->cols[i - 1] : "liveness");
                 }
             }
             if (knit_cl_live(cl) && has_row && !pending && t->setmask) {
@@ -257,7 +270,8 @@ static int verify_table(vctx_t *v, ktable_t *t, uint64_t hlc_now, uint64_t ver_n
                     size_t jn = 0;
                     int r2 = knit__set_load(k, t, pk, c, &set, &found);
                     if (r2 == KNIT_ECORRUPT) {
-                        reportf(v, t->name, key, "OR-set state of %s cannot be decoded", t->cols[c]);
+                        reportf(v, t->name, key, "OR-set state of %s cannot be decoded",
+                                t->cols[c]);
                         continue;
                     }
                     if (r2) {
@@ -272,9 +286,10 @@ static int verify_table(vctx_t *v, ktable_t *t, uint64_t hlc_now, uint64_t ver_n
                         int empty_null = !cur && set.nelems == 0;
                         if (!empty_null &&
                             (!cur || (size_t)curn != jn || memcmp(cur, json, jn) != 0)) {
-                            reportf(v, t->name, key, "OR-set column %s holds %.80s but its set "
-                                     "state is %.80s", t->cols[c], cur ? (const char *)cur : "NULL",
-                                     json);
+                            reportf(v, t->name, key,
+                                    "OR-set column %s holds %.80s but its set "
+                                    "state is %.80s",
+                                    t->cols[c], cur ? (const char *)cur : "NULL", json);
                         }
                     }
                     knit__free(json);

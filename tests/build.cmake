@@ -13,3 +13,6 @@ if(KNIT_SANITIZE)
   set_tests_properties(build.package PROPERTIES
     ENVIRONMENT "CFLAGS=-fsanitize=${KNIT_SANITIZE};ASAN_OPTIONS=detect_leaks=0")
 endif()
+
+# .clang-format is the house format; CI fails on a file that drifts from it.
+add_test(NAME build.format COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/build/format.sh ${PROJECT_SOURCE_DIR})

@@ -3,8 +3,12 @@
 # store and checked against a reference model.  One CTest case per feature
 # group, so a defect shows under the name of what it needs; "long" (not
 # registered) is the long run: KNIT_CASES=200000 test_model long.
+# migrations, triggers, upgrades: devices upgrading at random moments through
+# a random sequence of migrations (ADD COLUMN, rebuilds, stricter columns, a
+# new table), app triggers (audit, counter, FTS5), and both together.
 knit_test(model
   SOURCES model/test_model.c
   CASES basic orset constraints keys idents alter copy join delivery faults ns all
+        migrations triggers upgrades
   LIBS knit_relay
   TIMEOUT 240)

@@ -29,40 +29,40 @@ typedef struct knit_test_case_s {
 static uint64_t knit_test_current_seed;
 static int knit_test_has_seed;
 
-#define CHECK(cond)                                                                        \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);      \
-            if (knit_test_has_seed)                                                        \
-                fprintf(stderr, "  reproduce with KNIT_SEED=%" PRIu64 "\n",               \
-                        knit_test_current_seed);                                           \
-            exit(1);                                                                       \
-        }                                                                                  \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
+            if (knit_test_has_seed)                                                                \
+                fprintf(stderr, "  reproduce with KNIT_SEED=%" PRIu64 "\n",                        \
+                        knit_test_current_seed);                                                   \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_EQ_INT(a, b)                                                                 \
-    do {                                                                                   \
-        long long va_ = (long long)(a), vb_ = (long long)(b);                              \
-        if (va_ != vb_) {                                                                  \
-            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%lld != %lld)\n", __FILE__,  \
-                    __LINE__, #a, #b, va_, vb_);                                           \
-            if (knit_test_has_seed)                                                        \
-                fprintf(stderr, "  reproduce with KNIT_SEED=%" PRIu64 "\n",               \
-                        knit_test_current_seed);                                           \
-            exit(1);                                                                       \
-        }                                                                                  \
+#define CHECK_EQ_INT(a, b)                                                                         \
+    do {                                                                                           \
+        long long va_ = (long long)(a), vb_ = (long long)(b);                                      \
+        if (va_ != vb_) {                                                                          \
+            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%lld != %lld)\n", __FILE__, __LINE__,  \
+                    #a, #b, va_, vb_);                                                             \
+            if (knit_test_has_seed)                                                                \
+                fprintf(stderr, "  reproduce with KNIT_SEED=%" PRIu64 "\n",                        \
+                        knit_test_current_seed);                                                   \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 #define CHECK_OK(expr) CHECK_EQ_INT((expr), 0)
 
-#define CHECK_STR(a, b)                                                                    \
-    do {                                                                                   \
-        const char *sa_ = (a), *sb_ = (b);                                                 \
-        if (!sa_ || !sb_ || strcmp(sa_, sb_) != 0) {                                       \
-            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (\"%s\" != \"%s\")\n",        \
-                    __FILE__, __LINE__, #a, #b, sa_ ? sa_ : "(null)", sb_ ? sb_ : "(null)"); \
-            exit(1);                                                                       \
-        }                                                                                  \
+#define CHECK_STR(a, b)                                                                            \
+    do {                                                                                           \
+        const char *sa_ = (a), *sb_ = (b);                                                         \
+        if (!sa_ || !sb_ || strcmp(sa_, sb_) != 0) {                                               \
+            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (\"%s\" != \"%s\")\n", __FILE__,        \
+                    __LINE__, #a, #b, sa_ ? sa_ : "(null)", sb_ ? sb_ : "(null)");                 \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 /* splitmix64: small, fast, good enough to drive property tests. */
@@ -114,28 +114,31 @@ static inline long knit_test_cases(long n)
     return r > 0 ? r : 1;
 }
 
-#define KNIT_TESTS(...)                                                                    \
-    static const knit_test_case_t knit_test_table_[] = {__VA_ARGS__};                      \
-    int main(int argc, char **argv)                                                        \
-    {                                                                                      \
-        size_t i, n = sizeof knit_test_table_ / sizeof knit_test_table_[0];                \
-        int ran = 0;                                                                       \
-        setvbuf(stdout, NULL, _IONBF, 0);                                                  \
-        for (i = 0; i < n; i++) {                                                          \
-            if (argc > 1 && strcmp(argv[1], knit_test_table_[i].name) != 0)                \
-                continue;                                                                  \
-            knit_test_has_seed = 0;                                                        \
-            knit_test_table_[i].fn();                                                      \
-            printf("ok %s\n", knit_test_table_[i].name);                                   \
-            ran++;                                                                         \
-        }                                                                                  \
-        if (!ran) {                                                                        \
-            fprintf(stderr, "no test named %s\n", argc > 1 ? argv[1] : "");               \
-            return 2;                                                                      \
-        }                                                                                  \
-        return 0;                                                                          \
+#define KNIT_TESTS(...)                                                                            \
+    static const knit_test_case_t knit_test_table_[] = {__VA_ARGS__};                              \
+    int main(int argc, char **argv)                                                                \
+    {                                                                                              \
+        size_t i, n = sizeof knit_test_table_ / sizeof knit_test_table_[0];                        \
+        int ran = 0;                                                                               \
+        setvbuf(stdout, NULL, _IONBF, 0);                                                          \
+        for (i = 0; i < n; i++) {                                                                  \
+            if (argc > 1 && strcmp(argv[1], knit_test_table_[i].name) != 0)                        \
+                continue;                                                                          \
+            knit_test_has_seed = 0;                                                                \
+            knit_test_table_[i].fn();                                                              \
+            printf("ok %s\n", knit_test_table_[i].name);                                           \
+            ran++;                                                                                 \
+        }                                                                                          \
+        if (!ran) {                                                                                \
+            fprintf(stderr, "no test named %s\n", argc > 1 ? argv[1] : "");                        \
+            return 2;                                                                              \
+        }                                                                                          \
+        return 0;                                                                                  \
     }
 
-#define T(name) {#name, name}
+#define T(name)                                                                                    \
+    {                                                                                              \
+#name, name                                                                                \
+    }
 
 #endif

@@ -31,7 +31,8 @@ static double now_s(void)
 #ifdef __GNUC__
 __attribute__((noreturn))
 #endif
-static void die(const char *what, const char *msg)
+static void
+die(const char *what, const char *msg)
 {
     fprintf(stderr, "bench_replica: %s: %s\n", what, msg);
     exit(1);
@@ -138,9 +139,21 @@ static double timed_stamp(knit_t *k)
 }
 
 /* Times of one round of the write comparison, in seconds. */
-enum { T_PLAIN_INS, T_PLAIN_UPD, T_PLAIN_EACH, T_PLAIN_BULK, T_KNIT_INS, T_KNIT_INS_STAMP,
-       T_KNIT_UPD, T_KNIT_UPD_STAMP, T_KNIT_EACH, T_KNIT_EACH_STAMP, T_KNIT_BULK,
-       T_KNIT_BULK_STAMP, T_COUNT };
+enum {
+    T_PLAIN_INS,
+    T_PLAIN_UPD,
+    T_PLAIN_EACH,
+    T_PLAIN_BULK,
+    T_KNIT_INS,
+    T_KNIT_INS_STAMP,
+    T_KNIT_UPD,
+    T_KNIT_UPD_STAMP,
+    T_KNIT_EACH,
+    T_KNIT_EACH_STAMP,
+    T_KNIT_BULK,
+    T_KNIT_BULK_STAMP,
+    T_COUNT
+};
 
 /* One round on fresh files: the same writes on a plain table and on a
 ** tracked one (written by the app's own connection, stamped by knit). */
@@ -219,7 +232,8 @@ int main(int argc, char **argv)
     snprintf(p_dst, sizeof p_dst, "%s/dst.db", dir);
     snprintf(p_up, sizeof p_up, "%s/upsert.db", dir);
     printf("bench_replica: %d rows x (key + 4 columns), WAL, synchronous=NORMAL, SQLite %s; "
-           "medians of %d rounds\n", rows, sqlite3_libversion(), ROUNDS);
+           "medians of %d rounds\n",
+           rows, sqlite3_libversion(), ROUNDS);
 
     /* Each time is the median over the rounds, which keeps one disturbed
     ** round (the machine is shared) from deciding a ratio. */
@@ -250,7 +264,8 @@ int main(int argc, char **argv)
     printf("insert ... select, tracked: %10.0f rows/s   ratio %.2f\n", rows / t_knit_bulk,
            t_plain_bulk / t_knit_bulk);
     printf("insert ... select + stamp:  %10.0f rows/s   ratio %.2f\n",
-           rows / (t_knit_bulk + t_knit_bulk_stamp), t_plain_bulk / (t_knit_bulk + t_knit_bulk_stamp));
+           rows / (t_knit_bulk + t_knit_bulk_stamp),
+           t_plain_bulk / (t_knit_bulk + t_knit_bulk_stamp));
     printf("update all (one stmt), plain: %10.0f rows/s\n", rows / t_plain_upd);
     printf("update tracked (commit): %10.0f rows/s   ratio %.2f\n", rows / t_knit_upd,
            t_plain_upd / t_knit_upd);
@@ -318,16 +333,18 @@ int main(int argc, char **argv)
         die("open", p_up);
     exec(up, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL");
     exec(up, SCHEMA);
-    double t_upsert = write_rows(up,
-                                 "INSERT INTO t VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
-                                 "SET a = excluded.a, b = excluded.b, c = excluded.c, d = excluded.d",
-                                 0, arows);
+    double t_upsert =
+        write_rows(up,
+                   "INSERT INTO t VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
+                   "SET a = excluded.a, b = excluded.b, c = excluded.c, d = excluded.d",
+                   0, arows);
 
     printf("changes_since: %zu changes in %.3f s (%.0f changes/s)\n", b->nchanges, t_since,
            b->nchanges / t_since);
     printf("apply: %zu cells (+%zu liveness) in %.3f s: %.0f cells/s; plain UPSERT %.0f cells/s; "
-           "ratio %.2f\n", cells, b->nchanges - cells, t_apply, cells / t_apply,
-           cells / t_upsert, t_upsert / t_apply);
+           "ratio %.2f\n",
+           cells, b->nchanges - cells, t_apply, cells / t_apply, cells / t_upsert,
+           t_upsert / t_apply);
     printf("re-apply (all known): %.0f cells/s\n", cells / t_reapply);
 
     knit_batch_free(b);

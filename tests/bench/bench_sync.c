@@ -41,14 +41,14 @@
 #include "knit.h"
 #include "integration/sync_util.h"
 
-#define SCHEMA                                                                             \
-    "CREATE TABLE items(id TEXT PRIMARY KEY, name TEXT, qty INTEGER,"                     \
+#define SCHEMA                                                                                     \
+    "CREATE TABLE items(id TEXT PRIMARY KEY, name TEXT, qty INTEGER,"                              \
     " tags TEXT NOT NULL DEFAULT '[]', batch INTEGER);"
 
-static char g_dir[512];      /* where stores and replicas go */
-static char g_secret[600];   /* the relay's JWT secret file */
-static uint8_t g_key[128];   /* its bytes */
-static size_t g_keylen;      /* their count */
+static char g_dir[512];    /* where stores and replicas go */
+static char g_secret[600]; /* the relay's JWT secret file */
+static uint8_t g_key[128]; /* its bytes */
+static size_t g_keylen;    /* their count */
 
 static double now_s(void)
 {
@@ -282,8 +282,8 @@ static int rc_pump(rc_t *c, int nb)
 
 /* Builds a PUSH frame of `rows` new rows (liveness + 3 LWW columns each,
 ** so 4 changes per row) keyed prefix-<n>. */
-static void push_frame(knit_buf_t *out, uint64_t id, const char *ns, const char *prefix,
-                       long first, long rows)
+static void push_frame(knit_buf_t *out, uint64_t id, const char *ns, const char *prefix, long first,
+                       long rows)
 {
     knit_batch_t *b = NULL;
     uint32_t nsi, site, tab;
@@ -371,7 +371,8 @@ static void bench_latency(void)
     fprintf(f, "%s\n", t);
     fclose(f);
     knit__free(t);
-    if (su_agent_start(&pa, a, r.port, tok, la, NULL) || su_agent_start(&pb, b, r.port, tok, lb, NULL))
+    if (su_agent_start(&pa, a, r.port, tok, la, NULL) ||
+        su_agent_start(&pb, b, r.port, tok, lb, NULL))
         die("agents");
     dba = su_db(a);
     dbb = su_db(b);
@@ -438,13 +439,13 @@ static void bench_latency(void)
 /* ingest                                                                   */
 
 typedef struct ingest_s {
-    int port;          /* relay */
-    int idx;           /* client number */
-    long pushes;       /* PUSH frames to send */
-    long rows;         /* rows per push */
+    int port;           /* relay */
+    int idx;            /* client number */
+    long pushes;        /* PUSH frames to send */
+    long rows;          /* rows per push */
     knit_buf_t *frames; /* pre-encoded pushes */
-    char *token;       /* its JWT */
-    int ok;            /* finished without error */
+    char *token;        /* its JWT */
+    int ok;             /* finished without error */
 } ingest_t;
 
 static void *ingest_client(void *arg)
@@ -514,8 +515,7 @@ static void bench_ingest(void)
         printf("ingest   %2d pushing client%s: %ld changes in %.2f s = %.0f changes/s%s"
                " (goal >= 200,000/s)\n",
                nc, nc == 1 ? " " : "s", (long)nc * pushes * rows_per_push * 4, dt,
-               (double)nc * (double)pushes * (double)rows_per_push * 4 / dt,
-               ok ? "" : " [ERRORS]");
+               (double)nc * (double)pushes * (double)rows_per_push * 4 / dt, ok ? "" : " [ERRORS]");
         for (int i = 0; i < nc; i++) {
             for (long p = 0; p < pushes; p++)
                 knit_buf_free(&in[i].frames[p]);
@@ -670,7 +670,8 @@ static void bench_catchup(void)
         su_exec(db,
                 "WITH RECURSIVE n(i) AS (SELECT %ld UNION ALL SELECT i + 1 FROM n WHERE i < %ld)"
                 " INSERT INTO items(id, name, qty, tags, batch)"
-                " SELECT printf('row-%%08d', i), 'name ' || i, i, '[\"t' || (i %% 3) || '\"]', i / 10000"
+                " SELECT printf('row-%%08d', i), 'name ' || i, i, '[\"t' || (i %% 3) || '\"]', i / "
+                "10000"
                 " FROM n",
                 r0, (r0 + 10000 < rows ? r0 + 10000 : rows) - 1);
         su_exec(db, "COMMIT");
@@ -679,8 +680,9 @@ static void bench_catchup(void)
     sqlite3_close(db);
     snprintf(relay, sizeof relay, "127.0.0.1:%d", r.port);
     {
-        const char *argv[] = {SYNC_AGENT_PATH, "run", a, "--relay", relay, "--token-file", tok,
-                              "--once", "--timeout", "600", "--log-level", "warn", NULL};
+        const char *argv[] = {SYNC_AGENT_PATH, "run",  a,        "--relay",   relay,
+                              "--token-file",  tok,    "--once", "--timeout", "600",
+                              "--log-level",   "warn", NULL};
         t0 = now_s();
         rc = su_run(argv, 900000, out, sizeof out);
         tp = now_s() - t0;
@@ -688,8 +690,9 @@ static void bench_catchup(void)
             die(out);
     }
     {
-        const char *argv[] = {SYNC_AGENT_PATH, "run", b, "--relay", relay, "--token-file", tok,
-                              "--once", "--timeout", "600", "--log-level", "warn", NULL};
+        const char *argv[] = {SYNC_AGENT_PATH, "run",  b,        "--relay",   relay,
+                              "--token-file",  tok,    "--once", "--timeout", "600",
+                              "--log-level",   "warn", NULL};
         t0 = now_s();
         rc = su_run(argv, 900000, out, sizeof out);
         tc = now_s() - t0;
@@ -738,8 +741,7 @@ static void bench_rss(void)
         after = rss_kb(r.p.pid);
         printf("rss      %5d idle subscribed connections: relay RSS %ld -> %ld KiB,"
                " %.1f KiB per connection (goal < 16 KiB; fd limit %llu)\n",
-               n, before, after, (double)(after - before) / n,
-               (unsigned long long)rl.rlim_cur);
+               n, before, after, (double)(after - before) / n, (unsigned long long)rl.rlim_cur);
         for (int i = 0; i < n; i++)
             rc_close(&cs[i]);
         rc_close(&warm[0]);

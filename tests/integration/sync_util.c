@@ -341,8 +341,8 @@ int su_relay_start(su_relay_t *r, int port, const char *data, const char *secret
     return 0;
 }
 
-int su_agent_start(su_proc_t *p, const char *replica, int port, const char *token,
-                   const char *log, const char *const *extra)
+int su_agent_start(su_proc_t *p, const char *replica, int port, const char *token, const char *log,
+                   const char *const *extra)
 {
     const char *argv[40];
     char relay[64];

@@ -20,16 +20,16 @@
 
 /* A child process. */
 typedef struct su_proc_s {
-    pid_t pid;      /* 0 when not running */
-    char log[512];  /* its stderr (and stdout, unless captured) goes here */
+    pid_t pid;     /* 0 when not running */
+    char log[512]; /* its stderr (and stdout, unless captured) goes here */
 } su_proc_t;
 
 /* A running relay. */
 typedef struct su_relay_s {
-    su_proc_t p;       /* the process */
-    int port;          /* its port */
-    char data[512];    /* its store */
-    char secret[512];  /* its JWT secret file */
+    su_proc_t p;      /* the process */
+    int port;         /* its port */
+    char data[512];   /* its store */
+    char secret[512]; /* its JWT secret file */
 } su_relay_t;
 
 /* Milliseconds on a monotonic clock. */
@@ -67,8 +67,8 @@ int su_relay_start(su_relay_t *r, int port, const char *data, const char *secret
                    const char *const *extra);
 /* Starts `sync-agent run replica --relay 127.0.0.1:port --token-file token`
 ** plus extra arguments (NULL-terminated, may be NULL). */
-int su_agent_start(su_proc_t *p, const char *replica, int port, const char *token,
-                   const char *log, const char *const *extra);
+int su_agent_start(su_proc_t *p, const char *replica, int port, const char *token, const char *log,
+                   const char *const *extra);
 
 /* A plain SQLite connection with a 10 s busy timeout. */
 sqlite3 *su_db(const char *path);

@@ -38,8 +38,8 @@ static char *expect(int status, const char *const *args)
     h_run_t r = h_run(args);
     char *out;
     if (r.status != status) {
-        fprintf(stderr, "sync-inspect %s: status %d (want %d)\nstdout:\n%s\nstderr:\n%s\n",
-                args[0], r.status, status, r.out, r.err);
+        fprintf(stderr, "sync-inspect %s: status %d (want %d)\nstdout:\n%s\nstderr:\n%s\n", args[0],
+                r.status, status, r.out, r.err);
         CHECK(0);
     }
     out = h_mask(r.out);
@@ -47,13 +47,13 @@ static char *expect(int status, const char *const *args)
     return out;
 }
 
-#define CHECK_HAS(hay, needle)                                                             \
-    do {                                                                                   \
-        if (!strstr((hay), (needle))) {                                                    \
-            fprintf(stderr, "%s:%d: missing \"%s\" in:\n%s\n", __FILE__, __LINE__,        \
-                    (needle), (hay));                                                      \
-            exit(1);                                                                       \
-        }                                                                                  \
+#define CHECK_HAS(hay, needle)                                                                     \
+    do {                                                                                           \
+        if (!strstr((hay), (needle))) {                                                            \
+            fprintf(stderr, "%s:%d: missing \"%s\" in:\n%s\n", __FILE__, __LINE__, (needle),       \
+                    (hay));                                                                        \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 static void verify_liveness_lost(void)
@@ -184,7 +184,8 @@ static void diff_planted(void)
     /* A stamp rewritten with the same value: a metadata difference. */
     damaged("d-stamp.db",
             "UPDATE _knit_rows_2 SET cells = "
-            "X'0202018BCFE568000000010102018BCFE5680000010101'", p);
+            "X'0202018BCFE568000000010102018BCFE5680000010101'",
+            p);
     out = expect(1, ARGS("diff", "--json", h_fix.a, p));
     CHECK(h_json_valid(out));
     CHECK_JSON(out, "$.counts.total", "1");
@@ -319,8 +320,9 @@ static void locked_wal_exclusive(void)
     sqlite3 *db = NULL;
     damaged("locked-wal.db", "PRAGMA journal_mode = WAL", p);
     CHECK(sqlite3_open(p, &db) == SQLITE_OK);
-    CHECK(sqlite3_exec(db, "PRAGMA locking_mode = EXCLUSIVE; BEGIN IMMEDIATE;"
-                           "UPDATE _knit_meta SET value = value WHERE key = 'hlc'; COMMIT",
+    CHECK(sqlite3_exec(db,
+                       "PRAGMA locking_mode = EXCLUSIVE; BEGIN IMMEDIATE;"
+                       "UPDATE _knit_meta SET value = value WHERE key = 'hlc'; COMMIT",
                        NULL, NULL, NULL) == SQLITE_OK);
     expect_locked(p);
     sqlite3_close(db);
@@ -373,17 +375,21 @@ static void concurrent_writer(void)
     double t0 = h_now();
     while (rounds < 3 || h_now() - t0 < 1.0) {
         const char *const *runs[] = {
-            ARGS("info", p),    ARGS("verify", p),  ARGS("digest", p),
-            ARGS("pending", "--json", p), ARGS("changes", "--limit", "20", p),
-            ARGS("why", p, "notes", "'n1'"), ARGS("diff", p, h_fix.a),
+            ARGS("info", p),
+            ARGS("verify", p),
+            ARGS("digest", p),
+            ARGS("pending", "--json", p),
+            ARGS("changes", "--limit", "20", p),
+            ARGS("why", p, "notes", "'n1'"),
+            ARGS("diff", p, h_fix.a),
         };
         for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
             h_run_t r = h_run(runs[i]);
             /* diff differs from A, of course: 1; everything else 0. */
             int want = strcmp(runs[i][0], "diff") == 0 ? 1 : 0;
             if (r.status != want) {
-                fprintf(stderr, "%s under a writer: status %d\n%s%s", runs[i][0], r.status,
-                        r.out, r.err);
+                fprintf(stderr, "%s under a writer: status %d\n%s%s", runs[i][0], r.status, r.out,
+                        r.err);
                 CHECK(0);
             }
             h_done(&r);

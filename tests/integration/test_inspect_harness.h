@@ -90,10 +90,10 @@ static char *h_slurp(const char *path, size_t *len)
 }
 
 typedef struct h_run_s {
-    int status;   /* exit status, or -1 if it did not exit normally */
-    char *out;    /* stdout */
-    char *err;    /* stderr */
-    double secs;  /* wall time it took */
+    int status;  /* exit status, or -1 if it did not exit normally */
+    char *out;   /* stdout */
+    char *err;   /* stderr */
+    double secs; /* wall time it took */
 } h_run_t;
 
 static double h_now(void)
@@ -225,14 +225,14 @@ static char *h_mask(char *s)
 }
 
 /* Fails with both texts shown when they differ. */
-#define CHECK_GOLDEN(got, want)                                                            \
-    do {                                                                                   \
-        const char *g_ = (got), *w_ = (want);                                              \
-        if (strcmp(g_, w_) != 0) {                                                         \
-            fprintf(stderr, "%s:%d: output differs from golden\n--- got:\n%s--- want:\n%s---\n", \
-                    __FILE__, __LINE__, g_, w_);                                           \
-            exit(1);                                                                       \
-        }                                                                                  \
+#define CHECK_GOLDEN(got, want)                                                                    \
+    do {                                                                                           \
+        const char *g_ = (got), *w_ = (want);                                                      \
+        if (strcmp(g_, w_) != 0) {                                                                 \
+            fprintf(stderr, "%s:%d: output differs from golden\n--- got:\n%s--- want:\n%s---\n",   \
+                    __FILE__, __LINE__, g_, w_);                                                   \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 /* 1 if s is one valid JSON document (SQLite's json_valid). */
@@ -269,15 +269,15 @@ static char *h_json_get(const char *doc, const char *path)
     return r;
 }
 
-#define CHECK_JSON(doc, path, want)                                                        \
-    do {                                                                                   \
-        char *v_ = h_json_get((doc), (path));                                              \
-        if (strcmp(v_, (want)) != 0) {                                                     \
-            fprintf(stderr, "%s:%d: %s is \"%s\", want \"%s\"\n", __FILE__, __LINE__,     \
-                    (path), v_, (want));                                                   \
-            exit(1);                                                                       \
-        }                                                                                  \
-        free(v_);                                                                          \
+#define CHECK_JSON(doc, path, want)                                                                \
+    do {                                                                                           \
+        char *v_ = h_json_get((doc), (path));                                                      \
+        if (strcmp(v_, (want)) != 0) {                                                             \
+            fprintf(stderr, "%s:%d: %s is \"%s\", want \"%s\"\n", __FILE__, __LINE__, (path), v_,  \
+                    (want));                                                                       \
+            exit(1);                                                                               \
+        }                                                                                          \
+        free(v_);                                                                                  \
     } while (0)
 
 /* --- the fixture ------------------------------------------------------- */
@@ -337,8 +337,8 @@ static void h_send(knit_t *from, knit_t *to)
     knit_batch_free(b);
 }
 
-#define FIX_SCHEMA                                                                         \
-    "CREATE TABLE notes(id TEXT PRIMARY KEY, title TEXT, n INTEGER, tags TEXT);"           \
+#define FIX_SCHEMA                                                                                 \
+    "CREATE TABLE notes(id TEXT PRIMARY KEY, title TEXT, n INTEGER, tags TEXT);"                   \
     "CREATE TABLE pairs(a INTEGER, b TEXT, v, PRIMARY KEY(a, b));"
 
 /* Builds the fixture (see the top of this file). */

@@ -26,8 +26,8 @@ static char *out_of(int status, const char *const *args)
     h_run_t r = h_run(args);
     char *out;
     if (r.status != status || r.err[0]) {
-        fprintf(stderr, "sync-inspect %s: status %d (want %d)\nstdout:\n%s\nstderr:\n%s\n",
-                args[0], r.status, status, r.out, r.err);
+        fprintf(stderr, "sync-inspect %s: status %d (want %d)\nstdout:\n%s\nstderr:\n%s\n", args[0],
+                r.status, status, r.out, r.err);
         CHECK(0);
     }
     out = h_mask(r.out);
@@ -179,16 +179,15 @@ static void why_cell_golden(void)
     /* On B, "a" is still in the set and A's removal is not: one site's
     ** dots, no removed ones. */
     out = out_of(0, ARGS("why", h_fix.b, "notes", "'n1'", "tags"));
-    CHECK_GOLDEN(
-        out,
-        "notes 'n1' in user:alice: live (causal length 1)\n"
-        "  liveness: stamped 2023-11-14T22:13:20.000Z#0 by <A>, version 1, received\n"
-        "  tags = [\"a\",\"b\",\"d\"]  (OR-set)\n"
-        "    latest op 2023-11-14T22:13:21.500Z#0 by <B> (local), version 2, pending\n"
-        "    element \"a\": dots <A>:1\n"
-        "    element \"b\": dots <A>:2\n"
-        "    element \"d\": dots <B> (local):1\n"
-        "    removed dots: none\n");
+    CHECK_GOLDEN(out,
+                 "notes 'n1' in user:alice: live (causal length 1)\n"
+                 "  liveness: stamped 2023-11-14T22:13:20.000Z#0 by <A>, version 1, received\n"
+                 "  tags = [\"a\",\"b\",\"d\"]  (OR-set)\n"
+                 "    latest op 2023-11-14T22:13:21.500Z#0 by <B> (local), version 2, pending\n"
+                 "    element \"a\": dots <A>:1\n"
+                 "    element \"b\": dots <A>:2\n"
+                 "    element \"d\": dots <B> (local):1\n"
+                 "    removed dots: none\n");
     free(out);
 }
 
@@ -197,10 +196,9 @@ static void why_deleted_and_composite(void)
     fixture();
     char *out = out_of(0, ARGS("why", h_fix.a, "notes", "'n2'"));
     CHECK_GOLDEN(
-        out,
-        "notes 'n2' in user:alice: deleted (causal length 2)\n"
-        "  liveness: stamped 2023-11-14T22:13:22.000Z#0 by <A> (local), version 3, pending\n"
-        "  a deleted row holds no column values; an insert starts life 3\n");
+        out, "notes 'n2' in user:alice: deleted (causal length 2)\n"
+             "  liveness: stamped 2023-11-14T22:13:22.000Z#0 by <A> (local), version 3, pending\n"
+             "  a deleted row holds no column values; an insert starts life 3\n");
     free(out);
     /* Composite key; '1' takes the INTEGER column's affinity, as on insert. */
     static const char *const keys[] = {"1, 'x'", "'1','x'", " +1 ,  'x' ", "0x1, 'x'"};
@@ -489,8 +487,8 @@ static void digest_relay_orset(void)
     char *dr = out_of(0, ARGS("digest", "--ns", "user:alice", h_fix.a));
     char *ds = out_of(0, ARGS("digest", "--ns", "user:alice", h_fix.relay));
     if (strcmp(dr, ds) != 0) {
-        fprintf(stderr, "replica and relay disagree on user:alice:\n  replica %s  relay   %s",
-                dr, ds);
+        fprintf(stderr, "replica and relay disagree on user:alice:\n  replica %s  relay   %s", dr,
+                ds);
         CHECK(0);
     }
     free(dr);
@@ -548,6 +546,6 @@ static void relay_golden(void)
 
 KNIT_TESTS(T(help_each), T(info_golden), T(info_json), T(info_unstamped), T(why_row_golden),
            T(why_cell_golden), T(why_deleted_and_composite), T(why_not_found), T(why_json),
-           T(why_key_errors), T(pending_golden), T(changes_golden), T(changes_json),
-           T(diff_golden), T(converged_agree), T(verify_ok), T(digest_relay_lww),
-           T(digest_relay_orset), T(digest_forms), T(relay_golden))
+           T(why_key_errors), T(pending_golden), T(changes_golden), T(changes_json), T(diff_golden),
+           T(converged_agree), T(verify_ok), T(digest_relay_lww), T(digest_relay_orset),
+           T(digest_forms), T(relay_golden))

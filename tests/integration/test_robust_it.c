@@ -44,8 +44,8 @@ static void relay_down(void)
 
 /* A replica at dir/name with table sql, tracked (extra: sync-agent track
 ** arguments after the table). */
-static void make_replica(char *path, size_t n, const char *name, const char *sql,
-                         const char *table, const char *orset)
+static void make_replica(char *path, size_t n, const char *name, const char *sql, const char *table,
+                         const char *orset)
 {
     char out[1024];
     sqlite3 *db;
@@ -53,8 +53,8 @@ static void make_replica(char *path, size_t n, const char *name, const char *sql
     db = su_db(path);
     su_exec(db, "%s", sql);
     sqlite3_close(db);
-    const char *argv[] = {SYNC_AGENT_PATH, "track", path, table,
-                          orset ? "--orset" : NULL, orset, NULL};
+    const char *argv[] = {SYNC_AGENT_PATH,          "track", path, table,
+                          orset ? "--orset" : NULL, orset,   NULL};
     int rc = su_run(argv, 20000, out, sizeof out);
     if (rc != 0)
         fprintf(stderr, "track failed (%d): %s\n", rc, out);
@@ -66,9 +66,9 @@ static int run_once(const char *replica, char *out, size_t n)
 {
     char relay[64];
     snprintf(relay, sizeof relay, "127.0.0.1:%d", g_relay.port);
-    const char *argv[] = {SYNC_AGENT_PATH, "run",          replica,     "--relay", relay,
-                          "--token-file",  g_token,        "--once",    "--timeout", "20",
-                          "--backoff-max", "300",          NULL};
+    const char *argv[] = {SYNC_AGENT_PATH, "run",   replica,  "--relay",   relay,
+                          "--token-file",  g_token, "--once", "--timeout", "20",
+                          "--backoff-max", "300",   NULL};
     int rc = su_run(argv, 40000, out, n);
     fprintf(stderr, "[run --once %s] exit %d:\n%s\n", replica, rc, out);
     return rc;
@@ -243,7 +243,7 @@ static void once_twice_no_echo(void)
     CHECK_EQ_INT(run_once(a, out, sizeof out), 0);
     CHECK(strstr(out, " synced with ") != NULL);
     CHECK(strstr(out, "pushed 300 changes") != NULL); /* liveness, name, tags per row */
-    CHECK(strstr(out, "applied 0") != NULL);         /* nothing came from elsewhere */
+    CHECK(strstr(out, "applied 0") != NULL);          /* nothing came from elsewhere */
     CHECK_EQ_INT(replica_cursor(a), relay_seq());
     CHECK(relay_seq() > 0);
     CHECK_EQ_INT(run_once(a, out, sizeof out), 0);

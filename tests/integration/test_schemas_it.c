@@ -70,10 +70,9 @@ static int run_once(const char *replica, char *out, size_t n)
 {
     char relay[64];
     snprintf(relay, sizeof relay, "127.0.0.1:%d", g_relay.port);
-    const char *argv[] = {SYNC_AGENT_PATH, "run",      replica,     "--relay",
-                          relay,           "--token-file", g_token, "--once",
-                          "--timeout",     "20",       "--backoff-max", "300",
-                          NULL};
+    const char *argv[] = {SYNC_AGENT_PATH, "run",   replica,  "--relay",   relay,
+                          "--token-file",  g_token, "--once", "--timeout", "20",
+                          "--backoff-max", "300",   NULL};
     int rc = su_run(argv, 40000, out, n);
     fprintf(stderr, "[run --once %s] exit %d:\n%s\n", replica, rc, out);
     return rc;

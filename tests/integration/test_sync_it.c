@@ -19,24 +19,24 @@
 #include "sync_util.h"
 
 #define NS "user:alice"
-#define SCHEMA                                                                             \
-    "CREATE TABLE items(id TEXT PRIMARY KEY, name TEXT, qty INTEGER,"                     \
+#define SCHEMA                                                                                     \
+    "CREATE TABLE items(id TEXT PRIMARY KEY, name TEXT, qty INTEGER,"                              \
     " tags TEXT NOT NULL DEFAULT '[]', batch INTEGER);"
 
 /* One relay, two replicas A and B (one user, two devices) and their agents. */
 typedef struct world_s {
-    su_relay_t relay;    /* the relay */
-    char data[512];      /* its store */
-    char secret[512];    /* its JWT secret */
-    char token[512];     /* alice's token */
-    char a[512];         /* replica A */
-    char b[512];         /* replica B */
-    char alog[512];      /* agent A's log */
-    char blog[512];      /* agent B's log */
-    su_proc_t agent_a;   /* agent A */
-    su_proc_t agent_b;   /* agent B */
-    sqlite3 *dba;        /* plain connection to A */
-    sqlite3 *dbb;        /* plain connection to B */
+    su_relay_t relay;  /* the relay */
+    char data[512];    /* its store */
+    char secret[512];  /* its JWT secret */
+    char token[512];   /* alice's token */
+    char a[512];       /* replica A */
+    char b[512];       /* replica B */
+    char alog[512];    /* agent A's log */
+    char blog[512];    /* agent B's log */
+    su_proc_t agent_a; /* agent A */
+    su_proc_t agent_b; /* agent B */
+    sqlite3 *dba;      /* plain connection to A */
+    sqlite3 *dbb;      /* plain connection to B */
 } world_t;
 
 static const char *const FAST[] = {"--backoff-max", "500", NULL};
@@ -137,9 +137,9 @@ static void world_done(world_t *w)
 
 /* Waiting for a query on a replica to give a value. */
 typedef struct wait_q_s {
-    sqlite3 *db;      /* where */
-    const char *sql;  /* what */
-    int64_t want;     /* the value awaited */
+    sqlite3 *db;     /* where */
+    const char *sql; /* what */
+    int64_t want;    /* the value awaited */
 } wait_q_t;
 
 static int q_pred(void *arg)
@@ -180,8 +180,8 @@ static void wait_converged(world_t *w, int timeout_ms)
     wait_eq_t e = {w};
     if (!su_wait_until(eq_pred, &e, timeout_ms)) {
         char *da = su_dump(w->dba, "items", "id"), *db = su_dump(w->dbb, "items", "id");
-        fprintf(stderr, "replicas differ after %d ms\nA:\n%.2000s\nB:\n%.2000s\n", timeout_ms,
-                da, db);
+        fprintf(stderr, "replicas differ after %d ms\nA:\n%.2000s\nB:\n%.2000s\n", timeout_ms, da,
+                db);
         free(da);
         free(db);
         dump_logs(w);
@@ -211,7 +211,8 @@ static void live_two_agents(void)
     world_t w;
     world_init(&w, NULL);
     /* Rows written before either replica ever synced. */
-    su_exec(w.dba, "INSERT INTO items(id, name, qty, tags) VALUES ('pre-a', 'offline A', 1, '[\"x\"]')");
+    su_exec(w.dba,
+            "INSERT INTO items(id, name, qty, tags) VALUES ('pre-a', 'offline A', 1, '[\"x\"]')");
     su_exec(w.dbb, "INSERT INTO items(id, name, qty) VALUES ('pre-b', 'offline B', 2)");
     start_a(&w);
     start_b(&w);
@@ -224,15 +225,15 @@ static void live_two_agents(void)
         sqlite3 *src = i % 2 ? w.dbb : w.dba, *dst = i % 2 ? w.dba : w.dbb;
         char sql[200];
         su_exec(src, "INSERT INTO items(id, name, qty) VALUES ('live-%d', 'n%d', %d)", i, i, i);
-        snprintf(sql, sizeof sql, "SELECT count(*) FROM items WHERE id = 'live-%d' AND qty = %d",
-                 i, i);
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM items WHERE id = 'live-%d' AND qty = %d", i,
+                 i);
         wait_value(&w, dst, sql, 1, 10000);
     }
     /* An update, a delete, and the resurrection of the deleted row from
     ** the other side. */
     su_exec(w.dba, "UPDATE items SET name = 'renamed' WHERE id = 'live-3'");
-    wait_value(&w, w.dbb, "SELECT count(*) FROM items WHERE id = 'live-3' AND name = 'renamed'",
-               1, 10000);
+    wait_value(&w, w.dbb, "SELECT count(*) FROM items WHERE id = 'live-3' AND name = 'renamed'", 1,
+               10000);
     su_exec(w.dbb, "DELETE FROM items WHERE id = 'live-4'");
     wait_value(&w, w.dba, "SELECT count(*) FROM items WHERE id = 'live-4'", 0, 10000);
     su_exec(w.dba, "INSERT INTO items(id, name, qty) VALUES ('live-4', 'back', 40)");
@@ -240,8 +241,9 @@ static void live_two_agents(void)
                10000);
     /* Set edits: B adds, A removes another element. */
     su_exec(w.dba, "UPDATE items SET tags = '[\"p\",\"q\"]' WHERE id = 'live-5'");
-    wait_value(&w, w.dbb, "SELECT count(*) FROM items WHERE id = 'live-5' AND tags = '[\"p\",\"q\"]'",
-               1, 10000);
+    wait_value(&w, w.dbb,
+               "SELECT count(*) FROM items WHERE id = 'live-5' AND tags = '[\"p\",\"q\"]'", 1,
+               10000);
     su_exec(w.dbb, "UPDATE items SET tags = '[\"p\",\"q\",\"r\"]' WHERE id = 'live-5'");
     su_exec(w.dba, "UPDATE items SET tags = '[\"q\"]' WHERE id = 'live-5'");
     wait_converged(&w, 15000);
@@ -305,9 +307,11 @@ static void conflicts_converge(void)
     wait_converged(&w, 1000);
     CHECK_EQ_INT(su_int(w.dba, "SELECT count(*) FROM items WHERE id = 'c2'"), 0);
     CHECK_EQ_INT(su_int(w.dba, "SELECT count(*) FROM items WHERE id = 'c3' AND"
-                               " tags = '[\"c\",\"d\",\"x\"]'"), 1);
+                               " tags = '[\"c\",\"d\",\"x\"]'"),
+                 1);
     CHECK_EQ_INT(su_int(w.dba, "SELECT count(*) FROM items WHERE id = 'c1' AND"
-                               " name IN ('from A', 'from B')"), 1);
+                               " name IN ('from A', 'from B')"),
+                 1);
     check_digests(&w);
     world_done(&w);
 }
@@ -316,12 +320,12 @@ static void conflicts_converge(void)
 /* 1c. Transaction units arrive together                                    */
 
 typedef struct watcher_s {
-    const char *path;   /* replica B */
-    int rows;           /* rows per transaction */
-    volatile int stop;  /* set by the test */
-    long torn;          /* reads that saw part of a transaction */
-    long reads;         /* reads made */
-    int max_batch;      /* the highest complete batch seen */
+    const char *path;  /* replica B */
+    int rows;          /* rows per transaction */
+    volatile int stop; /* set by the test */
+    long torn;         /* reads that saw part of a transaction */
+    long reads;        /* reads made */
+    int max_batch;     /* the highest complete batch seen */
 } watcher_t;
 
 static void *watch_units(void *arg)
@@ -331,8 +335,10 @@ static void *watch_units(void *arg)
     while (!wt->stop) {
         /* One snapshot: the count of every batch, each must be 0 or all. */
         sqlite3_stmt *st = NULL;
-        sqlite3_prepare_v2(db, "SELECT batch, count(*) FROM items WHERE batch IS NOT NULL"
-                               " GROUP BY batch", -1, &st, NULL);
+        sqlite3_prepare_v2(db,
+                           "SELECT batch, count(*) FROM items WHERE batch IS NOT NULL"
+                           " GROUP BY batch",
+                           -1, &st, NULL);
         while (sqlite3_step(st) == SQLITE_ROW) {
             int b = sqlite3_column_int(st, 0), n = sqlite3_column_int(st, 1);
             if (n != wt->rows)
@@ -427,8 +433,10 @@ static void offline_catch_up(void)
     while (made < changes) {
         su_exec(w.dba, "BEGIN");
         for (int i = 0; i < 100 && made < changes; i++, made += 5)
-            su_exec(w.dba, "INSERT INTO items(id, name, qty, tags, batch) VALUES"
-                           " ('o%d-%d', 'n', %d, '[\"t%d\"]', %d)", rounds, i, i, i % 7, rounds);
+            su_exec(w.dba,
+                    "INSERT INTO items(id, name, qty, tags, batch) VALUES"
+                    " ('o%d-%d', 'n', %d, '[\"t%d\"]', %d)",
+                    rounds, i, i, i % 7, rounds);
         if (rounds > 0) {
             su_exec(w.dba, "UPDATE items SET qty = qty + 1 WHERE batch = %d", rounds - 1);
             made += 100;
@@ -446,8 +454,8 @@ static void offline_catch_up(void)
     }
     /* B comes online once: it must catch up and exit 0. */
     snprintf(relay, sizeof relay, "127.0.0.1:%d", w.relay.port);
-    const char *argv[] = {SYNC_AGENT_PATH, "run", w.b, "--relay", relay, "--token-file", w.token,
-                          "--once", "--timeout", "60", NULL};
+    const char *argv[] = {SYNC_AGENT_PATH, "run",    w.b,         "--relay", relay, "--token-file",
+                          w.token,         "--once", "--timeout", "60",      NULL};
     t0 = su_now_ms();
     int rc = su_run(argv, 90000, out, sizeof out);
     if (rc != 0)
@@ -517,9 +525,9 @@ static int relay_has(knit_relay_store_t *s, const knit_batch_t *all, const char 
 }
 
 typedef struct writer_s {
-    const char *path;    /* replica A */
-    volatile int stop;   /* set by the test */
-    int written;         /* rows committed */
+    const char *path;  /* replica A */
+    volatile int stop; /* set by the test */
+    int written;       /* rows committed */
 } writer_t;
 
 static void *write_stream(void *arg)
@@ -581,8 +589,8 @@ static void relay_sigkill(void)
         free(keys);
         knit_batch_free(all);
         knit_relay_store_close(s);
-        printf("round %d: killed after %u ms; %zu acknowledged rows checked, %d missing\n",
-               round, delay, nkeys, missing);
+        printf("round %d: killed after %u ms; %zu acknowledged rows checked, %d missing\n", round,
+               delay, nkeys, missing);
         CHECK_EQ_INT(missing, 0);
         /* Restart on the same port; the agents reconnect on their own. */
         su_sleep_ms((unsigned)knit_rng_below(&rng, 300));
@@ -591,8 +599,8 @@ static void relay_sigkill(void)
             /* The port may be briefly held by another test's client socket. */
             int started = -1;
             for (int t = 0; t < 20 && started != 0; t++) {
-                if ((started = su_relay_start(&w.relay, atoi(port), w.data, w.secret,
-                                              same_port)) != 0)
+                if ((started = su_relay_start(&w.relay, atoi(port), w.data, w.secret, same_port)) !=
+                    0)
                     su_sleep_ms(250);
             }
             CHECK_OK(started);
@@ -638,13 +646,15 @@ static void agent_sigkill_applying(void)
     for (long r = 0; r < rows; r += 500) {
         su_exec(w.dba, "BEGIN");
         for (long i = r; i < r + 500 && i < rows; i++)
-            su_exec(w.dba, "INSERT INTO items(id, name, qty, tags) VALUES ('k%06ld', 'v', %ld,"
-                           " '[\"a%ld\",\"b\"]')", i, i, i % 5);
+            su_exec(w.dba,
+                    "INSERT INTO items(id, name, qty, tags) VALUES ('k%06ld', 'v', %ld,"
+                    " '[\"a%ld\",\"b\"]')",
+                    i, i, i % 5);
         su_exec(w.dba, "COMMIT");
     }
     snprintf(relay, sizeof relay, "127.0.0.1:%d", w.relay.port);
-    const char *argv[] = {SYNC_AGENT_PATH, "run", w.a, "--relay", relay, "--token-file", w.token,
-                          "--once", "--timeout", "60", NULL};
+    const char *argv[] = {SYNC_AGENT_PATH, "run",    w.a,         "--relay", relay, "--token-file",
+                          w.token,         "--once", "--timeout", "60",      NULL};
     CHECK_EQ_INT(su_run(argv, 90000, out, sizeof out), 0);
     {
         knit_relay_store_t *s = NULL;
@@ -691,7 +701,8 @@ static void agent_sigkill_applying(void)
     stop_agents(&w);
     CHECK_EQ_INT(su_int(w.dbb, "SELECT count(*) FROM items"), rows);
     CHECK_EQ_INT(su_int(w.dbb, "SELECT count(*) FROM items, json_each(items.tags)"
-                               " GROUP BY items.id, json_each.value HAVING count(*) > 1"), -1);
+                               " GROUP BY items.id, json_each.value HAVING count(*) > 1"),
+                 -1);
     check_digests(&w);
     CHECK_EQ_INT(cursor_of(w.b), seq);
     world_done(&w);
@@ -709,8 +720,8 @@ static void anonymous_home(void)
     /* A replica created and written before it ever synced. */
     su_exec(w.dba, "INSERT INTO items(id, name, qty) VALUES ('mine', 'before sync', 1)");
     snprintf(relay, sizeof relay, "127.0.0.1:%d", w.relay.port);
-    const char *argv[] = {SYNC_AGENT_PATH, "run", w.a, "--relay", relay, "--anonymous", "--once",
-                          "--timeout", "30", NULL};
+    const char *argv[] = {SYNC_AGENT_PATH, "run",    w.a,         "--relay", relay,
+                          "--anonymous",   "--once", "--timeout", "30",      NULL};
     int rc = su_run(argv, 60000, out, sizeof out);
     if (rc)
         fprintf(stderr, "%s\n", out);
@@ -758,8 +769,9 @@ static void once_failures(void)
 
     /* Nothing listens there. */
     {
-        const char *argv[] = {SYNC_AGENT_PATH, "run", w.a, "--relay", "127.0.0.1:1",
-                              "--token-file", w.token, "--once", "--timeout", "2", NULL};
+        const char *argv[] = {
+            SYNC_AGENT_PATH, "run",    w.a,         "--relay", "127.0.0.1:1", "--token-file",
+            w.token,         "--once", "--timeout", "2",       NULL};
         rc = su_run(argv, 20000, out, sizeof out);
         CHECK_EQ_INT(rc, 1);
         CHECK(strstr(out, "not synced") && strstr(out, "cannot connect"));
@@ -770,8 +782,8 @@ static void once_failures(void)
     CHECK_OK(su_write_secret(other));
     CHECK_OK(su_write_token(other, "alice", bad));
     {
-        const char *argv[] = {SYNC_AGENT_PATH, "run", w.a, "--relay", relay, "--token-file", bad,
-                              "--once", NULL};
+        const char *argv[] = {SYNC_AGENT_PATH, "run", w.a,      "--relay", relay,
+                              "--token-file",  bad,   "--once", NULL};
         rc = su_run(argv, 20000, out, sizeof out);
         CHECK_EQ_INT(rc, 4);
         CHECK(strstr(out, "authentication failed"));
@@ -779,8 +791,8 @@ static void once_failures(void)
     /* No such replica. */
     su_path(missing, sizeof missing, "missing.db");
     {
-        const char *argv[] = {SYNC_AGENT_PATH, "run", missing, "--relay", relay, "--token-file",
-                              w.token, "--once", NULL};
+        const char *argv[] = {SYNC_AGENT_PATH, "run",   missing,  "--relay", relay,
+                              "--token-file",  w.token, "--once", NULL};
         CHECK_EQ_INT(su_run(argv, 20000, out, sizeof out), 3);
         CHECK(strstr(out, "missing.db"));
     }

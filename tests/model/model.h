@@ -38,23 +38,23 @@
 #include <string.h>
 
 enum {
-    M_MAXR = 12,  /* replicas per case, copies and joiners included */
-    M_MAXT = 3,   /* tables */
-    M_MAXC = 7,   /* non-key columns per table, the added one included */
-    M_MAXPK = 2,  /* key columns */
-    M_NKEYS = 6,  /* keys per table */
+    M_MAXR = 12,    /* replicas per case, copies and joiners included */
+    M_MAXT = 3,     /* tables */
+    M_MAXC = 7,     /* non-key columns per table, the added one included */
+    M_MAXPK = 2,    /* key columns */
+    M_NKEYS = 6,    /* keys per table */
     M_MAXADD = 256, /* OR-set adds per cell */
     M_KW = M_MAXADD / 64,
-    M_NNS = 2,    /* namespaces */
-    M_VMAX = 640  /* bytes of a value */
+    M_NNS = 2,   /* namespaces */
+    M_VMAX = 640 /* bytes of a value */
 };
 
 /* A value as SQLite stores it. */
 typedef struct mval_s {
-    int t;                 /* SQLITE_INTEGER, _FLOAT, _TEXT, _BLOB, _NULL */
-    int64_t i;             /* INTEGER */
-    double r;              /* FLOAT */
-    int n;                 /* TEXT / BLOB length */
+    int t;                   /* SQLITE_INTEGER, _FLOAT, _TEXT, _BLOB, _NULL */
+    int64_t i;               /* INTEGER */
+    double r;                /* FLOAT */
+    int n;                   /* TEXT / BLOB length */
     unsigned char p[M_VMAX]; /* TEXT / BLOB bytes */
 } mval_t;
 
@@ -130,24 +130,24 @@ typedef struct madd_s {
 } madd_t;
 
 typedef struct mrem_s {
-    int elem;             /* element removed */
-    uint64_t cl;          /* life */
-    uint64_t obs[M_KW];   /* adds (ids) its replica knew of this cell */
+    int elem;           /* element removed */
+    uint64_t cl;        /* life */
+    uint64_t obs[M_KW]; /* adds (ids) its replica knew of this cell */
 } mrem_t;
 
 typedef struct mcell_s {
-    mwrite_t *w;        /* LWW writes */
-    int nw, capw;       /* count, capacity */
+    mwrite_t *w;          /* LWW writes */
+    int nw, capw;         /* count, capacity */
     madd_t add[M_MAXADD]; /* OR-set adds; the index is the add's id */
-    int nadd;           /* count */
-    mrem_t *rem;        /* OR-set removes */
-    int nrem, caprem;   /* count, capacity */
+    int nadd;             /* count */
+    mrem_t *rem;          /* OR-set removes */
+    int nrem, caprem;     /* count, capacity */
 } mcell_t;
 
 /* The whole model of one case. */
 typedef struct model_s {
-    uint64_t maxcl[M_MAXT][M_NKEYS];         /* largest life written */
-    mcell_t cell[M_MAXT][M_NKEYS][M_MAXC];    /* per column */
+    uint64_t maxcl[M_MAXT][M_NKEYS];       /* largest life written */
+    mcell_t cell[M_MAXT][M_NKEYS][M_MAXC]; /* per column */
 } model_t;
 
 static inline void model_free(model_t *m)

@@ -15,14 +15,14 @@
 #include <string.h>
 
 typedef struct fault_file_s {
-    sqlite3_file base;   /* our methods */
-    sqlite3_file *real;  /* the wrapped file, allocated right after us */
+    sqlite3_file base;  /* our methods */
+    sqlite3_file *real; /* the wrapped file, allocated right after us */
 } fault_file_t;
 
-static sqlite3_vfs *fault_real;  /* the wrapped VFS */
-static long fault_countdown;     /* 0 = off; 1 = the next write/sync fails */
-static long fault_count;         /* writes, truncates and syncs seen since arming */
-static int fault_sticky;         /* keep failing once failed (a disk that stays full) */
+static sqlite3_vfs *fault_real; /* the wrapped VFS */
+static long fault_countdown;    /* 0 = off; 1 = the next write/sync fails */
+static long fault_count;        /* writes, truncates and syncs seen since arming */
+static int fault_sticky;        /* keep failing once failed (a disk that stays full) */
 
 static int fault_hit(void)
 {
@@ -119,9 +119,9 @@ static int ff_shmunmap(sqlite3_file *f, int del)
 /* Memory-mapped I/O is left out (version 2 methods), so every page write
 ** goes through ff_write. */
 static const sqlite3_io_methods fault_io = {
-    2,          ff_close,    ff_read,  ff_write,   ff_truncate, ff_sync,     ff_size,
-    ff_lock,    ff_unlock,   ff_reserved, ff_fcntl, ff_sector,  ff_dev,      ff_shmmap,
-    ff_shmlock, ff_shmbarrier, ff_shmunmap, NULL,   NULL,
+    2,          ff_close,      ff_read,     ff_write, ff_truncate, ff_sync, ff_size,
+    ff_lock,    ff_unlock,     ff_reserved, ff_fcntl, ff_sector,   ff_dev,  ff_shmmap,
+    ff_shmlock, ff_shmbarrier, ff_shmunmap, NULL,     NULL,
 };
 
 static int fv_open(sqlite3_vfs *v, const char *name, sqlite3_file *f, int flags, int *out)

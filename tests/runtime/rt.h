@@ -153,15 +153,15 @@ static inline char *rt_dump(knit_t *k, const char *sql)
 }
 
 /* Asserts that the query's dump equals want. */
-#define RT_EXPECT(k, sql, want)                                                            \
-    do {                                                                                   \
-        char *got_ = rt_dump((k), (sql));                                                  \
-        if (strcmp(got_, (want)) != 0) {                                                   \
-            fprintf(stderr, "%s:%d: %s\n  got:  %s\n  want: %s\n", __FILE__, __LINE__,   \
-                    (sql), got_, (want));                                                  \
-            exit(1);                                                                       \
-        }                                                                                  \
-        sqlite3_free(got_);                                                                \
+#define RT_EXPECT(k, sql, want)                                                                    \
+    do {                                                                                           \
+        char *got_ = rt_dump((k), (sql));                                                          \
+        if (strcmp(got_, (want)) != 0) {                                                           \
+            fprintf(stderr, "%s:%d: %s\n  got:  %s\n  want: %s\n", __FILE__, __LINE__, (sql),      \
+                    got_, (want));                                                                 \
+            exit(1);                                                                               \
+        }                                                                                          \
+        sqlite3_free(got_);                                                                        \
     } while (0)
 
 /* Sends every change b has that a has not seen yet (by version), like a

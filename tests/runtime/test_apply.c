@@ -118,8 +118,10 @@ static void notnull_split_across_pages_recovers(void)
     CHECK_EQ_INT(st.aside, 1); /* a's liveness; b's row is whole in unit 1 */
     CHECK_EQ_INT(refused_rows(B), 1);
     RT_EXPECT(B, "SELECT * FROM kv ORDER BY k", "'b'|'two'\n");
-    RT_EXPECT(B, "SELECT tbl, key, col, kind, reason LIKE '%NOT NULL constraint failed: kv.v%'"
-                 " FROM _knit_aside", "'kv'|'''a'''|''|'refused'|1\n");
+    RT_EXPECT(B,
+              "SELECT tbl, key, col, kind, reason LIKE '%NOT NULL constraint failed: kv.v%'"
+              " FROM _knit_aside",
+              "'kv'|'''a'''|''|'refused'|1\n");
     CHECK_OK(knit_changes_since(A, p1->txns[0].version, &o, &p2));
     CHECK_OK(knit_apply(B, p2, &st));
     CHECK_EQ_INT(st.recovered, 1);
@@ -339,13 +341,15 @@ static void long_and_quoted_identifiers(void)
     tbl[300] = 0;
     snprintf(ddl, sizeof ddl,
              "CREATE TABLE \"%s\"(\"key \"\"one\"\".x\" BLOB, n INTEGER, \"%s\" TEXT NOT NULL,"
-             " PRIMARY KEY (\"key \"\"one\"\".x\", n))", tbl, col);
+             " PRIMARY KEY (\"key \"\"one\"\".x\", n))",
+             tbl, col);
     setup2(ddl, ddl, tbl);
     char sql[4096];
     snprintf(sql, sizeof sql,
              "INSERT INTO \"%s\" VALUES (X'00ff', 1, 'v1'), (X'00ff', 2, 'v2');"
              "UPDATE \"%s\" SET \"%s\" = 'w1' WHERE n = 1;"
-             "DELETE FROM \"%s\" WHERE n = 2", tbl, tbl, col, tbl);
+             "DELETE FROM \"%s\" WHERE n = 2",
+             tbl, tbl, col, tbl);
     rt_exec(A, sql);
     rt_send(A, B, NULL);
     snprintf(sql, sizeof sql, "SELECT * FROM \"%s\" ORDER BY n", tbl);
@@ -362,16 +366,15 @@ static void long_and_quoted_identifiers(void)
 ** tables come.  B never stalls, and both converge. */
 static void app_triggers_writing_tracked_tables(void)
 {
-    const char *ddl =
-        "CREATE TABLE foo(id TEXT PRIMARY KEY, body TEXT NOT NULL);"
-        "CREATE TABLE audit(id TEXT PRIMARY KEY, what TEXT NOT NULL, ref TEXT);"
-        "CREATE TABLE counts(k TEXT PRIMARY KEY, n INT NOT NULL);"
-        "INSERT INTO counts VALUES ('foo', 0);"
-        "CREATE VIRTUAL TABLE foo_fts USING fts5(body);"
-        "CREATE TRIGGER foo_audit AFTER INSERT ON foo BEGIN"
-        "  INSERT OR REPLACE INTO audit VALUES ('ins:' || NEW.id, 'insert', NEW.id);"
-        "  UPDATE counts SET n = n + 1 WHERE k = 'foo';"
-        "  INSERT INTO foo_fts(rowid, body) VALUES (NEW.rowid, NEW.body); END;";
+    const char *ddl = "CREATE TABLE foo(id TEXT PRIMARY KEY, body TEXT NOT NULL);"
+                      "CREATE TABLE audit(id TEXT PRIMARY KEY, what TEXT NOT NULL, ref TEXT);"
+                      "CREATE TABLE counts(k TEXT PRIMARY KEY, n INT NOT NULL);"
+                      "INSERT INTO counts VALUES ('foo', 0);"
+                      "CREATE VIRTUAL TABLE foo_fts USING fts5(body);"
+                      "CREATE TRIGGER foo_audit AFTER INSERT ON foo BEGIN"
+                      "  INSERT OR REPLACE INTO audit VALUES ('ins:' || NEW.id, 'insert', NEW.id);"
+                      "  UPDATE counts SET n = n + 1 WHERE k = 'foo';"
+                      "  INSERT INTO foo_fts(rowid, body) VALUES (NEW.rowid, NEW.body); END;";
     for (int order = 0; order < 2; order++) {
         rt_init();
         A = rt_open("a.db");
@@ -413,9 +416,7 @@ static void app_triggers_writing_tracked_tables(void)
     }
 }
 
-KNIT_TESTS(T(notnull_liveness_and_value_in_different_units),
-           T(notnull_split_across_pages_recovers), T(stricter_schema_sets_rows_aside),
-           T(poisoned_set_state_set_aside_alone),
-           T(cells_of_unknown_columns_wait_for_migration),
-           T(rollback_forgets_interned_sites), T(long_and_quoted_identifiers),
-           T(app_triggers_writing_tracked_tables))
+KNIT_TESTS(T(notnull_liveness_and_value_in_different_units), T(notnull_split_across_pages_recovers),
+           T(stricter_schema_sets_rows_aside), T(poisoned_set_state_set_aside_alone),
+           T(cells_of_unknown_columns_wait_for_migration), T(rollback_forgets_interned_sites),
+           T(long_and_quoted_identifiers), T(app_triggers_writing_tracked_tables))

@@ -125,7 +125,7 @@ static void lww_write_after_seen_stamp_wins(void)
         CHECK_OK(knit_track(all[i], "t", NULL));
     }
     rt_exec(A, "INSERT INTO t VALUES ('k1', 'a0')");
-    CHECK_EQ_INT(knit_stamp(A), 1);                    /* A's HLC is now 2 minutes ahead */
+    CHECK_EQ_INT(knit_stamp(A), 1);                        /* A's HLC is now 2 minutes ahead */
     plain("a.db", "UPDATE t SET v = 'a1' WHERE k = 'k1'"); /* logs that HLC */
     CHECK_EQ_INT(knit_stamp(A), 1);
     uint64_t ha = cell_hlc(A, "k1", 1);
@@ -167,7 +167,7 @@ static void stamp_between_write_time_and_tick(void)
         CHECK_EQ_INT(knit_stamp(all[i]), 1);
     uint64_t ha = cell_hlc(A, "x", 1);
     CHECK((ha >> 16) + 1 >= t0 && (ha >> 16) <= t1 + 1); /* the time of the write */
-    CHECK((int64_t)ha < meta_hlc(A));                     /* below the tick, 30 ms later */
+    CHECK((int64_t)ha < meta_hlc(A));                    /* below the tick, 30 ms later */
     CHECK_EQ_INT((int64_t)cell_hlc(B, "x", 1), meta_hlc(B));
     CHECK_EQ_INT((int64_t)cell_hlc(C, "x", 1), meta_hlc(C));
     for (int i = 0; i < 3; i++) {
@@ -181,8 +181,8 @@ static void stamp_between_write_time_and_tick(void)
 /* Item 2: migrations                                                      */
 
 #define T3 "CREATE TABLE t(k TEXT PRIMARY KEY, v, w)"
-#define REBUILD(cols, newdef)                                                              \
-    "BEGIN; CREATE TABLE t_new(" newdef "); INSERT INTO t_new SELECT " cols " FROM t;"    \
+#define REBUILD(cols, newdef)                                                                      \
+    "BEGIN; CREATE TABLE t_new(" newdef "); INSERT INTO t_new SELECT " cols " FROM t;"             \
     " DROP TABLE t; ALTER TABLE t_new RENAME TO t; COMMIT"
 
 static void two_tracked(knit_t **A, knit_t **B)
@@ -326,20 +326,23 @@ static void old_capture_upgraded(void)
     rt_exec(A, "CREATE TABLE t(k TEXT PRIMARY KEY, v)");
     CHECK_OK(knit_track(A, "t", NULL));
     knit_close(A);
-    plain("a.db",
-          "DROP TRIGGER _knit_ins_1; DROP TRIGGER _knit_upd_1; DROP TRIGGER _knit_updk_1;"
-          "DROP TRIGGER _knit_del_1; DROP TABLE _knit_log_1;"
-          "CREATE TABLE _knit_log_1(seq INTEGER PRIMARY KEY, op INTEGER, mask INTEGER,"
-          " k0 CONSTRAINT \"knit: primary key column t.k must not be NULL\" CHECK (k0 IS NOT NULL));"
-          "CREATE TRIGGER _knit_ins_1 AFTER INSERT ON \"t\" BEGIN INSERT INTO _knit_log_1(op,"
-          " mask, k0) VALUES (1, -1, NEW.\"k\"); END;"
-          "INSERT INTO t VALUES ('old', 1)");
+    plain(
+        "a.db",
+        "DROP TRIGGER _knit_ins_1; DROP TRIGGER _knit_upd_1; DROP TRIGGER _knit_updk_1;"
+        "DROP TRIGGER _knit_del_1; DROP TABLE _knit_log_1;"
+        "CREATE TABLE _knit_log_1(seq INTEGER PRIMARY KEY, op INTEGER, mask INTEGER,"
+        " k0 CONSTRAINT \"knit: primary key column t.k must not be NULL\" CHECK (k0 IS NOT NULL));"
+        "CREATE TRIGGER _knit_ins_1 AFTER INSERT ON \"t\" BEGIN INSERT INTO _knit_log_1(op,"
+        " mask, k0) VALUES (1, -1, NEW.\"k\"); END;"
+        "INSERT INTO t VALUES ('old', 1)");
     A = rt_open("a.db");
     CHECK_OK(knit__capture_current(A));
     CHECK_EQ_INT(count_knit_triggers(A), 4);
     RT_EXPECT(A, "SELECT count(*) FROM sqlite_schema WHERE sql LIKE '%knit capture 2%'", "4\n");
-    RT_EXPECT(A, "SELECT count(*) FROM pragma_table_info('_knit_log_1') WHERE name IN "
-                 "('at', 'hlc')", "2\n");
+    RT_EXPECT(A,
+              "SELECT count(*) FROM pragma_table_info('_knit_log_1') WHERE name IN "
+              "('at', 'hlc')",
+              "2\n");
     /* Logged without a time: the tick of the stamp that repaired capture. */
     uint64_t h_old = cell_hlc(A, "old", 0);
     CHECK_EQ_INT((int64_t)h_old, meta_hlc(A));
@@ -522,10 +525,10 @@ static void identifiers_any_length(void)
     /* One table with a 300-byte name, a 900-byte column and a quoted one;
     ** another with a quoted name and a BLOB + INTEGER key, whose 900-byte
     ** column is an OR-set. */
-    char *ddl = sqlite3_mprintf(
-        "CREATE TABLE \"%w\"(id TEXT PRIMARY KEY, \"%w\", \"%w\" INT);"
-        "CREATE TABLE \"%w\"(b BLOB, i INTEGER, \"%w\", \"%w\", PRIMARY KEY(b, i))",
-        tbl300, col900, weird, wtbl, weird, col900);
+    char *ddl =
+        sqlite3_mprintf("CREATE TABLE \"%w\"(id TEXT PRIMARY KEY, \"%w\", \"%w\" INT);"
+                        "CREATE TABLE \"%w\"(b BLOB, i INTEGER, \"%w\", \"%w\", PRIMARY KEY(b, i))",
+                        tbl300, col900, weird, wtbl, weird, col900);
     char *spec = sqlite3_mprintf("%s:orset", col900);
     knit_t *A = rt_open("a.db"), *B = rt_open("b.db");
     knit_t *all[2] = {A, B};
@@ -587,7 +590,7 @@ static void identifiers_any_length(void)
 
 KNIT_TESTS(T(lww_time_of_write_wins), T(lww_write_after_seen_stamp_wins),
            T(stamp_between_write_time_and_tick), T(rebuild_repaired_at_open),
-           T(rebuild_repaired_by_stamp), T(rebuild_repaired_by_poll), T(rebuild_repaired_by_track), T(old_capture_upgraded),
-           T(add_column_keeps_capture), T(rename_column_refused), T(drop_column_refused),
-           T(rename_table_refused), T(backfill_loses_to_real_writes),
+           T(rebuild_repaired_by_stamp), T(rebuild_repaired_by_poll), T(rebuild_repaired_by_track),
+           T(old_capture_upgraded), T(add_column_keeps_capture), T(rename_column_refused),
+           T(drop_column_refused), T(rename_table_refused), T(backfill_loses_to_real_writes),
            T(backfill_after_receiving_early), T(identifiers_any_length))

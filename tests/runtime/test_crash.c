@@ -35,9 +35,8 @@ static void child_work(int fd, uint64_t seed, int gen)
             sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
             int ok = 1;
             for (int j = 0; j < 5 && ok; j++) {
-                snprintf(sql, sizeof sql,
-                         "INSERT INTO t VALUES ('g%d-%d-%d', %d, '[\"e%d\"]')", gen, i, j, j,
-                         (int)knit_rng_below(&r, 5));
+                snprintf(sql, sizeof sql, "INSERT INTO t VALUES ('g%d-%d-%d', %d, '[\"e%d\"]')",
+                         gen, i, j, j, (int)knit_rng_below(&r, 5));
                 ok = sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK;
             }
             snprintf(sql, sizeof sql, "UPDATE t SET a = a + 1 WHERE id LIKE 'g%d-%d-%%'", gen,
@@ -175,7 +174,8 @@ static void sigkill_while_writing_stamping_applying(void)
     rt_exec(fresh, "CREATE TABLE t(id TEXT PRIMARY KEY, a INT, tags)");
     CHECK_OK(knit_track(fresh, "t", "tags:orset"));
     rt_send(k, fresh, NULL);
-    char *x = rt_dump(k, "SELECT * FROM t ORDER BY id"), *y = rt_dump(fresh, "SELECT * FROM t ORDER BY id");
+    char *x = rt_dump(k, "SELECT * FROM t ORDER BY id"),
+         *y = rt_dump(fresh, "SELECT * FROM t ORDER BY id");
     CHECK_STR(x, y);
     sqlite3_free(x);
     sqlite3_free(y);

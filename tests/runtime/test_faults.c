@@ -80,7 +80,8 @@ static void disk_fails_during_stamp_and_apply(void)
     sqlite3_close(app);
 
     rt_send(a, b, NULL);
-    char *x = rt_dump(a, "SELECT * FROM t ORDER BY id"), *y = rt_dump(b, "SELECT * FROM t ORDER BY id");
+    char *x = rt_dump(a, "SELECT * FROM t ORDER BY id"),
+         *y = rt_dump(b, "SELECT * FROM t ORDER BY id");
     CHECK_STR(x, y);
     sqlite3_free(x);
     sqlite3_free(y);

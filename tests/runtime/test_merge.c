@@ -73,8 +73,9 @@ static void expect_equal(const char *sql)
     if (C) {
         CHECK_OK(knit_digest(C, NULL, &dc));
         if (!knit_digest_equal(&da, &dc)) {
-            const char *m = "SELECT r.k0, r.cl, hex(r.cells), s.col, hex(s.state) FROM _knit_rows_1 r "
-                            "LEFT JOIN _knit_sets_1 s ON s.k0 = r.k0 ORDER BY 1, 4";
+            const char *m =
+                "SELECT r.k0, r.cl, hex(r.cells), s.col, hex(s.state) FROM _knit_rows_1 r "
+                "LEFT JOIN _knit_sets_1 s ON s.k0 = r.k0 ORDER BY 1, 4";
             char *x = rt_dump(A, m), *y = rt_dump(C, m), *z = rt_dump(B, m);
             fprintf(stderr, "A:\n%sB:\n%sC:\n%s", x, z, y);
             fprintf(stderr, "sites A:\n%s", rt_dump(A, "SELECT idx, hex(site) FROM _knit_sites"));
@@ -173,8 +174,8 @@ static void orset_concurrent_add_remove(void)
     setup(1);
     rt_exec(A, "INSERT INTO t VALUES ('r', 0, NULL, '[\"keep\",\"x\",\"y\"]')");
     sync_all();
-    rt_exec(A, "UPDATE t SET tags = '[\"keep\",\"y\",\"a1\"]'");      /* remove x, add a1 */
-    rt_exec(B, "UPDATE t SET tags = '[\"keep\",\"x\",\"b1\"]'");      /* remove y, add b1 */
+    rt_exec(A, "UPDATE t SET tags = '[\"keep\",\"y\",\"a1\"]'");         /* remove x, add a1 */
+    rt_exec(B, "UPDATE t SET tags = '[\"keep\",\"x\",\"b1\"]'");         /* remove y, add b1 */
     rt_exec(C, "UPDATE t SET tags = '[\"x\",\"y\",\"keep\",\"keep\"]'"); /* same set, reordered */
     sync_all();
     RT_EXPECT(A, "SELECT tags FROM t", "'[\"a1\",\"b1\",\"keep\"]'\n");
@@ -186,8 +187,7 @@ static void orset_concurrent_add_remove(void)
     rt_exec(B, "UPDATE t SET tags = '[\"a1\",\"b1\",\"keep\"]'");
     sync_all();
     RT_EXPECT(C, "SELECT tags FROM t", "'[\"a1\",\"b1\",\"keep\"]'\n");
-    RT_EXPECT(C, "SELECT value FROM t, json_each(t.tags) ORDER BY value",
-              "'a1'\n'b1'\n'keep'\n");
+    RT_EXPECT(C, "SELECT value FROM t, json_each(t.tags) ORDER BY value", "'a1'\n'b1'\n'keep'\n");
     expect_equal("SELECT * FROM t");
     teardown();
 }
@@ -413,9 +413,9 @@ static void allocation_failures(void)
 /* One random write on a plain connection (statement chosen by r). */
 static void random_write(knit_rng_t *r, sqlite3 *db)
 {
-    static const char *vals[] = {"NULL", "0", "1", "1.0", "-7", "2.5", "'a'", "'b'", "X'00'",
-                                 "'longer text value'"};
-    static const char *sets[] = {"'[]'", "'[\"x\"]'", "'[\"y\"]'", "'[\"x\",\"y\"]'",
+    static const char *vals[] = {"NULL", "0",   "1",   "1.0",   "-7",
+                                 "2.5",  "'a'", "'b'", "X'00'", "'longer text value'"};
+    static const char *sets[] = {"'[]'",        "'[\"x\"]'", "'[\"y\"]'", "'[\"x\",\"y\"]'",
                                  "'[1,\"x\"]'", "NULL"};
     char sql[512];
     int key = (int)knit_rng_below(r, 6);
@@ -543,7 +543,8 @@ static void random_through_hub(void)
         for (int i = 0; i < 3; i++)
             sqlite3_close(plain[i]);
         expect_equal("SELECT * FROM t ORDER BY id");
-        char *h = rt_dump(hub, "SELECT * FROM t ORDER BY id"), *a = rt_dump(A, "SELECT * FROM t ORDER BY id");
+        char *h = rt_dump(hub, "SELECT * FROM t ORDER BY id"),
+             *a = rt_dump(A, "SELECT * FROM t ORDER BY id");
         CHECK_STR(h, a);
         sqlite3_free(h);
         sqlite3_free(a);
@@ -556,6 +557,5 @@ KNIT_TESTS(T(lww_later_write_wins), T(lww_tie_breaks_on_site),
            T(delete_beats_concurrent_update_then_resurrect), T(orset_concurrent_add_remove),
            T(keys_and_value_types), T(refuses_future_stamps), T(applied_changes_not_captured),
            T(orset_local_ops_survive_remote_merge), T(move_namespace_on_sign_in),
-           T(app_triggers_fire_on_apply),
-           T(allocation_failures),
-           T(random_three_replicas), T(random_through_hub))
+           T(app_triggers_fire_on_apply), T(allocation_failures), T(random_three_replicas),
+           T(random_through_hub))

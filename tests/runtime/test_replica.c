@@ -117,7 +117,8 @@ static void track_refusals(void)
         {"CREATE TABLE t(id TEXT PRIMARY KEY, b UNIQUE)", KNIT_ESCHEMA, "UNIQUE"},
         {"CREATE TABLE t(id TEXT PRIMARY KEY COLLATE NOCASE, b)", KNIT_ESCHEMA, "BINARY"},
         {"CREATE TABLE p(id TEXT PRIMARY KEY); CREATE TABLE t(id TEXT PRIMARY KEY, "
-         "p REFERENCES p(id))", KNIT_ESCHEMA, "FOREIGN KEY"},
+         "p REFERENCES p(id))",
+         KNIT_ESCHEMA, "FOREIGN KEY"},
         {"CREATE VIEW t AS SELECT 1 AS a", KNIT_ESCHEMA, "not an ordinary table"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -249,8 +250,7 @@ static void capture_sqlite3_shell(void)
              rt_path("a.db"));
     CHECK(system(cmd) == 0);
     /* Not an array: the shell's statement is refused with knit's message. */
-    snprintf(cmd, sizeof cmd,
-             "sqlite3 '%s' \"INSERT INTO t VALUES ('bad', 'not json')\" 2>'%s'",
+    snprintf(cmd, sizeof cmd, "sqlite3 '%s' \"INSERT INTO t VALUES ('bad', 'not json')\" 2>'%s'",
              rt_path("a.db"), rt_path("err.txt"));
     CHECK(system(cmd) != 0);
     FILE *f = fopen(rt_path("err.txt"), "r");
@@ -272,8 +272,8 @@ static void orset_refuses_non_arrays(void)
     rt_exec(k, "CREATE TABLE t(id TEXT PRIMARY KEY, tags)");
     CHECK_OK(knit_track(k, "t", "tags:orset"));
     sqlite3 *db = rt_plain("a.db");
-    static const char *bad[] = {"'x'", "'{\"a\":1}'", "'[[1]]'", "'[true]'", "42", "X'00'",
-                                "'[1,'"};
+    static const char *bad[] = {"'x'", "'{\"a\":1}'", "'[[1]]'", "'[true]'",
+                                "42",  "X'00'",       "'[1,'"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char sql[256], *err = NULL;
         snprintf(sql, sizeof sql,
@@ -284,7 +284,8 @@ static void orset_refuses_non_arrays(void)
         sqlite3_free(err);
         CHECK(sqlite3_get_autocommit(db)); /* rolled back */
     }
-    rt_plain_ok(db, "INSERT INTO t VALUES ('n', NULL), ('e', '[]'), ('m', '[2, 1.0, \"z\", null, 1]')");
+    rt_plain_ok(db,
+                "INSERT INTO t VALUES ('n', NULL), ('e', '[]'), ('m', '[2, 1.0, \"z\", null, 1]')");
     rt_plain_ok(db, "UPDATE t SET tags = '[\"q\"]' WHERE id = 'n'");
     char *err = NULL;
     CHECK(rt_plain_exec(db, "UPDATE t SET tags = 'oops' WHERE id = 'n'", &err) != SQLITE_OK);
@@ -422,9 +423,8 @@ static void notify_other_connections(void)
     rt_done();
 }
 
-KNIT_TESTS(T(open_create_reopen), T(open_refuses_garbage_unchanged),
-           T(open_refuses_newer_metadata), T(copy_takes_new_site), T(track_refusals),
-           T(track_backfills_and_retracks), T(capture_plain_connection),
-           T(capture_sqlite3_shell), T(orset_refuses_non_arrays),
+KNIT_TESTS(T(open_create_reopen), T(open_refuses_garbage_unchanged), T(open_refuses_newer_metadata),
+           T(copy_takes_new_site), T(track_refusals), T(track_backfills_and_retracks),
+           T(capture_plain_connection), T(capture_sqlite3_shell), T(orset_refuses_non_arrays),
            T(stamp_orders_ops_on_one_row), T(open_keeps_other_connections_locks),
            T(notify_other_connections))

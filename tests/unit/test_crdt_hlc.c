@@ -171,5 +171,5 @@ static void monotonic_property(void)
     }
 }
 
-KNIT_TESTS(T(wall_backwards), T(equal_walls), T(counter_overflow), T(ms_overflow),
-           T(recv_drift), T(format_known), T(format_vs_gmtime), T(monotonic_property))
+KNIT_TESTS(T(wall_backwards), T(equal_walls), T(counter_overflow), T(ms_overflow), T(recv_drift),
+           T(format_known), T(format_vs_gmtime), T(monotonic_property))

@@ -217,7 +217,8 @@ static void vv_laws(void)
         for (s = 0; s < NSITES; s++)
             mx[s] = ma[s] > mb[s] ? ma[s] : mb[s];
         vv_check(&x, mx);
-        CHECK(knit_vv_compare(&a, &x) == KNIT_VV_EQUAL || knit_vv_compare(&a, &x) == KNIT_VV_BEFORE);
+        CHECK(knit_vv_compare(&a, &x) == KNIT_VV_EQUAL ||
+              knit_vv_compare(&a, &x) == KNIT_VV_BEFORE);
         CHECK(knit_vv_compare(&x, &b) == KNIT_VV_EQUAL || knit_vv_compare(&x, &b) == KNIT_VV_AFTER);
         /* commutative */
         CHECK_OK(knit_vv_copy(&y, &b));
@@ -252,8 +253,8 @@ static void vv_remap(void)
     CHECK_OK(knit_vv_set(&v, 2, 20));
     CHECK_OK(knit_vv_set(&v, 3, 30));
     CHECK_OK(knit_vv_remap(&v, rev, 4));
-    CHECK(v.len == 3 && v.e[0].site == 0 && v.e[0].n == 30 && v.e[1].site == 1 &&
-          v.e[1].n == 20 && v.e[2].site == 3 && v.e[2].n == 10);
+    CHECK(v.len == 3 && v.e[0].site == 0 && v.e[0].n == 30 && v.e[1].site == 1 && v.e[1].n == 20 &&
+          v.e[2].site == 3 && v.e[2].n == 10);
     /* two sites onto one, or a site with no mapping: refused, unchanged */
     CHECK_EQ_INT(knit_vv_remap(&v, dup, 4), KNIT_EINVAL);
     CHECK_EQ_INT(knit_vv_remap(&v, rev, 3), KNIT_EINVAL);

@@ -565,20 +565,20 @@ static void decode_strict(void)
         size_t n;
         int rc;
     } cases[] = {
-        {"\x00\x00\x00", 3, 0},                                /* empty */
-        {"\x01\x00\x01\x00\x00", 5, 0},                        /* vv {0:1} */
-        {"\x01\x00\x00\x00\x00", 5, KNIT_ECORRUPT},            /* vv n = 0 */
-        {"\x02\x05\x01\x03\x01\x00\x00", 7, KNIT_ECORRUPT},    /* vv unsorted */
-        {"\x02\x05\x01\x05\x02\x00\x00", 7, KNIT_ECORRUPT},    /* vv duplicate */
-        {"\x01\x00\x01\x01\x00\x02\x00", 7, KNIT_ECORRUPT},    /* cloud extends vv */
-        {"\x01\x00\x01\x01\x00\x01\x00", 7, KNIT_ECORRUPT},    /* cloud under vv */
-        {"\x00\x01\x00\x01\x00", 5, KNIT_ECORRUPT},            /* cloud (0,1) not compact */
-        {"\x00\x01\x00\x03\x00", 5, 0},                        /* cloud (0,3) beyond a gap */
-        {"\x00\x02\x00\x03\x00\x03\x00", 7, KNIT_ECORRUPT},    /* cloud duplicate */
-        {"\x01\x00\x01\x00\x01\x00\x01\x00\x01", 9, 0},        /* {null: (0,1)} */
+        {"\x00\x00\x00", 3, 0},                                     /* empty */
+        {"\x01\x00\x01\x00\x00", 5, 0},                             /* vv {0:1} */
+        {"\x01\x00\x00\x00\x00", 5, KNIT_ECORRUPT},                 /* vv n = 0 */
+        {"\x02\x05\x01\x03\x01\x00\x00", 7, KNIT_ECORRUPT},         /* vv unsorted */
+        {"\x02\x05\x01\x05\x02\x00\x00", 7, KNIT_ECORRUPT},         /* vv duplicate */
+        {"\x01\x00\x01\x01\x00\x02\x00", 7, KNIT_ECORRUPT},         /* cloud extends vv */
+        {"\x01\x00\x01\x01\x00\x01\x00", 7, KNIT_ECORRUPT},         /* cloud under vv */
+        {"\x00\x01\x00\x01\x00", 5, KNIT_ECORRUPT},                 /* cloud (0,1) not compact */
+        {"\x00\x01\x00\x03\x00", 5, 0},                             /* cloud (0,3) beyond a gap */
+        {"\x00\x02\x00\x03\x00\x03\x00", 7, KNIT_ECORRUPT},         /* cloud duplicate */
+        {"\x01\x00\x01\x00\x01\x00\x01\x00\x01", 9, 0},             /* {null: (0,1)} */
         {"\x01\x00\x01\x00\x01\x00\x01\x00\x02", 9, KNIT_ECORRUPT}, /* dot unseen */
         {"\x01\x00\x01\x00\x01\x00\x00\x00\x00", 9, KNIT_ECORRUPT}, /* ndots = 0 */
-        {"\x01\x00\x01\x00\x01\x00\x00", 7, KNIT_ETRUNCATED},  /* too short for it */
+        {"\x01\x00\x01\x00\x01\x00\x00", 7, KNIT_ETRUNCATED},       /* too short for it */
         {"\x01\x00\x02\x00\x02\x00\x01\x00\x01\x00\x01\x00\x02", 13,
          KNIT_ECORRUPT}, /* null twice */
         {"\x01\x00\x02\x00\x02\x01\x00\x00\x00\x00\x00\x00\x00\x01\x01\x00\x01"
@@ -587,11 +587,11 @@ static void decode_strict(void)
         {"\x01\x00\x01\x00\x01\x02\x3f\xf0\x00\x00\x00\x00\x00\x00\x01\x00\x01", 17,
          KNIT_ECORRUPT}, /* REAL 1.0 is not canonical */
         {"\x01\x00\x01\x00\x01\x00\x02\x00\x01\x00\x01", 11, KNIT_ECORRUPT}, /* dots dup */
-        {"\x00\x00\x00\x00", 4, KNIT_ECORRUPT},                /* trailing */
-        {"\xff\xff\xff\xff\x0f", 5, KNIT_ETRUNCATED},          /* huge count */
+        {"\x00\x00\x00\x00", 4, KNIT_ECORRUPT},                              /* trailing */
+        {"\xff\xff\xff\xff\x0f", 5, KNIT_ETRUNCATED},                        /* huge count */
         {"\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 12, KNIT_ETRUNCATED},
         {"\x01\x80\x80\x80\x80\x10\x01\x00\x00", 9, KNIT_ECORRUPT}, /* site > 2^32 */
-        {"\x01\x80\x00\x01\x00\x00", 6, KNIT_ECORRUPT},        /* long varint */
+        {"\x01\x80\x00\x01\x00\x00", 6, KNIT_ECORRUPT},             /* long varint */
         {"", 0, KNIT_ETRUNCATED},
     };
     size_t i;
@@ -667,8 +667,8 @@ static void remap(void)
         }
         {
             /* only site 0 has a mapping in a one-entry map */
-            int other = knit_vv_get(&y.vv, 4) || knit_vv_get(&y.vv, 17) ||
-                        has_cloud_site(&y, 4) || has_cloud_site(&y, 17);
+            int other = knit_vv_get(&y.vv, 4) || knit_vv_get(&y.vv, 17) || has_cloud_site(&y, 4) ||
+                        has_cloud_site(&y, 17);
             CHECK_EQ_INT(knit_orset_remap(&y, fwd, 1), other ? KNIT_EINVAL : 0);
             if (other)
                 CHECK(knit_orset_equal(&y, &ym));
@@ -718,9 +718,8 @@ static void canonical_numbering(void)
             CHECK(np != nq || memcmp(p, q, np) != 0);
             knit__free(q);
             CHECK_EQ_INT(knit_orset_canonical(&w.s[0], ids, 17, &q, &nq),
-                         knit_vv_get(&w.s[0].vv, 17) || has_cloud_site(&w.s[0], 17)
-                             ? KNIT_EINVAL
-                             : 0);
+                         knit_vv_get(&w.s[0].vv, 17) || has_cloud_site(&w.s[0], 17) ? KNIT_EINVAL
+                                                                                    : 0);
             if (!(knit_vv_get(&w.s[0].vv, 17) || has_cloud_site(&w.s[0], 17)))
                 knit__free(q);
         }
@@ -735,14 +734,23 @@ static void canonical_numbering(void)
 ** until it succeeds; every failure must return KNIT_ENOMEM and leave the
 ** set (and the delta accumulator) exactly as it was, and usable. */
 
-enum { OP_ADD_NEW, OP_ADD_OLD, OP_REMOVE, OP_JOIN, OP_COPY, OP_ENCODE, OP_DECODE, OP_JSON,
-       OP_REMAP, OP_COUNT };
+enum {
+    OP_ADD_NEW,
+    OP_ADD_OLD,
+    OP_REMOVE,
+    OP_JOIN,
+    OP_COPY,
+    OP_ENCODE,
+    OP_DECODE,
+    OP_JSON,
+    OP_REMAP,
+    OP_COUNT
+};
 
 static int run_op(int op, knit_orset_t *s, knit_orset_t *delta, const knit_orset_t *other,
                   const uint8_t *bytes, size_t nbytes)
 {
-    static const uint32_t map[18] = {17, 16, 15, 14, 13, 12, 11, 10, 9,
-                                     8,  7,  6,  5,  4,  3,  2,  1,  0};
+    static const uint32_t map[18] = {17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0};
     knit_value_t fresh = {KNIT_TEXT, {0}};
     knit_orset_t tmp;
     uint8_t *p;
@@ -850,6 +858,6 @@ static void alloc_fail(void)
     }
 }
 
-KNIT_TESTS(T(join_laws), T(delta_group), T(encode_roundtrip), T(churn_bounded),
-           T(sequential_model), T(add_wins), T(cloud_gap), T(json_out), T(decode_strict),
-           T(remap), T(canonical_numbering), T(alloc_fail))
+KNIT_TESTS(T(join_laws), T(delta_group), T(encode_roundtrip), T(churn_bounded), T(sequential_model),
+           T(add_wins), T(cloud_gap), T(json_out), T(decode_strict), T(remap),
+           T(canonical_numbering), T(alloc_fail))

@@ -23,20 +23,20 @@
 #define NREP 5
 #define NROW 3
 #define NLWW 2
-#define COL_SET NLWW /* column index of the OR-set */
+#define COL_SET NLWW  /* column index of the OR-set */
 #define COL_LIVE (-1) /* the row's liveness "column" */
 
 typedef struct row_s {
-    uint64_t cl;           /* causal length; 0 = never inserted */
-    knit_lww_t col[NLWW];  /* LWW cells; hlc 0 = never written */
-    knit_orset_t set;      /* the OR-set column */
+    uint64_t cl;          /* causal length; 0 = never inserted */
+    knit_lww_t col[NLWW]; /* LWW cells; hlc 0 = never written */
+    knit_orset_t set;     /* the OR-set column */
 } row_t;
 
 typedef struct rep_s {
-    row_t rows[NROW];      /* the table */
-    uint64_t clock;        /* HLC */
-    int64_t skew;          /* this replica's wall clock offset, ms */
-    knit_digest_t digest;  /* kept current change by change */
+    row_t rows[NROW];     /* the table */
+    uint64_t clock;       /* HLC */
+    int64_t skew;         /* this replica's wall clock offset, ms */
+    knit_digest_t digest; /* kept current change by change */
 } rep_t;
 
 enum { M_CELL, M_CL, M_SET };
@@ -53,21 +53,21 @@ typedef struct msg_s {
 } msg_t;
 
 typedef struct net_s {
-    msg_t *flight;   /* sent, not yet delivered */
-    size_t nflight;  /* count */
-    msg_t *retry;    /* dropped; sent again later */
-    size_t nretry;   /* count */
-    size_t cap;      /* capacity of flight */
-    size_t rcap;     /* capacity of retry */
+    msg_t *flight;  /* sent, not yet delivered */
+    size_t nflight; /* count */
+    msg_t *retry;   /* dropped; sent again later */
+    size_t nretry;  /* count */
+    size_t cap;     /* capacity of flight */
+    size_t rcap;    /* capacity of retry */
 } net_t;
 
 typedef struct sim_s {
-    rep_t rep[NREP];                  /* replicas */
-    net_t net;                        /* the network */
-    knit_lww_t best[NROW][NLWW];      /* oracle: greatest write per cell */
-    uint64_t best_cl[NROW];           /* oracle: greatest causal length */
-    uint64_t now;                     /* simulated time, ms */
-    knit_rng_t r;                     /* the schedule's randomness */
+    rep_t rep[NREP];             /* replicas */
+    net_t net;                   /* the network */
+    knit_lww_t best[NROW][NLWW]; /* oracle: greatest write per cell */
+    uint64_t best_cl[NROW];      /* oracle: greatest causal length */
+    uint64_t now;                /* simulated time, ms */
+    knit_rng_t r;                /* the schedule's randomness */
 } sim_t;
 
 static knit_site_t site_id[NREP]; /* 16-byte ids, not in index order */

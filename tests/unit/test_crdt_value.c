@@ -24,7 +24,8 @@ static void pool_init(knit_rng_t *r)
 
     for (i = 0; i < 16; i++)
         for (j = 0; j < 8; j++)
-            pool[i][j] = knit_rng_below(r, 4) == 0 ? (uint8_t)knit_rng_next(r) : (uint8_t)"ab\0z"[j % 4];
+            pool[i][j] =
+                knit_rng_below(r, 4) == 0 ? (uint8_t)knit_rng_next(r) : (uint8_t) "ab\0z"[j % 4];
 }
 
 static int64_t gen_int(knit_rng_t *r)

@@ -28,7 +28,7 @@ typedef struct wr_s {
     uint32_t col; /* 0 = liveness, 1 = column a */
     uint64_t cl;
     uint64_t hlc;
-    int site;     /* 0..3 */
+    int site; /* 0..3 */
     int64_t v;
 } wr_t;
 
@@ -88,13 +88,14 @@ static void lww_paths_agree(void)
             ** sometimes from two sites at once. */
             int k = 1 + (int)knit_rng_below(&rng, 2);
             for (int i = 0; i < k && nw < MAXW; i++)
-                w[nw++] = (wr_t){0, l, base + knit_rng_below(&rng, 6), (int)knit_rng_below(&rng, 4),
-                                 0};
+                w[nw++] =
+                    (wr_t){0, l, base + knit_rng_below(&rng, 6), (int)knit_rng_below(&rng, 4), 0};
             if (l & 1) {
                 int m = (int)knit_rng_below(&rng, 5);
                 for (int i = 0; i < m && nw < MAXW; i++)
-                    w[nw++] = (wr_t){1, l, base + knit_rng_below(&rng, 6),
-                                     (int)knit_rng_below(&rng, 4), (int64_t)knit_rng_below(&rng, 1000)};
+                    w[nw++] =
+                        (wr_t){1, l, base + knit_rng_below(&rng, 6), (int)knit_rng_below(&rng, 4),
+                               (int64_t)knit_rng_below(&rng, 1000)};
             }
         }
         /* A site never issues one stamp twice: drop generated repeats. */
@@ -142,8 +143,8 @@ static void lww_paths_agree(void)
         knit_t *k = NULL;
         knit_relay_store_t *s = NULL;
         CHECK_OK(knit_open(rpath, NULL, &k));
-        CHECK_OK(sqlite3_exec(knit_db(k), "CREATE TABLE t(id INT PRIMARY KEY, a)", NULL, NULL,
-                              NULL));
+        CHECK_OK(
+            sqlite3_exec(knit_db(k), "CREATE TABLE t(id INT PRIMARY KEY, a)", NULL, NULL, NULL));
         CHECK_OK(knit_track(k, "t", NULL));
         CHECK_OK(knit_set_namespace(k, NS));
         CHECK_OK(knit_relay_store_open(spath, 0, &s));

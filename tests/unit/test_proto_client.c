@@ -17,28 +17,28 @@
 #define MAXREC 256
 
 typedef struct fake_s {
-    char ready_principal[128]; /* last io.ready */
-    int nready;                /* calls */
-    uint64_t cursor;           /* what io.cursor answers */
-    int napply;                /* io.apply calls */
+    char ready_principal[128];                     /* last io.ready */
+    int nready;                                    /* calls */
+    uint64_t cursor;                               /* what io.cursor answers */
+    int napply;                                    /* io.apply calls */
     uint64_t apply_from[MAXREC], apply_to[MAXREC]; /* their ranges */
-    size_t apply_n[MAXREC];    /* their change counts */
-    int apply_rc;              /* what io.apply returns */
-    int nacked;                /* io.acked calls */
-    uint64_t acked[MAXREC];    /* their versions */
-    int nev;                   /* events */
-    knit_client_event_t ev[MAXREC]; /* copies (message pointers dropped) */
-    int nsynced;               /* SYNCED events */
-    knit_client_t *c;          /* the engine, for checks made inside callbacks */
-    char order[16];            /* replica calls in order: R ready, M claimed (move), C cursor */
-    int norder;                /* length of order */
-    int nclaimed;              /* io.claimed calls */
-    int claimed_rc;            /* what io.claimed returns */
-    char claimed_from[128];    /* its last `from` */
-    char claimed_to[128];      /* and `to` */
-    int claimed_state;         /* the engine's state during io.claimed */
-    int claimed_could_read;    /* push_room said yes during io.claimed */
-    char err_claim[128];       /* claim of the last EV_ERROR ("" when NULL) */
+    size_t apply_n[MAXREC];                        /* their change counts */
+    int apply_rc;                                  /* what io.apply returns */
+    int nacked;                                    /* io.acked calls */
+    uint64_t acked[MAXREC];                        /* their versions */
+    int nev;                                       /* events */
+    knit_client_event_t ev[MAXREC];                /* copies (message pointers dropped) */
+    int nsynced;                                   /* SYNCED events */
+    knit_client_t *c;       /* the engine, for checks made inside callbacks */
+    char order[16];         /* replica calls in order: R ready, M claimed (move), C cursor */
+    int norder;             /* length of order */
+    int nclaimed;           /* io.claimed calls */
+    int claimed_rc;         /* what io.claimed returns */
+    char claimed_from[128]; /* its last `from` */
+    char claimed_to[128];   /* and `to` */
+    int claimed_state;      /* the engine's state during io.claimed */
+    int claimed_could_read; /* push_room said yes during io.claimed */
+    char err_claim[128];    /* claim of the last EV_ERROR ("" when NULL) */
 } fake_t;
 
 static void note(fake_t *f, char what)

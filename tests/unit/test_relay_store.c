@@ -1118,7 +1118,7 @@ static void site_id_kept(void)
     tmp_done();
 }
 
-KNIT_TESTS(T(refuses_other_versions), T(lww_rules), T(orset_rules), T(replay_harmless), T(catch_up_once),
-           T(digest_independent), T(digest_matches_replica), T(pushes_commute), T(group_atomic),
-           T(durable_reopen), T(listing), T(alloc_failures), T(erase_namespace),
+KNIT_TESTS(T(refuses_other_versions), T(lww_rules), T(orset_rules), T(replay_harmless),
+           T(catch_up_once), T(digest_independent), T(digest_matches_replica), T(pushes_commute),
+           T(group_atomic), T(durable_reopen), T(listing), T(alloc_failures), T(erase_namespace),
            T(site_id_kept))

@@ -180,11 +180,11 @@ static void store_never_stores_unapplicable(void)
 }
 
 typedef struct dmg_s {
-    int n;              /* callbacks */
-    char table[64];     /* last table */
-    char key[160];      /* last key */
-    char column[64];    /* last column */
-    char ns[64];        /* last namespace */
+    int n;           /* callbacks */
+    char table[64];  /* last table */
+    char key[160];   /* last key */
+    char column[64]; /* last column */
+    char ns[64];     /* last namespace */
 } dmg_t;
 
 static void on_dmg(void *data, const knit_relay_damage_t *d)
@@ -256,14 +256,14 @@ static void store_catch_up_skips_damaged(void)
 /* The client engine                                                        */
 
 typedef struct fake_s {
-    int napply;             /* io.apply calls */
-    uint64_t apply_to[64];  /* their `to` */
-    size_t apply_n[64];     /* their change counts */
-    int apply_rc;           /* what io.apply returns */
-    const char *detail;     /* what io.errmsg answers */
-    char errors[8][1024];   /* messages of EV_ERROR */
-    int nerrors;            /* count */
-    int nsynced;            /* SYNCED events */
+    int napply;            /* io.apply calls */
+    uint64_t apply_to[64]; /* their `to` */
+    size_t apply_n[64];    /* their change counts */
+    int apply_rc;          /* what io.apply returns */
+    const char *detail;    /* what io.errmsg answers */
+    char errors[8][1024];  /* messages of EV_ERROR */
+    int nerrors;           /* count */
+    int nsynced;           /* SYNCED events */
 } fake_t;
 
 static int f_cursor(void *d, const char *ns, uint64_t *seq)
@@ -512,5 +512,4 @@ static void client_skips_own_echo(void)
 }
 
 KNIT_TESTS(T(check_rejects_unapplicable), T(store_never_stores_unapplicable),
-           T(store_catch_up_skips_damaged), T(client_error_detail_stable),
-           T(client_skips_own_echo))
+           T(store_catch_up_skips_damaged), T(client_error_detail_stable), T(client_skips_own_echo))

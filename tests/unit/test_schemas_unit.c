@@ -392,7 +392,7 @@ static void hello_schema_oversize(void)
     /* The encoder keeps the same bounds. */
     {
         knit_schema_table_t *t = calloc(KNIT_SCHEMA_MAX_TABLES + 1, sizeof *t);
-        char (*names)[8] = calloc(KNIT_SCHEMA_MAX_TABLES + 1, 8);
+        char(*names)[8] = calloc(KNIT_SCHEMA_MAX_TABLES + 1, 8);
         knit_schema_t in, *out = NULL;
         CHECK(t && names);
         for (int i = 0; i < KNIT_SCHEMA_MAX_TABLES + 1; i++) {
@@ -474,7 +474,7 @@ static void client_sends_schema(void)
     {
         enum { N = 300 };
         knit_schema_col_t *cols = calloc(N, sizeof *cols);
-        char (*names)[300] = calloc(N, 300);
+        char(*names)[300] = calloc(N, 300);
         knit_schema_table_t t = {"big", notes_keys, 1, cols, N};
         knit_schema_t in = {&t, 1, {0}}, *big = NULL;
         for (int i = 0; i < N; i++) {
@@ -525,11 +525,11 @@ static void tmp_store(char *path, size_t n, const char *name)
 }
 
 typedef struct seen_s {
-    int n;                 /* fingerprints listed (reported ones) */
-    int unreported;        /* devices without a schema */
-    char fps[4][17];       /* their hex */
-    size_t ndev[4];        /* devices of each */
-    int extra[4];          /* the schema has notes.extra */
+    int n;           /* fingerprints listed (reported ones) */
+    int unreported;  /* devices without a schema */
+    char fps[4][17]; /* their hex */
+    size_t ndev[4];  /* devices of each */
+    int extra[4];    /* the schema has notes.extra */
 } seen_t;
 
 static int on_schema(void *data, const knit_relay_schema_info_t *in)
@@ -586,9 +586,10 @@ static void store_devices(void)
     CHECK(sqlite3_open(path, &db) == SQLITE_OK);
     {
         sqlite3_stmt *st = NULL;
-        CHECK(sqlite3_prepare_v2(db, "SELECT (SELECT count(*) FROM schema_fp),"
-                                     " (SELECT count(DISTINCT fp) FROM schema_col),"
-                                     " (SELECT user_version FROM pragma_user_version)",
+        CHECK(sqlite3_prepare_v2(db,
+                                 "SELECT (SELECT count(*) FROM schema_fp),"
+                                 " (SELECT count(DISTINCT fp) FROM schema_col),"
+                                 " (SELECT user_version FROM pragma_user_version)",
                                  -1, &st, NULL) == SQLITE_OK);
         CHECK(sqlite3_step(st) == SQLITE_ROW);
         CHECK_EQ_INT(sqlite3_column_int(st, 0), 1);
@@ -622,9 +623,10 @@ static void store_upgrade_v2(void)
     CHECK_OK(knit_relay_store_open(path, 0, &s));
     knit_relay_store_close(s);
     CHECK(sqlite3_open(path, &db) == SQLITE_OK);
-    CHECK(sqlite3_exec(db, "DROP TABLE device; DROP TABLE schema_col; DROP TABLE schema_fp;"
-                           " INSERT INTO ns(name, seq) VALUES('user:kept', 7);"
-                           " PRAGMA user_version=2",
+    CHECK(sqlite3_exec(db,
+                       "DROP TABLE device; DROP TABLE schema_col; DROP TABLE schema_fp;"
+                       " INSERT INTO ns(name, seq) VALUES('user:kept', 7);"
+                       " PRAGMA user_version=2",
                        NULL, NULL, NULL) == SQLITE_OK);
     sqlite3_close(db);
     CHECK_OK(knit_relay_store_open(path, KNIT_RELAY_STORE_READONLY, &s));

@@ -116,37 +116,38 @@ typedef void (*knit_sync_close_fn)(knit_sync_t *s);
 typedef int (*knit_sync_token_fn)(knit_sync_t *s, char **token /* OUT */);
 
 /* Credential kinds. */
-#define KNIT_SYNC_ANONYMOUS 1 /* anon_id/anon_secret, or (both NULL) the replica's own
-                                 anonymous credential, made on first use and kept in it */
-#define KNIT_SYNC_JWT 2       /* token, or get_token before every connection */
+#define KNIT_SYNC_ANONYMOUS                                                                        \
+    1                   /* anon_id/anon_secret, or (both NULL) the replica's own                   \
+                           anonymous credential, made on first use and kept in it */
+#define KNIT_SYNC_JWT 2 /* token, or get_token before every connection */
 
 /* Options.  Zero fields take the defaults in brackets. */
 typedef struct knit_sync_options_s {
-    const char *host;           /* relay host name or IP literal (required) */
-    int port;                   /* relay TCP port (required) */
-    int cred_kind;              /* KNIT_SYNC_ANONYMOUS or KNIT_SYNC_JWT (required) */
-    const char *anon_id;        /* ANONYMOUS: 1..64 of [A-Za-z0-9_-], or NULL (the
-                                   replica's own); JWT: the anonymous credential to
-                                   claim, or NULL (the replica's own, if it has one) */
-    const char *anon_secret;    /* 16..256 bytes with anon_id, else NULL */
-    const char *token;          /* JWT: the token (unless get_token is set) */
+    const char *host;             /* relay host name or IP literal (required) */
+    int port;                     /* relay TCP port (required) */
+    int cred_kind;                /* KNIT_SYNC_ANONYMOUS or KNIT_SYNC_JWT (required) */
+    const char *anon_id;          /* ANONYMOUS: 1..64 of [A-Za-z0-9_-], or NULL (the
+                                     replica's own); JWT: the anonymous credential to
+                                     claim, or NULL (the replica's own, if it has one) */
+    const char *anon_secret;      /* 16..256 bytes with anon_id, else NULL */
+    const char *token;            /* JWT: the token (unless get_token is set) */
     knit_sync_token_fn get_token; /* JWT: called before every connection attempt */
-    int no_claim;               /* JWT: 1 = do not claim the anonymous namespace [0: claim
-                                   it when the replica holds an anonymous credential
-                                   ("sync.anon") not claimed yet, or rows of it] */
-    const char *replica_path;   /* file to watch [knit_filename(k)] */
-    int no_watch;               /* 1: no file watch; notice writes by polling only */
-    unsigned poll_ms;           /* safety poll interval, ms [250] */
-    size_t max_inflight;        /* pushes awaiting ACK at once [4] */
-    size_t max_push;            /* changes per push, at most the relay's limit [65536] */
-    uint64_t backoff_base_ms;   /* first reconnect delay bound [200] */
-    uint64_t backoff_max_ms;    /* reconnect delay cap [15000] */
-    uint64_t stop_grace_ms;     /* knit_sync_stop waits this long for ACKs [3000] */
-    const char *agent;          /* software name the relay logs ["knit/" version] */
-    int log_level;              /* KNIT_SYNC_LOG_*: this and more severe go to on_log */
-    knit_sync_event_fn on_event; /* state changes, errors, SYNCED (may be NULL) */
-    knit_sync_log_fn on_log;    /* log lines without newline (may be NULL) */
-    void *data;                 /* the application's, see knit_sync_data() */
+    int no_claim;                 /* JWT: 1 = do not claim the anonymous namespace [0: claim
+                                     it when the replica holds an anonymous credential
+                                     ("sync.anon") not claimed yet, or rows of it] */
+    const char *replica_path;     /* file to watch [knit_filename(k)] */
+    int no_watch;                 /* 1: no file watch; notice writes by polling only */
+    unsigned poll_ms;             /* safety poll interval, ms [250] */
+    size_t max_inflight;          /* pushes awaiting ACK at once [4] */
+    size_t max_push;              /* changes per push, at most the relay's limit [65536] */
+    uint64_t backoff_base_ms;     /* first reconnect delay bound [200] */
+    uint64_t backoff_max_ms;      /* reconnect delay cap [15000] */
+    uint64_t stop_grace_ms;       /* knit_sync_stop waits this long for ACKs [3000] */
+    const char *agent;            /* software name the relay logs ["knit/" version] */
+    int log_level;                /* KNIT_SYNC_LOG_*: this and more severe go to on_log */
+    knit_sync_event_fn on_event;  /* state changes, errors, SYNCED (may be NULL) */
+    knit_sync_log_fn on_log;      /* log lines without newline (may be NULL) */
+    void *data;                   /* the application's, see knit_sync_data() */
 } knit_sync_options_t;
 
 /* Counters and state, for status displays and tests. */
@@ -202,8 +203,7 @@ KNIT_EXTERN const char *knit_sync_state_name(int state);
 ** 22-character id and a 256-bit secret, both base64url) and kept in the
 ** replica (knit_setting "sync.anon"), so the replica keeps its anonymous
 ** namespace across runs.  *id and *secret are new strings (knit_free). */
-KNIT_EXTERN int knit_sync_anon_credential(knit_t *k, char **id /* OUT */,
-                                          char **secret /* OUT */);
+KNIT_EXTERN int knit_sync_anon_credential(knit_t *k, char **id /* OUT */, char **secret /* OUT */);
 
 #ifdef __cplusplus
 }

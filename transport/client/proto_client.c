@@ -110,67 +110,68 @@ typedef struct own_s {
     uint64_t last;  /* last sequence, >= first */
 } own_t;
 
-#define MAX_OWN 32 /* own ranges remembered per subscription; more are forgotten
-                      (their echoes are then applied like any DELTAS) */
+#define MAX_OWN                                                                                    \
+    32 /* own ranges remembered per subscription; more are forgotten                               \
+          (their echoes are then applied like any DELTAS) */
 
 /* One subscription of the session. */
 typedef struct sub_s {
-    char *ns;        /* namespace, owned */
-    uint64_t cursor; /* last relay sequence applied to the replica */
-    int caught_up;   /* the relay said catch-up is complete */
-    int resub;       /* a gap was seen and SUBSCRIBE sent (design note 3) */
+    char *ns;           /* namespace, owned */
+    uint64_t cursor;    /* last relay sequence applied to the replica */
+    int caught_up;      /* the relay said catch-up is complete */
+    int resub;          /* a gap was seen and SUBSCRIBE sent (design note 3) */
     own_t own[MAX_OWN]; /* own ranges, sorted, disjoint, not adjacent (note 7) */
-    size_t nown;     /* count */
+    size_t nown;        /* count */
 } sub_t;
 
 struct knit_client_s {
-    knit_client_io_t io;          /* the glue's callbacks */
-    knit_client_config_t cfg;     /* resolved configuration */
-    char *cred_id;                /* owned copy of cfg.cred.id */
-    char *cred_secret;            /* owned copy of cfg.cred.secret */
-    char *cred_token;             /* owned copy of cfg.cred.token */
-    char *claim_id;               /* owned copy of cfg.claim.id (NULL: no claim) */
-    char *claim_secret;           /* owned copy of cfg.claim.secret */
+    knit_client_io_t io;               /* the glue's callbacks */
+    knit_client_config_t cfg;          /* resolved configuration */
+    char *cred_id;                     /* owned copy of cfg.cred.id */
+    char *cred_secret;                 /* owned copy of cfg.cred.secret */
+    char *cred_token;                  /* owned copy of cfg.cred.token */
+    char *claim_id;                    /* owned copy of cfg.claim.id (NULL: no claim) */
+    char *claim_secret;                /* owned copy of cfg.claim.secret */
     char claim_ns[KNIT_PRINCIPAL_MAX]; /* "anon:<claim_id>", "" when no claim */
-    int claim_sent;               /* this connection's HELLO carried the claim */
-    char *agent;                  /* owned copy of cfg.agent */
-    knit_client_state_t state;    /* see the diagram */
-    uint64_t rng;                 /* splitmix64 state for jitter */
-    unsigned attempt;             /* reconnects since the last healthy session */
-    uint64_t retry_at;            /* WAITING: when the next attempt is due */
-    uint64_t conn_at;             /* when the current attempt began */
-    uint64_t last_rx;             /* when a frame last arrived */
-    uint64_t last_tx;             /* when a frame was last queued */
-    uint64_t ping_nonce;          /* last PING nonce sent */
-    knit_wire_limits_t limits;    /* the relay's, from WELCOME */
-    char *principal;              /* session principal, owned (NULL when none) */
-    char **granted;               /* namespaces the session may write, owned */
-    size_t ngranted;              /* count */
-    knit_frame_reader_t rd;       /* frame reassembly */
-    knit_codec_limits_t dec;      /* decoding what the relay sends */
-    knit_codec_limits_t enc;      /* encoding what we send (the relay's limits) */
-    knit_buf_t out;               /* frames queued for the glue */
-    slot_t *slots;                /* pushes in version order */
-    size_t nslots;                /* count */
-    size_t capslots;              /* allocated */
-    sub_t *subs;                  /* subscriptions of the session */
-    size_t nsubs;                 /* count */
-    uint64_t pushed_upto;         /* local changes up to here are in slots or acked */
-    uint64_t durable;             /* acknowledged (or known empty) up to here */
-    uint64_t reported;            /* last value io.acked accepted */
-    uint64_t ceiling;             /* the watermark may not pass this (note 1) */
-    uint64_t last_flush;          /* when the watermark was last reported */
-    size_t push_limit;            /* changes per push this session */
-    uint64_t next_id;             /* last batch id used */
-    int dirty;                    /* local changes may be waiting to be read */
-    int dirty_remote;             /* DELTAS applied since the last read (note 5) */
-    int halted;                   /* the relay refused a push for good: stop pushing */
-    int stopping;                 /* stop() was called */
-    uint64_t stop_deadline;       /* when stopping gives up waiting for ACKs */
-    int synced;                   /* SYNCED was reported and still holds */
-    int fatal_close;              /* the connection ended on a fatal error */
-    int warned_ungranted;         /* the ceiling warning was logged */
-    knit_client_stats_t st;       /* counters */
+    int claim_sent;                    /* this connection's HELLO carried the claim */
+    char *agent;                       /* owned copy of cfg.agent */
+    knit_client_state_t state;         /* see the diagram */
+    uint64_t rng;                      /* splitmix64 state for jitter */
+    unsigned attempt;                  /* reconnects since the last healthy session */
+    uint64_t retry_at;                 /* WAITING: when the next attempt is due */
+    uint64_t conn_at;                  /* when the current attempt began */
+    uint64_t last_rx;                  /* when a frame last arrived */
+    uint64_t last_tx;                  /* when a frame was last queued */
+    uint64_t ping_nonce;               /* last PING nonce sent */
+    knit_wire_limits_t limits;         /* the relay's, from WELCOME */
+    char *principal;                   /* session principal, owned (NULL when none) */
+    char **granted;                    /* namespaces the session may write, owned */
+    size_t ngranted;                   /* count */
+    knit_frame_reader_t rd;            /* frame reassembly */
+    knit_codec_limits_t dec;           /* decoding what the relay sends */
+    knit_codec_limits_t enc;           /* encoding what we send (the relay's limits) */
+    knit_buf_t out;                    /* frames queued for the glue */
+    slot_t *slots;                     /* pushes in version order */
+    size_t nslots;                     /* count */
+    size_t capslots;                   /* allocated */
+    sub_t *subs;                       /* subscriptions of the session */
+    size_t nsubs;                      /* count */
+    uint64_t pushed_upto;              /* local changes up to here are in slots or acked */
+    uint64_t durable;                  /* acknowledged (or known empty) up to here */
+    uint64_t reported;                 /* last value io.acked accepted */
+    uint64_t ceiling;                  /* the watermark may not pass this (note 1) */
+    uint64_t last_flush;               /* when the watermark was last reported */
+    size_t push_limit;                 /* changes per push this session */
+    uint64_t next_id;                  /* last batch id used */
+    int dirty;                         /* local changes may be waiting to be read */
+    int dirty_remote;                  /* DELTAS applied since the last read (note 5) */
+    int halted;                        /* the relay refused a push for good: stop pushing */
+    int stopping;                      /* stop() was called */
+    uint64_t stop_deadline;            /* when stopping gives up waiting for ACKs */
+    int synced;                        /* SYNCED was reported and still holds */
+    int fatal_close;                   /* the connection ended on a fatal error */
+    int warned_ungranted;              /* the ceiling warning was logged */
+    knit_client_stats_t st;            /* counters */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -459,8 +460,7 @@ static void check_synced(knit_client_t *c)
         c->synced = 1;
         memset(&ev, 0, sizeof ev);
         ev.type = KNIT_CLIENT_EV_SYNCED;
-        logf_(c, LOG_DEBUG, "synced: acknowledged up to %llu",
-              (unsigned long long)c->durable);
+        logf_(c, LOG_DEBUG, "synced: acknowledged up to %llu", (unsigned long long)c->durable);
         emit(c, &ev);
     } else if (!now_synced) {
         c->synced = 0;
@@ -491,8 +491,8 @@ static int chunk_open(const knit_batch_t *src, uint32_t ns, chunk_t *ch)
         rc = knit_batch_site(b, &src->sites[i], &idx);
     for (size_t i = 0; !rc && i < src->ntables; i++) {
         const knit_batch_table_t *t = &src->tables[i];
-        rc = knit_batch_table(b, t->name, t->npk, t->ncols, (const char *const *)t->cols,
-                              t->orset, &idx);
+        rc = knit_batch_table(b, t->name, t->npk, t->ncols, (const char *const *)t->cols, t->orset,
+                              &idx);
     }
     if (rc) {
         knit_batch_free(b);
@@ -505,8 +505,8 @@ static int chunk_open(const knit_batch_t *src, uint32_t ns, chunk_t *ch)
 }
 
 typedef struct slotlist_s {
-    slot_t *v; /* slots made */
-    size_t n;  /* count */
+    slot_t *v;  /* slots made */
+    size_t n;   /* count */
     size_t cap; /* allocated */
 } slotlist_t;
 
@@ -690,8 +690,8 @@ static void send_queued(knit_client_t *c, uint64_t now)
         }
         if (rc) {
             char msg[256];
-            snprintf(msg, sizeof msg, "cannot push %zu changes of %s: %s",
-                     s->batch->nchanges, s->ns,
+            snprintf(msg, sizeof msg, "cannot push %zu changes of %s: %s", s->batch->nchanges,
+                     s->ns,
                      rc == KNIT_ETOOBIG ? "one change is larger than the relay's frame limit"
                                         : knit_strerror(rc));
             c->halted = 1;
@@ -703,9 +703,8 @@ static void send_queued(knit_client_t *c, uint64_t now)
         sent++;
         c->st.pushes++;
         c->st.pushed_changes += s->batch->nchanges;
-        logf_(c, LOG_DEBUG, "push %llu: %zu changes of %s, covers %llu",
-              (unsigned long long)s->id, s->batch->nchanges, s->ns,
-              (unsigned long long)s->covers);
+        logf_(c, LOG_DEBUG, "push %llu: %zu changes of %s, covers %llu", (unsigned long long)s->id,
+              s->batch->nchanges, s->ns, (unsigned long long)s->covers);
     }
 }
 
@@ -863,8 +862,7 @@ static void on_error(knit_client_t *c, const knit_error_msg_t *e)
                  e->max_version, KNIT_PROTO_VERSION_MIN, KNIT_PROTO_VERSION_MAX);
     else
         snprintf(msg, sizeof msg, "relay: %s (%s)",
-                 e->message && *e->message ? e->message : knit_strerror(code),
-                 knit_err_name(code));
+                 e->message && *e->message ? e->message : knit_strerror(code), knit_err_name(code));
     /* The relay closes after ERROR; nothing is sent back.  An answer to a
     ** HELLO that claimed names the claim: the relay refuses a bad claim
     ** like a bad credential (KNIT_EAUTH), and the application may choose
@@ -988,8 +986,8 @@ static void on_deltas(knit_client_t *c, const knit_deltas_t *d, uint64_t now)
         if (!s->resub) {
             knit_msg_t m;
             knit_sub_t sub = {s->ns, s->cursor};
-            logf_(c, LOG_INFO, "gap in %s: at %llu, relay sent from %llu; subscribing again",
-                  s->ns, (unsigned long long)s->cursor, (unsigned long long)d->from);
+            logf_(c, LOG_INFO, "gap in %s: at %llu, relay sent from %llu; subscribing again", s->ns,
+                  (unsigned long long)s->cursor, (unsigned long long)d->from);
             memset(&m, 0, sizeof m);
             m.type = KNIT_MSG_SUBSCRIBE;
             m.u.subscribe.subs = &sub;
@@ -1457,8 +1455,7 @@ int knit_client_input(knit_client_t *c, const uint8_t *p, size_t n,
     if (c->state != KNIT_CLIENT_HELLO_SENT && c->state != KNIT_CLIENT_READY)
         return KNIT_ECLOSED;
     c->last_rx = now;
-    while (n > 0 &&
-           (c->state == KNIT_CLIENT_HELLO_SENT || c->state == KNIT_CLIENT_READY)) {
+    while (n > 0 && (c->state == KNIT_CLIENT_HELLO_SENT || c->state == KNIT_CLIENT_READY)) {
         const uint8_t *payload;
         size_t used = 0, len;
         int rc = knit_frame_read(&c->rd, p, n, &used, &payload, &len);
@@ -1469,7 +1466,10 @@ int knit_client_input(knit_client_t *c, const uint8_t *p, size_t n,
                          c->cfg.max_frame);
             else
                 snprintf(msg, sizeof msg, "malformed frame from the relay");
-            close_conn(c, rc == KNIT_ENOMEM ? rc : rc == KNIT_ETOOBIG ? rc : KNIT_EPROTO,
+            close_conn(c,
+                       rc == KNIT_ENOMEM    ? rc
+                       : rc == KNIT_ETOOBIG ? rc
+                                            : KNIT_EPROTO,
                        rc != KNIT_ENOMEM, msg);
             break;
         }
@@ -1527,11 +1527,11 @@ void knit_client_take_output(knit_client_t *c, knit_buf_t *out) /* see proto_cli
 uint64_t knit_client_tick(knit_client_t *c, uint64_t now) /* see proto_client.h */
 {
     uint64_t next = UINT64_MAX;
-#define SOONER(t)                                                                          \
-    do {                                                                                   \
-        uint64_t t_ = (t);                                                                 \
-        if (t_ < next)                                                                     \
-            next = t_;                                                                     \
+#define SOONER(t)                                                                                  \
+    do {                                                                                           \
+        uint64_t t_ = (t);                                                                         \
+        if (t_ < next)                                                                             \
+            next = t_;                                                                             \
     } while (0)
 
     switch (c->state) {

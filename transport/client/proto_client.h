@@ -70,10 +70,10 @@ typedef enum knit_client_state_e {
 
 /* What io.event reports. */
 typedef enum knit_client_event_type_e {
-    KNIT_CLIENT_EV_STATE = 1,  /* the state changed (state; delay_ms when WAITING) */
-    KNIT_CLIENT_EV_ERROR = 2,  /* something failed (code, message, fatal, push) */
-    KNIT_CLIENT_EV_SYNCED = 3  /* every local change is acknowledged and every
-                                  subscription caught up */
+    KNIT_CLIENT_EV_STATE = 1, /* the state changed (state; delay_ms when WAITING) */
+    KNIT_CLIENT_EV_ERROR = 2, /* something failed (code, message, fatal, push) */
+    KNIT_CLIENT_EV_SYNCED = 3 /* every local change is acknowledged and every
+                                 subscription caught up */
 } knit_client_event_type_t;
 
 typedef struct knit_client_event_s {
@@ -112,8 +112,7 @@ typedef struct knit_client_io_s {
     int (*claimed)(void *data, const char *from, const char *to);
     /* Apply b (a DELTAS of ns from `from` to `to`) and set ns's cursor to
     ** `to`, in one transaction (knit_apply_at). */
-    int (*apply)(void *data, const char *ns, uint64_t from, uint64_t to,
-                 const knit_batch_t *b);
+    int (*apply)(void *data, const char *ns, uint64_t from, uint64_t to, const knit_batch_t *b);
     /* Every local change with version <= version is acknowledged by the
     ** relay: record it durably (knit_ack).  A failure is retried later and
     ** does not close the connection. */
@@ -142,42 +141,42 @@ typedef struct knit_client_io_s {
 
 /* Configuration.  Zero fields take the defaults in brackets. */
 typedef struct knit_client_config_s {
-    knit_site_t site;          /* the replica's site id */
-    knit_cred_t cred;          /* credential sent in HELLO (copied) */
-    knit_cred_t claim;         /* an ANON credential whose namespace HELLO claims when
-                                  cred is a JWT, until a session completes the claim
-                                  (kind 0: none) (copied) */
-    const char *agent;         /* software name for the relay's logs, or NULL (copied) */
-    uint64_t acked;            /* the replica's acknowledged watermark at start (knit_acked) */
-    size_t max_inflight;       /* pushes awaiting ACK at once [4] */
-    size_t max_push;           /* changes per push, at most the relay's limit [65536] */
-    size_t max_frame;          /* largest frame accepted from the relay [16 MiB] */
-    uint64_t backoff_base_ms;  /* first reconnect delay bound [200] */
-    uint64_t backoff_max_ms;   /* reconnect delay cap [15000] */
-    uint64_t handshake_ms;     /* connect + HELLO must finish within [10000] */
-    uint64_t retry_ms;         /* first delay before re-pushing a refused push [500] */
-    uint64_t ack_flush_ms;     /* how often watermark moves without an ACK are saved [1000] */
-    uint64_t seed;             /* seeds the jitter of reconnect delays */
-    int log_level;             /* this level and more severe are logged (0 error .. 3 debug);
-                                  0 means error only */
+    knit_site_t site;         /* the replica's site id */
+    knit_cred_t cred;         /* credential sent in HELLO (copied) */
+    knit_cred_t claim;        /* an ANON credential whose namespace HELLO claims when
+                                 cred is a JWT, until a session completes the claim
+                                 (kind 0: none) (copied) */
+    const char *agent;        /* software name for the relay's logs, or NULL (copied) */
+    uint64_t acked;           /* the replica's acknowledged watermark at start (knit_acked) */
+    size_t max_inflight;      /* pushes awaiting ACK at once [4] */
+    size_t max_push;          /* changes per push, at most the relay's limit [65536] */
+    size_t max_frame;         /* largest frame accepted from the relay [16 MiB] */
+    uint64_t backoff_base_ms; /* first reconnect delay bound [200] */
+    uint64_t backoff_max_ms;  /* reconnect delay cap [15000] */
+    uint64_t handshake_ms;    /* connect + HELLO must finish within [10000] */
+    uint64_t retry_ms;        /* first delay before re-pushing a refused push [500] */
+    uint64_t ack_flush_ms;    /* how often watermark moves without an ACK are saved [1000] */
+    uint64_t seed;            /* seeds the jitter of reconnect delays */
+    int log_level;            /* this level and more severe are logged (0 error .. 3 debug);
+                                 0 means error only */
 } knit_client_config_t;
 
 /* Counters, for logs, tests and benchmarks. */
 typedef struct knit_client_stats_s {
-    uint64_t sessions;        /* WELCOMEs received */
-    uint64_t claims;          /* claims completed (io.claimed succeeded) */
-    uint64_t pushes;          /* PUSH messages sent (re-sends included) */
-    uint64_t pushed_changes;  /* changes in them */
-    uint64_t acks;            /* ACKs received */
-    uint64_t rejects;         /* REJECTs received */
-    uint64_t deltas;          /* DELTAS applied */
-    uint64_t delta_changes;   /* changes in them */
-    uint64_t gaps;            /* DELTAS refused for a gap (re-subscribed) */
-    uint64_t acked_changes;   /* changes in pushes the relay acknowledged */
-    uint64_t echoes;          /* changes in DELTAS recognised as our own pushes' echo
-                                 and not applied (not in delta_changes) */
-    uint64_t acked;           /* the acknowledged watermark now */
-    int synced;               /* SYNCED holds now */
+    uint64_t sessions;       /* WELCOMEs received */
+    uint64_t claims;         /* claims completed (io.claimed succeeded) */
+    uint64_t pushes;         /* PUSH messages sent (re-sends included) */
+    uint64_t pushed_changes; /* changes in them */
+    uint64_t acks;           /* ACKs received */
+    uint64_t rejects;        /* REJECTs received */
+    uint64_t deltas;         /* DELTAS applied */
+    uint64_t delta_changes;  /* changes in them */
+    uint64_t gaps;           /* DELTAS refused for a gap (re-subscribed) */
+    uint64_t acked_changes;  /* changes in pushes the relay acknowledged */
+    uint64_t echoes;         /* changes in DELTAS recognised as our own pushes' echo
+                                and not applied (not in delta_changes) */
+    uint64_t acked;          /* the acknowledged watermark now */
+    int synced;              /* SYNCED holds now */
 } knit_client_stats_t;
 
 /* Makes an engine in state IDLE. */
@@ -244,8 +243,7 @@ KNIT_EXTERN int knit_client_push_room(const knit_client_t *c, uint64_t *after /*
 ** it into pushes by namespace and size, and sends them as the window
 ** allows.  Changes of namespaces the session was not granted are not
 ** pushed; the watermark then stops before them. */
-KNIT_EXTERN int knit_client_push(knit_client_t *c, knit_batch_t *b, uint64_t covers,
-                                 uint64_t now);
+KNIT_EXTERN int knit_client_push(knit_client_t *c, knit_batch_t *b, uint64_t covers, uint64_t now);
 /* The read found nothing: no local change with version in (after,
 ** version].  Clears the wish to push. */
 KNIT_EXTERN void knit_client_push_none(knit_client_t *c, uint64_t version, uint64_t now);

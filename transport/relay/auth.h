@@ -38,11 +38,11 @@
 extern "C" {
 #endif
 
-#define KNIT_JWT_MAX_TOKEN 8192  /* longest token accepted, bytes */
-#define KNIT_JWT_MIN_KEY 32      /* shortest HMAC key accepted, bytes */
-#define KNIT_JWT_SKEW_MS 60000   /* default clock-skew allowance */
-#define KNIT_ANON_SALT_LEN 16    /* salt bytes */
-#define KNIT_ANON_HASH_LEN 32    /* SHA-256 */
+#define KNIT_JWT_MAX_TOKEN 8192 /* longest token accepted, bytes */
+#define KNIT_JWT_MIN_KEY 32     /* shortest HMAC key accepted, bytes */
+#define KNIT_JWT_SKEW_MS 60000  /* default clock-skew allowance */
+#define KNIT_ANON_SALT_LEN 16   /* salt bytes */
+#define KNIT_ANON_HASH_LEN 32   /* SHA-256 */
 
 /* Claims of a verified token. */
 typedef struct knit_jwt_claims_s {

@@ -86,9 +86,9 @@
 #include "validate.h"
 
 #define HELLO_MAX_FRAME KNIT_HELLO_MAX_FRAME /* frames accepted before WELCOME (PROTOCOL.md §1) */
-#define DETAILED_REASONS 64          /* REJECT reasons that get their own message */
-#define REASON_TEXT 240              /* bytes of each such message */
-#define MAX_STASH (256u * 1024)      /* bytes kept while a HELLO authenticates (note 11) */
+#define DETAILED_REASONS 64                  /* REJECT reasons that get their own message */
+#define REASON_TEXT 240                      /* bytes of each such message */
+#define MAX_STASH (256u * 1024)              /* bytes kept while a HELLO authenticates (note 11) */
 
 enum { ST_HELLO, ST_AUTH, ST_READY, ST_CLOSING };
 
@@ -975,9 +975,8 @@ static void hello_welcome(hello_t *h)
              hm->agent ? ", agent " : "", hm->agent ? hm->agent : "");
     }
     /* Design note 13: a report, never a reason to refuse the session. */
-    if (e->st.device_seen &&
-        (rc = e->st.device_seen(e->st.data, c->principal, &c->site, hm->schema, hm->agent,
-                                c->stash_wall)) != 0)
+    if (e->st.device_seen && (rc = e->st.device_seen(e->st.data, c->principal, &c->site, hm->schema,
+                                                     hm->agent, c->stash_wall)) != 0)
         CLOG(c, KNIT_LOG_WARN, ": cannot record the device's schema: %s (%s)",
              e->st.errmsg ? e->st.errmsg(e->st.data) : "", knit_err_name(rc));
     pump(c);

@@ -15,7 +15,8 @@
 ** one queue; knit_relay_engine_flush() applies every waiting push in one
 ** store transaction, commits once, and only when the commit completed
 ** answers them (ACK or REJECT, in each connection's order) and fans the
-** committed units out to subscribers.  One group is in flight at a time.  The glue calls flush once per event-loop iteration, after
+** committed units out to subscribers.  One group is in flight at a time.  The glue calls flush once
+*per event-loop iteration, after
 ** all input of that iteration was read, so pushes that arrive together, on
 ** any connections, share one fsync.
 **
@@ -113,15 +114,15 @@ typedef int (*knit_relay_auth_fn)(void *data, const knit_auth_request_t *req);
 
 /* Configuration of an engine. */
 typedef struct knit_relay_config_s {
-    knit_relay_store_t *store;  /* opened SQLite store (used when backend is
-                                   NULL); the engine does not close it */
+    knit_relay_store_t *store;           /* opened SQLite store (used when backend is
+                                            NULL); the engine does not close it */
     const knit_relay_backend_t *backend; /* another store (copied), or NULL */
     knit_relay_auth_fn authenticate;     /* the hook, or NULL: the built-in check */
-    void *auth_data;            /* passed to the hook */
-    knit_relay_limits_t limits; /* see above */
-    const uint8_t *jwt_key;     /* HS256 key, or NULL: JWT credentials refused */
-    size_t jwt_key_len;         /* its length (>= KNIT_JWT_MIN_KEY) */
-    int log_level;              /* KNIT_LOG_* and above are logged */
+    void *auth_data;                     /* passed to the hook */
+    knit_relay_limits_t limits;          /* see above */
+    const uint8_t *jwt_key;              /* HS256 key, or NULL: JWT credentials refused */
+    size_t jwt_key_len;                  /* its length (>= KNIT_JWT_MIN_KEY) */
+    int log_level;                       /* KNIT_LOG_* and above are logged */
 } knit_relay_config_t;
 
 /* Fills unset (zero) limits with their defaults. */

@@ -105,7 +105,7 @@
 ** by integer ids (design note 7); 3 adds devices and their schemas (design
 ** note 11), upgraded in place from 2. */
 #define SCHEMA_VERSION 3
-#define DEVICE_SEEN_MS 60000 /* a device's last_seen is rewritten at most this often */
+#define DEVICE_SEEN_MS 60000      /* a device's last_seen is rewritten at most this often */
 #define APPLICATION_ID 0x6b6e5253 /* "knRS" */
 
 /* Cell kinds as stored. */
@@ -287,15 +287,15 @@ static const char *const SQL[S_COUNT] = {
 };
 
 struct knit_relay_store_s {
-    sqlite3 *db;               /* the store's connection */
-    sqlite3_stmt *st[S_COUNT]; /* prepared lazily, finalized on close */
-    int readonly;              /* opened with KNIT_RELAY_STORE_READONLY */
-    int version;               /* the file's schema version (2: read-only, no devices) */
-    int in_group;              /* a group transaction is open */
-    char errmsg[256];          /* last failure's details */
+    sqlite3 *db;                    /* the store's connection */
+    sqlite3_stmt *st[S_COUNT];      /* prepared lazily, finalized on close */
+    int readonly;                   /* opened with KNIT_RELAY_STORE_READONLY */
+    int version;                    /* the file's schema version (2: read-only, no devices) */
+    int in_group;                   /* a group transaction is open */
+    char errmsg[256];               /* last failure's details */
     knit_relay_damage_fn on_damage; /* told about each cell catch-up skips, or NULL */
-    void *damage_data;         /* passed to on_damage */
-    uint64_t damaged;          /* cells catch-up skipped since open */
+    void *damage_data;              /* passed to on_damage */
+    uint64_t damaged;               /* cells catch-up skipped since open */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -2340,8 +2340,8 @@ int knit_relay_store_device_seen(knit_relay_store_t *s, const char *principal,
         else
             oldlen = 0;
         had = oldlen == fplen && (!fplen || memcmp(old, fp, KNIT_SCHEMA_FP_LEN) == 0) &&
-              strcmp(a ? a : "", agent) == 0 &&
-              now_ms < col_u64(st, 2) + DEVICE_SEEN_MS && now_ms >= col_u64(st, 2);
+              strcmp(a ? a : "", agent) == 0 && now_ms < col_u64(st, 2) + DEVICE_SEEN_MS &&
+              now_ms >= col_u64(st, 2);
     }
     sqlite3_reset(st);
     if (rc < 0 || had)
@@ -2376,10 +2376,10 @@ int knit_relay_store_device_seen(knit_relay_store_t *s, const char *principal,
 
 /* What one listed fingerprint is read into; freed after the callback. */
 typedef struct fp_read_s {
-    knit_schema_table_t *tabs;  /* tables (names, keys, cols owned) */
-    size_t ntabs;               /* count */
-    knit_relay_device_t *devs;  /* devices (strings owned) */
-    size_t ndevs;               /* count */
+    knit_schema_table_t *tabs; /* tables (names, keys, cols owned) */
+    size_t ntabs;              /* count */
+    knit_relay_device_t *devs; /* devices (strings owned) */
+    size_t ndevs;              /* count */
 } fp_read_t;
 
 static void fp_read_free(fp_read_t *f)

@@ -161,7 +161,6 @@ KNIT_EXTERN int knit_relay_store_site(knit_relay_store_t *s, knit_site_t *site /
 /* ---------------------------------------------------------------------- */
 /* Anonymous credentials                                                    */
 
-
 /* Looks an anonymous id up: 1 and its salt and hash when registered, 0 when
 ** not, or an error. */
 KNIT_EXTERN int knit_relay_store_anon_get(knit_relay_store_t *s, const char *id,
@@ -188,9 +187,8 @@ knit_relay_store_list_anon(knit_relay_store_t *s,
 ** minute of last_seen writes nothing.  A fingerprint no device runs any more
 ** is forgotten. */
 KNIT_EXTERN int knit_relay_store_device_seen(knit_relay_store_t *s, const char *principal,
-                                             const knit_site_t *site,
-                                             const knit_schema_t *schema, const char *agent,
-                                             uint64_t now_ms);
+                                             const knit_site_t *site, const knit_schema_t *schema,
+                                             const char *agent, uint64_t now_ms);
 
 /* One device, for listings. */
 typedef struct knit_relay_device_s {
@@ -204,23 +202,21 @@ typedef struct knit_relay_device_s {
 /* One schema version and the devices that run it.  Valid during the
 ** callback. */
 typedef struct knit_relay_schema_info_s {
-    int reported;                        /* 0: the devices that reported no schema
-                                            (older clients); schema is NULL */
-    const knit_schema_t *schema;         /* tables by name, keys in key order then
-                                            columns by name; fp is the stored one */
-    uint64_t first_seen_ms;              /* when a device first reported it */
-    const knit_relay_device_t *devices;  /* by principal, then site */
-    size_t ndevices;                     /* >= 1 */
+    int reported;                       /* 0: the devices that reported no schema
+                                           (older clients); schema is NULL */
+    const knit_schema_t *schema;        /* tables by name, keys in key order then
+                                           columns by name; fp is the stored one */
+    uint64_t first_seen_ms;             /* when a device first reported it */
+    const knit_relay_device_t *devices; /* by principal, then site */
+    size_t ndevices;                    /* >= 1 */
 } knit_relay_schema_info_t;
 
 /* Calls fn for every fingerprint some device runs, oldest first, then once
 ** for the devices that reported none (if any), in one snapshot; a non-zero
 ** return from fn stops the walk and is returned.  A read-only schema 2
 ** store lists nothing. */
-KNIT_EXTERN int
-knit_relay_store_list_schemas(knit_relay_store_t *s,
-                              int (*fn)(void *data, const knit_relay_schema_info_t *info),
-                              void *data);
+KNIT_EXTERN int knit_relay_store_list_schemas(
+    knit_relay_store_t *s, int (*fn)(void *data, const knit_relay_schema_info_t *info), void *data);
 
 /* ---------------------------------------------------------------------- */
 /* The store interface                                                      */

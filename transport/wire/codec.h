@@ -39,7 +39,7 @@ extern "C" {
 #define KNIT_PROTO_VERSION_MIN 1
 #define KNIT_PROTO_VERSION_MAX 1
 
-#define KNIT_FRAME_HEADER 4 /* bytes of big-endian length before each message */
+#define KNIT_FRAME_HEADER 4               /* bytes of big-endian length before each message */
 #define KNIT_HELLO_MAX_FRAME (64u * 1024) /* payload bytes a relay accepts before WELCOME */
 
 /* Defaults for knit_codec_limits_t (a zero field means "the default"). */
@@ -107,15 +107,15 @@ typedef struct knit_wire_limits_s {
 } knit_wire_limits_t;
 
 typedef struct knit_hello_s {
-    uint32_t min_version;   /* oldest protocol version the client speaks, >= 1 */
-    uint32_t max_version;   /* newest, >= min_version */
-    knit_site_t site;       /* the replica's site id */
-    knit_cred_t cred;       /* who the client is (kind 0: none sent) */
-    knit_cred_t claim;      /* optional (kind 0: absent): an ANON credential whose
-                               namespace the relay merges into cred's (JWT) one */
-    const knit_sub_t *subs; /* subscriptions, may be NULL when nsubs is 0 */
-    size_t nsubs;           /* count */
-    const char *agent;      /* optional software name for logs, or NULL */
+    uint32_t min_version;        /* oldest protocol version the client speaks, >= 1 */
+    uint32_t max_version;        /* newest, >= min_version */
+    knit_site_t site;            /* the replica's site id */
+    knit_cred_t cred;            /* who the client is (kind 0: none sent) */
+    knit_cred_t claim;           /* optional (kind 0: absent): an ANON credential whose
+                                    namespace the relay merges into cred's (JWT) one */
+    const knit_sub_t *subs;      /* subscriptions, may be NULL when nsubs is 0 */
+    size_t nsubs;                /* count */
+    const char *agent;           /* optional software name for logs, or NULL */
     const knit_schema_t *schema; /* optional (NULL: absent): the replica's tracked
                                     schema (runtime/schema.h), canonical, with its
                                     fingerprint; decoded ones are checked: bounds,
