@@ -156,6 +156,7 @@ static void lww_paths_agree(void)
             if (arc)
                 fprintf(stderr, "store: %s\n", knit_relay_store_errmsg(s));
             CHECK_OK(arc);
+            knit_batch_free(out.fanout);
             CHECK_OK(knit_relay_store_commit(s));
             CHECK_OK(knit_apply(k, b, NULL));
             knit_batch_free(b);

@@ -228,6 +228,7 @@ static void hello_schema_encoder_refuses(void)
     bad.tables = swapped;
     CHECK_EQ_INT(knit_msg_encode(&m, NULL, &buf), KNIT_EINVAL);
     CHECK(buf.len == 0);
+    knit_buf_free(&buf);
     knit__schema_free(a);
 }
 
