@@ -191,7 +191,6 @@ int knit__set_load(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t col,
                    int *found);
 int knit__set_save(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t col,
                    const knit_orset_t *s);
-int knit__clear_logs(knit_t *k);
 int knit__tick(knit_t *k, uint64_t *out);
 int knit__next_version(knit_t *k, uint64_t *out);
 

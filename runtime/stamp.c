@@ -485,23 +485,19 @@ static int stamp_sets(knit_t *k, ktable_t *t, int64_t max)
 /* ---------------------------------------------------------------------- */
 /* Stamping                                                                */
 
-int knit__clear_logs(knit_t *k)
+/* Empties t's capture log (after its fold). */
+static int log_clear(knit_t *k, ktable_t *t)
 {
-    for (size_t i = 0; i < k->ntables; i++) {
-        ktable_t *t = &k->tables[i];
-        int rc;
-        if (!t->st[ST_LOGCLEAR]) {
-            sqlite3_str *q = sqlite3_str_new(NULL);
-            sqlite3_str_appendf(q, "DELETE FROM _knit_log_%d", t->id);
-            if ((rc = prepare_str(k, &t->st[ST_LOGCLEAR], q)) != 0)
-                return rc;
-        }
-        rc = sqlite3_step(t->st[ST_LOGCLEAR]);
-        sqlite3_reset(t->st[ST_LOGCLEAR]);
-        if (rc != SQLITE_DONE)
-            return knit__dberr(k, rc, "clearing the capture log");
+    int rc;
+    if (!t->st[ST_LOGCLEAR]) {
+        sqlite3_str *q = sqlite3_str_new(NULL);
+        sqlite3_str_appendf(q, "DELETE FROM _knit_log_%d", t->id);
+        if ((rc = prepare_str(k, &t->st[ST_LOGCLEAR], q)) != 0)
+            return rc;
     }
-    return 0;
+    rc = sqlite3_step(t->st[ST_LOGCLEAR]);
+    sqlite3_reset(t->st[ST_LOGCLEAR]);
+    return rc == SQLITE_DONE ? 0 : knit__dberr(k, rc, "clearing the capture log");
 }
 
 /* Advances the replica's HLC for a local event, persisting it. */
@@ -671,16 +667,8 @@ static int fold_logs(knit_t *k, stamp_t *sp)
         if (t->setmask && (rc = stamp_sets(k, t, max)) != 0)
             return rc;
         /* Cleared here, not at the end: a capture repair may log again. */
-        if (!t->st[ST_LOGCLEAR]) {
-            sqlite3_str *q = sqlite3_str_new(NULL);
-            sqlite3_str_appendf(q, "DELETE FROM _knit_log_%d", t->id);
-            if ((rc = prepare_str(k, &t->st[ST_LOGCLEAR], q)) != 0)
-                return rc;
-        }
-        rc = sqlite3_step(t->st[ST_LOGCLEAR]);
-        sqlite3_reset(t->st[ST_LOGCLEAR]);
-        if (rc != SQLITE_DONE)
-            return knit__dberr(k, rc, "clearing the capture log");
+        if ((rc = log_clear(k, t)) != 0)
+            return rc;
     }
     return 0;
 }
