@@ -2,9 +2,10 @@
 ** utf8.h: the one UTF-8 decoder of knit (RFC 3629).
 **
 ** Valid means what RFC 3629 allows: no overlong forms, no surrogates
-** (U+D800..U+DFFF), nothing past U+10FFFF.  The wire codec, the OR-set's
-** JSON form, the validator and the inspection tool all decide with these two
-** functions, so they cannot disagree about which text is valid.
+** (U+D800..U+DFFF), nothing past U+10FFFF.  The wire codec and the
+** OR-set's JSON form (hence the validator) decide with these two functions,
+** so they cannot disagree about which text is valid.  (The inspection
+** tool's printers still carry their own decoders.)
 */
 #ifndef KNIT_UTF8_H
 #define KNIT_UTF8_H

@@ -25,6 +25,7 @@
 **   uh = ....0CMV     rh = (ncells-1)<<3 | LST     ch = d<<2 | HS
 */
 #include "codec.h"
+#include "utf8.h"
 
 #include <cbor.h>
 #include <float.h>
@@ -108,50 +109,6 @@ int knit_proto_negotiate(uint32_t min, uint32_t max, uint32_t *version) /* see c
     return 0;
 }
 
-/* RFC 3629 UTF-8: no overlong forms, no surrogates, nothing past U+10FFFF.
-** Returns 1 if valid.  ASCII runs are checked eight bytes at a time. */
-static int utf8_valid(const uint8_t *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        if (n - i >= 8) {
-            uint64_t w;
-            memcpy(&w, s + i, 8);
-            if (!(w & UINT64_C(0x8080808080808080))) {
-                i += 8;
-                continue;
-            }
-        }
-        uint8_t c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t len;
-        uint32_t cp, min;
-        if (c >= 0xC2 && c <= 0xDF) {
-            len = 2, cp = c & 0x1F, min = 0x80;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            len = 3, cp = c & 0x0F, min = 0x800;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            len = 4, cp = c & 0x07, min = 0x10000;
-        } else {
-            return 0;
-        }
-        if (n - i < len)
-            return 0;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
-        i += len;
-    }
-    return 1;
-}
-
 /* A name (namespace, table, column, principal...): non-empty unless
 ** allow_empty, valid UTF-8, at most max bytes.  C strings hold no NUL. */
 static int name_ok(const char *s, size_t max, int allow_empty)
@@ -159,7 +116,7 @@ static int name_ok(const char *s, size_t max, int allow_empty)
     if (!s)
         return 0;
     size_t n = strlen(s);
-    return (n > 0 || allow_empty) && n <= max && utf8_valid((const uint8_t *)s, n);
+    return (n > 0 || allow_empty) && n <= max && knit__utf8_valid((const uint8_t *)s, n);
 }
 
 /* [A-Za-z0-9_-]{1,64}: anonymous ids become part of a namespace name. */
@@ -409,7 +366,7 @@ static void put_value(wr_t *w, const knit_value_t *v)
             return;
         }
         if (v->type == KNIT_TEXT) {
-            if (utf8_valid(v->u.b.p, v->u.b.n)) {
+            if (knit__utf8_valid(v->u.b.p, v->u.b.n)) {
                 put_str(w, 1, v->u.b.p, v->u.b.n);
                 return;
             }
@@ -1169,7 +1126,7 @@ static int skip(rd_t *r, unsigned depth)
     TRY(next(r));
     switch (r->t) {
     case T_TSTR:
-        if (!utf8_valid(r->s, r->len))
+        if (!knit__utf8_valid(r->s, r->len))
             return fail(r, KNIT_EPROTO, "text string is not UTF-8");
         return 0;
     case T_ARRAY:
@@ -1236,7 +1193,7 @@ static int rd_name(rd_t *r, int allow_empty, const char **out, const char *why)
     TRY(expect(r, T_TSTR, why));
     if (r->len > r->lim.max_string)
         return fail(r, KNIT_ETOOBIG, "string exceeds the limit");
-    if ((!allow_empty && r->len == 0) || memchr(r->s, 0, r->len) || !utf8_valid(r->s, r->len))
+    if ((!allow_empty && r->len == 0) || memchr(r->s, 0, r->len) || !knit__utf8_valid(r->s, r->len))
         return fail(r, KNIT_EPROTO, why);
     char *s = arena_alloc(r, r->len + 1);
     if (!s)
@@ -1266,7 +1223,7 @@ static int rd_value(rd_t *r, knit_value_t *v)
         v->u.r = r->d;
         return 0;
     case T_TSTR:
-        if (!utf8_valid(r->s, r->len))
+        if (!knit__utf8_valid(r->s, r->len))
             return fail(r, KNIT_EPROTO, "text string is not UTF-8");
         v->type = KNIT_TEXT;
         v->u.b.p = r->s;
@@ -1276,7 +1233,7 @@ static int rd_value(rd_t *r, knit_value_t *v)
         if (r->u != TAG_RAW_TEXT)
             return fail(r, KNIT_EPROTO, "unexpected tag");
         TRY(expect(r, T_BSTR, "raw TEXT tag without a byte string"));
-        if (utf8_valid(r->s, r->len))
+        if (knit__utf8_valid(r->s, r->len))
             return fail(r, KNIT_EPROTO, "raw TEXT tag around valid UTF-8");
         v->type = KNIT_TEXT;
         v->u.b.p = r->s;
