@@ -44,15 +44,7 @@ static int put_value(uint8_t **buf, size_t *len, size_t *cap, const knit_value_t
 static char *digest_sql(const ktable_t *t)
 {
     sqlite3_str *q = sqlite3_str_new(NULL);
-    sqlite3_str_appendall(q, "SELECT ");
-    for (uint32_t i = 0; i < t->npk; i++)
-        sqlite3_str_appendf(q, "r.k%u, ", i);
-    sqlite3_str_appendall(q, "r.ns, r.cl, r.cells");
-    for (uint32_t c = 0; c < t->ncols; c++)
-        sqlite3_str_appendf(q, ", u.\"%w\"", t->cols[c]);
-    sqlite3_str_appendf(q, " FROM _knit_rows_%d AS r LEFT JOIN \"%w\" AS u ON ", t->id, t->name);
-    for (uint32_t i = 0; i < t->npk; i++)
-        sqlite3_str_appendf(q, "%su.\"%w\" = r.k%u", i ? " AND " : "", t->pk[i], i);
+    knit__rows_join_str(q, t, "r.ns, r.cl, r.cells");
     sqlite3_str_appendall(q, " WHERE ?1 = 0 OR r.ns = ?1 ORDER BY r.ns");
     return sqlite3_str_finish(q); /* NULL when out of memory */
 }

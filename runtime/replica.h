@@ -175,6 +175,9 @@ int knit__capture_begin(knit_t *k);
 int knit__capture_repair(knit_t *k, size_t *logged);
 /* Appends "k0, k1, ..." or with a prefix, e.g. "r.k0, r.k1". */
 void knit__keylist_str(sqlite3_str *s, uint32_t npk, const char *prefix);
+/* Appends "SELECT r.k0.., <meta>, u.<cols> FROM _knit_rows_<id> AS r LEFT
+** JOIN <table> AS u ON <keys>": each metadata row with its user row. */
+void knit__rows_join_str(sqlite3_str *s, const ktable_t *t, const char *meta);
 void knit__free_tables(knit_t *k);
 ktable_t *knit__table(knit_t *k, const char *name);
 char *knit__quote(const char *ident); /* "ident" with quotes doubled; knit__free */

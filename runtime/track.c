@@ -111,6 +111,19 @@ void knit__keylist_str(sqlite3_str *s, uint32_t npk, const char *prefix)
         sqlite3_str_appendf(s, "%s%sk%u", i ? ", " : "", prefix, i);
 }
 
+void knit__rows_join_str(sqlite3_str *s, const ktable_t *t, const char *meta)
+{
+    sqlite3_str_appendall(s, "SELECT ");
+    for (uint32_t i = 0; i < t->npk; i++)
+        sqlite3_str_appendf(s, "r.k%u, ", i);
+    sqlite3_str_appendall(s, meta);
+    for (uint32_t c = 0; c < t->ncols; c++)
+        sqlite3_str_appendf(s, ", u.\"%w\"", t->cols[c]);
+    sqlite3_str_appendf(s, " FROM _knit_rows_%d AS r LEFT JOIN \"%w\" AS u ON ", t->id, t->name);
+    for (uint32_t i = 0; i < t->npk; i++)
+        sqlite3_str_appendf(s, "%su.\"%w\" = r.k%u", i ? " AND " : "", t->pk[i], i);
+}
+
 /* "NEW."p1", NEW."p2"" for the key columns of t. */
 static void keyrefs(sqlite3_str *s, const ktable_t *t, const char *rec)
 {
