@@ -27,7 +27,7 @@
 **      row fails on a constraint (NOT NULL, CHECK, a stricter schema than
 **      the writer's), SQLite undoes that statement alone; the row's changes
 **      go to _knit_aside as 'refused', with SQLite's message, its metadata
-**      is left as it was, and the batch goes on.  A change that cannot be
+**      is left as it was (but see note 8), and the batch goes on.  A change that cannot be
 **      merged at all (a malformed or unrepresentable OR-set state) is set
 **      aside alone.  Cells of tables or columns this replica does not track
 **      are kept there as 'waiting'.
@@ -48,6 +48,12 @@
 **      the end of the same transaction.  A row a trigger made on both sides
 **      under one key therefore merges into one row; apply upserts, so a
 **      trigger-made copy that is already there does not refuse the origin's.
+**   8. A row refused in a later life than the live one shown here is not
+**      left showing that dead life: the user row is deleted and the
+**      metadata moves to the deletion before the refused life, without
+**      cells.  Otherwise a local write to it would be stamped in the dead
+**      life and lose, unseen, once the refused life applies; now a local
+**      insert starts the refused life itself and merges with it on retry.
 */
 #include <string.h>
 
@@ -998,6 +1004,36 @@ static int sets_forget(actx_t *a, ktable_t *t, const knit_value_t *pk)
     return rc == SQLITE_DONE ? 0 : knit__dberr(k, rc, "clearing OR-set states");
 }
 
+/* A row refused in a later life than the one shown here (note 8): that
+** earlier life is over wherever the refused changes came from, so the row
+** must not stay visible as if it were alive.  A local write to it would be
+** stamped in the dead life and lose to the set-aside one on retry, silently.
+** So the user row is deleted and the metadata moves to the deletion that
+** preceded the refused life, without cells.  A local insert then starts that
+** very life, and merges with the set-aside changes cell by cell when they
+** are retried. */
+static int refuse_ends_life(actx_t *a, ktable_t *t, const knit_value_t *pk, arow_t *r)
+{
+    knit_t *k = a->k;
+    if (!knit_cl_live(r->cl) || r->cl - 1 <= r->cl0)
+        return 0;
+    int rc = 0;
+    if (r->has_meta && knit_cl_live(r->cl0)) {
+        rc = user_delete(k, t, pk);
+        if (rc == KNIT_ECONSTRAINT && !sqlite3_get_autocommit(k->db))
+            return 0; /* the app's constraints keep the row: it stays as it was */
+    }
+    if (!rc && t->setmask && r->has_meta)
+        rc = sets_forget(a, t, pk);
+    r->cl -= 1;
+    memset(r->cells, 0, sizeof r->cells);
+    if (!rc)
+        rc = meta_write(k, r, a->ver);
+    if (!rc && !k->triggers_off)
+        rc = log_forget(a, t, pk);
+    return rc;
+}
+
 /* Merges the current row's changes (a->x) into it and writes it once. */
 static int row_apply(actx_t *a, ktable_t *t, const knit_value_t *pk, arow_t *r)
 {
@@ -1040,6 +1076,8 @@ static int row_apply(actx_t *a, ktable_t *t, const knit_value_t *pk, arow_t *r)
             char reason[sizeof k->errmsg];
             memcpy(reason, k->errmsg, sizeof reason);
             rc = refuse_row(a, r, reason);
+            if (!rc)
+                rc = refuse_ends_life(a, t, pk, r);
             goto out;
         }
         if (!rc && t->setmask && r->has_meta && r->cl != r->cl0)

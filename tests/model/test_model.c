@@ -1045,15 +1045,16 @@ static int row_read(int r, int t, int k, mval_t *out)
     return present;
 }
 
-/* Replica r holds a row of key k of table t set aside as refused.  With
-** "migrate" the app does not write such a row there: the row's life on
-** that device is not the one the model learned from the batches it
-** received (the model knows no metadata), so neither would be its write. */
+/* Replica r holds a row of key k of table t set aside as refused.  The app
+** does not write such a row there: the row's life on that device is not the
+** one the model learned from the batches it received (the model knows no
+** metadata), so neither would be its write.  What a write there does is
+** tested in test_apply.c (refused_later_life_*). */
 static int key_refused(int r, int t, int k);
 
 static int key_blocked(int r, int t, int k)
 {
-    return (F & F_MIGRATE) && key_refused(r, t, k);
+    return key_refused(r, t, k);
 }
 
 static int key_refused(int r, int t, int k)

@@ -98,6 +98,53 @@ static void notnull_liveness_and_value_in_different_units(void)
     teardown();
 }
 
+/* A row refused in a later life than B shows (its NOT NULL value of that
+** life has not reached B) must not stay visible as the dead earlier life: a
+** write there would be stamped in that life and lose, unseen, once the later
+** life applies.  B shows the row deleted; B's own insert starts the refused
+** life and wins its cells by LWW when the rest arrives. */
+static void refused_later_life_then_local_insert_survives(void)
+{
+    const char *ddl = "CREATE TABLE kv(k TEXT PRIMARY KEY, v TEXT NOT NULL, w TEXT)";
+    setup2(ddl, ddl, "kv");
+    rt_exec(A, "INSERT INTO kv VALUES ('a', 'one', 'x')");
+    CHECK(knit_stamp(A) > 0);
+    knit_batch_t *b = NULL;
+    knit_apply_stats_t st;
+    CHECK_OK(knit_changes_since(A, 0, NULL, &b));
+    CHECK_OK(knit_apply(B, b, &st));
+    knit_batch_free(b);
+    rt_exec(A, "DELETE FROM kv WHERE k = 'a'");
+    CHECK(knit_stamp(A) > 0);
+    rt_exec(A, "INSERT INTO kv VALUES ('a', 'two', 'y')"); /* life 3 */
+    CHECK(knit_stamp(A) > 0);
+    rt_exec(A, "UPDATE kv SET w = 'z'");
+    CHECK(knit_stamp(A) > 0);
+    CHECK_OK(knit_changes_since(A, 0, NULL, &b));
+    CHECK(b->ntxns >= 2);
+    uint64_t before_last = b->txns[b->ntxns - 2].version;
+    knit_batch_free(b);
+    /* Only the last unit: w of life 3, without its liveness and v. */
+    CHECK_OK(knit_changes_since(A, before_last, NULL, &b));
+    CHECK_OK(knit_apply(B, b, &st));
+    knit_batch_free(b);
+    CHECK_EQ_INT(refused_rows(B), 1);
+    RT_EXPECT(B, "SELECT count(*) FROM kv", "0\n"); /* not the dead life 1 */
+    rt_exec(B, "INSERT INTO kv VALUES ('a', 'mine', 'b-w')");
+    CHECK(knit_stamp(B) > 0);
+    CHECK_OK(knit_changes_since(A, 0, NULL, &b));
+    CHECK_OK(knit_apply(B, b, &st));
+    knit_batch_free(b);
+    CHECK_EQ_INT(refused_rows(B), 0);
+    RT_EXPECT(B, "SELECT * FROM kv", "'a'|'mine'|'b-w'\n");
+    CHECK_OK(knit_changes_since(B, 0, NULL, &b));
+    CHECK_OK(knit_apply(A, b, &st));
+    knit_batch_free(b);
+    RT_EXPECT(A, "SELECT * FROM kv", "'a'|'mine'|'b-w'\n");
+    expect_same_digest(A, B);
+    teardown();
+}
+
 /* The same rows, caught up one unit per page: the first page holds only
 ** liveness, which cannot be inserted; it waits aside and the next page
 ** completes the rows.  Nothing is stuck and nothing stays aside. */
@@ -417,6 +464,7 @@ static void app_triggers_writing_tracked_tables(void)
 }
 
 KNIT_TESTS(T(notnull_liveness_and_value_in_different_units), T(notnull_split_across_pages_recovers),
-           T(stricter_schema_sets_rows_aside), T(poisoned_set_state_set_aside_alone),
-           T(cells_of_unknown_columns_wait_for_migration), T(rollback_forgets_interned_sites),
-           T(long_and_quoted_identifiers), T(app_triggers_writing_tracked_tables))
+           T(refused_later_life_then_local_insert_survives), T(stricter_schema_sets_rows_aside),
+           T(poisoned_set_state_set_aside_alone), T(cells_of_unknown_columns_wait_for_migration),
+           T(rollback_forgets_interned_sites), T(long_and_quoted_identifiers),
+           T(app_triggers_writing_tracked_tables))
