@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PKGS="build-essential cmake pkg-config sqlite3 libsqlite3-dev libuv1-dev libcbor-dev
-      libcurl4-openssl-dev libbearssl-dev libjansson-dev clang-format"
+      libcurl4-openssl-dev libbearssl-dev libjansson-dev clang-format openssl
+      libhttp-parser-dev libwslay-dev curl python3-websockets prometheus"
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 setup() {

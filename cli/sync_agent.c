@@ -34,7 +34,8 @@
 
 static const char USAGE[] =
     "usage: sync-agent track REPLICA TABLE [--orset COLUMN]...\n"
-    "       sync-agent run REPLICA --relay HOST:PORT (--token-file FILE | --anonymous)\n"
+    "       sync-agent run REPLICA --relay [knits://]HOST:PORT\n"
+    "                  (--token-file FILE | --anonymous)\n"
     "                  [--once [--timeout SECONDS]] [options]\n"
     "       sync-agent --help | --version\n"
     "\n"
@@ -52,7 +53,14 @@ static const char USAGE[] =
     "the credential's namespace.  Signing in (--token-file) on a replica that\n"
     "ran --anonymous claims its anonymous data: the relay merges it into the\n"
     "account and the replica's anonymous rows move there, once.\n"
-    "  --relay HOST:PORT         the relay (required)\n"
+    "  --relay URL               the relay (required): knits://HOST:PORT for TLS\n"
+    "                            1.2, checking the relay's certificate and name;\n"
+    "                            HOST:PORT or knit://HOST:PORT for plain TCP\n"
+    "                            (loopback and private links only)\n"
+    "  --ca-file FILE            with knits://: the CAs to trust, PEM\n"
+    "                            [/etc/ssl/certs/ca-certificates.crt]\n"
+    "  --server-name NAME        with knits://: the name the relay's certificate\n"
+    "                            must carry [HOST; give one when HOST is an IP]\n"
     "  --token-file FILE         a JWT for the relay, read again before every\n"
     "                            connection [none]\n"
     "  --anonymous               use the replica's own anonymous credential,\n"
@@ -80,7 +88,8 @@ static const char USAGE[] =
     "\n"
     "exit status: 0 done (or stopped by SIGINT/SIGTERM); 1 syncing failed\n"
     "(relay unreachable, changes refused, --once timed out, the session ended\n"
-    "on an error); 2 usage error; 3 replica error; 4 credential or claim\n"
+    "on an error, a TLS certificate refused); 2 usage error; 3 replica error; 4 credential or "
+    "claim\n"
     "refused, or no common protocol version; 5 --once synced except rows set\n"
     "aside.\n";
 
@@ -217,7 +226,7 @@ typedef struct agent_s {
     knit_sync_t *sync;      /* the sync client */
     knit_t *k;              /* the replica */
     const char *replica;    /* its path */
-    const char *relay;      /* HOST:PORT as given */
+    const char *relay;      /* the relay's URL as given */
     const char *token_file; /* --token-file, or NULL */
     int once;               /* --once */
     uint64_t timeout_s;     /* --once timeout */
@@ -427,6 +436,7 @@ static int cmd_run(int argc, char **argv)
     int anonymous = 0, no_claim = 0, rc, ex;
     uint64_t v;
     char *token = NULL;
+    const char *ca_file = NULL, *server_name = NULL, *addr;
 
     memset(&ag, 0, sizeof ag);
     memset(&o, 0, sizeof o);
@@ -458,6 +468,10 @@ static int cmd_run(int argc, char **argv)
             ag.relay = val;
         } else if (strcmp(a, "--token-file") == 0) {
             ag.token_file = val;
+        } else if (strcmp(a, "--ca-file") == 0) {
+            ca_file = val;
+        } else if (strcmp(a, "--server-name") == 0) {
+            server_name = val;
         } else if (strcmp(a, "--timeout") == 0) {
             if (cli_parse_u64(val, 1, 86400 * 365, &ag.timeout_s))
                 return usage_error("bad --timeout %s (seconds, at least 1)", val);
@@ -486,8 +500,23 @@ static int cmd_run(int argc, char **argv)
         return usage_error("%s", "run needs REPLICA");
     if (!ag.relay)
         return usage_error("%s", "run needs --relay HOST:PORT");
-    if (cli_parse_hostport(ag.relay, 1, host, sizeof host, &o.port))
-        return usage_error("bad --relay %s: use HOST:PORT", ag.relay);
+    addr = ag.relay;
+    if (strncmp(addr, "knits://", 8) == 0) {
+        o.tls = 1;
+        addr += 8;
+    } else if (strncmp(addr, "knit://", 7) == 0) {
+        addr += 7;
+    }
+    if (cli_parse_hostport(addr, 1, host, sizeof host, &o.port))
+        return usage_error("bad --relay %s: use knits://HOST:PORT or HOST:PORT", ag.relay);
+    if ((ca_file || server_name) && !o.tls)
+        return usage_error("%s", "--ca-file and --server-name go with a knits:// relay");
+    if (ca_file && access(ca_file, R_OK) != 0) {
+        fprintf(stderr, "sync-agent: cannot read --ca-file %s: %s\n", ca_file, strerror(errno));
+        return EXIT_USAGE;
+    }
+    o.ca_file = ca_file;
+    o.server_name = server_name;
     if (!!anonymous + !!ag.token_file != 1)
         return usage_error("%s", "run needs one credential: --token-file FILE or --anonymous");
     if (no_claim && anonymous)

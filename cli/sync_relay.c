@@ -23,22 +23,36 @@
 #define DEFAULT_LISTEN "127.0.0.1:7300"
 #define DEFAULT_DATA "./relay.db"
 #define MAX_SECRET_FILE 4096
+#define MAX_HTTP_LISTEN 8
 
 static const char USAGE[] =
     "usage: sync-relay [options]\n"
     "       sync-relay mint-token --secret-file FILE --sub SUB [--ttl SECONDS]\n"
     "\n"
     "The knit relay: stores every namespace's changes in an embedded SQLite\n"
-    "file and syncs replicas over TCP (docs/PROTOCOL.md, docs/sync-relay.md).\n"
+    "file and syncs replicas over TCP or TLS (docs/PROTOCOL.md, docs/sync-relay.md).\n"
     "\n"
     "options:\n"
     "  --listen HOST:PORT        address to listen on; port 0 picks a free one\n"
     "                            [" DEFAULT_LISTEN "]\n"
+    "  --http-listen HOST:PORT   also serve HTTP there: GET /healthz, GET /metrics\n"
+    "                            (Prometheus text) and WebSocket sessions at\n"
+    "                            GET /v1/ws; repeatable (up to 8) [none]\n"
+    "  --tls-cert FILE           speak TLS 1.2 on --listen with this certificate\n"
+    "                            chain (PEM, the relay's own certificate first)\n"
+    "                            [none: plain TCP, for loopback and private links]\n"
+    "  --tls-key FILE            the private key of --tls-cert (PEM, RSA or EC,\n"
+    "                            unencrypted); both or neither\n"
     "  --data PATH               the relay store, created if missing [" DEFAULT_DATA "]\n"
     "  --jwt-secret-file FILE    HS256 key for JWT credentials (at least 32 bytes;\n"
     "                            one trailing newline is ignored) [none: tokens refused]\n"
     "  --max-frame BYTES         largest frame accepted, at most 16777216 [16777216]\n"
     "  --max-conns N             connections served at once [1024]\n"
+    "  --max-conns-per-addr N    connections from one IP address [256]\n"
+    "  --max-anon-sessions N     anonymous sessions at once [512]\n"
+    "  --anon-registrations-per-min N\n"
+    "                            new anonymous ids accepted per minute (a burst\n"
+    "                            of as many is allowed) [600]\n"
     "  --max-changes N           changes per push, and per catch-up message [65536]\n"
     "  --max-skew MS             refuse changes stamped more than MS milliseconds\n"
     "                            ahead of the relay's clock [300000]\n"
@@ -60,7 +74,9 @@ static const char USAGE[] =
     "catch-up and logged as an error naming its namespace, table, key and column.\n"
     "\n"
     "SIGINT/SIGTERM: stop accepting, commit and acknowledge what was received,\n"
-    "close every connection with an error, exit 0.\n";
+    "close every connection with an error, exit 0.  SIGHUP (with --tls-cert):\n"
+    "read the certificate and key again for new connections; open ones keep\n"
+    "theirs, and a file that does not load leaves the previous one in use.\n";
 
 static int die_usage(const char *fmt, const char *arg)
 {
@@ -154,6 +170,16 @@ static int mint_token(int argc, char **argv)
     return 0;
 }
 
+static void on_http_listen(void *data, const char *host, int port)
+{
+    (void)data;
+    if (strchr(host, ':'))
+        printf("sync-relay: http listening on [%s]:%d\n", host, port);
+    else
+        printf("sync-relay: http listening on %s:%d\n", host, port);
+    fflush(stdout);
+}
+
 static void on_listen(void *data, const char *host, int port)
 {
     (void)data;
@@ -169,6 +195,8 @@ int main(int argc, char **argv)
 {
     const char *listen = DEFAULT_LISTEN, *data = DEFAULT_DATA, *secret_file = NULL;
     knit_relay_serve_opts_t o;
+    knit_relay_addr_t http[MAX_HTTP_LISTEN];
+    size_t nhttp = 0;
     knit_relay_store_t *store = NULL;
     uint8_t key[MAX_SECRET_FILE + 1];
     size_t keylen = 0;
@@ -204,6 +232,17 @@ int main(int argc, char **argv)
         val = argv[++i];
         if (strcmp(a, "--listen") == 0) {
             listen = val;
+        } else if (strcmp(a, "--http-listen") == 0) {
+            if (nhttp == MAX_HTTP_LISTEN)
+                return die_usage("at most 8 --http-listen, not %s", val);
+            if (cli_parse_hostport(val, 0, http[nhttp].host, sizeof http[nhttp].host,
+                                   &http[nhttp].port))
+                return die_usage("bad --http-listen %s: use HOST:PORT", val);
+            nhttp++;
+        } else if (strcmp(a, "--tls-cert") == 0) {
+            o.tls_cert = val;
+        } else if (strcmp(a, "--tls-key") == 0) {
+            o.tls_key = val;
         } else if (strcmp(a, "--data") == 0) {
             data = val;
         } else if (strcmp(a, "--jwt-secret-file") == 0) {
@@ -227,6 +266,18 @@ int main(int argc, char **argv)
             if (cli_parse_u64(val, 1, 1000000, &v))
                 return die_usage("bad --max-conns %s", val);
             o.max_conns = (size_t)v;
+        } else if (strcmp(a, "--max-conns-per-addr") == 0) {
+            if (cli_parse_u64(val, 1, 1000000, &v))
+                return die_usage("bad --max-conns-per-addr %s", val);
+            o.cfg.limits.max_per_addr = (size_t)v;
+        } else if (strcmp(a, "--max-anon-sessions") == 0) {
+            if (cli_parse_u64(val, 1, 1000000, &v))
+                return die_usage("bad --max-anon-sessions %s", val);
+            o.cfg.limits.max_anon = (size_t)v;
+        } else if (strcmp(a, "--anon-registrations-per-min") == 0) {
+            if (cli_parse_u64(val, 1, 1000000, &v))
+                return die_usage("bad --anon-registrations-per-min %s", val);
+            o.cfg.limits.anon_per_min = (size_t)v;
         } else if (strcmp(a, "--max-changes") == 0) {
             if (cli_parse_u64(val, 1, KNIT_DEFAULT_MAX_CHANGES, &v))
                 return die_usage("bad --max-changes %s (1 .. 1048576)", val);
@@ -250,6 +301,8 @@ int main(int argc, char **argv)
     if (cli_parse_hostport(listen, 0, host, sizeof host, &o.port))
         return die_usage("bad --listen %s: use HOST:PORT", listen);
     o.host = host;
+    if (!o.tls_cert != !o.tls_key)
+        return die_usage("%s", "--tls-cert and --tls-key go together");
     if (secret_file) {
         if (read_secret(secret_file, key, &keylen))
             return 1;
@@ -279,6 +332,9 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     o.cfg.store = store;
     o.on_listen = on_listen;
+    o.http = http;
+    o.nhttp = nhttp;
+    o.on_http_listen = on_http_listen;
     rc = knit_relay_serve(&o);
     knit_relay_store_close(store);
     memset(key, 0, sizeof key);

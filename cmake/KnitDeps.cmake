@@ -35,3 +35,7 @@ knit_require(cbor libcbor cbor.h cbor libcbor-dev)
 knit_require(curl libcurl curl/curl.h curl libcurl4-openssl-dev)
 knit_require(bearssl "" bearssl.h bearssl libbearssl-dev)
 knit_require(jansson jansson jansson.h jansson libjansson-dev)
+# The relay's HTTP surface: http-parser parses requests, wslay frames
+# WebSocket messages (neither ships a pkg-config file on Debian).
+knit_require(http_parser "" http_parser.h http_parser libhttp-parser-dev)
+knit_require(wslay libwslay wslay/wslay.h wslay libwslay-dev)

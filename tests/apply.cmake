@@ -5,4 +5,5 @@ knit_test(apply SOURCES runtime/test_apply.c LIBS knit_runtime knit_crdt
         refused_later_life_then_local_insert_survives
         stricter_schema_sets_rows_aside poisoned_set_state_set_aside_alone
         cells_of_unknown_columns_wait_for_migration rollback_forgets_interned_sites
+        set_aside_orset_state_under_oom
         long_and_quoted_identifiers app_triggers_writing_tracked_tables)

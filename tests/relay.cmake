@@ -5,7 +5,7 @@ knit_test(relay_store
   CASES lww_rules orset_rules replay_harmless catch_up_once digest_independent
         digest_matches_replica
         pushes_commute group_atomic durable_reopen listing alloc_failures refuses_other_versions
-        erase_namespace site_id_kept
+        erase_namespace claim_merges_new_cells_only site_id_kept
   LIBS knit_relay)
 
 knit_test(auth
@@ -25,7 +25,8 @@ if(TARGET sync-relay)
     SOURCES integration/test_relay_it.c integration/wire_client.c
     CASES auth_refusals malformed_inputs future_stamps live_fanout catch_up_once
           slow_consumer sigkill_durability sigterm_clean mint_token idle_timeout
-          claim_merge
+          claim_merge big_frames_released trickle_not_activity per_address_cap
+          anon_session_cap anon_registration_rate
     LIBS knit_relay
     TIMEOUT 120)
   target_compile_definitions(test_relay_it PRIVATE

@@ -4,6 +4,7 @@
 knit_test(proto_client
   SOURCES unit/test_proto_client.c
   CASES handshake push_and_ack ack_in_order answers_out_of_order reject_permanent
+        reject_clock_skew_reported
         reject_too_big_splits big_unit_pieces window_bounds_inflight ungranted_ceiling
         deltas_and_gaps apply_failure_reconnects ping_pong_idle handshake_timeout
         backoff_full_jitter relay_error_fatal protocol_violations stop_drains
@@ -29,6 +30,7 @@ if(TARGET sync-relay AND TARGET sync-agent)
   knit_bench(bench_sync SOURCES bench/bench_sync.c integration/sync_util.c LIBS knit_relay)
   target_compile_definitions(bench_sync PRIVATE
     SYNC_RELAY_PATH="$<TARGET_FILE:sync-relay>"
-    SYNC_AGENT_PATH="$<TARGET_FILE:sync-agent>")
+    SYNC_AGENT_PATH="$<TARGET_FILE:sync-agent>"
+    TLS_CERTS_SH="${CMAKE_CURRENT_SOURCE_DIR}/integration/tls_certs.sh")
   add_dependencies(bench_sync sync-relay sync-agent)
 endif()

@@ -1034,6 +1034,180 @@ static void claim_merge(void)
     teardown();
 }
 
+/* ---------------------------------------------------------------------- */
+/* Limits found by attack                                                   */
+
+/* 1 if the relay's log holds needle. */
+static int log_has(const char *needle)
+{
+    static char buf[1 << 20];
+    FILE *f = fopen(logpath, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, needle) != NULL;
+}
+
+/* A PING padded with an unknown key to `size` bytes of payload: valid (the
+** relay ignores keys it does not know, PROTOCOL section 10). */
+static uint8_t *big_ping(size_t size, size_t *n)
+{
+    size_t pad = size - 12;
+    uint8_t *p = malloc(4 + size);
+    CHECK(p != NULL);
+    p[0] = (uint8_t)(size >> 24), p[1] = (uint8_t)(size >> 16);
+    p[2] = (uint8_t)(size >> 8), p[3] = (uint8_t)size;
+    /* {0: 8, 1: 7, 100: h'00..'} */
+    static const uint8_t head[] = {0xa3, 0x00, 0x08, 0x01, 0x07, 0x18, 0x64, 0x5a};
+    memcpy(p + 4, head, sizeof head);
+    p[12] = (uint8_t)(pad >> 24), p[13] = (uint8_t)(pad >> 16);
+    p[14] = (uint8_t)(pad >> 8), p[15] = (uint8_t)pad;
+    memset(p + 16, 0x5a, pad);
+    *n = 4 + size;
+    return p;
+}
+
+/* Each connection sends one 15 MiB PING and stays open: the relay must not
+** keep a 15 MiB buffer per connection for the rest of its life. */
+static void big_frames_released(void)
+{
+    enum { NCONN = 10, SIZE = 15 * 1024 * 1024 };
+    wc_t w[NCONN];
+    knit_msg_t m;
+    size_t n;
+    uint8_t *ping = big_ping(SIZE, &n);
+    long before, after;
+#ifdef __SANITIZE_ADDRESS__
+    /* ASan keeps freed memory in quarantine; the relay must return it. */
+    {
+        static char opts[512];
+        const char *o = getenv("ASAN_OPTIONS");
+        snprintf(opts, sizeof opts, "%s%squarantine_size_mb=0", o ? o : "", o && *o ? ":" : "");
+        setenv("ASAN_OPTIONS", opts, 1);
+    }
+#endif
+    setup(NULL);
+    for (int i = 0; i < NCONN; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "big%d", i);
+        connect_ok(&w[i], anon(id, "big-secret-0123456789"), NULL, 0);
+    }
+    before = relay_rss_kb(&R);
+    for (int i = 0; i < NCONN; i++) {
+        CHECK_OK(wc_send_raw(&w[i], ping, n));
+        CHECK_OK(wc_recv_type(&w[i], 20000, KNIT_MSG_PONG, &m));
+        CHECK_EQ_INT(m.type, KNIT_MSG_PONG);
+        knit_msg_free(&m);
+    }
+    after = relay_rss_kb(&R);
+    fprintf(stderr, "relay RSS %ld KiB before %d big PINGs, %ld KiB after (all still open)\n",
+            before, NCONN, after);
+    /* Kept, the buffers would be NCONN * 15 MiB = 150 MiB. */
+    CHECK(before > 0 && after > 0);
+    CHECK(after - before < 64 * 1024);
+    for (int i = 0; i < NCONN; i++)
+        wc_close(&w[i]);
+    free(ping);
+    teardown();
+}
+
+/* Bytes trickled into a frame that never ends are not activity: the idle
+** timeout still ends the session. */
+static void trickle_not_activity(void)
+{
+    static const char *extra[] = {"--idle-timeout", "500", NULL};
+    static const uint8_t part[] = {0x00, 0x00, 0x10, 0x00, 0xa2, 0x00, 0x08, 0x01};
+    wc_t a;
+    knit_msg_t m;
+    int got = 0;
+    uint64_t t0;
+    setup(extra);
+    connect_ok(&a, anon("trickle", "trickle-secret-0123456789"), NULL, 0);
+    t0 = wall();
+    /* One byte every 100 ms for up to 4 s: without the rule, each byte would
+    ** restart the 500 ms idle timer and the session would live on. */
+    for (size_t i = 0; i < 40 && !got; i++) {
+        CHECK_OK(wc_send_raw(&a, &part[i % sizeof part], 1));
+        int rc = wc_recv(&a, 100, &m);
+        if (rc == 0) {
+            if (m.type == KNIT_MSG_ERROR) {
+                CHECK_EQ_INT(m.u.error.code, KNIT_ETIMEDOUT);
+                got = 1;
+            }
+            knit_msg_free(&m);
+        }
+    }
+    CHECK(got);
+    CHECK(wall() - t0 < 2500);
+    wc_close(&a);
+    teardown();
+}
+
+/* --max-conns-per-addr: the next connection from the address is refused;
+** one closing makes room again. */
+static void per_address_cap(void)
+{
+    static const char *extra[] = {"--max-conns-per-addr", "3", NULL};
+    wc_t w[3], x;
+    setup(extra);
+    for (int i = 0; i < 3; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "pa%d", i);
+        connect_ok(&w[i], anon(id, "pa-secret-0123456789ab"), NULL, 0);
+    }
+    expect_error_closed(&x, anon("pa9", "pa-secret-0123456789ab"), NULL, KNIT_EBUSY);
+    CHECK(log_has("connections from 127.0.0.1 already"));
+    wc_close(&w[0]);
+    usleep(200 * 1000);
+    connect_ok(&x, anon("pa9", "pa-secret-0123456789ab"), NULL, 0);
+    wc_close(&x);
+    for (int i = 1; i < 3; i++)
+        wc_close(&w[i]);
+    teardown();
+}
+
+/* --max-anon-sessions: anonymous sessions past the cap are refused, a
+** signed-in user still gets in. */
+static void anon_session_cap(void)
+{
+    static const char *extra[] = {"--max-anon-sessions", "2", NULL};
+    wc_t a, b, c, u;
+    setup(extra);
+    connect_ok(&a, anon("as1", "as-secret-0123456789ab"), NULL, 0);
+    connect_ok(&b, anon("as2", "as-secret-0123456789ab"), NULL, 0);
+    expect_error_closed(&c, anon("as3", "as-secret-0123456789ab"), NULL, KNIT_EBUSY);
+    connect_ok(&u, jwt(mint("alice", wall(), 600)), NULL, 0);
+    wc_close(&a);
+    usleep(200 * 1000);
+    connect_ok(&c, anon("as3", "as-secret-0123456789ab"), NULL, 0);
+    wc_close(&b);
+    wc_close(&c);
+    wc_close(&u);
+    teardown();
+}
+
+/* --anon-registrations-per-min: new ids past the bucket are refused; ids
+** already registered are not counted. */
+static void anon_registration_rate(void)
+{
+    static const char *extra[] = {"--anon-registrations-per-min", "3", NULL};
+    wc_t w;
+    setup(extra);
+    for (int i = 0; i < 3; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "ar%d", i);
+        connect_ok(&w, anon(id, "ar-secret-0123456789ab"), NULL, 0);
+        wc_close(&w);
+    }
+    expect_error_closed(&w, anon("ar3", "ar-secret-0123456789ab"), NULL, KNIT_EBUSY);
+    connect_ok(&w, anon("ar1", "ar-secret-0123456789ab"), NULL, 0); /* known: fine */
+    wc_close(&w);
+    teardown();
+}
+
 KNIT_TESTS(T(auth_refusals), T(malformed_inputs), T(future_stamps), T(live_fanout),
            T(catch_up_once), T(slow_consumer), T(sigkill_durability), T(sigterm_clean),
-           T(mint_token), T(idle_timeout), T(claim_merge))
+           T(mint_token), T(idle_timeout), T(claim_merge), T(big_frames_released),
+           T(trickle_not_activity), T(per_address_cap), T(anon_session_cap),
+           T(anon_registration_rate))

@@ -377,6 +377,67 @@ static void rollback_forgets_interned_sites(void)
     rt_done();
 }
 
+/* Memory runs out at every allocation of an apply that sets an OR-set state
+** aside (the row's NOT NULL value comes in the next page).  The state must
+** reach _knit_aside in the replica's own site numbering or the apply must
+** fail (note 9): kept in the batch's numbering, its dots were later read as
+** local ones, as no site's, and the replica never converged (model seed
+** 1883446324526222). */
+static void set_aside_orset_state_under_oom(void)
+{
+    const char *ddl = "CREATE TABLE s(id TEXT PRIMARY KEY, v TEXT NOT NULL, tags TEXT)";
+    rt_init();
+    A = rt_open("a.db");
+    rt_exec(A, ddl);
+    CHECK_OK(knit_track(A, "s", "tags:orset"));
+    rt_exec(A, "INSERT INTO s VALUES ('x', 'one', '[\"a\",\"b\"]')");
+    CHECK(knit_stamp(A) > 0);
+    rt_exec(A, "UPDATE s SET v = 'two'");
+    CHECK(knit_stamp(A) > 0);
+    knit_batch_t *p1 = NULL, *p2 = NULL;
+    knit_since_opts_t o = {.max_changes = 1};
+    CHECK_OK(knit_changes_since(A, 0, &o, &p1));
+    CHECK_EQ_INT(p1->ntxns, 1); /* liveness and tags, without v */
+    CHECK_OK(knit_changes_since(A, p1->txns[0].version, &o, &p2));
+    int failures = 0, clean = 0;
+    for (long nth = 1; nth < 400 && !clean; nth++) {
+        char name[32];
+        snprintf(name, sizeof name, "b%ld.db", nth);
+        knit_t *b = rt_open(name);
+        rt_exec(b, ddl);
+        CHECK_OK(knit_track(b, "s", "tags:orset"));
+        knit__alloc_fail_at(nth, 0);
+        int rc = knit_apply(b, p1, NULL);
+        long used = knit__alloc_fail_at(0, 0);
+        if (rc) {
+            CHECK_EQ_INT(rc, KNIT_ENOMEM);
+            failures++;
+            CHECK_OK(knit_apply(b, p1, NULL));
+        } else if (used < nth) {
+            clean = 1;
+        }
+        CHECK_EQ_INT(refused_rows(b), 1);
+        CHECK_OK(knit_apply(b, p2, NULL));
+        CHECK_EQ_INT(refused_rows(b), 0);
+        RT_EXPECT(b, "SELECT * FROM s", "'x'|'two'|'[\"a\",\"b\"]'\n");
+        knit_digest_t da, db;
+        CHECK_OK(knit_digest(A, NULL, &da));
+        CHECK_OK(knit_digest(b, NULL, &db));
+        if (memcmp(&da, &db, sizeof da) != 0)
+            fprintf(stderr, "digest differs after a failure at allocation %ld\n", nth);
+        CHECK(memcmp(&da, &db, sizeof da) == 0);
+        CHECK_EQ_INT(knit_verify(b, NULL, NULL), 0);
+        knit_close(b);
+    }
+    CHECK(failures > 3);
+    CHECK(clean);
+    knit_batch_free(p1);
+    knit_batch_free(p2);
+    knit_close(A);
+    A = NULL;
+    rt_done();
+}
+
 /* Issue 8.9: identifiers of any length and shape in every statement apply
 ** builds (found overflowing the heap under ASan with a 900-byte name). */
 static void long_and_quoted_identifiers(void)
@@ -466,5 +527,5 @@ static void app_triggers_writing_tracked_tables(void)
 KNIT_TESTS(T(notnull_liveness_and_value_in_different_units), T(notnull_split_across_pages_recovers),
            T(refused_later_life_then_local_insert_survives), T(stricter_schema_sets_rows_aside),
            T(poisoned_set_state_set_aside_alone), T(cells_of_unknown_columns_wait_for_migration),
-           T(rollback_forgets_interned_sites), T(long_and_quoted_identifiers),
-           T(app_triggers_writing_tracked_tables))
+           T(rollback_forgets_interned_sites), T(set_aside_orset_state_under_oom),
+           T(long_and_quoted_identifiers), T(app_triggers_writing_tracked_tables))

@@ -532,6 +532,38 @@ static void reject_permanent(void)
     knit_client_free(c);
 }
 
+/* A clock-skew refusal is retried, and reaches the user as an error
+** event (not only a log line at info). */
+static void reject_clock_skew_reported(void)
+{
+    fake_t f;
+    knit_client_t *c = ready(&f, 3, 1000);
+    knit_msg_t m[8];
+    int e, pushed = 0;
+    size_t k;
+
+    CHECK(offer(c, mkbatch("user:alice", NULL, 2, 2, 4), 5, 10));
+    CHECK_EQ_INT(take(c, m, 8), 1);
+    uint64_t id = m[0].u.push.id;
+    free_msgs(m, 1);
+    reject(c, id, KNIT_ECLOCKSKEW, 11);
+    e = last_event(&f, KNIT_CLIENT_EV_ERROR);
+    CHECK(e >= 0);
+    CHECK_EQ_INT(f.ev[e].code, KNIT_ECLOCKSKEW);
+    CHECK(f.ev[e].push);
+    CHECK(!f.ev[e].fatal);
+    CHECK_EQ_INT(knit_client_state(c), KNIT_CLIENT_READY);
+    /* Retried later, not dropped. */
+    knit_client_tick(c, 60000);
+    k = take(c, m, 8);
+    for (size_t i = 0; i < k; i++)
+        pushed += m[i].type == KNIT_MSG_PUSH;
+    free_msgs(m, k);
+    CHECK_EQ_INT(pushed, 1);
+    CHECK_EQ_INT(f.nacked, 0);
+    knit_client_free(c);
+}
+
 static void reject_too_big_splits(void)
 {
     fake_t f;
@@ -1247,8 +1279,8 @@ static void claim_refused(void)
 }
 
 KNIT_TESTS(T(handshake), T(push_and_ack), T(ack_in_order), T(answers_out_of_order),
-           T(reject_permanent), T(reject_too_big_splits), T(big_unit_pieces),
-           T(window_bounds_inflight), T(ungranted_ceiling), T(deltas_and_gaps),
+           T(reject_permanent), T(reject_clock_skew_reported), T(reject_too_big_splits),
+           T(big_unit_pieces), T(window_bounds_inflight), T(ungranted_ceiling), T(deltas_and_gaps),
            T(apply_failure_reconnects), T(ping_pong_idle), T(handshake_timeout),
            T(backoff_full_jitter), T(relay_error_fatal), T(protocol_violations), T(stop_drains),
            T(watermark_saved_lazily), T(reconnect_rereads), T(alloc_failures), T(claim_in_hello),

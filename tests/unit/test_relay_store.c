@@ -17,6 +17,7 @@
 #include "lww.h"
 #include "orset.h"
 #include "relay_store.h"
+#include "store.h"
 #include <sqlite3.h>
 #include "test.h"
 
@@ -1099,6 +1100,57 @@ static void erase_namespace(void)
     tmp_done();
 }
 
+/* A claim merges the source's new cells only: the second sign-in of the
+** same pair reads nothing again, a later one reads what was written since,
+** and erasing the target makes the next claim merge everything. */
+static void claim_merges_new_cells_only(void)
+{
+    tmp_init();
+    knit_relay_store_t *s = open_store("r.db");
+    knit_relay_backend_t be;
+    knit_relay_merged_t m;
+    knit_batch_t *b;
+    knit_digest_t d1, d2;
+
+    knit_relay_store_backend(s, &be);
+    b = push_new();
+    CHECK_OK(knit_batch_begin(b, 1));
+    for (int64_t pk = 1; pk <= 20; pk++) {
+        add_live(b, pk, 1, 100, 0);
+        add_int(b, pk, 1, pk, 1, 100, 0);
+    }
+    apply_free(b, s, NULL);
+    CHECK_OK(be.merge(be.data, NS, "user:bob", 7, &m, NULL, NULL));
+    CHECK_EQ_INT(m.cells, 40);
+    CHECK_OK(be.merge(be.data, NS, "user:bob", 7, &m, NULL, NULL));
+    CHECK_EQ_INT(m.cells, 0); /* nothing new */
+    b = push_new();
+    CHECK_OK(knit_batch_begin(b, 2));
+    add_int(b, 3, 1, 333, 1, 200, 1);
+    add_live(b, 21, 1, 200, 1);
+    apply_free(b, s, NULL);
+    CHECK_OK(be.merge(be.data, NS, "user:bob", 7, &m, NULL, NULL));
+    CHECK_EQ_INT(m.cells, 2);
+    /* Erasing the target forgets the claim: the next merges everything,
+    ** and the three steps above gave the same state as this one. */
+    CHECK_OK(knit_relay_store_digest(s, "user:bob", &d1));
+    CHECK_OK(knit_relay_store_erase(s, "user:bob"));
+    CHECK_OK(be.merge(be.data, NS, "user:bob", 7, &m, NULL, NULL));
+    CHECK_EQ_INT(m.cells, 41);
+    CHECK_OK(knit_relay_store_digest(s, "user:bob", &d2));
+    CHECK(knit_digest_equal(&d1, &d2));
+    /* So does erasing the source: written again, it is merged again. */
+    CHECK_OK(knit_relay_store_erase(s, NS));
+    b = push_new();
+    CHECK_OK(knit_batch_begin(b, 1));
+    add_live(b, 99, 1, 300, 2);
+    apply_free(b, s, NULL);
+    CHECK_OK(be.merge(be.data, NS, "user:bob", 7, &m, NULL, NULL));
+    CHECK_EQ_INT(m.cells, 1);
+    knit_relay_store_close(s);
+    tmp_done();
+}
+
 /* The relay's site id is made once and survives reopening. */
 static void site_id_kept(void)
 {
@@ -1121,4 +1173,4 @@ static void site_id_kept(void)
 KNIT_TESTS(T(refuses_other_versions), T(lww_rules), T(orset_rules), T(replay_harmless),
            T(catch_up_once), T(digest_independent), T(digest_matches_replica), T(pushes_commute),
            T(group_atomic), T(durable_reopen), T(listing), T(alloc_failures), T(erase_namespace),
-           T(site_id_kept))
+           T(claim_merges_new_cells_only), T(site_id_kept))

@@ -1,6 +1,7 @@
 /*
 ** client.c: the sync client's libuv glue (API in knit_sync.h).  The
-** connection (a byte stream, transport/stream/stream.h; TCP today), timers,
+** connection (a byte stream, transport/stream/stream.h: TCP, or TLS over
+** TCP when options.tls is set), timers,
 ** the file watch and the replica live here; every protocol
 ** decision is the engine's (proto_client.c), which this file feeds with
 ** bytes, events and the time, and whose requests it carries out on the
@@ -53,6 +54,7 @@
 #include "codec.h"
 #include "proto_client.h"
 #include "tcp.h"
+#include "tls.h"
 
 #define MAX_WBACKLOG (4u * 1024 * 1024)
 #define DEF_POLL_MS 250
@@ -80,6 +82,9 @@ struct knit_sync_s {
     knit_client_t *c;                    /* the protocol engine */
     knit_sync_options_t opt;             /* options; strings point at the copies below */
     char *host;                          /* owned copy */
+    char *ca_file;                       /* owned copy of options.ca_file, or NULL */
+    char *server_name;                   /* owned copy of options.server_name, or NULL */
+    knit_tls_conf_t *tls;                /* TLS: trust anchors, loaded at the first attempt */
     char *token;                         /* owned copy of the current JWT, or NULL */
     char *anon_id;                       /* owned: the anonymous credential used (ANONYMOUS) or
                                             claimed (JWT), or NULL */
@@ -463,7 +468,22 @@ static void connect_to(knit_sync_t *s, const struct sockaddr *addr)
         return;
     }
     cn->s = s;
-    if ((rc = knit_tcp_connect(s->loop, addr, &cbs, cn, &cn->st)) != 0) {
+    if (s->opt.tls && !s->tls) {
+        /* The trust anchors are loaded once, at the first attempt, so a
+        ** bad CA file is reported like any connection failure. */
+        char msg[300];
+        if (knit_tls_conf_client(s->ca_file, msg, sizeof msg, &s->tls) != 0) {
+            knit__free(cn);
+            knit_client_lost(s->c, mono_ms(), KNIT_ETLS, msg);
+            return;
+        }
+    }
+    if (s->opt.tls)
+        rc = knit_tls_connect(s->loop, addr, s->tls, s->server_name ? s->server_name : s->host,
+                              &cbs, cn, &cn->st);
+    else
+        rc = knit_tcp_connect(s->loop, addr, &cbs, cn, &cn->st);
+    if (rc != 0) {
         char msg[160];
         knit__free(cn);
         snprintf(msg, sizeof msg, "%s:%d: %s", s->host, s->opt.port, knit_strerror(rc));
@@ -647,6 +667,9 @@ static void on_handle_closed(uv_handle_t *h)
     knit_client_free(s->c);
     knit__schema_free(s->schema);
     knit__free(s->host);
+    knit__free(s->ca_file);
+    knit__free(s->server_name);
+    knit_tls_conf_unref(s->tls);
     knit__free(s->token);
     if (s->anon_secret)
         memset(s->anon_secret, 0, strlen(s->anon_secret));
@@ -811,11 +834,15 @@ int knit_sync_start(uv_loop_t *loop, knit_t *k, const knit_sync_options_t *opt,
         s->opt.stop_grace_ms = DEF_STOP_GRACE_MS;
     snprintf(agent, sizeof agent, "knit/%s", KNIT_VERSION_STRING);
     s->host = sdup(opt->host, &failed);
+    s->ca_file = sdup(opt->ca_file, &failed);
+    s->server_name = sdup(opt->server_name, &failed);
     s->token = sdup(opt->token, &failed);
     s->agent = sdup(opt->agent ? opt->agent : agent, &failed);
     s->anon_id = sdup(opt->anon_id, &failed);
     s->anon_secret = sdup(opt->anon_secret, &failed);
     s->opt.host = s->host;
+    s->opt.ca_file = s->ca_file;
+    s->opt.server_name = s->server_name;
     s->opt.token = NULL;
     s->opt.anon_id = s->opt.anon_secret = NULL;
     s->opt.agent = s->agent;
@@ -833,6 +860,8 @@ int knit_sync_start(uv_loop_t *loop, knit_t *k, const knit_sync_options_t *opt,
         rc = knit_acked(k, &cfg.acked);
     if (rc) {
         knit__free(s->host);
+        knit__free(s->ca_file);
+        knit__free(s->server_name);
         knit__free(s->token);
         knit__free(s->agent);
         knit__free(s->anon_id);
@@ -875,6 +904,8 @@ int knit_sync_start(uv_loop_t *loop, knit_t *k, const knit_sync_options_t *opt,
         if (s->anon_secret)
             memset(s->anon_secret, 0, strlen(s->anon_secret));
         knit__free(s->host);
+        knit__free(s->ca_file);
+        knit__free(s->server_name);
         knit__free(s->token);
         knit__free(s->agent);
         knit__free(s->anon_id);

@@ -15,7 +15,11 @@
 **     within milliseconds (a file watch on the replica's directory, checked
 **     with PRAGMA data_version) and pushes them;
 **   - answers and sends PINGs, and reconnects after any failure with
-**     exponential backoff and full jitter, capped.
+**     exponential backoff and full jitter, capped;
+**   - with options.tls, speaks TLS 1.2 (BearSSL) and checks the relay's
+**     certificate: a certificate that is untrusted, expired or for another
+**     name is a fatal KNIT_ETLS error whose message says which, and no
+**     byte of the session is sent.
 **
 ** The first session decides the replica's home namespace: rows written
 ** before the replica ever synced belong to the credential's namespace
@@ -125,6 +129,15 @@ typedef int (*knit_sync_token_fn)(knit_sync_t *s, char **token /* OUT */);
 typedef struct knit_sync_options_s {
     const char *host;             /* relay host name or IP literal (required) */
     int port;                     /* relay TCP port (required) */
+    int tls;                      /* 1: TLS 1.2 over TCP (a knits:// relay): the relay's
+                                     certificate chain must lead to a trusted CA, be
+                                     valid now and name server_name [0: plain TCP, for
+                                     loopback and private links only] */
+    const char *ca_file;          /* TLS: PEM file of the CAs trusted
+                                     [/etc/ssl/certs/ca-certificates.crt] */
+    const char *server_name;      /* TLS: the name the certificate must carry, also sent
+                                     as SNI [host]; give one when host is an IP literal
+                                     (BearSSL matches DNS names only) */
     int cred_kind;                /* KNIT_SYNC_ANONYMOUS or KNIT_SYNC_JWT (required) */
     const char *anon_id;          /* ANONYMOUS: 1..64 of [A-Za-z0-9_-], or NULL (the
                                      replica's own); JWT: the anonymous credential to

@@ -1125,8 +1125,19 @@ static void on_reject(knit_client_t *c, const knit_reject_t *r, uint64_t now)
         s->attempts++;
         s->state = SLOT_QUEUED;
         s->retry_at = now + delay;
-        logf_(c, LOG_INFO, "push of %zu changes of %s refused for now (%s: %s); again in %llu ms",
-              s->batch->nchanges, s->ns, knit_err_name(code), why, (unsigned long long)delay);
+        if (code == KNIT_ECLOCKSKEW) {
+            /* It does not pass by itself: say so, as an error the user sees
+            ** (sync-agent's last error, --once's verdict). */
+            char line[400];
+            snprintf(line, sizeof line,
+                     "the relay refused %zu changes of %s: stamped ahead of its clock (%s); "
+                     "is this device's clock set ahead? again in %llu ms",
+                     s->batch->nchanges, s->ns, why, (unsigned long long)delay);
+            emit_error(c, code, 0, 1, line);
+        } else
+            logf_(c, LOG_INFO,
+                  "push of %zu changes of %s refused for now (%s: %s); again in %llu ms",
+                  s->batch->nchanges, s->ns, knit_err_name(code), why, (unsigned long long)delay);
         send_queued(c, now);
         return;
     }
@@ -1478,6 +1489,7 @@ int knit_client_input(knit_client_t *c, const uint8_t *p, size_t n,
         if (rc == 0)
             break;
         on_frame(c, payload, len, now);
+        knit_frame_done(&c->rd); /* a big catch-up frame's buffer goes now */
     }
     maybe_finish(c, now);
     check_synced(c);
@@ -1496,7 +1508,11 @@ void knit_client_lost(knit_client_t *c, uint64_t now, int code,
         snprintf(msg, sizeof msg, "%s: %s",
                  was == KNIT_CLIENT_CONNECTING ? "cannot connect" : "connection lost",
                  message && *message ? message : knit_strerror(code));
-        emit_error(c, code, 0, 0, msg);
+        /* A refused certificate (or an unreadable CA file) stays refused
+        ** until someone changes it: fatal, like a refused credential. */
+        if (code == KNIT_ETLS)
+            c->fatal_close = 1;
+        emit_error(c, code, code == KNIT_ETLS, 0, msg);
     }
     report_acks(c, now);
     session_reset(c);

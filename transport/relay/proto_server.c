@@ -112,7 +112,8 @@ struct knit_relay_conn_s {
     int paused;                         /* reading paused (too many pending pushes) */
     knit_frame_reader_t rd;             /* frame reassembly */
     uint64_t opened_mono;               /* when it connected (monotonic ms) */
-    uint64_t last_rx_mono;              /* when a frame last arrived */
+    uint64_t last_rx_mono;              /* when a whole frame last arrived */
+    int anon_session;                   /* counted in e->nanon */
     uint64_t auth_exp_ms;               /* token expiry (wall ms), 0 = none */
     char principal[KNIT_PRINCIPAL_MAX]; /* "anon:<id>" / "user:<sub>" once READY */
     knit_site_t site;                   /* the replica's site id */
@@ -126,6 +127,7 @@ struct knit_relay_conn_s {
     size_t nstash;                      /* their count */
     uint64_t stash_wall;                /* when they arrived (wall ms) */
     uint64_t stash_mono;                /* and monotonic */
+    int session;                        /* counted as a session (WELCOMEd) */
 };
 
 /* A HELLO being authenticated and its claim merged (design note 11). */
@@ -158,6 +160,7 @@ typedef struct pending_s {
     size_t nreasons;         /* count */
     size_t ninvalid;         /* of them, changes no replica could apply */
     char *reason_text;       /* storage for their messages, owned */
+    uint64_t arrived_us;     /* when it arrived (metrics clock), for latencies */
 } pending_t;
 
 struct knit_relay_engine_s {
@@ -169,8 +172,12 @@ struct knit_relay_engine_s {
     uint8_t *key;                                            /* JWT key copy, or NULL */
     size_t keylen;                                           /* its length */
     int log_level;                                           /* highest level logged */
+    knit_relay_metrics_t *m;                                 /* metrics, or NULL */
     knit_relay_conn_t *conns;                                /* open connections */
     size_t nconns;                                           /* count */
+    size_t nanon;                  /* anonymous sessions open (lim.max_anon) */
+    double anon_tokens;            /* registrations allowed now (lim.anon_per_min) */
+    uint64_t anon_refill_ms;       /* wall clock of the bucket's last refill */
     pending_t *head;               /* pushes waiting for commit, oldest first */
     pending_t *tail;               /* newest */
     pending_t *group;              /* the group commit in flight (note 11), or NULL */
@@ -229,6 +236,12 @@ void knit_relay_limits_resolve(knit_relay_limits_t *l) /* see proto_server.h */
         l->max_pending = 32;
     if (!l->jwt_skew_ms)
         l->jwt_skew_ms = KNIT_JWT_SKEW_MS;
+    if (!l->max_anon)
+        l->max_anon = 512;
+    if (!l->anon_per_min)
+        l->anon_per_min = 600;
+    if (!l->max_per_addr)
+        l->max_per_addr = 256;
 }
 
 static int alive(const knit_relay_conn_t *c)
@@ -347,6 +360,7 @@ int knit_relay_engine_new(const knit_relay_config_t *cfg, const knit_relay_io_t 
     knit_relay_limits_resolve(&e->lim);
     e->io = *io;
     e->log_level = cfg->log_level;
+    e->m = cfg->metrics;
     if (cfg->jwt_key) {
         e->key = knit__memdup(cfg->jwt_key, cfg->jwt_key_len);
         if (!e->key) {
@@ -445,6 +459,10 @@ void knit_relay_conn_free(knit_relay_conn_t *c) /* see proto_server.h */
     if (c->hello)
         c->hello->c = NULL; /* design note 11: freed when completed */
     knit__free(c->stash);
+    if (c->session)
+        knit__metrics_session(e->m, -1);
+    if (c->anon_session)
+        e->nanon--;
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -522,6 +540,7 @@ static void pump(knit_relay_conn_t *c)
                                                : "cannot encode catch-up");
                 return;
             }
+            knit__metrics_catchup(e->m, buf.len);
             if (send_bytes(c, buf.p, buf.len) != 0)
                 return;
             s->cursor = reached;
@@ -568,8 +587,9 @@ static int add_sub(knit_relay_conn_t *c, const char *ns, uint64_t cursor)
 
 /* Sends each unit of a committed fan-out batch to every live subscriber of
 ** ns, one DELTAS per unit (PROTOCOL §6.3.5). */
-static void fan_out(knit_relay_engine_t *e, const char *ns, const knit_batch_t *b)
+static size_t fan_out(knit_relay_engine_t *e, const char *ns, const knit_batch_t *b)
 {
+    size_t sent = 0;
     for (size_t u = 0; u < b->ntxns; u++) {
         const knit_txn_t *t = &b->txns[u];
         knit_batch_t view = *b;
@@ -630,6 +650,7 @@ static void fan_out(knit_relay_engine_t *e, const char *ns, const knit_batch_t *
             if (c->queued > 0 && c->queued + n > e->lim.max_queue) {
                 knit_buf_free(&own);
                 s->live = 0;
+                knit__metrics_limit(e->m, KNIT_METRIC_SLOW);
                 CLOG(c, KNIT_LOG_INFO, ": slow consumer, %s drops to catch-up at %llu", ns,
                      (unsigned long long)s->cursor);
                 continue;
@@ -640,15 +661,36 @@ static void fan_out(knit_relay_engine_t *e, const char *ns, const knit_batch_t *
                 error_close(c, KNIT_ENOMEM, "out of memory");
                 continue;
             }
-            if (send_bytes(c, p, n) == 0)
+            if (send_bytes(c, p, n) == 0) {
                 s->cursor = seq;
+                sent++;
+            }
         }
         knit_buf_free(&common);
     }
+    return sent;
 }
 
 /* ---------------------------------------------------------------------- */
 /* HELLO                                                                    */
+
+/* Takes one registration from the bucket (lim.anon_per_min a minute, as
+** many at once); 0 when it is empty. */
+static int anon_token(knit_relay_engine_t *e, uint64_t wall_ms)
+{
+    double cap = (double)e->lim.anon_per_min;
+    if (wall_ms > e->anon_refill_ms) {
+        e->anon_tokens += (double)(wall_ms - e->anon_refill_ms) * cap / 60000.0;
+        if (e->anon_tokens > cap)
+            e->anon_tokens = cap;
+    }
+    if (wall_ms > e->anon_refill_ms)
+        e->anon_refill_ms = wall_ms;
+    if (e->anon_tokens < 1.0)
+        return 0;
+    e->anon_tokens -= 1.0;
+    return 1;
+}
 
 /* Checks an anonymous credential, registering an unknown id (first use).
 ** c may be NULL (the connection went away while the hook waited). */
@@ -663,6 +705,11 @@ static int auth_anon(knit_relay_engine_t *e, knit_relay_conn_t *c, const knit_cr
         return KNIT_EAUTH;
     }
     rc = e->st.anon_get(e->st.data, cred->id, salt, hash);
+    if (rc == 0 && !anon_token(e, wall_ms)) {
+        knit__metrics_limit(e->m, KNIT_METRIC_ANON_RATE);
+        *why = "too many new anonymous ids; try again later";
+        return KNIT_EBUSY;
+    }
     if (rc == 0) {
         if (e->io.random(e->io.data, salt, sizeof salt) != 0) {
             *why = "relay has no randomness";
@@ -825,6 +872,9 @@ void knit_relay_auth_done(const knit_auth_request_t *req,
         res = NULL;
     }
     if (code) {
+        knit__metrics_auth_fail(e->m, h->step == H_CLAIM   ? KNIT_METRIC_CLAIM
+                                      : code == KNIT_EAUTH ? KNIT_METRIC_REFUSED
+                                                           : KNIT_METRIC_HOOK);
         snprintf(msg, sizeof msg, "%s: %s",
                  h->step == H_CLAIM ? "claim refused" : "authentication failed",
                  res && res->why ? res->why : "the credential is not acceptable");
@@ -932,10 +982,21 @@ static void hello_welcome(hello_t *h)
         if (!knit_auth_granted(h->principal, hm->subs[i].ns)) {
             snprintf(msg, sizeof msg, "namespace %.100s is not granted to %s", hm->subs[i].ns,
                      h->principal);
+            knit__metrics_auth_fail(e->m, KNIT_METRIC_DENIED);
             error_close(c, KNIT_EDENIED, msg);
             hello_free(h);
             return;
         }
+    }
+    if (strncmp(h->principal, "anon:", 5) == 0) {
+        if (e->nanon >= e->lim.max_anon) {
+            knit__metrics_limit(e->m, KNIT_METRIC_ANON);
+            error_close(c, KNIT_EBUSY, "too many anonymous sessions on this relay; try later");
+            hello_free(h);
+            return;
+        }
+        e->nanon++;
+        c->anon_session = 1;
     }
     memcpy(c->principal, h->principal, sizeof c->principal);
     c->auth_exp_ms = h->exp_ms;
@@ -967,6 +1028,8 @@ static void hello_welcome(hello_t *h)
     }
     c->state = ST_READY;
     c->rd.max_frame = e->lim.max_frame;
+    c->session = 1;
+    knit__metrics_session(e->m, 1);
     {
         char fp[KNIT_SCHEMA_FP_HEX] = "none";
         if (hm->schema)
@@ -1074,10 +1137,13 @@ static void on_push(knit_relay_conn_t *c, knit_push_t *push, uint64_t wall_ms)
     }
     p->conn = c;
     p->id = push->id;
+    p->arrived_us = knit__metrics_now(e->m);
+    knit__metrics_push(e->m);
     if (!knit_auth_granted(c->principal, push->ns)) {
         p->code = KNIT_EDENIED;
         snprintf(p->msg, sizeof p->msg, "namespace %.100s is not granted", push->ns);
     } else if (push->batch->nchanges > e->lim.max_changes) {
+        knit__metrics_limit(e->m, KNIT_METRIC_CHANGES);
         p->code = KNIT_ETOOBIG;
         snprintf(p->msg, sizeof p->msg, "%zu changes, the relay accepts %zu per push",
                  push->batch->nchanges, e->lim.max_changes);
@@ -1160,6 +1226,7 @@ static void on_frame(knit_relay_conn_t *c, const uint8_t *p, size_t n, uint64_t 
     }
     /* Design note 3: the credential is checked on every message. */
     if (c->auth_exp_ms && wall_ms >= c->auth_exp_ms + e->lim.jwt_skew_ms) {
+        knit__metrics_auth_fail(e->m, KNIT_METRIC_EXPIRED);
         error_close(c, KNIT_EAUTH, "token expired");
         knit_msg_free(&m);
         return;
@@ -1177,8 +1244,10 @@ static void on_frame(knit_relay_conn_t *c, const uint8_t *p, size_t n, uint64_t 
         pong.type = KNIT_MSG_PONG;
         pong.u.ping.nonce = m.u.ping.nonce;
         send_msg(c, &pong);
-        if (c->queued > 2 * e->lim.max_queue)
+        if (c->queued > 2 * e->lim.max_queue) {
+            knit__metrics_limit(e->m, KNIT_METRIC_QUEUE);
             error_close(c, KNIT_ETOOBIG, "not reading");
+        }
         break;
     }
     case KNIT_MSG_PONG:
@@ -1201,12 +1270,14 @@ int knit_relay_conn_input(knit_relay_conn_t *c, const uint8_t *p, size_t n, uint
 {
     if (!alive(c) || c->e->shutting_down)
         return KNIT_ECLOSED;
-    c->last_rx_mono = mono_ms;
+    /* Only whole frames count as activity (last_rx_mono): bytes trickled
+    ** into a frame that never ends must not hold a session open. */
     while (n > 0 && alive(c)) {
         if (c->state == ST_AUTH) {
             /* Design note 11: keep it for after WELCOME, and stop reading. */
             uint8_t *q;
             if (c->nstash + n > MAX_STASH) {
+                knit__metrics_limit(c->e->m, KNIT_METRIC_STASH);
                 error_close(c, KNIT_EPROTO, "too much sent before WELCOME");
                 break;
             }
@@ -1227,9 +1298,10 @@ int knit_relay_conn_input(knit_relay_conn_t *c, const uint8_t *p, size_t n, uint
         size_t used = 0, len;
         int rc = knit_frame_read(&c->rd, p, n, &used, &payload, &len);
         if (rc < 0) {
-            if (rc == KNIT_ETOOBIG)
+            if (rc == KNIT_ETOOBIG) {
+                knit__metrics_limit(c->e->m, KNIT_METRIC_FRAME);
                 error_close(c, KNIT_ETOOBIG, "frame longer than the relay accepts");
-            else if (rc == KNIT_ENOMEM)
+            } else if (rc == KNIT_ENOMEM)
                 error_close(c, KNIT_ENOMEM, "out of memory");
             else
                 error_close(c, KNIT_EPROTO, "malformed frame");
@@ -1239,7 +1311,9 @@ int knit_relay_conn_input(knit_relay_conn_t *c, const uint8_t *p, size_t n, uint
         n -= used;
         if (rc == 0)
             break;
+        c->last_rx_mono = mono_ms;
         on_frame(c, payload, len, wall_ms, mono_ms);
+        knit_frame_done(&c->rd);
     }
     if (alive(c) && c->state == ST_AUTH && !c->auth_paused) {
         c->auth_paused = 1;
@@ -1298,9 +1372,16 @@ static void answer(knit_relay_engine_t *e, pending_t *p)
             m.u.reject.nreasons = 1;
         }
     }
-    send_msg(c, &m);
-    if (alive(c) && c->queued > 2 * e->lim.max_queue)
+    if (send_msg(c, &m) == 0)
+        knit__metrics_answer(e->m,
+                             m.type == KNIT_MSG_ACK ? 0
+                             : p->nreasons          ? (int)p->reasons[0].code
+                                                    : (int)p->code,
+                             p->arrived_us);
+    if (alive(c) && c->queued > 2 * e->lim.max_queue) {
+        knit__metrics_limit(e->m, KNIT_METRIC_QUEUE);
         error_close(c, KNIT_ETOOBIG, "not reading");
+    }
 }
 
 static void close_all(knit_relay_engine_t *e);
@@ -1311,7 +1392,7 @@ static void on_group_done(void *arg, int rc)
 {
     knit_relay_engine_t *e = arg;
     pending_t *list = e->group, *p;
-    size_t napply = 0, nunits = 0;
+    size_t napply = 0, nunits = 0, nchanges = 0;
 
     e->group = NULL;
     e->committing = 0;
@@ -1339,8 +1420,15 @@ static void on_group_done(void *arg, int rc)
             snprintf(p->msg, sizeof p->msg, "relay storage failed; push again later");
         }
     }
-    for (p = list; p; p = p->next)
+    for (p = list; p; p = p->next) {
+        if (rc == 0 && p->batch) {
+            nchanges += p->batch->nchanges;
+            knit__metrics_ingest(e->m, p->batch->nchanges, p->push.res.applied);
+        }
         answer(e, p);
+    }
+    if (napply)
+        knit__metrics_group(e->m, napply, nchanges, rc == 0);
     for (p = list; p; p = p->next) {
         if (!p->push.res.fanout)
             continue;
@@ -1348,7 +1436,7 @@ static void on_group_done(void *arg, int rc)
         for (size_t i = 0; i < p->push.res.fanout->nchanges; i++)
             knit_hlc_recv(&e->clock, p->push.res.fanout->changes[i].hlc, e->group_wall,
                           e->lim.max_drift_ms);
-        fan_out(e, p->ns, p->push.res.fanout);
+        knit__metrics_fanout(e->m, fan_out(e, p->ns, p->push.res.fanout), p->arrived_us);
     }
     logf_(e, KNIT_LOG_DEBUG, "group: %zu pushes applied, %zu units committed", napply, nunits);
     while (list) {
@@ -1412,13 +1500,17 @@ void knit_relay_engine_tick(knit_relay_engine_t *e, uint64_t wall_ms,
         if (!alive(c))
             continue;
         if ((c->state == ST_HELLO || c->state == ST_AUTH) &&
-            mono_ms - c->opened_mono >= e->lim.handshake_ms)
+            mono_ms - c->opened_mono >= e->lim.handshake_ms) {
+            knit__metrics_limit(e->m, KNIT_METRIC_HANDSHAKE);
             error_close(c, KNIT_ETIMEDOUT, "no HELLO in time");
-        else if (c->state == ST_READY && mono_ms - c->last_rx_mono >= e->lim.idle_ms)
+        } else if (c->state == ST_READY && mono_ms - c->last_rx_mono >= e->lim.idle_ms) {
+            knit__metrics_limit(e->m, KNIT_METRIC_IDLE);
             error_close(c, KNIT_ETIMEDOUT, "idle timeout");
-        else if (c->state == ST_READY && c->auth_exp_ms &&
-                 wall_ms >= c->auth_exp_ms + e->lim.jwt_skew_ms)
+        } else if (c->state == ST_READY && c->auth_exp_ms &&
+                   wall_ms >= c->auth_exp_ms + e->lim.jwt_skew_ms) {
+            knit__metrics_auth_fail(e->m, KNIT_METRIC_EXPIRED);
             error_close(c, KNIT_EAUTH, "token expired");
+        }
     }
 }
 

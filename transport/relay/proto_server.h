@@ -35,6 +35,7 @@
 #include <stdint.h>
 
 #include "codec.h"
+#include "metrics.h"
 #include "relay_store.h"
 #include "store.h"
 
@@ -57,6 +58,12 @@ typedef struct knit_relay_limits_s {
     size_t max_pending;    /* pushes of one connection awaiting commit before
                               its reading pauses [32] */
     uint64_t jwt_skew_ms;  /* allowance on exp/nbf/iat [60000] */
+    size_t max_anon;       /* anonymous sessions at once; more get ERROR
+                              KNIT_EBUSY [512] */
+    size_t anon_per_min;   /* new anonymous ids registered per minute, in a
+                              bucket of as many; more get ERROR KNIT_EBUSY [600] */
+    size_t max_per_addr;   /* connections from one IP address, enforced by
+                              the glue (relay.c) [256] */
 } knit_relay_limits_t;
 
 /* Log levels, most severe first. */
@@ -123,6 +130,8 @@ typedef struct knit_relay_config_s {
     const uint8_t *jwt_key;              /* HS256 key, or NULL: JWT credentials refused */
     size_t jwt_key_len;                  /* its length (>= KNIT_JWT_MIN_KEY) */
     int log_level;                       /* KNIT_LOG_* and above are logged */
+    knit_relay_metrics_t *metrics;       /* counted into (metrics.h; the caller's,
+                                            must outlive the engine), or NULL */
 } knit_relay_config_t;
 
 /* Fills unset (zero) limits with their defaults. */

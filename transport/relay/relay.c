@@ -34,7 +34,10 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "http.h"
+#include "metrics.h"
 #include "tcp.h"
+#include "tls.h"
 
 #define TICK_MS 250
 #define CLOSE_LINGER_MS 2000
@@ -51,20 +54,24 @@ typedef struct conn_s {
     int shut;                /* FIN sent */
     int handle_closing;      /* knit_stream_close called */
     uint64_t close_deadline; /* mono ms by which the stream is closed anyway */
+    int transport;           /* KNIT_METRIC_TCP, KNIT_METRIC_WS (metrics.h) */
+    char addr[48];           /* the peer's IP address, without port ("" if unknown) */
 } conn_t;
 
 struct knit_relay_s {
-    uv_loop_t *loop;                                      /* the caller's loop */
-    uv_check_t check;                                     /* group commit after each poll */
-    uv_timer_t tick;                                      /* timeouts */
-    knit_relay_engine_t *eng;                             /* the protocol engine */
-    knit_tcp_listener_t **ls;                             /* open listeners */
-    size_t nls;                                           /* count */
-    size_t open_listeners;                                /* listeners not yet reported closed */
-    conn_t *conns;                                        /* open connections */
-    size_t nconns;                                        /* count */
-    size_t max_conns;                                     /* limit */
-    int log_level;                                        /* for the glue's own lines */
+    uv_loop_t *loop;          /* the caller's loop */
+    uv_check_t check;         /* group commit after each poll */
+    uv_timer_t tick;          /* timeouts */
+    knit_relay_engine_t *eng; /* the protocol engine */
+    knit_tcp_listener_t **ls; /* open listeners */
+    size_t nls;               /* count */
+    size_t open_listeners;    /* listeners not yet reported closed */
+    conn_t *conns;            /* open connections */
+    size_t nconns;            /* count */
+    size_t max_conns;         /* limit */
+    size_t max_per_addr;      /* limit per peer IP address */
+    knit_tls_conf_t *tls;     /* credentials of TLS listeners (knit_relay_set_tls), or NULL */
+    int log_level;            /* for the glue's own lines */
     void (*log)(void *data, int level, const char *line); /* where lines go */
     void *data;                                           /* the caller's */
     int stopping;                                         /* knit_relay_close was called */
@@ -72,6 +79,13 @@ struct knit_relay_s {
     int open_handles;                  /* check and tick not yet reported closed */
     uint64_t stop_deadline;            /* mono ms */
     void (*close_cb)(knit_relay_t *r); /* called once all is closed */
+    knit_relay_metrics_t metrics;      /* counters (metrics.h), the engine's too */
+    knit_http_server_t *http;          /* HTTP surface (http.h), made by the first
+                                          knit_relay_listen_http */
+    knit_relay_backend_t be;           /* the engine's store, for /healthz */
+    knit_relay_store_t *store;         /* the SQLite store, or NULL (another backend) */
+    size_t max_frame;                  /* resolved: WebSocket messages' limit */
+    uint64_t started_mono;             /* mono ms at knit_relay_new */
 };
 
 static uint64_t wall_ms(void)
@@ -84,6 +98,12 @@ static uint64_t wall_ms(void)
 static uint64_t mono_ms(void)
 {
     return uv_hrtime() / 1000000;
+}
+
+static uint64_t metrics_clock(void *data)
+{
+    (void)data;
+    return uv_hrtime() / 1000;
 }
 
 void knit_relay_log_stderr(void *data, int level, const char *line) /* see relay.h */
@@ -126,6 +146,7 @@ static void on_stream_closed(knit_stream_t *st)
     knit_relay_t *r = c->r;
     if (c->ec)
         knit_relay_conn_free(c->ec);
+    knit__metrics_conn(&r->metrics, c->transport, -1);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -160,8 +181,11 @@ static void linger(conn_t *c)
 static void on_stream_end(knit_stream_t *st, int code, const char *msg)
 {
     conn_t *c = st->data;
-    (void)code;
-    (void)msg;
+    if (code == KNIT_ETLS) {
+        char name[64];
+        knit_stream_peer(st, name, sizeof name);
+        glog(c->r, KNIT_LOG_INFO, "%s: %s", name, msg ? msg : "TLS error");
+    }
     if (c->ec && !c->closing)
         knit_relay_conn_lost(c->ec);
     c->closing = 1;
@@ -261,18 +285,34 @@ static void refuse(conn_t *c, int code, const char *msg)
     linger(c);
 }
 
-static void on_accept(void *data, knit_tcp_listener_t *l, knit_stream_t *st)
+/* The IP address of a peer name ("1.2.3.4:5", "[::1]:5"), without port. */
+static void peer_addr(const char *name, char *out, size_t n)
+{
+    const char *colon = strrchr(name, ':');
+    size_t k = colon ? (size_t)(colon - name) : 0;
+    if (k >= 2 && name[0] == '[' && name[k - 1] == ']') {
+        name++;
+        k -= 2;
+    }
+    snprintf(out, n, "%.*s", (int)(k < n ? k : n - 1), name);
+}
+
+/* Connections open from addr, c's own included. */
+static size_t conns_from(const knit_relay_t *r, const char *addr)
+{
+    size_t k = 0;
+    for (const conn_t *o = r->conns; o; o = o->next)
+        k += !o->closing && strcmp(o->addr, addr) == 0;
+    return k;
+}
+
+/* Serves a new protocol stream, of any transport (metrics.h). */
+static void accept_stream(knit_relay_t *r, knit_stream_t *st, int transport)
 {
     static const knit_stream_cbs_t cbs = {NULL, on_stream_read, on_stream_end, on_stream_closed};
-    knit_relay_t *r = data;
     conn_t *c;
     char name[64];
 
-    (void)l;
-    if (!st) {
-        glog(r, KNIT_LOG_WARN, "accept failed");
-        return;
-    }
     if (!(c = knit__calloc(1, sizeof *c))) {
         glog(r, KNIT_LOG_ERROR, "accept: out of memory");
         st->cb = cbs;
@@ -282,6 +322,8 @@ static void on_accept(void *data, knit_tcp_listener_t *l, knit_stream_t *st)
     }
     c->r = r;
     c->st = st;
+    c->transport = transport;
+    knit__metrics_conn(&r->metrics, transport, 1);
     st->cb = cbs;
     st->data = c;
     c->next = r->conns;
@@ -290,13 +332,22 @@ static void on_accept(void *data, knit_tcp_listener_t *l, knit_stream_t *st)
     r->conns = c;
     r->nconns++;
     knit_stream_peer(st, name, sizeof name);
+    peer_addr(name, c->addr, sizeof c->addr);
     if (r->stopping) {
         refuse(c, KNIT_ECLOSED, "relay shutting down");
         return;
     }
     if (r->nconns > r->max_conns) {
         glog(r, KNIT_LOG_WARN, "refusing %s: %zu connections already", name, r->max_conns);
+        knit__metrics_limit(&r->metrics, KNIT_METRIC_CONNS);
         refuse(c, KNIT_EBUSY, "too many connections");
+        return;
+    }
+    if (c->addr[0] && conns_from(r, c->addr) > r->max_per_addr) {
+        glog(r, KNIT_LOG_WARN, "refusing %s: %zu connections from %s already", name,
+             r->max_per_addr, c->addr);
+        knit__metrics_limit(&r->metrics, KNIT_METRIC_PER_ADDR);
+        refuse(c, KNIT_EBUSY, "too many connections from this address");
         return;
     }
     if (knit_relay_conn_open(r->eng, c, wall_ms(), mono_ms(), &c->ec) != 0) {
@@ -304,8 +355,46 @@ static void on_accept(void *data, knit_tcp_listener_t *l, knit_stream_t *st)
         return;
     }
     knit_relay_conn_set_name(c->ec, name);
-    glog(r, KNIT_LOG_DEBUG, "connection from %s", name);
+    glog(r, KNIT_LOG_DEBUG, "connection from %s%s", name,
+         transport == KNIT_METRIC_WS ? " (websocket)" : "");
     knit_stream_read(st, 1);
+}
+
+/* The TLS session over st, a connection on a TLS listener, with the
+** credentials current now (knit_relay_set_tls); NULL (logged, st closed)
+** if it cannot start. */
+static knit_stream_t *tls_wrap(knit_relay_t *r, knit_stream_t *st, const char *what)
+{
+    knit_stream_t *ts;
+    int rc;
+    if (!st) {
+        glog(r, KNIT_LOG_WARN, "%saccept failed", what);
+        return NULL;
+    }
+    if ((rc = knit_tls_accept(st, r->tls, &ts)) != 0) {
+        glog(r, KNIT_LOG_ERROR, "%saccept: %s", what, knit_strerror(rc));
+        return NULL;
+    }
+    return ts;
+}
+
+static void on_accept_tls(void *data, knit_tcp_listener_t *l, knit_stream_t *st)
+{
+    knit_relay_t *r = data;
+    (void)l;
+    if ((st = tls_wrap(r, st, "")) != NULL)
+        accept_stream(r, st, KNIT_METRIC_TLS);
+}
+
+static void on_accept(void *data, knit_tcp_listener_t *l, knit_stream_t *st)
+{
+    knit_relay_t *r = data;
+    (void)l;
+    if (!st) {
+        glog(r, KNIT_LOG_WARN, "accept failed");
+        return;
+    }
+    accept_stream(r, st, KNIT_METRIC_TCP);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -330,6 +419,7 @@ static void on_tick(uv_timer_t *t)
         if ((c->closing && now >= c->close_deadline) || (r->stopping && now >= r->stop_deadline))
             close_handle(c);
     }
+    knit__http_tick(r->http, now);
     maybe_finish(r);
 }
 
@@ -339,6 +429,8 @@ static void on_handle_closed(uv_handle_t *h)
     if (--r->open_handles > 0)
         return;
     knit_relay_engine_free(r->eng);
+    knit_tls_conf_unref(r->tls);
+    knit__http_server_free(r->http);
     knit__free(r->ls);
     if (r->close_cb)
         r->close_cb(r);
@@ -348,7 +440,7 @@ static void on_handle_closed(uv_handle_t *h)
 static void maybe_finish(knit_relay_t *r)
 {
     if (!r->stopping || r->finishing || r->nconns || r->open_listeners ||
-        knit_relay_engine_busy(r->eng))
+        knit__http_conns(r->http) || knit_relay_engine_busy(r->eng))
         return;
     r->finishing = 1;
     r->open_handles = 2;
@@ -372,6 +464,8 @@ int knit_relay_new(uv_loop_t *loop, const knit_relay_opts_t *o,
 {
     knit_relay_t *r;
     knit_relay_io_t io;
+    knit_relay_config_t cfg;
+    knit_relay_limits_t lim;
     int rc;
 
     *out = NULL;
@@ -379,11 +473,24 @@ int knit_relay_new(uv_loop_t *loop, const knit_relay_opts_t *o,
         return KNIT_EINVAL;
     if (!(r = knit__calloc(1, sizeof *r)))
         return KNIT_ENOMEM;
+    knit__metrics_init(&r->metrics, metrics_clock, NULL);
+    r->started_mono = mono_ms();
+    cfg = o->cfg;
+    cfg.metrics = &r->metrics;
+    lim = o->cfg.limits;
+    knit_relay_limits_resolve(&lim);
+    r->max_frame = lim.max_frame;
+    r->store = o->cfg.backend ? NULL : o->cfg.store;
+    if (o->cfg.backend)
+        r->be = *o->cfg.backend;
+    else if (o->cfg.store)
+        knit_relay_store_backend(o->cfg.store, &r->be);
     r->loop = loop;
     r->log_level = o->cfg.log_level;
     r->log = o->log ? o->log : knit_relay_log_stderr;
     r->data = o->data;
     r->max_conns = o->max_conns ? o->max_conns : 1024;
+    r->max_per_addr = lim.max_per_addr;
     memset(&io, 0, sizeof io);
     io.send = io_send;
     io.close = io_close;
@@ -391,7 +498,7 @@ int knit_relay_new(uv_loop_t *loop, const knit_relay_opts_t *o,
     io.random = io_random;
     io.log = io_log;
     io.data = r;
-    if ((rc = knit_relay_engine_new(&o->cfg, &io, &r->eng)) != 0) {
+    if ((rc = knit_relay_engine_new(&cfg, &io, &r->eng)) != 0) {
         knit__free(r);
         return rc;
     }
@@ -405,8 +512,21 @@ int knit_relay_new(uv_loop_t *loop, const knit_relay_opts_t *o,
     return 0;
 }
 
-int knit_relay_listen(knit_relay_t *r, const char *host, int port,
-                      knit_relay_addr_t *out) /* see relay.h */
+/* Is ip (a literal) a loopback address? */
+static int is_loopback(const char *ip)
+{
+    struct sockaddr_in a4;
+    struct sockaddr_in6 a6;
+    if (uv_ip4_addr(ip, 0, &a4) == 0)
+        return (ntohl(a4.sin_addr.s_addr) >> 24) == 127;
+    if (uv_ip6_addr(ip, 0, &a6) == 0)
+        return IN6_IS_ADDR_LOOPBACK(&a6.sin6_addr);
+    return 0;
+}
+
+/* Listens for protocol streams, over TLS when tls is set. */
+static int listen_proto(knit_relay_t *r, const char *host, int port, int tls,
+                        knit_relay_addr_t *out)
 {
     knit_tcp_listener_t *l, **n;
     knit_relay_addr_t a;
@@ -418,16 +538,56 @@ int knit_relay_listen(knit_relay_t *r, const char *host, int port,
     if (!(n = knit__realloc(r->ls, (r->nls + 1) * sizeof *n)))
         return KNIT_ENOMEM;
     r->ls = n;
-    if ((rc = knit_tcp_listen(r->loop, host, port, on_accept, r, msg, sizeof msg, &l)) != 0) {
+    if (tls && !r->tls) {
+        glog(r, KNIT_LOG_ERROR, "cannot listen with TLS on %s:%d: no certificate loaded", host,
+             port);
+        return KNIT_EINVAL;
+    }
+    if ((rc = knit_tcp_listen(r->loop, host, port, tls ? on_accept_tls : on_accept, r, msg,
+                              sizeof msg, &l)) != 0) {
         glog(r, KNIT_LOG_ERROR, "%s", msg);
         return rc;
     }
     r->ls[r->nls++] = l;
     r->open_listeners++;
     knit_tcp_listener_addr(l, a.host, sizeof a.host, &a.port);
-    glog(r, KNIT_LOG_INFO, "listening on %s:%d", a.host, a.port);
+    glog(r, KNIT_LOG_INFO, "listening on %s:%d%s", a.host, a.port, tls ? " (TLS)" : "");
+    if (!tls && !is_loopback(a.host))
+        glog(r, KNIT_LOG_WARN,
+             "listening in cleartext on %s:%d, which is not a loopback address: use it "
+             "on a private link only, or give a certificate (--tls-cert, --tls-key)",
+             a.host, a.port);
     if (out)
         *out = a;
+    return 0;
+}
+
+int knit_relay_listen(knit_relay_t *r, const char *host, int port,
+                      knit_relay_addr_t *out) /* see relay.h */
+{
+    return listen_proto(r, host, port, 0, out);
+}
+
+int knit_relay_listen_tls(knit_relay_t *r, const char *host, int port,
+                          knit_relay_addr_t *out) /* see relay.h */
+{
+    return listen_proto(r, host, port, 1, out);
+}
+
+int knit_relay_set_tls(knit_relay_t *r, const char *cert_file, const char *key_file, char *msg,
+                       size_t n) /* see relay.h */
+{
+    knit_tls_conf_t *c;
+    char what[64];
+    int rc = knit_tls_conf_server(cert_file, key_file, msg, n, &c);
+    if (rc)
+        return rc;
+    /* Streams that started with the old credentials hold their own
+    ** reference: only new connections see the new ones. */
+    knit_tls_conf_unref(r->tls);
+    r->tls = c;
+    knit_tls_conf_describe(c, what, sizeof what);
+    snprintf(msg, n, "TLS credentials from %s and %s: %s", cert_file, key_file, what);
     return 0;
 }
 
@@ -441,6 +601,7 @@ void knit_relay_close(knit_relay_t *r, void (*cb)(knit_relay_t *r)) /* see relay
     for (size_t i = 0; i < r->nls; i++)
         knit_tcp_listener_close(r->ls[i], on_listener_closed);
     r->nls = 0;
+    knit__http_shutdown(r->http);
     knit_relay_engine_shutdown(r->eng, wall_ms(), mono_ms());
     maybe_finish(r);
 }
@@ -456,14 +617,126 @@ size_t knit_relay_conns(const knit_relay_t *r) /* see relay.h */
 }
 
 /* ---------------------------------------------------------------------- */
+/* HTTP surface (http.h): /healthz, /metrics and WebSocket sessions          */
+
+static int http_health(void *data, char *msg, size_t n)
+{
+    knit_relay_t *r = data;
+    uint64_t seq;
+    int rc;
+    if (!r->be.seq) {
+        snprintf(msg, n, "no store");
+        return 0;
+    }
+    /* A read through the engine's own store interface. */
+    if ((rc = r->be.seq(r->be.data, "knit.healthz", &seq)) != 0) {
+        snprintf(msg, n, "%s: %.100s", knit_err_name(rc),
+                 r->be.errmsg ? r->be.errmsg(r->be.data) : "");
+        return 0;
+    }
+    return 1;
+}
+
+static int http_metrics(void *data, char **text, size_t *n)
+{
+    knit_relay_t *r = data;
+    knit_relay_metrics_snapshot_t s;
+    char why[8];
+    int64_t bytes;
+    memset(&s, 0, sizeof s);
+    s.store_ok = http_health(r, why, sizeof why);
+    s.store_bytes = r->store && knit_relay_store_size(r->store, &bytes) == 0 ? bytes : -1;
+    s.damaged = r->be.damaged ? r->be.damaged(r->be.data) : 0;
+    s.uptime_s = (mono_ms() - r->started_mono) / 1000;
+    return knit__metrics_render(&r->metrics, &s, text, n);
+}
+
+static void http_upgrade(void *data, knit_stream_t *ws)
+{
+    accept_stream(data, ws, KNIT_METRIC_WS);
+}
+
+static void http_closed(void *data)
+{
+    maybe_finish(data);
+}
+
+static void on_http_accept(void *data, knit_tcp_listener_t *l, knit_stream_t *st)
+{
+    knit_relay_t *r = data;
+    (void)l;
+    if (!st) {
+        glog(r, KNIT_LOG_WARN, "http: accept failed");
+        return;
+    }
+    knit__http_accept(r->http, st);
+}
+
+/* An HTTP listener opened while TLS credentials were set: HTTPS (and wss:). */
+static void on_https_accept(void *data, knit_tcp_listener_t *l, knit_stream_t *st)
+{
+    knit_relay_t *r = data;
+    (void)l;
+    if ((st = tls_wrap(r, st, "http: ")) != NULL)
+        knit__http_accept(r->http, st);
+}
+
+int knit_relay_listen_http(knit_relay_t *r, const char *host, int port,
+                           knit_relay_addr_t *out) /* see relay.h */
+{
+    knit_tcp_listener_t *l, **n;
+    knit_relay_addr_t a;
+    char msg[200];
+    int rc;
+
+    if (r->stopping)
+        return KNIT_ECLOSED;
+    if (!r->http) {
+        knit_http_hooks_t h;
+        memset(&h, 0, sizeof h);
+        h.health = http_health;
+        h.metrics = http_metrics;
+        h.upgrade = http_upgrade;
+        h.closed = http_closed;
+        h.log = io_log;
+        h.data = r;
+        h.m = &r->metrics;
+        h.max_msg = r->max_frame;
+        h.max_conns = r->max_conns;
+        h.log_level = r->log_level;
+        if ((rc = knit__http_server_new(&h, &r->http)) != 0)
+            return rc;
+    }
+    if (!(n = knit__realloc(r->ls, (r->nls + 1) * sizeof *n)))
+        return KNIT_ENOMEM;
+    r->ls = n;
+    if ((rc = knit_tcp_listen(r->loop, host, port, r->tls ? on_https_accept : on_http_accept, r,
+                              msg, sizeof msg, &l)) != 0) {
+        glog(r, KNIT_LOG_ERROR, "http: %s", msg);
+        return rc;
+    }
+    r->ls[r->nls++] = l;
+    r->open_listeners++;
+    knit_tcp_listener_addr(l, a.host, sizeof a.host, &a.port);
+    glog(r, KNIT_LOG_INFO, "http%s listening on %s:%d (/healthz, /metrics, /v1/ws)",
+         r->tls ? "s" : "", a.host, a.port);
+    if (out)
+        *out = a;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
 /* knit_relay_serve: own loop, signals                                      */
 
 typedef struct serve_s {
-    knit_relay_t *r;     /* the relay */
-    uv_signal_t sigint;  /* SIGINT */
-    uv_signal_t sigterm; /* SIGTERM */
-    int log_level;       /* for the lines below */
-    int stopping;        /* a stop signal arrived */
+    knit_relay_t *r;      /* the relay */
+    uv_signal_t sigint;   /* SIGINT */
+    uv_signal_t sigterm;  /* SIGTERM */
+    uv_signal_t sighup;   /* SIGHUP: reload the TLS credentials (with tls_cert) */
+    const char *tls_cert; /* the options' PEM chain, or NULL (no TLS) */
+    const char *tls_key;  /* its key */
+    int log_level;        /* for the lines below */
+    int stopping;         /* a stop signal arrived */
 } serve_t;
 
 static void on_signal_closed(uv_handle_t *h)
@@ -476,10 +749,34 @@ static void on_relay_closed(knit_relay_t *r)
     serve_t *sv = knit_relay_data(r);
     uv_close((uv_handle_t *)&sv->sigint, on_signal_closed);
     uv_close((uv_handle_t *)&sv->sigterm, on_signal_closed);
+    if (sv->tls_cert) {
+        uv_close((uv_handle_t *)&sv->sighup, on_signal_closed);
+        signal(SIGHUP, SIG_IGN);
+    }
     /* Closing the watchers restores the default action; a second signal
     ** during the last steps must not turn a clean stop into a kill. */
     signal(SIGINT, SIG_IGN);
     signal(SIGTERM, SIG_IGN);
+}
+
+/* SIGHUP: new TLS credentials for new connections; open ones keep theirs,
+** and a failed reload keeps the old ones. */
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    serve_t *sv = h->data;
+    char msg[400], line[480];
+    int rc;
+    (void)signum;
+    if (sv->stopping)
+        return;
+    rc = knit_relay_set_tls(sv->r, sv->tls_cert, sv->tls_key, msg, sizeof msg);
+    snprintf(line, sizeof line, "SIGHUP: %s%s",
+             rc ? "reload failed, keeping the previous "
+                  "certificate: "
+                : "reloaded ",
+             msg);
+    if (sv->log_level >= (rc ? KNIT_LOG_ERROR : KNIT_LOG_INFO))
+        knit_relay_log_stderr(NULL, rc ? KNIT_LOG_ERROR : KNIT_LOG_INFO, line);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -499,7 +796,7 @@ static void on_signal(uv_signal_t *h, int signum)
 int knit_relay_serve(const knit_relay_serve_opts_t *o) /* see relay.h */
 {
     knit_relay_opts_t ro;
-    knit_relay_addr_t a;
+    knit_relay_addr_t a, *ha = NULL;
     serve_t sv;
     uv_loop_t loop;
     int rc;
@@ -516,7 +813,27 @@ int knit_relay_serve(const knit_relay_serve_opts_t *o) /* see relay.h */
         uv_loop_close(&loop);
         return rc;
     }
-    if ((rc = knit_relay_listen(sv.r, o->host, o->port, &a)) != 0) {
+    sv.tls_cert = o->tls_cert;
+    sv.tls_key = o->tls_key;
+    rc = 0;
+    if (o->tls_cert) {
+        char msg[400];
+        if (!o->tls_key)
+            rc = KNIT_EINVAL;
+        else if ((rc = knit_relay_set_tls(sv.r, o->tls_cert, o->tls_key, msg, sizeof msg)) != 0)
+            knit_relay_log_stderr(NULL, KNIT_LOG_ERROR, msg);
+        else if (sv.log_level >= KNIT_LOG_INFO)
+            knit_relay_log_stderr(NULL, KNIT_LOG_INFO, msg);
+    }
+    if (rc == 0)
+        rc = o->tls_cert ? knit_relay_listen_tls(sv.r, o->host, o->port, &a)
+                         : knit_relay_listen(sv.r, o->host, o->port, &a);
+    if (rc == 0 && o->nhttp && !(ha = knit__calloc(o->nhttp, sizeof *ha)))
+        rc = KNIT_ENOMEM;
+    for (size_t i = 0; rc == 0 && i < o->nhttp; i++)
+        rc = knit_relay_listen_http(sv.r, o->http[i].host, o->http[i].port, &ha[i]);
+    if (rc != 0) {
+        knit__free(ha);
         knit_relay_close(sv.r, NULL);
         uv_run(&loop, UV_RUN_DEFAULT);
         uv_loop_close(&loop);
@@ -528,8 +845,17 @@ int knit_relay_serve(const knit_relay_serve_opts_t *o) /* see relay.h */
     uv_signal_init(&loop, &sv.sigterm);
     sv.sigterm.data = &sv;
     uv_signal_start(&sv.sigterm, on_signal, SIGTERM);
+    if (sv.tls_cert) {
+        uv_signal_init(&loop, &sv.sighup);
+        sv.sighup.data = &sv;
+        uv_signal_start(&sv.sighup, on_sighup, SIGHUP);
+    }
     if (o->on_listen)
         o->on_listen(o->data, a.host, a.port);
+    /* After the protocol listener's line, which scripts look for first. */
+    for (size_t i = 0; i < o->nhttp && o->on_http_listen; i++)
+        o->on_http_listen(o->data, ha[i].host, ha[i].port);
+    knit__free(ha);
     uv_run(&loop, UV_RUN_DEFAULT);
     if (sv.log_level >= KNIT_LOG_INFO)
         knit_relay_log_stderr(NULL, KNIT_LOG_INFO, "stopped");

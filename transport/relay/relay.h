@@ -10,7 +10,8 @@
 ** (at most a few seconds) for those frames to be written, and calls back.
 **
 ** knit_relay_serve() is the convenience sync-relay uses: its own loop, one
-** listener, and SIGINT/SIGTERM to stop.  Further SIGINT/SIGTERM during and
+** listener (TLS when a certificate is given; SIGHUP then reloads it), and
+** SIGINT/SIGTERM to stop.  Further SIGINT/SIGTERM during and
 ** after that stop are ignored (the process's disposition for them is left
 ** at SIG_IGN).
 **
@@ -57,6 +58,28 @@ KNIT_EXTERN int knit_relay_new(uv_loop_t *loop, const knit_relay_opts_t *o,
 ** logged).  out (may be NULL) gets the bound address. */
 KNIT_EXTERN int knit_relay_listen(knit_relay_t *r, const char *host, int port,
                                   knit_relay_addr_t *out /* OUT */);
+/* Loads (or reloads) the TLS credentials of the relay's TLS listeners: a
+** PEM certificate chain (the relay's own certificate first) and its
+** private key (RSA or EC; transport/stream/tls.h).  New connections get
+** them; connections already open keep the ones they started with.  On
+** failure the previous credentials stay.  msg[0..n) says what was loaded,
+** or why not. */
+KNIT_EXTERN int knit_relay_set_tls(knit_relay_t *r, const char *cert_file, const char *key_file,
+                                   char *msg, size_t n);
+/* Like knit_relay_listen, but the streams accepted speak TLS 1.2 with the
+** credentials of knit_relay_set_tls (KNIT_EINVAL when none are loaded).
+** knit_relay_listen logs a warning when it listens in cleartext on an
+** address that is not a loopback one. */
+KNIT_EXTERN int knit_relay_listen_tls(knit_relay_t *r, const char *host, int port,
+                                      knit_relay_addr_t *out /* OUT */);
+/* Listens for HTTP/1.1 on host and port, like knit_relay_listen: GET
+** /healthz, GET /metrics (Prometheus text) and the WebSocket endpoint
+** GET /v1/ws, whose sessions are protocol sessions like TCP ones
+** (docs/PROTOCOL.md, "HTTP and WebSocket"; transport/relay/http.h).  May
+** be called any number of times; all HTTP listeners share one server.
+** A listener opened after knit_relay_set_tls speaks HTTPS (and wss:). */
+KNIT_EXTERN int knit_relay_listen_http(knit_relay_t *r, const char *host, int port,
+                                       knit_relay_addr_t *out /* OUT */);
 /* Stops gracefully (see above); cb (may be NULL) runs once everything is
 ** closed, then the relay is freed.  NULL, or a second call: no-op. */
 KNIT_EXTERN void knit_relay_close(knit_relay_t *r, void (*cb)(knit_relay_t *r));
@@ -72,7 +95,14 @@ typedef struct knit_relay_serve_opts_s {
     knit_relay_config_t cfg; /* store, limits, JWT key, log level */
     /* Called once listening, with the bound address; may be NULL. */
     void (*on_listen)(void *data, const char *host, int port);
-    void *data; /* passed to on_listen */
+    void *data;                    /* passed to on_listen and on_http_listen */
+    const knit_relay_addr_t *http; /* HTTP listeners to open (knit_relay_listen_http), or NULL */
+    size_t nhttp;                  /* their count */
+    /* Called once per HTTP listener, with its bound address; may be NULL. */
+    void (*on_http_listen)(void *data, const char *host, int port);
+    const char *tls_cert; /* PEM chain: the protocol listener speaks TLS, and SIGHUP
+                             reloads it and tls_key for new connections [NULL: TCP] */
+    const char *tls_key;  /* PEM private key of tls_cert (required with it) */
 } knit_relay_serve_opts_t;
 
 /* Serves on a loop of its own until SIGINT/SIGTERM; 0 on a clean stop,

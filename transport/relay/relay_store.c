@@ -533,6 +533,25 @@ uint64_t knit_relay_store_damaged(const knit_relay_store_t *s) /* see relay_stor
     return s->damaged;
 }
 
+int knit_relay_store_size(knit_relay_store_t *s, int64_t *bytes) /* see relay_store.h */
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    *bytes = 0;
+    rc = sqlite3_prepare_v2(s->db,
+                            "SELECT page_count * page_size FROM pragma_page_count(), "
+                            "pragma_page_size()",
+                            -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return db_err(s, rc);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *bytes = sqlite3_column_int64(st, 0);
+    rc = rc == SQLITE_ROW ? SQLITE_OK : rc;
+    sqlite3_finalize(st);
+    return rc == SQLITE_OK ? 0 : db_err(s, rc);
+}
+
 int knit_relay_store_check(knit_relay_store_t *s, char *finding, size_t n) /* see relay_store.h */
 {
     sqlite3_stmt *st = NULL;
@@ -2123,6 +2142,8 @@ int knit_relay_store_list(knit_relay_store_t *s,
 /* ---------------------------------------------------------------------- */
 /* Erasure and the relay's site id                                          */
 
+static int claims_forget(knit_relay_store_t *s, const char *ns);
+
 int knit_relay_store_erase(knit_relay_store_t *s, const char *ns) /* see relay_store.h */
 {
     static const int steps[] = {S_ERASE_CELLS, S_ERASE_COLS, S_ERASE_TBLS, S_ERASE_NS};
@@ -2149,8 +2170,91 @@ int knit_relay_store_erase(knit_relay_store_t *s, const char *ns) /* see relay_s
             rc = 0;
     }
     if (rc == 0)
+        rc = claims_forget(s, ns);
+    if (rc == 0)
         return exec(s, "COMMIT");
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+/* meta is made on first use (design note 10). */
+#define META_TABLE                                                                                 \
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID"
+
+#define CLAIM_KEY_MAX 1024 /* claims are between principals' namespaces (< 170 bytes) */
+
+/* A claim's key in meta: "claim" US from US to (US = 0x1f, which no
+** namespace name holds). */
+static int claim_key(char *buf, size_t n, const char *from, const char *to)
+{
+    int k = snprintf(buf, n, "claim\x1f%s\x1f%s", from, to);
+    return k > 0 && (size_t)k < n ? k : -1;
+}
+
+int knit_relay_store_claim_get(knit_relay_store_t *s, const char *from, const char *to,
+                               uint64_t *upto) /* see relay_store.h */
+{
+    char key[CLAIM_KEY_MAX];
+    sqlite3_stmt *st;
+    int rc, k = claim_key(key, sizeof key, from, to);
+    *upto = 0;
+    if (k < 0)
+        return set_err(s, KNIT_EINVAL, "namespace name too long");
+    if (sqlite3_prepare_v2(s->db, SQL[S_META_GET], -1, &st, NULL) != SQLITE_OK)
+        return 0; /* no meta table yet: never claimed */
+    sqlite3_bind_text(st, 1, key, k, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *upto = (uint64_t)sqlite3_column_int64(st, 0);
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_err(s, rc);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int knit_relay_store_claim_put(knit_relay_store_t *s, const char *from, const char *to,
+                               uint64_t upto) /* see relay_store.h */
+{
+    char key[CLAIM_KEY_MAX];
+    sqlite3_stmt *st;
+    int rc, k = claim_key(key, sizeof key, from, to);
+    if (k < 0)
+        return set_err(s, KNIT_EINVAL, "namespace name too long");
+    if ((rc = exec(s, META_TABLE)) != 0)
+        return rc;
+    rc = sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)", -1,
+                            &st, NULL);
+    if (rc != SQLITE_OK)
+        return db_err(s, rc);
+    sqlite3_bind_text(st, 1, key, k, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)upto);
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, sqlite3_errcode(s->db));
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Forgets every claim from or into ns (inside the erase's transaction). */
+static int claims_forget(knit_relay_store_t *s, const char *ns)
+{
+    char from[CLAIM_KEY_MAX], into[CLAIM_KEY_MAX];
+    sqlite3_stmt *st;
+    int rc;
+    if (snprintf(from, sizeof from, "claim\x1f%s\x1f", ns) >= (int)sizeof from)
+        return 0; /* no claim names it (claim_key refuses such names) */
+    snprintf(into, sizeof into, "\x1f%s", ns);
+    if ((rc = exec(s, META_TABLE)) != 0)
+        return rc;
+    rc = sqlite3_prepare_v2(s->db,
+                            "DELETE FROM meta WHERE substr(key, 1, 6) = 'claim' || char(31)"
+                            " AND (substr(key, 1, length(?1)) = ?1"
+                            "  OR (substr(key, -length(?2)) = ?2"
+                            "      AND length(key) - length(?2) > 6))",
+                            -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return db_err(s, rc);
+    sqlite3_bind_text(st, 1, from, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, into, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, sqlite3_errcode(s->db));
+    sqlite3_finalize(st);
     return rc;
 }
 
@@ -2180,9 +2284,7 @@ int knit_relay_store_site(knit_relay_store_t *s, knit_site_t *site) /* see relay
         return 0;
     if (s->readonly)
         return set_err(s, KNIT_ENOTFOUND, "the store has no site id yet");
-    if ((rc = exec(s, "BEGIN IMMEDIATE;"
-                      " CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL)"
-                      " WITHOUT ROWID")) != 0) {
+    if ((rc = exec(s, "BEGIN IMMEDIATE; " META_TABLE)) != 0) {
         if (!sqlite3_get_autocommit(s->db))
             sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         return rc;

@@ -117,6 +117,10 @@ KNIT_EXTERN void knit_relay_store_on_damage(knit_relay_store_t *s, knit_relay_da
 ** met: a cell read by two catch-ups counts twice). */
 KNIT_EXTERN uint64_t knit_relay_store_damaged(const knit_relay_store_t *s);
 
+/* Size of the store's main database file, bytes (page_count * page_size;
+** the WAL is not counted), for the relay's metrics. */
+KNIT_EXTERN int knit_relay_store_size(knit_relay_store_t *s, int64_t *bytes /* OUT */);
+
 /* Runs PRAGMA quick_check on the store file.  Returns 0 when SQLite finds
 ** nothing, KNIT_ECORRUPT with SQLite's findings (the first few lines, joined
 ** by "; ") in finding[0..n), or another error (finding says which). */
@@ -152,6 +156,15 @@ KNIT_EXTERN int knit_relay_store_list(knit_relay_store_t *s,
 ** group): its cells, tables and sequence (design note 9 of relay_store.c).
 ** KNIT_ENOTFOUND when the store has never seen ns. */
 KNIT_EXTERN int knit_relay_store_erase(knit_relay_store_t *s, const char *ns);
+
+/* How far a sign-in claim has merged namespace from into to: the
+** sequence of from up to which its cells are in to (0: never claimed).
+** claim_put records it, inside the caller's transaction; erasing either
+** namespace forgets it, so a later claim merges everything again. */
+KNIT_EXTERN int knit_relay_store_claim_get(knit_relay_store_t *s, const char *from, const char *to,
+                                           uint64_t *upto /* OUT */);
+KNIT_EXTERN int knit_relay_store_claim_put(knit_relay_store_t *s, const char *from, const char *to,
+                                           uint64_t upto);
 
 /* The relay's own site id, made once and kept in the store (design note
 ** 10); not inside a group.  KNIT_ENOTFOUND on a read-only store that has

@@ -10,7 +10,10 @@
 **      and the engine answers nothing of the group with an ACK.
 **   2. The claim's merge is a catch-up of the source namespace applied to
 **      the target, page by page, inside one transaction: a CRDT union, so
-**      merging twice adds nothing the second time.
+**      merging twice adds nothing the second time.  The store remembers
+**      the source's sequence it reached (knit_relay_store_claim_put), so
+**      the next sign-in of the same pair reads only cells written since:
+**      a claim costs the new cells, not the whole namespace again.
 */
 #include "relay_store.h"
 
@@ -79,6 +82,9 @@ static int b_merge(void *data, const char *from, const char *to, size_t page,
     memset(out, 0, sizeof *out);
     if ((rc = knit_relay_store_begin(s)) != 0)
         return rc;
+    if ((rc = knit_relay_store_claim_get(s, from, to, &after)) != 0)
+        more = 0;
+    const uint64_t from_seq = after;
     while (more) {
         knit_batch_t *b = NULL;
         knit_relay_applied_t res;
@@ -105,6 +111,8 @@ static int b_merge(void *data, const char *from, const char *to, size_t page,
         knit_batch_free(res.fanout);
         after = reached;
     }
+    if (rc == 0 && after > from_seq)
+        rc = knit_relay_store_claim_put(s, from, to, after);
     if (rc == 0)
         rc = knit_relay_store_commit(s);
     else

@@ -59,6 +59,19 @@ int knit_frame_header(uint8_t out[4], size_t len, size_t max_frame) /* see frame
     return 0;
 }
 
+void knit_frame_done(knit_frame_reader_t *r) /* see frame.h */
+{
+    if (r->err || r->nhdr != 4 || r->have != r->need)
+        return; /* no frame handed out, or a partial one is being gathered */
+    r->nhdr = 0;
+    r->have = 0;
+    if (r->cap > KNIT_FRAME_KEEP) {
+        knit__free(r->buf);
+        r->buf = NULL;
+        r->cap = 0;
+    }
+}
+
 int knit_frame_pending(const knit_frame_reader_t *r) /* see frame.h */
 {
     return r->nhdr > 0;

@@ -59,6 +59,12 @@ KNIT_EXTERN int knit_frame_read(knit_frame_reader_t *r, const uint8_t *p, size_t
                                 size_t *used /* OUT */, const uint8_t **payload /* OUT */,
                                 size_t *len /* OUT */);
 
+/* The caller is done with the payload knit_frame_read() handed out last:
+** a buffer larger than KNIT_FRAME_KEEP is released, so one big frame does
+** not pin its memory for the life of the connection.  Optional (the next
+** read recycles the frame anyway); harmless at any time. */
+#define KNIT_FRAME_KEEP (64u * 1024)
+KNIT_EXTERN void knit_frame_done(knit_frame_reader_t *r);
 /* 1 when the reader holds part of a frame (a close now would cut one). */
 KNIT_EXTERN int knit_frame_pending(const knit_frame_reader_t *r);
 
