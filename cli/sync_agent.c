@@ -34,7 +34,7 @@
 
 static const char USAGE[] =
     "usage: sync-agent track REPLICA TABLE [--orset COLUMN]...\n"
-    "       sync-agent run REPLICA --relay [knits://]HOST:PORT\n"
+    "       sync-agent run REPLICA --relay URL\n"
     "                  (--token-file FILE | --anonymous)\n"
     "                  [--once [--timeout SECONDS]] [options]\n"
     "       sync-agent --help | --version\n"
@@ -56,11 +56,15 @@ static const char USAGE[] =
     "  --relay URL               the relay (required): knits://HOST:PORT for TLS\n"
     "                            1.2, checking the relay's certificate and name;\n"
     "                            HOST:PORT or knit://HOST:PORT for plain TCP\n"
-    "                            (loopback and private links only)\n"
-    "  --ca-file FILE            with knits://: the CAs to trust, PEM\n"
+    "                            (loopback and private links only);\n"
+    "                            wss://HOST:PORT[/PATH] or ws://HOST:PORT[/PATH]\n"
+    "                            for a WebSocket to the relay's --http-listen\n"
+    "                            port (through HTTP proxies), PATH [/v1/ws]\n"
+    "  --ca-file FILE            with knits:// or wss://: the CAs to trust, PEM\n"
     "                            [/etc/ssl/certs/ca-certificates.crt]\n"
-    "  --server-name NAME        with knits://: the name the relay's certificate\n"
-    "                            must carry [HOST; give one when HOST is an IP]\n"
+    "  --server-name NAME        with knits:// or wss://: the name the relay's\n"
+    "                            certificate must carry [HOST; give one when\n"
+    "                            HOST is an IP]\n"
     "  --token-file FILE         a JWT for the relay, read again before every\n"
     "                            connection [none]\n"
     "  --anonymous               use the replica's own anonymous credential,\n"
@@ -437,6 +441,7 @@ static int cmd_run(int argc, char **argv)
     uint64_t v;
     char *token = NULL;
     const char *ca_file = NULL, *server_name = NULL, *addr;
+    char hostport[300];
 
     memset(&ag, 0, sizeof ag);
     memset(&o, 0, sizeof o);
@@ -506,11 +511,34 @@ static int cmd_run(int argc, char **argv)
         addr += 8;
     } else if (strncmp(addr, "knit://", 7) == 0) {
         addr += 7;
+    } else if (strncmp(addr, "wss://", 6) == 0) {
+        o.tls = o.websocket = 1;
+        addr += 6;
+    } else if (strncmp(addr, "ws://", 5) == 0) {
+        o.websocket = 1;
+        addr += 5;
+    }
+    if (o.websocket && strchr(addr, '/')) {
+        /* ws[s]://HOST:PORT/PATH: the path goes into the request line as
+        ** it is, so only visible ASCII (knit_sync_start checks it too). */
+        const char *path = strchr(addr, '/');
+        size_t hl = (size_t)(path - addr);
+        if (hl >= sizeof hostport || strlen(path) > 1024 || strchr(path, '#'))
+            return usage_error("bad --relay %s: use ws://HOST:PORT/PATH", ag.relay);
+        for (const char *c = path; *c; c++)
+            if (*c <= ' ' || *c > '~')
+                return usage_error("bad --relay %s: the path must be visible ASCII", ag.relay);
+        memcpy(hostport, addr, hl);
+        hostport[hl] = '\0';
+        addr = hostport;
+        o.ws_path = path;
     }
     if (cli_parse_hostport(addr, 1, host, sizeof host, &o.port))
-        return usage_error("bad --relay %s: use knits://HOST:PORT or HOST:PORT", ag.relay);
+        return usage_error("bad --relay %s: use knits://HOST:PORT, HOST:PORT, "
+                           "wss://HOST:PORT[/PATH] or ws://HOST:PORT[/PATH]",
+                           ag.relay);
     if ((ca_file || server_name) && !o.tls)
-        return usage_error("%s", "--ca-file and --server-name go with a knits:// relay");
+        return usage_error("%s", "--ca-file and --server-name go with a knits:// or wss:// relay");
     if (ca_file && access(ca_file, R_OK) != 0) {
         fprintf(stderr, "sync-agent: cannot read --ca-file %s: %s\n", ca_file, strerror(errno));
         return EXIT_USAGE;

@@ -19,15 +19,18 @@
 #include "knit.h"
 #include "relay.h"
 #include "relay_store.h"
+#include "webhook.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:7300"
 #define DEFAULT_DATA "./relay.db"
 #define MAX_SECRET_FILE 4096
 #define MAX_HTTP_LISTEN 8
+#define MAX_PARTIES 8
 
 static const char USAGE[] =
     "usage: sync-relay [options]\n"
     "       sync-relay mint-token --secret-file FILE --sub SUB [--ttl SECONDS]\n"
+    "       sync-relay erase --data PATH --user SUB\n"
     "\n"
     "The knit relay: stores every namespace's changes in an embedded SQLite\n"
     "file and syncs replicas over TCP or TLS (docs/PROTOCOL.md, docs/sync-relay.md).\n"
@@ -35,9 +38,11 @@ static const char USAGE[] =
     "options:\n"
     "  --listen HOST:PORT        address to listen on; port 0 picks a free one\n"
     "                            [" DEFAULT_LISTEN "]\n"
-    "  --http-listen HOST:PORT   also serve HTTP there: GET /healthz, GET /metrics\n"
-    "                            (Prometheus text) and WebSocket sessions at\n"
-    "                            GET /v1/ws; repeatable (up to 8) [none]\n"
+    "  --http-listen HOST:PORT   also serve HTTP there: the status page at GET /,\n"
+    "                            GET /healthz, GET /metrics (Prometheus text),\n"
+    "                            WebSocket sessions at GET /v1/ws, long-polling at\n"
+    "                            /v1/lp, webhooks (with --webhook-secret-file);\n"
+    "                            repeatable (up to 8) [none]\n"
     "  --tls-cert FILE           speak TLS 1.2 on --listen with this certificate\n"
     "                            chain (PEM, the relay's own certificate first)\n"
     "                            [none: plain TCP, for loopback and private links]\n"
@@ -45,7 +50,18 @@ static const char USAGE[] =
     "                            unencrypted); both or neither\n"
     "  --data PATH               the relay store, created if missing [" DEFAULT_DATA "]\n"
     "  --jwt-secret-file FILE    HS256 key for JWT credentials (at least 32 bytes;\n"
-    "                            one trailing newline is ignored) [none: tokens refused]\n"
+    "                            one trailing newline is ignored) [none: HS256 refused]\n"
+    "  --webhook-secret-file FILE\n"
+    "                            the provider's webhook signing secret (whsec_...):\n"
+    "                            accept signed webhooks at POST /v1/webhooks/clerk\n"
+    "                            on --http-listen [none: the route answers 404]\n"
+    "  --jwks-file FILE          the identity provider's public keys, a JWKS (RS256,\n"
+    "                            ES256); read again when a token names an unknown\n"
+    "                            kid, at most every 30 s [none: RS256/ES256 refused]\n"
+    "  --jwks-cooldown MS        least time between two reads of --jwks-file [30000]\n"
+    "  --issuer ISS              provider tokens must carry this \"iss\" [not checked]\n"
+    "  --authorized-party P      their \"azp\" (or, without one, \"aud\") must name P;\n"
+    "                            repeatable, up to 8 [not checked]\n"
     "  --max-frame BYTES         largest frame accepted, at most 16777216 [16777216]\n"
     "  --max-conns N             connections served at once [1024]\n"
     "  --max-conns-per-addr N    connections from one IP address [256]\n"
@@ -67,6 +83,12 @@ static const char USAGE[] =
     "\n"
     "mint-token (for development): prints an HS256 token for SUB, valid for\n"
     "SECONDS [3600], signed with the key in FILE.\n"
+    "\n"
+    "erase: removes the account user:SUB from the store at PATH, with every\n"
+    "anonymous namespace it claimed and its devices; the bytes are overwritten\n"
+    "and the WAL truncated, so they are in none of the store's files.  It may\n"
+    "run while the relay serves the store.  Exit 0, 1 on failure, 3 when the\n"
+    "store has no such account.\n"
     "\n"
     "At start the store is checked with PRAGMA quick_check; damage is reported\n"
     "with the file name and SQLite's finding, and the relay exits 1 unless\n"
@@ -170,6 +192,43 @@ static int mint_token(int argc, char **argv)
     return 0;
 }
 
+/* sync-relay erase --data PATH --user SUB */
+static int erase_user(int argc, char **argv)
+{
+    const char *data = NULL, *user = NULL;
+    knit_relay_store_t *s;
+    char ns[KNIT_PRINCIPAL_MAX];
+    size_t erased;
+    int rc;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (i + 1 >= argc)
+            return die_usage("%s needs a value", a);
+        if (strcmp(a, "--data") == 0)
+            data = argv[++i];
+        else if (strcmp(a, "--user") == 0)
+            user = argv[++i];
+        else
+            return die_usage("unknown erase option %s", a);
+    }
+    if (!data || !user)
+        return die_usage("%s", "erase needs --data and --user");
+    if (knit_auth_user_principal(user, ns, sizeof ns) != 0)
+        return die_usage("bad --user %s: use 1..128 of [A-Za-z0-9._@|+-]", user);
+    if ((rc = knit_relay_store_open(data, 0, &s)) != 0) {
+        fprintf(stderr, "sync-relay: erase: cannot open %s: %s\n", data, knit_strerror(rc));
+        return 1;
+    }
+    rc = knit_relay_store_erase_account(s, ns, &erased);
+    if (rc == 0)
+        printf("sync-relay: erased %s (%zu namespace%s, with the anonymous ones it claimed)\n", ns,
+               erased, erased == 1 ? "" : "s");
+    else
+        fprintf(stderr, "sync-relay: erase %s: %s\n", ns, knit_relay_store_errmsg(s));
+    knit_relay_store_close(s);
+    return rc == 0 ? 0 : rc == KNIT_ENOTFOUND ? 3 : 1;
+}
+
 static void on_http_listen(void *data, const char *host, int port)
 {
     (void)data;
@@ -191,9 +250,56 @@ static void on_listen(void *data, const char *host, int port)
     fflush(stdout);
 }
 
+/* --jwks-file: the provider's keys, reloaded on an unknown kid (proto_server.h). */
+static struct {
+    const char *path;  /* the file */
+    knit_jwks_t *keys; /* its keys now */
+    uint64_t loaded;   /* monotonic ms of the last read */
+    uint64_t cooldown; /* --jwks-cooldown */
+} jwks = {NULL, NULL, 0, 30000};
+
+static uint64_t mono_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static const knit_jwks_t *jwks_get(void *data, int refresh)
+{
+    knit_jwks_t *fresh;
+    char why[512], line[700];
+    (void)data;
+    if (!refresh || mono_now_ms() - jwks.loaded < jwks.cooldown)
+        return jwks.keys;
+    jwks.loaded = mono_now_ms();
+    if (knit_jwks_load(jwks.path, &fresh, why, sizeof why) != 0) {
+        snprintf(line, sizeof line, "provider keys: reload failed, keeping the previous ones: %s",
+                 why);
+        knit_relay_log_stderr(NULL, KNIT_LOG_WARN, line);
+        return jwks.keys;
+    }
+    knit_jwks_free(jwks.keys);
+    jwks.keys = fresh;
+    snprintf(line, sizeof line,
+             "provider keys: reloaded %zu from %s (a token named an unknown kid)", fresh->n,
+             jwks.path);
+    knit_relay_log_stderr(NULL, KNIT_LOG_INFO, line);
+    return jwks.keys;
+}
+
+static void jwks_release(void)
+{
+    knit_jwks_free(jwks.keys);
+    jwks.keys = NULL;
+}
+
 int main(int argc, char **argv)
 {
     const char *listen = DEFAULT_LISTEN, *data = DEFAULT_DATA, *secret_file = NULL;
+    const char *parties[MAX_PARTIES], *webhook_file = NULL;
+    char webhook_secret[MAX_SECRET_FILE + 1];
+    size_t nparties = 0;
     knit_relay_serve_opts_t o;
     knit_relay_addr_t http[MAX_HTTP_LISTEN];
     size_t nhttp = 0;
@@ -207,6 +313,8 @@ int main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "mint-token") == 0)
         return mint_token(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "erase") == 0)
+        return erase_user(argc, argv);
 
     memset(&o, 0, sizeof o);
     o.cfg.log_level = KNIT_LOG_INFO;
@@ -247,6 +355,20 @@ int main(int argc, char **argv)
             data = val;
         } else if (strcmp(a, "--jwt-secret-file") == 0) {
             secret_file = val;
+        } else if (strcmp(a, "--webhook-secret-file") == 0) {
+            webhook_file = val;
+        } else if (strcmp(a, "--jwks-file") == 0) {
+            jwks.path = val;
+        } else if (strcmp(a, "--jwks-cooldown") == 0) {
+            if (cli_parse_u64(val, 0, UINT64_C(86400000), &v))
+                return die_usage("bad --jwks-cooldown %s (0 .. 86400000 ms)", val);
+            jwks.cooldown = v;
+        } else if (strcmp(a, "--issuer") == 0) {
+            o.cfg.issuer = val;
+        } else if (strcmp(a, "--authorized-party") == 0) {
+            if (nparties == MAX_PARTIES)
+                return die_usage("at most 8 --authorized-party, not %s", val);
+            parties[nparties++] = val;
         } else if (strcmp(a, "--log-level") == 0) {
             static const char *levels[] = {"error", "warn", "info", "debug"};
             int lv = -1;
@@ -303,6 +425,30 @@ int main(int argc, char **argv)
     o.host = host;
     if (!o.tls_cert != !o.tls_key)
         return die_usage("%s", "--tls-cert and --tls-key go together");
+    if (webhook_file) {
+        size_t wn;
+        uint8_t wk[64];
+        if (read_secret(webhook_file, (uint8_t *)webhook_secret, &wn))
+            return 1;
+        webhook_secret[wn] = '\0';
+        if (knit_webhook_secret(webhook_secret, wk, &wn) != 0) {
+            fprintf(stderr, "sync-relay: %s does not hold a whsec_... secret\n", webhook_file);
+            return 2;
+        }
+        o.webhook_secret = webhook_secret;
+    }
+    if (jwks.path) {
+        char why[512];
+        if (knit_jwks_load(jwks.path, &jwks.keys, why, sizeof why) != 0) {
+            fprintf(stderr, "sync-relay: --jwks-file: %s\n", why);
+            return 2;
+        }
+        jwks.loaded = mono_now_ms();
+        atexit(jwks_release);
+        o.cfg.jwks = jwks_get;
+    }
+    o.cfg.parties = parties;
+    o.cfg.nparties = nparties;
     if (secret_file) {
         if (read_secret(secret_file, key, &keylen))
             return 1;

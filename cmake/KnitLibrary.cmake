@@ -15,7 +15,7 @@ set(KNIT_PUBLIC_INCLUDES
   $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}/knit>)
 # libcurl is looked up (cmake/KnitDeps.cmake) but no libknit file uses it
 # yet, so it is not linked.
-set(KNIT_DEPS knit::sqlite3 knit::uv knit::cbor knit::bearssl)
+set(KNIT_DEPS knit::sqlite3 knit::uv knit::cbor knit::bearssl knit::wslay knit::http_parser)
 set(KNIT_OBJECTS $<TARGET_OBJECTS:knit_runtime> $<TARGET_OBJECTS:knit_wire>
   $<TARGET_OBJECTS:knit_stream> $<TARGET_OBJECTS:knit_client>)
 

@@ -54,6 +54,11 @@
 **      cells.  Otherwise a local write to it would be stamped in the dead
 **      life and lose, unseen, once the refused life applies; now a local
 **      insert starts the refused life itself and merges with it on retry.
+**   9. An OR-set state goes into _knit_aside renumbered to local sites or
+**      not at all: aside_load reads every state there as local.  So when
+**      memory runs out while renumbering, the apply fails and rolls back
+**      (note 1) rather than keep the state in the batch's numbering, where
+**      its dots would later be read as some other site's, or as no site's.
 */
 #include <string.h>
 
@@ -586,15 +591,24 @@ static int aside_put(actx_t *a, const char *tbl, const knit_value_t *pk, uint32_
         return rc;
     knit_value_t v = x->value;
     if (orset && x->smap && v.type == KNIT_BLOB) {
+        /* Only a state that is not renumberable is kept as it came; running
+        ** out of memory fails the apply (note 9). */
         knit_orset_t s;
-        if (knit_orset_decode(v.u.b.p, v.u.b.n, &s) == 0) {
-            if (knit_orset_remap(&s, x->smap, x->nsmap) == 0 &&
-                knit_orset_encode(&s, &state, &sn) == 0) {
+        rc = knit_orset_decode(v.u.b.p, v.u.b.n, &s);
+        if (rc == 0) {
+            rc = knit_orset_remap(&s, x->smap, x->nsmap);
+            if (rc == 0 && (rc = knit_orset_encode(&s, &state, &sn)) == 0) {
                 v.u.b.p = state;
                 v.u.b.n = sn;
             }
             knit_orset_free(&s);
         }
+        if (rc == KNIT_ENOMEM) {
+            knit__free(blob);
+            sqlite3_free(text);
+            return rc;
+        }
+        rc = 0;
     }
     sqlite3_stmt *st = a->aside_put;
     const knit_site_t *sid = knit__site_get(k, x->site);

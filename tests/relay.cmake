@@ -5,7 +5,8 @@ knit_test(relay_store
   CASES lww_rules orset_rules replay_harmless catch_up_once digest_independent
         digest_matches_replica
         pushes_commute group_atomic durable_reopen listing alloc_failures refuses_other_versions
-        erase_namespace claim_merges_new_cells_only site_id_kept
+        erase_namespace claim_merges_new_cells_only erase_account_physical
+        erase_account_claimed site_id_kept
   LIBS knit_relay)
 
 knit_test(auth

@@ -4,15 +4,18 @@
 */
 #include "sync_util.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -504,4 +507,59 @@ long su_scale(long n)
     double k = e ? atof(e) : 1.0;
     long r = (long)((double)n * (k > 0 ? k : 1.0));
     return r > 0 ? r : 1;
+}
+
+int su_free_port(void) /* see sync_util.h */
+{
+    struct sockaddr_in a;
+    socklen_t n = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+    if (fd < 0)
+        return -1;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &n) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+/* Reads the first n - 1 bytes of the file at path into buf, NUL-terminated;
+** 0, or -1 if it cannot be opened. */
+static int read_head(const char *path, char *buf, size_t n)
+{
+    FILE *f = fopen(path, "r");
+    size_t k;
+    if (!f)
+        return -1;
+    k = fread(buf, 1, n - 1, f);
+    buf[k] = '\0';
+    fclose(f);
+    return 0;
+}
+
+int su_file_has(const char *path, const char *needle) /* see sync_util.h */
+{
+    char buf[65536];
+    return read_head(path, buf, sizeof buf) == 0 && strstr(buf, needle) != NULL;
+}
+
+int su_count_in_file(const char *path, const char *needle) /* see sync_util.h */
+{
+    char buf[65536], *p;
+    int k = 0;
+    if (read_head(path, buf, sizeof buf) != 0)
+        return 0;
+    for (p = buf; (p = strstr(p, needle)) != NULL; p++)
+        k++;
+    return k;
+}
+
+void su_print_file(const char *path) /* see sync_util.h */
+{
+    char buf[4096];
+    if (read_head(path, buf, sizeof buf) == 0)
+        fprintf(stderr, "---- %s\n%s\n", path, buf);
 }

@@ -99,5 +99,15 @@ int su_wait_until(int (*pred)(void *arg), void *arg, int timeout_ms);
 
 /* Scales a count by KNIT_SYNC_SCALE (default 1). */
 long su_scale(long n);
+/* A free loopback TCP port (bound, then released: good enough for tests). */
+int su_free_port(void);
+
+/* Files the tests read back (logs, outputs), at most their first 64 KiB:
+** 1 if the file at path holds needle (0 if it cannot be read); how many
+** times it does; and its first 4 KiB printed to stderr under a header, for
+** a failure's context. */
+int su_file_has(const char *path, const char *needle);
+int su_count_in_file(const char *path, const char *needle);
+void su_print_file(const char *path);
 
 #endif

@@ -26,154 +26,8 @@
 
 #include "alloc.h"
 #include "test.h"
+#include "http_harness.h"
 #include "wire_client.h"
-
-static char dir[64], db[128], logpath[128];
-static relay_proc_t R;
-static int http_port;
-
-static uint64_t mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static uint64_t wall(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* On failure (exit(1) from CHECK) print the relay's log tail, clean up. */
-static void fail_exit(void)
-{
-    char cmd[300];
-    if (!dir[0])
-        return;
-    snprintf(cmd, sizeof cmd, "echo '--- relay log:'; tail -n 40 '%s' 1>&2", logpath);
-    if (system(cmd) != 0)
-        fprintf(stderr, "(no relay log)\n");
-    if (R.pid)
-        kill(R.pid, SIGKILL);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", dir);
-}
-
-/* The time bound: kill the relay and fail (the directory is in /tmp and
-** named for this test; only async-signal-safe calls here). */
-static void on_alarm(int sig)
-{
-    static const char msg[] = "test timed out\n";
-    (void)sig;
-    if (write(2, msg, sizeof msg - 1) < 0)
-        _exit(3);
-    if (R.pid)
-        kill(R.pid, SIGKILL);
-    _exit(2);
-}
-
-/* The port of a complete "<marker>HOST:PORT" line in out, or 0. */
-static int port_after(const char *out, const char *marker)
-{
-    const char *at = strstr(out, marker), *nl, *colon = NULL;
-    if (!at || !(nl = strchr(at, '\n')))
-        return 0;
-    for (const char *q = at; q < nl; q++)
-        if (*q == ':')
-            colon = q;
-    return colon ? atoi(colon + 1) : 0;
-}
-
-/* Starts sync-relay with --listen and --http-listen on ephemeral ports and
-** reads both ports from its stdout. */
-static void start_relay(const char *const *extra)
-{
-    const char *argv[32];
-    size_t n = 0;
-    int pfd[2];
-    char out[1024];
-    size_t have = 0;
-    uint64_t deadline = mono() + 20000;
-
-    argv[n++] = SYNC_RELAY_PATH;
-    argv[n++] = "--data";
-    argv[n++] = db;
-    argv[n++] = "--log-level";
-    argv[n++] = "debug";
-    argv[n++] = "--listen";
-    argv[n++] = "127.0.0.1:0";
-    argv[n++] = "--http-listen";
-    argv[n++] = "127.0.0.1:0";
-    for (size_t i = 0; extra && extra[i] && n < 30; i++)
-        argv[n++] = extra[i];
-    argv[n] = NULL;
-    memset(&R, 0, sizeof R);
-    snprintf(R.log, sizeof R.log, "%s", logpath);
-    http_port = 0;
-    CHECK(pipe(pfd) == 0);
-    R.pid = fork();
-    CHECK(R.pid >= 0);
-    if (R.pid == 0) {
-        int lfd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        dup2(pfd[1], 1);
-        if (lfd >= 0)
-            dup2(lfd, 2);
-        close(pfd[0]);
-        close(pfd[1]);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(pfd[1]);
-    R.out_fd = pfd[0];
-    while (mono() < deadline && have < sizeof out - 1 && (!R.port || !http_port)) {
-        struct pollfd p = {R.out_fd, POLLIN, 0};
-        if (poll(&p, 1, 200) <= 0)
-            continue;
-        ssize_t k = read(R.out_fd, out + have, sizeof out - 1 - have);
-        if (k <= 0)
-            break;
-        have += (size_t)k;
-        out[have] = '\0';
-        R.port = port_after(out, "sync-relay: listening on ");
-        http_port = port_after(out, "sync-relay: http listening on ");
-    }
-    CHECK(R.port > 0);
-    CHECK(http_port > 0);
-}
-
-static void setup(const char *const *extra)
-{
-    static int registered;
-    signal(SIGALRM, on_alarm);
-    alarm(100);
-    if (!registered) {
-        atexit(fail_exit);
-        registered = 1;
-    }
-    srand((unsigned)getpid());
-    strcpy(dir, "/tmp/knit-http-it-XXXXXX");
-    CHECK(mkdtemp(dir) != NULL);
-    snprintf(db, sizeof db, "%s/relay.db", dir);
-    snprintf(logpath, sizeof logpath, "%s/relay.log", dir);
-    start_relay(extra);
-}
-
-static void teardown(void)
-{
-    int st;
-    char cmd[128];
-    if (R.pid) {
-        CHECK(relay_stop(&R, SIGTERM, &st) == 0);
-        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    }
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    CHECK(system(cmd) == 0);
-    dir[0] = '\0';
-    alarm(0);
-}
 
 /* ---------------------------------------------------------------------- */
 /* Clients                                                                  */
@@ -200,13 +54,13 @@ static int run(const char *cmd, char *out, size_t n)
 static int curl_status(const char *method, const char *path, char *body, size_t n)
 {
     char cmd[512], out[256], file[160];
-    snprintf(file, sizeof file, "%s/curl.out", dir);
+    snprintf(file, sizeof file, "%s/curl.out", hh_dir);
     snprintf(cmd, sizeof cmd,
              "curl -s --max-time 10 %s -o '%s' -w '%%{http_code}' 'http://127.0.0.1:%d%s'",
              strcmp(method, "HEAD") == 0  ? "-I"
              : strcmp(method, "GET") == 0 ? ""
                                           : "-X POST",
-             file, http_port, path);
+             file, hh_http_port, path);
     CHECK_OK(run(cmd, out, sizeof out));
     if (body) {
         FILE *f = fopen(file, "rb");
@@ -244,17 +98,17 @@ static size_t raw_http(const void *req, size_t n, char *resp, size_t cap, int ti
 {
     struct sockaddr_in a;
     size_t have = 0;
-    uint64_t deadline = mono() + (uint64_t)timeout_ms;
+    uint64_t deadline = hh_mono() + (uint64_t)timeout_ms;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     CHECK(fd >= 0);
     memset(&a, 0, sizeof a);
     a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)http_port);
+    a.sin_port = htons((uint16_t)hh_http_port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     CHECK_OK(connect(fd, (struct sockaddr *)&a, sizeof a));
     CHECK(write(fd, req, n) == (ssize_t)n);
     *closed = 0;
-    while (mono() < deadline && have + 1 < cap) {
+    while (hh_mono() < deadline && have + 1 < cap) {
         struct pollfd p = {fd, POLLIN, 0};
         if (poll(&p, 1, 100) <= 0)
             continue;
@@ -292,34 +146,12 @@ static void send_line(FILE *f, const knit_msg_t *m)
     knit_buf_free(&b);
 }
 
-static knit_cred_t anon(const char *id, const char *secret)
-{
-    knit_cred_t c;
-    memset(&c, 0, sizeof c);
-    c.kind = KNIT_CRED_ANON;
-    c.id = id;
-    c.secret = secret;
-    return c;
-}
-
 static void hello_line(FILE *f, const char *id, const char *secret, const char *ns)
 {
     knit_msg_t m;
     knit_sub_t sub;
-    memset(&m, 0, sizeof m);
-    m.type = KNIT_MSG_HELLO;
-    m.u.hello.min_version = 1;
-    m.u.hello.max_version = 1;
-    for (int i = 0; i < 16; i++)
-        m.u.hello.site.b[i] = (uint8_t)(rand() & 0xff);
-    m.u.hello.cred = anon(id, secret);
-    if (ns) {
-        sub.ns = ns;
-        sub.cursor = 0;
-        m.u.hello.subs = &sub;
-        m.u.hello.nsubs = 1;
-    }
-    m.u.hello.agent = "test_http_it/ws_client.py";
+    knit_cred_t cred = wc_anon(id, secret);
+    wc_hello_msg(&m, &sub, &cred, ns, 0, "test_http_it/ws_client.py");
     send_line(f, &m);
 }
 
@@ -342,7 +174,7 @@ static knit_batch_t *notes_batch(const char *ns, uint64_t unit, int first, int c
     for (int i = 0; i < count; i++) {
         knit_value_t pk;
         knit_change_t c;
-        uint64_t h = knit_hlc_make(wall(), 0);
+        uint64_t h = knit_hlc_make(hh_wall(), 0);
         last = h > last ? h : last + 1;
         pk.type = KNIT_INTEGER;
         pk.u.i = first + i;
@@ -377,12 +209,12 @@ static void ws_run(const char *script, char *out, size_t n)
 {
     char cmd[512], file[160];
     FILE *f;
-    snprintf(file, sizeof file, "%s/ws.cmds", dir);
+    snprintf(file, sizeof file, "%s/ws.cmds", hh_dir);
     CHECK((f = fopen(file, "w")) != NULL);
     fputs(script, f);
     fclose(f);
     snprintf(cmd, sizeof cmd, "timeout 60 /usr/bin/python3 '%s' 'ws://127.0.0.1:%d/v1/ws' < '%s'",
-             WS_CLIENT_PATH, http_port, file);
+             WS_CLIENT_PATH, hh_http_port, file);
     CHECK_OK(run(cmd, out, n));
 }
 
@@ -419,7 +251,7 @@ static const char *line_at(const char *text, int i)
 static void routes(void)
 {
     char body[4096];
-    setup(NULL);
+    hh_setup("knit-http-it", NULL);
     CHECK_EQ_INT(curl_status("GET", "/healthz", body, sizeof body), 200);
     CHECK_STR(body, "ok\n");
     CHECK_EQ_INT(curl_status("HEAD", "/healthz", NULL, 0), 200);
@@ -427,7 +259,12 @@ static void routes(void)
     CHECK_EQ_INT(curl_status("POST", "/healthz", NULL, 0), 405);
     CHECK_EQ_INT(curl_status("POST", "/metrics", NULL, 0), 405);
     CHECK_EQ_INT(curl_status("GET", "/nope", NULL, 0), 404);
-    CHECK_EQ_INT(curl_status("GET", "/", NULL, 0), 404);
+    CHECK_EQ_INT(curl_status("GET", "/nope/", NULL, 0), 404);
+    CHECK_EQ_INT(curl_status("GET", "/", body, sizeof body), 200); /* the status page */
+    CHECK(strstr(body, "<title>knit relay</title>") != NULL);
+    CHECK_EQ_INT(curl_status("GET", "/v1/status", body, sizeof body), 200);
+    CHECK(strstr(body, "\"connections\":{") != NULL);
+    CHECK_EQ_INT(curl_status("POST", "/", NULL, 0), 405);
     /* The WebSocket endpoint without an upgrade. */
     CHECK_EQ_INT(curl_status("GET", "/v1/ws", NULL, 0), 426);
     CHECK_EQ_INT(curl_status("GET", "/metrics", body, sizeof body), 200);
@@ -436,12 +273,12 @@ static void routes(void)
     {
         const char *t = metrics();
         CHECK(sample(t, "knit_relay_http_responses_total{code=\"404\"}") == 2);
-        CHECK(sample(t, "knit_relay_http_responses_total{code=\"405\"}") == 2);
+        CHECK(sample(t, "knit_relay_http_responses_total{code=\"405\"}") == 3);
         CHECK(sample(t, "knit_relay_http_responses_total{code=\"426\"}") == 1);
         CHECK(sample(t, "knit_relay_store_up") == 1);
         CHECK(sample(t, "knit_relay_store_bytes") > 0);
     }
-    teardown();
+    hh_teardown();
 }
 
 /* Counters move by what a real sync over TCP did. */
@@ -452,7 +289,7 @@ static void metrics_move(void)
     wc_t w;
     knit_msg_t m;
     double pushes0, acks0, changes0, lat0;
-    setup(NULL);
+    hh_setup("knit-http-it", NULL);
     t = metrics();
     pushes0 = sample(t, "knit_relay_pushes_total");
     acks0 = sample(t, "knit_relay_acks_total");
@@ -461,8 +298,8 @@ static void metrics_move(void)
     CHECK(pushes0 == 0 && acks0 == 0 && changes0 == 0 && lat0 == 0);
     CHECK(sample(t, "knit_relay_connections{transport=\"tcp\"}") == 0);
 
-    CHECK_OK(wc_connect(&w, R.port, 0));
-    knit_cred_t cred = anon("metrics", S);
+    CHECK_OK(wc_connect(&w, hh_relay.port, 0));
+    knit_cred_t cred = wc_anon("metrics", S);
     CHECK_OK(wc_hello(&w, &cred, "anon:metrics", 0, &m));
     CHECK_EQ_INT(m.type, KNIT_MSG_WELCOME);
     knit_msg_free(&m);
@@ -496,14 +333,14 @@ static void metrics_move(void)
     wc_close(&w);
 
     /* A refused credential and a refused push are counted by reason. */
-    CHECK_OK(wc_connect(&w, R.port, 0));
-    cred = anon("metrics", "the-wrong-secret-0123456789");
+    CHECK_OK(wc_connect(&w, hh_relay.port, 0));
+    cred = wc_anon("metrics", "the-wrong-secret-0123456789");
     CHECK_OK(wc_hello(&w, &cred, NULL, 0, &m));
     CHECK_EQ_INT(m.type, KNIT_MSG_ERROR);
     knit_msg_free(&m);
     wc_close(&w);
-    CHECK_OK(wc_connect(&w, R.port, 0));
-    cred = anon("metrics", S);
+    CHECK_OK(wc_connect(&w, hh_relay.port, 0));
+    cred = wc_anon("metrics", S);
     CHECK_OK(wc_hello(&w, &cred, NULL, 0, &m));
     CHECK_EQ_INT(m.type, KNIT_MSG_WELCOME);
     knit_msg_free(&m);
@@ -527,7 +364,7 @@ static void metrics_move(void)
     CHECK(sample(t, "knit_relay_rejects_total{reason=\"EDENIED\"}") == 1);
     CHECK(sample(t, "knit_relay_pushes_total") == pushes0 + 6);
     CHECK(sample(t, "knit_relay_acks_total") == acks0 + 5);
-    teardown();
+    hh_teardown();
 }
 
 /* promtool (Prometheus's own checker) accepts the exposition. */
@@ -538,18 +375,18 @@ static void promtool(void)
         fprintf(stderr, "promtool is not installed (Debian: prometheus); skipped\n");
         exit(77);
     }
-    setup(NULL);
+    hh_setup("knit-http-it", NULL);
     /* Some traffic first, so histograms and labelled series have samples. */
     (void)metrics();
     CHECK_EQ_INT(curl_status("GET", "/nope", NULL, 0), 404);
     snprintf(cmd, sizeof cmd,
              "curl -s --max-time 10 http://127.0.0.1:%d/metrics | promtool check metrics 2>&1",
-             http_port);
+             hh_http_port);
     int rc = run(cmd, out, sizeof out);
     if (rc != 0)
         fprintf(stderr, "promtool: %s\n", out);
     CHECK_OK(rc);
-    teardown();
+    hh_teardown();
 }
 
 /* Malformed and oversized requests get 400, 431 and 413, and the relay
@@ -560,7 +397,7 @@ static void malformed(void)
     int closed;
     wc_t w;
     knit_msg_t m;
-    setup(NULL);
+    hh_setup("knit-http-it", NULL);
 
     raw_http("GARBAGE\r\n\r\n", 11, resp, sizeof resp, 5000, &closed);
     CHECK(strncmp(resp, "HTTP/1.1 400 ", 13) == 0);
@@ -599,8 +436,8 @@ static void malformed(void)
 
     /* Still serving: HTTP, and the protocol over TCP. */
     CHECK_EQ_INT(curl_status("GET", "/healthz", NULL, 0), 200);
-    CHECK_OK(wc_connect(&w, R.port, 0));
-    knit_cred_t cred = anon("after-garbage", "after-garbage-secret-0123");
+    CHECK_OK(wc_connect(&w, hh_relay.port, 0));
+    knit_cred_t cred = wc_anon("after-garbage", "after-garbage-secret-0123");
     CHECK_OK(wc_hello(&w, &cred, NULL, 0, &m));
     CHECK_EQ_INT(m.type, KNIT_MSG_WELCOME);
     knit_msg_free(&m);
@@ -609,7 +446,7 @@ static void malformed(void)
     CHECK(sample(t, "knit_relay_http_responses_total{code=\"400\"}") == 4);
     CHECK(sample(t, "knit_relay_limit_hits_total{limit=\"http_header_size\"}") == 1);
     CHECK(sample(t, "knit_relay_limit_hits_total{limit=\"http_body_size\"}") == 1);
-    teardown();
+    hh_teardown();
 }
 
 /* Keep-alive: pipelined requests on one connection are all answered, in
@@ -621,7 +458,7 @@ static void keep_alive(void)
     const char *req = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
                       "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
                       "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    setup(NULL);
+    hh_setup("knit-http-it", NULL);
     raw_http(req, strlen(req), resp, sizeof resp, 5000, &closed);
     for (const char *p = resp; (p = strstr(p, "HTTP/1.1 200 ")) != NULL; p++)
         n200++;
@@ -633,7 +470,7 @@ static void keep_alive(void)
     raw_http("GET /healthz HTTP/1.0\r\n\r\n", 25, resp, sizeof resp, 5000, &closed);
     CHECK(strncmp(resp, "HTTP/1.1 200 ", 13) == 0);
     CHECK(closed);
-    teardown();
+    hh_teardown();
 }
 
 /* Slowloris: a request trickled slower than the request timeout is cut
@@ -646,17 +483,17 @@ static void slowloris(void)
     uint64_t t0, deadline;
     int fd, closed = 0;
     const char *req = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
-    setup(NULL);
+    hh_setup("knit-http-it", NULL);
     fd = socket(AF_INET, SOCK_STREAM, 0);
     memset(&a, 0, sizeof a);
     a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)http_port);
+    a.sin_port = htons((uint16_t)hh_http_port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     CHECK_OK(connect(fd, (struct sockaddr *)&a, sizeof a));
-    t0 = mono();
+    t0 = hh_mono();
     CHECK(write(fd, req, strlen(req)) == (ssize_t)strlen(req));
     deadline = t0 + 20000;
-    while (mono() < deadline && !closed) {
+    while (hh_mono() < deadline && !closed) {
         struct pollfd p = {fd, POLLIN, 0};
         if (write(fd, "a", 1) != 1) /* one byte every 200 ms */
             break;
@@ -671,9 +508,9 @@ static void slowloris(void)
     resp[have] = '\0';
     close(fd);
     CHECK(strncmp(resp, "HTTP/1.1 408 ", 13) == 0);
-    CHECK(mono() - t0 >= 9000 && mono() - t0 < 15000);
+    CHECK(hh_mono() - t0 >= 9000 && hh_mono() - t0 < 15000);
     CHECK(sample(metrics(), "knit_relay_limit_hits_total{limit=\"http_request_timeout\"}") == 1);
-    teardown();
+    hh_teardown();
 }
 
 /* python3-websockets completes HELLO/WELCOME and PUSH/ACK with the real
@@ -689,11 +526,11 @@ static void websocket(void)
     wc_t sub;
     const char *S = "websocket-secret-0123456789";
     const char *line;
-    setup(NULL);
+    hh_setup("knit-http-it", NULL);
 
     /* A TCP subscriber of the same namespace. */
-    CHECK_OK(wc_connect(&sub, R.port, 0));
-    knit_cred_t cred = anon("wsdev", S);
+    CHECK_OK(wc_connect(&sub, hh_relay.port, 0));
+    knit_cred_t cred = wc_anon("wsdev", S);
     CHECK_OK(wc_hello(&sub, &cred, "anon:wsdev", 0, &m));
     CHECK_EQ_INT(m.type, KNIT_MSG_WELCOME);
     knit_msg_free(&m);
@@ -747,7 +584,7 @@ static void websocket(void)
     CHECK(sample(t, "knit_relay_changes_ingested_total") == 4);
     CHECK(sample(t, "knit_relay_fanout_latency_seconds_count") == 1);
     CHECK(sample(t, "knit_relay_http_responses_total{code=\"101\"}") == 1);
-    teardown();
+    hh_teardown();
 }
 
 /* WebSocket misuse: a text message is refused with close 1003, a message
@@ -761,7 +598,7 @@ static void websocket_refusals(void)
     size_t slen = 0;
     FILE *f;
     knit_msg_t m;
-    setup(extra);
+    hh_setup("knit-http-it", extra);
 
     ws_run("text hello\nrecv\n", out, sizeof out);
     CHECK(strncmp(out, "closed 1003", 11) == 0);
@@ -789,7 +626,7 @@ static void websocket_refusals(void)
     CHECK_EQ_INT(m.type, KNIT_MSG_WELCOME);
     knit_msg_free(&m);
     CHECK(sample(metrics(), "knit_relay_limit_hits_total{limit=\"websocket_message_size\"}") == 1);
-    teardown();
+    hh_teardown();
 }
 
 KNIT_TESTS(T(routes), T(metrics_move), T(promtool), T(malformed), T(keep_alive), T(slowloris),

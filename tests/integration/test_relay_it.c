@@ -146,16 +146,6 @@ static uint64_t next_hlc(void)
     return last_hlc;
 }
 
-static knit_cred_t anon(const char *id, const char *secret)
-{
-    knit_cred_t c;
-    memset(&c, 0, sizeof c);
-    c.kind = KNIT_CRED_ANON;
-    c.id = id;
-    c.secret = secret;
-    return c;
-}
-
 static char tokbuf[8][1024];
 static int tokslot;
 
@@ -330,14 +320,14 @@ static void auth_refusals(void)
 
     setup(NULL);
     /* Data that must not leak: in anon:dev1 and user:bob. */
-    connect_ok(&a, anon("dev1", S1), NULL, 0);
+    connect_ok(&a, wc_anon("dev1", S1), NULL, 0);
     push_note(&a, 1, "anon:dev1", 1, "dev1's secret note");
     connect_ok(&b, jwt(mint("bob", wall(), 600)), NULL, 0);
     push_note(&b, 1, "user:bob", 1, "bob's secret note");
 
-    expect_error_closed(&x, anon("dev1", S2), "anon:dev1", KNIT_EAUTH); /* wrong secret */
-    expect_error_closed(&x, anon("dev1", "short"), NULL, KNIT_EAUTH);   /* weak secret */
-    expect_error_closed(&x, anon("dev2", S2), "anon:dev1", KNIT_EDENIED);
+    expect_error_closed(&x, wc_anon("dev1", S2), "anon:dev1", KNIT_EAUTH); /* wrong secret */
+    expect_error_closed(&x, wc_anon("dev1", "short"), NULL, KNIT_EAUTH);   /* weak secret */
+    expect_error_closed(&x, wc_anon("dev2", S2), "anon:dev1", KNIT_EDENIED);
     expect_error_closed(&x, jwt(mint("alice", wall(), 600)), "user:bob", KNIT_EDENIED);
     expect_error_closed(&x, jwt(mint("alice", wall(), 600)), "anon:dev1", KNIT_EDENIED);
     /* Expired, not yet valid, forged, alg none, wrong algorithm. */
@@ -397,7 +387,7 @@ static void auth_refusals(void)
     wc_close(&x);
 
     /* And the right secret still works; bob's data was not touched. */
-    connect_ok(&x, anon("dev1", S1), "anon:dev1", 0);
+    connect_ok(&x, wc_anon("dev1", S1), "anon:dev1", 0);
     uint64_t cur = 0;
     read_catch_up(&x, &cur, NULL, NULL);
     CHECK_EQ_INT(cur, 1);
@@ -417,7 +407,7 @@ static size_t truncated_hello(uint8_t *out, size_t cap)
 {
     knit_msg_t m;
     knit_buf_t b = {NULL, 0, 0};
-    knit_cred_t c = anon("trunc", "truncated-secret-0123");
+    knit_cred_t c = wc_anon("trunc", "truncated-secret-0123");
     size_t n;
     memset(&m, 0, sizeof m);
     m.type = KNIT_MSG_HELLO;
@@ -472,7 +462,7 @@ static void malformed_inputs(void)
     const size_t nkinds = sizeof kinds / sizeof kinds[0];
 
     setup(NULL);
-    connect_ok(&a, anon("good", "good-secret-0123456789"), "anon:good", 0);
+    connect_ok(&a, wc_anon("good", "good-secret-0123456789"), "anon:good", 0);
     read_catch_up(&a, &cur, NULL, NULL);
 
     for (int round = 0; round < 40; round++) {
@@ -520,7 +510,7 @@ static void future_stamps(void)
     knit_msg_t m;
     uint64_t cur = 0;
     setup(NULL);
-    connect_ok(&a, anon("clocky", "clocky-secret-0123456"), NULL, 0);
+    connect_ok(&a, wc_anon("clocky", "clocky-secret-0123456"), NULL, 0);
     knit_batch_t *bt = notes("anon:clocky");
     CHECK_OK(knit_batch_begin(bt, 1));
     note(bt, 1, "now", 0, next_hlc(), 1);
@@ -539,7 +529,7 @@ static void future_stamps(void)
     knit_msg_free(&m);
 
     /* Nothing of it was applied. */
-    connect_ok(&b, anon("clocky", "clocky-secret-0123456"), "anon:clocky", 0);
+    connect_ok(&b, wc_anon("clocky", "clocky-secret-0123456"), "anon:clocky", 0);
     CHECK_EQ_INT(read_catch_up(&b, &cur, NULL, NULL), 1);
     CHECK_EQ_INT(cur, 0);
     /* A push within the allowance goes through. */
@@ -559,9 +549,9 @@ static void live_fanout(void)
     uint64_t ca = 0, cb = 0, cc = 0;
     const char *S = "shared-secret-0123456789";
     setup(NULL);
-    connect_ok(&a, anon("live", S), "anon:live", 0);
-    connect_ok(&b, anon("live", S), "anon:live", 0);
-    connect_ok(&c, anon("other", S), "anon:other", 0);
+    connect_ok(&a, wc_anon("live", S), "anon:live", 0);
+    connect_ok(&b, wc_anon("live", S), "anon:live", 0);
+    connect_ok(&c, wc_anon("other", S), "anon:other", 0);
     read_catch_up(&a, &ca, NULL, NULL);
     read_catch_up(&b, &cb, NULL, NULL);
     read_catch_up(&c, &cc, NULL, NULL);
@@ -643,7 +633,7 @@ static void catch_up_once(void)
     seen_t s;
     const char *S = "catchup-secret-0123456789";
     setup(NULL);
-    connect_ok(&a, anon("cu", S), NULL, 0);
+    connect_ok(&a, wc_anon("cu", S), NULL, 0);
     push_note(&a, 1, "anon:cu", 1, "v1");
     knit_batch_t *bt = notes("anon:cu");
     CHECK_OK(knit_batch_begin(bt, 2));
@@ -658,7 +648,7 @@ static void catch_up_once(void)
 
     /* From 0: every cell once, in its latest state. */
     memset(&s, 0, sizeof s);
-    connect_ok(&b, anon("cu", S), "anon:cu", 0);
+    connect_ok(&b, wc_anon("cu", S), "anon:cu", 0);
     read_catch_up(&b, &cur, collect, &s);
     wc_close(&b);
     CHECK_EQ_INT(cur, 3);
@@ -671,7 +661,7 @@ static void catch_up_once(void)
 
     /* Reconnect at the end: one empty DELTAS, from = to = cursor. */
     memset(&s, 0, sizeof s);
-    connect_ok(&b, anon("cu", S), "anon:cu", 3);
+    connect_ok(&b, wc_anon("cu", S), "anon:cu", 3);
     CHECK_OK(wc_recv_type(&b, 5000, KNIT_MSG_DELTAS, &m));
     CHECK_EQ_INT(m.u.deltas.from, 3);
     CHECK_EQ_INT(m.u.deltas.to, 3);
@@ -683,7 +673,7 @@ static void catch_up_once(void)
     /* From 2: only what changed after it (note 1, rewritten at 3). */
     memset(&s, 0, sizeof s);
     cur = 2;
-    connect_ok(&b, anon("cu", S), "anon:cu", 2);
+    connect_ok(&b, wc_anon("cu", S), "anon:cu", 2);
     read_catch_up(&b, &cur, collect, &s);
     wc_close(&b);
     CHECK_EQ_INT(s.body_changes[1], 1);
@@ -694,7 +684,7 @@ static void catch_up_once(void)
     /* A cursor from the future (relay restored from a backup): all again. */
     memset(&s, 0, sizeof s);
     cur = 99;
-    connect_ok(&b, anon("cu", S), "anon:cu", 99);
+    connect_ok(&b, wc_anon("cu", S), "anon:cu", 99);
     read_catch_up(&b, &cur, collect, &s);
     wc_close(&b);
     CHECK_EQ_INT(cur, 3);
@@ -730,11 +720,11 @@ static void slow_consumer(void)
 
     setup(extra);
     memset(body, 'b', sizeof body);
-    connect_ok(&a, anon("slow", S), NULL, 0);
+    connect_ok(&a, wc_anon("slow", S), NULL, 0);
     CHECK(wc_connect(&b, R.port, 4096) == 0);
     {
         knit_msg_t m;
-        knit_cred_t cr = anon("slow", S);
+        knit_cred_t cr = wc_anon("slow", S);
         CHECK_OK(wc_hello(&b, &cr, "anon:slow", 0, &m));
         CHECK_EQ_INT(m.type, KNIT_MSG_WELCOME);
         knit_msg_free(&m);
@@ -797,7 +787,7 @@ static int stream_and_stop(int sig, int after, uint8_t *acked, int n, int *exit_
     wc_t a;
     int sent = 0, nacked = 0, stopped = 0;
     const char *S = "stream-secret-0123456789";
-    connect_ok(&a, anon("stream", S), NULL, 0);
+    connect_ok(&a, wc_anon("stream", S), NULL, 0);
     for (;;) {
         while (sent < n && sent - nacked < 16 && !stopped) {
             knit_batch_t *bt = notes("anon:stream");
@@ -846,7 +836,7 @@ static void check_acked_present(const uint8_t *acked, int n)
     int count = 0;
     start_relay(NULL);
     memset(&seen, 0, sizeof seen);
-    connect_ok(&b, anon("stream", "stream-secret-0123456789"), "anon:stream", 0);
+    connect_ok(&b, wc_anon("stream", "stream-secret-0123456789"), "anon:stream", 0);
     read_catch_up(&b, &cur, collect_ids, &seen);
     wc_close(&b);
     for (int i = 0; i < n; i++) {
@@ -887,7 +877,7 @@ static void sigterm_clean(void)
     /* SIGTERM with an idle client: it is told, and the relay exits 0. */
     wc_t a;
     knit_msg_t m;
-    connect_ok(&a, anon("bye", "bye-secret-0123456789"), NULL, 0);
+    connect_ok(&a, wc_anon("bye", "bye-secret-0123456789"), NULL, 0);
     kill(R.pid, SIGTERM);
     CHECK_OK(wc_recv(&a, 10000, &m));
     CHECK_EQ_INT(m.type, KNIT_MSG_ERROR);
@@ -967,7 +957,7 @@ static void idle_timeout(void)
     wc_t a;
     knit_msg_t m;
     setup(extra);
-    connect_ok(&a, anon("idle", "idle-secret-0123456789"), NULL, 0);
+    connect_ok(&a, wc_anon("idle", "idle-secret-0123456789"), NULL, 0);
     CHECK_OK(wc_recv(&a, 5000, &m));
     CHECK_EQ_INT(m.type, KNIT_MSG_ERROR);
     CHECK_EQ_INT(m.u.error.code, KNIT_ETIMEDOUT);
@@ -985,7 +975,7 @@ static void claim_merge(void)
     seen_t s;
     const char *S = "claim-secret-0123456789";
     setup(NULL);
-    connect_ok(&a, anon("phone", S), NULL, 0);
+    connect_ok(&a, wc_anon("phone", S), NULL, 0);
     push_note(&a, 1, "anon:phone", 1, "written anonymously");
     wc_close(&a);
 
@@ -998,7 +988,7 @@ static void claim_merge(void)
         h.u.hello.min_version = 1;
         h.u.hello.max_version = 1;
         h.u.hello.cred = jwt(mint("carol", wall(), 600));
-        h.u.hello.claim = anon("phone", S);
+        h.u.hello.claim = wc_anon("phone", S);
         h.u.hello.subs = &sub;
         h.u.hello.nsubs = 1;
         CHECK(wc_connect(&u, R.port, 0) == 0);
@@ -1022,7 +1012,7 @@ static void claim_merge(void)
         h.u.hello.min_version = 1;
         h.u.hello.max_version = 1;
         h.u.hello.cred = jwt(mint("carol", wall(), 600));
-        h.u.hello.claim = anon("phone", "not-the-phone-secret-000");
+        h.u.hello.claim = wc_anon("phone", "not-the-phone-secret-000");
         CHECK(wc_connect(&u, R.port, 0) == 0);
         CHECK_OK(wc_send(&u, &h));
         CHECK_OK(wc_recv(&u, 5000, &m));
@@ -1091,7 +1081,7 @@ static void big_frames_released(void)
     for (int i = 0; i < NCONN; i++) {
         char id[32];
         snprintf(id, sizeof id, "big%d", i);
-        connect_ok(&w[i], anon(id, "big-secret-0123456789"), NULL, 0);
+        connect_ok(&w[i], wc_anon(id, "big-secret-0123456789"), NULL, 0);
     }
     before = relay_rss_kb(&R);
     for (int i = 0; i < NCONN; i++) {
@@ -1123,7 +1113,7 @@ static void trickle_not_activity(void)
     int got = 0;
     uint64_t t0;
     setup(extra);
-    connect_ok(&a, anon("trickle", "trickle-secret-0123456789"), NULL, 0);
+    connect_ok(&a, wc_anon("trickle", "trickle-secret-0123456789"), NULL, 0);
     t0 = wall();
     /* One byte every 100 ms for up to 4 s: without the rule, each byte would
     ** restart the 500 ms idle timer and the session would live on. */
@@ -1154,13 +1144,13 @@ static void per_address_cap(void)
     for (int i = 0; i < 3; i++) {
         char id[16];
         snprintf(id, sizeof id, "pa%d", i);
-        connect_ok(&w[i], anon(id, "pa-secret-0123456789ab"), NULL, 0);
+        connect_ok(&w[i], wc_anon(id, "pa-secret-0123456789ab"), NULL, 0);
     }
-    expect_error_closed(&x, anon("pa9", "pa-secret-0123456789ab"), NULL, KNIT_EBUSY);
+    expect_error_closed(&x, wc_anon("pa9", "pa-secret-0123456789ab"), NULL, KNIT_EBUSY);
     CHECK(log_has("connections from 127.0.0.1 already"));
     wc_close(&w[0]);
     usleep(200 * 1000);
-    connect_ok(&x, anon("pa9", "pa-secret-0123456789ab"), NULL, 0);
+    connect_ok(&x, wc_anon("pa9", "pa-secret-0123456789ab"), NULL, 0);
     wc_close(&x);
     for (int i = 1; i < 3; i++)
         wc_close(&w[i]);
@@ -1174,13 +1164,13 @@ static void anon_session_cap(void)
     static const char *extra[] = {"--max-anon-sessions", "2", NULL};
     wc_t a, b, c, u;
     setup(extra);
-    connect_ok(&a, anon("as1", "as-secret-0123456789ab"), NULL, 0);
-    connect_ok(&b, anon("as2", "as-secret-0123456789ab"), NULL, 0);
-    expect_error_closed(&c, anon("as3", "as-secret-0123456789ab"), NULL, KNIT_EBUSY);
+    connect_ok(&a, wc_anon("as1", "as-secret-0123456789ab"), NULL, 0);
+    connect_ok(&b, wc_anon("as2", "as-secret-0123456789ab"), NULL, 0);
+    expect_error_closed(&c, wc_anon("as3", "as-secret-0123456789ab"), NULL, KNIT_EBUSY);
     connect_ok(&u, jwt(mint("alice", wall(), 600)), NULL, 0);
     wc_close(&a);
     usleep(200 * 1000);
-    connect_ok(&c, anon("as3", "as-secret-0123456789ab"), NULL, 0);
+    connect_ok(&c, wc_anon("as3", "as-secret-0123456789ab"), NULL, 0);
     wc_close(&b);
     wc_close(&c);
     wc_close(&u);
@@ -1197,11 +1187,11 @@ static void anon_registration_rate(void)
     for (int i = 0; i < 3; i++) {
         char id[16];
         snprintf(id, sizeof id, "ar%d", i);
-        connect_ok(&w, anon(id, "ar-secret-0123456789ab"), NULL, 0);
+        connect_ok(&w, wc_anon(id, "ar-secret-0123456789ab"), NULL, 0);
         wc_close(&w);
     }
-    expect_error_closed(&w, anon("ar3", "ar-secret-0123456789ab"), NULL, KNIT_EBUSY);
-    connect_ok(&w, anon("ar1", "ar-secret-0123456789ab"), NULL, 0); /* known: fine */
+    expect_error_closed(&w, wc_anon("ar3", "ar-secret-0123456789ab"), NULL, KNIT_EBUSY);
+    connect_ok(&w, wc_anon("ar1", "ar-secret-0123456789ab"), NULL, 0); /* known: fine */
     wc_close(&w);
     teardown();
 }

@@ -9,10 +9,7 @@
 */
 #include "test.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -34,48 +31,6 @@ static char *cert(const world_t *w, const char *name, char *buf, size_t n)
 {
     snprintf(buf, n, "%s/%s", w->dir, name);
     return buf;
-}
-
-static void tail_log(const char *path)
-{
-    char buf[4096];
-    FILE *f = fopen(path, "r");
-    size_t n;
-    if (!f)
-        return;
-    n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    fprintf(stderr, "---- %s\n%s\n", path, buf);
-}
-
-static int file_has(const char *path, const char *needle)
-{
-    char buf[65536];
-    FILE *f = fopen(path, "r");
-    size_t n;
-    if (!f)
-        return 0;
-    n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    return strstr(buf, needle) != NULL;
-}
-
-static int count_in_file(const char *path, const char *needle)
-{
-    char buf[65536], *p;
-    FILE *f = fopen(path, "r");
-    size_t n;
-    int k = 0;
-    if (!f)
-        return 0;
-    n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    for (p = buf; (p = strstr(p, needle)) != NULL; p++)
-        k++;
-    return k;
 }
 
 /* Makes the certificates and the credentials; no relay yet. */
@@ -185,9 +140,9 @@ static void chain_syncs(void)
     relay_start(&w, cert(&w, "chain.pem", c, sizeof c), cert(&w, "rsa.key", k, sizeof k));
     sync_through(&w, "rsa");
     relay_log(&w, log, sizeof log);
-    CHECK(file_has(log, "listening on 127.0.0.1"));
-    CHECK(file_has(log, "(TLS)"));
-    CHECK(!file_has(log, "cleartext"));
+    CHECK(su_file_has(log, "listening on 127.0.0.1"));
+    CHECK(su_file_has(log, "(TLS)"));
+    CHECK(!su_file_has(log, "cleartext"));
 }
 
 /* An EC (P-256) key. */
@@ -218,7 +173,7 @@ static void refused(const char *certname, const char *keyname, const char *ca_na
     if (rc != 1 || !strstr(out, want) || strstr(out, " synced with")) {
         fprintf(stderr, "agent (%d), wanted \"%s\":\n%s\n", rc, want, out);
         relay_log(&w, log, sizeof log);
-        tail_log(log);
+        su_print_file(log);
     }
     CHECK_EQ_INT(rc, 1);
     CHECK(strstr(out, want) != NULL);
@@ -287,12 +242,12 @@ static int copy_file(const char *from, const char *to)
 
 static int reloaded(void *arg)
 {
-    return file_has(arg, "SIGHUP: reloaded");
+    return su_file_has(arg, "SIGHUP: reloaded");
 }
 
 static int online(void *arg)
 {
-    return file_has(arg, "online with");
+    return su_file_has(arg, "online with");
 }
 
 /* SIGHUP: new connections get the new certificate, an open session
@@ -327,7 +282,7 @@ static void sighup_reload(void)
                           w.token,         NULL};
     CHECK_OK(su_spawn(&agent, argv, alog, NULL));
     if (!su_wait_until(online, alog, 20000))
-        tail_log(alog);
+        su_print_file(alog);
     CHECK(online(alog));
 
     rc = s_client(&w, out, sizeof out);
@@ -339,7 +294,7 @@ static void sighup_reload(void)
     CHECK_OK(copy_file(cert(&w, "reload.key", k, sizeof k), cur_k));
     CHECK_OK(kill(w.relay.p.pid, SIGHUP));
     if (!su_wait_until(reloaded, log, 10000))
-        tail_log(log);
+        su_print_file(log);
     CHECK(reloaded(log));
     rc = s_client(&w, out, sizeof out);
     if (rc != 0 || !strstr(out, "CN = knit reloaded"))
@@ -362,20 +317,20 @@ static void sighup_reload(void)
             su_sleep_ms(100);
     }
     if (!got) {
-        tail_log(alog);
-        tail_log(log);
+        su_print_file(alog);
+        su_print_file(log);
     }
     CHECK(got);
-    CHECK_EQ_INT(count_in_file(alog, "online with"), 1);   /* never reconnected */
-    CHECK(agent.pid != 0 && su_wait(&agent, 0, &st) != 0); /* still running */
+    CHECK_EQ_INT(su_count_in_file(alog, "online with"), 1); /* never reconnected */
+    CHECK(agent.pid != 0 && su_wait(&agent, 0, &st) != 0);  /* still running */
 
     /* A reload that fails keeps the certificate in use. */
     CHECK_OK(copy_file(cert(&w, "ec.key", k, sizeof k), cur_k)); /* does not match */
     CHECK_OK(kill(w.relay.p.pid, SIGHUP));
     end = su_now_ms() + 10000;
-    while (!file_has(log, "reload failed") && su_now_ms() < end)
+    while (!su_file_has(log, "reload failed") && su_now_ms() < end)
         su_sleep_ms(20);
-    CHECK(file_has(log, "reload failed"));
+    CHECK(su_file_has(log, "reload failed"));
     rc = s_client(&w, out, sizeof out);
     CHECK_EQ_INT(rc, 0);
     CHECK(strstr(out, "CN = knit reloaded") != NULL);
@@ -394,29 +349,12 @@ static void cleartext_warning(void)
     const char *any[] = {"--listen", "0.0.0.0:0", NULL};
     CHECK_OK(su_relay_start(&w.relay, 0, w.data, w.secret, any)); /* the later --listen wins */
     relay_log(&w, log, sizeof log);
-    CHECK(file_has(log, "listening in cleartext on 0.0.0.0"));
+    CHECK(su_file_has(log, "listening in cleartext on 0.0.0.0"));
     su_path(data2, sizeof data2, "relay2.db");
     CHECK_OK(su_relay_start(&r2, 0, data2, w.secret, NULL));
     snprintf(log, sizeof log, "%s.log", data2);
-    CHECK(file_has(log, "listening on 127.0.0.1"));
-    CHECK(!file_has(log, "cleartext"));
-}
-
-/* A free loopback port (bound and released: good enough for a test). */
-static int free_port(void)
-{
-    struct sockaddr_in a;
-    socklen_t n = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    CHECK(fd >= 0);
-    CHECK_OK(bind(fd, (struct sockaddr *)&a, sizeof a));
-    CHECK_OK(getsockname(fd, (struct sockaddr *)&a, &n));
-    port = ntohs(a.sin_port);
-    close(fd);
-    return port;
+    CHECK(su_file_has(log, "listening on 127.0.0.1"));
+    CHECK(!su_file_has(log, "cleartext"));
 }
 
 /* curl (a client no one here wrote) on URL with trust in ca: its exit
@@ -437,14 +375,19 @@ static void https_surface(void)
 {
     world_t w;
     char c[700], k[700], hl[64], url[128], out[65536], log[600];
-    int hp = free_port(), rc;
+    int hp = su_free_port(), rc;
     world_init(&w);
     snprintf(hl, sizeof hl, "127.0.0.1:%d", hp);
-    const char *extra[] = {"--tls-cert", cert(&w, "chain.pem", c, sizeof c), "--tls-key",
-                           cert(&w, "rsa.key", k, sizeof k), "--http-listen", hl, NULL};
+    const char *extra[] = {"--tls-cert",
+                           cert(&w, "chain.pem", c, sizeof c),
+                           "--tls-key",
+                           cert(&w, "rsa.key", k, sizeof k),
+                           "--http-listen",
+                           hl,
+                           NULL};
     CHECK_OK(su_relay_start(&w.relay, 0, w.data, w.secret, extra));
     relay_log(&w, log, sizeof log);
-    CHECK(file_has(log, "https listening on 127.0.0.1"));
+    CHECK(su_file_has(log, "https listening on 127.0.0.1"));
 
     snprintf(url, sizeof url, "https://localhost:%d/healthz", hp);
     rc = curl_get(url, hp, w.ca, out, sizeof out);

@@ -165,25 +165,41 @@ int wc_wait_closed(wc_t *w, int timeout_ms)
     }
 }
 
+knit_cred_t wc_anon(const char *id, const char *secret)
+{
+    knit_cred_t c;
+    memset(&c, 0, sizeof c);
+    c.kind = KNIT_CRED_ANON;
+    c.id = id;
+    c.secret = secret;
+    return c;
+}
+
+void wc_hello_msg(knit_msg_t *m, knit_sub_t *sub, const knit_cred_t *cred, const char *ns,
+                  uint64_t cursor, const char *agent)
+{
+    memset(m, 0, sizeof *m);
+    m->type = KNIT_MSG_HELLO;
+    m->u.hello.min_version = 1;
+    m->u.hello.max_version = 1;
+    for (int i = 0; i < 16; i++)
+        m->u.hello.site.b[i] = (uint8_t)(rand() & 0xff);
+    m->u.hello.cred = *cred;
+    if (ns) {
+        sub->ns = ns;
+        sub->cursor = cursor;
+        m->u.hello.subs = sub;
+        m->u.hello.nsubs = 1;
+    }
+    m->u.hello.agent = agent;
+}
+
 int wc_hello(wc_t *w, const knit_cred_t *cred, const char *ns, uint64_t cursor, knit_msg_t *reply)
 {
     knit_msg_t m;
     knit_sub_t sub;
     int rc;
-    memset(&m, 0, sizeof m);
-    m.type = KNIT_MSG_HELLO;
-    m.u.hello.min_version = 1;
-    m.u.hello.max_version = 1;
-    for (int i = 0; i < 16; i++)
-        m.u.hello.site.b[i] = (uint8_t)(rand() & 0xff);
-    m.u.hello.cred = *cred;
-    if (ns) {
-        sub.ns = ns;
-        sub.cursor = cursor;
-        m.u.hello.subs = &sub;
-        m.u.hello.nsubs = 1;
-    }
-    m.u.hello.agent = "test_relay_it";
+    wc_hello_msg(&m, &sub, cred, ns, cursor, "test_relay_it");
     if ((rc = wc_send(w, &m)) != 0)
         return rc;
     return wc_recv(w, 10000, reply);

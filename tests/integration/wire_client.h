@@ -46,6 +46,12 @@ int wc_wait_closed(wc_t *w, int timeout_ms);
 /* HELLO with one credential and at most one subscription (ns may be
 ** NULL); *reply gets WELCOME or ERROR (free it).  Returns what wc_recv did. */
 int wc_hello(wc_t *w, const knit_cred_t *cred, const char *ns, uint64_t cursor, knit_msg_t *reply);
+/* An anonymous credential (the strings are not copied). */
+knit_cred_t wc_anon(const char *id, const char *secret);
+/* A HELLO of cred with a random site, subscribing to ns from cursor when ns
+** is set (sub is its storage), into *m for sending. */
+void wc_hello_msg(knit_msg_t *m, knit_sub_t *sub, const knit_cred_t *cred, const char *ns,
+                  uint64_t cursor, const char *agent);
 
 typedef struct relay_proc_s {
     pid_t pid;     /* the relay process, 0 when not running */

@@ -1151,6 +1151,109 @@ static void claim_merges_new_cells_only(void)
     tmp_done();
 }
 
+/* 1 if the bytes of needle are in the file path. */
+static int file_holds(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "rb");
+    size_t n = strlen(needle), have = 0, cap = 0;
+    char *buf = NULL;
+    int found = 0;
+    if (!f)
+        return 0;
+    for (;;) {
+        if (have + 65536 > cap) {
+            cap = (have + 65536) * 2;
+            buf = realloc(buf, cap);
+            CHECK(buf != NULL);
+        }
+        size_t k = fread(buf + have, 1, 65536, f);
+        if (k == 0)
+            break;
+        have += k;
+    }
+    fclose(f);
+    for (size_t i = 0; i + n <= have && !found; i++)
+        found = memcmp(buf + i, needle, n) == 0;
+    free(buf);
+    return found;
+}
+
+/* Erasing an account removes its namespace and the anonymous one it
+** claimed, physically: a planted value's bytes are in none of the store's
+** files afterwards (secure_delete, and a checkpoint that truncates the
+** WAL); another account's value stays. */
+static void erase_account_physical(void)
+{
+    static const char planted[] = "PLANTED-3f9a1c-secret", kept[] = "KEPT-77d2e0-value";
+    tmp_init();
+    knit_relay_store_t *s = open_store("r.db");
+    knit_relay_backend_t be;
+    knit_relay_merged_t m;
+    char db[128], wal[160];
+    size_t erased;
+    uint64_t seq;
+
+    tmp_path(db, sizeof db, "r.db");
+    snprintf(wal, sizeof wal, "%s-wal", db);
+    knit_relay_store_backend(s, &be);
+    for (int k = 0; k < 2; k++) {
+        knit_batch_t *b = push_new();
+        int64_t pk = 1;
+        knit_change_t c = change(&pk, 1, 1, 100 + 100 * (uint64_t)k, 0);
+        CHECK_OK(knit_batch_begin(b, 1));
+        add_live(b, 1, 1, 100, 0);
+        c.value.type = KNIT_TEXT;
+        c.value.u.b.p = k == 0 ? planted : kept;
+        c.value.u.b.n = strlen(c.value.u.b.p);
+        CHECK_OK(knit_batch_add(b, &c));
+        knit__free(c.pk);
+        apply_free(b, s, NULL); /* into NS, which plays the anonymous one */
+        if (k == 0)
+            CHECK_OK(be.merge(be.data, NS, "user:erin", 100, &m, NULL, NULL));
+        else
+            CHECK_OK(be.merge(be.data, NS, "user:frank", 100, &m, NULL, NULL));
+    }
+    /* NS now holds kept (LWW), user:erin planted, user:frank kept. */
+    CHECK(file_holds(db, planted) || file_holds(wal, planted));
+    CHECK_OK(knit_relay_store_erase(s, NS)); /* the shared source goes first */
+    CHECK_OK(knit_relay_store_erase_account(s, "user:erin", &erased));
+    CHECK_EQ_INT(erased, 1);
+    CHECK_OK(knit_relay_store_seq(s, "user:erin", &seq));
+    CHECK_EQ_INT(seq, 0);
+    CHECK(!file_holds(db, planted));
+    CHECK(!file_holds(wal, planted));
+    CHECK_OK(knit_relay_store_seq(s, "user:frank", &seq));
+    CHECK(seq > 0);
+    CHECK(file_holds(db, kept) || file_holds(wal, kept));
+    CHECK_EQ_INT(knit_relay_store_erase_account(s, "user:erin", &erased), KNIT_ENOTFOUND);
+    knit_relay_store_close(s);
+    tmp_done();
+}
+
+/* An account erase takes the anonymous namespaces it claimed along. */
+static void erase_account_claimed(void)
+{
+    tmp_init();
+    knit_relay_store_t *s = open_store("r.db");
+    knit_relay_backend_t be;
+    knit_relay_merged_t m;
+    knit_batch_t *b;
+    size_t erased;
+    uint64_t seq;
+    knit_relay_store_backend(s, &be);
+    b = push_new();
+    CHECK_OK(knit_batch_begin(b, 1));
+    add_live(b, 1, 1, 100, 0);
+    apply_free(b, s, NULL);
+    CHECK_OK(be.merge(be.data, NS, "user:gina", 100, &m, NULL, NULL));
+    CHECK_OK(knit_relay_store_erase_account(s, "user:gina", &erased));
+    CHECK_EQ_INT(erased, 2);
+    CHECK_OK(knit_relay_store_seq(s, NS, &seq));
+    CHECK_EQ_INT(seq, 0);
+    knit_relay_store_close(s);
+    tmp_done();
+}
+
 /* The relay's site id is made once and survives reopening. */
 static void site_id_kept(void)
 {
@@ -1173,4 +1276,5 @@ static void site_id_kept(void)
 KNIT_TESTS(T(refuses_other_versions), T(lww_rules), T(orset_rules), T(replay_harmless),
            T(catch_up_once), T(digest_independent), T(digest_matches_replica), T(pushes_commute),
            T(group_atomic), T(durable_reopen), T(listing), T(alloc_failures), T(erase_namespace),
-           T(claim_merges_new_cells_only), T(site_id_kept))
+           T(claim_merges_new_cells_only), T(erase_account_physical), T(erase_account_claimed),
+           T(site_id_kept))

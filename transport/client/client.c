@@ -1,7 +1,8 @@
 /*
 ** client.c: the sync client's libuv glue (API in knit_sync.h).  The
 ** connection (a byte stream, transport/stream/stream.h: TCP, or TLS over
-** TCP when options.tls is set), timers,
+** TCP when options.tls is set, either one inside a WebSocket when
+** options.websocket is), timers,
 ** the file watch and the replica live here; every protocol
 ** decision is the engine's (proto_client.c), which this file feeds with
 ** bytes, events and the time, and whose requests it carries out on the
@@ -55,6 +56,7 @@
 #include "proto_client.h"
 #include "tcp.h"
 #include "tls.h"
+#include "ws_client.h"
 
 #define MAX_WBACKLOG (4u * 1024 * 1024)
 #define DEF_POLL_MS 250
@@ -84,6 +86,7 @@ struct knit_sync_s {
     char *host;                          /* owned copy */
     char *ca_file;                       /* owned copy of options.ca_file, or NULL */
     char *server_name;                   /* owned copy of options.server_name, or NULL */
+    char *ws_path;                       /* owned copy of options.ws_path, or NULL */
     knit_tls_conf_t *tls;                /* TLS: trust anchors, loaded at the first attempt */
     char *token;                         /* owned copy of the current JWT, or NULL */
     char *anon_id;                       /* owned: the anonymous credential used (ANONYMOUS) or
@@ -458,6 +461,30 @@ static void on_conn_open(knit_stream_t *st, int status, const char *msg)
     pump(s);
 }
 
+static int urandom(void *buf, size_t n);
+
+/* Puts the TCP or TLS stream cn->st inside a WebSocket client stream
+** (ws_client.h), whose callbacks are cbs.  The Host header names the
+** server_name the certificate is checked against, if there is one (a
+** reverse proxy routes on it), else the host.  On failure cn->st is still
+** the inner stream, which the caller closes. */
+static int wrap_websocket(knit_sync_t *s, conn_t *cn, const knit_stream_cbs_t *cbs)
+{
+    const char *name = s->opt.tls && s->server_name ? s->server_name : s->host;
+    char hostport[300];
+    uint8_t seed[32];
+    knit_stream_t *ws;
+    int rc;
+    snprintf(hostport, sizeof hostport, strchr(name, ':') ? "[%s]:%d" : "%s:%d", name, s->opt.port);
+    if ((rc = urandom(seed, sizeof seed)) != 0)
+        return rc;
+    rc = knit_ws_client(cn->st, hostport, s->ws_path, seed, cbs, cn, &ws);
+    memset(seed, 0, sizeof seed);
+    if (rc == 0)
+        cn->st = ws;
+    return rc;
+}
+
 static void connect_to(knit_sync_t *s, const struct sockaddr *addr)
 {
     static const knit_stream_cbs_t cbs = {on_conn_open, on_conn_read, on_conn_end, on_conn_closed};
@@ -492,6 +519,12 @@ static void connect_to(knit_sync_t *s, const struct sockaddr *addr)
     }
     s->conn = cn;
     s->open_handles++;
+    if (s->opt.websocket && (rc = wrap_websocket(s, cn, &cbs)) != 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s:%d: cannot start a WebSocket: %s", s->host, s->opt.port,
+                 knit_strerror(rc));
+        conn_close(cn, rc, msg); /* on_conn_closed tells the engine */
+    }
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -669,6 +702,7 @@ static void on_handle_closed(uv_handle_t *h)
     knit__free(s->host);
     knit__free(s->ca_file);
     knit__free(s->server_name);
+    knit__free(s->ws_path);
     knit_tls_conf_unref(s->tls);
     knit__free(s->token);
     if (s->anon_secret)
@@ -823,6 +857,8 @@ int knit_sync_start(uv_loop_t *loop, knit_t *k, const knit_sync_options_t *opt,
         return KNIT_EINVAL;
     if (!opt->anon_id != !opt->anon_secret)
         return KNIT_EINVAL;
+    if (opt->ws_path && !knit_ws_path_ok(opt->ws_path))
+        return KNIT_EINVAL;
     if (!(s = knit__calloc(1, sizeof *s)))
         return KNIT_ENOMEM;
     s->loop = loop;
@@ -836,6 +872,7 @@ int knit_sync_start(uv_loop_t *loop, knit_t *k, const knit_sync_options_t *opt,
     s->host = sdup(opt->host, &failed);
     s->ca_file = sdup(opt->ca_file, &failed);
     s->server_name = sdup(opt->server_name, &failed);
+    s->ws_path = sdup(opt->ws_path, &failed);
     s->token = sdup(opt->token, &failed);
     s->agent = sdup(opt->agent ? opt->agent : agent, &failed);
     s->anon_id = sdup(opt->anon_id, &failed);
@@ -843,6 +880,7 @@ int knit_sync_start(uv_loop_t *loop, knit_t *k, const knit_sync_options_t *opt,
     s->opt.host = s->host;
     s->opt.ca_file = s->ca_file;
     s->opt.server_name = s->server_name;
+    s->opt.ws_path = s->ws_path;
     s->opt.token = NULL;
     s->opt.anon_id = s->opt.anon_secret = NULL;
     s->opt.agent = s->agent;
@@ -862,6 +900,7 @@ int knit_sync_start(uv_loop_t *loop, knit_t *k, const knit_sync_options_t *opt,
         knit__free(s->host);
         knit__free(s->ca_file);
         knit__free(s->server_name);
+        knit__free(s->ws_path);
         knit__free(s->token);
         knit__free(s->agent);
         knit__free(s->anon_id);
@@ -906,6 +945,7 @@ int knit_sync_start(uv_loop_t *loop, knit_t *k, const knit_sync_options_t *opt,
         knit__free(s->host);
         knit__free(s->ca_file);
         knit__free(s->server_name);
+        knit__free(s->ws_path);
         knit__free(s->token);
         knit__free(s->agent);
         knit__free(s->anon_id);

@@ -19,7 +19,12 @@
 **   - with options.tls, speaks TLS 1.2 (BearSSL) and checks the relay's
 **     certificate: a certificate that is untrusted, expired or for another
 **     name is a fatal KNIT_ETLS error whose message says which, and no
-**     byte of the session is sent.
+**     byte of the session is sent;
+**   - with options.websocket, carries the session in a WebSocket (RFC 6455,
+**     over TCP, or over TLS with options.tls), one binary message per
+**     protocol message: an upgrade the relay refuses (a 404, an answer that
+**     is not HTTP, a wrong Sec-WebSocket-Accept) is a KNIT_EPROTO error
+**     whose message says what came back.
 **
 ** The first session decides the replica's home namespace: rows written
 ** before the replica ever synced belong to the credential's namespace
@@ -138,6 +143,12 @@ typedef struct knit_sync_options_s {
     const char *server_name;      /* TLS: the name the certificate must carry, also sent
                                      as SNI [host]; give one when host is an IP literal
                                      (BearSSL matches DNS names only) */
+    int websocket;                /* 1: the session inside a WebSocket (ws://; wss:// with
+                                     tls): an HTTP/1.1 upgrade at ws_path on the relay's
+                                     --http-listen port, for networks that let only
+                                     HTTP(S) through [0: frames right on TCP or TLS] */
+    const char *ws_path;          /* WebSocket: the request path, '/' and visible ASCII
+                                     ["/v1/ws"] */
     int cred_kind;                /* KNIT_SYNC_ANONYMOUS or KNIT_SYNC_JWT (required) */
     const char *anon_id;          /* ANONYMOUS: 1..64 of [A-Za-z0-9_-], or NULL (the
                                      replica's own); JWT: the anonymous credential to

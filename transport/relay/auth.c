@@ -3,9 +3,13 @@
 ** and namespace grants (API and policy in auth.h).
 **
 ** A JWT is three base64url segments, header.payload.signature.  Only the
-** compact form with alg "HS256" is accepted, and the algorithm is checked
-** before the signature is, so a token cannot pick its own verification
-** (alg "none", or an asymmetric alg whose "public key" is our HMAC key).
+** compact form is accepted, with an algorithm of the allowlist the keys
+** make (HS256 with the relay's secret; RS256 and ES256 with a provider's
+** JWKS, jwk.h), and the algorithm and key are settled before the signature
+** is checked, so a token cannot pick its own verification (alg "none", an
+** HS256 token "signed" with a provider's public key, an RS256 token for an
+** EC key).  A token never says where its key comes from: "jku", "x5u",
+** "jwk" and "x5c" are refused, and a "kid" is only looked up in the set.
 ** The header and payload are parsed by jansson (docs/ARCHITECTURE.md,
 ** "Dependencies"), strictly: RFC 8259 text only, one object with nothing
 ** after it, and duplicate member names refused (JSON_REJECT_DUPLICATES),
@@ -163,17 +167,49 @@ static void hs256(const uint8_t *key, size_t keylen, const void *msg, size_t n, 
     br_hmac_out(&hc, out);
 }
 
-int knit_jwt_verify(const char *token, size_t len, const uint8_t *key, size_t keylen,
-                    uint64_t now_ms, uint64_t skew_ms, knit_jwt_claims_t *claims,
-                    const char **why) /* see auth.h */
+/* 1 if the string or array v names one of the parties. */
+static int names_party(json_t *v, const knit_jwt_keys_t *k)
+{
+    size_t i;
+    json_t *x;
+    if (json_is_array(v)) {
+        json_array_foreach(v, i, x) if (names_party(x, k)) return 1;
+        return 0;
+    }
+    for (i = 0; json_is_string(v) && i < k->nparties; i++)
+        if (strcmp(json_string_value(v), k->parties[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* The "iss", "azp" and "aud" rules of keys on the verified payload js;
+** NULL or a static reason. */
+static const char *check_audience(json_t *js, const knit_jwt_keys_t *k)
+{
+    json_t *iss = json_object_get(js, "iss"), *azp = json_object_get(js, "azp");
+    if (k->issuer && (!json_is_string(iss) || strcmp(json_string_value(iss), k->issuer) != 0))
+        return "token issuer is not the one configured (--issuer)";
+    if (k->nparties == 0)
+        return NULL;
+    if (azp) /* Clerk names the party in azp and leaves aud out */
+        return names_party(azp, k) ? NULL : "token azp is not an authorized party";
+    return names_party(json_object_get(js, "aud"), k)
+               ? NULL
+               : "token aud names no authorized party (--authorized-party)";
+}
+
+int knit_jwt_verify_keys(const char *token, size_t len, const knit_jwt_keys_t *keys,
+                         uint64_t now_ms, knit_jwt_claims_t *claims,
+                         const char **why) /* see auth.h */
 {
     static const char *dummy;
     const char *d1, *d2, *reason;
-    uint8_t hdr[768], body[KNIT_JWT_MAX_TOKEN], sig[48], mac[32];
+    uint8_t hdr[768], body[KNIT_JWT_MAX_TOKEN], sig[KNIT_JWK_RSA_MAX + 4], mac[32];
     size_t hlen, blen, slen, nh, nb, ns;
-    char alg[16], typ[16], sub[KNIT_JWT_MAX_SUB + 1];
-    int halg, htyp, hcrit, psub, pexp = 0, pnbf = 0, piat = 0;
+    char alg[16], typ[16], kid[KNIT_JWK_KID_MAX + 1], sub[KNIT_JWT_MAX_SUB + 1];
+    int halg, htyp, hkid, hcrit, hfetch, psub, pexp = 0, pnbf = 0, piat = 0;
     uint64_t exp_s = 0, nbf_s = 0, iat_s = 0;
+    const knit_jwk_t *jwk = NULL;
     knit_jwt_claims_t c;
     json_t *js;
 
@@ -182,7 +218,7 @@ int knit_jwt_verify(const char *token, size_t len, const uint8_t *key, size_t ke
     *why = NULL;
     if (claims)
         memset(claims, 0, sizeof *claims);
-    if (!key || keylen < KNIT_JWT_MIN_KEY) {
+    if (keys->hs_key && keys->hs_keylen < KNIT_JWT_MIN_KEY) {
         *why = "relay key too short";
         return KNIT_EINVAL;
     }
@@ -207,33 +243,59 @@ int knit_jwt_verify(const char *token, size_t len, const uint8_t *key, size_t ke
     if (hlen > sizeof hdr * 4 / 3)
         REFUSE("token header too long");
 
-    /* Header first: the algorithm decides whether we go any further. */
+    /* Header first: the algorithm and key decide whether we go further. */
     if (knit_b64url_decode(token, hlen, hdr, &nh))
         REFUSE("bad base64url in token header");
     if ((reason = json_object_parse(hdr, nh, &js)) != NULL)
         REFUSE(reason);
     halg = json_member_str(js, "alg", alg, sizeof alg, "unsupported token algorithm", &reason);
     htyp = json_member_str(js, "typ", typ, sizeof typ, "token typ is not JWT", &reason);
+    hkid = json_member_str(js, "kid", kid, sizeof kid, "token kid is not acceptable", &reason);
     hcrit = json_object_get(js, "crit") != NULL;
+    hfetch = json_object_get(js, "jku") || json_object_get(js, "x5u") ||
+             json_object_get(js, "jwk") || json_object_get(js, "x5c");
     json_decref(js);
     /* "crit" names extensions we would have to understand: refuse. */
     if (hcrit)
         REFUSE("token has critical extensions");
-    if (halg < 0 || htyp < 0)
+    if (hfetch)
+        REFUSE("token names its own key (jku, x5u, jwk or x5c): refused");
+    if (halg < 0 || htyp < 0 || hkid < 0)
         REFUSE(reason);
     if (!halg)
         REFUSE("token header has no alg");
-    if (strcmp(alg, "HS256") != 0)
-        REFUSE("unsupported token algorithm (only HS256)");
     if (htyp && strcmp(typ, "JWT") != 0 && strcmp(typ, "jwt") != 0)
         REFUSE("token typ is not JWT");
+    if (strcmp(alg, "HS256") == 0) {
+        if (!keys->hs_key)
+            REFUSE("HS256 tokens are not accepted here");
+    } else if (strcmp(alg, "RS256") == 0 || strcmp(alg, "ES256") == 0) {
+        if (!keys->jwks)
+            REFUSE("unsupported token algorithm (no provider keys: --jwks-file)");
+        if (!(jwk = knit_jwks_find(keys->jwks, hkid ? kid : NULL))) {
+            if (claims)
+                claims->unknown_kid = 1;
+            REFUSE(hkid ? "token kid is not among the provider's keys"
+                        : "token has no kid and the provider has several keys");
+        }
+        if ((jwk->kty == KNIT_JWK_RSA) != (alg[0] == 'R'))
+            REFUSE("token algorithm does not match its key's type");
+    } else {
+        REFUSE("unsupported token algorithm (HS256, RS256 or ES256)");
+    }
 
-    /* Signature, in constant time, before the payload is believed. */
-    if (slen != 43 || knit_b64url_decode(d2 + 1, slen, sig, &ns) || ns != 32)
-        REFUSE("bad token signature");
-    hs256(key, keylen, token, (size_t)(d2 - token), mac);
-    if (!knit_ct_equal(mac, sig, 32))
-        REFUSE("bad token signature");
+    /* Signature, before the payload is believed. */
+    if (!jwk) {
+        if (slen != 43 || knit_b64url_decode(d2 + 1, slen, sig, &ns) || ns != 32)
+            REFUSE("bad token signature");
+        hs256(keys->hs_key, keys->hs_keylen, token, (size_t)(d2 - token), mac);
+        if (!knit_ct_equal(mac, sig, 32))
+            REFUSE("bad token signature");
+    } else {
+        if (slen > (sizeof sig * 4) / 3 || knit_b64url_decode(d2 + 1, slen, sig, &ns) ||
+            knit_jws_check(jwk, alg, token, (size_t)(d2 - token), sig, ns) != 0)
+            REFUSE("bad token signature");
+    }
 
     if (knit_b64url_decode(d1 + 1, blen, body, &nb))
         REFUSE("bad base64url in token payload");
@@ -246,6 +308,9 @@ int knit_jwt_verify(const char *token, size_t len, const uint8_t *key, size_t ke
         pnbf = json_member_time(js, "nbf", &nbf_s, &reason);
     if (psub >= 0 && pexp >= 0 && pnbf >= 0)
         piat = json_member_time(js, "iat", &iat_s, &reason);
+    if (psub >= 0 && pexp >= 0 && pnbf >= 0 && piat >= 0 && psub &&
+        (reason = check_audience(js, keys)) != NULL)
+        psub = -1;
     json_decref(js);
     if (psub < 0 || pexp < 0 || pnbf < 0 || piat < 0)
         REFUSE(reason);
@@ -258,16 +323,35 @@ int knit_jwt_verify(const char *token, size_t len, const uint8_t *key, size_t ke
     c.exp_ms = exp_s * 1000;
     c.nbf_ms = pnbf ? nbf_s * 1000 : 0;
     c.iat_ms = piat ? iat_s * 1000 : 0;
-    if (now_ms >= c.exp_ms + skew_ms)
+    if (now_ms >= c.exp_ms + keys->skew_ms)
         REFUSE("token expired");
-    if (pnbf && c.nbf_ms > now_ms + skew_ms)
+    if (pnbf && c.nbf_ms > now_ms + keys->skew_ms)
         REFUSE("token not yet valid");
-    if (piat && c.iat_ms > now_ms + skew_ms)
+    if (piat && c.iat_ms > now_ms + keys->skew_ms)
         REFUSE("token issued in the future");
 #undef REFUSE
     if (claims)
         *claims = c;
     return 0;
+}
+
+int knit_jwt_verify(const char *token, size_t len, const uint8_t *key, size_t keylen,
+                    uint64_t now_ms, uint64_t skew_ms, knit_jwt_claims_t *claims,
+                    const char **why) /* see auth.h */
+{
+    knit_jwt_keys_t k;
+    memset(&k, 0, sizeof k);
+    if (!key || keylen < KNIT_JWT_MIN_KEY) {
+        if (why)
+            *why = "relay key too short";
+        if (claims)
+            memset(claims, 0, sizeof *claims);
+        return KNIT_EINVAL;
+    }
+    k.hs_key = key;
+    k.hs_keylen = keylen;
+    k.skew_ms = skew_ms;
+    return knit_jwt_verify_keys(token, len, &k, now_ms, claims, why);
 }
 
 int knit_jwt_mint(const uint8_t *key, size_t keylen, const char *sub, uint64_t now_ms,

@@ -11,7 +11,9 @@
 **              the client from a CSPRNG (knit makes 32 random bytes), and the
 **              relay refuses secrets shorter than KNIT_ANON_SECRET_MIN.
 **   JWT        a compact JWS signed with HMAC-SHA-256 (alg exactly "HS256")
-**              under the relay's secret; its "sub" opens "user:<sub>".
+**              under the relay's secret, or (knit_jwt_verify_keys) with
+**              RS256 or ES256 by an identity provider whose keys are a JWKS
+**              (jwk.h); its "sub" opens "user:<sub>".
 **              "exp" is required; "exp", "nbf" and "iat" are checked against
 **              the wall time with a small allowance for clock skew.
 **
@@ -32,6 +34,7 @@
 #include <stdint.h>
 
 #include "cred.h"
+#include "jwk.h"
 #include "knit_errors.h"
 
 #ifdef __cplusplus
@@ -50,7 +53,21 @@ typedef struct knit_jwt_claims_s {
     uint64_t exp_ms;                /* expiry, ms since the epoch */
     uint64_t nbf_ms;                /* not-before, ms (0 = absent) */
     uint64_t iat_ms;                /* issued-at, ms (0 = absent) */
+    int unknown_kid;                /* set on a refusal: the header's kid is not
+                                       in the key set (a refetch may find it) */
 } knit_jwt_claims_t;
+
+/* What a token may be verified with, and what its claims must say. */
+typedef struct knit_jwt_keys_s {
+    const uint8_t *hs_key;      /* HS256 key (development), or NULL: HS256 refused */
+    size_t hs_keylen;           /* its length, >= KNIT_JWT_MIN_KEY */
+    const knit_jwks_t *jwks;    /* RS256 and ES256 keys (jwk.h), or NULL: refused */
+    const char *issuer;         /* "iss" must equal it; NULL: not checked */
+    const char *const *parties; /* "azp" must be one of them, or, without
+                                   "azp", "aud" must name one; when nparties */
+    size_t nparties;            /* 0: neither is checked */
+    uint64_t skew_ms;           /* allowance on exp, nbf, iat */
+} knit_jwt_keys_t;
 
 /* Verifies a compact HS256 JWT token[0..len) under key.  Refused with
 ** KNIT_EAUTH, and *why set to a static reason that never quotes the token:
@@ -67,6 +84,16 @@ typedef struct knit_jwt_claims_s {
 KNIT_EXTERN int knit_jwt_verify(const char *token, size_t len, const uint8_t *key, size_t keylen,
                                 uint64_t now_ms, uint64_t skew_ms,
                                 knit_jwt_claims_t *claims /* OUT */, const char **why /* OUT */);
+
+/* Verifies a compact JWT under keys: the rules of knit_jwt_verify, with
+** the algorithms keys allow (HS256 with hs_key; RS256 or ES256 with a key
+** of jwks, found by the header's "kid", which must match the key's type),
+** the signature checked before any claim is read, and then "iss" and
+** "azp"/"aud" as keys ask.  "jku", "x5u", "jwk" and "x5c" headers are
+** refused: a token never names where its key comes from. */
+KNIT_EXTERN int knit_jwt_verify_keys(const char *token, size_t len, const knit_jwt_keys_t *keys,
+                                     uint64_t now_ms, knit_jwt_claims_t *claims /* OUT */,
+                                     const char **why /* OUT */);
 
 /* Makes a token for sub, issued at now, expiring ttl_s seconds later:
 ** header {"alg":"HS256","typ":"JWT"}, payload {"sub","iat","nbf","exp"}.

@@ -34,7 +34,8 @@ extern "C" {
 #define KNIT_METRIC_TRANSPORTS(X)                                                                  \
     X(TCP, "tcp")                                                                                  \
     X(TLS, "tls")                                                                                  \
-    X(WS, "websocket")
+    X(WS, "websocket")                                                                             \
+    X(LP, "longpoll")
 
 /* Why an authentication failed: X(ENUM, label). */
 #define KNIT_METRIC_AUTH_FAILURES(X)                                                               \
@@ -83,7 +84,9 @@ typedef struct knit_metric_hist_s {
 
 /* HTTP answers counted by status. */
 #define KNIT_METRIC_HTTP_CODES(X)                                                                  \
-    X(101) X(200) X(400) X(404) X(405) X(408) X(413) X(426) X(431) X(500) X(503)
+    X(101)                                                                                         \
+    X(200)                                                                                         \
+    X(201) X(204) X(400) X(401) X(404) X(405) X(408) X(410) X(413) X(426) X(431) X(500) X(503)
 
 typedef struct knit_relay_metrics_s {
     uint64_t (*now_us)(void *data);                /* the glue's monotonic clock, microseconds */

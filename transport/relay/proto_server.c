@@ -171,6 +171,11 @@ struct knit_relay_engine_s {
     knit_relay_io_t io;                                      /* glue callbacks */
     uint8_t *key;                                            /* JWT key copy, or NULL */
     size_t keylen;                                           /* its length */
+    const knit_jwks_t *(*jwks)(void *data, int refresh);     /* provider keys, or NULL */
+    void *jwks_data;                                         /* passed to jwks */
+    char *issuer;                                            /* required iss, or NULL */
+    char **parties;                                          /* authorized parties */
+    size_t nparties;                                         /* their count */
     int log_level;                                           /* highest level logged */
     knit_relay_metrics_t *m;                                 /* metrics, or NULL */
     knit_relay_conn_t *conns;                                /* open connections */
@@ -337,6 +342,19 @@ static void on_damage(void *data, const knit_relay_damage_t *d)
           (unsigned long long)e->st.damaged(e->st.data));
 }
 
+/* Copies the issuer and the authorized parties of cfg. */
+static int copy_audience(knit_relay_engine_t *e, const knit_relay_config_t *cfg)
+{
+    if (cfg->issuer && !(e->issuer = knit__strdup(cfg->issuer)))
+        return KNIT_ENOMEM;
+    if (cfg->nparties && !(e->parties = knit__calloc(cfg->nparties, sizeof *e->parties)))
+        return KNIT_ENOMEM;
+    for (; e->nparties < cfg->nparties; e->nparties++)
+        if (!(e->parties[e->nparties] = knit__strdup(cfg->parties[e->nparties])))
+            return KNIT_ENOMEM;
+    return 0;
+}
+
 int knit_relay_engine_new(const knit_relay_config_t *cfg, const knit_relay_io_t *io,
                           knit_relay_engine_t **out) /* see proto_server.h */
 {
@@ -368,6 +386,12 @@ int knit_relay_engine_new(const knit_relay_config_t *cfg, const knit_relay_io_t 
             return KNIT_ENOMEM;
         }
         e->keylen = cfg->jwt_key_len;
+    }
+    e->jwks = cfg->jwks;
+    e->jwks_data = cfg->jwks_data;
+    if (copy_audience(e, cfg) != 0) {
+        knit_relay_engine_free(e);
+        return KNIT_ENOMEM;
     }
     e->st.on_damage(e->st.data, on_damage, e);
     knit_codec_limits_default(&e->dec_hello);
@@ -405,6 +429,10 @@ void knit_relay_engine_free(knit_relay_engine_t *e) /* see proto_server.h */
         knit_relay_conn_free(e->conns);
     e->st.on_damage(e->st.data, NULL, NULL);
     knit__free(e->key);
+    knit__free(e->issuer);
+    for (size_t i = 0; i < e->nparties; i++)
+        knit__free(e->parties[i]);
+    knit__free(e->parties);
     knit__free(e);
 }
 
@@ -754,16 +782,29 @@ static int builtin_auth(knit_relay_engine_t *e, knit_relay_conn_t *c, const knit
     }
     if (cred->kind == KNIT_CRED_JWT) {
         knit_jwt_claims_t cl;
-        if (!e->key) {
-            *why = "this relay accepts no tokens (no --jwt-secret-file)";
+        knit_jwt_keys_t k;
+        if (!e->key && !e->jwks) {
+            *why = "this relay accepts no tokens (no --jwt-secret-file or --jwks-file)";
             return KNIT_EAUTH;
         }
         if (!cred->token) {
             *why = "no token";
             return KNIT_EAUTH;
         }
-        rc = knit_jwt_verify(cred->token, strlen(cred->token), e->key, e->keylen, wall_ms,
-                             e->lim.jwt_skew_ms, &cl, why);
+        memset(&k, 0, sizeof k);
+        k.hs_key = e->key;
+        k.hs_keylen = e->keylen;
+        k.jwks = e->jwks ? e->jwks(e->jwks_data, 0) : NULL;
+        k.issuer = e->issuer;
+        k.parties = (const char *const *)e->parties;
+        k.nparties = e->nparties;
+        k.skew_ms = e->lim.jwt_skew_ms;
+        rc = knit_jwt_verify_keys(cred->token, strlen(cred->token), &k, wall_ms, &cl, why);
+        if (rc && cl.unknown_kid && e->jwks) {
+            /* The provider may have rotated its keys: once more, fresh. */
+            k.jwks = e->jwks(e->jwks_data, 1);
+            rc = knit_jwt_verify_keys(cred->token, strlen(cred->token), &k, wall_ms, &cl, why);
+        }
         if (rc)
             return KNIT_EAUTH;
         *exp_ms = cl.exp_ms;

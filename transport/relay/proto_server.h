@@ -35,6 +35,7 @@
 #include <stdint.h>
 
 #include "codec.h"
+#include "jwk.h"
 #include "metrics.h"
 #include "relay_store.h"
 #include "store.h"
@@ -127,11 +128,20 @@ typedef struct knit_relay_config_s {
     knit_relay_auth_fn authenticate;     /* the hook, or NULL: the built-in check */
     void *auth_data;                     /* passed to the hook */
     knit_relay_limits_t limits;          /* see above */
-    const uint8_t *jwt_key;              /* HS256 key, or NULL: JWT credentials refused */
+    const uint8_t *jwt_key;              /* HS256 key, or NULL: HS256 tokens refused */
     size_t jwt_key_len;                  /* its length (>= KNIT_JWT_MIN_KEY) */
-    int log_level;                       /* KNIT_LOG_* and above are logged */
-    knit_relay_metrics_t *metrics;       /* counted into (metrics.h; the caller's,
-                                            must outlive the engine), or NULL */
+    /* The identity provider's keys (RS256, ES256; jwk.h), or NULL.  Asked
+    ** at each JWT; refresh = 1 when a token named a kid the set lacks (the
+    ** provider may have rotated): the glue may reload, at most every 30 s.
+    ** The set returned stays valid until the next call. */
+    const knit_jwks_t *(*jwks)(void *data, int refresh);
+    void *jwks_data;               /* passed to jwks */
+    const char *issuer;            /* required "iss" of provider tokens (copied), or NULL */
+    const char *const *parties;    /* "azp"/"aud" must name one of them (copied) */
+    size_t nparties;               /* 0: not checked */
+    int log_level;                 /* KNIT_LOG_* and above are logged */
+    knit_relay_metrics_t *metrics; /* counted into (metrics.h; the caller's,
+                                      must outlive the engine), or NULL */
 } knit_relay_config_t;
 
 /* Fills unset (zero) limits with their defaults. */

@@ -35,6 +35,8 @@
 
 #include "alloc.h"
 #include "http.h"
+#include "status.h"
+#include "webhook.h"
 #include "metrics.h"
 #include "tcp.h"
 #include "tls.h"
@@ -71,6 +73,8 @@ struct knit_relay_s {
     size_t max_conns;         /* limit */
     size_t max_per_addr;      /* limit per peer IP address */
     knit_tls_conf_t *tls;     /* credentials of TLS listeners (knit_relay_set_tls), or NULL */
+    uint8_t wh_key[64];       /* webhook secret (knit_relay_set_webhook_secret) */
+    size_t wh_keylen;         /* its length, 0: no webhooks */
     int log_level;            /* for the glue's own lines */
     void (*log)(void *data, int level, const char *line); /* where lines go */
     void *data;                                           /* the caller's */
@@ -85,6 +89,7 @@ struct knit_relay_s {
     knit_relay_backend_t be;           /* the engine's store, for /healthz */
     knit_relay_store_t *store;         /* the SQLite store, or NULL (another backend) */
     size_t max_frame;                  /* resolved: WebSocket messages' limit */
+    size_t max_queue;                  /* resolved: bounds long-poll output kept */
     uint64_t started_mono;             /* mono ms at knit_relay_new */
 };
 
@@ -356,7 +361,9 @@ static void accept_stream(knit_relay_t *r, knit_stream_t *st, int transport)
     }
     knit_relay_conn_set_name(c->ec, name);
     glog(r, KNIT_LOG_DEBUG, "connection from %s%s", name,
-         transport == KNIT_METRIC_WS ? " (websocket)" : "");
+         transport == KNIT_METRIC_WS   ? " (websocket)"
+         : transport == KNIT_METRIC_LP ? " (long-poll)"
+                                       : "");
     knit_stream_read(st, 1);
 }
 
@@ -480,6 +487,7 @@ int knit_relay_new(uv_loop_t *loop, const knit_relay_opts_t *o,
     lim = o->cfg.limits;
     knit_relay_limits_resolve(&lim);
     r->max_frame = lim.max_frame;
+    r->max_queue = lim.max_queue;
     r->store = o->cfg.backend ? NULL : o->cfg.store;
     if (o->cfg.backend)
         r->be = *o->cfg.backend;
@@ -637,23 +645,62 @@ static int http_health(void *data, char *msg, size_t n)
     return 1;
 }
 
+/* The figures both /metrics and /v1/status read beside the counters. */
+static void http_snapshot(knit_relay_t *r, knit_relay_metrics_snapshot_t *s)
+{
+    char why[8];
+    int64_t bytes;
+    memset(s, 0, sizeof *s);
+    s->store_ok = http_health(r, why, sizeof why);
+    s->store_bytes = r->store && knit_relay_store_size(r->store, &bytes) == 0 ? bytes : -1;
+    s->damaged = r->be.damaged ? r->be.damaged(r->be.data) : 0;
+    s->uptime_s = (mono_ms() - r->started_mono) / 1000;
+}
+
+static int http_webhook(void *data, const char *id, const char *ts, const char *sig,
+                        const uint8_t *body, size_t n, char *msg, size_t msgn)
+{
+    knit_relay_t *r = data;
+    int status;
+    if (!r->store) {
+        snprintf(msg, msgn, "webhooks need the SQLite store");
+        return 503;
+    }
+    status = knit__webhook_deliver(r->store, r->wh_key, r->wh_keylen, id, ts, sig, body, n,
+                                   wall_ms(), msg, msgn);
+    glog(r, status == 200 ? KNIT_LOG_INFO : KNIT_LOG_WARN, "webhook %.80s: %d %s", id, status, msg);
+    return status;
+}
+
+int knit_relay_set_webhook_secret(knit_relay_t *r, const char *secret) /* see relay.h */
+{
+    return knit_webhook_secret(secret, r->wh_key, &r->wh_keylen);
+}
+
+static int http_status(void *data, char **text, size_t *n)
+{
+    knit_relay_t *r = data;
+    knit_relay_metrics_snapshot_t s;
+    http_snapshot(r, &s);
+    return knit__status_json(&r->metrics, &s, r->store, text, n);
+}
+
 static int http_metrics(void *data, char **text, size_t *n)
 {
     knit_relay_t *r = data;
     knit_relay_metrics_snapshot_t s;
-    char why[8];
-    int64_t bytes;
-    memset(&s, 0, sizeof s);
-    s.store_ok = http_health(r, why, sizeof why);
-    s.store_bytes = r->store && knit_relay_store_size(r->store, &bytes) == 0 ? bytes : -1;
-    s.damaged = r->be.damaged ? r->be.damaged(r->be.data) : 0;
-    s.uptime_s = (mono_ms() - r->started_mono) / 1000;
+    http_snapshot(r, &s);
     return knit__metrics_render(&r->metrics, &s, text, n);
 }
 
 static void http_upgrade(void *data, knit_stream_t *ws)
 {
     accept_stream(data, ws, KNIT_METRIC_WS);
+}
+
+static void http_longpoll(void *data, knit_stream_t *st)
+{
+    accept_stream(data, st, KNIT_METRIC_LP);
 }
 
 static void http_closed(void *data)
@@ -696,12 +743,17 @@ int knit_relay_listen_http(knit_relay_t *r, const char *host, int port,
         memset(&h, 0, sizeof h);
         h.health = http_health;
         h.metrics = http_metrics;
+        h.status = http_status;
+        h.webhook = r->wh_keylen ? http_webhook : NULL;
         h.upgrade = http_upgrade;
+        h.longpoll = http_longpoll;
+        h.random = io_random;
         h.closed = http_closed;
         h.log = io_log;
         h.data = r;
         h.m = &r->metrics;
         h.max_msg = r->max_frame;
+        h.max_queue = r->max_queue;
         h.max_conns = r->max_conns;
         h.log_level = r->log_level;
         if ((rc = knit__http_server_new(&h, &r->http)) != 0)
@@ -718,7 +770,7 @@ int knit_relay_listen_http(knit_relay_t *r, const char *host, int port,
     r->ls[r->nls++] = l;
     r->open_listeners++;
     knit_tcp_listener_addr(l, a.host, sizeof a.host, &a.port);
-    glog(r, KNIT_LOG_INFO, "http%s listening on %s:%d (/healthz, /metrics, /v1/ws)",
+    glog(r, KNIT_LOG_INFO, "http%s listening on %s:%d (/healthz, /metrics, /v1/ws, /v1/lp)",
          r->tls ? "s" : "", a.host, a.port);
     if (out)
         *out = a;
@@ -828,6 +880,8 @@ int knit_relay_serve(const knit_relay_serve_opts_t *o) /* see relay.h */
     if (rc == 0)
         rc = o->tls_cert ? knit_relay_listen_tls(sv.r, o->host, o->port, &a)
                          : knit_relay_listen(sv.r, o->host, o->port, &a);
+    if (rc == 0 && o->webhook_secret)
+        rc = knit_relay_set_webhook_secret(sv.r, o->webhook_secret);
     if (rc == 0 && o->nhttp && !(ha = knit__calloc(o->nhttp, sizeof *ha)))
         rc = KNIT_ENOMEM;
     for (size_t i = 0; rc == 0 && i < o->nhttp; i++)

@@ -80,6 +80,10 @@ KNIT_EXTERN int knit_relay_listen_tls(knit_relay_t *r, const char *host, int por
 ** A listener opened after knit_relay_set_tls speaks HTTPS (and wss:). */
 KNIT_EXTERN int knit_relay_listen_http(knit_relay_t *r, const char *host, int port,
                                        knit_relay_addr_t *out /* OUT */);
+/* Accepts signed webhooks at POST /v1/webhooks/clerk of the HTTP listeners
+** opened after this call (transport/relay/webhook.h), with a "whsec_..."
+** secret.  KNIT_EINVAL for a secret that is not one. */
+KNIT_EXTERN int knit_relay_set_webhook_secret(knit_relay_t *r, const char *secret);
 /* Stops gracefully (see above); cb (may be NULL) runs once everything is
 ** closed, then the relay is freed.  NULL, or a second call: no-op. */
 KNIT_EXTERN void knit_relay_close(knit_relay_t *r, void (*cb)(knit_relay_t *r));
@@ -100,9 +104,10 @@ typedef struct knit_relay_serve_opts_s {
     size_t nhttp;                  /* their count */
     /* Called once per HTTP listener, with its bound address; may be NULL. */
     void (*on_http_listen)(void *data, const char *host, int port);
-    const char *tls_cert; /* PEM chain: the protocol listener speaks TLS, and SIGHUP
-                             reloads it and tls_key for new connections [NULL: TCP] */
-    const char *tls_key;  /* PEM private key of tls_cert (required with it) */
+    const char *tls_cert;       /* PEM chain: the protocol listener speaks TLS, and SIGHUP
+                                   reloads it and tls_key for new connections [NULL: TCP] */
+    const char *tls_key;        /* PEM private key of tls_cert (required with it) */
+    const char *webhook_secret; /* "whsec_..." for POST /v1/webhooks/clerk, or NULL */
 } knit_relay_serve_opts_t;
 
 /* Serves on a loop of its own until SIGINT/SIGTERM; 0 on a clean stop,

@@ -56,7 +56,14 @@
 **      (their ids belong to that namespace alone, so no other cell names
 **      them) and its sequence, in one transaction.  A namespace written
 **      again afterwards starts over at sequence 1; a client whose cursor is
-**      beyond that is sent everything (PROTOCOL.md §6.2).
+**      beyond that is sent everything (PROTOCOL.md §6.2).  The devices
+**      recorded for it and the claims from or into it go too.  The store
+**      always runs with secure_delete=FAST (a replaced value is zeroed in
+**      its page) and an erase with secure_delete on, so SQLite overwrites
+**      the freed space, freelist pages included,
+**      and ends with a TRUNCATE checkpoint, so the WAL frames that wrote
+**      the cells are gone as well: after an erase, the bytes of its values
+**      are in none of the store's files.
 **  10. The relay's own site id is made once, from SQLite's CSPRNG, and kept
 **      in a key-value table meta(key, value) that is created when it is
 **      first written.  A store that has none yet is still a store of the
@@ -107,6 +114,7 @@
 #define SCHEMA_VERSION 3
 #define DEVICE_SEEN_MS 60000      /* a device's last_seen is rewritten at most this often */
 #define APPLICATION_ID 0x6b6e5253 /* "knRS" */
+#define CLAIM_KEY_MAX 1024        /* claims are between principals' namespaces (< 170 bytes) */
 
 /* Cell kinds as stored. */
 #define KIND_LIVE 0  /* the row's liveness (column "") */
@@ -492,7 +500,10 @@ int knit_relay_store_open(const char *path, int flags,
     ** commit durable before it returns (design note 1). */
     if (!s->readonly && (rc = exec(s, "PRAGMA journal_mode=WAL")) != 0)
         goto fail;
-    if ((rc = exec(s, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF")) != 0)
+    /* secure_delete=FAST: a replaced or deleted value's bytes are zeroed in
+    ** the pages being written anyway (design note 9), at no extra I/O. */
+    if ((rc = exec(s, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;"
+                      " PRAGMA secure_delete=FAST")) != 0)
         goto fail;
     if ((rc = check_schema(s)) != 0)
         goto fail;
@@ -2139,10 +2150,52 @@ int knit_relay_store_list(knit_relay_store_t *s,
     return rc < 0 ? rc : r;
 }
 
+int knit_relay_store_busiest(knit_relay_store_t *s, size_t limit,
+                             int (*fn)(void *data, const knit_relay_ns_info_t *ns), void *data,
+                             uint64_t *total) /* see relay_store.h */
+{
+    sqlite3_stmt *st;
+    int rc, r = 0;
+    *total = 0;
+    rc = sqlite3_prepare_v2(s->db,
+                            "SELECT name, seq, (SELECT count(*) FROM ns) FROM ns"
+                            " ORDER BY seq DESC, name LIMIT ?1",
+                            -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return db_err(s, rc);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)limit);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        knit_relay_ns_info_t info;
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        memset(&info, 0, sizeof info);
+        info.name = name ? name : "";
+        info.seq = col_u64(st, 1);
+        *total = col_u64(st, 2);
+        if ((r = fn(data, &info)) != 0)
+            break;
+    }
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_err(s, rc);
+    sqlite3_finalize(st);
+    return rc < 0 ? rc : r;
+}
+
 /* ---------------------------------------------------------------------- */
 /* Erasure and the relay's site id                                          */
 
 static int claims_forget(knit_relay_store_t *s, const char *ns);
+
+/* The devices recorded for principal ns (design note 11). */
+static int erase_devices(knit_relay_store_t *s, const char *ns)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(s->db, "DELETE FROM device WHERE principal = ?1", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return db_err(s, rc);
+    sqlite3_bind_text(st, 1, ns, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, sqlite3_errcode(s->db));
+    sqlite3_finalize(st);
+    return rc;
+}
 
 int knit_relay_store_erase(knit_relay_store_t *s, const char *ns) /* see relay_store.h */
 {
@@ -2155,8 +2208,13 @@ int knit_relay_store_erase(knit_relay_store_t *s, const char *ns) /* see relay_s
         return set_err(s, KNIT_EREADONLY, "store opened read-only");
     if (s->in_group)
         return set_err(s, KNIT_EINVAL, "erase inside a group");
-    if ((rc = exec(s, "BEGIN IMMEDIATE")) != 0)
+    /* Design note 9: the erased bytes are overwritten, not only unlinked. */
+    if ((rc = exec(s, "PRAGMA secure_delete = ON")) != 0)
         return rc;
+    if ((rc = exec(s, "BEGIN IMMEDIATE")) != 0) {
+        exec(s, "PRAGMA secure_delete = FAST");
+        return rc;
+    }
     rc = ns_lookup(s, ns, 0, &id, &seq);
     if (rc == 0 && id == 0)
         rc = set_err(s, KNIT_ENOTFOUND, "no namespace %s", ns);
@@ -2171,17 +2229,86 @@ int knit_relay_store_erase(knit_relay_store_t *s, const char *ns) /* see relay_s
     }
     if (rc == 0)
         rc = claims_forget(s, ns);
-    if (rc == 0)
-        return exec(s, "COMMIT");
-    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    if (rc == 0 && s->version >= 3)
+        rc = erase_devices(s, ns);
+    if (rc == 0 && (rc = exec(s, "COMMIT")) == 0) {
+        /* The WAL still holds the frames that wrote the erased cells: copy
+        ** back and truncate it, so the bytes are gone from every file. */
+        int busy = 0;
+        sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, &busy);
+    } else if (rc != 0) {
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    exec(s, "PRAGMA secure_delete = FAST");
+    return rc;
+}
+
+/* Collects, for knit_relay_store_erase_account, the namespaces claimed into one. */
+typedef struct claimed_s {
+    char **names;
+    size_t n;
+} claimed_t;
+
+int knit_relay_store_erase_account(knit_relay_store_t *s, const char *ns,
+                                   size_t *erased) /* see relay_store.h */
+{
+    char into[CLAIM_KEY_MAX];
+    claimed_t c = {NULL, 0};
+    sqlite3_stmt *st;
+    int rc;
+    *erased = 0;
+    if (snprintf(into, sizeof into, "\x1f%s", ns) >= (int)sizeof into)
+        return set_err(s, KNIT_EINVAL, "namespace name too long");
+    /* The anonymous namespaces this account claimed: "claim" US from US ns. */
+    rc = sqlite3_prepare_v2(s->db,
+                            "SELECT substr(key, 7, length(key) - 6 - length(?1)) FROM meta"
+                            " WHERE substr(key, 1, 6) = 'claim' || char(31)"
+                            " AND substr(key, -length(?1)) = ?1 AND length(key) - length(?1) > 6",
+                            -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, into, -1, SQLITE_STATIC);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            char **g = knit__realloc(c.names, (c.n + 1) * sizeof *g);
+            const char *name = (const char *)sqlite3_column_text(st, 0);
+            if (!g || !(g[c.n] = knit__strdup(name ? name : ""))) {
+                if (g)
+                    c.names = g;
+                rc = KNIT_ENOMEM;
+                break;
+            }
+            c.names = g;
+            c.n++;
+        }
+        rc = rc == SQLITE_DONE ? 0 : rc == KNIT_ENOMEM ? rc : db_err(s, rc);
+        sqlite3_finalize(st);
+    } else {
+        rc = 0; /* no meta table: nothing was ever claimed */
+    }
+    for (size_t i = 0; rc == 0 && i < c.n; i++) {
+        int r = knit_relay_store_erase(s, c.names[i]);
+        if (r == 0)
+            (*erased)++;
+        else if (r != KNIT_ENOTFOUND)
+            rc = r;
+    }
+    if (rc == 0) {
+        int r = knit_relay_store_erase(s, ns);
+        if (r == 0)
+            (*erased)++;
+        else if (r != KNIT_ENOTFOUND)
+            rc = r;
+    }
+    for (size_t i = 0; i < c.n; i++)
+        knit__free(c.names[i]);
+    knit__free(c.names);
+    if (rc == 0 && *erased == 0)
+        rc = set_err(s, KNIT_ENOTFOUND, "no namespace %s", ns);
     return rc;
 }
 
 /* meta is made on first use (design note 10). */
 #define META_TABLE                                                                                 \
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID"
-
-#define CLAIM_KEY_MAX 1024 /* claims are between principals' namespaces (< 170 bytes) */
 
 /* A claim's key in meta: "claim" US from US to (US = 0x1f, which no
 ** namespace name holds). */
@@ -2229,6 +2356,81 @@ int knit_relay_store_claim_put(knit_relay_store_t *s, const char *from, const ch
     sqlite3_bind_int64(st, 2, (sqlite3_int64)upto);
     rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, sqlite3_errcode(s->db));
     sqlite3_finalize(st);
+    return rc;
+}
+
+/* meta's u64 under key (0 and *found 0 when absent, or no meta yet). */
+static int meta_u64(knit_relay_store_t *s, const char *key, uint64_t *v, int *found)
+{
+    sqlite3_stmt *st;
+    int rc;
+    *v = 0;
+    *found = 0;
+    if (sqlite3_prepare_v2(s->db, SQL[S_META_GET], -1, &st, NULL) != SQLITE_OK)
+        return 0;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *v = (uint64_t)sqlite3_column_int64(st, 0);
+        *found = 1;
+    }
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_err(s, rc);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int meta_put_u64(knit_relay_store_t *s, const char *key, uint64_t v)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if ((rc = exec(s, META_TABLE)) != 0)
+        return rc;
+    rc = sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)", -1,
+                            &st, NULL);
+    if (rc != SQLITE_OK)
+        return db_err(s, rc);
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)v);
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, sqlite3_errcode(s->db));
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int knit_relay_store_webhook_seen(knit_relay_store_t *s, const char *id,
+                                  int *seen) /* see relay_store.h */
+{
+    char key[CLAIM_KEY_MAX];
+    uint64_t v;
+    if (snprintf(key, sizeof key, "webhook\x1f%s", id) >= (int)sizeof key)
+        return set_err(s, KNIT_EINVAL, "webhook id too long");
+    return meta_u64(s, key, &v, seen);
+}
+
+int knit_relay_store_webhook_record(knit_relay_store_t *s, const char *id, const char *user,
+                                    uint64_t updated_ms, int *stale) /* see relay_store.h */
+{
+    char key[CLAIM_KEY_MAX], ukey[CLAIM_KEY_MAX];
+    uint64_t last = 0;
+    int found = 0, rc;
+    *stale = 0;
+    if (snprintf(key, sizeof key, "webhook\x1f%s", id) >= (int)sizeof key ||
+        (user && snprintf(ukey, sizeof ukey, "user_updated\x1f%s", user) >= (int)sizeof ukey))
+        return set_err(s, KNIT_EINVAL, "webhook id or user too long");
+    if (s->in_group)
+        return set_err(s, KNIT_EINVAL, "webhook inside a group");
+    if ((rc = exec(s, "BEGIN IMMEDIATE")) != 0)
+        return rc;
+    if (user && updated_ms && (rc = meta_u64(s, ukey, &last, &found)) == 0) {
+        if (found && last > updated_ms)
+            *stale = 1;
+        else
+            rc = meta_put_u64(s, ukey, updated_ms);
+    }
+    if (rc == 0)
+        rc = meta_put_u64(s, key, updated_ms);
+    if (rc == 0)
+        return exec(s, "COMMIT");
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     return rc;
 }
 

@@ -149,6 +149,13 @@ KNIT_EXTERN int knit_relay_store_list(knit_relay_store_t *s,
                                       int (*fn)(void *data, const knit_relay_ns_info_t *ns),
                                       void *data);
 
+/* Calls fn for at most limit namespaces, the busiest first (highest
+** sequence), with rows and cells 0: cheap enough for a status page, which
+** reads only the ns table. *total gets the number of namespaces. */
+KNIT_EXTERN int knit_relay_store_busiest(knit_relay_store_t *s, size_t limit,
+                                         int (*fn)(void *data, const knit_relay_ns_info_t *ns),
+                                         void *data, uint64_t *total /* OUT */);
+
 /* ---------------------------------------------------------------------- */
 /* Namespaces and identity                                                  */
 
@@ -156,6 +163,13 @@ KNIT_EXTERN int knit_relay_store_list(knit_relay_store_t *s,
 ** group): its cells, tables and sequence (design note 9 of relay_store.c).
 ** KNIT_ENOTFOUND when the store has never seen ns. */
 KNIT_EXTERN int knit_relay_store_erase(knit_relay_store_t *s, const char *ns);
+/* Erases an account: namespace ns, every anonymous namespace claimed into
+** it (knit_relay_store_claim_put), and their devices; *erased counts the
+** namespaces.  The bytes are overwritten (secure_delete) and the WAL is
+** checkpointed and truncated, so they are in none of the store's files.
+** KNIT_ENOTFOUND when there was nothing to erase. */
+KNIT_EXTERN int knit_relay_store_erase_account(knit_relay_store_t *s, const char *ns,
+                                               size_t *erased /* OUT */);
 
 /* How far a sign-in claim has merged namespace from into to: the
 ** sequence of from up to which its cells are in to (0: never claimed).
@@ -165,6 +179,18 @@ KNIT_EXTERN int knit_relay_store_claim_get(knit_relay_store_t *s, const char *fr
                                            uint64_t *upto /* OUT */);
 KNIT_EXTERN int knit_relay_store_claim_put(knit_relay_store_t *s, const char *from, const char *to,
                                            uint64_t upto);
+
+/* Webhook bookkeeping (webhook.h), in meta.  knit_relay_store_webhook_seen
+** sets *seen when delivery id was recorded before (a provider's retry).
+** knit_relay_store_webhook_record records id, durably (its own transaction),
+** and, for an event about user with updated_ms > 0, sets *stale when an
+** event of that user with a later updated_at was recorded before (else
+** the user's updated_at becomes updated_ms). */
+KNIT_EXTERN int knit_relay_store_webhook_seen(knit_relay_store_t *s, const char *id,
+                                              int *seen /* OUT */);
+KNIT_EXTERN int knit_relay_store_webhook_record(knit_relay_store_t *s, const char *id,
+                                                const char *user, uint64_t updated_ms,
+                                                int *stale /* OUT */);
 
 /* The relay's own site id, made once and kept in the store (design note
 ** 10); not inside a group.  KNIT_ENOTFOUND on a read-only store that has

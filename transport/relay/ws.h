@@ -19,9 +19,11 @@
 **
 ** Ownership: the WebSocket stream owns the inner stream from
 ** knit__ws_accept() on (it sets the inner stream's callbacks and data and
-** closes it with itself).  rest[0..nrest) is copied.  WebSocket framing is
-** libwslay's (its event API, fed from the inner stream's callbacks); wslay
-** allocates with the C library's malloc, not knit's wrapper.
+** closes it with itself).  rest[0..nrest) is copied.  The stream is the
+** server role of the shared one (transport/stream/ws_stream.h), whose
+** framing is libwslay's; wslay allocates with the C library's malloc, not
+** knit's wrapper.  knit__ws_accept_key(), which http.c checks the
+** upgrade with, is declared there too.
 */
 #ifndef KNIT_RELAY_WS_H
 #define KNIT_RELAY_WS_H
@@ -31,6 +33,7 @@
 
 #include "metrics.h"
 #include "stream.h"
+#include "ws_stream.h" /* knit__ws_accept_key() */
 
 #ifdef __cplusplus
 extern "C" {
@@ -43,11 +46,6 @@ extern "C" {
 ** inner stream is untouched (the caller still owns it). */
 int knit__ws_accept(knit_stream_t *inner, size_t max_msg, const uint8_t *rest, size_t nrest,
                     knit_relay_metrics_t *m, knit_stream_t **out /* OUT */);
-
-/* Sec-WebSocket-Accept for a Sec-WebSocket-Key: base64(SHA-1(key GUID)),
-** 28 characters and a NUL into out.  KNIT_EINVAL if key is not the base64
-** of 16 bytes (RFC 6455, section 4.2.1). */
-int knit__ws_accept_key(const char *key, size_t n, char out[29]);
 
 #ifdef __cplusplus
 }

@@ -13,7 +13,7 @@
 ** came back ("relay answered 404 Not Found at /v1/ws: ...", "no HTTP
 ** answer ...", "Sec-WebSocket-Accept does not match ...").
 **
-** The mapping is the relay's (transport/relay/ws.h): each frame the user
+** The mapping is the relay's (ws_stream.h, shared): each frame the user
 ** writes (4-byte length, payload) becomes one binary message, masked as a
 ** client must; each binary message received becomes a frame again (its
 ** length, then its bytes) for on_read.  Writes must hold whole frames, one

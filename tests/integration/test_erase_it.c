@@ -1,0 +1,200 @@
+/*
+** test_erase_it.c: `sync-relay erase --user` against a relay that is
+** running: the account's values were pushed by a real sync-agent, the
+** erase removes them, and their bytes are in neither the store file nor
+** its WAL afterwards; a new device of the account gets nothing; a second
+** erase says there is nothing to erase.
+*/
+#include "test.h"
+
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "sync_util.h"
+
+#define SCHEMA "CREATE TABLE items(id TEXT PRIMARY KEY, name TEXT);"
+#define PLANTED "PLANTED-b71c-erase-me"
+
+static int file_holds(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "rb");
+    size_t n = strlen(needle), have = 0;
+    static char buf[16 << 20];
+    int found = 0;
+    if (!f)
+        return 0;
+    have = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    for (size_t i = 0; i + n <= have && !found; i++)
+        found = memcmp(buf + i, needle, n) == 0;
+    return found;
+}
+
+static int store_holds(const char *data, const char *needle)
+{
+    char wal[700];
+    snprintf(wal, sizeof wal, "%s-wal", data);
+    return file_holds(data, needle) || file_holds(wal, needle);
+}
+
+static void replica(const char *path, const char *value)
+{
+    char out[2048];
+    sqlite3 *db = su_db(path);
+    su_exec(db, "%s", SCHEMA);
+    sqlite3_close(db);
+    const char *track[] = {SYNC_AGENT_PATH, "track", path, "items", NULL};
+    CHECK_EQ_INT(su_run(track, 20000, out, sizeof out), 0);
+    if (value) {
+        db = su_db(path);
+        su_exec(db, "INSERT INTO items VALUES('k1', '%s')", value);
+        sqlite3_close(db);
+    }
+}
+
+static int run_once(const su_relay_t *r, const char *path, const char *token, char *out, size_t n)
+{
+    char url[64];
+    snprintf(url, sizeof url, "127.0.0.1:%d", r->port);
+    const char *run[] = {SYNC_AGENT_PATH, "run",    path,        "--relay", url, "--token-file",
+                         token,           "--once", "--timeout", "15",      NULL};
+    return su_run(run, 40000, out, n);
+}
+
+static void erase_while_serving(void)
+{
+    su_relay_t r;
+    char data[600], secret[600], token[600], a[600], c[600], out[8192];
+    sqlite3 *db;
+    su_path(data, sizeof data, "relay.db");
+    su_path(secret, sizeof secret, "secret");
+    su_path(token, sizeof token, "alice.jwt");
+    su_path(a, sizeof a, "a.db");
+    su_path(c, sizeof c, "c.db");
+    CHECK_OK(su_write_secret(secret));
+    CHECK_OK(su_write_token(secret, "alice", token));
+    CHECK_OK(su_relay_start(&r, 0, data, secret, NULL));
+    replica(a, PLANTED);
+    CHECK_EQ_INT(run_once(&r, a, token, out, sizeof out), 0);
+    CHECK(store_holds(data, PLANTED)); /* the check below can see it */
+
+    const char *erase[] = {SYNC_RELAY_PATH, "erase", "--data", data, "--user", "alice", NULL};
+    int rc = su_run(erase, 30000, out, sizeof out);
+    if (rc != 0)
+        fprintf(stderr, "erase (%d): %s\n", rc, out);
+    CHECK_EQ_INT(rc, 0);
+    CHECK(strstr(out, "erased user:alice") != NULL);
+    CHECK(!store_holds(data, PLANTED));
+
+    /* A new device of alice gets nothing back. */
+    replica(c, NULL);
+    CHECK_EQ_INT(run_once(&r, c, token, out, sizeof out), 0);
+    db = su_db(c);
+    CHECK_EQ_INT(su_int(db, "SELECT count(*) FROM items"), 0);
+    sqlite3_close(db);
+    CHECK(!store_holds(data, PLANTED));
+
+    CHECK_EQ_INT(su_run(erase, 30000, out, sizeof out), 3); /* nothing left */
+}
+
+/* ---------------------------------------------------------------------- */
+/* Signed webhooks (Clerk through Svix)                                     */
+
+#define WHSEC "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+static char g_dir[600];
+
+/* POSTs body to /v1/webhooks/clerk with svix headers signed by Python's
+** own hmac (not knit's), timestamp now + skew_s, or with a wrong key when
+** forge; the status code, the answer's body into out. */
+static int deliver(int port, const char *id, const char *body, long skew_s, int forge, char *out,
+                   size_t n)
+{
+    char bodyf[700], cmd[4096], outf[700];
+    FILE *f;
+    snprintf(bodyf, sizeof bodyf, "%s/wh-body.json", g_dir);
+    snprintf(outf, sizeof outf, "%s/wh-out.txt", g_dir);
+    CHECK((f = fopen(bodyf, "w")) != NULL);
+    fputs(body, f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd,
+             "ts=$(/usr/bin/python3 -c 'import time; print(int(time.time()) + %ld)') && "
+             "sig=$(/usr/bin/python3 -c 'import base64, hashlib, hmac, sys\n"
+             "key = base64.b64decode(sys.argv[1].split(\"_\", 1)[1])\n"
+             "msg = (sys.argv[2] + \".\" + sys.argv[3] + \".\").encode() + "
+             "open(sys.argv[4], \"rb\").read()\n"
+             "print(\"v1,\" + base64.b64encode(hmac.new(key, msg, hashlib.sha256).digest())"
+             ".decode())' '%s' '%s' \"$ts\" '%s') && "
+             "curl -s --max-time 10 -o '%s' -w '%%{http_code}' -X POST "
+             "-H 'content-type: application/json' -H 'svix-id: %s' -H \"svix-timestamp: $ts\" "
+             "-H \"svix-signature: $sig\" --data-binary @'%s' "
+             "'http://127.0.0.1:%d/v1/webhooks/clerk'",
+             skew_s, forge ? "whsec_dGhpcyBpcyBub3QgdGhlIHNlY3JldA==" : WHSEC, id, bodyf, outf, id,
+             bodyf, port);
+    const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    char code[64];
+    CHECK_EQ_INT(su_run(argv, 30000, code, sizeof code), 0);
+    f = fopen(outf, "r");
+    size_t k = f ? fread(out, 1, n - 1, f) : 0;
+    out[k] = '\0';
+    if (f)
+        fclose(f);
+    return atoi(code);
+}
+
+/* Clerk's user.deleted, signed: the account is erased from the relay
+** store, bytes and all; a forged, a stale or a replayed delivery changes
+** nothing; user.updated events apply only when newer. */
+static void webhook_user_deleted(void)
+{
+    su_relay_t r;
+    char data[600], secret[600], whf[600], token[600], a[600], hl[64], out[4096];
+    int hp = su_free_port();
+    FILE *f;
+    snprintf(g_dir, sizeof g_dir, "%s", su_tmpdir());
+    su_path(data, sizeof data, "wh-relay.db");
+    su_path(secret, sizeof secret, "wh-secret");
+    su_path(whf, sizeof whf, "whsec");
+    su_path(token, sizeof token, "clerk-user.jwt");
+    su_path(a, sizeof a, "wh-a.db");
+    CHECK_OK(su_write_secret(secret));
+    CHECK_OK(su_write_token(secret, "user_2NNEqL2nrIRdJ194ndJqAHwEfxC", token));
+    CHECK((f = fopen(whf, "w")) != NULL);
+    fprintf(f, "%s\n", WHSEC);
+    fclose(f);
+    chmod(whf, 0600);
+    snprintf(hl, sizeof hl, "127.0.0.1:%d", hp);
+    const char *extra[] = {"--http-listen", hl, "--webhook-secret-file", whf, NULL};
+    CHECK_OK(su_relay_start(&r, 0, data, secret, extra));
+    replica(a, PLANTED);
+    CHECK_EQ_INT(run_once(&r, a, token, out, sizeof out), 0);
+    CHECK(store_holds(data, PLANTED));
+
+    static const char deleted[] =
+        "{\"data\":{\"deleted\":true,\"id\":\"user_2NNEqL2nrIRdJ194ndJqAHwEfxC\","
+        "\"object\":\"user\"},\"object\":\"event\",\"type\":\"user.deleted\"}";
+    CHECK_EQ_INT(deliver(hp, "msg_forged", deleted, 0, 1, out, sizeof out), 401);
+    CHECK(strstr(out, "signature") != NULL);
+    CHECK_EQ_INT(deliver(hp, "msg_stale", deleted, -600, 0, out, sizeof out), 401);
+    CHECK(strstr(out, "timestamp") != NULL);
+    CHECK(store_holds(data, PLANTED));
+
+    CHECK_EQ_INT(deliver(hp, "msg_del_1", deleted, 0, 0, out, sizeof out), 200);
+    CHECK(strstr(out, "erased 1 namespace") != NULL);
+    CHECK(!store_holds(data, PLANTED));
+    CHECK_EQ_INT(deliver(hp, "msg_del_1", deleted, 0, 0, out, sizeof out), 200); /* a retry */
+    CHECK(strstr(out, "duplicate") != NULL);
+
+    /* Out of order: the later update first, then the earlier one. */
+    static const char upd2[] = "{\"type\":\"user.updated\",\"data\":{\"id\":\"user_x\","
+                               "\"updated_at\":1700000002000}}";
+    static const char upd1[] = "{\"type\":\"user.updated\",\"data\":{\"id\":\"user_x\","
+                               "\"updated_at\":1700000001000}}";
+    CHECK_EQ_INT(deliver(hp, "msg_u2", upd2, 0, 0, out, sizeof out), 200);
+    CHECK(strstr(out, "recorded") != NULL);
+    CHECK_EQ_INT(deliver(hp, "msg_u1", upd1, 0, 0, out, sizeof out), 200);
+    CHECK(strstr(out, "stale") != NULL);
+    CHECK_EQ_INT(deliver(hp, "msg_bad", "{\"no\":1}", 0, 0, out, sizeof out), 400);
+}
+
+KNIT_TESTS(T(erase_while_serving), T(webhook_user_deleted))
