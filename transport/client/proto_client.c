@@ -1508,11 +1508,14 @@ void knit_client_lost(knit_client_t *c, uint64_t now, int code,
         snprintf(msg, sizeof msg, "%s: %s",
                  was == KNIT_CLIENT_CONNECTING ? "cannot connect" : "connection lost",
                  message && *message ? message : knit_strerror(code));
-        /* A refused certificate (or an unreadable CA file) stays refused
-        ** until someone changes it: fatal, like a refused credential. */
-        if (code == KNIT_ETLS)
+        /* A refused certificate (or an unreadable CA file), or a stream
+        ** that cannot be set up there (a WebSocket upgrade answered with a
+        ** 4xx, or not HTTP: ws_client.c), stays so until someone changes
+        ** it: fatal, like a refused credential. */
+        int fatal = code == KNIT_ETLS || (was == KNIT_CLIENT_CONNECTING && code == KNIT_EPROTO);
+        if (fatal)
             c->fatal_close = 1;
-        emit_error(c, code, code == KNIT_ETLS, 0, msg);
+        emit_error(c, code, fatal, 0, msg);
     }
     report_acks(c, now);
     session_reset(c);

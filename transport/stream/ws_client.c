@@ -17,8 +17,11 @@
 **   2. on_open(0) is reported only after a 101 with "Upgrade: websocket",
 **      a "Connection" that holds "upgrade", the Sec-WebSocket-Accept of
 **      our key, and no extension or subprotocol (none was offered).  Any
-**      other answer is reported once through on_open as KNIT_EPROTO, and
-**      the stream then only waits for knit_stream_close().
+**      other answer is reported once through on_open, as KNIT_EPROTO when
+**      waiting cannot help (not HTTP, a 4xx, a broken handshake: the client
+**      treats it as fatal, like a refused certificate) or KNIT_EIO when it
+**      may (a 5xx, 408 or 429 from a proxy, a connection cut before the
+**      answer), and the stream then only waits for knit_stream_close().
 **
 **     UPGRADING --101 checked: upgraded()--> OPEN (ws_stream.c from here)
 **         |
@@ -248,9 +251,11 @@ static void genmask(knit_ws_stream_t *ws, uint8_t *buf, size_t len)
 /* ---------------------------------------------------------------------- */
 /* The upgrade                                                              */
 
-/* The upgrade failed: tell the user through on_open, once (note 2). */
-static void refuse(wsc_t *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void refuse(wsc_t *w, const char *fmt, ...)
+/* The upgrade failed: tell the user through on_open, once (note 2), with
+** code KNIT_EPROTO when the answer says this will not work by waiting (not
+** HTTP, a 4xx, a broken handshake), KNIT_EIO when it may (a 5xx, a cut). */
+static void refuse(wsc_t *w, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void refuse(wsc_t *w, int code, const char *fmt, ...)
 {
     char msg[300];
     va_list ap;
@@ -262,7 +267,7 @@ static void refuse(wsc_t *w, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (w->ws.pub.cb.on_open)
-        w->ws.pub.cb.on_open(&w->ws.pub, KNIT_EPROTO, msg);
+        w->ws.pub.cb.on_open(&w->ws.pub, code, msg);
 }
 
 /* The head is complete: check it (note 2); then hand over to the shared
@@ -271,27 +276,29 @@ static void upgraded(wsc_t *w, const uint8_t *rest, size_t n)
 {
     int status = (int)w->hp.status_code;
     if (status != 101) {
-        refuse(w, "relay answered %d%s%s at %s: is --http-listen that port%s?", status,
+        int later = status >= 500 || status == 408 || status == 429;
+        refuse(w, later ? KNIT_EIO : KNIT_EPROTO,
+               "relay answered %d%s%s at %s: is --http-listen that port%s?", status,
                w->reason[0] ? " " : "", w->reason, w->path,
                status == 404 ? " (its WebSocket is at " KNIT_WS_DEFAULT_PATH ")" : "");
         return;
     }
     if (!w->upgrade_ok || !w->conn_ok) {
-        refuse(w,
+        refuse(w, KNIT_EPROTO,
                "relay answered 101 at %s without \"Upgrade: websocket\" and "
                "\"Connection: Upgrade\"",
                w->path);
         return;
     }
     if (w->accepts != 1 || !w->accept_ok) {
-        refuse(w,
+        refuse(w, KNIT_EPROTO,
                "the 101 answer at %s has %s Sec-WebSocket-Accept: is a proxy rewriting "
                "the handshake?",
                w->path, w->accepts ? "a wrong" : "no");
         return;
     }
     if (w->extra) {
-        refuse(w,
+        refuse(w, KNIT_EPROTO,
                "the 101 answer at %s chose a WebSocket extension or subprotocol that was "
                "not offered",
                w->path);
@@ -320,7 +327,7 @@ static void answer_in(knit_ws_stream_t *ws, const uint8_t *p, size_t n)
     used =
         http_parser_execute(&w->hp, &PARSER, (const char *)w->head + w->nhead, feed_to - w->nhead);
     if (HTTP_PARSER_ERRNO(&w->hp) != HPE_OK || used != feed_to - w->nhead) {
-        refuse(w,
+        refuse(w, KNIT_EPROTO,
                "no HTTP answer to the WebSocket upgrade at %s: is this port the relay's "
                "--http-listen (with TLS: wss://)?",
                w->path);
@@ -329,12 +336,14 @@ static void answer_in(knit_ws_stream_t *ws, const uint8_t *p, size_t n)
     if (!end_at) {
         w->nhead += take;
         if (w->nhead == MAX_HEAD)
-            refuse(w, "the answer to the WebSocket upgrade at %s is longer than %d bytes", w->path,
+            refuse(w, KNIT_EPROTO,
+                   "the answer to the WebSocket upgrade at %s is longer than %d bytes", w->path,
                    MAX_HEAD);
         return;
     }
     if (!w->head_done) {
-        refuse(w, "the answer to the WebSocket upgrade at %s is not a complete HTTP head", w->path);
+        refuse(w, KNIT_EPROTO,
+               "the answer to the WebSocket upgrade at %s is not a complete HTTP head", w->path);
         return;
     }
     /* What follows the head in this read (never more than n bytes). */
@@ -358,7 +367,7 @@ static void inner_open(knit_ws_stream_t *ws, int status, const char *msg)
     w->req = NULL;
     /* The stream owns req from here on, also when the write fails. */
     if ((rc = knit_stream_write(w->ws.in, (uint8_t *)req, strlen(req), NULL, NULL)) != 0)
-        refuse(w, "cannot send the WebSocket upgrade: %s", knit_strerror(rc));
+        refuse(w, KNIT_EIO, "cannot send the WebSocket upgrade: %s", knit_strerror(rc));
 }
 
 /* The inner stream ended before the answer's head was complete. */
@@ -366,12 +375,12 @@ static void inner_end(knit_ws_stream_t *ws, int code, const char *msg)
 {
     wsc_t *w = (wsc_t *)ws;
     if (code == KNIT_ECLOSED)
-        refuse(w,
+        refuse(w, KNIT_EIO,
                "closed before answering the WebSocket upgrade at %s: is this port the "
                "relay's --http-listen (with TLS: wss://)?",
                w->path);
     else
-        refuse(w, "no answer to the WebSocket upgrade at %s: %s", w->path,
+        refuse(w, KNIT_EIO, "no answer to the WebSocket upgrade at %s: %s", w->path,
                msg ? msg : knit_strerror(code));
 }
 
