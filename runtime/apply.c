@@ -59,6 +59,15 @@
 **      memory runs out while renumbering, the apply fails and rolls back
 **      (note 1) rather than keep the state in the batch's numbering, where
 **      its dots would later be read as some other site's, or as no site's.
+**  10. A change set aside by an apply is not merged again in it: the row was
+**      just merged with all of its set-aside changes, and the retry of a
+**      changed schema (note 5) that read back only some of them would write
+**      a row of the refused life without its refused cells, shown while
+**      they stay aside.  The changes older than the apply are those with an
+**      id up to the newest one before it (aside_floor); so every change an
+**      apply sets aside, new or refused again, takes an id above that
+**      floor, also when the apply removed the rows that held the ids below
+**      (_knit_aside ids are reused: it has no AUTOINCREMENT).
 */
 #include <string.h>
 
@@ -556,9 +565,9 @@ static int aside_prepare(actx_t *a)
     if (!a->aside_put)
         rc = knit__prepare(
             k, &a->aside_put,
-            "INSERT OR IGNORE INTO _knit_aside(tbl, pk, key, col, ns, cl, hlc, site, orset,"
-            " value, kind, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
-            " ?10, ?11, ?12, ?13)");
+            "INSERT OR IGNORE INTO _knit_aside(id, tbl, pk, key, col, ns, cl, hlc, site,"
+            " orset, value, kind, reason, at) VALUES ((SELECT max(?14, coalesce(max(id), 0))"
+            " + 1 FROM _knit_aside), ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
     if (!rc && !a->aside_get)
         rc = knit__prepare(k, &a->aside_get,
                            "SELECT id, col, ns, cl, hlc, site, orset, value FROM _knit_aside"
@@ -567,16 +576,17 @@ static int aside_prepare(actx_t *a)
         rc = knit__prepare(k, &a->aside_del, "DELETE FROM _knit_aside WHERE id = ?1");
     if (!rc && !a->aside_upd)
         rc = knit__prepare(k, &a->aside_upd,
-                           "UPDATE _knit_aside SET kind = ?2, reason = ?3, at = ?4 WHERE id = ?1");
+                           "UPDATE _knit_aside SET id = (SELECT max(?5, coalesce(max(id), 0)) + 1"
+                           " FROM _knit_aside), kind = ?2, reason = ?3, at = ?4 WHERE id = ?1");
     return rc;
 }
 
-/* Keeps one change in _knit_aside (once: the same cell change with the
-** same value, set aside again by a repeated batch, is ignored; OR-set states
-** of one stamp can differ, and are all kept until they merge).  An OR-set
-** state in batch numbering is
-** stored in local numbering (note 5); one that cannot be renumbered is
-** stored as it came (it stays refused). */
+/* Keeps one change in _knit_aside, under an id above the apply's floor
+** (note 10), once: the same cell change with the same value, set aside
+** again by a repeated batch, is ignored; OR-set states of one stamp can
+** differ, and are all kept until they merge.  An OR-set state in batch
+** numbering is stored in local numbering (note 5); one that cannot be
+** renumbered is stored as it came (it stays refused). */
 static int aside_put(actx_t *a, const char *tbl, const knit_value_t *pk, uint32_t npk,
                      const xch_t *x, int orset, const char *kind, const char *reason)
 {
@@ -625,6 +635,7 @@ static int aside_put(actx_t *a, const char *tbl, const knit_value_t *pk, uint32_
     sqlite3_bind_text(st, 11, kind, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 12, reason, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 13, (int64_t)knit__now(k));
+    sqlite3_bind_int64(st, 14, a->aside_floor);
     rc = sqlite3_step(st);
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
@@ -645,6 +656,8 @@ static int aside_del(actx_t *a, int64_t id)
     return rc == SQLITE_DONE ? 0 : knit__dberr(a->k, rc, "clearing a set-aside change");
 }
 
+/* A set-aside change refused again: new reason, and an id above the
+** apply's floor (note 10). */
 static int aside_refresh(actx_t *a, int64_t id, const char *kind, const char *reason)
 {
     sqlite3_stmt *st = a->aside_upd;
@@ -652,6 +665,7 @@ static int aside_refresh(actx_t *a, int64_t id, const char *kind, const char *re
     sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, reason, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 4, (int64_t)knit__now(a->k));
+    sqlite3_bind_int64(st, 5, a->aside_floor);
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     return rc == SQLITE_DONE ? 0 : knit__dberr(a->k, rc, "updating a set-aside change");
