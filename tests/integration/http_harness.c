@@ -162,3 +162,37 @@ void hh_teardown(void) /* see http_harness.h */
     hh_dir[0] = '\0';
     alarm(0);
 }
+
+knit_batch_t *hh_notes_batch(const char *ns, uint64_t unit, int first, int count, const char *text)
+{
+    static const char *cols[] = {"body"};
+    static const uint8_t kinds[] = {0};
+    static uint64_t last;
+    knit_batch_t *b;
+    uint32_t idx;
+    knit_site_t me;
+    memset(me.b, 0x3c, 16);
+    CHECK_OK(knit_batch_new(&b));
+    CHECK_OK(knit_batch_ns(b, ns, &idx));
+    CHECK_OK(knit_batch_site(b, &me, &idx));
+    CHECK_OK(knit_batch_table(b, "notes", 1, 1, cols, kinds, &idx));
+    CHECK_OK(knit_batch_begin(b, unit));
+    for (int i = 0; i < count; i++) {
+        knit_value_t pk;
+        knit_change_t c;
+        uint64_t h = knit_hlc_make(hh_wall(), 0);
+        last = h > last ? h : last + 1;
+        pk.type = KNIT_INTEGER;
+        pk.u.i = first + i;
+        memset(&c, 0, sizeof c);
+        c.pk = &pk;
+        c.cl = 1;
+        c.hlc = last;
+        c.col = 1;
+        c.value.type = KNIT_TEXT;
+        c.value.u.b.p = text;
+        c.value.u.b.n = strlen(text);
+        CHECK_OK(knit_batch_add(b, &c));
+    }
+    return b;
+}

@@ -33,4 +33,8 @@ void hh_setup(const char *name, const char *const *extra);
 ** directory and disarms the alarm. */
 void hh_teardown(void);
 
+/* A batch of `count` notes (table notes(id INTEGER PRIMARY KEY, body LWW))
+** with keys first.., each body text, in one unit, stamped now. */
+knit_batch_t *hh_notes_batch(const char *ns, uint64_t unit, int first, int count, const char *text);
+
 #endif

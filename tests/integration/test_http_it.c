@@ -155,46 +155,10 @@ static void hello_line(FILE *f, const char *id, const char *secret, const char *
     send_line(f, &m);
 }
 
-/* A PUSH of `count` notes (table notes(id INTEGER PRIMARY KEY, body LWW)),
-** in one unit. */
-static knit_batch_t *notes_batch(const char *ns, uint64_t unit, int first, int count)
-{
-    static const char *cols[] = {"body"};
-    static const uint8_t kinds[] = {0};
-    static uint64_t last;
-    knit_batch_t *b;
-    uint32_t idx;
-    knit_site_t me;
-    memset(me.b, 0x3c, 16);
-    CHECK_OK(knit_batch_new(&b));
-    CHECK_OK(knit_batch_ns(b, ns, &idx));
-    CHECK_OK(knit_batch_site(b, &me, &idx));
-    CHECK_OK(knit_batch_table(b, "notes", 1, 1, cols, kinds, &idx));
-    CHECK_OK(knit_batch_begin(b, unit));
-    for (int i = 0; i < count; i++) {
-        knit_value_t pk;
-        knit_change_t c;
-        uint64_t h = knit_hlc_make(hh_wall(), 0);
-        last = h > last ? h : last + 1;
-        pk.type = KNIT_INTEGER;
-        pk.u.i = first + i;
-        memset(&c, 0, sizeof c);
-        c.pk = &pk;
-        c.cl = 1;
-        c.hlc = last;
-        c.col = 1;
-        c.value.type = KNIT_TEXT;
-        c.value.u.b.p = "hello over websocket";
-        c.value.u.b.n = strlen("hello over websocket");
-        CHECK_OK(knit_batch_add(b, &c));
-    }
-    return b;
-}
-
 static void push_line(FILE *f, uint64_t id, const char *ns, int first, int count)
 {
     knit_msg_t m;
-    knit_batch_t *b = notes_batch(ns, id, first, count);
+    knit_batch_t *b = hh_notes_batch(ns, id, first, count, "hello over websocket");
     memset(&m, 0, sizeof m);
     m.type = KNIT_MSG_PUSH;
     m.u.push.id = id;
@@ -305,7 +269,8 @@ static void metrics_move(void)
     knit_msg_free(&m);
     for (int i = 0; i < 5; i++) {
         knit_msg_t p;
-        knit_batch_t *b = notes_batch("anon:metrics", (uint64_t)i + 1, i * 10, 3);
+        knit_batch_t *b =
+            hh_notes_batch("anon:metrics", (uint64_t)i + 1, i * 10, 3, "hello over websocket");
         memset(&p, 0, sizeof p);
         p.type = KNIT_MSG_PUSH;
         p.u.push.id = (uint64_t)i + 1;
@@ -346,7 +311,7 @@ static void metrics_move(void)
     knit_msg_free(&m);
     {
         knit_msg_t p;
-        knit_batch_t *b = notes_batch("anon:someone-else", 9, 0, 1);
+        knit_batch_t *b = hh_notes_batch("anon:someone-else", 9, 0, 1, "hello over websocket");
         memset(&p, 0, sizeof p);
         p.type = KNIT_MSG_PUSH;
         p.u.push.id = 9;

@@ -231,35 +231,7 @@ static void hello(sess_t *s, const char *id, const char *secret, const char *ns)
 /* A PUSH of `count` notes in one unit. */
 static void push_msg(knit_msg_t *m, uint64_t id, const char *ns, int first, int count)
 {
-    static const char *cols[] = {"body"};
-    static const uint8_t kinds[] = {0};
-    static uint64_t last;
-    knit_batch_t *b;
-    uint32_t idx;
-    knit_site_t me;
-    memset(me.b, 0x5a, 16);
-    CHECK_OK(knit_batch_new(&b));
-    CHECK_OK(knit_batch_ns(b, ns, &idx));
-    CHECK_OK(knit_batch_site(b, &me, &idx));
-    CHECK_OK(knit_batch_table(b, "notes", 1, 1, cols, kinds, &idx));
-    CHECK_OK(knit_batch_begin(b, id));
-    for (int i = 0; i < count; i++) {
-        knit_value_t pk;
-        knit_change_t c;
-        uint64_t h = knit_hlc_make(hh_wall(), 0);
-        last = h > last ? h : last + 1;
-        pk.type = KNIT_INTEGER;
-        pk.u.i = first + i;
-        memset(&c, 0, sizeof c);
-        c.pk = &pk;
-        c.cl = 1;
-        c.hlc = last;
-        c.col = 1;
-        c.value.type = KNIT_TEXT;
-        c.value.u.b.p = "hello over long-polling";
-        c.value.u.b.n = strlen("hello over long-polling");
-        CHECK_OK(knit_batch_add(b, &c));
-    }
+    knit_batch_t *b = hh_notes_batch(ns, id, first, count, "hello over long-polling");
     memset(m, 0, sizeof *m);
     m->type = KNIT_MSG_PUSH;
     m->u.push.id = id;
