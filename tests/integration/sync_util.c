@@ -563,3 +563,17 @@ void su_print_file(const char *path) /* see sync_util.h */
     if (read_head(path, buf, sizeof buf) == 0)
         fprintf(stderr, "---- %s\n%s\n", path, buf);
 }
+
+void su_make_replica(const char *path, const char *schema, const char *table) /* see sync_util.h */
+{
+    char out[1024];
+    sqlite3 *db = su_db(path);
+    su_exec(db, "%s", schema);
+    sqlite3_close(db);
+    const char *argv[] = {SYNC_AGENT_PATH, "track", path, table, NULL};
+    int rc = su_run(argv, 20000, out, sizeof out);
+    if (rc != 0) {
+        fprintf(stderr, "track of %s in %s failed (%d): %s\n", table, path, rc, out);
+        exit(1);
+    }
+}

@@ -99,6 +99,9 @@ int su_wait_until(int (*pred)(void *arg), void *arg, int timeout_ms);
 
 /* Scales a count by KNIT_SYNC_SCALE (default 1). */
 long su_scale(long n);
+/* Creates the replica path with schema (SQL) and tracks table with
+** `sync-agent track`; aborts the test on failure. */
+void su_make_replica(const char *path, const char *schema, const char *table);
 /* A free loopback TCP port (bound, then released: good enough for tests). */
 int su_free_port(void);
 

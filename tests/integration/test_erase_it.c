@@ -39,12 +39,8 @@ static int store_holds(const char *data, const char *needle)
 
 static void replica(const char *path, const char *value)
 {
-    char out[2048];
-    sqlite3 *db = su_db(path);
-    su_exec(db, "%s", SCHEMA);
-    sqlite3_close(db);
-    const char *track[] = {SYNC_AGENT_PATH, "track", path, "items", NULL};
-    CHECK_EQ_INT(su_run(track, 20000, out, sizeof out), 0);
+    sqlite3 *db;
+    su_make_replica(path, SCHEMA, "items");
     if (value) {
         db = su_db(path);
         su_exec(db, "INSERT INTO items VALUES('k1', '%s')", value);

@@ -64,19 +64,6 @@ static void relay_log(const world_t *w, char *buf, size_t n)
     snprintf(buf, n, "%s.log", w->data);
 }
 
-static void make_replica(const char *path)
-{
-    char out[1024];
-    sqlite3 *db = su_db(path);
-    su_exec(db, "%s", SCHEMA);
-    sqlite3_close(db);
-    const char *argv[] = {SYNC_AGENT_PATH, "track", path, "items", NULL};
-    int rc = su_run(argv, 20000, out, sizeof out);
-    if (rc != 0)
-        fprintf(stderr, "track failed (%d): %s\n", rc, out);
-    CHECK_EQ_INT(rc, 0);
-}
-
 /* `sync-agent run replica --relay knits://127.0.0.1:PORT --once` with
 ** trust in ca (NULL: the system's): its exit code and output. */
 static int agent_once(const world_t *w, const char *replica, const char *ca, char *out, size_t n)
@@ -113,8 +100,8 @@ static void sync_through(world_t *w, const char *tag)
     int rc;
     snprintf(a, sizeof a, "%s/a-%s.db", su_tmpdir(), tag);
     snprintf(b, sizeof b, "%s/b-%s.db", su_tmpdir(), tag);
-    make_replica(a);
-    make_replica(b);
+    su_make_replica(a, SCHEMA, "items");
+    su_make_replica(b, SCHEMA, "items");
     db = su_db(a);
     su_exec(db, "INSERT INTO items VALUES('k1', 'over %s')", tag);
     sqlite3_close(db);
@@ -167,7 +154,7 @@ static void refused(const char *certname, const char *keyname, const char *ca_na
     world_init(&w);
     relay_start(&w, cert(&w, certname, c, sizeof c), cert(&w, keyname, k, sizeof k));
     snprintf(a, sizeof a, "%s/a.db", su_tmpdir());
-    make_replica(a);
+    su_make_replica(a, SCHEMA, "items");
     t0 = su_now_ms();
     rc = agent_once(&w, a, ca_name ? cert(&w, ca_name, ca, sizeof ca) : NULL, out, sizeof out);
     if (rc != 1 || !strstr(out, want) || strstr(out, " synced with")) {
@@ -274,8 +261,8 @@ static void sighup_reload(void)
     snprintf(a, sizeof a, "%s/a.db", su_tmpdir());
     snprintf(b, sizeof b, "%s/b.db", su_tmpdir());
     su_path(alog, sizeof alog, "agent-a.log");
-    make_replica(a);
-    make_replica(b);
+    su_make_replica(a, SCHEMA, "items");
+    su_make_replica(b, SCHEMA, "items");
     snprintf(relay, sizeof relay, "knits://127.0.0.1:%d", w.relay.port);
     const char *argv[] = {SYNC_AGENT_PATH, "run",       a,           "--relay", relay,
                           "--server-name", "localhost", "--ca-file", w.ca,      "--token-file",

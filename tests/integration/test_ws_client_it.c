@@ -90,19 +90,6 @@ static void world_start(world_t *w, int tls)
         su_sleep_ms(25);
 }
 
-static void make_replica(const char *path)
-{
-    char out[1024];
-    sqlite3 *db = su_db(path);
-    su_exec(db, "%s", SCHEMA);
-    sqlite3_close(db);
-    const char *argv[] = {SYNC_AGENT_PATH, "track", path, "items", NULL};
-    int rc = su_run(argv, 20000, out, sizeof out);
-    if (rc != 0)
-        fprintf(stderr, "track failed (%d): %s\n", rc, out);
-    CHECK_EQ_INT(rc, 0);
-}
-
 /* `sync-agent run replica --relay url --token-file token --once` with
 ** --timeout timeout_s, plus extra arguments: its exit code and output. */
 static int agent_once(const char *replica, const char *url, const char *token, int timeout_s,
@@ -157,8 +144,8 @@ static void sync_through(world_t *w, const char *url_a, const char *url_b, const
     int rc;
     snprintf(a, sizeof a, "%s/a.db", su_tmpdir());
     snprintf(b, sizeof b, "%s/b.db", su_tmpdir());
-    make_replica(a);
-    make_replica(b);
+    su_make_replica(a, SCHEMA, "items");
+    su_make_replica(b, SCHEMA, "items");
     db = su_db(a);
     su_exec(db, "INSERT INTO items VALUES('k1', 'over a websocket')");
     sqlite3_close(db);
@@ -219,7 +206,7 @@ static void wss_syncs(void)
     ** stops at once, far before its timeout, and never says "synced". */
     char c[600];
     snprintf(c, sizeof c, "%s/c.db", su_tmpdir());
-    make_replica(c);
+    su_make_replica(c, SCHEMA, "items");
     const char *no_ca[] = {"--server-name", "localhost", NULL};
     t0 = su_now_ms();
     rc = agent_once(c, url, w.token, 30, no_ca, out, sizeof out);
@@ -249,7 +236,7 @@ static void must_fail(const char *url, const char *token, const char *want, int 
     int rc;
     snprintf(r, sizeof r, "%s/f.db", su_tmpdir());
     if (access(r, F_OK) != 0)
-        make_replica(r);
+        su_make_replica(r, SCHEMA, "items");
     uint64_t t0 = su_now_ms();
     rc = agent_once(r, url, token, at_once ? 30 : 3, NULL, out, sizeof out);
     if (rc != 1 || !strstr(out, want) || said_synced(out))
@@ -533,7 +520,7 @@ static void url_usage(void)
     };
     char r[600], out[4096];
     snprintf(r, sizeof r, "%s/u.db", su_tmpdir());
-    make_replica(r);
+    su_make_replica(r, SCHEMA, "items");
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const char *argv[] = {SYNC_AGENT_PATH, "run",    r,         "--relay",   bad[i][0],
                               "--anonymous",   "--once", bad[i][1], "/dev/null", NULL};
