@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 PKGS="build-essential cmake pkg-config sqlite3 libsqlite3-dev libuv1-dev libcbor-dev
       libcurl4-openssl-dev libbearssl-dev libjansson-dev clang-format openssl
       libhttp-parser-dev libwslay-dev curl python3-websockets prometheus chromium
-      python3-jwt python3-cryptography"
+      python3-jwt python3-cryptography libpq-dev postgresql"
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 setup() {

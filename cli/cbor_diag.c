@@ -36,6 +36,7 @@
 
 #include "alloc.h"
 #include "knit_errors.h"
+#include "utf8.h"
 
 /* ---------------------------------------------------------------------- */
 /* Output buffer                                                           */
@@ -115,56 +116,13 @@ static int ob_hex(obuf_t *o, const uint8_t *p, size_t n)
 /* ---------------------------------------------------------------------- */
 /* UTF-8                                                                   */
 
-/* Length of the well-formed UTF-8 sequence at s[0..n) (RFC 3629: no
-** overlong forms, no surrogates, nothing above U+10FFFF), or 0. */
-static size_t utf8_seq(const uint8_t *s, size_t n, uint32_t *cp)
-{
-    uint8_t c = s[0];
-    size_t len, i;
-    uint8_t lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
-    uint32_t v;
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    }
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        v = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        v = c & 0x0f;
-        if (c == 0xe0)
-            lo = 0xa0; /* overlong below U+0800 */
-        if (c == 0xed)
-            hi = 0x9f; /* surrogates U+D800..U+DFFF */
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        v = c & 0x07;
-        if (c == 0xf0)
-            lo = 0x90; /* overlong below U+10000 */
-        if (c == 0xf4)
-            hi = 0x8f; /* above U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
-    for (i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        v = (v << 6) | (s[i] & 0x3f);
-    }
-    *cp = v;
-    return len;
-}
-
 /* Index of the first byte of the first invalid sequence, or n if valid. */
 static size_t utf8_check(const uint8_t *s, size_t n)
 {
     size_t i = 0, k;
     uint32_t cp;
     while (i < n) {
-        k = utf8_seq(s + i, n - i, &cp);
+        k = knit__utf8_next(s + i, n - i, &cp);
         if (!k)
             return i;
         i += k;
@@ -191,7 +149,7 @@ static int put_escaped(obuf_t *o, const uint8_t *s, size_t n)
     int rc;
     char esc[8];
     while (i < n) {
-        k = utf8_seq(s + i, n - i, &cp);
+        k = knit__utf8_next(s + i, n - i, &cp);
         if (!k)
             return KNIT_ECORRUPT; /* unreachable: validated by the caller */
         if (cp != '"' && cp != '\\' && !must_escape(cp)) {

@@ -16,6 +16,7 @@
 
 #include "alloc.h"
 #include "knit_errors.h"
+#include "utf8.h"
 
 static void verr(const char *cmd, const char *fmt, va_list ap)
 {
@@ -125,45 +126,11 @@ int inspect_write(const char *cmd, const char *s, size_t n) /* see inspect_util.
     return 0;
 }
 
-/* Length of the valid UTF-8 sequence at s[0..n) and its code point, or 0. */
-static size_t utf8_len(const unsigned char *s, size_t n, unsigned long *cp)
-{
-    unsigned char c = s[0], lo = 0x80, hi = 0xbf;
-    size_t len, i;
-    unsigned long v;
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    }
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2, v = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3, v = c & 0x0f;
-        lo = c == 0xe0 ? 0xa0 : lo; /* no overlong forms */
-        hi = c == 0xed ? 0x9f : hi; /* no surrogates */
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4, v = c & 0x07;
-        lo = c == 0xf0 ? 0x90 : lo;
-        hi = c == 0xf4 ? 0x8f : hi; /* nothing above U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
-    for (i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        v = v << 6 | (s[i] & 0x3f);
-    }
-    *cp = v;
-    return len;
-}
-
 /* 1 if the code point would be unsafe on a terminal or in a JSON string
 ** read by a careless consumer: C0 and C1 controls, DEL, the line and
 ** paragraph separators, and the bidirectional embeddings, overrides and
 ** isolates, which can make text read differently from what it holds. */
-static int unsafe_cp(unsigned long cp)
+static int unsafe_cp(uint32_t cp)
 {
     return cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029 ||
            (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
@@ -174,9 +141,9 @@ static void json_chars(FILE *f, const char *str, size_t n)
 {
     const unsigned char *s = (const unsigned char *)str;
     size_t i = 0, k;
-    unsigned long cp;
+    uint32_t cp;
     while (i < n) {
-        k = utf8_len(s + i, n - i, &cp);
+        k = knit__utf8_next(s + i, n - i, &cp);
         if (!k) {
             fputs("\\ufffd", f);
             i++;
@@ -191,7 +158,7 @@ static void json_chars(FILE *f, const char *str, size_t n)
         else if (cp == '\r')
             fputs("\\r", f);
         else if (unsafe_cp(cp))
-            fprintf(f, "\\u%04lx", cp);
+            fprintf(f, "\\u%04lx", (unsigned long)cp);
         else
             fwrite(s + i, 1, k, f);
         i += k;
@@ -289,9 +256,9 @@ void inspect_text(FILE *f, const char *str, size_t n) /* see inspect_util.h */
 {
     const unsigned char *s = (const unsigned char *)str;
     size_t i = 0, k;
-    unsigned long cp;
+    uint32_t cp;
     while (i < n) {
-        k = utf8_len(s + i, n - i, &cp);
+        k = knit__utf8_next(s + i, n - i, &cp);
         if (!k)
             fprintf(f, "\\x%02x", s[i++]);
         else if (cp == '\n')
@@ -301,9 +268,9 @@ void inspect_text(FILE *f, const char *str, size_t n) /* see inspect_util.h */
         else if (cp == '\r')
             fputs("\\r", f), i += k;
         else if (unsafe_cp(cp) && cp < 0x100)
-            fprintf(f, "\\x%02lx", cp), i += k;
+            fprintf(f, "\\x%02lx", (unsigned long)cp), i += k;
         else if (unsafe_cp(cp))
-            fprintf(f, "\\u%04lx", cp), i += k;
+            fprintf(f, "\\u%04lx", (unsigned long)cp), i += k;
         else
             fwrite(s + i, 1, k, f), i += k;
     }
@@ -345,9 +312,9 @@ static int safe_text(const char *str, size_t n)
 {
     const unsigned char *s = (const unsigned char *)str;
     size_t i = 0, k;
-    unsigned long cp;
+    uint32_t cp;
     while (i < n) {
-        k = utf8_len(s + i, n - i, &cp);
+        k = knit__utf8_next(s + i, n - i, &cp);
         if (!k || unsafe_cp(cp))
             return 0;
         i += k;

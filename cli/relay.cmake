@@ -4,3 +4,6 @@ add_executable(sync-relay ${CMAKE_CURRENT_LIST_DIR}/sync_relay.c ${CMAKE_CURRENT
 target_link_libraries(sync-relay PRIVATE knit_relay)
 knit_target_defaults(sync-relay)
 install(TARGETS sync-relay RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+if(TARGET knit_relay_pg)
+  target_link_libraries(sync-relay PRIVATE knit_relay_pg)
+endif()

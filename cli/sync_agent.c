@@ -3,10 +3,17 @@
 ** sync with a relay while applications read and write it with plain SQL.
 ** `track` makes a table synced; `run` runs the sync client (knit_sync.h) on
 ** a libuv loop until it is told to stop, or with --once until everything
-** is pushed and pulled.  All the work is in the library; this file is
-** argument handling, logging and exit codes.
+** is pushed and pulled; `status` shows what a running agent last reported
+** in its status file (REPLICA.sync-status: state, transport, synced or
+** not, rewritten on every event and every second); `watch` prints one
+** line per changed row of any tracked table, written by any process or
+** applied from the relay.  Several `run`s on one replica elect a leader
+** (knit_sync.h): one connects, the others follow and take over.  All the
+** work is in the library; this file is argument handling, logging and exit
+** codes.
 */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -16,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
+#include <sqlite3.h>
 
 #include "cli_args.h"
 #include "knit.h"
@@ -28,15 +36,21 @@
 #define EXIT_REPLICA 3 /* the replica cannot be opened, read, written or tracked */
 #define EXIT_AUTH 4    /* credential or claim refused, namespace denied, no common protocol */
 #define EXIT_ASIDE 5   /* --once: synced, except rows this replica could not apply */
+#define EXIT_BUSY 6    /* --exclusive: another process already syncs the replica */
 
 #define DEFAULT_TIMEOUT_S 30
 #define MAX_TOKEN_FILE 16384
+#define STATUS_SUFFIX ".sync-status" /* beside the replica; not watched (client.c) */
+#define STATUS_EVERY_MS 1000         /* the status file is rewritten this often */
+#define STATUS_STALE_S 5             /* older than this: the agent is not reporting */
 
 static const char USAGE[] =
     "usage: sync-agent track REPLICA TABLE [--orset COLUMN]...\n"
     "       sync-agent run REPLICA --relay URL\n"
     "                  (--token-file FILE | --anonymous)\n"
     "                  [--once [--timeout SECONDS]] [options]\n"
+    "       sync-agent status REPLICA\n"
+    "       sync-agent watch REPLICA [--json]\n"
     "       sync-agent --help | --version\n"
     "\n"
     "Keeps a knit replica (an ordinary SQLite file) in sync with a relay while\n"
@@ -59,12 +73,29 @@ static const char USAGE[] =
     "                            (loopback and private links only);\n"
     "                            wss://HOST:PORT[/PATH] or ws://HOST:PORT[/PATH]\n"
     "                            for a WebSocket to the relay's --http-listen\n"
-    "                            port (through HTTP proxies), PATH [/v1/ws]\n"
-    "  --ca-file FILE            with knits:// or wss://: the CAs to trust, PEM\n"
-    "                            [/etc/ssl/certs/ca-certificates.crt]\n"
-    "  --server-name NAME        with knits:// or wss://: the name the relay's\n"
-    "                            certificate must carry [HOST; give one when\n"
-    "                            HOST is an IP]\n"
+    "                            port (through HTTP proxies), PATH [/v1/ws];\n"
+    "                            https://HOST:PORT[/PATH] or http://HOST:PORT[/PATH]\n"
+    "                            for HTTP long-polling only, PATH [/v1/lp]\n"
+    "  --fallback URL            long-polling to fall back to when the stream\n"
+    "                            cannot be set up or is cut again and again:\n"
+    "                            https://HOST:PORT[/PATH] (http:// only for a\n"
+    "                            plain relay), or none [ws:// and wss://: the\n"
+    "                            same host and port at /v1/lp; knit:// and\n"
+    "                            knits://: none]\n"
+    "  --fallback-after N        stream attempts in a row that end before their\n"
+    "                            session syncs, then fall back [3]; with\n"
+    "                            --fallback given, a WebSocket upgrade refused\n"
+    "                            falls back at once; a refused certificate or\n"
+    "                            credential never does\n"
+    "  --stream-retry MS         on fallback, try the stream again after this\n"
+    "                            long; one failure goes back to long-polling\n"
+    "                            [300000]\n"
+    "  --connect-timeout MS      connect and handshake must finish within [10000]\n"
+    "  --ca-file FILE            with knits://, wss:// or https://: the CAs to\n"
+    "                            trust, PEM [/etc/ssl/certs/ca-certificates.crt]\n"
+    "  --server-name NAME        with knits://, wss:// or https://: the name the\n"
+    "                            relay's certificate must carry [HOST; give one\n"
+    "                            when HOST is an IP]\n"
     "  --token-file FILE         a JWT for the relay, read again before every\n"
     "                            connection [none]\n"
     "  --anonymous               use the replica's own anonymous credential,\n"
@@ -79,6 +110,31 @@ static const char USAGE[] =
     "  --poll-ms MS              safety poll of the replica, besides the file\n"
     "                            watch [250]\n"
     "  --max-inflight N          pushes awaiting acknowledgement at once [4]\n"
+    "  --exclusive               exit (status 6) when another process already\n"
+    "                            syncs REPLICA, instead of following it\n"
+    "\n"
+    "One device, many processes: every run (and every program using the C\n"
+    "API) on one replica competes for REPLICA.knit-lock.  The holder is the\n"
+    "leader and the only one connected to the relay; it pushes every\n"
+    "process's writes.  The others follow (the log says \"leader\" or\n"
+    "\"follower\") and one takes over within about 20 ms when the leader stops\n"
+    "or dies.  A follower's --once waits until the leader reports synced.\n"
+    "\n"
+    "status: prints the last report of the process leading REPLICA, kept in\n"
+    "the replica (REPLICA.sync-status when it holds none): its state, pending\n"
+    "local rows, the transport in use (tcp, tls, ws, wss,\n"
+    "longpoll, longpoll-tls; \"(fallback)\" when long-polling because the\n"
+    "stream failed), and \"synced: yes\" only while everything is pushed,\n"
+    "acknowledged and pulled.  Exit 0 when an agent is running and reporting,\n"
+    "1 when none is (the last report is still printed).\n"
+    "\n"
+    "watch: prints one line per changed row of every tracked table, written\n"
+    "by any process (plain SQL included) or applied from the relay, until\n"
+    "SIGINT or SIGTERM: TABLE KEY local|remote [deleted], KEY a JSON array of\n"
+    "the primary-key values.  --json prints {\"table\":..., \"key\":[...],\n"
+    "\"origin\":\"local\"|\"remote\", \"deleted\":false} objects instead.\n"
+    "  --json                    JSON lines\n"
+    "  --poll-ms MS              safety poll besides the file watch [250]\n"
     "\n"
     "options for every command:\n"
     "  --log-level LEVEL         error, warn, info or debug [info]\n"
@@ -95,7 +151,7 @@ static const char USAGE[] =
     "on an error, a TLS certificate refused); 2 usage error; 3 replica error; 4 credential or "
     "claim\n"
     "refused, or no common protocol version; 5 --once synced except rows set\n"
-    "aside.\n";
+    "aside; 6 --exclusive and another process syncs the replica.\n";
 
 static int g_log_level = KNIT_SYNC_LOG_INFO;
 
@@ -240,6 +296,13 @@ typedef struct agent_s {
     char last_error[1024];  /* last error message, for --once failures */
     int synced;             /* --once: SYNCED was reached */
     int late_error;         /* --once: an error after SYNCED, while finishing */
+    uv_timer_t status_tick; /* rewrites the status file */
+    char status_path[1100]; /* REPLICA.sync-status, or "" */
+    char transport[32];     /* the transport of the last session online */
+    char since[32];         /* when the state last changed (UTC) */
+    int status_warned;      /* the status file could not be written (warned once) */
+    int follower;           /* another process leads (KNIT_SYNC_EV_ROLE) */
+    uint64_t started_ms;    /* wall clock at start, for a follower's --once */
 } agent_t;
 
 /* Reads the token file: at most MAX_TOKEN_FILE bytes, surrounding
@@ -328,17 +391,109 @@ static void report_once(agent_t *ag, knit_sync_t *s)
         ag->exit_code = EXIT_ASIDE;
         return;
     }
-    printf("sync-agent: %s synced with %s as %s: %s%s\n", ag->replica, ag->relay, ag->principal,
-           counts,
+    printf("sync-agent: %s synced with %s as %s: %s over %s%s\n", ag->replica, ag->relay,
+           ag->principal, counts, ag->transport,
            waiting ? "; some changes wait for tables or columns this replica does not track "
                      "(sync-inspect aside)"
                    : "");
 }
 
+static void utc_now(char *buf, size_t n)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Rewrites the status file (a new file renamed over the old one, so a
+** reader never sees half of it).  "synced: yes" only when the client says
+** SYNCED holds now and it is online. */
+static void write_status(agent_t *ag)
+{
+    knit_sync_status_t st;
+    char tmp[1200], now[32];
+    FILE *f;
+    if (!ag->status_path[0] || !ag->sync)
+        return;
+    knit_sync_status(ag->sync, &st);
+    if (!st.leader)
+        return; /* the leader writes it; a follower would overwrite its report */
+    utc_now(now, sizeof now);
+    snprintf(tmp, sizeof tmp, "%s.tmp", ag->status_path);
+    if (!(f = fopen(tmp, "w"))) {
+        if (!ag->status_warned++)
+            logf_(KNIT_SYNC_LOG_WARN,
+                  "cannot write %s: %s (sync-agent status will not see "
+                  "this agent)",
+                  tmp, strerror(errno));
+        return;
+    }
+    fprintf(f, "pid: %ld\n", (long)getpid());
+    fprintf(f, "updated: %s\n", now);
+    fprintf(f, "relay: %s\n", ag->relay);
+    fprintf(f, "state: %s\n",
+            ag->stopping && st.state != KNIT_SYNC_STOPPED ? "STOPPING"
+                                                          : knit_sync_state_name(st.state));
+    fprintf(f, "since: %s\n", ag->since);
+    fprintf(f, "transport: %s%s\n", st.transport, st.fallback ? " (fallback)" : "");
+    if (st.fallback)
+        fprintf(f, "stream retry in: %llu s\n",
+                (unsigned long long)((st.stream_retry_ms + 999) / 1000));
+    fprintf(f, "fallbacks: %llu\n", (unsigned long long)st.fallbacks);
+    fprintf(f, "principal: %s\n", ag->principal[0] ? ag->principal : "-");
+    fprintf(f, "synced: %s\n", st.synced && st.state == KNIT_SYNC_ONLINE ? "yes" : "no");
+    fprintf(f, "pending: %llu\n", (unsigned long long)st.pending);
+    fprintf(f, "sessions: %llu\n", (unsigned long long)st.sessions);
+    fprintf(f, "pushed: %llu\n", (unsigned long long)st.acked_changes);
+    fprintf(f, "received: %llu\n", (unsigned long long)st.delta_changes);
+    fprintf(f, "applied: %llu\n", (unsigned long long)st.applied);
+    fprintf(f, "last error: %s\n", ag->last_error[0] ? ag->last_error : "-");
+    if (fclose(f) != 0 || rename(tmp, ag->status_path) != 0) {
+        if (!ag->status_warned++)
+            logf_(KNIT_SYNC_LOG_WARN, "cannot write %s: %s", ag->status_path, strerror(errno));
+        unlink(tmp);
+    }
+}
+
+static void stop(agent_t *ag, int code);
+
+static uint64_t wall_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* A follower's --once: done when the leader reports, after this run
+** started, that everything is pushed, acknowledged and pulled. */
+static void follower_once(agent_t *ag)
+{
+    knit_sync_report_t r;
+    if (!ag->once || !ag->follower || ag->stopping || knit_sync_report(ag->k, &r) != 0)
+        return;
+    if (r.synced && r.pending == 0 && r.updated_ms > ag->started_ms + 100) {
+        printf("sync-agent: %s synced with %s as %s through the leader, process %ld, over %s\n",
+               ag->replica, ag->relay, r.principal, r.pid, r.transport);
+        ag->synced = 1;
+        ag->follower = 2; /* reported: report_once says nothing more */
+        stop(ag, EXIT_OK);
+    }
+}
+
+static void on_status_tick(uv_timer_t *t)
+{
+    write_status(t->data);
+    follower_once(t->data);
+}
+
 static void on_closed(knit_sync_t *s)
 {
     agent_t *ag = knit_sync_data(s);
-    if (ag->once)
+    write_status(ag); /* STOPPED, the last word */
+    uv_close((uv_handle_t *)&ag->status_tick, NULL);
+    if (ag->once && ag->follower != 2)
         report_once(ag, s);
     fflush(stdout);
     ag->sync = NULL;
@@ -377,10 +532,28 @@ static void on_event(knit_sync_t *s, const knit_sync_event_t *ev)
 {
     agent_t *ag = knit_sync_data(s);
     switch (ev->type) {
+    case KNIT_SYNC_EV_ROLE:
+        /* The library logged which, and why. */
+        ag->follower = !ev->leader;
+        if (ag->follower && ag->once)
+            logf_(KNIT_SYNC_LOG_INFO,
+                  "--once: waiting for the leader (process %ld) to report "
+                  "everything synced",
+                  ev->leader_pid);
+        break;
+    case KNIT_SYNC_EV_TRANSPORT:
+        /* The library logged why; this names what comes next. */
+        logf_(KNIT_SYNC_LOG_DEBUG, "next connections over %s%s", ev->transport,
+              ev->fallback ? " (fallback)" : "");
+        break;
     case KNIT_SYNC_EV_STATE:
+        utc_now(ag->since, sizeof ag->since);
         if (ev->state == KNIT_SYNC_ONLINE) {
             snprintf(ag->principal, sizeof ag->principal, "%s", ev->principal ? ev->principal : "");
-            logf_(KNIT_SYNC_LOG_INFO, "online with %s as %s", ag->relay, ag->principal);
+            snprintf(ag->transport, sizeof ag->transport, "%s%s", ev->transport,
+                     ev->fallback ? " (fallback)" : "");
+            logf_(KNIT_SYNC_LOG_INFO, "online with %s as %s over %s%s", ag->relay, ag->principal,
+                  ev->transport, ev->fallback ? " (fallback)" : "");
         } else if (ev->state == KNIT_SYNC_OFFLINE && ev->retry_ms) {
             logf_(KNIT_SYNC_LOG_INFO, "offline; next attempt in %llu ms",
                   (unsigned long long)ev->retry_ms);
@@ -420,10 +593,11 @@ static void on_event(knit_sync_t *s, const knit_sync_event_t *ev)
                       "synced except %llu row%s set aside: see sync-inspect aside %s",
                       (unsigned long long)refused, refused == 1 ? "" : "s", ag->replica);
             else
-                logf_(KNIT_SYNC_LOG_DEBUG, "synced");
+                logf_(KNIT_SYNC_LOG_DEBUG, "synced over %s", ev->transport);
         }
         break;
     }
+    write_status(ag);
 }
 
 static void on_log(knit_sync_t *s, int level, const char *line)
@@ -440,8 +614,9 @@ static int cmd_run(int argc, char **argv)
     int anonymous = 0, no_claim = 0, rc, ex;
     uint64_t v;
     char *token = NULL;
-    const char *ca_file = NULL, *server_name = NULL, *addr;
+    const char *ca_file = NULL, *server_name = NULL, *addr, *fallback = NULL;
     char hostport[300];
+    int https = 0;
 
     memset(&ag, 0, sizeof ag);
     memset(&o, 0, sizeof o);
@@ -458,6 +633,10 @@ static int cmd_run(int argc, char **argv)
         }
         if (strcmp(a, "--no-claim") == 0) {
             no_claim = 1;
+            continue;
+        }
+        if (strcmp(a, "--exclusive") == 0) {
+            o.exclusive = 1;
             continue;
         }
         if (strncmp(a, "--", 2) != 0) {
@@ -477,6 +656,20 @@ static int cmd_run(int argc, char **argv)
             ca_file = val;
         } else if (strcmp(a, "--server-name") == 0) {
             server_name = val;
+        } else if (strcmp(a, "--fallback") == 0) {
+            fallback = val;
+        } else if (strcmp(a, "--fallback-after") == 0) {
+            if (cli_parse_u64(val, 1, 1000, &v))
+                return usage_error("bad --fallback-after %s (1 .. 1000)", val);
+            o.fallback_after = (unsigned)v;
+        } else if (strcmp(a, "--stream-retry") == 0) {
+            if (cli_parse_u64(val, 1, 86400000, &v))
+                return usage_error("bad --stream-retry %s (milliseconds)", val);
+            o.stream_retry_ms = v;
+        } else if (strcmp(a, "--connect-timeout") == 0) {
+            if (cli_parse_u64(val, 1, 3600000, &v))
+                return usage_error("bad --connect-timeout %s (milliseconds)", val);
+            o.handshake_ms = v;
         } else if (strcmp(a, "--timeout") == 0) {
             if (cli_parse_u64(val, 1, 86400 * 365, &ag.timeout_s))
                 return usage_error("bad --timeout %s (seconds, at least 1)", val);
@@ -506,7 +699,24 @@ static int cmd_run(int argc, char **argv)
     if (!ag.relay)
         return usage_error("%s", "run needs --relay HOST:PORT");
     addr = ag.relay;
-    if (strncmp(addr, "knits://", 8) == 0) {
+    if (strncmp(addr, "http://", 7) == 0 || strncmp(addr, "https://", 8) == 0) {
+        /* Long-polling only: the library checks the whole URL. */
+        const char *hp = addr + (addr[4] == 's' ? 8 : 7), *sl = strchr(hp, '/');
+        size_t hl = sl ? (size_t)(sl - hp) : strlen(hp);
+        https = addr[4] == 's';
+        if (hl >= sizeof hostport)
+            return usage_error("bad --relay %s: use http(s)://HOST:PORT[/PATH]", ag.relay);
+        memcpy(hostport, hp, hl);
+        hostport[hl] = '\0';
+        if (cli_parse_hostport(hostport, 1, host, sizeof host, &o.port))
+            return usage_error("bad --relay %s: use http(s)://HOST:PORT[/PATH]", ag.relay);
+        o.longpoll = 1;
+        o.longpoll_url = ag.relay;
+        o.host = host;
+        if (fallback)
+            return usage_error("%s", "--fallback goes with a stream relay (knit://, knits://, "
+                                     "ws://, wss://), not with a long-polling one");
+    } else if (strncmp(addr, "knits://", 8) == 0) {
         o.tls = 1;
         addr += 8;
     } else if (strncmp(addr, "knit://", 7) == 0) {
@@ -533,12 +743,30 @@ static int cmd_run(int argc, char **argv)
         addr = hostport;
         o.ws_path = path;
     }
-    if (cli_parse_hostport(addr, 1, host, sizeof host, &o.port))
+    if (!o.longpoll && cli_parse_hostport(addr, 1, host, sizeof host, &o.port))
         return usage_error("bad --relay %s: use knits://HOST:PORT, HOST:PORT, "
-                           "wss://HOST:PORT[/PATH] or ws://HOST:PORT[/PATH]",
+                           "wss://HOST:PORT[/PATH], ws://HOST:PORT[/PATH] or "
+                           "http(s)://HOST:PORT[/PATH]",
                            ag.relay);
-    if ((ca_file || server_name) && !o.tls)
-        return usage_error("%s", "--ca-file and --server-name go with a knits:// or wss:// relay");
+    if (fallback && strcmp(fallback, "none") == 0) {
+        o.no_fallback = 1;
+    } else if (fallback) {
+        if (strncmp(fallback, "https://", 8) == 0)
+            https = 1;
+        else if (strncmp(fallback, "http://", 7) != 0)
+            return usage_error("bad --fallback %s: use https://HOST:PORT[/PATH], "
+                               "http://HOST:PORT[/PATH] or none",
+                               fallback);
+        if (o.tls && !https)
+            return usage_error("bad --fallback %s: a TLS relay falls back only to https://",
+                               fallback);
+        o.longpoll_url = fallback;
+    } else if (o.websocket && o.tls) {
+        https = 1; /* the derived fallback */
+    }
+    if ((ca_file || server_name) && !o.tls && !https)
+        return usage_error("%s", "--ca-file and --server-name go with a knits:// or wss:// relay "
+                                 "(or https:// long-polling)");
     if (ca_file && access(ca_file, R_OK) != 0) {
         fprintf(stderr, "sync-agent: cannot read --ca-file %s: %s\n", ca_file, strerror(errno));
         return EXIT_USAGE;
@@ -564,7 +792,12 @@ static int cmd_run(int argc, char **argv)
     uv_signal_init(&ag.loop, &ag.sigint);
     uv_signal_init(&ag.loop, &ag.sigterm);
     uv_timer_init(&ag.loop, &ag.deadline);
-    ag.sigint.data = ag.sigterm.data = ag.deadline.data = &ag;
+    uv_timer_init(&ag.loop, &ag.status_tick);
+    ag.sigint.data = ag.sigterm.data = ag.deadline.data = ag.status_tick.data = &ag;
+    snprintf(ag.status_path, sizeof ag.status_path, "%s%s", ag.replica, STATUS_SUFFIX);
+    utc_now(ag.since, sizeof ag.since);
+    ag.started_ms = wall_now_ms();
+    snprintf(ag.transport, sizeof ag.transport, "-");
     uv_signal_start(&ag.sigint, on_signal, SIGINT);
     uv_signal_start(&ag.sigterm, on_signal, SIGTERM);
 
@@ -586,24 +819,289 @@ static int cmd_run(int argc, char **argv)
     }
     if (rc) {
         const char *m = knit_errmsg(ag.k);
-        fprintf(stderr, "sync-agent: cannot start syncing %s: %s\n", ag.replica,
-                m && *m ? m : knit_strerror(rc));
+        if (rc == KNIT_EBUSY)
+            fprintf(stderr,
+                    "sync-agent: another process already syncs %s (it holds %s.knit-lock); "
+                    "exiting (--exclusive)\n",
+                    ag.replica, ag.replica);
+        else
+            fprintf(stderr, "sync-agent: cannot start syncing %s: %s\n", ag.replica,
+                    m && *m ? m : knit_strerror(rc));
         uv_close((uv_handle_t *)&ag.sigint, NULL);
         uv_close((uv_handle_t *)&ag.sigterm, NULL);
         uv_close((uv_handle_t *)&ag.deadline, NULL);
+        uv_close((uv_handle_t *)&ag.status_tick, NULL);
         uv_run(&ag.loop, UV_RUN_DEFAULT);
         uv_loop_close(&ag.loop);
         knit_close(ag.k);
-        return rc == KNIT_EINVAL ? EXIT_USAGE : EXIT_REPLICA;
+        return rc == KNIT_EINVAL ? EXIT_USAGE : rc == KNIT_EBUSY ? EXIT_BUSY : EXIT_REPLICA;
     }
     if (ag.once)
         uv_timer_start(&ag.deadline, on_deadline, ag.timeout_s * 1000, 0);
+    write_status(&ag);
+    uv_timer_start(&ag.status_tick, on_status_tick, STATUS_EVERY_MS, STATUS_EVERY_MS);
     logf_(KNIT_SYNC_LOG_INFO, "syncing %s with %s%s", ag.replica, ag.relay,
           ag.once ? " (once)" : "");
     uv_run(&ag.loop, UV_RUN_DEFAULT);
     uv_loop_close(&ag.loop);
     knit_close(ag.k);
     return ag.exit_code;
+}
+
+/* ---------------------------------------------------------------------- */
+/* status                                                                   */
+
+/* The value of "key: " in the status text, into buf ("" when absent). */
+static void status_field(const char *text, const char *key, char *buf, size_t n)
+{
+    size_t kl = strlen(key);
+    buf[0] = '\0';
+    for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strncmp(p, key, kl) == 0 && p[kl] == ':' && p[kl + 1] == ' ') {
+            const char *v = p + kl + 2, *e = strchr(v, '\n');
+            size_t l = e ? (size_t)(e - v) : strlen(v);
+            if (l >= n)
+                l = n - 1;
+            memcpy(buf, v, l);
+            buf[l] = '\0';
+            return;
+        }
+}
+
+/* Prints the leader's last report, read from the replica (knit_sync_report:
+** every process sees the same), or from REPLICA.sync-status when the
+** replica holds none (an agent of an older knit); "synced: yes" is shown
+** only when the leader is alive and the report is fresh, since anything
+** older may no longer be true. */
+static int cmd_status(int argc, char **argv)
+{
+    char path[1100], text[8192], pid[32], state[64], synced[16];
+    const char *replica = NULL;
+    knit_sync_report_t r;
+    knit_options_t ko;
+    knit_t *k = NULL;
+    struct stat st;
+    FILE *f;
+    size_t n;
+    long p;
+    int alive, fresh;
+
+    for (int i = 2; i < argc; i++) {
+        if (strncmp(argv[i], "--", 2) == 0)
+            return usage_error("unknown status option %s", argv[i]);
+        if (replica)
+            return usage_error("unexpected argument %s", argv[i]);
+        replica = argv[i];
+    }
+    if (!replica)
+        return usage_error("%s", "status needs REPLICA");
+    memset(&r, 0, sizeof r);
+    memset(&ko, 0, sizeof ko);
+    ko.readonly = 1;
+    if (stat(replica, &st) == 0 && knit_open(replica, &ko, &k) == 0) {
+        if (knit_sync_report(k, &r) != 0)
+            memset(&r, 0, sizeof r);
+        knit_close(k);
+    }
+    snprintf(path, sizeof path, "%s%s", replica, STATUS_SUFFIX);
+    if (r.found) {
+        snprintf(text, sizeof text, "%s", r.text);
+        status_field(text, "synced", synced, sizeof synced);
+        alive = r.alive;
+        fresh = r.fresh;
+    } else {
+        if (!(f = fopen(path, "r"))) {
+            printf("sync-agent: no agent has run on %s (no %s)\n", replica, path);
+            return EXIT_SYNC;
+        }
+        n = fread(text, 1, sizeof text - 1, f);
+        text[n] = '\0';
+        fclose(f);
+        status_field(text, "pid", pid, sizeof pid);
+        status_field(text, "state", state, sizeof state);
+        status_field(text, "synced", synced, sizeof synced);
+        p = strtol(pid, NULL, 10);
+        alive =
+            p > 0 && (kill((pid_t)p, 0) == 0 || errno == EPERM) && strcmp(state, "STOPPED") != 0;
+        fresh = stat(path, &st) == 0 && time(NULL) - st.st_mtime <= STATUS_STALE_S;
+    }
+    printf("agent: %s\n", alive && fresh ? "running"
+                          : alive        ? "running, not reporting"
+                                         : "not running (the last report follows)");
+    for (char *line = text; *line;) {
+        char *e = strchr(line, '\n');
+        if (e)
+            *e = '\0';
+        if (strncmp(line, "synced: ", 8) == 0 && !(alive && fresh))
+            printf("synced: unknown (last reported: %s)\n", synced);
+        else if (*line && strncmp(line, "at: ", 4) != 0)
+            printf("%s\n", line);
+        if (!e)
+            break;
+        line = e + 1;
+    }
+    return alive ? EXIT_OK : EXIT_SYNC;
+}
+
+/* ---------------------------------------------------------------------- */
+/* watch                                                                    */
+
+typedef struct watcher_s {
+    uv_loop_t loop;      /* the event loop */
+    uv_signal_t sigint;  /* SIGINT */
+    uv_signal_t sigterm; /* SIGTERM */
+    knit_watch_t *w;     /* the watch (knit_sync.h) */
+    int json;            /* --json */
+} watcher_t;
+
+/* Appends v as JSON to s (a BLOB as {"hex":"..."}, a non-finite REAL as
+** null). */
+static void json_value(sqlite3_str *s, const knit_value_t *v)
+{
+    switch (v->type) {
+    case KNIT_INTEGER:
+        sqlite3_str_appendf(s, "%lld", (long long)v->u.i);
+        break;
+    case KNIT_REAL:
+        if (v->u.r == v->u.r && v->u.r - v->u.r == 0)
+            sqlite3_str_appendf(s, "%.17g", v->u.r);
+        else
+            sqlite3_str_appendall(s, "null");
+        break;
+    case KNIT_TEXT: {
+        const unsigned char *p = v->u.b.p;
+        sqlite3_str_appendchar(s, 1, '"');
+        for (size_t i = 0; i < v->u.b.n; i++) {
+            unsigned char c = p[i];
+            if (c == '"' || c == '\\')
+                sqlite3_str_appendf(s, "\\%c", c);
+            else if (c < 0x20)
+                sqlite3_str_appendf(s, "\\u%04x", c);
+            else
+                sqlite3_str_appendchar(s, 1, (char)c);
+        }
+        sqlite3_str_appendchar(s, 1, '"');
+        break;
+    }
+    case KNIT_BLOB: {
+        const unsigned char *p = v->u.b.p;
+        sqlite3_str_appendall(s, "{\"hex\":\"");
+        for (size_t i = 0; i < v->u.b.n; i++)
+            sqlite3_str_appendf(s, "%02x", p[i]);
+        sqlite3_str_appendall(s, "\"}");
+        break;
+    }
+    default:
+        sqlite3_str_appendall(s, "null");
+    }
+}
+
+static void on_rows(knit_t *k, const knit_event_t *ev, void *data)
+{
+    watcher_t *wt = data;
+    (void)k;
+    for (size_t i = 0; i < ev->nkeys; i++) {
+        const knit_event_key_t *key = &ev->keys[i];
+        sqlite3_str *s = sqlite3_str_new(NULL);
+        char *line;
+        if (wt->json) {
+            sqlite3_str_appendall(s, "{\"table\":");
+            knit_value_t name = {KNIT_TEXT, {0}};
+            name.u.b.p = ev->tables[key->table];
+            name.u.b.n = strlen(ev->tables[key->table]);
+            json_value(s, &name);
+            sqlite3_str_appendall(s, ",\"key\":[");
+        } else {
+            sqlite3_str_appendf(s, "%s [", ev->tables[key->table]);
+        }
+        for (uint32_t j = 0; j < key->npk; j++) {
+            if (j)
+                sqlite3_str_appendchar(s, 1, ',');
+            json_value(s, &key->pk[j]);
+        }
+        if (wt->json)
+            sqlite3_str_appendf(s, "],\"origin\":\"%s\",\"deleted\":%s}",
+                                key->remote ? "remote" : "local", key->deleted ? "true" : "false");
+        else
+            sqlite3_str_appendf(s, "] %s%s", key->remote ? "remote" : "local",
+                                key->deleted ? " deleted" : "");
+        if ((line = sqlite3_str_finish(s)) != NULL)
+            printf("%s\n", line);
+        sqlite3_free(line);
+    }
+    if (ev->truncated)
+        for (size_t t = 0; t < ev->ntables; t++) {
+            if (wt->json)
+                printf("{\"table\":\"%s\",\"rows\":%zu,\"truncated\":true}\n", ev->tables[t],
+                       ev->rows[t]);
+            else
+                printf("%s: %zu rows changed (not all named)\n", ev->tables[t], ev->rows[t]);
+        }
+    fflush(stdout);
+}
+
+static void on_watch_signal(uv_signal_t *h, int signum)
+{
+    watcher_t *wt = h->data;
+    (void)signum;
+    knit_watch_stop(wt->w, NULL);
+    uv_close((uv_handle_t *)&wt->sigint, NULL);
+    uv_close((uv_handle_t *)&wt->sigterm, NULL);
+}
+
+static int cmd_watch(int argc, char **argv)
+{
+    const char *replica = NULL;
+    watcher_t wt;
+    knit_t *k = NULL;
+    uint64_t v;
+    unsigned poll_ms = 0;
+    int rc, ex;
+
+    memset(&wt, 0, sizeof wt);
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--json") == 0) {
+            wt.json = 1;
+        } else if (strcmp(a, "--poll-ms") == 0) {
+            if (i + 1 >= argc || cli_parse_u64(argv[++i], 1, 3600000, &v))
+                return usage_error("%s needs milliseconds", a);
+            poll_ms = (unsigned)v;
+        } else if (strcmp(a, "--log-level") == 0) {
+            if (i + 1 >= argc || (g_log_level = parse_level(argv[++i])) < 0)
+                return usage_error("%s", "--log-level takes error, warn, info or debug");
+        } else if (strncmp(a, "--", 2) == 0) {
+            return usage_error("unknown watch option %s", a);
+        } else if (!replica) {
+            replica = a;
+        } else {
+            return usage_error("unexpected argument %s", a);
+        }
+    }
+    if (!replica)
+        return usage_error("%s", "watch needs REPLICA");
+    if ((ex = open_replica(replica, &k)) != 0)
+        return ex;
+    knit_on_change(k, on_rows, &wt);
+    knit_on_change_keys(k, 100000);
+    uv_loop_init(&wt.loop);
+    if ((rc = knit_watch_start(&wt.loop, k, poll_ms, &wt.w)) != 0) {
+        fprintf(stderr, "sync-agent: cannot watch %s: %s\n", replica, knit_strerror(rc));
+        uv_loop_close(&wt.loop);
+        knit_close(k);
+        return EXIT_REPLICA;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    uv_signal_init(&wt.loop, &wt.sigint);
+    uv_signal_init(&wt.loop, &wt.sigterm);
+    wt.sigint.data = wt.sigterm.data = &wt;
+    uv_signal_start(&wt.sigint, on_watch_signal, SIGINT);
+    uv_signal_start(&wt.sigterm, on_watch_signal, SIGTERM);
+    logf_(KNIT_SYNC_LOG_INFO, "watching %s", replica);
+    uv_run(&wt.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&wt.loop);
+    knit_close(k);
+    return EXIT_OK;
 }
 
 int main(int argc, char **argv)
@@ -629,5 +1127,9 @@ int main(int argc, char **argv)
         return cmd_track(argc, argv);
     if (strcmp(argv[1], "run") == 0)
         return cmd_run(argc, argv);
-    return usage_error("unknown command %s (track or run)", argv[1]);
+    if (strcmp(argv[1], "status") == 0)
+        return cmd_status(argc, argv);
+    if (strcmp(argv[1], "watch") == 0)
+        return cmd_watch(argc, argv);
+    return usage_error("unknown command %s (track, run, status or watch)", argv[1]);
 }

@@ -19,6 +19,9 @@
 #include "knit.h"
 #include "relay.h"
 #include "relay_store.h"
+#ifdef KNIT_HAVE_PG
+#include "store_pg.h"
+#endif
 #include "webhook.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:7300"
@@ -30,10 +33,11 @@
 static const char USAGE[] =
     "usage: sync-relay [options]\n"
     "       sync-relay mint-token --secret-file FILE --sub SUB [--ttl SECONDS]\n"
-    "       sync-relay erase --data PATH --user SUB\n"
+    "       sync-relay erase [--undo] --data PATH --user SUB\n"
     "\n"
     "The knit relay: stores every namespace's changes in an embedded SQLite\n"
-    "file and syncs replicas over TCP or TLS (docs/PROTOCOL.md, docs/sync-relay.md).\n"
+    "file (or in PostgreSQL, --store postgresql://...) and syncs replicas over TCP or TLS "
+    "(docs/PROTOCOL.md, docs/sync-relay.md).\n"
     "\n"
     "options:\n"
     "  --listen HOST:PORT        address to listen on; port 0 picks a free one\n"
@@ -49,6 +53,11 @@ static const char USAGE[] =
     "  --tls-key FILE            the private key of --tls-cert (PEM, RSA or EC,\n"
     "                            unencrypted); both or neither\n"
     "  --data PATH               the relay store, created if missing [" DEFAULT_DATA "]\n"
+    "  --store URI               the relay store: a path (as --data), or\n"
+    "                            postgresql://USER@HOST:PORT/DB?... for a store in\n"
+    "                            PostgreSQL (libpq connection URI; several relays\n"
+    "                            may share one database; the schema is created on\n"
+    "                            first use, a newer one is refused) [--data]\n"
     "  --jwt-secret-file FILE    HS256 key for JWT credentials (at least 32 bytes;\n"
     "                            one trailing newline is ignored) [none: HS256 refused]\n"
     "  --webhook-secret-file FILE\n"
@@ -58,7 +67,14 @@ static const char USAGE[] =
     "  --jwks-file FILE          the identity provider's public keys, a JWKS (RS256,\n"
     "                            ES256); read again when a token names an unknown\n"
     "                            kid, at most every 30 s [none: RS256/ES256 refused]\n"
-    "  --jwks-cooldown MS        least time between two reads of --jwks-file [30000]\n"
+    "  --jwks-url URL            fetch that JWKS from URL (https; http for tests)\n"
+    "                            instead: at start, and again when a token names an\n"
+    "                            unknown kid (the token waits for the fetch; a failed\n"
+    "                            fetch keeps the keys held) [none]\n"
+    "  --jwks-cooldown MS        least time between two reads of --jwks-file, or two\n"
+    "                            fetches of --jwks-url [30000]\n"
+    "  --jwks-timeout MS         a fetch of --jwks-url that takes longer fails;\n"
+    "                            at most 9000 [5000]\n"
     "  --issuer ISS              provider tokens must carry this \"iss\" [not checked]\n"
     "  --authorized-party P      their \"azp\" (or, without one, \"aud\") must name P;\n"
     "                            repeatable, up to 8 [not checked]\n"
@@ -84,11 +100,26 @@ static const char USAGE[] =
     "mint-token (for development): prints an HS256 token for SUB, valid for\n"
     "SECONDS [3600], signed with the key in FILE.\n"
     "\n"
-    "erase: removes the account user:SUB from the store at PATH, with every\n"
-    "anonymous namespace it claimed and its devices; the bytes are overwritten\n"
-    "and the WAL truncated, so they are in none of the store's files.  It may\n"
-    "run while the relay serves the store.  Exit 0, 1 on failure, 3 when the\n"
-    "store has no such account.\n"
+    "erase: removes the account user:SUB (or the account SUB was linked to by\n"
+    "email, see the identity index) from the store at PATH, with every\n"
+    "anonymous namespace it claimed, its devices and its identity (ids, email,\n"
+    "profile values, memberships); the bytes are overwritten\n"
+    "and the WAL truncated, so they are in none of the store's files.  It leaves\n"
+    "a tombstone: the relay refuses SUB's tokens until a user.created webhook\n"
+    "for SUB arrives (or `erase --undo`).  It may run while the relay serves the\n"
+    "store, which ends SUB's open sessions within 2 s.  Exit 0, 1 on\n"
+    "failure, 3 when the store had no data of the account (the tombstone is\n"
+    "written all the same).  `erase --undo --data PATH --user SUB` removes the\n"
+    "tombstone only.\n"
+    "\n"
+    "Identity: a token's sub (and its email claim, if any) and the provider's\n"
+    "user webhooks go through one identity index in the store: users are unique\n"
+    "by id and by email (trimmed, case-insensitive); an email match with a new\n"
+    "id links that id to the existing account, whose namespace keeps the name of\n"
+    "its first id.  For accounts whose devices track them, the relay writes the\n"
+    "synced tables knit_profile (from user.created/user.updated and every\n"
+    "sign-in's claims) and knit_activity (every sign-in, and session.created).\n"
+    "organizationMembership events are stored.  See docs/sync-relay.md.\n"
     "\n"
     "At start the store is checked with PRAGMA quick_check; damage is reported\n"
     "with the file name and SQLite's finding, and the relay exits 1 unless\n"
@@ -199,9 +230,13 @@ static int erase_user(int argc, char **argv)
     knit_relay_store_t *s;
     char ns[KNIT_PRINCIPAL_MAX];
     size_t erased;
-    int rc;
+    int rc, undo = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
+        if (strcmp(a, "--undo") == 0) {
+            undo = 1;
+            continue;
+        }
         if (i + 1 >= argc)
             return die_usage("%s needs a value", a);
         if (strcmp(a, "--data") == 0)
@@ -219,10 +254,36 @@ static int erase_user(int argc, char **argv)
         fprintf(stderr, "sync-relay: erase: cannot open %s: %s\n", data, knit_strerror(rc));
         return 1;
     }
+    if (undo) {
+        int cleared = 0;
+        rc = knit_relay_store_unerase(s, ns, &cleared);
+        if (rc == 0)
+            printf("sync-relay: %s: %s\n", ns,
+                   cleared ? "tombstone removed; its tokens are accepted again"
+                           : "was not erased (no tombstone)");
+        else
+            fprintf(stderr, "sync-relay: erase --undo %s: %s\n", ns, knit_relay_store_errmsg(s));
+        knit_relay_store_close(s);
+        return rc == 0 ? 0 : 1;
+    }
+    {
+        /* The identity index: SUB may be a later id of an account whose
+        ** namespace is named after its first (docs/sync-relay.md). */
+        char acc[KNIT_IDENT_NS_MAX];
+        if (knit_relay_store_ident_get(s, user, NULL, acc) == 0 && acc[0] && strcmp(acc, ns) != 0) {
+            printf("sync-relay: %s belongs to account %s\n", user, acc);
+            snprintf(ns, sizeof ns, "%s", acc);
+        }
+    }
     rc = knit_relay_store_erase_account(s, ns, &erased);
     if (rc == 0)
-        printf("sync-relay: erased %s (%zu namespace%s, with the anonymous ones it claimed)\n", ns,
-               erased, erased == 1 ? "" : "s");
+        printf("sync-relay: erased %s (%zu namespace%s, with the anonymous ones it claimed); "
+               "its tokens are refused until the provider creates the user again\n",
+               ns, erased, erased == 1 ? "" : "s");
+    else if (rc == KNIT_ENOTFOUND)
+        fprintf(stderr,
+                "sync-relay: erase %s: %s (its tokens are refused from now on all the same)\n", ns,
+                knit_relay_store_errmsg(s));
     else
         fprintf(stderr, "sync-relay: erase %s: %s\n", ns, knit_relay_store_errmsg(s));
     knit_relay_store_close(s);
@@ -256,7 +317,7 @@ static struct {
     knit_jwks_t *keys; /* its keys now */
     uint64_t loaded;   /* monotonic ms of the last read */
     uint64_t cooldown; /* --jwks-cooldown */
-} jwks = {NULL, NULL, 0, 30000};
+} jwks_file = {NULL, NULL, 0, 30000};
 
 static uint64_t mono_now_ms(void)
 {
@@ -270,28 +331,63 @@ static const knit_jwks_t *jwks_get(void *data, int refresh)
     knit_jwks_t *fresh;
     char why[512], line[700];
     (void)data;
-    if (!refresh || mono_now_ms() - jwks.loaded < jwks.cooldown)
-        return jwks.keys;
-    jwks.loaded = mono_now_ms();
-    if (knit_jwks_load(jwks.path, &fresh, why, sizeof why) != 0) {
+    if (!refresh || mono_now_ms() - jwks_file.loaded < jwks_file.cooldown)
+        return jwks_file.keys;
+    jwks_file.loaded = mono_now_ms();
+    if (knit_jwks_load(jwks_file.path, &fresh, why, sizeof why) != 0) {
         snprintf(line, sizeof line, "provider keys: reload failed, keeping the previous ones: %s",
                  why);
         knit_relay_log_stderr(NULL, KNIT_LOG_WARN, line);
-        return jwks.keys;
+        return jwks_file.keys;
     }
-    knit_jwks_free(jwks.keys);
-    jwks.keys = fresh;
+    knit_jwks_free(jwks_file.keys);
+    jwks_file.keys = fresh;
     snprintf(line, sizeof line,
              "provider keys: reloaded %zu from %s (a token named an unknown kid)", fresh->n,
-             jwks.path);
+             jwks_file.path);
     knit_relay_log_stderr(NULL, KNIT_LOG_INFO, line);
-    return jwks.keys;
+    return jwks_file.keys;
 }
 
 static void jwks_release(void)
 {
-    knit_jwks_free(jwks.keys);
-    jwks.keys = NULL;
+    knit_jwks_free(jwks_file.keys);
+    jwks_file.keys = NULL;
+}
+
+/* Serves from the PostgreSQL store at uri (transport/relay/store_pg.h). */
+static int serve_pg(knit_relay_serve_opts_t *o, const char *uri)
+{
+#ifdef KNIT_HAVE_PG
+    knit_pg_store_t *pg = NULL;
+    knit_relay_backend_t be;
+    int rc = knit_pg_store_open(uri, &pg);
+    if (rc) {
+        fprintf(stderr, "sync-relay: cannot open the PostgreSQL store: %s\n",
+                pg && knit_pg_store_errmsg(pg)[0] ? knit_pg_store_errmsg(pg) : knit_strerror(rc));
+        knit_pg_store_close(pg);
+        return 1;
+    }
+    knit_pg_store_backend(pg, &be);
+    signal(SIGPIPE, SIG_IGN);
+    o->cfg.backend = &be;
+    o->on_listen = on_listen;
+    o->on_http_listen = on_http_listen;
+    rc = knit_relay_serve(o);
+    knit_pg_store_close(pg);
+    if (rc) {
+        fprintf(stderr, "sync-relay: %s\n", knit_strerror(rc));
+        return 1;
+    }
+    return 0;
+#else
+    (void)o;
+    fprintf(stderr,
+            "sync-relay: --store %s: this sync-relay was built without libpq "
+            "(install libpq-dev and rebuild)\n",
+            uri);
+    return 2;
+#endif
 }
 
 int main(int argc, char **argv)
@@ -351,18 +447,28 @@ int main(int argc, char **argv)
             o.tls_cert = val;
         } else if (strcmp(a, "--tls-key") == 0) {
             o.tls_key = val;
-        } else if (strcmp(a, "--data") == 0) {
+        } else if (strcmp(a, "--data") == 0 || strcmp(a, "--store") == 0) {
             data = val;
         } else if (strcmp(a, "--jwt-secret-file") == 0) {
             secret_file = val;
         } else if (strcmp(a, "--webhook-secret-file") == 0) {
             webhook_file = val;
         } else if (strcmp(a, "--jwks-file") == 0) {
-            jwks.path = val;
+            jwks_file.path = val;
+        } else if (strcmp(a, "--jwks-url") == 0) {
+            if (strncmp(val, "https://", 8) != 0 && strncmp(val, "http://", 7) != 0)
+                return die_usage("bad --jwks-url %s: use https://... (or http:// for tests)", val);
+            o.jwks_url = val;
         } else if (strcmp(a, "--jwks-cooldown") == 0) {
             if (cli_parse_u64(val, 0, UINT64_C(86400000), &v))
                 return die_usage("bad --jwks-cooldown %s (0 .. 86400000 ms)", val);
-            jwks.cooldown = v;
+            jwks_file.cooldown = v;
+        } else if (strcmp(a, "--jwks-timeout") == 0) {
+            /* Below the 10 s a HELLO may take: a token that waits for a
+            ** fetch is answered before its connection times out. */
+            if (cli_parse_u64(val, 100, 9000, &v))
+                return die_usage("bad --jwks-timeout %s (100 .. 9000 ms)", val);
+            o.jwks_timeout_ms = v;
         } else if (strcmp(a, "--issuer") == 0) {
             o.cfg.issuer = val;
         } else if (strcmp(a, "--authorized-party") == 0) {
@@ -437,13 +543,16 @@ int main(int argc, char **argv)
         }
         o.webhook_secret = webhook_secret;
     }
-    if (jwks.path) {
+    if (jwks_file.path && o.jwks_url)
+        return die_usage("%s", "--jwks-file and --jwks-url: one or the other");
+    o.jwks_cooldown_ms = jwks_file.cooldown;
+    if (jwks_file.path) {
         char why[512];
-        if (knit_jwks_load(jwks.path, &jwks.keys, why, sizeof why) != 0) {
+        if (knit_jwks_load(jwks_file.path, &jwks_file.keys, why, sizeof why) != 0) {
             fprintf(stderr, "sync-relay: --jwks-file: %s\n", why);
             return 2;
         }
-        jwks.loaded = mono_now_ms();
+        jwks_file.loaded = mono_now_ms();
         atexit(jwks_release);
         o.cfg.jwks = jwks_get;
     }
@@ -456,6 +565,10 @@ int main(int argc, char **argv)
         o.cfg.jwt_key_len = keylen;
     }
 
+    o.http = http;
+    o.nhttp = nhttp;
+    if (strncmp(data, "postgresql://", 13) == 0 || strncmp(data, "postgres://", 11) == 0)
+        return serve_pg(&o, data);
     rc = knit_relay_store_open(data, 0, &store);
     if (rc) {
         fprintf(stderr, "sync-relay: cannot open store %s: %s\n", data, knit_strerror(rc));

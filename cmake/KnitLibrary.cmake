@@ -13,9 +13,9 @@ set(KNIT_PUBLIC_INCLUDES
   $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/transport/stream>
   $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/transport/client>
   $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}/knit>)
-# libcurl is looked up (cmake/KnitDeps.cmake) but no libknit file uses it
-# yet, so it is not linked.
-set(KNIT_DEPS knit::sqlite3 knit::uv knit::cbor knit::bearssl knit::wslay knit::http_parser)
+# libcurl carries the long-polling client stream (transport/stream/lp_client.c).
+set(KNIT_DEPS knit::sqlite3 knit::uv knit::cbor knit::bearssl knit::wslay knit::http_parser
+  knit::curl)
 set(KNIT_OBJECTS $<TARGET_OBJECTS:knit_runtime> $<TARGET_OBJECTS:knit_wire>
   $<TARGET_OBJECTS:knit_stream> $<TARGET_OBJECTS:knit_client>)
 
@@ -83,7 +83,7 @@ install(FILES ${KNIT_INSTALLED_HEADERS} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/
 
 # Both files find the prefix relative to where they are installed, so an
 # installed tree can be moved.
-set(KNIT_PC_REQUIRES "sqlite3 libuv libcbor")
+set(KNIT_PC_REQUIRES "sqlite3 libuv libcbor libcurl")
 file(RELATIVE_PATH KNIT_PC_UP ${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}/pkgconfig
      ${CMAKE_INSTALL_PREFIX})
 file(RELATIVE_PATH KNIT_CMAKE_UP ${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}/cmake/knit

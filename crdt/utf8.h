@@ -4,8 +4,8 @@
 ** Valid means what RFC 3629 allows: no overlong forms, no surrogates
 ** (U+D800..U+DFFF), nothing past U+10FFFF.  The wire codec and the
 ** OR-set's JSON form (hence the validator) decide with these two functions,
-** so they cannot disagree about which text is valid.  (The inspection
-** tool's printers still carry their own decoders.)
+** so they cannot disagree about which text is valid; sync-inspect's printers
+** (cli/inspect_util.c, cli/cbor_diag.c) walk text with them too.
 */
 #ifndef KNIT_UTF8_H
 #define KNIT_UTF8_H

@@ -77,184 +77,7 @@
 #define REFUSE 1 /* merge result: set this change aside (reason in errmsg) */
 
 /* ---------------------------------------------------------------------- */
-/* SQL text                                                                */
-
-/* Finishes s into a prepared statement *st (persistent). */
-static int prepare_str(knit_t *k, sqlite3_stmt **st, sqlite3_str *s)
-{
-    char *sql = sqlite3_str_finish(s);
-    if (!sql)
-        return KNIT_ENOMEM;
-    int rc = knit__prepare(k, st, sql);
-    sqlite3_free(sql);
-    return rc;
-}
-
-/* "p1" = ?first AND "p2" = ?first+1 ... */
-static void where_keys(sqlite3_str *s, const ktable_t *t, int first_param)
-{
-    for (uint32_t i = 0; i < t->npk; i++)
-        sqlite3_str_appendf(s, "%s\"%w\" = ?%d", i ? " AND " : "", t->pk[i], first_param + (int)i);
-}
-
-/* k0 = ?1 AND k1 = ?2 ... on knit's own tables. */
-static void where_meta_keys(sqlite3_str *s, uint32_t npk)
-{
-    for (uint32_t i = 0; i < npk; i++)
-        sqlite3_str_appendf(s, "%sk%u = ?%u", i ? " AND " : "", i, i + 1);
-}
-
-int knit__user_get_prepare(knit_t *k, ktable_t *t)
-{
-    if (t->st[ST_USERGET]) {
-        sqlite3_reset(t->st[ST_USERGET]);
-        return 0;
-    }
-    sqlite3_str *s = sqlite3_str_new(k->db);
-    sqlite3_str_appendall(s, "SELECT ");
-    for (uint32_t c = 0; c < t->ncols; c++)
-        sqlite3_str_appendf(s, "%s\"%w\"", c ? ", " : "", t->cols[c]);
-    if (!t->ncols)
-        sqlite3_str_appendall(s, "1");
-    sqlite3_str_appendf(s, " FROM \"%w\" WHERE ", t->name);
-    where_keys(s, t, 1);
-    return prepare_str(k, &t->st[ST_USERGET], s);
-}
-
-/* Finds or builds the statement that writes the columns in mask of one
-** user row: an INSERT of key + columns when insert (an upsert, so that a
-** row already present without live metadata, one written while capture was
-** missing or by an app trigger, is merged rather than refused), else an
-** UPDATE. */
-static int user_stmt(knit_t *k, ktable_t *t, uint64_t mask, int insert, sqlite3_stmt **out)
-{
-    for (int i = 0; i < KNIT_MASK_CACHE; i++) {
-        if (t->wr[i].stmt && t->wr[i].mask == mask && t->wr[i].insert == insert) {
-            sqlite3_reset(t->wr[i].stmt);
-            *out = t->wr[i].stmt;
-            return 0;
-        }
-    }
-    sqlite3_str *s = sqlite3_str_new(k->db);
-    int param = 1;
-    if (insert) {
-        sqlite3_str_appendf(s, "INSERT INTO \"%w\"(", t->name);
-        for (uint32_t i = 0; i < t->npk; i++)
-            sqlite3_str_appendf(s, "%s\"%w\"", i ? ", " : "", t->pk[i]);
-        for (uint32_t c = 0; c < t->ncols; c++)
-            if (mask >> c & 1)
-                sqlite3_str_appendf(s, ", \"%w\"", t->cols[c]);
-        sqlite3_str_appendall(s, ") VALUES (");
-        for (uint32_t i = 0; i < t->npk; i++)
-            sqlite3_str_appendf(s, "%s?%d", i ? ", " : "", param++);
-        for (uint32_t c = 0; c < t->ncols; c++)
-            if (mask >> c & 1)
-                sqlite3_str_appendf(s, ", ?%d", param++);
-        sqlite3_str_appendall(s, ") ON CONFLICT(");
-        for (uint32_t i = 0; i < t->npk; i++)
-            sqlite3_str_appendf(s, "%s\"%w\"", i ? ", " : "", t->pk[i]);
-        if (mask) {
-            sqlite3_str_appendall(s, ") DO UPDATE SET ");
-            int first = 1;
-            for (uint32_t c = 0; c < t->ncols; c++) {
-                if (!(mask >> c & 1))
-                    continue;
-                sqlite3_str_appendf(s, "%s\"%w\" = excluded.\"%w\"", first ? "" : ", ", t->cols[c],
-                                    t->cols[c]);
-                first = 0;
-            }
-        } else {
-            sqlite3_str_appendall(s, ") DO NOTHING");
-        }
-    } else {
-        sqlite3_str_appendf(s, "UPDATE \"%w\" SET ", t->name);
-        param = (int)t->npk + 1;
-        int first = 1;
-        for (uint32_t c = 0; c < t->ncols; c++) {
-            if (!(mask >> c & 1))
-                continue;
-            sqlite3_str_appendf(s, "%s\"%w\" = ?%d", first ? "" : ", ", t->cols[c], param++);
-            first = 0;
-        }
-        sqlite3_str_appendall(s, " WHERE ");
-        where_keys(s, t, 1);
-    }
-    int slot = (int)(t->wr_next++ % KNIT_MASK_CACHE);
-    sqlite3_finalize(t->wr[slot].stmt);
-    t->wr[slot].stmt = NULL;
-    int rc = prepare_str(k, &t->wr[slot].stmt, s);
-    if (!rc) {
-        t->wr[slot].mask = mask;
-        t->wr[slot].insert = insert;
-        *out = t->wr[slot].stmt;
-    }
-    return rc;
-}
-
-/* Writes vals[c] for every c in mask (INSERT or UPDATE); *changed gets the
-** number of rows the statement changed. */
-static int user_write(knit_t *k, ktable_t *t, const knit_value_t *pk, uint64_t mask, int insert,
-                      const knit_value_t *vals, int *changed)
-{
-    sqlite3_stmt *st;
-    int rc = user_stmt(k, t, mask, insert, &st);
-    if (rc)
-        return rc;
-    for (uint32_t i = 0; i < t->npk; i++)
-        knit__bind_value(st, (int)i + 1, &pk[i]);
-    int param = (int)t->npk + 1;
-    for (uint32_t c = 0; c < t->ncols; c++)
-        if (mask >> c & 1)
-            knit__bind_value(st, param++, &vals[c]);
-    rc = sqlite3_step(st);
-    if (changed)
-        *changed = sqlite3_changes(k->db);
-    if (rc != SQLITE_DONE) {
-        /* SQLite's message ("NOT NULL constraint failed: kv.v") is read
-        ** before the reset. */
-        rc = knit__dberr(k, rc, insert ? "inserting a row" : "updating a row");
-        sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
-        return rc;
-    }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return 0;
-}
-
-int knit__user_write_col(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t c,
-                         const knit_value_t *v)
-{
-    knit_value_t vals[KNIT_MAX_COLS];
-    vals[c] = *v;
-    return user_write(k, t, pk, UINT64_C(1) << c, 0, vals, NULL);
-}
-
-static int user_delete(knit_t *k, ktable_t *t, const knit_value_t *pk)
-{
-    if (!t->st[ST_USERDEL]) {
-        sqlite3_str *s = sqlite3_str_new(k->db);
-        sqlite3_str_appendf(s, "DELETE FROM \"%w\" WHERE ", t->name);
-        where_keys(s, t, 1);
-        int rc = prepare_str(k, &t->st[ST_USERDEL], s);
-        if (rc)
-            return rc;
-    }
-    sqlite3_stmt *st = t->st[ST_USERDEL];
-    sqlite3_reset(st);
-    for (uint32_t i = 0; i < t->npk; i++)
-        knit__bind_value(st, (int)i + 1, &pk[i]);
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_DONE)
-        rc = knit__dberr(k, rc, "deleting a row");
-    else
-        rc = 0;
-    sqlite3_reset(st);
-    return rc;
-}
-
-/* ---------------------------------------------------------------------- */
-/* The changes of one row                                                  */
+/* The changes of one row                                                 */
 
 /* One cell change, resolved to the replica's own numbering.  It comes from
 ** the batch, or from _knit_aside (aside_id > 0). */
@@ -328,8 +151,8 @@ static int row_load(knit_t *k, ktable_t *t, const knit_value_t *pk, arow_t *r)
     if (!t->st[ST_ROWGET]) {
         sqlite3_str *s = sqlite3_str_new(k->db);
         sqlite3_str_appendf(s, "SELECT ns, cl, cells FROM _knit_rows_%d WHERE ", t->id);
-        where_meta_keys(s, t->npk);
-        if ((rc = prepare_str(k, &t->st[ST_ROWGET], s)) != 0)
+        knit__where_meta_keys(s, t->npk);
+        if ((rc = knit__prepare_str(k, &t->st[ST_ROWGET], s)) != 0)
             return rc;
     }
     sqlite3_stmt *st = t->st[ST_ROWGET];
@@ -376,7 +199,7 @@ static int meta_write(knit_t *k, arow_t *r, uint64_t ver)
         for (uint32_t i = 0; i < t->npk + 4; i++)
             sqlite3_str_appendf(s, "%s?%u", i ? ", " : "", i + 1);
         sqlite3_str_appendall(s, ")");
-        if ((rc = prepare_str(k, &t->st[ST_ROWPUT], s)) != 0)
+        if ((rc = knit__prepare_str(k, &t->st[ST_ROWPUT], s)) != 0)
             return rc;
     }
     sqlite3_stmt *st = t->st[ST_ROWPUT];
@@ -402,9 +225,9 @@ static int user_flush(knit_t *k, arow_t *r)
     int now_live = knit_cl_live(r->cl);
     int rc = 0, changed = 1;
     if (was_live && !now_live)
-        rc = user_delete(k, t, r->pk);
+        rc = knit__user_delete(k, t, r->pk);
     else if (now_live && !was_live)
-        rc = user_write(k, t, r->pk, r->wmask, 1, r->vals, NULL);
+        rc = knit__user_write(k, t, r->pk, r->wmask, 1, r->vals, NULL);
     else if (now_live && r->cl != r->cl0) {
         /* Live to live in a later life: the row was deleted and inserted
         ** again elsewhere.  So it is here: columns this life has not
@@ -412,9 +235,9 @@ static int user_flush(knit_t *k, arow_t *r)
         ** is one savepoint, so a refused insert keeps the old row. */
         if ((rc = knit__exec(k, "SAVEPOINT knit_life")) != 0)
             return rc;
-        rc = user_delete(k, t, r->pk);
+        rc = knit__user_delete(k, t, r->pk);
         if (!rc)
-            rc = user_write(k, t, r->pk, r->wmask, 1, r->vals, NULL);
+            rc = knit__user_write(k, t, r->pk, r->wmask, 1, r->vals, NULL);
         if (rc && !sqlite3_get_autocommit(k->db)) {
             char saved[sizeof k->errmsg];
             memcpy(saved, k->errmsg, sizeof saved);
@@ -427,11 +250,11 @@ static int user_flush(knit_t *k, arow_t *r)
                 rc = r2;
         }
     } else if (now_live && r->wmask) {
-        rc = user_write(k, t, r->pk, r->wmask, 0, r->vals, &changed);
+        rc = knit__user_write(k, t, r->pk, r->wmask, 0, r->vals, &changed);
         /* Live metadata without a user row: the row was deleted while
         ** capture was missing.  Write it back with what this batch holds. */
         if (!rc && !changed)
-            rc = user_write(k, t, r->pk, r->wmask, 1, r->vals, NULL);
+            rc = knit__user_write(k, t, r->pk, r->wmask, 1, r->vals, NULL);
     }
     if (rc == KNIT_ECONSTRAINT && !sqlite3_get_autocommit(k->db))
         return REFUSE;
@@ -452,7 +275,7 @@ static void new_life(arow_t *r, uint64_t cl)
 }
 
 /* ---------------------------------------------------------------------- */
-/* Batch mapping                                                           */
+/* Batch mapping                                                          */
 
 typedef struct bmap_s {
     ktable_t **tables; /* per batch table: local table or NULL */
@@ -505,7 +328,7 @@ static int bmap_build(knit_t *k, const knit_batch_t *b, bmap_t *m)
 }
 
 /* ---------------------------------------------------------------------- */
-/* _knit_aside                                                             */
+/* _knit_aside                                                            */
 
 /* Appends v as an SQL literal. */
 static void sql_literal(sqlite3_str *s, const knit_value_t *v)
@@ -788,7 +611,7 @@ static int aside_load(actx_t *a, ktable_t *t, const knit_value_t *pk)
 }
 
 /* ---------------------------------------------------------------------- */
-/* Merging one change                                                      */
+/* Merging one change                                                     */
 
 /* The OR-set state of column c as merged so far in this batch. */
 static int set_current(knit_t *k, arow_t *r, uint32_t c)
@@ -990,8 +813,8 @@ static int log_forget(actx_t *a, ktable_t *t, const knit_value_t *pk)
     if (!a->logdel[ti]) {
         sqlite3_str *s = sqlite3_str_new(k->db);
         sqlite3_str_appendf(s, "DELETE FROM _knit_log_%d WHERE ", t->id);
-        where_meta_keys(s, t->npk);
-        if ((rc = prepare_str(k, &a->logdel[ti], s)) != 0)
+        knit__where_meta_keys(s, t->npk);
+        if ((rc = knit__prepare_str(k, &a->logdel[ti], s)) != 0)
             return rc;
     }
     sqlite3_stmt *st = a->logdel[ti];
@@ -1019,8 +842,8 @@ static int sets_forget(actx_t *a, ktable_t *t, const knit_value_t *pk)
     if (!a->setdel[ti]) {
         sqlite3_str *s = sqlite3_str_new(k->db);
         sqlite3_str_appendf(s, "DELETE FROM _knit_sets_%d WHERE ", t->id);
-        where_meta_keys(s, t->npk);
-        if ((rc = prepare_str(k, &a->setdel[ti], s)) != 0)
+        knit__where_meta_keys(s, t->npk);
+        if ((rc = knit__prepare_str(k, &a->setdel[ti], s)) != 0)
             return rc;
     }
     sqlite3_stmt *st = a->setdel[ti];
@@ -1047,7 +870,7 @@ static int refuse_ends_life(actx_t *a, ktable_t *t, const knit_value_t *pk, arow
         return 0;
     int rc = 0;
     if (r->has_meta && knit_cl_live(r->cl0)) {
-        rc = user_delete(k, t, pk);
+        rc = knit__user_delete(k, t, pk);
         if (rc == KNIT_ECONSTRAINT && !sqlite3_get_autocommit(k->db))
             return 0; /* the app's constraints keep the row: it stays as it was */
     }
@@ -1131,7 +954,7 @@ out:
 }
 
 /* ---------------------------------------------------------------------- */
-/* Ordering a batch by row                                                 */
+/* Ordering a batch by row                                                */
 
 typedef struct order_s {
     const knit_batch_t *b;
@@ -1176,7 +999,7 @@ static void order_sort(order_t *o, size_t lo, size_t hi)
 }
 
 /* ---------------------------------------------------------------------- */
-/* Apply                                                                   */
+/* Apply                                                                  */
 
 /* Refuses the batch if any stamp is too far ahead; else moves the HLC past
 ** the newest stamp. */
@@ -1472,6 +1295,12 @@ static int apply(knit_t *k, const knit_batch_t *b, const char *ns, uint64_t seq,
         *stats = st;
     knit__notify(k);
     return 0;
+}
+
+int knit__apply_locked(knit_t *k, const knit_batch_t *b, knit_apply_stats_t *st) /* see replica.h */
+{
+    knit_apply_stats_t dummy = {0};
+    return apply_locked(k, b, st ? st : &dummy, 0);
 }
 
 int knit_apply(knit_t *k, const knit_batch_t *b, knit_apply_stats_t *stats) /* see knit.h */

@@ -12,55 +12,15 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "arena.h"
 #include "knit.h"
 
 #define ARENA_BLOCK (64 * 1024)
 
-typedef struct arena_block_s {
-    struct arena_block_s *next; /* older block */
-    size_t used;                /* bytes handed out */
-    size_t size;                /* bytes in data */
-    max_align_t data[];         /* the bytes, suitably aligned */
-} arena_block_t;
-
 typedef struct batch_priv_s {
-    arena_block_t *blocks;                                       /* newest first */
+    knit_arena_t arena;                                          /* names, keys, values */
     size_t cap_ns, cap_sites, cap_tables, cap_changes, cap_txns; /* capacities */
 } batch_priv_t;
-
-static void *arena_alloc(batch_priv_t *p, size_t n)
-{
-    arena_block_t *b = p->blocks;
-    n = (n + 15) & ~(size_t)15;
-    if (!b || b->size - b->used < n) {
-        size_t size = n > ARENA_BLOCK / 4 ? n : ARENA_BLOCK;
-        b = knit__malloc(sizeof *b + size);
-        if (!b)
-            return NULL;
-        b->size = size;
-        b->used = 0;
-        if (n > ARENA_BLOCK / 4 && p->blocks) {
-            /* A big one-off: keep the current block as the one to fill. */
-            b->next = p->blocks->next;
-            p->blocks->next = b;
-        } else {
-            b->next = p->blocks;
-            p->blocks = b;
-        }
-    }
-    void *r = (char *)b->data + b->used;
-    b->used += n;
-    return r;
-}
-
-static char *arena_strdup(batch_priv_t *p, const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *r = arena_alloc(p, n);
-    if (r)
-        memcpy(r, s, n);
-    return r;
-}
 
 /* Grows *arr (element size sz) to hold at least need elements. */
 static int grow(void **arr, size_t *cap, size_t need, size_t sz)
@@ -88,6 +48,7 @@ int knit_batch_new(knit_batch_t **out) /* see knit.h */
         *out = NULL;
         return KNIT_ENOMEM;
     }
+    knit__arena_init(&p->arena, ARENA_BLOCK);
     b->priv = p;
     *out = b;
     return 0;
@@ -98,12 +59,7 @@ void knit_batch_free(knit_batch_t *b) /* see knit.h */
     if (!b)
         return;
     batch_priv_t *p = b->priv;
-    arena_block_t *blk = p->blocks;
-    while (blk) {
-        arena_block_t *next = blk->next;
-        knit__free(blk);
-        blk = next;
-    }
+    knit__arena_free(&p->arena);
     knit__free(p);
     knit__free(b->ns);
     knit__free(b->sites);
@@ -124,7 +80,7 @@ int knit_batch_ns(knit_batch_t *b, const char *name, uint32_t *idx) /* see knit.
     }
     if (grow((void **)&b->ns, &p->cap_ns, b->nns + 1, sizeof *b->ns))
         return KNIT_ENOMEM;
-    char *s = arena_strdup(p, name);
+    char *s = knit__arena_strdup(&p->arena, name);
     if (!s)
         return KNIT_ENOMEM;
     b->ns[b->nns] = s;
@@ -169,15 +125,15 @@ int knit_batch_table(knit_batch_t *b, const char *name, uint32_t npk, uint32_t n
     if (grow((void **)&b->tables, &p->cap_tables, b->ntables + 1, sizeof *b->tables))
         return KNIT_ENOMEM;
     knit_batch_table_t t;
-    t.name = arena_strdup(p, name);
+    t.name = knit__arena_strdup(&p->arena, name);
     t.npk = npk;
     t.ncols = ncols;
-    t.cols = arena_alloc(p, (ncols ? ncols : 1) * sizeof *t.cols);
-    t.orset = arena_alloc(p, ncols ? ncols : 1);
+    t.cols = knit__arena_alloc(&p->arena, (ncols ? ncols : 1) * sizeof *t.cols);
+    t.orset = knit__arena_alloc(&p->arena, ncols ? ncols : 1);
     if (!t.name || !t.cols || !t.orset)
         return KNIT_ENOMEM;
     for (uint32_t c = 0; c < ncols; c++) {
-        if (!(t.cols[c] = arena_strdup(p, cols[c])))
+        if (!(t.cols[c] = knit__arena_strdup(&p->arena, cols[c])))
             return KNIT_ENOMEM;
         t.orset[c] = orset[c] != 0;
     }
@@ -202,7 +158,7 @@ int knit_batch_begin(knit_batch_t *b, uint64_t version) /* see knit.h */
 static int own_value(batch_priv_t *p, knit_value_t *v)
 {
     if ((v->type == KNIT_TEXT || v->type == KNIT_BLOB) && v->u.b.n) {
-        void *c = arena_alloc(p, v->u.b.n);
+        void *c = knit__arena_alloc(&p->arena, v->u.b.n);
         if (!c)
             return KNIT_ENOMEM;
         memcpy(c, v->u.b.p, v->u.b.n);
@@ -222,7 +178,7 @@ int knit_batch_add(knit_batch_t *b, const knit_change_t *c) /* see knit.h */
     if (grow((void **)&b->changes, &p->cap_changes, b->nchanges + 1, sizeof *b->changes))
         return KNIT_ENOMEM;
     knit_change_t n = *c;
-    n.pk = arena_alloc(p, t->npk * sizeof *n.pk);
+    n.pk = knit__arena_alloc(&p->arena, t->npk * sizeof *n.pk);
     if (!n.pk)
         return KNIT_ENOMEM;
     for (uint32_t i = 0; i < t->npk; i++) {

@@ -1,7 +1,7 @@
 /*
 ** changes.c: reading changes out of a replica (knit_changes_since), and
-** telling the application that tracked tables changed (knit_on_change,
-** knit_poll).
+** finding the commits of other connections (knit_poll; the callback itself
+** is notify.c's).
 **
 ** Every cell records the local version at which it last changed, and
 ** _knit_rows_<id>.ver (indexed) is the newest of its cells, so "changes
@@ -25,58 +25,6 @@ typedef struct since_s {
     uint32_t nnsmap;   /* entries */
     klocal_t local;    /* the local_only rule */
 } since_t;
-
-/* Loads the sites this replica inherited as a copy ("Inherited sites" at
-** the top of replica.c): a cell of such a site with a version at or below
-** the takeover is the original's work the copy pushes as its own. */
-int knit__local_load(knit_t *k, klocal_t *l)
-{
-    sqlite3_stmt *st = NULL;
-    memset(l, 0, sizeof *l);
-    int rc = sqlite3_prepare_v2(k->db,
-                                "SELECT CAST(substr(key, 9) AS INTEGER), value FROM _knit_meta"
-                                " WHERE key GLOB 'inherit:*'",
-                                -1, &st, NULL);
-    if (rc != SQLITE_OK)
-        return knit__dberr(k, rc, "reading inherited sites");
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        int64_t idx = sqlite3_column_int64(st, 0), ver = sqlite3_column_int64(st, 1);
-        if (idx <= 0 || idx >= (int64_t)UINT32_MAX - 16 || ver < 0)
-            continue; /* not a key knit wrote: ignore, never push more than it should */
-        if ((uint64_t)idx >= l->n) {
-            uint32_t n = (uint32_t)idx + 16;
-            uint64_t *m = knit__realloc(l->inherit, n * sizeof *m);
-            if (!m) {
-                sqlite3_finalize(st);
-                knit__local_free(l);
-                return KNIT_ENOMEM;
-            }
-            memset(m + l->n, 0, (n - l->n) * sizeof *m);
-            l->inherit = m;
-            l->n = n;
-        }
-        l->inherit[idx] = (uint64_t)ver + 1;
-    }
-    sqlite3_finalize(st);
-    if (rc == SQLITE_DONE)
-        return 0;
-    knit__local_free(l);
-    return knit__dberr(k, rc, "reading inherited sites");
-}
-
-int knit__local_is(const knit_t *k, const klocal_t *l, uint32_t site, uint64_t ver)
-{
-    if (site == k->site_idx)
-        return 1;
-    return site < l->n && l->inherit[site] && ver < l->inherit[site];
-}
-
-void knit__local_free(klocal_t *l)
-{
-    knit__free(l->inherit);
-    l->inherit = NULL;
-    l->n = 0;
-}
 
 static int map_site(knit_t *k, since_t *s, uint32_t local, uint32_t *out)
 {
@@ -333,40 +281,7 @@ int knit_changes_since(knit_t *k, uint64_t version, const knit_since_opts_t *opt
 }
 
 /* ---------------------------------------------------------------------- */
-/* Notification                                                            */
-
-int knit_on_change(knit_t *k, knit_change_fn cb, void *data) /* see knit.h */
-{
-    k->on_change = cb;
-    k->on_change_data = data;
-    return 0;
-}
-
-void knit__notify(knit_t *k)
-{
-    int remote = k->ev_remote, local = k->ev_local;
-    k->ev_remote = k->ev_local = 0;
-    knit_version(k, &k->seen_version);
-    k->notified += remote || local;
-    if ((!remote && !local) || !k->on_change) {
-        for (size_t i = 0; i < k->ntables; i++)
-            k->tables[i].ev_rows = 0;
-        return;
-    }
-    const char *names[256];
-    size_t rows[256], n = 0;
-    for (size_t i = 0; i < k->ntables; i++) {
-        if (k->tables[i].ev_rows && n < 256) {
-            names[n] = k->tables[i].name;
-            rows[n++] = k->tables[i].ev_rows;
-        }
-        k->tables[i].ev_rows = 0;
-    }
-    if (!n)
-        return;
-    knit_event_t ev = {remote, n, names, rows};
-    k->on_change(k, &ev, k->on_change_data);
-}
+/* Changes by other connections                                           */
 
 /* Counts rows another connection changed (applied) since our last look. */
 static int foreign_changes(knit_t *k, uint64_t since)
@@ -430,4 +345,76 @@ int knit_poll(knit_t *k) /* see knit.h */
     }
     knit__notify(k);
     return k->notified != notified;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Pending local changes                                                  */
+
+/* Rows of t with a change of this device newer than acked, plus its
+** captured writes not stamped yet. */
+static int pending_table(knit_t *k, ktable_t *t, uint64_t acked, const klocal_t *local,
+                         uint64_t *rows)
+{
+    sqlite3_stmt *st = NULL;
+    kcell_t cells[KNIT_MAX_COLS + 1];
+    int rc, step;
+    char *sql = sqlite3_mprintf("SELECT cells FROM _knit_rows_%d WHERE ver > ?", t->id);
+    if (!sql)
+        return KNIT_ENOMEM;
+    rc = sqlite3_prepare_v2(k->db, sql, -1, &st, NULL);
+    sqlite3_free(sql);
+    if (rc != SQLITE_OK)
+        return knit__dberr(k, rc, "counting pending changes");
+    sqlite3_bind_int64(st, 1, (int64_t)acked);
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        if (knit__cells_decode(sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0),
+                               t->ncols + 1, cells) != 0)
+            continue;
+        for (uint32_t c = 0; c <= t->ncols; c++)
+            if (cells[c].hlc && cells[c].ver > acked &&
+                knit__local_is(k, local, cells[c].site, cells[c].ver)) {
+                (*rows)++;
+                break;
+            }
+    }
+    sqlite3_finalize(st);
+    if (step != SQLITE_DONE)
+        return knit__dberr(k, step, "counting pending changes");
+    if (!(sql = sqlite3_mprintf("SELECT count(*) FROM _knit_log_%d", t->id)))
+        return KNIT_ENOMEM;
+    rc = sqlite3_prepare_v2(k->db, sql, -1, &st, NULL);
+    sqlite3_free(sql);
+    if (rc != SQLITE_OK)
+        return knit__dberr(k, rc, "counting captured writes");
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *rows += (uint64_t)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return 0;
+}
+
+int knit_pending(knit_t *k, uint64_t *rows) /* see knit.h */
+{
+    int64_t acked = 0;
+    klocal_t local;
+    int rc;
+    *rows = 0;
+    if ((rc = knit__load_tables(k)) != 0)
+        return rc;
+    if ((rc = knit__exec(k, "BEGIN")) != 0) /* one snapshot for every table */
+        return rc;
+    rc = knit__meta_get_int(k, "acked", &acked);
+    if (!rc)
+        rc = knit__local_load(k, &local);
+    if (!rc) {
+        for (size_t i = 0; !rc && i < k->ntables; i++)
+            rc = pending_table(k, &k->tables[i], (uint64_t)acked, &local, rows);
+        knit__local_free(&local);
+    }
+    if (!rc)
+        rc = knit__exec(k, "COMMIT");
+    if (rc) {
+        knit__rollback(k);
+        *rows = 0;
+    }
+    return rc;
 }

@@ -205,6 +205,11 @@ KNIT_EXTERN int knit_aside_count(knit_t *k, size_t *refused_rows /* OUT */,
 /* Merges every set-aside change again now (one transaction). */
 KNIT_EXTERN int knit_aside_retry(knit_t *k, knit_apply_stats_t *stats /* OUT */);
 
+/* Local changes not acknowledged by the relay yet: *rows counts the rows
+** with a change of this device newer than the acknowledged version, plus
+** captured writes not stamped yet. */
+KNIT_EXTERN int knit_pending(knit_t *k, uint64_t *rows /* OUT */);
+
 /* The replica's current local version (highest stamped or applied). */
 KNIT_EXTERN int knit_version(knit_t *k, uint64_t *out /* OUT */);
 
@@ -266,13 +271,72 @@ KNIT_EXTERN int knit_setting_init(knit_t *k, const char *key, const char *value,
 KNIT_EXTERN void knit_free(void *p);
 
 /* ---------------------------------------------------------------------- */
+/* Rejected writes                                                         */
+
+/* One change of a pushed batch that the relay refused for good. */
+typedef struct knit_refusal_s {
+    size_t change;       /* index into the pushed batch's changes */
+    int code;            /* the relay's KNIT_E* code */
+    const char *message; /* its detail (NULL or "": knit_strerror(code)) */
+} knit_refusal_t;
+
+/* Rolls back the refused changes of a batch this replica pushed
+** (knit_changes_since local_only) to the relay's state, in one transaction
+** (docs/ARCHITECTURE.md, "Rejected writes"):
+**   - a refused cell still holding the refused write is reset; one whose
+**     local write was overwritten since is left alone;
+**   - a refused row liveness (insert, delete) resets the whole row;
+**   - state (may be NULL: the relay holds none of those cells) is the
+**     relay's winning cells of those rows, merged in as by knit_apply; a
+**     cell the relay holds none of stays unwritten (its column NULL), and a
+**     row whose liveness the relay does not hold disappears.
+** The replica then holds what a replica that never made the writes holds.
+** Each refusal is recorded in _knit_rejected, which apps read with SQL:
+**
+**   _knit_rejected(id, ns, tbl, key, col, value, code, code_name, reason,
+**                  rolled_back, at)
+**     key          the key as SQL literals ('a', 1)
+**     col          the column ('' = the row's liveness: an insert or delete)
+**     value        the value the write attempted (NULL for liveness)
+**     code         the relay's KNIT_E* code; code_name e.g. 'KNIT_ECLOCKSKEW'
+**     reason       the relay's message
+**     rolled_back  1, or 0 when a later local write had replaced it already
+**     at           when the refusal arrived (ms since the epoch)
+**
+** The change callback then gets one event with rolled_back = 1 naming the
+** rows rolled back.  *rolled (may be NULL) counts them.  Strings and
+** batches are read during the call only. */
+KNIT_EXTERN int knit_reject(knit_t *k, const knit_batch_t *pushed, const knit_refusal_t *refusals,
+                            size_t n, const knit_batch_t *state, size_t *rolled /* OUT */);
+
+/* ---------------------------------------------------------------------- */
 /* Change notification                                                     */
 
+/* One changed row of an event, when keys are asked for (knit_on_change_keys). */
+typedef struct knit_event_key_s {
+    size_t table;           /* index into ev->tables */
+    uint32_t npk;           /* key values in pk (the table's primary-key columns) */
+    const knit_value_t *pk; /* the row's key, in key order */
+    int remote;             /* 1: every change of the row came from another device (applied
+                               from the relay); 0: written on this device, by any process */
+    int deleted;            /* 1: the row does not exist now */
+    int rolled_back;        /* 1: the relay refused a local write of the row and it was
+                               rolled back to the relay's state (knit_reject) */
+} knit_event_key_t;
+
 typedef struct knit_event_s {
-    int remote;          /* 1 = applied from elsewhere, 0 = local writes */
+    int remote;          /* 1 = applied from elsewhere, 0 = local writes; with keys, 1
+                            only when every key is remote */
     size_t ntables;      /* tables changed */
     const char **tables; /* their names */
     const size_t *rows;  /* rows changed per table */
+    /* With knit_on_change_keys (else 0 and NULL): */
+    size_t nkeys;                 /* rows named in keys */
+    const knit_event_key_t *keys; /* the changed rows, table by table */
+    int truncated;                /* 1: more rows changed than max_keys; rows[] counts them
+                                     all, keys names the first max_keys */
+    int rolled_back;              /* 1: the event reports local writes rolled back because the
+                                     relay refused them (knit_reject); remote is 0 */
 } knit_event_t;
 
 typedef void (*knit_change_fn)(knit_t *k, const knit_event_t *ev, void *data);
@@ -280,6 +344,13 @@ typedef void (*knit_change_fn)(knit_t *k, const knit_event_t *ev, void *data);
 /* Registers the callback (one per handle; NULL removes it).  It runs after a
 ** commit changed tracked tables: knit_apply, knit_stamp, and knit_poll. */
 KNIT_EXTERN int knit_on_change(knit_t *k, knit_change_fn cb, void *data);
+/* Makes events name the rows that changed (ev->keys), at most max_keys of
+** them per event (0 turns keys off, the default).  A row is reported once
+** per event whatever wrote it: this handle, another connection or process
+** (found by knit_poll), or a remote batch; it is found by its metadata's
+** version (_knit_rows_<id>.ver, indexed) being newer than the last event's,
+** so nothing is missed between events and nothing is reported twice. */
+KNIT_EXTERN int knit_on_change_keys(knit_t *k, size_t max_keys);
 /* Notices commits made by other connections and processes (PRAGMA
 ** data_version), stamps them, and fires the callback.  Returns 1 if
 ** something changed, 0 if not, or an error. */

@@ -8,7 +8,7 @@
 **   _knit_sites(idx, site)          16-byte site ids, interned
 **   _knit_ns(idx, name, cursor)     namespaces (idx 1 = home) and relay cursors
 **   _knit_tables(name, id, ...)     tracked tables, their keys and columns
-**   _knit_log_<id>(seq, op, mask, k0..)     captured writes, not yet stamped
+**   _knit_log_<id>(seq, op, mask, k0.., at, hlc)  captured writes, not yet stamped
 **   _knit_rows_<id>(k0.., ns, cl, ver, cells)  per-row CRDT metadata
 **   _knit_sets_<id>(k0.., col, state)         OR-set states
 **
@@ -72,6 +72,7 @@ enum {
     ST_USERGET,  /* the user row's tracked columns */
     ST_USERDEL,  /* delete the user row */
     ST_SINCE,    /* rows changed since a version, joined with user rows */
+    ST_NOTIFY,   /* keys and cells of rows changed in a version range (notify.c) */
     ST_NSTMT
 };
 
@@ -94,7 +95,7 @@ typedef struct ktable_s {
     } wr[KNIT_MASK_CACHE];  /* user-row writers by column set */
     unsigned wr_next;       /* round-robin replacement slot */
     size_t ev_rows;         /* rows changed since the last notification */
-    int capture;            /* KNIT_CAPTURE_OK / _REPAIR / _BROKEN (track.c) */
+    int capture;            /* KNIT_CAPTURE_OK / _REPAIR / _BROKEN (capture.c) */
     char *capture_msg;      /* why capture is not OK (knit__free); NULL when OK */
 } ktable_t;
 
@@ -121,6 +122,7 @@ struct knit_s {
     int ev_local;             /* local writes stamped since the last notification */
     int ev_remote;            /* remote changes applied since then */
     unsigned notified;        /* notifications that reported changes (knit_poll) */
+    size_t ev_max_keys;       /* knit_on_change_keys: rows named per event (0: none) */
     knit_change_fn on_change; /* change callback */
     void *on_change_data;     /* its argument */
     sqlite3_stmt *meta_get;   /* SELECT value FROM _knit_meta WHERE key=? */
@@ -128,7 +130,32 @@ struct knit_s {
     char errmsg[512];         /* last detailed error */
 };
 
-/* replica.c */
+/*
+** The runtime's files, bottom up.  Each calls only files listed before it
+** (never one after), so there is no circle:
+**
+**   entropy.c   randomness (getrandom); also the sync client's and the relay's
+**   sqlerr.c    SQLite result codes -> KNIT_E* codes; also the relay store's
+**   db.c        errors, transactions, statements, values, the site cache,
+**               _knit_meta, the clock, SQL text
+**   sites.c     sites and namespaces interned; which sites are local
+**   cells.c     the cells blob and the SQL functions that build it
+**   sets.c      OR-set states
+**   notify.c    the change callback
+**   schema.c, validate.c, batch.c   schema fingerprints, the shared
+**               validator, batch regrouping (leaves: db.c at most)
+**   capture.c   a user table's schema; capture triggers, checked and repaired
+**   tables.c    the tracked-table cache
+**   userrow.c   writing the application's rows
+**   stamp.c     captured writes -> CRDT metadata; the refresh that repairs
+**   apply.c     remote changes in (set aside what cannot be held)
+**   reject.c    local writes the relay refused: rolled back, recorded
+**   track.c     knit_track (applies changes that waited for a column)
+**   changes.c, state.c, digest_db.c, verify.c   the other public operations
+**   replica.c   opening and closing
+*/
+
+/* db.c */
 int knit__err(knit_t *k, int code, const char *fmt, ...)
 #ifdef __GNUC__
     __attribute__((format(printf, 3, 4)))
@@ -139,75 +166,43 @@ int knit__exec(knit_t *k, const char *sql);
 int knit__begin(knit_t *k); /* BEGIN IMMEDIATE */
 int knit__commit(knit_t *k);
 void knit__rollback(knit_t *k);
+/* A persistent statement for sql, prepared once into *st (reset when it
+** already is). */
+int knit__prepare(knit_t *k, sqlite3_stmt **st, const char *sql);
+/* The _knit_meta statement reading key, stepped: SQLITE_ROW with the value
+** in column 0, or SQLITE_DONE (*out, reset it after use). */
+int knit__meta_get(knit_t *k, const char *key, sqlite3_stmt **out);
 int knit__meta_get_int(knit_t *k, const char *key, int64_t *out);
 int knit__meta_set_int(knit_t *k, const char *key, int64_t v);
-uint64_t knit__now(knit_t *k);
-int knit__site_intern(knit_t *k, const knit_site_t *s, uint32_t *idx);
-const knit_site_t *knit__site_get(knit_t *k, uint32_t idx);
-int knit__load_sites(knit_t *k);
-int knit__ns_intern(knit_t *k, const char *name, uint32_t *idx);
-int knit__ns_name(knit_t *k, uint32_t idx, char **out); /* "" for an unnamed home */
-int knit__prepare(knit_t *k, sqlite3_stmt **st, const char *sql);
-
-/* track.c */
-/* Capture version: bumped whenever the capture triggers or the log format
-** change, so replicas made by an older knit are detected and reinstalled.
-** 2: the log records each write's wall time and the HLC it saw. */
-#define KNIT_CAPTURE_VERSION 2
-/* ktable_t.capture: OK = every capture trigger is the one this knit
-** installs; REPAIR = missing or outdated, and the table still has the
-** tracked key and columns (the next stamp reinstalls them and logs the
-** inserts and deletes made meanwhile); BROKEN = the table lost its key or a
-** tracked column (capture_msg says what to do); stamping refuses. */
-enum { KNIT_CAPTURE_OK, KNIT_CAPTURE_REPAIR, KNIT_CAPTURE_BROKEN };
-/* Refreshes the ktable_t cache if the schema moved, and checks capture.  On
-** a writable handle outside a transaction it repairs capture at once. */
-int knit__load_tables(knit_t *k);
-/* 0 when every tracked table has current capture; otherwise KNIT_ESCHEMA
-** with errmsg naming the first table that has not (and what to do).  The
-** sync client calls it before it reports "synced". */
-int knit__capture_current(knit_t *k);
-/* Used by knit__stamp_locked: before folding the log, refuses BROKEN tables
-** and brings old logs to the current format; after folding, reinstalls
-** REPAIR tables' triggers and logs the writes made while capture was
-** missing (*logged rows; fold again when > 0). */
-int knit__capture_begin(knit_t *k);
-int knit__capture_repair(knit_t *k, size_t *logged);
+int knit__meta_set_blob(knit_t *k, const char *key, const void *p, size_t n, int text);
+int knit__bind_value(sqlite3_stmt *st, int i, const knit_value_t *v);
+void knit__column_value(sqlite3_stmt *st, int i, knit_value_t *v);
+int knit__load_sites(knit_t *k);         /* k->sites from _knit_sites */
+uint64_t knit__system_clock(void *data); /* CLOCK_REALTIME in ms */
+uint64_t knit__now(knit_t *k);           /* the replica's clock */
+/* SQL text built with sqlite3_str (consumed by each of these). */
+char *knit__str_done(sqlite3_str *s); /* the text, or NULL when out of memory */
+int knit__exec_str(knit_t *k, sqlite3_str *s);
+int knit__prepare_str(knit_t *k, sqlite3_stmt **st, sqlite3_str *s); /* persistent, as above */
+int knit__prepare_temp(knit_t *k, sqlite3_stmt **st, sqlite3_str *s, const char *what);
+char *knit__quote(const char *ident); /* "ident" with quotes doubled; knit__free */
 /* Appends "k0, k1, ..." or with a prefix, e.g. "r.k0, r.k1". */
 void knit__keylist_str(sqlite3_str *s, uint32_t npk, const char *prefix);
 /* Appends "SELECT r.k0.., <meta>, u.<cols> FROM _knit_rows_<id> AS r LEFT
 ** JOIN <table> AS u ON <keys>": each metadata row with its user row. */
 void knit__rows_join_str(sqlite3_str *s, const ktable_t *t, const char *meta);
-void knit__free_tables(knit_t *k);
-ktable_t *knit__table(knit_t *k, const char *name);
-char *knit__quote(const char *ident); /* "ident" with quotes doubled; knit__free */
+/* Appends "<rec>."p1", <rec>."p2"" for the key columns of t. */
+void knit__keyrefs(sqlite3_str *s, const ktable_t *t, const char *rec);
+/* Appends "<user>."p1" = <meta>.k0 AND ...". */
+void knit__keys_join(sqlite3_str *s, const ktable_t *t, const char *user, const char *meta);
 
-/* stamp.c */
-int knit__register_functions(knit_t *k);
-int knit__stamp_locked(knit_t *k, size_t *rows_out); /* inside a write txn */
-int knit__cells_decode(const void *p, size_t n, uint32_t ncells, kcell_t *out);
-size_t knit__cells_encode(const kcell_t *c, uint32_t ncells, uint8_t *out);
-#define KNIT_CELL_MAXBYTES (1 + 8 + KNIT_VARINT_MAX * 2)
-int knit__bind_value(sqlite3_stmt *st, int i, const knit_value_t *v);
-void knit__column_value(sqlite3_stmt *st, int i, knit_value_t *v);
-int knit__set_load(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t col, knit_orset_t *s,
-                   int *found);
-int knit__set_save(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t col,
-                   const knit_orset_t *s);
-int knit__tick(knit_t *k, uint64_t *out);
-int knit__next_version(knit_t *k, uint64_t *out);
-
-/* apply.c */
-/* Prepares t->st[ST_USERGET]: the tracked columns of one user row, keys
-** bound as ?1..?npk. */
-int knit__user_get_prepare(knit_t *k, ktable_t *t);
-/* Writes column c of an existing user row. */
-int knit__user_write_col(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t c,
-                         const knit_value_t *v);
-
-/* changes.c */
+/* sites.c */
+const knit_site_t *knit__site_get(knit_t *k, uint32_t idx);
+int knit__site_intern(knit_t *k, const knit_site_t *s, uint32_t *idx);
+int knit__ns_intern(knit_t *k, const char *name, uint32_t *idx);
+int knit__ns_name(knit_t *k, uint32_t idx, char **out); /* "" for an unnamed home */
 /* Which cells are this replica's own changes (knit_changes_since's
-** local_only; "Inherited sites" in replica.c): a cell is local if its site
+** local_only; "Inherited sites" in sites.c): a cell is local if its site
 ** is this replica's, or a site it inherited as a copy and the cell's
 ** version is at or below that site's takeover version. */
 typedef struct klocal_s {
@@ -218,14 +213,116 @@ int knit__local_load(knit_t *k, klocal_t *l); /* reads _knit_meta inherit:* keys
 int knit__local_is(const knit_t *k, const klocal_t *l, uint32_t site, uint64_t ver);
 void knit__local_free(klocal_t *l);
 
-/* batch.c */
-/* Orders b's changes by vers[i] (stably) into one unit per version, keeping
-** whole units until max_changes is reached (0 = all). */
-int knit__batch_regroup(knit_batch_t *b, const uint64_t *vers, size_t max_changes);
+/* cells.c */
+int knit__register_functions(knit_t *k);
+int knit__cells_decode(const void *p, size_t n, uint32_t ncells, kcell_t *out);
+size_t knit__cells_encode(const kcell_t *c, uint32_t ncells, uint8_t *out);
+#define KNIT_CELL_MAXBYTES (1 + 8 + KNIT_VARINT_MAX * 2)
+
+/* sets.c */
+int knit__set_load(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t col, knit_orset_t *s,
+                   int *found);
+int knit__set_save(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t col,
+                   const knit_orset_t *s);
 
 /* notify.c */
 /* Fires the change callback for what was stamped or applied since the last
 ** call (after commit). */
 void knit__notify(knit_t *k);
+
+/* batch.c */
+/* Orders b's changes by vers[i] (stably) into one unit per version, keeping
+** whole units until max_changes is reached (0 = all). */
+int knit__batch_regroup(knit_batch_t *b, const uint64_t *vers, size_t max_changes);
+
+/* capture.c */
+/* Capture version: bumped whenever the capture triggers or the log format
+** change, so replicas made by an older knit are detected and reinstalled.
+** 2: the log records each write's wall time and the HLC it saw.
+** 3: the wall time as julianday() (cheaper in a trigger than ms), no HLC
+**    (the stamp raises each write above its row's cells), and UPDATE
+**    triggers name their columns (UPDATE OF), so an upsert runs one. */
+#define KNIT_CAPTURE_VERSION 3
+/* ktable_t.capture: OK = every capture trigger is the one this knit
+** installs; REPAIR = missing or outdated, and the table still has the
+** tracked key and columns (the next stamp reinstalls them and logs the
+** inserts and deletes made meanwhile); BROKEN = the table lost its key or a
+** tracked column (capture_msg says what to do); stamping refuses. */
+enum { KNIT_CAPTURE_OK, KNIT_CAPTURE_REPAIR, KNIT_CAPTURE_BROKEN };
+/* A user table's schema as knit reads it. */
+typedef struct kcolinfo_s {
+    char *name;    /* column name */
+    char *type;    /* declared type ("" if none) */
+    int pk;        /* 1-based position in the primary key, 0 if not a key */
+    int generated; /* generated column (not tracked) */
+    int notnull;   /* NOT NULL */
+    int has_dflt;  /* has a DEFAULT */
+} kcolinfo_t;
+typedef struct ktinfo_s {
+    kcolinfo_t *c; /* columns in declaration order */
+    int n;         /* count */
+    int npk;       /* key columns */
+    int rowid_pk;  /* the key is the rowid (INTEGER PRIMARY KEY) */
+} ktinfo_t;
+/* Reads table name's schema into *ti, refusing what merging cannot keep. */
+int knit__inspect_table(knit_t *k, const char *name, ktinfo_t *ti);
+void knit__tinfo_free(ktinfo_t *ti);
+/* Drops t's capture triggers and installs the current ones. */
+int knit__create_triggers(knit_t *k, const ktable_t *t, const ktinfo_t *ti);
+/* Appends "INSERT INTO _knit_log_<id>(op, mask, k0.., at, hlc) ". */
+void knit__log_insert(sqlite3_str *s, const ktable_t *t);
+/* Sets t->capture (and capture_msg) from what sqlite_schema holds. */
+int knit__capture_check(knit_t *k, ktable_t *t);
+/* Used by knit__stamp_locked: before folding the log, refuses BROKEN tables
+** and brings old logs to the current format; after folding, reinstalls
+** REPAIR tables' triggers and logs the writes made while capture was
+** missing (*logged rows; fold again when > 0). */
+int knit__capture_begin(knit_t *k);
+int knit__capture_repair(knit_t *k, size_t *logged);
+
+/* tables.c */
+/* Rebuilds the ktable_t cache if the schema cookie moved (*moved = 1),
+** checking every table's capture; never repairs (see knit__load_tables). */
+int knit__tables_refresh(knit_t *k, int *moved);
+void knit__free_table(ktable_t *t);
+void knit__free_tables(knit_t *k);
+ktable_t *knit__table(knit_t *k, const char *name);
+
+/* userrow.c */
+/* Prepares t->st[ST_USERGET]: the tracked columns of one user row, keys
+** bound as ?1..?npk. */
+int knit__user_get_prepare(knit_t *k, ktable_t *t);
+/* Writes the columns in mask of user row pk (vals[c] for column c): an
+** upsert when insert, else an UPDATE (*changed = rows it changed, may be
+** NULL). */
+int knit__user_write(knit_t *k, ktable_t *t, const knit_value_t *pk, uint64_t mask, int insert,
+                     const knit_value_t *vals, int *changed);
+/* Writes column c of an existing user row. */
+int knit__user_write_col(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t c,
+                         const knit_value_t *v);
+int knit__user_delete(knit_t *k, ktable_t *t, const knit_value_t *pk);
+/* Appends "k0 = ?1 AND k1 = ?2 ..." for knit's own tables. */
+void knit__where_meta_keys(sqlite3_str *s, uint32_t npk);
+
+/* stamp.c */
+/* Refreshes the ktable_t cache if the schema moved, and checks capture.  On
+** a writable handle outside a transaction it repairs capture at once. */
+int knit__load_tables(knit_t *k);
+/* 0 when every tracked table has current capture; otherwise KNIT_ESCHEMA
+** with errmsg naming the first table that has not (and what to do).  The
+** sync client calls it before it reports "synced". */
+int knit__capture_current(knit_t *k);
+int knit__stamp_locked(knit_t *k, size_t *rows_out); /* inside a write txn */
+int knit__tick(knit_t *k, uint64_t *out);
+int knit__next_version(knit_t *k, uint64_t *out);
+
+/* apply.c */
+/* knit_apply's merge inside a write transaction the caller holds (stamps
+** the log first; sets the notification counters, fires nothing). */
+int knit__apply_locked(knit_t *k, const knit_batch_t *b, knit_apply_stats_t *st);
+
+/* reject.c */
+/* Creates _knit_rejected if missing (knit_open, every writable handle). */
+int knit__rejected_create(knit_t *k);
 
 #endif

@@ -20,7 +20,7 @@
 #define FP_TAG "knit.schema.1"
 
 /* ---------------------------------------------------------------------- */
-/* Canonical form and fingerprint                                          */
+/* Canonical form and fingerprint                                         */
 
 static int name_ok(const char *s)
 {
@@ -139,7 +139,7 @@ void knit__schema_fp_hex(const uint8_t fp[KNIT_SCHEMA_FP_LEN],
 }
 
 /* ---------------------------------------------------------------------- */
-/* Packing                                                                  */
+/* Packing                                                                */
 
 static int cmp_table(const void *a, const void *b)
 {
@@ -249,7 +249,7 @@ void knit__schema_free(knit_schema_t *s) /* see schema.h */
 }
 
 /* ---------------------------------------------------------------------- */
-/* Reading a replica's schema                                               */
+/* Reading a replica's schema                                             */
 
 /* Builder: every piece allocated separately, packed at the end. */
 typedef struct build_s {

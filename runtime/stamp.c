@@ -1,11 +1,11 @@
 /*
 ** stamp.c: turning captured writes into CRDT metadata.
 **
-** The capture triggers log (op, mask, key, at, hlc): at is the writer's
-** wall time in ms, hlc the replica's HLC as the writer's transaction saw it
-** in _knit_meta (plain SQL cannot run knit's clock).  Stamping runs in a
-** write transaction, so it sees every committed log row and nothing else can
-** write meanwhile.  It takes one new HLC (the tick) and one new local version
+** The capture triggers log (op, mask, key, at): at is the writer's wall
+** time as julianday() (plain SQL cannot run knit's clock); a log row of
+** capture version 2 has it in ms and also the HLC its writer saw.
+** Stamping runs in a write transaction, so it sees every committed log row
+** and nothing else can write meanwhile.  It takes one new HLC (the tick) and one new local version
 ** (one "stamp" is the unit that later travels together), and folds the log
 ** into _knit_rows_<id> with a single INSERT ... SELECT ... ON CONFLICT
 ** statement per table, so SQLite's engine does the per-row work.
@@ -13,12 +13,15 @@
 ** Design notes
 **   1. Last writer wins by the time of the write, not of the stamp: a write
 **      made while no agent ran must not beat a later write made elsewhere.
-**      Each logged row is stamped
-**          hlc = min(tick, max(at << 16, logged hlc + 1))
-**      Every apply stamps the log first, so a logged write follows every
-**      cell present when it committed, and all of those are at most the
-**      HLC it logged: logged hlc + 1 keeps it above them, and above every
-**      stamp issued before it (causality), even when the wall clock lags.
+**      Each logged row is stamped with its wall time, at << 16 (never
+**      beyond the tick), and then raised just above every cell its row
+**      holds (knit_cells_merge).  Every apply stamps the log first, so the
+**      cells a row holds when its log row is folded are the cells the
+**      writer saw, and the write beats them even when the wall clock lags
+**      (causality, per row: LWW compares the cells of one row only).  For
+**      one key the log order is kept, so a later write of the same fold
+**      beats an earlier one.  Log rows of capture version 2 also carry the
+**      HLC the writer saw in _knit_meta; their stamp is at least that + 1.
 **      The tick bounds it from above, so no stamp is beyond the replica's
 **      clock (an injected test clock still rules) and the stored HLC
 **      advances to the tick as before.
@@ -28,23 +31,10 @@
 **      (knit_options_t.clock more than WALL_AGREE_MS away from it, as test
 **      clocks are): times of two different clocks do not compare.  Cells of
 **      a column backfilled by knit_track log at = 0: nobody wrote them, and
-**      they get HLC 1, below any real write (track.c design note 3).
+**      they get HLC 1, below any real write (track.c design note 1).
 **   3. Stamps within one fold may differ per row; for one key the log order
 **      decides (a later log row replaces the cells it writes), which is the
 **      order of the commits.
-**
-** Cells blob (one per row, in _knit_rows_<id>.cells), cell 0 = liveness,
-** cell i = column i - 1:
-**
-**   +--------+-------------------------------------------------+
-**   | count  | cell * count                                    |
-**   | varint |   0x00                 not written in this life |
-**   |        |   0x01                 same stamp as previous   |
-**   |        |   0x02 hlc:u64be site:varint ver:varint         |
-**   +--------+-------------------------------------------------+
-**
-** A freshly inserted row stamps every cell alike, so its blob is one full
-** stamp plus a byte per column.
 **
 ** OR-set columns: after the fold, each logged row's arrays are compared
 ** with the stored set states; new elements are added with fresh dots of this
@@ -56,262 +46,8 @@
 
 #include "replica.h"
 
-/* Prepares the SQL built in q (consumed) as a persistent statement *st. */
-static int prepare_str(knit_t *k, sqlite3_stmt **st, sqlite3_str *q)
-{
-    if (sqlite3_str_errcode(q) != SQLITE_OK) {
-        sqlite3_free(sqlite3_str_finish(q));
-        return knit__err(k, KNIT_ENOMEM, "out of memory building SQL");
-    }
-    char *sql = sqlite3_str_finish(q);
-    int rc = knit__prepare(k, st, sql);
-    sqlite3_free(sql);
-    return rc;
-}
-
 /* ---------------------------------------------------------------------- */
-/* Cells blobs                                                             */
-
-int knit__cells_decode(const void *blob, size_t n, uint32_t ncells, kcell_t *out)
-{
-    const uint8_t *p = blob;
-    uint64_t count, x;
-    size_t used, off = 0;
-    memset(out, 0, ncells * sizeof *out);
-    if (n == 0)
-        return 0;
-    if (knit_varint_get(p, n, &count, &used))
-        return KNIT_ECORRUPT;
-    off = used;
-    for (uint64_t i = 0; i < count; i++) {
-        kcell_t c = {0};
-        if (off >= n)
-            return KNIT_ECORRUPT;
-        uint8_t tag = p[off++];
-        if (tag == 1) {
-            if (i == 0)
-                return KNIT_ECORRUPT;
-            c = i - 1 < ncells ? out[i - 1] : c;
-        } else if (tag == 2) {
-            if (n - off < 8)
-                return KNIT_ECORRUPT;
-            for (int b = 0; b < 8; b++)
-                c.hlc = c.hlc << 8 | p[off++];
-            if (knit_varint_get(p + off, n - off, &x, &used) || x > UINT32_MAX)
-                return KNIT_ECORRUPT;
-            c.site = (uint32_t)x;
-            off += used;
-            if (knit_varint_get(p + off, n - off, &c.ver, &used))
-                return KNIT_ECORRUPT;
-            off += used;
-        } else if (tag != 0) {
-            return KNIT_ECORRUPT;
-        }
-        if (i < ncells)
-            out[i] = c;
-    }
-    return off == n ? 0 : KNIT_ECORRUPT;
-}
-
-size_t knit__cells_encode(const kcell_t *c, uint32_t ncells, uint8_t *out)
-{
-    size_t off = knit_varint_put(out, ncells);
-    for (uint32_t i = 0; i < ncells; i++) {
-        if (c[i].hlc == 0) {
-            out[off++] = 0;
-        } else if (i > 0 && c[i].hlc == c[i - 1].hlc && c[i].site == c[i - 1].site &&
-                   c[i].ver == c[i - 1].ver) {
-            out[off++] = 1;
-        } else {
-            out[off++] = 2;
-            for (int b = 7; b >= 0; b--)
-                out[off++] = (uint8_t)(c[i].hlc >> (8 * b));
-            off += knit_varint_put(out + off, c[i].site);
-            off += knit_varint_put(out + off, c[i].ver);
-        }
-    }
-    return off;
-}
-
-/* knit_cells_new(op, mask, ncols, hlc, site, ver): the cells a logged write
-** stamps: liveness and every column for an insert, the masked columns for an
-** update, liveness alone for a delete. */
-static void fn_cells_new(sqlite3_context *ctx, int argc, sqlite3_value **argv)
-{
-    int op = sqlite3_value_int(argv[0]);
-    uint64_t mask = (uint64_t)sqlite3_value_int64(argv[1]);
-    int64_t ncols = sqlite3_value_int64(argv[2]);
-    kcell_t cells[KNIT_MAX_COLS + 1];
-    uint8_t buf[(KNIT_MAX_COLS + 1) * KNIT_CELL_MAXBYTES + KNIT_VARINT_MAX];
-    (void)argc;
-    if (ncols < 0 || ncols > KNIT_MAX_COLS) {
-        sqlite3_result_error(ctx, "knit_cells_new: bad column count", -1);
-        return;
-    }
-    kcell_t s = {(uint64_t)sqlite3_value_int64(argv[3]), (uint32_t)sqlite3_value_int64(argv[4]),
-                 (uint64_t)sqlite3_value_int64(argv[5])};
-    memset(cells, 0, sizeof cells);
-    if (op != KNIT_OP_UPDATE)
-        cells[0] = s;
-    for (int64_t i = 0; i < ncols && op != KNIT_OP_DELETE; i++)
-        if (op == KNIT_OP_INSERT || (mask >> i & 1))
-            cells[i + 1] = s;
-    size_t n = knit__cells_encode(cells, (uint32_t)ncols + 1, buf);
-    sqlite3_result_blob(ctx, buf, (int)n, SQLITE_TRANSIENT);
-}
-
-/* knit_cells_merge(old, new): each cell from new where new wrote it, else
-** from old. */
-static void fn_cells_merge(sqlite3_context *ctx, int argc, sqlite3_value **argv)
-{
-    kcell_t a[KNIT_MAX_COLS + 1], b[KNIT_MAX_COLS + 1];
-    uint8_t buf[(KNIT_MAX_COLS + 1) * KNIT_CELL_MAXBYTES + KNIT_VARINT_MAX];
-    uint64_t na = 0, nb = 0;
-    size_t used;
-    (void)argc;
-    const uint8_t *pa = sqlite3_value_blob(argv[0]), *pb = sqlite3_value_blob(argv[1]);
-    size_t la = (size_t)sqlite3_value_bytes(argv[0]), lb = (size_t)sqlite3_value_bytes(argv[1]);
-    if ((la && knit_varint_get(pa, la, &na, &used)) ||
-        (lb && knit_varint_get(pb, lb, &nb, &used)) || na > KNIT_MAX_COLS + 1 ||
-        nb > KNIT_MAX_COLS + 1 || knit__cells_decode(pa, la, (uint32_t)na, a) ||
-        knit__cells_decode(pb, lb, (uint32_t)nb, b)) {
-        sqlite3_result_error(ctx, "knit_cells_merge: corrupt cells", -1);
-        return;
-    }
-    uint32_t n = (uint32_t)(na > nb ? na : nb);
-    for (uint32_t i = 0; i < n; i++) {
-        kcell_t o = i < na ? a[i] : (kcell_t){0};
-        a[i] = i < nb && b[i].hlc ? b[i] : o;
-    }
-    size_t len = knit__cells_encode(a, n, buf);
-    sqlite3_result_blob(ctx, buf, (int)len, SQLITE_TRANSIENT);
-}
-
-int knit__register_functions(knit_t *k)
-{
-    int flags = SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_DIRECTONLY;
-    int rc =
-        sqlite3_create_function(k->db, "knit_cells_new", 6, flags, NULL, fn_cells_new, NULL, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_create_function(k->db, "knit_cells_merge", 2, flags, NULL, fn_cells_merge,
-                                     NULL, NULL);
-    return rc == SQLITE_OK ? 0 : knit__dberr(k, rc, "registering functions");
-}
-
-/* ---------------------------------------------------------------------- */
-/* Values                                                                  */
-
-int knit__bind_value(sqlite3_stmt *st, int i, const knit_value_t *v)
-{
-    switch (v->type) {
-    case KNIT_INTEGER:
-        return sqlite3_bind_int64(st, i, v->u.i);
-    case KNIT_REAL:
-        return sqlite3_bind_double(st, i, v->u.r);
-    case KNIT_TEXT:
-        return sqlite3_bind_text64(st, i, v->u.b.p ? v->u.b.p : "", v->u.b.n, SQLITE_STATIC,
-                                   SQLITE_UTF8);
-    case KNIT_BLOB:
-        return sqlite3_bind_blob64(st, i, v->u.b.p ? v->u.b.p : "", v->u.b.n, SQLITE_STATIC);
-    default:
-        return sqlite3_bind_null(st, i);
-    }
-}
-
-void knit__column_value(sqlite3_stmt *st, int i, knit_value_t *v)
-{
-    memset(v, 0, sizeof *v);
-    switch (sqlite3_column_type(st, i)) {
-    case SQLITE_INTEGER:
-        v->type = KNIT_INTEGER;
-        v->u.i = sqlite3_column_int64(st, i);
-        break;
-    case SQLITE_FLOAT:
-        v->type = KNIT_REAL;
-        v->u.r = sqlite3_column_double(st, i);
-        break;
-    case SQLITE_TEXT:
-        v->type = KNIT_TEXT;
-        v->u.b.p = sqlite3_column_text(st, i);
-        v->u.b.n = (size_t)sqlite3_column_bytes(st, i);
-        break;
-    case SQLITE_BLOB:
-        v->type = KNIT_BLOB;
-        v->u.b.p = sqlite3_column_blob(st, i);
-        v->u.b.n = (size_t)sqlite3_column_bytes(st, i);
-        break;
-    default:
-        v->type = KNIT_NULL;
-    }
-}
-
-/* ---------------------------------------------------------------------- */
-/* OR-set states                                                           */
-
-int knit__set_load(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t col, knit_orset_t *s,
-                   int *found)
-{
-    int rc;
-    if (!t->st[ST_SETGET]) {
-        sqlite3_str *q = sqlite3_str_new(NULL);
-        sqlite3_str_appendf(q, "SELECT state FROM _knit_sets_%d WHERE ", t->id);
-        for (uint32_t i = 0; i < t->npk; i++)
-            sqlite3_str_appendf(q, "k%u = ?%u AND ", i, i + 1);
-        sqlite3_str_appendf(q, "col = ?%u", t->npk + 1);
-        if ((rc = prepare_str(k, &t->st[ST_SETGET], q)) != 0)
-            return rc;
-    }
-    sqlite3_stmt *st = t->st[ST_SETGET];
-    for (uint32_t i = 0; i < t->npk; i++)
-        knit__bind_value(st, (int)i + 1, &pk[i]);
-    sqlite3_bind_int64(st, (int)t->npk + 1, col);
-    knit_orset_init(s);
-    *found = 0;
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *found = 1;
-        rc = knit_orset_decode(sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0), s);
-        if (rc)
-            rc = knit__err(k, rc, "%s: stored OR-set state of column %s is corrupt", t->name,
-                           t->cols[col]);
-    } else {
-        rc = rc == SQLITE_DONE ? 0 : knit__dberr(k, rc, "reading an OR-set state");
-    }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return rc;
-}
-
-int knit__set_save(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t col,
-                   const knit_orset_t *s)
-{
-    uint8_t *blob = NULL;
-    size_t n = 0;
-    int rc;
-    if (!t->st[ST_SETPUT]) {
-        sqlite3_str *q = sqlite3_str_new(NULL);
-        sqlite3_str_appendf(q, "INSERT OR REPLACE INTO _knit_sets_%d(", t->id);
-        knit__keylist_str(q, t->npk, "");
-        sqlite3_str_appendall(q, ", col, state) VALUES (");
-        for (uint32_t i = 0; i < t->npk + 2; i++)
-            sqlite3_str_appendf(q, "%s?%u", i ? ", " : "", i + 1);
-        sqlite3_str_appendall(q, ")");
-        if ((rc = prepare_str(k, &t->st[ST_SETPUT], q)) != 0)
-            return rc;
-    }
-    if ((rc = knit_orset_encode(s, &blob, &n)) != 0)
-        return rc;
-    sqlite3_stmt *st = t->st[ST_SETPUT];
-    for (uint32_t i = 0; i < t->npk; i++)
-        knit__bind_value(st, (int)i + 1, &pk[i]);
-    sqlite3_bind_int64(st, (int)t->npk + 1, col);
-    sqlite3_bind_blob64(st, (int)t->npk + 2, blob, n, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    knit__free(blob);
-    return rc == SQLITE_DONE ? 0 : knit__dberr(k, rc, "writing an OR-set state");
-}
+/* Stamping OR-set columns                                                */
 
 /* Parses the JSON array the app wrote into a sorted, unique element list
 ** (an OR-set used only for its elements).  NULL is the empty set. */
@@ -407,7 +143,7 @@ static int stamp_sets(knit_t *k, ktable_t *t, int64_t max)
                             " AND (op = 1 OR (op = 2 AND (mask & ?2) <> 0)) GROUP BY ",
                             t->id);
         knit__keylist_str(q, t->npk, "");
-        if ((rc = prepare_str(k, &t->st[ST_SETROWS], q)) != 0)
+        if ((rc = knit__prepare_str(k, &t->st[ST_SETROWS], q)) != 0)
             return rc;
     } else {
         sqlite3_reset(t->st[ST_SETROWS]);
@@ -483,7 +219,7 @@ static int stamp_sets(knit_t *k, ktable_t *t, int64_t max)
 }
 
 /* ---------------------------------------------------------------------- */
-/* Stamping                                                                */
+/* Stamping                                                               */
 
 /* Empties t's capture log (after its fold). */
 static int log_clear(knit_t *k, ktable_t *t)
@@ -492,7 +228,7 @@ static int log_clear(knit_t *k, ktable_t *t)
     if (!t->st[ST_LOGCLEAR]) {
         sqlite3_str *q = sqlite3_str_new(NULL);
         sqlite3_str_appendf(q, "DELETE FROM _knit_log_%d", t->id);
-        if ((rc = prepare_str(k, &t->st[ST_LOGCLEAR], q)) != 0)
+        if ((rc = knit__prepare_str(k, &t->st[ST_LOGCLEAR], q)) != 0)
             return rc;
     }
     rc = sqlite3_step(t->st[ST_LOGCLEAR]);
@@ -564,12 +300,22 @@ static int mark_new_lives(knit_t *k, ktable_t *t, int64_t max)
 {
     int rc;
     if (!t->st[ST_NEWLIFE]) {
+        /* The keys the log deletes, with their first delete, materialized
+        ** once: SQLite gives the CTE an automatic index, so each logged
+        ** insert costs one lookup, not a scan of the log before it (which
+        ** made a first stamp of many rows quadratic). */
         sqlite3_str *q = sqlite3_str_new(NULL);
+        sqlite3_str_appendall(q, "WITH d AS MATERIALIZED (SELECT ");
+        knit__keylist_str(q, t->npk, "");
         sqlite3_str_appendf(q,
-                            "UPDATE _knit_log_%d AS l SET mask = 0 WHERE seq <= ?1 AND op = 1"
-                            " AND (EXISTS (SELECT 1 FROM _knit_log_%d d WHERE d.seq < l.seq"
-                            " AND d.op = 3",
-                            t->id, t->id);
+                            ", min(seq) AS s FROM _knit_log_%d WHERE seq <= ?1 AND op = 3"
+                            " GROUP BY ",
+                            t->id);
+        knit__keylist_str(q, t->npk, "");
+        sqlite3_str_appendf(q,
+                            ") UPDATE _knit_log_%d AS l SET mask = 0 WHERE seq <= ?1 AND op = 1"
+                            " AND (EXISTS (SELECT 1 FROM d WHERE d.s < l.seq",
+                            t->id);
         for (uint32_t i = 0; i < t->npk; i++)
             sqlite3_str_appendf(q, " AND d.k%u = l.k%u", i, i);
         sqlite3_str_appendf(q, ") OR EXISTS (SELECT 1 FROM _knit_rows_%d r WHERE (r.cl & 1) = 0",
@@ -577,7 +323,7 @@ static int mark_new_lives(knit_t *k, ktable_t *t, int64_t max)
         for (uint32_t i = 0; i < t->npk; i++)
             sqlite3_str_appendf(q, " AND r.k%u = l.k%u", i, i);
         sqlite3_str_appendall(q, "))");
-        if ((rc = prepare_str(k, &t->st[ST_NEWLIFE], q)) != 0)
+        if ((rc = knit__prepare_str(k, &t->st[ST_NEWLIFE], q)) != 0)
             return rc;
     }
     sqlite3_stmt *st = t->st[ST_NEWLIFE];
@@ -585,6 +331,48 @@ static int mark_new_lives(knit_t *k, ktable_t *t, int64_t max)
     rc = sqlite3_step(st);
     sqlite3_reset(st);
     return rc == SQLITE_DONE ? 0 : knit__dberr(k, rc, "reading the capture log");
+}
+
+int knit__load_tables(knit_t *k)
+{
+    int moved = 0, need = 0;
+    int rc = knit__tables_refresh(k, &moved);
+    if (rc || !moved || k->readonly || sqlite3_txn_state(k->db, NULL) != SQLITE_TXN_NONE)
+        return rc;
+    for (size_t i = 0; i < k->ntables; i++)
+        need |= k->tables[i].capture == KNIT_CAPTURE_REPAIR;
+    if (!need)
+        return 0;
+    /* Design note 1: repair at once, in a transaction of its own.  If that
+    ** fails (the file is busy, a table is broken), the next stamp tries
+    ** again, and knit__capture_current says capture is not current. */
+    char saved[sizeof k->errmsg];
+    memcpy(saved, k->errmsg, sizeof saved);
+    if (knit__begin(k) == 0) {
+        if (knit__stamp_locked(k, NULL) != 0 || knit__commit(k) != 0) {
+            knit__rollback(k);
+            k->schema_cookie = -1;
+        } else {
+            /* Report the repair's stamp now, as local writes, before the
+            ** cache (and its per-table counts) is rebuilt below; this also
+            ** keeps knit_poll from taking it for another process's. */
+            knit__notify(k);
+        }
+    }
+    memcpy(k->errmsg, saved, sizeof saved);
+    return knit__tables_refresh(k, &moved);
+}
+
+int knit__capture_current(knit_t *k)
+{
+    int rc = knit__load_tables(k);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < k->ntables; i++)
+        if (k->tables[i].capture != KNIT_CAPTURE_OK)
+            return knit__err(k, KNIT_ESCHEMA, "%s",
+                             k->tables[i].capture_msg ? k->tables[i].capture_msg : "capture");
+    return 0;
 }
 
 /* Folds every table's log into its metadata (design notes 1 to 3). */
@@ -596,7 +384,7 @@ static int fold_logs(knit_t *k, stamp_t *sp)
         if (!t->st[ST_LOGMAX]) {
             sqlite3_str *q = sqlite3_str_new(NULL);
             sqlite3_str_appendf(q, "SELECT max(seq) FROM _knit_log_%d", t->id);
-            if ((rc = prepare_str(k, &t->st[ST_LOGMAX], q)) != 0)
+            if ((rc = knit__prepare_str(k, &t->st[ST_LOGMAX], q)) != 0)
                 return rc;
         }
         rc = sqlite3_step(t->st[ST_LOGMAX]);
@@ -634,9 +422,7 @@ static int fold_logs(knit_t *k, stamp_t *sp)
             knit__keylist_str(q, t->npk, "");
             sqlite3_str_appendf(q,
                                 ", ?1, CASE op WHEN 3 THEN 2 ELSE 1 END, ?2,"
-                                " knit_cells_new(op, mask, ?3, CASE WHEN at = 0 THEN 1"
-                                " WHEN at IS NULL OR NOT ?7 THEN ?4"
-                                " ELSE min(?4, max(at * 65536, coalesce(hlc, 0) + 1)) END, ?5, ?2)"
+                                " knit_cells_new(op, mask, ?3, at, hlc, ?4, ?7, ?5, ?2)"
                                 " FROM _knit_log_%d WHERE seq <= ?6 ORDER BY ",
                                 t->id);
             knit__keylist_str(q, t->npk, "");
@@ -645,8 +431,8 @@ static int fold_logs(knit_t *k, stamp_t *sp)
             sqlite3_str_appendall(
                 q, ") DO UPDATE SET"
                    " cl = CASE WHEN excluded.cl = 2 THEN cl + (cl & 1) ELSE cl + 1 - (cl & 1) END,"
-                   " ver = excluded.ver, cells = knit_cells_merge(cells, excluded.cells)");
-            if ((rc = prepare_str(k, &t->st[ST_STAMP], q)) != 0)
+                   " ver = excluded.ver, cells = knit_cells_merge(cells, excluded.cells, ?4)");
+            if ((rc = knit__prepare_str(k, &t->st[ST_STAMP], q)) != 0)
                 return rc;
         }
         sqlite3_stmt *st = t->st[ST_STAMP];
@@ -682,7 +468,7 @@ int knit__stamp_locked(knit_t *k, size_t *rows_out)
         return rc;
     if ((rc = fold_logs(k, &sp)) != 0)
         return rc;
-    /* Capture that was missing or outdated (track.c design note 1):
+    /* Capture that was missing or outdated (capture.c design note 1):
     ** reinstall it, and fold what it finds in the same stamp. */
     for (size_t i = 0; i < k->ntables; i++)
         repair |= k->tables[i].capture == KNIT_CAPTURE_REPAIR;

@@ -7,8 +7,8 @@
 ** where the log explains the difference: they are pending, not damaged.
 **
 ** Findings: SQLite's integrity_check; a tracked table whose capture is
-** missing, outdated or cannot be repaired (track.c's check); a user row without live metadata; live
-*metadata without a user
+** missing, outdated or cannot be repaired (capture.c's check); a user row without live metadata;
+*live metadata without a user
 ** row; undecodable cells, unknown sites, stamps beyond the stored clock;
 ** OR-set columns that differ from their set state; set states without a row.
 */
@@ -116,7 +116,7 @@ static int verify_table(vctx_t *v, ktable_t *t, uint64_t hlc_now, uint64_t ver_n
     knit_t *k = v->k;
     int rc;
 
-    /* Capture: each missing log trigger by name, else what track.c's check
+    /* Capture: each missing log trigger by name, else what capture.c's check
     ** (run when the cache was loaded) found: outdated triggers or log, a
     ** missing OR-set trigger, or a table knit can no longer track. */
     static const char *kinds[] = {"ins", "upd", "updk", "del"};

@@ -7,7 +7,8 @@ knit_test(capture SOURCES runtime/test_capture.c LIBS knit_runtime knit_crdt
         stamp_between_write_time_and_tick
         rebuild_repaired_at_open rebuild_repaired_by_stamp rebuild_repaired_by_poll
         rebuild_repaired_by_track
-        old_capture_upgraded add_column_keeps_capture rename_column_refused
+        old_capture_upgraded v2_log_rows_keep_their_time update_of_key_columns
+        add_column_keeps_capture rename_column_refused
         drop_column_refused rename_table_refused
         backfill_loses_to_real_writes backfill_after_receiving_early
         identifiers_any_length)

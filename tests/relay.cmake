@@ -6,7 +6,7 @@ knit_test(relay_store
         digest_matches_replica
         pushes_commute group_atomic durable_reopen listing alloc_failures refuses_other_versions
         erase_namespace claim_merges_new_cells_only erase_account_physical
-        erase_account_claimed site_id_kept
+        erase_account_claimed site_id_kept claim_sealed erase_tombstone
   LIBS knit_relay)
 
 knit_test(auth
@@ -18,7 +18,7 @@ knit_test(auth
 knit_test(proto_server
   SOURCES unit/test_proto_server.c
   CASES answers_in_order commit_failure token_expiry timeouts slow_consumer_bounded
-        malformed_isolated shutdown_commits
+        malformed_isolated shutdown_commits claim_seals erased_refused
   LIBS knit_relay)
 
 if(TARGET sync-relay)
@@ -27,7 +27,7 @@ if(TARGET sync-relay)
     CASES auth_refusals malformed_inputs future_stamps live_fanout catch_up_once
           slow_consumer sigkill_durability sigterm_clean mint_token idle_timeout
           claim_merge big_frames_released trickle_not_activity per_address_cap
-          anon_session_cap anon_registration_rate
+          anon_session_cap anon_registration_rate claim_sealed
     LIBS knit_relay
     TIMEOUT 120)
   target_compile_definitions(test_relay_it PRIVATE
@@ -42,3 +42,47 @@ knit_test(relay_obj
   CASES hook_later_accepts hook_later_refuses
   LIBS knit_relay
   TIMEOUT 60)
+
+# The identity index (relay_store.h knit_relay_store_identify) and the
+# relay's own rows (sysrows.h).
+knit_test(ident_index
+  SOURCES unit/test_ident_index.c
+  CASES rules provisional_relinked profile_order erase_forgets memberships upgrade_from_3
+        rows_merge
+  LIBS knit_relay)
+
+# One account per person, profile and activity rows, end to end: the real
+# relay (--jwks-file, webhooks), tokens from python3-jwt, real agents.
+if(TARGET sync-relay AND TARGET sync-agent)
+  knit_test(identity_it
+    SOURCES integration/test_identity_it.c integration/sync_util.c
+    CASES profile_without_webhooks sign_in_then_webhooks webhook_then_sign_in concurrent
+          profile_updates activity_live memberships
+    LIBS knit_relay
+    TIMEOUT 180)
+  target_compile_definitions(test_identity_it PRIVATE
+    SYNC_RELAY_PATH="$<TARGET_FILE:sync-relay>"
+    SYNC_AGENT_PATH="$<TARGET_FILE:sync-agent>"
+    JWT_MINT_PATH="${CMAKE_CURRENT_SOURCE_DIR}/integration/jwt_mint.py")
+  add_dependencies(test_identity_it sync-relay sync-agent)
+endif()
+
+# The PostgreSQL store (transport/relay/store_pg.h) against a real server
+# that each case starts (initdb in a temp dir, a Unix socket there, run as
+# nobody under root) and stops; skipped (77) without the server binaries.
+if(TARGET knit_relay_pg AND TARGET sync-relay AND TARGET sync-agent)
+  knit_test(relay_pg
+    SOURCES integration/test_relay_pg.c integration/pg_fixture.c integration/sync_util.c
+    CASES same_as_sqlite concurrent_gapless newer_schema_refused backend_ops agents_converge
+          two_relays_fanout ingest_rate
+    LIBS knit_relay_pg knit_relay PkgConfig::PC_pq Threads::Threads
+    TIMEOUT 60)
+  foreach(c same_as_sqlite concurrent_gapless newer_schema_refused backend_ops agents_converge
+          two_relays_fanout ingest_rate)
+    set_tests_properties(relay_pg.${c} PROPERTIES SKIP_RETURN_CODE 77)
+  endforeach()
+  target_compile_definitions(test_relay_pg PRIVATE
+    SYNC_RELAY_PATH="$<TARGET_FILE:sync-relay>"
+    SYNC_AGENT_PATH="$<TARGET_FILE:sync-agent>")
+  add_dependencies(test_relay_pg sync-relay sync-agent)
+endif()

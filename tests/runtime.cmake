@@ -16,5 +16,8 @@ knit_test(merge SOURCES runtime/test_merge.c LIBS knit_runtime knit_crdt
 knit_test(crash SOURCES runtime/test_crash.c LIBS knit_runtime knit_crdt
   CASES sigkill_while_writing_stamping_applying)
 knit_bench(bench_replica SOURCES bench/bench_replica.c LIBS knit_runtime knit_crdt)
+# The map workload of PERFORMANCE.md (issue figures): A writes, B catches up,
+# both conflict; knit against plain SQLite in the same run.
+knit_bench(bench_map SOURCES bench/bench_map.c LIBS knit_static)
 knit_test(faults SOURCES runtime/test_faults.c LIBS knit_runtime knit_crdt
   CASES disk_fails_during_stamp_and_apply)

@@ -15,8 +15,19 @@
 **
 **   latency-tls  the same over TLS (knits://, certificates made by
 **              tests/integration/tls_certs.sh with the openssl tool)
+**   latency-lp   the same over HTTP long-polling (--relay http://, the
+**              relay's --http-listen), then over TCP in the same run
+**   latency-ws   the same over a WebSocket (--relay ws://), then over TCP
+**   ingest-transports  the ingest pushes through the client's own
+**              streams: TCP, TLS, WebSocket and long-polling, 1 and 4
+**              clients, each a ratio to the TCP figure of the same run
+**   catchup-lp   catchup over TCP and over long-polling in one run, each
+**              with the catching-up agent's peak RSS (wait4 ru_maxrss)
+**   rss-tls    relay RSS per idle subscribed connection over TLS, and over
+**              TCP through the same client code in the same run
 **
-** Usage: bench_sync [latency|latency-tls|ingest|fanout|catchup|rss]...
+** Usage: bench_sync [latency|latency-tls|latency-lp|latency-ws|ingest|ingest-transports|
+**                    fanout|catchup|catchup-lp|rss|rss-tls]...
 ** (default: all).
 ** Environment: KNIT_SYNC_SCALE scales the counts; KNIT_BENCH_DIR puts the
 ** relay store and replicas in another directory (e.g. /dev/shm, to take
@@ -34,6 +45,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -43,6 +55,10 @@
 #include "codec.h"
 #include "frame.h"
 #include "knit.h"
+#include "lp_client.h"
+#include "tcp.h"
+#include "tls.h"
+#include "ws_client.h"
 #include "integration/sync_util.h"
 
 #define SCHEMA                                                                                     \
@@ -204,18 +220,8 @@ static int send_all(int fd, const uint8_t *p, size_t n)
     return 0;
 }
 
-static int rc_send(rc_t *c, const knit_msg_t *m)
-{
-    knit_buf_t b = {NULL, 0, 0};
-    int rc = knit_msg_encode(m, NULL, &b);
-    if (!rc)
-        rc = send_all(c->fd, b.p, b.len);
-    knit_buf_free(&b);
-    return rc;
-}
-
-/* HELLO with a JWT; subscribes to ns (if not NULL) from 0. */
-static int rc_hello(rc_t *c, const char *token, const char *ns)
+/* Encodes HELLO with a JWT, subscribing to ns (if not NULL) from 0, into out. */
+static int hello_frame(knit_buf_t *out, const char *token, const char *ns)
 {
     knit_msg_t m;
     knit_sub_t sub = {ns, 0};
@@ -229,26 +235,29 @@ static int rc_hello(rc_t *c, const char *token, const char *ns)
     m.u.hello.subs = ns ? &sub : NULL;
     m.u.hello.nsubs = ns ? 1 : 0;
     m.u.hello.agent = "bench_sync";
-    return rc_send(c, &m);
+    return knit_msg_encode(&m, NULL, out);
 }
 
-/* Reads what is there (non-blocking when nb) and counts messages. */
-static int rc_pump(rc_t *c, int nb)
+/* HELLO with a JWT; subscribes to ns (if not NULL) from 0. */
+static int rc_hello(rc_t *c, const char *token, const char *ns)
 {
-    uint8_t buf[65536];
-    ssize_t n = recv(c->fd, buf, sizeof buf, nb ? MSG_DONTWAIT : 0);
+    knit_buf_t b = {NULL, 0, 0};
+    int rc = hello_frame(&b, token, ns);
+    if (!rc)
+        rc = send_all(c->fd, b.p, b.len);
+    knit_buf_free(&b);
+    return rc;
+}
+
+/* Counts the messages in buf[0..n), bytes of c's input stream. */
+static int rc_feed(rc_t *c, const uint8_t *buf, size_t n)
+{
     size_t off = 0;
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return 0;
-    if (n <= 0) {
-        c->failed = 1;
-        return -1;
-    }
-    while (off < (size_t)n) {
+    while (off < n) {
         const uint8_t *payload;
         size_t used, len;
         knit_msg_t m;
-        int rc = knit_frame_read(&c->rd, buf + off, (size_t)n - off, &used, &payload, &len);
+        int rc = knit_frame_read(&c->rd, buf + off, n - off, &used, &payload, &len);
         if (rc < 0) {
             c->failed = 1;
             return -1;
@@ -282,6 +291,20 @@ static int rc_pump(rc_t *c, int nb)
         knit_msg_free(&m);
     }
     return 0;
+}
+
+/* Reads what is there (non-blocking when nb) and counts messages. */
+static int rc_pump(rc_t *c, int nb)
+{
+    uint8_t buf[65536];
+    ssize_t n = recv(c->fd, buf, sizeof buf, nb ? MSG_DONTWAIT : 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return 0;
+    if (n <= 0) {
+        c->failed = 1;
+        return -1;
+    }
+    return rc_feed(c, buf, (size_t)n);
 }
 
 /* Builds a PUSH frame of `rows` new rows (liveness + 3 LWW columns each,
@@ -365,10 +388,16 @@ static const char *tls_certs(void)
     return made ? dir : NULL;
 }
 
-/* Write-to-visible latency through agents and the relay, over plain TCP or
-** (tls) TLS with the test CA. */
+/* Write-to-visible latency through agents and the relay, over plain TCP,
+** (tls 1) TLS with the test CA, (tls 2) HTTP long-polling or (tls 3) a
+** WebSocket, both to the relay's --http-listen port. */
 static void bench_latency(int tls)
 {
+    const int ws = tls == 3;
+    const int lp = tls == 2 || ws; /* an --http-listen relay */
+    char hl[64], lpurl[80];
+    const char *relay_lp[] = {"--http-listen", hl, NULL};
+    const char *agent_lp[] = {"--relay", lpurl, NULL};
     su_relay_t r;
     su_proc_t pa, pb;
     char a[600], b[600], tok[600], la[600], lb[600];
@@ -384,14 +413,21 @@ static void bench_latency(int tls)
     FILE *f;
     char *t;
 
+    if (lp)
+        tls = 0, certs = NULL;
     if (tls && !certs)
         return;
+    if (lp) {
+        int hp = su_free_port();
+        snprintf(hl, sizeof hl, "127.0.0.1:%d", hp);
+        snprintf(lpurl, sizeof lpurl, "%s://127.0.0.1:%d", ws ? "ws" : "http", hp);
+    }
     if (certs) {
         snprintf(cert, sizeof cert, "%s/chain.pem", certs);
         snprintf(keyf, sizeof keyf, "%s/rsa.key", certs);
         snprintf(ca, sizeof ca, "%s/ca.pem", certs);
     }
-    start_relay(&r, "lat-relay.db", tls ? relay_tls : NULL);
+    start_relay(&r, "lat-relay.db", tls ? relay_tls : lp ? relay_lp : NULL);
     snprintf(url, sizeof url, "knits://127.0.0.1:%d", r.port);
     bpath(a, sizeof a, "lat-a.db");
     bpath(b, sizeof b, "lat-b.db");
@@ -407,8 +443,14 @@ static void bench_latency(int tls)
     fprintf(f, "%s\n", t);
     fclose(f);
     knit__free(t);
-    if (su_agent_start(&pa, a, r.port, tok, la, tls ? agent_tls : NULL) ||
-        su_agent_start(&pb, b, r.port, tok, lb, tls ? agent_tls : NULL))
+    if (su_agent_start(&pa, a, r.port, tok, la,
+                       tls  ? agent_tls
+                       : lp ? agent_lp
+                            : NULL) ||
+        su_agent_start(&pb, b, r.port, tok, lb,
+                       tls  ? agent_tls
+                       : lp ? agent_lp
+                            : NULL))
         die("agents");
     dba = su_db(a);
     dbb = su_db(b);
@@ -459,8 +501,15 @@ static void bench_latency(int tls)
     qsort(lat, (size_t)n, sizeof *lat, cmp_double);
     printf("latency%s write on A -> visible on B, %ld writes: p50 %.2f ms, p99 %.2f ms, max %.2f ms"
            " (goal p50 < 1 ms, p99 < 2 ms%s)\n",
-           tls ? "-tls" : "", n, lat[n / 2], lat[(n * 99) / 100], lat[n - 1],
-           tls ? "; TLS adds at most 0.2 ms to the TCP p50" : "");
+           ws    ? "-ws"
+           : lp  ? "-lp"
+           : tls ? "-tls"
+                 : "",
+           n, lat[n / 2], lat[(n * 99) / 100], lat[n - 1],
+           tls  ? "; TLS adds at most 0.2 ms to the TCP p50"
+           : ws ? "; WebSocket: within 10% of the TCP line"
+           : lp ? "; long-polling: two HTTP requests per change, compare with the TCP line"
+                : "");
     sqlite3_finalize(ins);
     sqlite3_finalize(sel);
     sqlite3_finalize(dv);
@@ -562,6 +611,266 @@ static void bench_ingest(void)
         free(in);
         free(th);
         su_kill(&r.p, SIGTERM, 30000, NULL);
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* ingest-transports: the same pushes through each client stream            */
+
+/* The client streams, in the order the figures are printed. */
+enum { X_TCP, X_TLS, X_WS, X_LP, X_N };
+static const char *const X_NAME[X_N] = {"tcp", "tls", "websocket", "longpoll"};
+
+typedef struct sc_s {
+    int xport;            /* X_* */
+    int port;             /* the relay's binary port (tcp, tls) or --http-listen port */
+    const char *ca;       /* tls: the CA file */
+    long pushes;          /* PUSH frames to send */
+    knit_buf_t *frames;   /* pre-encoded pushes */
+    char *token;          /* its JWT */
+    uv_loop_t loop;       /* its own loop, in its own thread */
+    knit_tls_conf_t *tls; /* tls: the client configuration */
+    knit_stream_t *st;    /* the stream */
+    rc_t in;              /* counts what arrives (fd unused) */
+    long sent;            /* pushes written */
+    int window;           /* pushes unacknowledged at most */
+    double t_done;        /* when the last ACK arrived */
+    int ok;               /* every push acknowledged, no error */
+    char err[300];        /* the first failure */
+} sc_t;
+
+/* Hands a copy of p[0..n) to the stream (which frees it). */
+static int sc_write(sc_t *c, const uint8_t *p, size_t n)
+{
+    uint8_t *b = knit__malloc(n);
+    if (!b)
+        return KNIT_ENOMEM;
+    memcpy(b, p, n);
+    return knit_stream_write(c->st, b, n, NULL, NULL);
+}
+
+static void sc_fail(sc_t *c, const char *what, const char *msg)
+{
+    if (!c->err[0])
+        snprintf(c->err, sizeof c->err, "%s: %s", what, msg ? msg : "?");
+    c->in.failed = 1;
+    knit_stream_close(c->st);
+}
+
+/* Writes pushes while the window allows; closes once all are acknowledged. */
+static void sc_fill(sc_t *c)
+{
+    while (c->in.welcomed && !c->in.failed && c->sent < c->pushes &&
+           c->sent - (long)c->in.acks < c->window) {
+        if (sc_write(c, c->frames[c->sent].p, c->frames[c->sent].len) != 0) {
+            sc_fail(c, "write", "refused");
+            return;
+        }
+        c->sent++;
+    }
+    if (c->in.acks >= (uint64_t)c->pushes && !c->ok && !c->in.failed) {
+        c->t_done = now_s();
+        c->ok = 1;
+        knit_stream_close(c->st);
+    }
+}
+
+static void sc_on_open(knit_stream_t *st, int status, const char *msg)
+{
+    sc_t *c = st->data;
+    knit_buf_t b = {NULL, 0, 0};
+    if (status != 0) {
+        sc_fail(c, "open", msg);
+        return;
+    }
+    if (hello_frame(&b, c->token, NULL) != 0 || sc_write(c, b.p, b.len) != 0)
+        sc_fail(c, "hello", "cannot write");
+    knit_buf_free(&b);
+}
+
+static void sc_on_read(knit_stream_t *st, const uint8_t *p, size_t n)
+{
+    sc_t *c = st->data;
+    if (rc_feed(&c->in, p, n) != 0 || c->in.failed)
+        sc_fail(c, "read", "ERROR, REJECT or a bad frame from the relay");
+    else
+        sc_fill(c);
+}
+
+static void sc_on_end(knit_stream_t *st, int code, const char *msg)
+{
+    sc_t *c = st->data;
+    if (!c->ok)
+        sc_fail(c, "end", msg ? msg : knit_strerror(code));
+}
+
+static void sc_on_close(knit_stream_t *st)
+{
+    (void)st;
+}
+
+static void *sc_main(void *arg)
+{
+    sc_t *c = arg;
+    static const knit_stream_cbs_t cbs = {sc_on_open, sc_on_read, sc_on_end, sc_on_close};
+    struct sockaddr_in sa;
+    char msg[300], host[64], url[96];
+    int rc = 0;
+    uv_loop_init(&c->loop);
+    knit_frame_reader_init(&c->in.rd, 0);
+    c->in.fd = -1;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)c->port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    switch (c->xport) {
+    case X_TCP:
+        rc = knit_tcp_connect(&c->loop, (struct sockaddr *)&sa, &cbs, c, &c->st);
+        break;
+    case X_TLS:
+        rc = knit_tls_conf_client(c->ca, msg, sizeof msg, &c->tls);
+        if (!rc)
+            rc = knit_tls_connect(&c->loop, (struct sockaddr *)&sa, c->tls, "localhost", &cbs, c,
+                                  &c->st);
+        break;
+    case X_WS: {
+        knit_stream_t *inner = NULL;
+        uint8_t seed[32];
+        /* A benchmark's masking keys need not be secret. */
+        for (int i = 0; i < 32; i++)
+            seed[i] = (uint8_t)(i * 37 + c->port);
+        snprintf(host, sizeof host, "127.0.0.1:%d", c->port);
+        rc = knit_tcp_connect(&c->loop, (struct sockaddr *)&sa, &cbs, c, &inner);
+        if (!rc && (rc = knit_ws_client(inner, host, NULL, seed, &cbs, c, &c->st)) != 0)
+            knit_stream_close(inner);
+        break;
+    }
+    case X_LP: {
+        knit_lp_client_conf_t conf;
+        memset(&conf, 0, sizeof conf);
+        snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/lp", c->port);
+        conf.url = url;
+        rc = knit_lp_client(&c->loop, &conf, &cbs, c, &c->st);
+        break;
+    }
+    }
+    if (rc) {
+        snprintf(c->err, sizeof c->err, "cannot start the %s stream: %s", X_NAME[c->xport],
+                 knit_strerror(rc));
+    } else {
+        c->st->data = c;
+        uv_run(&c->loop, UV_RUN_DEFAULT);
+    }
+    uv_loop_close(&c->loop);
+    knit_tls_conf_unref(c->tls);
+    knit_frame_reader_free(&c->in.rd);
+    return NULL;
+}
+
+/* Pushes total_rows rows through nc clients of transport x to a fresh
+** relay; changes/s from the first connect to the last ACK. */
+static double ingest_over(int x, int nc, long total_rows, const char *certs, long *changes)
+{
+    const long rows_per_push = 1000; /* 4,000 changes, as in bench_ingest */
+    char hl[64], cert[700], keyf[700], ca[700], name[64];
+    int hp = su_free_port();
+    const char *plain[] = {"--http-listen", hl, NULL};
+    const char *tls[] = {"--tls-cert", cert, "--tls-key", keyf, NULL};
+    su_relay_t r;
+    sc_t *cs = calloc((size_t)nc, sizeof *cs);
+    pthread_t *th = calloc((size_t)nc, sizeof *th);
+    long pushes = total_rows / rows_per_push / nc;
+    double t0, t1 = 0, rate;
+    int ok = 1;
+    if (pushes < 1)
+        pushes = 1;
+    snprintf(hl, sizeof hl, "127.0.0.1:%d", hp);
+    if (certs) {
+        snprintf(cert, sizeof cert, "%s/chain.pem", certs);
+        snprintf(keyf, sizeof keyf, "%s/rsa.key", certs);
+        snprintf(ca, sizeof ca, "%s/ca.pem", certs);
+    }
+    snprintf(name, sizeof name, "ingest-%s-%d.db", X_NAME[x], nc);
+    start_relay(&r, name, x == X_TLS ? tls : plain);
+    for (int i = 0; i < nc; i++) {
+        char sub[32], ns[64], prefix[32];
+        snprintf(sub, sizeof sub, "ingest%d", i);
+        snprintf(ns, sizeof ns, "user:%s", sub);
+        snprintf(prefix, sizeof prefix, "c%d", i);
+        cs[i].xport = x;
+        cs[i].port = x == X_TCP || x == X_TLS ? r.port : hp;
+        cs[i].ca = ca;
+        cs[i].pushes = pushes;
+        cs[i].window = 16;
+        cs[i].token = mint(sub);
+        cs[i].frames = calloc((size_t)pushes, sizeof *cs[i].frames);
+        for (long p = 0; p < pushes; p++)
+            push_frame(&cs[i].frames[p], (uint64_t)p + 1, ns, prefix, p * rows_per_push,
+                       rows_per_push);
+    }
+    t0 = now_s();
+    for (int i = 0; i < nc; i++)
+        pthread_create(&th[i], NULL, sc_main, &cs[i]);
+    for (int i = 0; i < nc; i++) {
+        pthread_join(th[i], NULL);
+        if (!cs[i].ok)
+            fprintf(stderr, "bench_sync: ingest over %s, client %d: %s\n", X_NAME[x], i,
+                    cs[i].err[0] ? cs[i].err : "did not finish");
+        ok &= cs[i].ok;
+        if (cs[i].t_done > t1)
+            t1 = cs[i].t_done;
+    }
+    *changes = (long)nc * pushes * rows_per_push * 4;
+    rate = ok ? (double)nc * (double)pushes * (double)rows_per_push * 4 / (t1 - t0) : 0;
+    for (int i = 0; i < nc; i++) {
+        for (long p = 0; p < pushes; p++)
+            knit_buf_free(&cs[i].frames[p]);
+        free(cs[i].frames);
+        knit__free(cs[i].token);
+    }
+    free(cs);
+    free(th);
+    su_kill(&r.p, SIGTERM, 30000, NULL);
+    return rate;
+}
+
+/* Relay ingest through the client's own streams (tcp.c, tls.c,
+** ws_client.c, lp_client.c): the pushes, window and relay of bench_ingest,
+** TCP first, each other transport as a ratio to the TCP figure of the same
+** run.  The raw-socket `ingest` mode is the relay's ceiling; this one
+** includes each client stream's cost, which is what an app sees. */
+static void bench_ingest_transports(void)
+{
+    static const int clients[] = {1, 4};
+    const long total_rows = su_scale(250000);
+    const char *certs = tls_certs();
+    /* TCP runs first and again last, and the ratios are to the mean of
+    ** the two, so that a load that drifts during the run is not charged
+    ** to whichever transport ran at the quiet or the busy end. */
+    static const int order[] = {X_TCP, X_TLS, X_WS, X_LP, X_TCP};
+    for (size_t k = 0; k < sizeof clients / sizeof clients[0]; k++) {
+        double rates[5], tcp;
+        long changes[5];
+        for (int i = 0; i < 5; i++)
+            rates[i] = order[i] == X_TLS && !certs
+                           ? -1
+                           : ingest_over(order[i], clients[k], total_rows, certs, &changes[i]);
+        tcp = (rates[0] + rates[4]) / 2;
+        for (int i = 0; i < 5; i++) {
+            int x = order[i];
+            if (rates[i] < 0)
+                continue;
+            printf("ingest-%-9s %d pushing client%s: %ld changes, %.0f changes/s%s", X_NAME[x],
+                   clients[k], clients[k] == 1 ? " " : "s", changes[i], rates[i],
+                   rates[i] > 0 ? "" : " [ERRORS]");
+            if (x != X_TCP && tcp > 0)
+                printf(" = %.2f of TCP (mean of the two TCP runs)", rates[i] / tcp);
+            printf("%s\n", x == X_TLS  ? " (goal >= 250,000/s)"
+                           : x == X_WS ? " (goal within 10% of TCP)"
+                           : i == 0    ? " (TCP, first)"
+                           : i == 4    ? " (TCP, again last)"
+                                       : "");
+        }
     }
 }
 
@@ -682,31 +991,141 @@ static void bench_fanout(void)
 /* ---------------------------------------------------------------------- */
 /* catchup                                                                  */
 
-static void bench_catchup(void)
+/* Runs argv (stdout and stderr into log) to its end: its exit code, and
+** its peak resident memory (wait4's ru_maxrss, the kernel's VmHWM of that
+** one process) into *peak_kb.  Its own fork, not su_run, so that the
+** figure is this child's and not the largest of every child reaped. */
+static int run_peak(const char *const *argv, const char *log, long *peak_kb)
+{
+    struct rusage ru;
+    int st = 0;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    memset(&ru, 0, sizeof ru);
+    while (wait4(pid, &st, 0, &ru) < 0 && errno == EINTR)
+        ;
+    *peak_kb = ru.ru_maxrss;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* `sync-agent run replica --relay relay --once`: seconds taken, peak RSS. */
+static double catchup_once(const char *replica, const char *relay, const char *tok, long *peak_kb)
+{
+    char log[700];
+    double t0;
+    snprintf(log, sizeof log, "%s.once.log", replica);
+    const char *argv[] = {SYNC_AGENT_PATH, "run",  replica,  "--relay",   relay,
+                          "--token-file",  tok,    "--once", "--timeout", "600",
+                          "--log-level",   "warn", NULL};
+    t0 = now_s();
+    if (run_peak(argv, log, peak_kb) != 0) {
+        su_print_file(log);
+        die("catch-up: sync-agent --once failed");
+    }
+    return now_s() - t0;
+}
+
+static long count_items(const char *path)
+{
+    sqlite3 *db = su_db(path);
+    long got = (long)su_int(db, "SELECT count(*) FROM items");
+    sqlite3_close(db);
+    return got;
+}
+
+/* Fills the relay with rows rows of ns (4 cells each: liveness and 3
+** columns) pushed by a raw protocol client (bench_ingest's pushes).
+** Seconds taken. */
+static double fill_relay(int port, const char *sub, const char *ns, long rows)
+{
+    const long per = 1000;
+    ingest_t in;
+    double t0;
+    memset(&in, 0, sizeof in);
+    in.port = port;
+    in.pushes = (rows + per - 1) / per;
+    in.rows = per;
+    in.token = mint(sub);
+    in.frames = calloc((size_t)in.pushes, sizeof *in.frames);
+    for (long p = 0; p < in.pushes; p++)
+        push_frame(&in.frames[p], (uint64_t)p + 1, ns, "row", p * per,
+                   p * per + per <= rows ? per : rows - p * per);
+    t0 = now_s();
+    ingest_client(&in);
+    t0 = now_s() - t0;
+    if (!in.ok)
+        die("catch-up: the relay refused the pushes");
+    for (long p = 0; p < in.pushes; p++)
+        knit_buf_free(&in.frames[p]);
+    free(in.frames);
+    knit__free(in.token);
+    return t0;
+}
+
+/* catchup: 1,000,000 cells written on A and pushed by A's agent over TCP;
+** then B (empty) runs `sync-agent run --once` over TCP: the time and its
+** peak RSS.  catchup-lp (lp 1): the relay is filled by a raw protocol
+** client instead (1,000,000 cells, 250,000 rows of 4), so the figure does
+** not wait for A's first stamp; then C (empty) catches up over
+** long-polling and B over TCP, in the same run. */
+static void bench_catchup(int lp)
 {
     su_relay_t r;
-    char a[600], b[600], tok[600], relay[64], out[2048];
+    char a[600], b[600], c[600], tok[600], relay[64], lpurl[96], hl[64];
     const long cells = su_scale(1000000);
-    const long rows = cells / 5; /* liveness + 4 columns per row */
+    const long rows = lp ? cells / 4 : cells / 5; /* liveness + 3 or 4 columns per row */
+    const int hp = su_free_port();
+    const char *relay_lp[] = {"--http-listen", hl, NULL};
     sqlite3 *db;
     FILE *f;
     char *t;
-    double t0, tw, tp, tc;
-    int rc;
+    double t0, tw, tp, tc, tl = 0;
+    long rss_tcp = 0, rss_lp = 0, rss_push = 0;
 
-    start_relay(&r, "catchup-relay.db", NULL);
+    snprintf(hl, sizeof hl, "127.0.0.1:%d", hp);
+    snprintf(lpurl, sizeof lpurl, "http://127.0.0.1:%d/v1/lp", hp);
+    start_relay(&r, "catchup-relay.db", lp ? relay_lp : NULL);
     bpath(a, sizeof a, "catchup-a.db");
     bpath(b, sizeof b, "catchup-b.db");
+    bpath(c, sizeof c, "catchup-c.db");
     bpath(tok, sizeof tok, "catchup.jwt");
     remove_db(a);
     remove_db(b);
+    remove_db(c);
     make_replica(a);
     make_replica(b);
+    if (lp)
+        make_replica(c);
     t = mint("catchup");
     f = fopen(tok, "w");
     fprintf(f, "%s\n", t);
     fclose(f);
     knit__free(t);
+    snprintf(relay, sizeof relay, "127.0.0.1:%d", r.port);
+    if (lp) {
+        tp = fill_relay(r.port, "catchup", "user:catchup", rows);
+        tl = catchup_once(c, lpurl, tok, &rss_lp);
+        tc = catchup_once(b, relay, tok, &rss_tcp);
+        printf("catchup-lp %ld cells (%ld rows) pushed by a raw client in %.2f s\n", rows * 4, rows,
+               tp);
+        printf("catchup-lp B over tcp caught up in %.2f s, agent peak RSS %.1f MiB%s\n", tc,
+               rss_tcp / 1024.0, count_items(b) == rows ? "" : " [ROWS MISSING]");
+        printf("catchup-lp C over longpoll caught up in %.2f s = %.2f x the TCP time, agent peak"
+               " RSS %.1f MiB%s (goal < 10 s)\n",
+               tl, tl / tc, rss_lp / 1024.0, count_items(c) == rows ? "" : " [ROWS MISSING]");
+        su_kill(&r.p, SIGTERM, 30000, NULL);
+        return;
+    }
     db = su_db(a);
     su_exec(db, "PRAGMA synchronous=NORMAL");
     t0 = now_s();
@@ -723,33 +1142,13 @@ static void bench_catchup(void)
     }
     tw = now_s() - t0;
     sqlite3_close(db);
-    snprintf(relay, sizeof relay, "127.0.0.1:%d", r.port);
-    {
-        const char *argv[] = {SYNC_AGENT_PATH, "run",  a,        "--relay",   relay,
-                              "--token-file",  tok,    "--once", "--timeout", "600",
-                              "--log-level",   "warn", NULL};
-        t0 = now_s();
-        rc = su_run(argv, 900000, out, sizeof out);
-        tp = now_s() - t0;
-        if (rc != 0)
-            die(out);
-    }
-    {
-        const char *argv[] = {SYNC_AGENT_PATH, "run",  b,        "--relay",   relay,
-                              "--token-file",  tok,    "--once", "--timeout", "600",
-                              "--log-level",   "warn", NULL};
-        t0 = now_s();
-        rc = su_run(argv, 900000, out, sizeof out);
-        tc = now_s() - t0;
-        if (rc != 0)
-            die(out);
-    }
-    db = su_db(b);
-    long got = (long)su_int(db, "SELECT count(*) FROM items");
-    sqlite3_close(db);
-    printf("catchup  %ld cells (%ld rows): written on A in %.2f s, pushed by A in %.2f s,"
-           " B caught up in %.2f s%s (goal < 5 s)\n",
-           rows * 5, rows, tw, tp, tc, got == rows ? "" : " [ROWS MISSING]");
+    tp = catchup_once(a, relay, tok, &rss_push);
+    tc = catchup_once(b, relay, tok, &rss_tcp);
+    printf("catchup  %ld cells (%ld rows): written on A in %.2f s, pushed by A in %.2f s"
+           " (agent peak RSS %.1f MiB)\n",
+           rows * 5, rows, tw, tp, rss_push / 1024.0);
+    printf("catchup  B over tcp caught up in %.2f s, agent peak RSS %.1f MiB%s (goal < 5 s)\n", tc,
+           rss_tcp / 1024.0, count_items(b) == rows ? "" : " [ROWS MISSING]");
     su_kill(&r.p, SIGTERM, 30000, NULL);
 }
 
@@ -805,6 +1204,173 @@ static void bench_rss(void)
     }
 }
 
+/* ---------------------------------------------------------------------- */
+/* rss-tls                                                                  */
+
+typedef struct idle_s {
+    knit_stream_t *st; /* the stream */
+    const char *token; /* its JWT */
+    rc_t in;           /* counts what arrives (fd unused) */
+    int closed;        /* on_close ran */
+} idle_t;
+
+static void idle_on_open(knit_stream_t *st, int status, const char *msg)
+{
+    idle_t *c = st->data;
+    knit_buf_t b = {NULL, 0, 0};
+    uint8_t *p;
+    if (status != 0) {
+        fprintf(stderr, "bench_sync: rss-tls: %s\n", msg ? msg : knit_strerror(status));
+        c->in.failed = 1;
+        return;
+    }
+    if (hello_frame(&b, c->token, "user:idle") != 0 || !(p = knit__malloc(b.len)))
+        c->in.failed = 1;
+    else {
+        memcpy(p, b.p, b.len);
+        if (knit_stream_write(st, p, b.len, NULL, NULL) != 0)
+            c->in.failed = 1;
+    }
+    knit_buf_free(&b);
+}
+
+static void idle_on_read(knit_stream_t *st, const uint8_t *p, size_t n)
+{
+    idle_t *c = st->data;
+    rc_feed(&c->in, p, n);
+}
+
+static void idle_on_end(knit_stream_t *st, int code, const char *msg)
+{
+    idle_t *c = st->data;
+    (void)code;
+    (void)msg;
+    c->in.failed = 1;
+}
+
+static void idle_on_close(knit_stream_t *st)
+{
+    idle_t *c = st->data;
+    c->closed = 1;
+}
+
+/* n idle subscribed connections through the client streams (tls or tcp)
+** to the relay on port; RSS growth of the relay in KiB per connection. */
+static double idle_conns(uv_loop_t *loop, su_relay_t *r, int tls, knit_tls_conf_t *conf, int n,
+                         const char *token)
+{
+    static const knit_stream_cbs_t cbs = {idle_on_open, idle_on_read, idle_on_end, idle_on_close};
+    idle_t *cs = calloc((size_t)n, sizeof *cs);
+    struct sockaddr_in sa;
+    long before, after;
+    int done = 0;
+    double deadline = now_s() + 180;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)r->port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    before = rss_kb(r->p.pid);
+    for (int i = 0; i < n; i++) {
+        int rc;
+        cs[i].token = token;
+        knit_frame_reader_init(&cs[i].in.rd, 0);
+        rc = tls ? knit_tls_connect(loop, (struct sockaddr *)&sa, conf, "localhost", &cbs, &cs[i],
+                                    &cs[i].st)
+                 : knit_tcp_connect(loop, (struct sockaddr *)&sa, &cbs, &cs[i], &cs[i].st);
+        if (rc)
+            die("rss-tls: cannot connect (fd limit?)");
+        cs[i].st->data = &cs[i];
+        /* A few at a time, so the relay's accept backlog never overflows. */
+        if (i % 50 == 49)
+            for (int k = 0; k < 20; k++)
+                uv_run(loop, UV_RUN_NOWAIT);
+    }
+    while (done < n && now_s() < deadline) {
+        uv_run(loop, UV_RUN_ONCE);
+        done = 0;
+        for (int i = 0; i < n; i++) {
+            if (cs[i].in.failed)
+                die("rss-tls: a connection failed");
+            done += cs[i].in.caught_up;
+        }
+    }
+    if (done < n)
+        die("rss-tls: connections did not catch up in 180 s");
+    for (int k = 0; k < 50; k++) /* let the relay settle */
+        uv_run(loop, UV_RUN_NOWAIT);
+    su_sleep_ms(500);
+    after = rss_kb(r->p.pid);
+    for (int i = 0; i < n; i++)
+        knit_stream_close(cs[i].st);
+    for (int left = n; left > 0;) {
+        uv_run(loop, UV_RUN_ONCE);
+        left = 0;
+        for (int i = 0; i < n; i++)
+            left += !cs[i].closed;
+    }
+    for (int i = 0; i < n; i++)
+        knit_frame_reader_free(&cs[i].in.rd);
+    free(cs);
+    return (double)(after - before) / n;
+}
+
+/* Relay memory per idle subscribed TLS connection, measured from its RSS,
+** with plain TCP connections through the same client code in the same
+** run: the difference is what TLS costs per connection. */
+static void bench_rss_tls(void)
+{
+    const int n = (int)su_scale(1000);
+    const char *certs = tls_certs();
+    char cert[700], keyf[700], ca[700], msg[300];
+    struct rlimit rl;
+    knit_tls_conf_t *conf = NULL;
+    uv_loop_t loop;
+    double per[2];
+    if (!certs)
+        return;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if ((rlim_t)n + 64 > rl.rlim_cur) {
+        printf("rss-tls  %d connections: skipped, the fd limit is %llu\n", n,
+               (unsigned long long)rl.rlim_cur);
+        return;
+    }
+    snprintf(cert, sizeof cert, "%s/chain.pem", certs);
+    snprintf(keyf, sizeof keyf, "%s/rsa.key", certs);
+    snprintf(ca, sizeof ca, "%s/ca.pem", certs);
+    if (knit_tls_conf_client(ca, msg, sizeof msg, &conf) != 0)
+        die(msg);
+    uv_loop_init(&loop);
+    for (int tls = 0; tls <= 1; tls++) {
+        const char *const extra[] = {"--max-conns",
+                                     "30000",
+                                     "--max-conns-per-addr",
+                                     "30000",
+                                     "--idle-timeout",
+                                     "3600000",
+                                     tls ? "--tls-cert" : NULL,
+                                     cert,
+                                     "--tls-key",
+                                     keyf,
+                                     NULL};
+        su_relay_t r;
+        char *tok = mint("idle");
+        start_relay(&r, "rss-tls.db", extra);
+        /* One connection first, so the baseline has the store warm. */
+        idle_conns(&loop, &r, tls, conf, 1, tok);
+        per[tls] = idle_conns(&loop, &r, tls, conf, n, tok);
+        knit__free(tok);
+        su_kill(&r.p, SIGTERM, 30000, NULL);
+    }
+    uv_loop_close(&loop);
+    knit_tls_conf_unref(conf);
+    printf("rss-tls  %d idle subscribed connections: relay RSS grows %.1f KiB per TLS"
+           " connection, %.1f KiB per TCP one in the same run: TLS costs %.1f KiB"
+           " (goal < 48 KiB)\n",
+           n, per[1], per[0], per[1] - per[0]);
+}
+
 int main(int argc, char **argv)
 {
     const char *dir = getenv("KNIT_BENCH_DIR");
@@ -828,14 +1394,30 @@ int main(int argc, char **argv)
             bench_latency(0);
         if (all || strcmp(w, "latency-tls") == 0)
             bench_latency(1);
+        if (all || strcmp(w, "latency-ws") == 0) {
+            bench_latency(3);
+            if (!all)
+                bench_latency(0); /* the TCP figure of the same run */
+        }
+        if (all || strcmp(w, "latency-lp") == 0) {
+            bench_latency(2);
+            if (!all)
+                bench_latency(0); /* the TCP figure of the same run */
+        }
         if (all || strcmp(w, "ingest") == 0)
             bench_ingest();
         if (all || strcmp(w, "fanout") == 0)
             bench_fanout();
         if (all || strcmp(w, "catchup") == 0)
-            bench_catchup();
+            bench_catchup(0);
+        if (all || strcmp(w, "catchup-lp") == 0)
+            bench_catchup(1);
+        if (all || strcmp(w, "ingest-transports") == 0)
+            bench_ingest_transports();
         if (all || strcmp(w, "rss") == 0)
             bench_rss();
+        if (all || strcmp(w, "rss-tls") == 0)
+            bench_rss_tls();
     }
     return 0;
 }

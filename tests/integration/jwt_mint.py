@@ -6,9 +6,11 @@ RS256/ES256 checks meet tokens from a library no one here wrote.
 Usage:
     jwt_mint.py key DIR KID rsa|ec    make DIR/KID.pem (private key)
     jwt_mint.py jwks DIR KID...       write DIR/jwks.json with those keys' public parts
-    jwt_mint.py token DIR KID SUB ISS AZP TTL
+    jwt_mint.py token DIR KID SUB ISS AZP TTL [CLAIMS]
                                       print a token signed by KID (RS256 for an RSA
-                                      key, ES256 for EC); AZP "-" leaves azp out
+                                      key, ES256 for EC); AZP "-" leaves azp out;
+                                      CLAIMS, a JSON object, adds claims (email,
+                                      first_name, ...: test_identity_it.c)
 """
 import json
 import sys
@@ -65,6 +67,8 @@ def main(argv):
         claims = {"sub": sub, "iss": iss, "iat": now, "nbf": now, "exp": now + ttl}
         if azp != "-":
             claims["azp"] = azp
+        if len(argv) > 8:
+            claims.update(json.loads(argv[8]))
         print(jwt.encode(claims, k, algorithm=alg, headers={"kid": kid}))
     else:
         sys.exit("unknown command " + cmd)

@@ -2,13 +2,18 @@
 ** test_erase_it.c: `sync-relay erase --user` against a relay that is
 ** running: the account's values were pushed by a real sync-agent, the
 ** erase removes them, and their bytes are in neither the store file nor
-** its WAL afterwards; a new device of the account gets nothing; a second
-** erase says there is nothing to erase.
+** its WAL afterwards; the account's tokens are refused afterwards (the
+** tombstone) until `erase --undo`, and then a new device of the account
+** gets nothing; a second erase says there is nothing to erase.  And the
+** same through Clerk's signed user.deleted webhook, with a device online:
+** its session is ended with an ERROR saying the account was erased, it
+** cannot sign in again, and a user.created webhook lets the user back.
 */
 #include "test.h"
 
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "sync_util.h"
 
@@ -71,19 +76,49 @@ static void erase_while_serving(void)
     CHECK_OK(su_write_token(secret, "alice", token));
     CHECK_OK(su_relay_start(&r, 0, data, secret, NULL));
     replica(a, PLANTED);
-    CHECK_EQ_INT(run_once(&r, a, token, out, sizeof out), 0);
+    /* The device stays online through the erase. */
+    su_proc_t agent;
+    char alog[700];
+    int status = -1;
+    snprintf(alog, sizeof alog, "%s/agent.log", su_tmpdir());
+    CHECK_OK(su_agent_start(&agent, a, r.port, token, alog, NULL));
+    for (int i = 0; i < 200 && !store_holds(data, PLANTED); i++)
+        su_sleep_ms(50);
     CHECK(store_holds(data, PLANTED)); /* the check below can see it */
 
     const char *erase[] = {SYNC_RELAY_PATH, "erase", "--data", data, "--user", "alice", NULL};
+    uint64_t t_erase = su_now_ms();
     int rc = su_run(erase, 30000, out, sizeof out);
     if (rc != 0)
         fprintf(stderr, "erase (%d): %s\n", rc, out);
     CHECK_EQ_INT(rc, 0);
+    fprintf(stderr, "sync-relay erase took %llu ms\n", (unsigned long long)(su_now_ms() - t_erase));
     CHECK(strstr(out, "erased user:alice") != NULL);
     CHECK(!store_holds(data, PLANTED));
+    /* The relay notices the tombstone within its 2 s check and ends the
+    ** session; the agent cannot sign in again and stops. */
+    CHECK_OK(su_wait(&agent, 15000, &status));
+    fprintf(stderr, "online agent stopped %llu ms after sync-relay erase began\n",
+            (unsigned long long)(su_now_ms() - t_erase));
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 4);
+    if (getenv("KNIT_TEST_VERBOSE") || !su_file_has(alog, "account erased"))
+        su_print_file(alog);
+    CHECK(su_file_has(alog, "account erased"));
+    CHECK(!store_holds(data, PLANTED));
 
-    /* A new device of alice gets nothing back. */
+    /* Alice's tokens are refused now (the tombstone). */
     replica(c, NULL);
+    rc = run_once(&r, c, token, out, sizeof out);
+    if (rc != 4 || !strstr(out, "account was erased"))
+        fprintf(stderr, "agent after erase (%d): %s\n", rc, out);
+    CHECK_EQ_INT(rc, 4);
+    CHECK(strstr(out, "account was erased") != NULL);
+    const char *undo[] = {SYNC_RELAY_PATH, "erase", "--undo", "--data", data,
+                          "--user",        "alice", NULL};
+    CHECK_EQ_INT(su_run(undo, 30000, out, sizeof out), 0);
+    CHECK(strstr(out, "tombstone removed") != NULL);
+
+    /* Then a new device of alice gets nothing back. */
     CHECK_EQ_INT(run_once(&r, c, token, out, sizeof out), 0);
     db = su_db(c);
     CHECK_EQ_INT(su_int(db, "SELECT count(*) FROM items"), 0);
@@ -163,7 +198,14 @@ static void webhook_user_deleted(void)
     const char *extra[] = {"--http-listen", hl, "--webhook-secret-file", whf, NULL};
     CHECK_OK(su_relay_start(&r, 0, data, secret, extra));
     replica(a, PLANTED);
-    CHECK_EQ_INT(run_once(&r, a, token, out, sizeof out), 0);
+    /* The device stays online. */
+    su_proc_t agent;
+    char alog[700];
+    int status = -1;
+    snprintf(alog, sizeof alog, "%s/wh-agent.log", g_dir);
+    CHECK_OK(su_agent_start(&agent, a, r.port, token, alog, NULL));
+    for (int i = 0; i < 200 && !store_holds(data, PLANTED); i++)
+        su_sleep_ms(50);
     CHECK(store_holds(data, PLANTED));
 
     static const char deleted[] =
@@ -176,8 +218,37 @@ static void webhook_user_deleted(void)
     CHECK(store_holds(data, PLANTED));
 
     CHECK_EQ_INT(deliver(hp, "msg_del_1", deleted, 0, 0, out, sizeof out), 200);
+    uint64_t t_del = su_now_ms();
     CHECK(strstr(out, "erased 1 namespace") != NULL);
     CHECK(!store_holds(data, PLANTED));
+    /* The online device was told, and cannot sign in again: it stops. */
+    CHECK_OK(su_wait(&agent, 15000, &status));
+    fprintf(stderr, "online agent stopped %llu ms after the webhook's answer\n",
+            (unsigned long long)(su_now_ms() - t_del));
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 4);
+    if (!su_file_has(alog, "account erased"))
+        su_print_file(alog);
+    CHECK(su_file_has(alog, "account erased (the identity provider deleted the user)"));
+    CHECK(su_file_has(alog, "this account was erased"));
+    CHECK(!store_holds(data, PLANTED)); /* it wrote nothing back */
+    /* A new device of the deleted user is refused too. */
+    {
+        char b[600];
+        su_path(b, sizeof b, "wh-b.db");
+        replica(b, NULL);
+        CHECK_EQ_INT(run_once(&r, b, token, out, sizeof out), 4);
+        CHECK(strstr(out, "this account was erased") != NULL);
+        /* The provider creates the user again (same id): accepted, empty. */
+        static const char created[] =
+            "{\"data\":{\"id\":\"user_2NNEqL2nrIRdJ194ndJqAHwEfxC\",\"object\":\"user\","
+            "\"updated_at\":1700000000000},\"object\":\"event\",\"type\":\"user.created\"}";
+        CHECK_EQ_INT(deliver(hp, "msg_created", created, 0, 0, out, sizeof out), 200);
+        CHECK(strstr(out, "may sign in again") != NULL);
+        CHECK_EQ_INT(run_once(&r, b, token, out, sizeof out), 0);
+        sqlite3 *db = su_db(b);
+        CHECK_EQ_INT(su_int(db, "SELECT count(*) FROM items"), 0);
+        sqlite3_close(db);
+    }
     CHECK_EQ_INT(deliver(hp, "msg_del_1", deleted, 0, 0, out, sizeof out), 200); /* a retry */
     CHECK(strstr(out, "duplicate") != NULL);
 

@@ -1024,6 +1024,94 @@ static void claim_merge(void)
     teardown();
 }
 
+static int log_has(const char *needle);
+
+/* HELLO of cred (a JWT) claiming claim, subscribed to ns; the first answer. */
+static void hello_claim(wc_t *u, knit_cred_t cred, knit_cred_t claim, const char *ns, knit_msg_t *m)
+{
+    knit_msg_t h;
+    knit_sub_t sub = {ns, 0};
+    memset(&h, 0, sizeof h);
+    h.type = KNIT_MSG_HELLO;
+    h.u.hello.min_version = 1;
+    h.u.hello.max_version = 1;
+    h.u.hello.cred = cred;
+    h.u.hello.claim = claim;
+    h.u.hello.subs = ns ? &sub : NULL;
+    h.u.hello.nsubs = ns ? 1 : 0;
+    CHECK(wc_connect(u, R.port, 0) == 0);
+    CHECK_OK(wc_send(u, &h));
+    CHECK_OK(wc_recv(u, 5000, m));
+}
+
+/* After a claim, the anonymous id is sealed: the anonymous session still
+** open is ended, the anonymous credential opens no session, another
+** account's claim is refused and merges nothing, and the same account's
+** claim again still works. */
+static void claim_sealed(void)
+{
+    wc_t a, u, v;
+    knit_msg_t m;
+    knit_cred_t none;
+    uint64_t cur = 0;
+    seen_t s;
+    const char *S = "sealed-secret-0123456789";
+    memset(&none, 0, sizeof none);
+    setup(NULL);
+    connect_ok(&a, wc_anon("tablet", S), "anon:tablet", 0);
+    push_note(&a, 1, "anon:tablet", 1, "written anonymously");
+
+    hello_claim(&u, jwt(mint("alice", wall(), 600)), wc_anon("tablet", S), "user:alice", &m);
+    CHECK_EQ_INT(m.type, KNIT_MSG_WELCOME);
+    knit_msg_free(&m);
+    memset(&s, 0, sizeof s);
+    read_catch_up(&u, &cur, collect, &s);
+    CHECK_STR(s.body[1], "written anonymously");
+    wc_close(&u);
+    /* The anonymous session that was open is told and closed. */
+    CHECK_OK(wc_recv_type(&a, 5000, KNIT_MSG_ERROR, &m));
+    CHECK_EQ_INT(m.u.error.code, KNIT_EAUTH);
+    CHECK(strstr(m.u.error.message, "sealed") != NULL);
+    knit_msg_free(&m);
+    wc_close(&a);
+
+    /* Bob holds the same anonymous credential: his claim is refused. */
+    hello_claim(&v, jwt(mint("bob", wall(), 600)), wc_anon("tablet", S), "user:bob", &m);
+    CHECK_EQ_INT(m.type, KNIT_MSG_ERROR);
+    CHECK_EQ_INT(m.u.error.code, KNIT_EAUTH);
+    CHECK(strstr(m.u.error.message, "claim refused") != NULL);
+    CHECK(strstr(m.u.error.message, "another account") != NULL);
+    knit_msg_free(&m);
+    wc_close(&v);
+    /* Bob's account got nothing. */
+    connect_ok(&v, jwt(mint("bob", wall(), 600)), "user:bob", 0);
+    memset(&s, 0, sizeof s);
+    cur = 0;
+    read_catch_up(&v, &cur, collect, &s);
+    CHECK_EQ_INT(cur, 0);
+    wc_close(&v);
+
+    /* The anonymous credential alone can no longer open a session. */
+    hello_claim(&a, wc_anon("tablet", S), none, "anon:tablet", &m);
+    CHECK_EQ_INT(m.type, KNIT_MSG_ERROR);
+    CHECK_EQ_INT(m.u.error.code, KNIT_EAUTH);
+    CHECK(strstr(m.u.error.message, "sealed") != NULL);
+    knit_msg_free(&m);
+    wc_close(&a);
+
+    /* Alice signs in again with the same claim: fine, nothing new. */
+    hello_claim(&u, jwt(mint("alice", wall(), 600)), wc_anon("tablet", S), "user:alice", &m);
+    CHECK_EQ_INT(m.type, KNIT_MSG_WELCOME);
+    knit_msg_free(&m);
+    memset(&s, 0, sizeof s);
+    cur = 0;
+    read_catch_up(&u, &cur, collect, &s);
+    CHECK_EQ_INT(cur, 1);
+    wc_close(&u);
+    CHECK(log_has("refused: anon:tablet is sealed to another account"));
+    teardown();
+}
+
 /* ---------------------------------------------------------------------- */
 /* Limits found by attack                                                   */
 
@@ -1200,4 +1288,4 @@ KNIT_TESTS(T(auth_refusals), T(malformed_inputs), T(future_stamps), T(live_fanou
            T(catch_up_once), T(slow_consumer), T(sigkill_durability), T(sigterm_clean),
            T(mint_token), T(idle_timeout), T(claim_merge), T(big_frames_released),
            T(trickle_not_activity), T(per_address_cap), T(anon_session_cap),
-           T(anon_registration_rate))
+           T(anon_registration_rate), T(claim_sealed))

@@ -338,7 +338,7 @@ static void old_capture_upgraded(void)
     A = rt_open("a.db");
     CHECK_OK(knit__capture_current(A));
     CHECK_EQ_INT(count_knit_triggers(A), 4);
-    RT_EXPECT(A, "SELECT count(*) FROM sqlite_schema WHERE sql LIKE '%knit capture 2%'", "4\n");
+    RT_EXPECT(A, "SELECT count(*) FROM sqlite_schema WHERE sql LIKE '%knit capture 3%'", "4\n");
     RT_EXPECT(A,
               "SELECT count(*) FROM pragma_table_info('_knit_log_1') WHERE name IN "
               "('at', 'hlc')",
@@ -355,6 +355,60 @@ static void old_capture_upgraded(void)
     uint64_t h_new = cell_hlc(A, "new", 0);
     CHECK(h_new > h_old && (int64_t)h_new < meta_hlc(A));
     CHECK(h_new == h_old + 1 || ((h_new >> 16) + 1 >= t0 && (h_new >> 16) <= t1 + 1));
+    CHECK_EQ_INT(knit_verify(A, NULL, NULL), 0);
+    knit_close(A);
+    rt_done();
+}
+
+/* Capture version 2 logged the wall time in ms (and the HLC it saw); a
+** replica upgraded with such rows still in its log stamps them by that
+** time, while version 3's julianday() rows get their own, to the ms. */
+static void v2_log_rows_keep_their_time(void)
+{
+    rt_init();
+    knit_t *A = rt_open("a.db");
+    rt_exec(A, "CREATE TABLE t(k TEXT PRIMARY KEY, v)");
+    CHECK_OK(knit_track(A, "t", NULL));
+    uint64_t past = now_ms() - 5000; /* a write made 5 s ago, no agent running */
+    char sql[300];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO t VALUES ('v2', 1); UPDATE _knit_log_1 SET at = %llu, hlc = NULL"
+             " WHERE k0 = 'v2'",
+             (unsigned long long)past);
+    plain("a.db", sql);
+    uint64_t t0 = now_ms();
+    plain("a.db", "INSERT INTO t VALUES ('v3', 1)");
+    uint64_t t1 = now_ms();
+    RT_EXPECT(A, "SELECT k0, typeof(at) FROM _knit_log_1 ORDER BY seq",
+              "'v2'|'integer'\n'v3'|'real'\n");
+    CHECK_EQ_INT(knit_stamp(A), 2);
+    CHECK_EQ_INT((int64_t)(cell_hlc(A, "v2", 0) >> 16), (int64_t)past);
+    uint64_t h3 = cell_hlc(A, "v3", 0) >> 16;
+    CHECK(h3 >= t0 && h3 <= t1);
+    knit_close(A);
+    rt_done();
+}
+
+/* An UPDATE that keeps the key runs one capture trigger, not two: the
+** key-change trigger names the key columns (UPDATE OF).  A key change is
+** still logged as a delete and an insert, an upsert as an update. */
+static void update_of_key_columns(void)
+{
+    rt_init();
+    knit_t *A = rt_open("a.db");
+    rt_exec(A, "CREATE TABLE t(k TEXT PRIMARY KEY, v)");
+    CHECK_OK(knit_track(A, "t", NULL));
+    RT_EXPECT(A,
+              "SELECT count(*) FROM sqlite_schema WHERE name = '_knit_updk_1' AND sql LIKE "
+              "'%AFTER UPDATE OF \"k\" ON%'",
+              "1\n");
+    plain("a.db", "INSERT INTO t VALUES ('a', 1); DELETE FROM _knit_log_1;"
+                  "INSERT INTO t VALUES ('a', 2) ON CONFLICT(k) DO UPDATE SET v = excluded.v;"
+                  "UPDATE t SET k = 'b' WHERE k = 'a'; UPDATE t SET k = 'b', v = 3;");
+    RT_EXPECT(A, "SELECT op, mask, k0 FROM _knit_log_1 ORDER BY seq",
+              "2|1|'a'\n3|0|'a'\n1|-1|'b'\n2|1|'b'\n");
+    CHECK(knit_stamp(A) > 0);
+    RT_EXPECT(A, "SELECT * FROM t", "'b'|3\n");
     CHECK_EQ_INT(knit_verify(A, NULL, NULL), 0);
     knit_close(A);
     rt_done();
@@ -591,6 +645,7 @@ static void identifiers_any_length(void)
 KNIT_TESTS(T(lww_time_of_write_wins), T(lww_write_after_seen_stamp_wins),
            T(stamp_between_write_time_and_tick), T(rebuild_repaired_at_open),
            T(rebuild_repaired_by_stamp), T(rebuild_repaired_by_poll), T(rebuild_repaired_by_track),
-           T(old_capture_upgraded), T(add_column_keeps_capture), T(rename_column_refused),
-           T(drop_column_refused), T(rename_table_refused), T(backfill_loses_to_real_writes),
+           T(old_capture_upgraded), T(v2_log_rows_keep_their_time), T(update_of_key_columns),
+           T(add_column_keeps_capture), T(rename_column_refused), T(drop_column_refused),
+           T(rename_table_refused), T(backfill_loses_to_real_writes),
            T(backfill_after_receiving_early), T(identifiers_any_length))

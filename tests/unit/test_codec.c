@@ -420,6 +420,8 @@ static void rand_msg(knit_rng_t *r, pool_t *pl, int type, knit_msg_t *m)
             rs[i].message = knit_rng_below(r, 2) ? rand_name(r, pl, 40) : NULL;
         }
         x->reasons = rs;
+        /* The relay's state of the refused cells (optional key 3). */
+        x->state = knit_rng_below(r, 2) ? rand_batch(r, pl, KNIT_REJECT_STATE_NS, 0, 0, 0) : NULL;
         return;
     }
     case KNIT_MSG_DELTAS: {
@@ -448,6 +450,8 @@ static void free_rand(knit_msg_t *m)
         knit_batch_free(m->u.push.batch);
     if (m->type == KNIT_MSG_DELTAS)
         knit_batch_free(m->u.deltas.batch);
+    if (m->type == KNIT_MSG_REJECT)
+        knit_batch_free(m->u.reject.state);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -587,6 +591,9 @@ static void check_msg(const knit_msg_t *a, const knit_msg_t *d)
             CHECK_EQ_INT(x->reasons[i].code, y->reasons[i].code);
             CHECK_STR(x->reasons[i].message ? x->reasons[i].message : "", y->reasons[i].message);
         }
+        CHECK_EQ_INT(x->state != NULL, y->state != NULL);
+        if (x->state)
+            check_batch(x->state, y->state, KNIT_REJECT_STATE_NS);
         break;
     }
     case KNIT_MSG_DELTAS: {
@@ -1043,7 +1050,7 @@ static void mutate_maps(cbor_item_t *root, cbor_item_t *it, int in_reason, int i
         /* Recurse into this value; the batch's key 3 holds the units. */
         int units = cbor_isa_array(orig) && key == 3 && cbor_map_size(it) == 3 &&
                     cbor_isa_array(pairs[0].value) && cbor_isa_array(pairs[1].value);
-        int reason = cbor_isa_array(orig) && key == 2 && cbor_map_size(it) == 3 &&
+        int reason = cbor_isa_array(orig) && key == 2 && cbor_map_size(it) >= 3 &&
                      cbor_is_int(pairs[0].value) && cbor_get_int(pairs[0].value) == KNIT_MSG_REJECT;
         mutate_maps(root, orig, reason || (in_reason && cbor_isa_array(orig)), units);
     }
@@ -1530,6 +1537,69 @@ static void corpus(void)
     knit_buf_free(&all);
 }
 
+/* REJECT's optional state (PROTOCOL.md REJECT, key 3): exact bytes, a
+** round trip, an old decoder's view (a REJECT without it still decodes) and
+** a wrong type refused. */
+static void reject_state(void)
+{
+    knit_batch_t *b;
+    knit_site_t s;
+    uint32_t idx;
+    const char *cols[] = {"v"};
+    const uint8_t kinds[] = {0};
+    memset(s.b, 0xaa, 16);
+    CHECK_OK(knit_batch_new(&b));
+    CHECK_OK(knit_batch_ns(b, "user:a", &idx));
+    CHECK_OK(knit_batch_site(b, &s, &idx));
+    CHECK_OK(knit_batch_table(b, "t", 1, 1, cols, kinds, &idx));
+    CHECK_OK(knit_batch_begin(b, 1));
+    knit_value_t k = {.type = KNIT_INTEGER, .u.i = 1};
+    knit_change_t c = {0};
+    c.pk = &k;
+    c.col = 1;
+    c.cl = 1;
+    c.hlc = (uint64_t)1000 << 16;
+    c.value.type = KNIT_INTEGER;
+    c.value.u.i = 7;
+    CHECK_OK(knit_batch_add(b, &c));
+    knit_reason_t r = {.change = 0, .code = KNIT_ECLOCKSKEW, .message = ""};
+    knit_msg_t m = {0}, d;
+    m.type = KNIT_MSG_REJECT;
+    m.u.reject.id = 9;
+    m.u.reject.reasons = &r;
+    m.u.reject.nreasons = 1;
+    knit_buf_t buf = {0};
+    CHECK_OK(knit_msg_encode(&m, NULL, &buf));
+    /* Without state: a3 00 06 01 09 02 81 a2 01 00 02 24. */
+    char got[256] = "";
+    for (size_t i = 4; i < buf.len && i < 100; i++)
+        snprintf(got + 2 * (i - 4), 3, "%02x", buf.p[i]);
+    CHECK_STR(got, "a3000601090281a201000224");
+    knit_buf_free(&buf);
+    m.u.reject.state = b;
+    CHECK_OK(knit_msg_encode(&m, NULL, &buf));
+    CHECK_EQ_INT(buf.p[4], 0xa4); /* map(4): key 3 added */
+    CHECK_OK(knit_msg_decode(buf.p + 4, buf.len - 4, NULL, &d, NULL));
+    CHECK(d.u.reject.state != NULL);
+    CHECK_EQ_INT(d.u.reject.state->nchanges, 1);
+    CHECK_STR(d.u.reject.state->ns[0], KNIT_REJECT_STATE_NS);
+    CHECK_EQ_INT(d.u.reject.state->changes[0].value.u.i, 7);
+    CHECK(d.u.reject.state->changes[0].hlc == c.hlc);
+    knit_msg_free(&d);
+    /* Key 3 that is not a batch is refused. */
+    uint8_t bad[] = {0xa4, 0x00, 0x06, 0x01, 0x09, 0x02, 0x81,
+                     0xa2, 0x01, 0x00, 0x02, 0x24, 0x03, 0x01};
+    CHECK_EQ_INT(knit_msg_decode(bad, sizeof bad, NULL, &d, NULL), KNIT_EPROTO);
+    /* An unknown key 4 after it is skipped (section 10). */
+    uint8_t fwd[] = {0xa4, 0x00, 0x06, 0x01, 0x09, 0x02, 0x81,
+                     0xa2, 0x01, 0x00, 0x02, 0x24, 0x04, 0x01};
+    CHECK_OK(knit_msg_decode(fwd, sizeof fwd, NULL, &d, NULL));
+    CHECK(d.u.reject.state == NULL);
+    knit_msg_free(&d);
+    knit_buf_free(&buf);
+    knit_batch_free(b);
+}
+
 KNIT_TESTS(T(roundtrip_messages), T(roundtrip_batches), T(values), T(truncated), T(trailing),
            T(wrong_types), T(bad_indexes), T(structure), T(limits), T(version), T(alloc_failures),
-           T(mutations_smoke), T(corpus))
+           T(mutations_smoke), T(corpus), T(reject_state))

@@ -39,12 +39,31 @@ typedef struct fake_s {
     int claimed_state;      /* the engine's state during io.claimed */
     int claimed_could_read; /* push_room said yes during io.claimed */
     char err_claim[128];    /* claim of the last EV_ERROR ("" when NULL) */
+    int nrejected;          /* io.rejected calls */
+    size_t rejected_n;      /* the last one's refusals */
+    size_t rejected_first;  /* its first refused change */
+    int rejected_rc;        /* what io.rejected returns */
 } fake_t;
+
+static int g_with_rejected; /* make_with installs io.rejected */
 
 static void note(fake_t *f, char what)
 {
     if (f->norder < (int)sizeof f->order - 1)
         f->order[f->norder++] = what;
+}
+
+static int f_rejected(void *d, const char *ns, const knit_batch_t *b, const knit_reason_t *r,
+                      size_t n, const knit_batch_t *state)
+{
+    fake_t *f = d;
+    (void)ns;
+    (void)b;
+    (void)state;
+    f->nrejected++;
+    f->rejected_n = n;
+    f->rejected_first = n ? (size_t)r[0].change : SIZE_MAX;
+    return f->rejected_rc;
 }
 
 static int f_cursor(void *d, const char *ns, uint64_t *seq)
@@ -148,6 +167,7 @@ static knit_client_t *make_with(fake_t *f, uint64_t acked, uint64_t seed, const 
     io.apply = f_apply;
     io.acked = f_acked;
     io.event = f_event;
+    io.rejected = g_with_rejected ? f_rejected : NULL;
     io.data = f;
     CHECK_OK(knit_client_new(&cfg, &io, &c));
     f->c = c;
@@ -1278,10 +1298,98 @@ static void claim_refused(void)
     knit_client_free(c);
 }
 
+/* Sends a REJECT refusing changes idx[0..n) with code. */
+static void reject_changes(knit_client_t *c, uint64_t id, const size_t *idx, size_t n, int code,
+                           uint64_t now)
+{
+    knit_msg_t m;
+    knit_reason_t r[8];
+    for (size_t i = 0; i < n; i++) {
+        r[i].change = (int64_t)idx[i];
+        r[i].code = code;
+        r[i].message = "no";
+    }
+    memset(&m, 0, sizeof m);
+    m.type = KNIT_MSG_REJECT;
+    m.u.reject.id = id;
+    m.u.reject.reasons = r;
+    m.u.reject.nreasons = n;
+    feed(c, &m, now);
+}
+
+/* Design note 9: refused changes are rolled back (io.rejected) and the rest
+** of the push goes again at once; a later ACK moves the watermark. */
+static void reject_changes_rolled_back(void)
+{
+    fake_t f;
+    knit_msg_t m[8];
+    g_with_rejected = 1;
+    knit_client_t *c = ready(&f, 3, 1000);
+    g_with_rejected = 0;
+    CHECK(offer(c, mkbatch("user:alice", NULL, 2, 2, 4), 5, 10));
+    CHECK_EQ_INT(take(c, m, 8), 1);
+    uint64_t id = m[0].u.push.id;
+    free_msgs(m, 1);
+    size_t idx[2] = {1, 2};
+    reject_changes(c, id, idx, 2, KNIT_ECLOCKSKEW, 11);
+    CHECK_EQ_INT(f.nrejected, 1);
+    CHECK_EQ_INT(f.rejected_n, 2);
+    CHECK_EQ_INT(f.rejected_first, 1);
+    CHECK_EQ_INT(take(c, m, 8), 1); /* the other two, at once */
+    CHECK_EQ_INT(m[0].type, KNIT_MSG_PUSH);
+    CHECK_EQ_INT(m[0].u.push.batch->nchanges, 2);
+    CHECK(m[0].u.push.batch->changes[0].pk[0].u.i + 3 == m[0].u.push.batch->changes[1].pk[0].u.i);
+    id = m[0].u.push.id;
+    free_msgs(m, 1);
+    ack(c, id, 12);
+    CHECK(f.nacked >= 1);
+    CHECK_EQ_INT(f.acked[f.nacked - 1], 5);
+    CHECK_EQ_INT(knit_client_state(c), KNIT_CLIENT_READY);
+    /* A push refused whole: nothing is sent again, the watermark moves. */
+    CHECK(offer(c, mkbatch("user:alice", NULL, 1, 1, 6), 6, 20));
+    CHECK_EQ_INT(take(c, m, 8), 1);
+    id = m[0].u.push.id;
+    free_msgs(m, 1);
+    idx[0] = 0;
+    reject_changes(c, id, idx, 1, KNIT_EINVAL, 21);
+    CHECK_EQ_INT(f.nrejected, 2);
+    CHECK_EQ_INT(take(c, m, 8), 0);
+    CHECK_EQ_INT(f.acked[f.nacked - 1], 6);
+    /* Later writes are pushed as usual. */
+    CHECK(offer(c, mkbatch("user:alice", NULL, 1, 1, 7), 7, 30));
+    CHECK_EQ_INT(take(c, m, 8), 1);
+    CHECK_EQ_INT(m[0].type, KNIT_MSG_PUSH);
+    free_msgs(m, 1);
+    knit_client_free(c);
+}
+
+/* When the rollback fails the changes stay pending and pushing stops. */
+static void reject_rollback_failure_halts(void)
+{
+    fake_t f;
+    knit_msg_t m[8];
+    g_with_rejected = 1;
+    knit_client_t *c = ready(&f, 3, 1000);
+    g_with_rejected = 0;
+    f.rejected_rc = KNIT_EDB;
+    CHECK(offer(c, mkbatch("user:alice", NULL, 1, 2, 4), 4, 10));
+    CHECK_EQ_INT(take(c, m, 8), 1);
+    uint64_t id = m[0].u.push.id;
+    free_msgs(m, 1);
+    size_t idx[1] = {0};
+    reject_changes(c, id, idx, 1, KNIT_EINVAL, 11);
+    CHECK_EQ_INT(f.nrejected, 1);
+    CHECK_EQ_INT(take(c, m, 8), 0);
+    CHECK_EQ_INT(f.nacked, 0);
+    CHECK(last_event(&f, KNIT_CLIENT_EV_ERROR) >= 0);
+    knit_client_free(c);
+}
+
 KNIT_TESTS(T(handshake), T(push_and_ack), T(ack_in_order), T(answers_out_of_order),
            T(reject_permanent), T(reject_clock_skew_reported), T(reject_too_big_splits),
            T(big_unit_pieces), T(window_bounds_inflight), T(ungranted_ceiling), T(deltas_and_gaps),
            T(apply_failure_reconnects), T(ping_pong_idle), T(handshake_timeout),
            T(backoff_full_jitter), T(relay_error_fatal), T(protocol_violations), T(stop_drains),
            T(watermark_saved_lazily), T(reconnect_rereads), T(alloc_failures), T(claim_in_hello),
-           T(claim_moves_before_reads), T(claim_move_failure_claims_again), T(claim_refused))
+           T(claim_moves_before_reads), T(claim_move_failure_claims_again), T(claim_refused),
+           T(reject_changes_rolled_back), T(reject_rollback_failure_halts))

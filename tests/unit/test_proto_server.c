@@ -532,5 +532,139 @@ static void shutdown_commits(void)
     stop(all, 1);
 }
 
+/* A HELLO of cred claiming claim (kind 0: none); the engine's first answer. */
+static void hello_claim(fconn_t *f, knit_cred_t cred, knit_cred_t claim, knit_msg_t *out)
+{
+    knit_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.type = KNIT_MSG_HELLO;
+    m.u.hello.min_version = 1;
+    m.u.hello.max_version = 1;
+    m.u.hello.cred = cred;
+    m.u.hello.claim = claim;
+    feed(f, &m, T0, 0);
+    CHECK(next(f, out));
+}
+
+static void expect_error(fconn_t *f, int code, const char *needle)
+{
+    knit_msg_t m;
+    CHECK(next(f, &m));
+    CHECK_EQ_INT(m.type, KNIT_MSG_ERROR);
+    CHECK_EQ_INT(m.u.error.code, code);
+    if (!strstr(m.u.error.message, needle))
+        fprintf(stderr, "ERROR message \"%s\" lacks \"%s\"\n", m.u.error.message, needle);
+    CHECK(strstr(m.u.error.message, needle) != NULL);
+    knit_msg_free(&m);
+    CHECK(f->closed);
+}
+
+/* A claim seals the anonymous id (design note 14): its open anonymous
+** session ends, its credential no longer opens one, another account's
+** claim is refused, and the same account may claim again. */
+static void claim_seals(void)
+{
+    fconn_t a, b, c, d, e;
+    knit_cred_t none;
+    knit_msg_t m;
+    memset(&none, 0, sizeof none);
+    start(NULL, 0);
+    open_conn(&a, 0);
+    hello(&a, anon("phone"), "anon:phone", T0, 0);
+    push(&a, 1, "anon:phone", 1, 4, knit_hlc_make(T0, 1), T0);
+    CHECK_OK(knit_relay_engine_flush(eng, T0, 0));
+    CHECK(next(&a, &m));
+    CHECK_EQ_INT(m.type, KNIT_MSG_ACK);
+    knit_msg_free(&m);
+    while (next(&a, &m)) /* its own unit, live */
+        knit_msg_free(&m);
+
+    open_conn(&b, 0);
+    hello_claim(&b, jwt_for("alice", T0, 600), anon("phone"), &m);
+    CHECK_EQ_INT(m.type, KNIT_MSG_WELCOME);
+    knit_msg_free(&m);
+    expect_error(&a, KNIT_EAUTH, "sealed"); /* the anonymous session ended */
+
+    open_conn(&c, 0);
+    hello_claim(&c, jwt_for("bob", T0, 600), anon("phone"), &m);
+    CHECK_EQ_INT(m.type, KNIT_MSG_ERROR);
+    CHECK_EQ_INT(m.u.error.code, KNIT_EAUTH);
+    CHECK(strstr(m.u.error.message, "claim refused") != NULL);
+    CHECK(strstr(m.u.error.message, "another account") != NULL);
+    knit_msg_free(&m);
+    uint64_t seq;
+    CHECK_OK(knit_relay_store_seq(store, "user:bob", &seq));
+    CHECK_EQ_INT(seq, 0); /* nothing merged */
+
+    open_conn(&d, 0);
+    hello_claim(&d, anon("phone"), none, &m);
+    CHECK_EQ_INT(m.type, KNIT_MSG_ERROR);
+    CHECK_EQ_INT(m.u.error.code, KNIT_EAUTH);
+    CHECK(strstr(m.u.error.message, "sealed") != NULL);
+    knit_msg_free(&m);
+
+    open_conn(&e, 0);
+    hello_claim(&e, jwt_for("alice", T0, 600), anon("phone"), &m);
+    CHECK_EQ_INT(m.type, KNIT_MSG_WELCOME); /* the same account again: fine */
+    knit_msg_free(&m);
+    CHECK_OK(knit_relay_store_seq(store, "user:alice", &seq));
+    CHECK_EQ_INT(seq, 1); /* and it added nothing */
+    fconn_t *all[] = {&a, &b, &c, &d, &e};
+    stop(all, 5);
+}
+
+/* An erased account (design note 14): its open session ends and its
+** waiting push is dropped, its tokens are refused until the tombstone
+** goes (the provider's user.created). */
+static void erased_refused(void)
+{
+    fconn_t a, b, c;
+    knit_cred_t none;
+    knit_msg_t m;
+    size_t erased;
+    uint64_t seq;
+    int cleared;
+    memset(&none, 0, sizeof none);
+    start(NULL, 0);
+    open_conn(&a, 0);
+    hello(&a, jwt_for("erin", T0, 600), "user:erin", T0, 0);
+    push(&a, 1, "user:erin", 1, 4, knit_hlc_make(T0, 1), T0);
+    CHECK_OK(knit_relay_engine_flush(eng, T0, 0));
+    while (next(&a, &m))
+        knit_msg_free(&m);
+    push(&a, 2, "user:erin", 2, 4, knit_hlc_make(T0, 2), T0); /* waits for a group */
+    CHECK_OK(knit_relay_store_erase_account(store, "user:erin", &erased));
+    CHECK_EQ_INT(erased, 1);
+    CHECK_EQ_INT(knit_relay_engine_end_principal(eng, "user:erin", KNIT_EAUTH, "account erased"),
+                 1);
+    expect_error(&a, KNIT_EAUTH, "account erased");
+    CHECK_OK(knit_relay_engine_flush(eng, T0, 0));
+    CHECK_OK(knit_relay_store_seq(store, "user:erin", &seq));
+    CHECK_EQ_INT(seq, 0); /* the waiting push was not written back */
+
+    open_conn(&b, 0);
+    hello_claim(&b, jwt_for("erin", T0, 600), none, &m);
+    CHECK_EQ_INT(m.type, KNIT_MSG_ERROR);
+    CHECK_EQ_INT(m.u.error.code, KNIT_EAUTH);
+    CHECK(strstr(m.u.error.message, "erased") != NULL);
+    knit_msg_free(&m);
+
+    CHECK_OK(knit_relay_store_unerase(store, "user:erin", &cleared));
+    CHECK_EQ_INT(cleared, 1);
+    open_conn(&c, 0);
+    hello_claim(&c, jwt_for("erin", T0, 600), none, &m);
+    CHECK_EQ_INT(m.type, KNIT_MSG_WELCOME);
+    knit_msg_free(&m);
+    /* Erased by another process (sync-relay erase): the tick finds it. */
+    CHECK_EQ_INT(knit_relay_store_erase_account(store, "user:erin", &erased), KNIT_ENOTFOUND);
+    knit_relay_engine_tick(eng, T0, 1000); /* not yet: checked every 2 s */
+    CHECK(!c.closed);
+    knit_relay_engine_tick(eng, T0, 2500);
+    expect_error(&c, KNIT_EAUTH, "account erased");
+    fconn_t *all[] = {&a, &b, &c};
+    stop(all, 3);
+}
+
 KNIT_TESTS(T(answers_in_order), T(commit_failure), T(token_expiry), T(timeouts),
-           T(slow_consumer_bounded), T(malformed_isolated), T(shutdown_commits))
+           T(slow_consumer_bounded), T(malformed_isolated), T(shutdown_commits), T(claim_seals),
+           T(erased_refused))

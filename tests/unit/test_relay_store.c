@@ -1210,10 +1210,10 @@ static void erase_account_physical(void)
         apply_free(b, s, NULL); /* into NS, which plays the anonymous one */
         if (k == 0)
             CHECK_OK(be.merge(be.data, NS, "user:erin", 100, &m, NULL, NULL));
-        else
-            CHECK_OK(be.merge(be.data, NS, "user:frank", 100, &m, NULL, NULL));
+        else /* sealed to erin: another account's claim is refused, nothing merged */
+            CHECK_EQ_INT(be.merge(be.data, NS, "user:frank", 100, &m, NULL, NULL), KNIT_EDENIED);
     }
-    /* NS now holds kept (LWW), user:erin planted, user:frank kept. */
+    /* NS now holds kept (LWW), user:erin planted, user:frank nothing. */
     CHECK(file_holds(db, planted) || file_holds(wal, planted));
     CHECK_OK(knit_relay_store_erase(s, NS)); /* the shared source goes first */
     CHECK_OK(knit_relay_store_erase_account(s, "user:erin", &erased));
@@ -1223,8 +1223,8 @@ static void erase_account_physical(void)
     CHECK(!file_holds(db, planted));
     CHECK(!file_holds(wal, planted));
     CHECK_OK(knit_relay_store_seq(s, "user:frank", &seq));
-    CHECK(seq > 0);
-    CHECK(file_holds(db, kept) || file_holds(wal, kept));
+    CHECK_EQ_INT(seq, 0);
+    CHECK(!file_holds(db, kept) && !file_holds(wal, kept)); /* went with NS */
     CHECK_EQ_INT(knit_relay_store_erase_account(s, "user:erin", &erased), KNIT_ENOTFOUND);
     knit_relay_store_close(s);
     tmp_done();
@@ -1254,6 +1254,85 @@ static void erase_account_claimed(void)
     tmp_done();
 }
 
+/* A claim seals its source to the account (design note 12): another
+** account's claim merges nothing, the same account's costs only what is
+** new; a claim recorded before seals existed counts as one. */
+static void claim_sealed(void)
+{
+    tmp_init();
+    knit_relay_store_t *s = open_store("r.db");
+    knit_relay_backend_t be;
+    knit_relay_merged_t m;
+    knit_batch_t *b;
+    uint64_t seq;
+    int sealed;
+    knit_relay_store_backend(s, &be);
+    CHECK_OK(knit_relay_store_sealed(s, NS, &sealed));
+    CHECK_EQ_INT(sealed, 0);
+    b = push_new();
+    CHECK_OK(knit_batch_begin(b, 1));
+    add_live(b, 1, 1, 100, 0);
+    apply_free(b, s, NULL);
+    CHECK_OK(be.merge(be.data, NS, "user:ann", 100, &m, NULL, NULL));
+    CHECK_EQ_INT(m.cells, 1);
+    CHECK_OK(knit_relay_store_sealed(s, NS, &sealed));
+    CHECK_EQ_INT(sealed, 1);
+    CHECK_OK(be.sealed(be.data, NS, &sealed));
+    CHECK_EQ_INT(sealed, 1);
+    CHECK_EQ_INT(be.merge(be.data, NS, "user:ben", 100, &m, NULL, NULL), KNIT_EDENIED);
+    CHECK_OK(knit_relay_store_seq(s, "user:ben", &seq));
+    CHECK_EQ_INT(seq, 0);
+    CHECK_OK(be.merge(be.data, NS, "user:ann", 100, &m, NULL, NULL));
+    CHECK_EQ_INT(m.cells, 0); /* nothing new: nothing read */
+    /* An empty namespace is sealed by its claim too. */
+    CHECK_OK(be.merge(be.data, "anon:empty", "user:ann", 100, &m, NULL, NULL));
+    CHECK_EQ_INT(be.merge(be.data, "anon:empty", "user:ben", 100, &m, NULL, NULL), KNIT_EDENIED);
+    /* A claim from before seals. */
+    CHECK_OK(knit_relay_store_claim_put(s, "anon:old", "user:cy", 5));
+    CHECK_OK(knit_relay_store_sealed(s, "anon:old", &sealed));
+    CHECK_EQ_INT(sealed, 1);
+    CHECK_EQ_INT(knit_relay_store_seal(s, "anon:old", "user:dee"), KNIT_EDENIED);
+    CHECK_OK(knit_relay_store_seal(s, "anon:old", "user:cy"));
+    /* Seals outlive erasure. */
+    size_t erased;
+    CHECK_OK(knit_relay_store_erase_account(s, "user:ann", &erased));
+    CHECK_OK(knit_relay_store_sealed(s, NS, &sealed));
+    CHECK_EQ_INT(sealed, 1);
+    knit_relay_store_close(s);
+    tmp_done();
+}
+
+/* Erasing leaves a durable tombstone, even with nothing to erase; unerase
+** removes it. */
+static void erase_tombstone(void)
+{
+    tmp_init();
+    knit_relay_store_t *s = open_store("r.db");
+    knit_relay_backend_t be;
+    size_t erased;
+    int is, cleared;
+    CHECK_OK(knit_relay_store_erased(s, "user:gus", &is));
+    CHECK_EQ_INT(is, 0);
+    CHECK_EQ_INT(knit_relay_store_erase_account(s, "user:gus", &erased), KNIT_ENOTFOUND);
+    CHECK_OK(knit_relay_store_erased(s, "user:gus", &is));
+    CHECK_EQ_INT(is, 1);
+    knit_relay_store_close(s);
+    s = open_store("r.db");
+    knit_relay_store_backend(s, &be);
+    CHECK_OK(be.erased(be.data, "user:gus", &is));
+    CHECK_EQ_INT(is, 1);
+    CHECK_OK(be.erased(be.data, "user:gusx", &is));
+    CHECK_EQ_INT(is, 0);
+    CHECK_OK(knit_relay_store_unerase(s, "user:gus", &cleared));
+    CHECK_EQ_INT(cleared, 1);
+    CHECK_OK(knit_relay_store_erased(s, "user:gus", &is));
+    CHECK_EQ_INT(is, 0);
+    CHECK_OK(knit_relay_store_unerase(s, "user:gus", &cleared));
+    CHECK_EQ_INT(cleared, 0);
+    knit_relay_store_close(s);
+    tmp_done();
+}
+
 /* The relay's site id is made once and survives reopening. */
 static void site_id_kept(void)
 {
@@ -1277,4 +1356,4 @@ KNIT_TESTS(T(refuses_other_versions), T(lww_rules), T(orset_rules), T(replay_har
            T(catch_up_once), T(digest_independent), T(digest_matches_replica), T(pushes_commute),
            T(group_atomic), T(durable_reopen), T(listing), T(alloc_failures), T(erase_namespace),
            T(claim_merges_new_cells_only), T(erase_account_physical), T(erase_account_claimed),
-           T(site_id_kept))
+           T(site_id_kept), T(claim_sealed), T(erase_tombstone))

@@ -595,7 +595,7 @@ static void store_devices(void)
         CHECK(sqlite3_step(st) == SQLITE_ROW);
         CHECK_EQ_INT(sqlite3_column_int(st, 0), 1);
         CHECK_EQ_INT(sqlite3_column_int(st, 1), 1);
-        CHECK_EQ_INT(sqlite3_column_int(st, 2), 3);
+        CHECK_EQ_INT(sqlite3_column_int(st, 2), 4);
         sqlite3_finalize(st);
     }
     sqlite3_close(db);
@@ -626,6 +626,7 @@ static void store_upgrade_v2(void)
     CHECK(sqlite3_open(path, &db) == SQLITE_OK);
     CHECK(sqlite3_exec(db,
                        "DROP TABLE device; DROP TABLE schema_col; DROP TABLE schema_fp;"
+                       " DROP TABLE ident_id; DROP TABLE ident; DROP TABLE membership;"
                        " INSERT INTO ns(name, seq) VALUES('user:kept', 7);"
                        " PRAGMA user_version=2",
                        NULL, NULL, NULL) == SQLITE_OK);

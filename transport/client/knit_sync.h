@@ -24,7 +24,36 @@
 **     over TCP, or over TLS with options.tls), one binary message per
 **     protocol message: an upgrade the relay refuses (a 404, an answer that
 **     is not HTTP, a wrong Sec-WebSocket-Accept) is a KNIT_EPROTO error
-**     whose message says what came back.
+**     whose message says what came back;
+**   - with options.longpoll, carries the session in HTTP long-polling
+**     requests (docs/PROTOCOL.md 1.3, libcurl) at options.longpoll_url;
+**   - falls back to long-polling when the stream cannot be set up or is cut
+**     again and again, keeps syncing, and tries the stream again later:
+**     options.fallback_after stream attempts in a row (3) that end before
+**     their session reported SYNCED, or at once a stream that cannot be set
+**     up at all (a WebSocket upgrade refused, when longpoll_url is given;
+**     with the derived URL that stays a fatal error), switch to
+**     options.longpoll_url (for ws:// and wss:// by default the same host
+**     and port at /v1/lp; knit:// and knits:// need one given); after
+**     options.stream_retry_ms (5 minutes) the stream is tried once more,
+**     and if that attempt fails the client goes straight back.  A refused
+**     certificate or a credential refused is never a reason to fall back,
+**     and a TLS stream only falls back to https://.  Every event and
+**     knit_sync_status() name the transport in use; KNIT_SYNC_EV_TRANSPORT
+**     reports each switch.
+**
+** One device, many processes.  Every client on one replica competes for
+** leadership: the leader holds an exclusive flock(2) on the sidecar file
+** REPLICA.knit-lock (never a lock on the database's own files) and is the
+** only one that connects to the relay; it pushes every process's writes.
+** The others are followers: they connect to nothing, notice every commit
+** (their knit_on_change callbacks fire for writes by any process and for
+** the remote changes the leader applies), read the leader's state from
+** the replica (knit_sync_status, knit_sync_report), and try the lock every
+** 20 ms, so one of them leads within about that long after the leader
+** stops or dies (SIGKILL included: the kernel releases the lock).
+** KNIT_SYNC_EV_ROLE says which role a client has; options.exclusive makes
+** knit_sync_start fail with KNIT_EBUSY instead of following.
 **
 ** The first session decides the replica's home namespace: rows written
 ** before the replica ever synced belong to the credential's namespace
@@ -86,10 +115,14 @@ typedef enum knit_sync_state_e {
 } knit_sync_state_t;
 
 typedef enum knit_sync_event_type_e {
-    KNIT_SYNC_EV_STATE = 1, /* the state changed */
-    KNIT_SYNC_EV_ERROR = 2, /* something failed; see code, message, fatal, push */
-    KNIT_SYNC_EV_SYNCED = 3 /* every local change is acknowledged by the relay and
-                               every remote change the relay had is applied */
+    KNIT_SYNC_EV_STATE = 1,     /* the state changed */
+    KNIT_SYNC_EV_ERROR = 2,     /* something failed; see code, message, fatal, push */
+    KNIT_SYNC_EV_SYNCED = 3,    /* every local change is acknowledged by the relay and
+                                   every remote change the relay had is applied */
+    KNIT_SYNC_EV_TRANSPORT = 4, /* the next connection uses another transport
+                                  (transport, fallback; message says why) */
+    KNIT_SYNC_EV_ROLE = 5       /* leader or follower (leader, leader_pid): once at
+                                   start, and again when a follower takes over */
 } knit_sync_event_type_t;
 
 typedef struct knit_sync_event_s {
@@ -109,6 +142,14 @@ typedef struct knit_sync_event_s {
                                     (the relay's message says whether the claim or the
                                     token was refused); else NULL */
     int moved;                   /* STATE ONLINE with claim: rows moved into the account */
+    const char *transport;       /* every event: the transport of the connection, or of
+                                    the next attempt when there is none: "tcp", "tls",
+                                    "ws", "wss", "longpoll" (http://) or "longpoll-tls"
+                                    (https://); static, never NULL */
+    int fallback;                /* every event: 1 when that is long-polling because the
+                                    stream failed (not options.longpoll) */
+    int leader;                  /* ROLE: 1 = this client leads, 0 = it follows */
+    long leader_pid;             /* ROLE: the leading process (0: unknown) */
 } knit_sync_event_t;
 
 /* Log levels. */
@@ -132,8 +173,9 @@ typedef int (*knit_sync_token_fn)(knit_sync_t *s, char **token /* OUT */);
 
 /* Options.  Zero fields take the defaults in brackets. */
 typedef struct knit_sync_options_s {
-    const char *host;             /* relay host name or IP literal (required) */
-    int port;                     /* relay TCP port (required) */
+    const char *host;             /* relay host name or IP literal (required, except
+                                     with longpoll) */
+    int port;                     /* relay TCP port (required, except with longpoll) */
     int tls;                      /* 1: TLS 1.2 over TCP (a knits:// relay): the relay's
                                      certificate chain must lead to a trusted CA, be
                                      valid now and name server_name [0: plain TCP, for
@@ -172,35 +214,86 @@ typedef struct knit_sync_options_s {
     knit_sync_event_fn on_event;  /* state changes, errors, SYNCED (may be NULL) */
     knit_sync_log_fn on_log;      /* log lines without newline (may be NULL) */
     void *data;                   /* the application's, see knit_sync_data() */
+    int longpoll;                 /* 1: HTTP long-polling only, at longpoll_url (host,
+                                     port, tls and websocket are then taken from it or
+                                     ignored) [0: the stream of host:port] */
+    const char *longpoll_url;     /* http://HOST:PORT[/PATH] or https://... (PATH
+                                     ["/v1/lp"]): with longpoll the transport, else the
+                                     fallback; a tls stream accepts only https://
+                                     (KNIT_EINVAL) [ws/wss: the same scheme's http(s),
+                                     host and port, /v1/lp; tcp/tls: no fallback] */
+    int no_fallback;              /* 1: never fall back to long-polling */
+    unsigned fallback_after;      /* stream attempts in a row ending before their
+                                     session was SYNCED that switch to long-polling [3] */
+    uint64_t stream_retry_ms;     /* on fallback, try the stream again after [300000] */
+    uint64_t handshake_ms;        /* connect + HELLO -> WELCOME must finish within, and a
+                                     long-poll request must connect within [10000] */
+    int exclusive;                /* 1: fail with KNIT_EBUSY when another process leads
+                                     this replica [0: follow it and take over] */
 } knit_sync_options_t;
 
 /* Counters and state, for status displays and tests. */
 typedef struct knit_sync_status_s {
-    knit_sync_state_t state; /* where the client is */
-    int synced;              /* SYNCED holds now */
-    uint64_t acked;          /* local versions up to this are acknowledged */
-    uint64_t sessions;       /* sessions established */
-    uint64_t claims;         /* anonymous namespaces claimed by this client */
-    uint64_t pushes;         /* PUSH messages sent */
-    uint64_t pushed_changes; /* changes in them */
-    uint64_t acks;           /* ACKs received */
-    uint64_t rejects;        /* REJECTs received */
-    uint64_t deltas;         /* DELTAS applied */
-    uint64_t delta_changes;  /* changes in them ("received"; echoes of our own pushes
-                                are recognised and not counted) */
-    uint64_t acked_changes;  /* changes in pushes the relay acknowledged */
-    uint64_t echoes;         /* changes of our own pushes the relay echoed back, not
-                                applied again */
-    uint64_t applied;        /* changes from elsewhere that won and were written here
-                                (knit_apply_stats_t.applied) */
-    uint64_t aside;          /* changes this replica could not apply and set aside
-                                (_knit_aside, knit_aside_count) during this run */
-    uint64_t recovered;      /* set-aside changes that applied later in this run */
+    knit_sync_state_t state;  /* where the client is */
+    int synced;               /* SYNCED holds now */
+    uint64_t acked;           /* local versions up to this are acknowledged */
+    uint64_t sessions;        /* sessions established */
+    uint64_t claims;          /* anonymous namespaces claimed by this client */
+    uint64_t pushes;          /* PUSH messages sent */
+    uint64_t pushed_changes;  /* changes in them */
+    uint64_t acks;            /* ACKs received */
+    uint64_t rejects;         /* REJECTs received */
+    uint64_t deltas;          /* DELTAS applied */
+    uint64_t delta_changes;   /* changes in them ("received"; echoes of our own pushes
+                                 are recognised and not counted) */
+    uint64_t acked_changes;   /* changes in pushes the relay acknowledged */
+    uint64_t echoes;          /* changes of our own pushes the relay echoed back, not
+                                 applied again */
+    uint64_t applied;         /* changes from elsewhere that won and were written here
+                                 (knit_apply_stats_t.applied) */
+    uint64_t aside;           /* changes this replica could not apply and set aside
+                                 (_knit_aside, knit_aside_count) during this run */
+    uint64_t recovered;       /* set-aside changes that applied later in this run */
+    const char *transport;    /* as in events: "tcp", "tls", "ws", "wss", "longpoll",
+                                 "longpoll-tls" (static) */
+    int fallback;             /* 1: long-polling because the stream failed */
+    uint64_t fallbacks;       /* switches to long-polling in this run */
+    uint64_t stream_retry_ms; /* on fallback: the stream is tried again in this long */
+    int leader;               /* 1: this client leads; 0: a follower, whose state, synced,
+                                 transport, fallback and pending are the leader's as
+                                 published in the replica (OFFLINE, not synced, when
+                                 no live leader reported within 5 s) */
+    long leader_pid;          /* the leading process (0: unknown) */
+    uint64_t pending;         /* local rows not acknowledged yet (knit_pending), as of
+                                 the last heartbeat (1 s) */
 } knit_sync_status_t;
 
+/* The sync state the leader of a replica published in it (setting
+** "sync.status", rewritten on every change and every second), as any
+** process reads it: sync-agent status and followers show the same. */
+typedef struct knit_sync_report_s {
+    int found;               /* some leader has published (else all zero) */
+    long pid;                /* the leader that published */
+    int alive;               /* that process runs and did not report STOPPED */
+    int fresh;               /* the report is at most 5 s old */
+    uint64_t updated_ms;     /* when it was written, ms since the epoch */
+    knit_sync_state_t state; /* its state then */
+    int synced;              /* 1 only when alive, fresh and synced: everything pushed,
+                                acknowledged and pulled */
+    uint64_t pending;        /* local rows not acknowledged */
+    char transport[32];      /* "tcp" ... "longpoll-tls", "-" before the first attempt */
+    int fallback;            /* long-polling because the stream failed */
+    char principal[256];     /* the session's principal, "-" when none */
+    char last_error[256];    /* the last error, "-" when none */
+    char text[4096];         /* the whole report, "key: value" lines */
+} knit_sync_report_t;
+KNIT_EXTERN int knit_sync_report(knit_t *k, knit_sync_report_t *out /* OUT */);
+
 /* Starts syncing k with the relay on loop.  Returns 0 and *out, or
-** KNIT_EINVAL (bad options), KNIT_ENOMEM, or the replica's error while
-** reading its state (e.g. the stored anonymous credential).  The first
+** KNIT_EINVAL (bad options), KNIT_ENOMEM, KNIT_EIO (the lock file cannot
+** be opened), KNIT_EBUSY (options.exclusive and another process leads),
+** or the replica's error while reading its state (e.g. the stored
+** anonymous credential).  The first
 ** connection attempt happens on the loop's next iteration. */
 KNIT_EXTERN int knit_sync_start(uv_loop_t *loop, knit_t *k, const knit_sync_options_t *opt,
                                 knit_sync_t **out /* OUT */);
@@ -222,6 +315,27 @@ KNIT_EXTERN void knit_sync_status(knit_sync_t *s, knit_sync_status_t *st /* OUT 
 KNIT_EXTERN void *knit_sync_data(const knit_sync_t *s);
 /* "OFFLINE", "CONNECTING", "ONLINE", "STOPPED". */
 KNIT_EXTERN const char *knit_sync_state_name(int state);
+
+/* ---------------------------------------------------------------------- */
+/* Watching a replica without syncing it                                   */
+
+/* Runs, on loop, what the sync client does to notice commits: a file watch
+** on the replica's directory confirmed by knit_poll (PRAGMA data_version),
+** retried at 1..16 ms, and a safety poll every poll_ms [250].  knit_poll
+** stamps what plain SQL writers wrote and fires k's change callback
+** (knit_on_change, knit_on_change_keys), so an application is told of
+** every commit to the replica by any process, local writes and remote
+** changes a sync client applied, within milliseconds.  k is used from the
+** loop's thread only and must outlive the watch. */
+typedef struct knit_watch_s knit_watch_t;
+typedef void (*knit_watch_close_fn)(knit_watch_t *w);
+KNIT_EXTERN int knit_watch_start(uv_loop_t *loop, knit_t *k, unsigned poll_ms,
+                                 knit_watch_t **out /* OUT */);
+/* Looks now (the application knows it wrote). */
+KNIT_EXTERN void knit_watch_check(knit_watch_t *w);
+/* Closes its handles; cb (may be NULL) runs when they are closed, then w is
+** freed.  NULL and a second call are no-ops. */
+KNIT_EXTERN void knit_watch_stop(knit_watch_t *w, knit_watch_close_fn cb);
 
 /* The replica's own anonymous credential, made on first use (a random
 ** 22-character id and a 256-bit secret, both base64url) and kept in the

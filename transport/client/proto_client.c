@@ -55,6 +55,14 @@
 **      operator, never a condition of syncing: when the glue cannot read
 **      it, or it would make the HELLO larger than a relay accepts before
 **      WELCOME (KNIT_HELLO_MAX_FRAME), the HELLO goes without it.
+**   9. A refusal of single changes with a permanent code (PROTOCOL.md
+**      6.3.4; clock skew included: it does not pass by itself) is
+**      terminal.  io.rejected rolls those changes back in the replica and
+**      records them; the engine then drops them from the slot and pushes
+**      the rest at once (nothing of a refused push was applied), so one
+**      refused write never blocks the writes behind it and is never sent
+**      again.  A slot left empty completes as if ACKed.  Without
+**      io.rejected, or when it fails, pushing stops as before.
 **
 ** States (transitions name the functions that make them):
 **
@@ -269,6 +277,115 @@ static int is_retryable(int code)
     default:
         return 0;
     }
+}
+
+/* A refusal of one change that is terminal for it (design note 9): a
+** permanent code, or a stamp ahead of the relay's clock, which does not
+** pass by itself (a push-level clock skew is still retried). */
+static int is_terminal_change(int code)
+{
+    return code == KNIT_ECLOCKSKEW || !is_retryable(code);
+}
+
+static void send_queued(knit_client_t *c, uint64_t now);
+static void complete_prefix(knit_client_t *c, uint64_t now);
+
+/* A copy of b without the changes whose flag in drop is set, units kept
+** (an emptied unit is left out). */
+static int batch_without(const knit_batch_t *b, const uint8_t *drop, knit_batch_t **out)
+{
+    knit_batch_t *c;
+    uint32_t idx;
+    int rc = knit_batch_new(&c);
+    for (size_t i = 0; !rc && i < b->nns; i++)
+        rc = knit_batch_ns(c, b->ns[i], &idx);
+    for (size_t i = 0; !rc && i < b->nsites; i++)
+        rc = knit_batch_site(c, &b->sites[i], &idx);
+    for (size_t i = 0; !rc && i < b->ntables; i++) {
+        const knit_batch_table_t *t = &b->tables[i];
+        rc = knit_batch_table(c, t->name, t->npk, t->ncols, (const char *const *)t->cols, t->orset,
+                              &idx);
+    }
+    for (size_t u = 0; !rc && u < b->ntxns; u++) {
+        const knit_txn_t *x = &b->txns[u];
+        int begun = 0;
+        for (size_t i = x->first; !rc && i < x->first + x->count; i++) {
+            if (drop[i])
+                continue;
+            if (!begun && (rc = knit_batch_begin(c, x->version)) != 0)
+                break;
+            begun = 1;
+            rc = knit_batch_add(c, &b->changes[i]);
+        }
+    }
+    if (rc && c) {
+        knit_batch_free(c);
+        c = NULL;
+    }
+    *out = c;
+    return rc;
+}
+
+/* Design note 9: the refused changes are rolled back by the glue and the
+** rest of the push goes again.  Returns 1 when that happened, 0 when the
+** refusal is handled as before (pushing stops). */
+static int roll_back(knit_client_t *c, slot_t *s, const knit_reject_t *r, uint64_t now)
+{
+    knit_batch_t *rest = NULL;
+    uint8_t *drop;
+    size_t nrefused = 0;
+    int rc;
+    if (!c->io.rejected)
+        return 0;
+    for (size_t i = 0; i < r->nreasons; i++) {
+        const knit_reason_t *x = &r->reasons[i];
+        if (x->change < 0 || (uint64_t)x->change >= s->batch->nchanges)
+            return 0; /* the push as a whole, or a change it does not have */
+        nrefused += is_terminal_change(x->code);
+    }
+    if (!nrefused)
+        return 0;
+    if (!(drop = knit__calloc(s->batch->nchanges + 1, 1)))
+        return 0;
+    knit_reason_t *keep = knit__calloc(r->nreasons, sizeof *keep);
+    size_t nkeep = 0;
+    if (!keep) {
+        knit__free(drop);
+        return 0;
+    }
+    for (size_t i = 0; i < r->nreasons; i++)
+        if (is_terminal_change(r->reasons[i].code)) {
+            keep[nkeep++] = r->reasons[i];
+            drop[r->reasons[i].change] = 1;
+        }
+    rc = c->io.rejected(c->io.data, s->ns, s->batch, keep, nkeep, r->state);
+    knit__free(keep);
+    if (rc == 0)
+        rc = batch_without(s->batch, drop, &rest);
+    knit__free(drop);
+    if (rc) {
+        knit_batch_free(rest);
+        return 0;
+    }
+    c->st.rolled_back += nrefused;
+    logf_(c, LOG_INFO,
+          "%zu changes of %s refused by the relay were rolled back; pushing the "
+          "other %zu",
+          nrefused, s->ns, rest->nchanges);
+    knit_batch_free(s->batch);
+    s->batch = rest;
+    s->attempts = 0;
+    if (rest->nchanges == 0) {
+        /* Nothing left of it: its watermark is reached as if ACKed (the
+        ** rolled-back cells are no longer this replica's writes). */
+        s->state = SLOT_ACKED;
+        complete_prefix(c, now);
+    } else {
+        s->state = SLOT_QUEUED;
+        s->retry_at = now;
+    }
+    send_queued(c, now);
+    return 1;
 }
 
 static uint64_t rng_next(knit_client_t *c)
@@ -1095,6 +1212,8 @@ static void on_reject(knit_client_t *c, const knit_reject_t *r, uint64_t now)
         return;
     }
     c->st.rejects++;
+    if (roll_back(c, s, r, now))
+        return;
     for (size_t i = 0; i < r->nreasons; i++) {
         const knit_reason_t *x = &r->reasons[i];
         if (x->code == KNIT_ETOOBIG && x->change < 0)

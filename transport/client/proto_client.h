@@ -136,6 +136,16 @@ typedef struct knit_client_io_s {
     /* One log line without a newline (may be NULL).  Levels are those of
     ** the relay's logs (proto_server.h): 0 error, 1 warn, 2 info, 3 debug. */
     void (*log)(void *data, int level, const char *line);
+    /* The relay refused changes of the push of ns whose batch is b for good
+    ** (REJECT reasons naming changes, with codes that are not "retry",
+    ** PROTOCOL.md 6.3.4): roll them back to the relay's state (may be NULL:
+    ** the relay holds none of their cells) and record them, in one
+    ** transaction (knit_reject).  On 0 the engine drops them from the push
+    ** and pushes the rest at once; on failure they stay pending and pushing
+    ** stops until the next session, as for any permanent refusal.  May be
+    ** NULL (refusals are not rolled back: pushing stops). */
+    int (*rejected)(void *data, const char *ns, const knit_batch_t *b, const knit_reason_t *r,
+                    size_t n, const knit_batch_t *state);
     void *data; /* passed to every callback */
 } knit_client_io_t;
 
@@ -169,6 +179,7 @@ typedef struct knit_client_stats_s {
     uint64_t pushed_changes; /* changes in them */
     uint64_t acks;           /* ACKs received */
     uint64_t rejects;        /* REJECTs received */
+    uint64_t rolled_back;    /* refused changes rolled back (io.rejected) */
     uint64_t deltas;         /* DELTAS applied */
     uint64_t delta_changes;  /* changes in them */
     uint64_t gaps;           /* DELTAS refused for a gap (re-subscribed) */

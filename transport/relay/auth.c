@@ -271,7 +271,7 @@ int knit_jwt_verify_keys(const char *token, size_t len, const knit_jwt_keys_t *k
             REFUSE("HS256 tokens are not accepted here");
     } else if (strcmp(alg, "RS256") == 0 || strcmp(alg, "ES256") == 0) {
         if (!keys->jwks)
-            REFUSE("unsupported token algorithm (no provider keys: --jwks-file)");
+            REFUSE("unsupported token algorithm (no provider keys: --jwks-file, --jwks-url)");
         if (!(jwk = knit_jwks_find(keys->jwks, hkid ? kid : NULL))) {
             if (claims)
                 claims->unknown_kid = 1;

@@ -64,6 +64,40 @@
 **      codec (bounds, canonical order, fingerprint), a malformed one ends
 **      the connection like any malformed HELLO, and an absent one (older
 **      clients) is fine.  A failure to record is logged, not refused.
+**  14. Two kinds of principal are refused whatever their credential, as
+**      the store says (store.h sealed, erased): an account erased by the
+**      identity provider (user.deleted) or the operator, until the provider
+**      creates the user again; and an anonymous id that a sign-in claimed,
+**      which is sealed to that account: its own credential no longer opens
+**      a session, and another account's claim of it is refused (the store's
+**      merge answers KNIT_EDENIED).  Sessions already open when that
+**      happens are ended (knit_relay_engine_end_principal), and their pushes
+**      not yet committed are dropped, so nothing of an erased account is
+**      written back after its erase.  The glue ends them at once when it
+**      erased the account itself (the webhook); an erase made elsewhere
+**      (`sync-relay erase`, another relay on the same database) is found by
+**      the tick, which looks up the tombstone of each signed-in session
+**      every ERASED_CHECK_MS.
+**  15. Identity and system rows: a HELLO whose JWT names user:<sub> is
+**      resolved through the store's identity index (store.h identify) with
+**      the token's email and profile claims, before the tombstone check:
+**      the session's principal (WELCOME's, and the only namespace granted)
+**      is the account's namespace, which keeps the name of the account's
+**      first provider id, so a relinked id signs in to the existing account.
+**      After WELCOME the relay writes, from its own site and with a stamp of
+**      its HLC, the account's knit_profile row (the fields the index says
+**      changed) and a knit_activity row for this sign-in, each only when a
+**      device of the account tracks that table; they are queued as a push
+**      of no connection, so they are merged, sequenced, committed and fanned
+**      out exactly like a replica's push.  A provisional account the id left
+**      (made by a sign-in without email) was merged into the email's
+**      account by the index (its other sessions read the merged cells, note
+**      12), and its own sessions are ended, so they sign in again there.
+**  16. A REJECT of single changes carries the relay's state of their cells
+**      (PROTOCOL.md REJECT key 3), read from the store (store.h cells) when
+**      the REJECT is answered, after every commit before it: the refusal is
+**      terminal and the client rolls those cells back to exactly that
+**      state.  A store without the operation sends none.
 **
 ** Connection states:
 **
@@ -83,12 +117,14 @@
 #include "auth.h"
 #include "codec.h"
 #include "frame.h"
+#include "sysrows.h"
 #include "validate.h"
 
 #define HELLO_MAX_FRAME KNIT_HELLO_MAX_FRAME /* frames accepted before WELCOME (PROTOCOL.md §1) */
 #define DETAILED_REASONS 64                  /* REJECT reasons that get their own message */
 #define REASON_TEXT 240                      /* bytes of each such message */
 #define MAX_STASH (256u * 1024)              /* bytes kept while a HELLO authenticates (note 11) */
+#define ERASED_CHECK_MS 2000                 /* tombstone checks of sessions (note 14) */
 
 enum { ST_HELLO, ST_AUTH, ST_READY, ST_CLOSING };
 
@@ -142,6 +178,9 @@ struct hello_s {
     char anon[KNIT_PRINCIPAL_MAX];      /* the claim's principal */
     uint64_t exp_ms;                    /* the credential's expiry, 0 = none */
     knit_relay_merged_t merged;         /* the claim's merge result */
+    int identified;                     /* the identity index resolved it (note 15) */
+    knit_ident_result_t ident;          /* what it resolved to (owned fields) */
+    char user_id[KNIT_PRINCIPAL_MAX];   /* the provider id that signed in */
 };
 
 enum { H_CRED, H_CLAIM, H_MERGE };
@@ -160,7 +199,10 @@ typedef struct pending_s {
     size_t nreasons;         /* count */
     size_t ninvalid;         /* of them, changes no replica could apply */
     char *reason_text;       /* storage for their messages, owned */
+    knit_batch_t *refused;   /* the push's changes when nreasons > 0, for REJECT's
+                                state (note 16), owned */
     uint64_t arrived_us;     /* when it arrived (metrics clock), for latencies */
+    int system;              /* the relay's own rows (note 15), no connection */
 } pending_t;
 
 struct knit_relay_engine_s {
@@ -192,6 +234,9 @@ struct knit_relay_engine_s {
     uint64_t clock;                /* the relay's HLC */
     uint64_t next_id;              /* next connection id */
     int shutting_down;             /* shutdown() was called */
+    uint64_t erased_checked;       /* mono ms of the last tombstone check (note 14) */
+    knit_site_t site;              /* the relay's own site id (note 15), once have_site */
+    int have_site;                 /* site was read from the store */
     knit_codec_limits_t dec_hello; /* decoding before WELCOME */
     knit_codec_limits_t dec;       /* decoding after WELCOME */
     knit_codec_limits_t enc;       /* encoding */
@@ -423,6 +468,7 @@ void knit_relay_engine_free(knit_relay_engine_t *e) /* see proto_server.h */
         knit__free(p->ns);
         knit__free(p->reasons);
         knit__free(p->reason_text);
+        knit_batch_free(p->refused);
         knit__free(p);
     }
     while (e->conns)
@@ -770,10 +816,12 @@ static int auth_anon(knit_relay_engine_t *e, knit_relay_conn_t *c, const knit_cr
 /* The built-in check of cred: anonymous credentials against the store,
 ** JWTs with the HS256 key.  On success writes the principal and expiry. */
 static int builtin_auth(knit_relay_engine_t *e, knit_relay_conn_t *c, const knit_cred_t *cred,
-                        uint64_t wall_ms, char *principal, uint64_t *exp_ms, const char **why)
+                        uint64_t wall_ms, char *principal, uint64_t *exp_ms, const char **why,
+                        int *unknown_kid)
 {
     int rc;
     *exp_ms = 0;
+    *unknown_kid = 0;
     if (cred->kind == KNIT_CRED_ANON) {
         if ((rc = auth_anon(e, c, cred, wall_ms, why)) != 0)
             return rc;
@@ -784,7 +832,8 @@ static int builtin_auth(knit_relay_engine_t *e, knit_relay_conn_t *c, const knit
         knit_jwt_claims_t cl;
         knit_jwt_keys_t k;
         if (!e->key && !e->jwks) {
-            *why = "this relay accepts no tokens (no --jwt-secret-file or --jwks-file)";
+            *why = "this relay accepts no tokens (no --jwt-secret-file, --jwks-file or "
+                   "--jwks-url)";
             return KNIT_EAUTH;
         }
         if (!cred->token) {
@@ -805,8 +854,10 @@ static int builtin_auth(knit_relay_engine_t *e, knit_relay_conn_t *c, const knit
             k.jwks = e->jwks(e->jwks_data, 1);
             rc = knit_jwt_verify_keys(cred->token, strlen(cred->token), &k, wall_ms, &cl, why);
         }
-        if (rc)
+        if (rc) {
+            *unknown_kid = cl.unknown_kid;
             return KNIT_EAUTH;
+        }
         *exp_ms = cl.exp_ms;
         return knit_auth_user_principal(cl.sub, principal, KNIT_PRINCIPAL_MAX) == 0 ? 0
                                                                                     : KNIT_EAUTH;
@@ -815,16 +866,26 @@ static int builtin_auth(knit_relay_engine_t *e, knit_relay_conn_t *c, const knit
     return KNIT_EAUTH;
 }
 
-void knit_relay_auth_default(const knit_auth_request_t *req) /* see proto_server.h */
+void knit_relay_auth_check(const knit_auth_request_t *req, knit_auth_result_t *res,
+                           char principal[KNIT_PRINCIPAL_MAX],
+                           int *unknown_kid) /* see proto_server.h */
 {
     hello_t *h = req->internal_;
     knit_cred_t cred = {(uint32_t)req->kind, req->id, req->secret, req->token};
-    char principal[KNIT_PRINCIPAL_MAX] = "";
+    principal[0] = '\0';
+    memset(res, 0, sizeof *res);
+    res->why = "authentication failed";
+    res->code = builtin_auth(h->e, h->c, &cred, req->wall_ms, principal, &res->exp_ms, &res->why,
+                             unknown_kid);
+    res->principal = principal;
+}
+
+void knit_relay_auth_default(const knit_auth_request_t *req) /* see proto_server.h */
+{
+    char principal[KNIT_PRINCIPAL_MAX];
     knit_auth_result_t res;
-    memset(&res, 0, sizeof res);
-    res.why = "authentication failed";
-    res.code = builtin_auth(h->e, h->c, &cred, req->wall_ms, principal, &res.exp_ms, &res.why);
-    res.principal = principal;
+    int unknown_kid;
+    knit_relay_auth_check(req, &res, principal, &unknown_kid);
     knit_relay_auth_done(req, &res);
 }
 
@@ -843,6 +904,7 @@ static void hello_free(hello_t *h)
     knit_relay_conn_t *c = h->c;
     e->nhellos--;
     knit_msg_free(&h->msg);
+    knit_relay_ident_result_clear(&h->ident);
     knit__free(h);
     if (!c)
         return;
@@ -872,6 +934,18 @@ static void on_merged(void *arg, int rc)
 {
     hello_t *h = arg;
     knit_relay_engine_t *e = h->e;
+    if (rc == KNIT_EDENIED) {
+        /* Sealed to another account (design note 14). */
+        logf_(e, KNIT_LOG_WARN, "claim of %s by %s refused: %s", h->anon, h->principal,
+              e->st.errmsg(e->st.data));
+        knit__metrics_auth_fail(e->m, KNIT_METRIC_CLAIM);
+        if (h->c)
+            error_close(h->c, KNIT_EAUTH,
+                        "claim refused: this anonymous id was already claimed by another "
+                        "account (sealed); sign in without claiming it");
+        hello_free(h);
+        return;
+    }
     if (rc) {
         logf_(e, KNIT_LOG_ERROR, "claim of %s by %s failed: %s", h->anon, h->principal,
               e->st.errmsg(e->st.data));
@@ -884,11 +958,108 @@ static void on_merged(void *arg, int rc)
           h->principal);
     /* Other sessions of the account read the merged cells (note 12). */
     knit_relay_engine_advanced(e, h->principal, h->merged.seq);
+    /* The anonymous id is sealed now: its sessions end (note 14). */
+    knit_relay_engine_end_principal(e, h->anon, KNIT_EAUTH,
+                                    "this anonymous id was claimed by an account and is sealed: "
+                                    "sign in");
     if (!h->c || !alive(h->c)) {
         hello_free(h);
         return;
     }
     hello_welcome(h);
+}
+
+/* A principal the store refuses whatever the credential (design note 14):
+** an erased account, a sealed anonymous id.  0, or the code with *res
+** pointing at a refusal whose reason says which. */
+static int principal_refused(knit_relay_engine_t *e, const char *principal,
+                             const knit_auth_result_t **res)
+{
+    static knit_auth_result_t refusal;
+    int is = 0, rc;
+    if (strncmp(principal, "user:", 5) == 0 && e->st.erased) {
+        if ((rc = e->st.erased(e->st.data, principal, &is)) != 0) {
+            refusal.code = rc;
+            refusal.why = "relay storage failed";
+            *res = &refusal;
+            return rc;
+        }
+        if (is) {
+            refusal.code = KNIT_EAUTH;
+            refusal.why = "this account was erased; it signs in again once the identity "
+                          "provider creates the user again";
+            *res = &refusal;
+            return KNIT_EAUTH;
+        }
+    }
+    if (strncmp(principal, "anon:", 5) == 0 && e->st.sealed) {
+        if ((rc = e->st.sealed(e->st.data, principal, &is)) != 0) {
+            refusal.code = rc;
+            refusal.why = "relay storage failed";
+            *res = &refusal;
+            return rc;
+        }
+        if (is) {
+            refusal.code = KNIT_EAUTH;
+            refusal.why = "this anonymous id was claimed by an account and is sealed: sign in "
+                          "(its data is in the account now)";
+            *res = &refusal;
+            return KNIT_EAUTH;
+        }
+    }
+    return 0;
+}
+
+/* Resolves a signed-in provider id through the identity index (design
+** note 15).  0, or the code with *res pointing at a refusal. */
+static int identify_hello(hello_t *h, const char *principal, const knit_auth_result_t **res)
+{
+    static knit_auth_result_t refusal;
+    knit_relay_engine_t *e = h->e;
+    const knit_hello_t *m = &h->msg.u.hello;
+    knit_token_profile_t tp;
+    knit_ident_t in;
+    int rc;
+
+    if (!e->st.identify || strncmp(principal, "user:", 5) != 0 || m->cred.kind != KNIT_CRED_JWT)
+        return 0;
+    memset(&in, 0, sizeof in);
+    /* The token was verified: its payload's claims may be read now. */
+    if (knit__token_profile(m->cred.token, &tp) != 0)
+        memset(&tp, 0, sizeof tp);
+    in.id = principal + 5;
+    in.email = tp.email;
+    in.external_id = tp.external_id;
+    for (int f = 0; f < KNIT_PROFILE_NFIELDS; f++)
+        in.field[f] = tp.field[f];
+    for (size_t i = 0; m->schema && i < m->schema->ntables; i++) {
+        in.tracks[0] |= strcmp(m->schema->tables[i].name, KNIT_PROFILE_TABLE) == 0;
+        in.tracks[1] |= strcmp(m->schema->tables[i].name, KNIT_ACTIVITY_TABLE) == 0;
+    }
+    rc = e->st.identify(e->st.data, &in, h->req.wall_ms, &h->ident);
+    snprintf(h->user_id, sizeof h->user_id, "%s", principal + 5);
+    knit__token_profile_free(&tp);
+    if (rc) {
+        logf_(e, KNIT_LOG_ERROR, "identity index failed for %s: %s", principal,
+              e->st.errmsg(e->st.data));
+        refusal.code = rc;
+        refusal.why = "relay storage failed (identity index)";
+        *res = &refusal;
+        return rc;
+    }
+    if (h->ident.erased) {
+        refusal.code = KNIT_EAUTH;
+        refusal.why = "this account was erased; it signs in again once the identity "
+                      "provider creates the user again";
+        *res = &refusal;
+        return KNIT_EAUTH;
+    }
+    h->identified = 1;
+    if (h->ident.action == KNIT_IDENT_RELINKED || h->ident.email_conflict)
+        logf_(e, KNIT_LOG_INFO, "identity: %s %s %s%s", principal,
+              h->ident.action == KNIT_IDENT_RELINKED ? "relinked to" : "stays", h->ident.account,
+              h->ident.email_conflict ? " (its email belongs to another account: not moved)" : "");
+    return 0;
 }
 
 void knit_relay_auth_done(const knit_auth_request_t *req,
@@ -912,6 +1083,10 @@ void knit_relay_auth_done(const knit_auth_request_t *req,
         code = KNIT_EAUTH;
         res = NULL;
     }
+    if (code == 0 && h->step == H_CRED)
+        code = identify_hello(h, res->principal, &res);
+    if (code == 0 && h->step == H_CRED)
+        code = principal_refused(e, h->identified ? h->ident.account : res->principal, &res);
     if (code) {
         knit__metrics_auth_fail(e->m, h->step == H_CLAIM   ? KNIT_METRIC_CLAIM
                                       : code == KNIT_EAUTH ? KNIT_METRIC_REFUSED
@@ -924,7 +1099,8 @@ void knit_relay_auth_done(const knit_auth_request_t *req,
         return;
     }
     if (h->step == H_CRED) {
-        snprintf(h->principal, sizeof h->principal, "%s", res->principal);
+        snprintf(h->principal, sizeof h->principal, "%s",
+                 h->identified ? h->ident.account : res->principal);
         h->exp_ms = res->exp_ms;
         if (m->claim.kind == 0) {
             hello_welcome(h);
@@ -1007,6 +1183,64 @@ static void on_hello(knit_relay_conn_t *c, knit_msg_t *msg, uint64_t wall_ms, ui
     hello_begin_auth(h, &h->msg.u.hello.cred, 0);
 }
 
+/* Queues b as a push of no connection into ns (design note 15). */
+static int queue_system_push(knit_relay_engine_t *e, const char *ns, knit_batch_t *b)
+{
+    pending_t *p = knit__calloc(1, sizeof *p);
+    if (!p || !(p->ns = knit__strdup(ns))) {
+        knit__free(p);
+        return KNIT_ENOMEM;
+    }
+    p->batch = b;
+    p->system = 1;
+    p->arrived_us = knit__metrics_now(e->m);
+    if (e->tail)
+        e->tail->next = p;
+    else
+        e->head = p;
+    e->tail = p;
+    return 0;
+}
+
+int knit_relay_engine_stamp(knit_relay_engine_t *e, uint64_t wall_ms,
+                            uint64_t *stamp) /* see proto_server.h */
+{
+    return knit_hlc_tick(&e->clock, wall_ms, stamp);
+}
+
+/* The profile and activity rows of a sign-in (design note 15). */
+static void signin_rows(knit_relay_engine_t *e, knit_relay_conn_t *c, hello_t *h)
+{
+    const knit_ident_result_t *r = &h->ident;
+    knit_batch_t *b = NULL;
+    uint64_t stamp;
+    char id[40];
+    int rc;
+
+    if (!h->identified || (!(r->tracks[0] && (r->changed || r->new_row)) && !r->tracks[1]))
+        return;
+    if (!e->have_site && (rc = e->st.site(e->st.data, &e->site)) != 0) {
+        CLOG(c, KNIT_LOG_ERROR, ": no relay site id, no profile or activity row: %s",
+             e->st.errmsg(e->st.data));
+        return;
+    }
+    e->have_site = 1;
+    if ((rc = knit_hlc_tick(&e->clock, c->stash_wall, &stamp)) == 0 &&
+        (rc = knit_batch_new(&b)) == 0 && r->tracks[0])
+        rc = knit__sysrows_profile(b, c->principal, &e->site, stamp, r);
+    if (rc == 0 && r->tracks[1]) {
+        snprintf(id, sizeof id, "knit-%016llx", (unsigned long long)stamp);
+        rc = knit__sysrows_activity(b, c->principal, &e->site, stamp, id, h->user_id, "sign_in",
+                                    c->stash_wall, "knit");
+    }
+    if (rc == 0 && b->nchanges && (rc = queue_system_push(e, c->principal, b)) == 0)
+        return;
+    if (rc)
+        CLOG(c, KNIT_LOG_ERROR, ": cannot write the sign-in's profile and activity rows: %s",
+             knit_strerror(rc));
+    knit_batch_free(b);
+}
+
 /* Authenticated (and the claim merged): grants, subscriptions, WELCOME. */
 static void hello_welcome(hello_t *h)
 {
@@ -1083,6 +1317,13 @@ static void hello_welcome(hello_t *h)
                                                      hm->agent, c->stash_wall)) != 0)
         CLOG(c, KNIT_LOG_WARN, ": cannot record the device's schema: %s (%s)",
              e->st.errmsg ? e->st.errmsg(e->st.data) : "", knit_err_name(rc));
+    signin_rows(e, c, h);
+    if (h->identified && h->ident.merged_seq)
+        knit_relay_engine_advanced(e, c->principal, h->ident.merged_seq);
+    if (h->identified && h->ident.moved_from[0])
+        knit_relay_engine_end_principal(e, h->ident.moved_from, KNIT_EAUTH,
+                                        "this sign-in's id now belongs to the account of its "
+                                        "email: sign in again");
     pump(c);
     hello_free(h);
 }
@@ -1101,6 +1342,30 @@ void knit_relay_engine_advanced(knit_relay_engine_t *e, const char *ns,
         s->live = 0; /* design note 12: read the new units from the store */
         pump(c);
     }
+}
+
+size_t knit_relay_engine_end_principal(knit_relay_engine_t *e, const char *principal, int code,
+                                       const char *msg) /* see proto_server.h */
+{
+    knit_relay_conn_t *c, *next;
+    size_t n = 0;
+    for (c = e->conns; c; c = next) {
+        next = c->next;
+        if (!alive(c) || c->state != ST_READY || strcmp(c->principal, principal) != 0)
+            continue;
+        /* Its pushes not yet in a group are dropped (design note 14). */
+        for (pending_t *p = e->head; p; p = p->next) {
+            if (p->conn != c || !p->batch)
+                continue;
+            knit_batch_free(p->batch);
+            p->batch = NULL;
+            p->code = KNIT_EDENIED;
+            snprintf(p->msg, sizeof p->msg, "%s", msg);
+        }
+        error_close(c, code, msg);
+        n++;
+    }
+    return n;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1197,6 +1462,8 @@ static void on_push(knit_relay_conn_t *c, knit_push_t *push, uint64_t wall_ms)
             p->batch = push->batch; /* taken from the message */
             push->batch = NULL;
         } else {
+            p->refused = push->batch; /* for REJECT's state (note 16) */
+            push->batch = NULL;
             CLOG(c, p->ninvalid ? KNIT_LOG_WARN : KNIT_LOG_INFO,
                  ": push %llu refused: %zu changes stamped in the future, %zu that no replica "
                  "could apply (first: %s)",
@@ -1374,6 +1641,25 @@ void knit_relay_conn_sent(knit_relay_conn_t *c, size_t n) /* see proto_server.h 
 /* ---------------------------------------------------------------------- */
 /* Group commit                                                             */
 
+/* REJECT's state (note 16): the store's winning cells of the refused
+** changes' rows, read after the commits before it; NULL when the store
+** cannot say (the client then takes it that the relay holds none). */
+static knit_batch_t *refused_state(knit_relay_engine_t *e, pending_t *p)
+{
+    knit_batch_t *out = NULL;
+    size_t *idx;
+    if (!e->st.cells || !p->refused || !p->nreasons)
+        return NULL;
+    if (!(idx = knit__calloc(p->nreasons, sizeof *idx)))
+        return NULL;
+    for (size_t i = 0; i < p->nreasons; i++)
+        idx[i] = (size_t)p->reasons[i].change;
+    if (e->st.cells(e->st.data, p->ns, p->refused, idx, p->nreasons, &out) != 0)
+        out = NULL;
+    knit__free(idx);
+    return out;
+}
+
 static void answer(knit_relay_engine_t *e, pending_t *p)
 {
     knit_relay_conn_t *c = p->conn;
@@ -1405,6 +1691,7 @@ static void answer(knit_relay_engine_t *e, pending_t *p)
         if (p->nreasons) {
             m.u.reject.reasons = p->reasons;
             m.u.reject.nreasons = p->nreasons;
+            m.u.reject.state = refused_state(e, p);
         } else {
             whole.change = -1;
             whole.code = p->code;
@@ -1413,7 +1700,10 @@ static void answer(knit_relay_engine_t *e, pending_t *p)
             m.u.reject.nreasons = 1;
         }
     }
-    if (send_msg(c, &m) == 0)
+    int sent = send_msg(c, &m);
+    if (m.type == KNIT_MSG_REJECT)
+        knit_batch_free(m.u.reject.state);
+    if (sent == 0)
         knit__metrics_answer(e->m,
                              m.type == KNIT_MSG_ACK ? 0
                              : p->nreasons          ? (int)p->reasons[0].code
@@ -1462,6 +1752,14 @@ static void on_group_done(void *arg, int rc)
         }
     }
     for (p = list; p; p = p->next) {
+        if (p->system && (rc || p->code)) {
+            /* Note 15: the index holds values these rows did not bring;
+            ** the next sign-in or event writes the profile row whole. */
+            logf_(e, KNIT_LOG_ERROR, "the relay's profile/activity rows for %s were not stored: %s",
+                  p->ns, rc ? e->st.errmsg(e->st.data) : p->msg);
+            if (e->st.ident_dirty)
+                e->st.ident_dirty(e->st.data, p->ns);
+        }
         if (rc == 0 && p->batch) {
             nchanges += p->batch->nchanges;
             knit__metrics_ingest(e->m, p->batch->nchanges, p->push.res.applied);
@@ -1488,6 +1786,7 @@ static void on_group_done(void *arg, int rc)
         knit__free(p->ns);
         knit__free(p->reasons);
         knit__free(p->reason_text);
+        knit_batch_free(p->refused);
         knit__free(p);
     }
     if (e->shutting_down) {
@@ -1532,10 +1831,32 @@ int knit_relay_engine_flush(knit_relay_engine_t *e, uint64_t wall_ms,
     return rc;
 }
 
+/* Sessions of accounts erased elsewhere (design note 14). */
+static void check_erased(knit_relay_engine_t *e, uint64_t mono_ms)
+{
+    knit_relay_conn_t *c, *next;
+    if (!e->st.erased || mono_ms - e->erased_checked < ERASED_CHECK_MS)
+        return;
+    e->erased_checked = mono_ms;
+    for (c = e->conns; c; c = next) {
+        int is = 0;
+        next = c->next;
+        if (!alive(c) || c->state != ST_READY || strncmp(c->principal, "user:", 5) != 0)
+            continue;
+        if (e->st.erased(e->st.data, c->principal, &is) != 0 || !is)
+            continue;
+        /* end_principal may close several: restart from the list's head. */
+        knit_relay_engine_end_principal(e, c->principal, KNIT_EAUTH,
+                                        "account erased; its data is gone from the relay");
+        next = e->conns;
+    }
+}
+
 void knit_relay_engine_tick(knit_relay_engine_t *e, uint64_t wall_ms,
                             uint64_t mono_ms) /* see proto_server.h */
 {
     knit_relay_conn_t *c, *next;
+    check_erased(e, mono_ms);
     for (c = e->conns; c; c = next) {
         next = c->next;
         if (!alive(c))

@@ -35,6 +35,7 @@
 #include <stdint.h>
 
 #include "codec.h"
+#include "cred.h"
 #include "jwk.h"
 #include "metrics.h"
 #include "relay_store.h"
@@ -175,7 +176,8 @@ KNIT_EXTERN void knit_relay_conn_set_name(knit_relay_conn_t *c, const char *name
 KNIT_EXTERN int knit_relay_engine_pending(const knit_relay_engine_t *e);
 /* Commits the waiting pushes as one group, then answers and fans out. */
 KNIT_EXTERN int knit_relay_engine_flush(knit_relay_engine_t *e, uint64_t wall_ms, uint64_t mono_ms);
-/* Periodic: handshake and idle timeouts, expired tokens. */
+/* Periodic: handshake and idle timeouts, expired tokens, and (every 2 s)
+** sessions of accounts erased by another process (design note 14). */
 KNIT_EXTERN void knit_relay_engine_tick(knit_relay_engine_t *e, uint64_t wall_ms, uint64_t mono_ms);
 /* Graceful stop: commits and answers the waiting pushes, then sends every
 ** connection ERROR KNIT_ECLOSED and closes it.  Input that arrives later is
@@ -188,6 +190,15 @@ KNIT_EXTERN size_t knit_relay_engine_conns(const knit_relay_engine_t *e);
 /* The answer to req (see knit_relay_auth_fn).  res is read during the call. */
 KNIT_EXTERN void knit_relay_auth_done(const knit_auth_request_t *req,
                                       const knit_auth_result_t *res);
+/* The built-in check of req, without answering it: *res is filled (its
+** principal points into principal[], its why at a static string), and
+** *unknown_kid is set when a JWT was refused because its kid is not among
+** the provider's keys the jwks callback gave (a fresh set may have it).
+** A hook that fetches keys (relay.c, --jwks-url) runs it, and again once
+** the fetch is done, and then answers with knit_relay_auth_done. */
+KNIT_EXTERN void knit_relay_auth_check(const knit_auth_request_t *req, knit_auth_result_t *res,
+                                       char principal[KNIT_PRINCIPAL_MAX],
+                                       int *unknown_kid /* OUT */);
 /* Runs the built-in check on req (HS256 with the configured key, anonymous
 ** credentials against the store) and answers it at once: what the engine
 ** does without a hook, and what a hook calls to fall back on it. */
@@ -197,6 +208,18 @@ KNIT_EXTERN void knit_relay_auth_default(const knit_auth_request_t *req);
 ** make (another relay on the same database, the claim's merge): its live
 ** subscribers read the new units from the store. */
 KNIT_EXTERN void knit_relay_engine_advanced(knit_relay_engine_t *e, const char *ns, uint64_t seq);
+
+/* Ends every session of principal ("user:<sub>", "anon:<id>") with ERROR
+** code and msg (an account erased, an anonymous id sealed by a claim); its
+** pushes that wait for a group commit are dropped, not committed.  A group
+** already in flight is not recalled.  Returns the sessions ended. */
+KNIT_EXTERN size_t knit_relay_engine_end_principal(knit_relay_engine_t *e, const char *principal,
+                                                   int code, const char *msg);
+
+/* A stamp of the relay's HLC (the one its WELCOMEs and its own rows
+** carry), for cells the relay writes outside the engine (webhooks). */
+KNIT_EXTERN int knit_relay_engine_stamp(knit_relay_engine_t *e, uint64_t wall_ms,
+                                        uint64_t *stamp /* OUT */);
 
 /* 1 while a group commit or an authentication is pending (the engine may
 ** not be freed then). */

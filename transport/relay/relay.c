@@ -20,6 +20,15 @@
 **      then wait for the connections to close, at most STOP_GRACE_MS, and
 **      for the engine to have nothing pending; then close the handles.
 **
+**   5. With a JWKS URL (opts.jwks_url) the relay's own authentication
+**      hook checks tokens against the keys fetched so far
+**      (knit_relay_auth_check).  A token whose kid is unknown waits, in the
+**      engine's AUTH state, for a refetch (jwks_fetch.h: one in flight, a
+**      cooldown between two) and is checked again when it completes; a
+**      failed fetch refuses it with the fetch's reason.  Nothing waits on
+**      the network: other connections go on being served meanwhile.
+**      Closing closes the fetcher, which answers the waiting tokens.
+**
 **     RUNNING --knit_relay_close()--> STOPPING --conns, listeners gone,
 **                                                engine idle: maybe_finish()-->
 **     FINISHING --check and tick closed: on_handle_closed()--> cb, freed
@@ -34,7 +43,9 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "entropy.h"
 #include "http.h"
+#include "jwks_fetch.h"
 #include "status.h"
 #include "webhook.h"
 #include "metrics.h"
@@ -91,6 +102,8 @@ struct knit_relay_s {
     size_t max_frame;                  /* resolved: WebSocket messages' limit */
     size_t max_queue;                  /* resolved: bounds long-poll output kept */
     uint64_t started_mono;             /* mono ms at knit_relay_new */
+    knit_jwks_fetcher_t *fetch;        /* --jwks-url keys (note 5), or NULL */
+    int fetch_open;                    /* the fetcher is not yet closed */
 };
 
 static uint64_t wall_ms(void)
@@ -265,8 +278,8 @@ static void io_pause(void *data, void *user, int paused)
 
 static int io_random(void *data, void *buf, size_t n)
 {
-    knit_relay_t *r = data;
-    return uv_random(r->loop, NULL, buf, n, 0, NULL) == 0 ? 0 : -1;
+    (void)data;
+    return knit__random(buf, n) == 0 ? 0 : -1;
 }
 
 static void io_log(void *data, int level, const char *line)
@@ -430,6 +443,80 @@ static void on_tick(uv_timer_t *t)
     maybe_finish(r);
 }
 
+/* ---------------------------------------------------------------------- */
+/* Provider keys from a URL (note 5)                                        */
+
+static const knit_jwks_t *url_keys(void *data, int refresh)
+{
+    knit_relay_t *r = data;
+    (void)refresh; /* refetching is the hook's business: it can wait, this cannot */
+    return knit__jwks_fetcher_keys(r->fetch);
+}
+
+static void fetch_log(void *data, int level, const char *line)
+{
+    knit_relay_t *r = data;
+    if (level <= r->log_level)
+        r->log(r->data, level, line);
+}
+
+/* Answers req after its check found kid unknown and the keys could not be
+** refetched (status, why), or with what a check finds now. */
+static void url_answer(const knit_auth_request_t *req, int status, const char *why)
+{
+    char principal[KNIT_PRINCIPAL_MAX], text[600];
+    knit_auth_result_t res;
+    int unknown_kid = 0;
+    knit_relay_auth_check(req, &res, principal, &unknown_kid);
+    if (res.code == KNIT_EAUTH && unknown_kid && why && why[0]) {
+        snprintf(text, sizeof text, "%s, and the provider's keys could not be fetched again (%s)",
+                 res.why, why);
+        res.why = text;
+    }
+    if (status == KNIT_ECLOSED && res.code != 0) {
+        res.code = KNIT_ECLOSED;
+        res.why = "the relay is shutting down";
+    }
+    knit_relay_auth_done(req, &res);
+}
+
+static void on_keys(void *arg, int status, const char *why)
+{
+    url_answer(arg, status, status ? why : NULL);
+}
+
+static int url_hook(void *data, const knit_auth_request_t *req)
+{
+    knit_relay_t *r = data;
+    char principal[KNIT_PRINCIPAL_MAX];
+    knit_auth_result_t res;
+    int unknown_kid = 0, rc;
+    if (req->kind != KNIT_CRED_JWT) {
+        knit_relay_auth_default(req);
+        return 0;
+    }
+    knit_relay_auth_check(req, &res, principal, &unknown_kid);
+    if (res.code == KNIT_EAUTH && unknown_kid) {
+        /* The provider may have rotated its keys: wait for a refetch. */
+        rc = knit__jwks_fetcher_refresh(r->fetch, on_keys, (void *)req);
+        if (rc == 0)
+            return 0;
+        /* Within the cooldown: the keys are as fresh as they may be. */
+        url_answer(req, 0, knit__jwks_fetcher_last_error(r->fetch));
+        return 0;
+    }
+    knit_relay_auth_done(req, &res);
+    return 0;
+}
+
+static void on_fetch_closed(void *data)
+{
+    knit_relay_t *r = data;
+    r->fetch_open = 0;
+    r->fetch = NULL;
+    maybe_finish(r);
+}
+
 static void on_handle_closed(uv_handle_t *h)
 {
     knit_relay_t *r = h->data;
@@ -446,7 +533,7 @@ static void on_handle_closed(uv_handle_t *h)
 
 static void maybe_finish(knit_relay_t *r)
 {
-    if (!r->stopping || r->finishing || r->nconns || r->open_listeners ||
+    if (!r->stopping || r->finishing || r->nconns || r->open_listeners || r->fetch_open ||
         knit__http_conns(r->http) || knit_relay_engine_busy(r->eng))
         return;
     r->finishing = 1;
@@ -465,6 +552,13 @@ static void on_listener_closed(void *data, knit_tcp_listener_t *l)
 
 /* ---------------------------------------------------------------------- */
 /* API                                                                      */
+
+/* A commit made through another relay (store.h attach). */
+static void on_store_advanced(void *arg, const char *ns, uint64_t seq)
+{
+    knit_relay_t *r = arg;
+    knit_relay_engine_advanced(r->eng, ns, seq);
+}
 
 int knit_relay_new(uv_loop_t *loop, const knit_relay_opts_t *o,
                    knit_relay_t **out) /* see relay.h */
@@ -506,10 +600,38 @@ int knit_relay_new(uv_loop_t *loop, const knit_relay_opts_t *o,
     io.random = io_random;
     io.log = io_log;
     io.data = r;
+    if (o->jwks_url) {
+        knit_jwks_fetch_opts_t fo;
+        if (cfg.authenticate || cfg.jwks) {
+            knit__free(r);
+            return KNIT_EINVAL; /* the URL's hook and keys are the relay's own */
+        }
+        memset(&fo, 0, sizeof fo);
+        fo.url = o->jwks_url;
+        fo.cooldown_ms = o->jwks_cooldown_ms;
+        fo.timeout_ms = o->jwks_timeout_ms;
+        fo.log = fetch_log;
+        fo.data = r;
+        if ((rc = knit__jwks_fetcher_new(loop, &fo, &r->fetch)) != 0) {
+            knit__free(r);
+            return rc;
+        }
+        r->fetch_open = 1;
+        cfg.jwks = url_keys;
+        cfg.jwks_data = r;
+        cfg.authenticate = url_hook;
+        cfg.auth_data = r;
+    }
     if ((rc = knit_relay_engine_new(&cfg, &io, &r->eng)) != 0) {
+        if (r->fetch) {
+            /* Nothing waits on it yet; its handles close on the loop. */
+            knit__jwks_fetcher_close(r->fetch, NULL, NULL);
+        }
         knit__free(r);
         return rc;
     }
+    if (r->be.attach)
+        r->be.attach(r->be.data, loop, on_store_advanced, r);
     uv_check_init(loop, &r->check);
     r->check.data = r;
     uv_check_start(&r->check, on_check);
@@ -606,11 +728,15 @@ void knit_relay_close(knit_relay_t *r, void (*cb)(knit_relay_t *r)) /* see relay
     r->stopping = 1;
     r->close_cb = cb;
     r->stop_deadline = mono_ms() + STOP_GRACE_MS;
+    if (r->be.attach)
+        r->be.attach(r->be.data, NULL, NULL, NULL);
     for (size_t i = 0; i < r->nls; i++)
         knit_tcp_listener_close(r->ls[i], on_listener_closed);
     r->nls = 0;
     knit__http_shutdown(r->http);
     knit_relay_engine_shutdown(r->eng, wall_ms(), mono_ms());
+    /* Tokens waiting for keys are answered (note 5). */
+    knit__jwks_fetcher_close(r->fetch, on_fetch_closed, r);
     maybe_finish(r);
 }
 
@@ -666,9 +792,32 @@ static int http_webhook(void *data, const char *id, const char *ts, const char *
         snprintf(msg, msgn, "webhooks need the SQLite store");
         return 503;
     }
-    status = knit__webhook_deliver(r->store, r->wh_key, r->wh_keylen, id, ts, sig, body, n,
-                                   wall_ms(), msg, msgn);
+    knit_webhook_effect_t fx;
+    knit_site_t site;
+    uint64_t now = wall_ms(), stamp = 0;
+    int have_site = knit_relay_store_site(r->store, &site) == 0 &&
+                    knit_relay_engine_stamp(r->eng, now, &stamp) == 0;
+    status = knit__webhook_deliver(r->store, r->wh_key, r->wh_keylen, id, ts, sig, body, n, now,
+                                   have_site ? &site : NULL, stamp, msg, msgn, &fx);
     glog(r, status == 200 ? KNIT_LOG_INFO : KNIT_LOG_WARN, "webhook %.80s: %d %s", id, status, msg);
+    if (fx.erased_ns[0]) {
+        /* Its online devices hear it now; their tokens are refused from
+        ** here on (the tombstone), so they cannot reconnect. */
+        size_t ended = knit_relay_engine_end_principal(
+            r->eng, fx.erased_ns, KNIT_EAUTH,
+            "account erased (the identity provider deleted the user); its data is gone "
+            "from the relay");
+        if (ended)
+            glog(r, KNIT_LOG_INFO, "%s: ended %zu session%s", fx.erased_ns, ended,
+                 ended == 1 ? "" : "s");
+    }
+    if (fx.moved_ns[0])
+        knit_relay_engine_end_principal(r->eng, fx.moved_ns, KNIT_EAUTH,
+                                        "this account's id now belongs to the account of its "
+                                        "email: sign in again");
+    /* The rows the relay wrote reach the account's online devices now. */
+    if (fx.wrote_ns[0])
+        knit_relay_engine_advanced(r->eng, fx.wrote_ns, fx.seq);
     return status;
 }
 
@@ -861,6 +1010,9 @@ int knit_relay_serve(const knit_relay_serve_opts_t *o) /* see relay.h */
     ro.max_conns = o->max_conns;
     ro.cfg = o->cfg;
     ro.data = &sv;
+    ro.jwks_url = o->jwks_url;
+    ro.jwks_cooldown_ms = o->jwks_cooldown_ms;
+    ro.jwks_timeout_ms = o->jwks_timeout_ms;
     if ((rc = knit_relay_new(&loop, &ro, &sv.r)) != 0) {
         uv_loop_close(&loop);
         return rc;

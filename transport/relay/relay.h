@@ -41,6 +41,13 @@ typedef struct knit_relay_opts_s {
     /* Log lines (without newline); NULL: knit_relay_log_stderr. */
     void (*log)(void *data, int level, const char *line);
     void *data; /* the caller's: passed to log, returned by knit_relay_data() */
+    /* The identity provider's JWKS URL (http or https), or NULL.  The relay
+    ** fetches it on its loop (jwks_fetch.h), at start and when a token names
+    ** an unknown kid, and checks RS256/ES256 tokens against it with its own
+    ** authentication hook: cfg.authenticate and cfg.jwks must then be NULL. */
+    const char *jwks_url;
+    uint64_t jwks_cooldown_ms; /* least time between two fetches (0: none) */
+    uint64_t jwks_timeout_ms;  /* a fetch that takes longer fails [5000] */
 } knit_relay_opts_t;
 
 /* A listener's bound address. */
@@ -108,6 +115,9 @@ typedef struct knit_relay_serve_opts_s {
                                    reloads it and tls_key for new connections [NULL: TCP] */
     const char *tls_key;        /* PEM private key of tls_cert (required with it) */
     const char *webhook_secret; /* "whsec_..." for POST /v1/webhooks/clerk, or NULL */
+    const char *jwks_url;       /* see knit_relay_opts_t */
+    uint64_t jwks_cooldown_ms;  /* see knit_relay_opts_t */
+    uint64_t jwks_timeout_ms;   /* see knit_relay_opts_t */
 } knit_relay_serve_opts_t;
 
 /* Serves on a loop of its own until SIGINT/SIGTERM; 0 on a clean stop,

@@ -80,6 +80,38 @@
 **      reconnects every device costs no fsync per device.  A schema 2 store
 **      is upgraded in place at open (the three tables are added); a
 **      read-only open of one lists no devices.
+**  12. Identity, in meta (no schema change): a sign-in claim seals the
+**      anonymous namespace it merges to the account, inside the merge's
+**      transaction ("seal" US anon = account), so that a second account's
+**      claim is refused (KNIT_EDENIED) and the relay refuses the anonymous
+**      credential itself.  A claim recorded before seals existed counts as
+**      a seal to the account it went into.  Erasing an account first writes
+**      its tombstone ("erased" US ns = ms), durably, then erases: from the
+**      tombstone on, the account's tokens are refused, so no session can
+**      write the namespace again while it goes.  knit_relay_store_unerase
+**      (the provider's user.created) removes it.  Seals outlive erasure:
+**      an anonymous id claimed into an erased account stays closed.
+**  13. The identity index (schema 4): one row of ident per account, keyed
+**      by its namespace, holding the account's primary email (unique,
+**      compared trimmed and in lower case), external_id and the profile
+**      values last applied; ident_id maps every provider user id (unique)
+**      to one account.  knit_relay_store_identify applies the rules inside
+**      one write transaction (BEGIN IMMEDIATE, or the caller's group), so a
+**      sign-in and a webhook about one person, from any process, see each
+**      other's effect whatever the order: id match updates; an email match
+**      with another id links that id to the account (nothing is created,
+**      the namespace and its data stay); no match creates "user:<id>".  An
+**      account's namespace keeps the name of its first id for ever; later
+**      ids resolve to it.  Profile values from a webhook apply when its
+**      updated_at is not older than the last applied; a sign-in's claims
+**      only fill what no webhook has set (tokens may be older than the
+**      last webhook).  When an id's account has no email (a sign-in whose
+**      token had none made it: provisional) and the id's email names
+**      another account, the id and the provisional account's other ids move
+**      there and its cells are merged into it (the claim's CRDT union, in
+**      the same transaction), except its knit_profile row: the account
+**      keeps its own.  Erasing an account forgets its ident rows, ids and
+**      memberships (the email is personal data too).
 **
 ** OR-set cells are stored self-contained, with full site ids, in the form
 ** the state digest needs:
@@ -104,14 +136,18 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "entropy.h"
 #include "lww.h"
 #include "orset.h"
+#include "sqlerr.h"
+#include "sset.h"
 #include "validate.h"
 
 /* Schema versions: 1 named tables and columns in every cell; 2 keys cells
 ** by integer ids (design note 7); 3 adds devices and their schemas (design
-** note 11), upgraded in place from 2. */
-#define SCHEMA_VERSION 3
+** note 11), upgraded in place from 2; 4 adds the identity index and
+** organization memberships (design note 13), upgraded in place from 2 or 3. */
+#define SCHEMA_VERSION 4
 #define DEVICE_SEEN_MS 60000      /* a device's last_seen is rewritten at most this often */
 #define APPLICATION_ID 0x6b6e5253 /* "knRS" */
 #define CLAIM_KEY_MAX 1024        /* claims are between principals' namespaces (< 170 bytes) */
@@ -178,6 +214,31 @@ static const char SCHEMA_V3[] =
     "  last_seen INTEGER NOT NULL,"          /* within DEVICE_SEEN_MS */
     "  PRIMARY KEY(principal, site)) WITHOUT ROWID;"
     "CREATE INDEX device_fp ON device(fp);";
+
+/* Added by schema 4 (design note 13); also the upgrade from 3. */
+static const char SCHEMA_V4[] =
+    "CREATE TABLE ident("
+    "  account TEXT PRIMARY KEY,"            /* namespace, user:<first provider id> */
+    "  email TEXT UNIQUE,"                   /* primary email, trimmed and lower case, or NULL */
+    "  external_id TEXT,"                    /* the provider's external_id, or NULL */
+    "  first_name TEXT, last_name TEXT, image_url TEXT," /* profile values last applied */
+    "  updated_at INTEGER NOT NULL DEFAULT 0," /* provider's updated_at applied (ms), 0: none */
+    "  profiled INTEGER NOT NULL DEFAULT 0,"   /* the knit_profile row was written */
+    "  created INTEGER NOT NULL) WITHOUT ROWID;" /* ms since the epoch */
+    "CREATE TABLE ident_id("
+    "  id TEXT PRIMARY KEY,"                 /* provider's user id (token sub, data.id) */
+    "  account TEXT NOT NULL,"               /* ident.account */
+    "  linked INTEGER NOT NULL) WITHOUT ROWID;" /* when it was linked (ms) */
+    "CREATE INDEX ident_id_account ON ident_id(account);"
+    "CREATE TABLE membership("
+    "  org TEXT NOT NULL,"                   /* the provider's organization id */
+    "  user_id TEXT NOT NULL,"               /* the provider's user id */
+    "  account TEXT NOT NULL,"               /* ident.account it resolved to */
+    "  role TEXT NOT NULL,"                  /* e.g. org:admin, '' when none */
+    "  present INTEGER NOT NULL,"            /* 1 member, 0 removed (kept against reordering) */
+    "  updated INTEGER NOT NULL,"            /* the event's updated_at (ms) */
+    "  PRIMARY KEY(org, user_id)) WITHOUT ROWID;"
+    "CREATE INDEX membership_account ON membership(account);";
 /* clang-format on */
 
 /* Prepared statements, by index. */
@@ -217,6 +278,17 @@ enum {
     S_FP_LIST,
     S_FP_COLS,
     S_FP_DEVICES,
+    S_ID_GET,
+    S_ID_PUT,
+    S_ID_MOVE,
+    S_IDENT_GET,
+    S_IDENT_BY_EMAIL,
+    S_IDENT_INS,
+    S_IDENT_PUT,
+    S_IDENT_DROP,
+    S_TRACKS,
+    S_MEMBER_GET,
+    S_MEMBER_PUT,
     S_COUNT
 };
 
@@ -292,6 +364,24 @@ static const char *const SQL[S_COUNT] = {
     [S_FP_COLS] = "SELECT tbl, pos, name, kind FROM schema_col WHERE fp = ?1 ORDER BY tbl, pos",
     [S_FP_DEVICES] = "SELECT principal, site, agent, first_seen, last_seen FROM device"
                      " WHERE fp = ?1 ORDER BY principal, site",
+    /* The identity index (design note 13). */
+    [S_ID_GET] = "SELECT account FROM ident_id WHERE id = ?1",
+    [S_ID_PUT] = "INSERT OR REPLACE INTO ident_id(id, account, linked) VALUES(?1, ?2, ?3)",
+    [S_ID_MOVE] = "UPDATE ident_id SET account = ?2, linked = ?3 WHERE account = ?1",
+    [S_IDENT_GET] = "SELECT email, first_name, last_name, image_url, external_id, updated_at,"
+                    " profiled FROM ident WHERE account = ?1",
+    [S_IDENT_BY_EMAIL] = "SELECT account FROM ident WHERE email = ?1",
+    [S_IDENT_INS] = "INSERT INTO ident(account, created) VALUES(?1, ?2)",
+    [S_IDENT_PUT] = "UPDATE ident SET email = ?2, first_name = ?3, last_name = ?4,"
+                    " image_url = ?5, external_id = ?6, updated_at = ?7, profiled = ?8"
+                    " WHERE account = ?1",
+    [S_IDENT_DROP] = "DELETE FROM ident WHERE account = ?1",
+    [S_TRACKS] = "SELECT 1 FROM device d JOIN schema_col c ON c.fp = d.fp"
+                 " WHERE d.principal = ?1 AND c.tbl = ?2 LIMIT 1",
+    [S_MEMBER_GET] =
+        "SELECT present, role, updated FROM membership WHERE org = ?1 AND user_id = ?2",
+    [S_MEMBER_PUT] = "INSERT OR REPLACE INTO membership(org, user_id, account, role, present,"
+                     " updated) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
 };
 
 struct knit_relay_store_s {
@@ -321,35 +411,7 @@ static int set_err(knit_relay_store_t *s, int rc, const char *fmt, ...)
 /* Maps an SQLite result code to a KNIT_E* code and records the message. */
 static int db_err(knit_relay_store_t *s, int src)
 {
-    int rc;
-    switch (src & 0xff) {
-    case SQLITE_NOMEM:
-        rc = KNIT_ENOMEM;
-        break;
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        rc = KNIT_EBUSY;
-        break;
-    case SQLITE_IOERR:
-    case SQLITE_FULL:
-    case SQLITE_CANTOPEN:
-        rc = KNIT_EIO;
-        break;
-    case SQLITE_NOTADB:
-        rc = KNIT_ENOTREPLICA;
-        break;
-    case SQLITE_CORRUPT:
-        rc = KNIT_ECORRUPT;
-        break;
-    case SQLITE_READONLY:
-        rc = KNIT_EREADONLY;
-        break;
-    case SQLITE_CONSTRAINT:
-        rc = KNIT_ECONSTRAINT;
-        break;
-    default:
-        rc = KNIT_EDB;
-    }
+    int rc = knit__sqlite_code(src);
     return set_err(s, rc, "sqlite: %s", s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(src));
 }
 
@@ -432,7 +494,8 @@ static int check_schema(knit_relay_store_t *s)
             rc = set_err(s, KNIT_ENOTREPLICA, "empty file, not a relay store");
             goto out;
         }
-        if ((rc = exec(s, SCHEMA)) != 0 || (rc = exec(s, SCHEMA_V3)) != 0)
+        if ((rc = exec(s, SCHEMA)) != 0 || (rc = exec(s, SCHEMA_V3)) != 0 ||
+            (rc = exec(s, SCHEMA_V4)) != 0)
             goto out;
         version = SCHEMA_VERSION;
         char pragmas[128];
@@ -447,13 +510,14 @@ static int check_schema(knit_relay_store_t *s)
                      SCHEMA_VERSION);
     } else if (version < 1) {
         rc = set_err(s, KNIT_ECORRUPT, "store schema version %d", version);
-    } else if (version == 2 && s->readonly) {
-        rc = 0; /* design note 11: readable as it is, without devices */
-    } else if (version == 2) {
-        /* Design note 11: schema 3 only adds tables. */
+    } else if ((version == 2 || version == 3) && s->readonly) {
+        rc = 0; /* design notes 11, 13: readable as it is, without what came later */
+    } else if (version == 2 || version == 3) {
+        /* Design notes 11 and 13: schemas 3 and 4 only add tables. */
         char pragma[64];
         snprintf(pragma, sizeof pragma, "PRAGMA user_version=%d", SCHEMA_VERSION);
-        if ((rc = exec(s, SCHEMA_V3)) == 0 && (rc = exec(s, pragma)) == 0)
+        if ((version > 2 || (rc = exec(s, SCHEMA_V3)) == 0) && (rc = exec(s, SCHEMA_V4)) == 0 &&
+            (rc = exec(s, pragma)) == 0)
             version = SCHEMA_VERSION;
     } else if (version < SCHEMA_VERSION) {
         /* No store of schema 1 was ever deployed, so there is no migration
@@ -604,282 +668,6 @@ int knit_relay_store_check(knit_relay_store_t *s, char *finding, size_t n) /* se
     if (lines > 5 && off + 1 < n)
         snprintf(finding + off, n - off, "; and %d more", lines - 5);
     return ok && lines == 0 ? 0 : set_err(s, KNIT_ECORRUPT, "%s", finding);
-}
-
-/* ---------------------------------------------------------------------- */
-/* OR-set values in stored form                                             */
-
-/* An OR-set with its own site table, numbered by position. */
-typedef struct sset_s {
-    knit_site_t *sites; /* site ids, strictly increasing when canonical; owned */
-    size_t nsites;      /* count */
-    knit_orset_t set;   /* the state, sites index `sites` */
-} sset_t;
-
-static void sset_init(sset_t *x)
-{
-    x->sites = NULL;
-    x->nsites = 0;
-    knit_orset_init(&x->set);
-}
-
-static void sset_free(sset_t *x)
-{
-    knit__free(x->sites);
-    x->sites = NULL;
-    x->nsites = 0;
-    knit_orset_free(&x->set);
-}
-
-typedef struct site_ent_s {
-    knit_site_t site; /* site id */
-    uint32_t old;     /* its index in the table it came from */
-} site_ent_t;
-
-static int site_ent_cmp(const void *a, const void *b)
-{
-    const site_ent_t *x = a, *y = b;
-    return knit_site_cmp(&x->site, &y->site);
-}
-
-/* Marks each site index set names; KNIT_ECORRUPT if one is >= ntab. */
-static int mark_sites(const knit_orset_t *set, uint8_t *mark, size_t ntab)
-{
-    size_t i, j;
-    for (i = 0; i < set->vv.len; i++) {
-        if (set->vv.e[i].site >= ntab)
-            return KNIT_ECORRUPT;
-        mark[set->vv.e[i].site] = 1;
-    }
-    for (i = 0; i < set->ncloud; i++) {
-        if (set->cloud[i].site >= ntab)
-            return KNIT_ECORRUPT;
-        mark[set->cloud[i].site] = 1;
-    }
-    for (i = 0; i < set->nelems; i++) {
-        for (j = 0; j < set->elems[i].ndots; j++) {
-            if (set->elems[i].dots[j].site >= ntab)
-                return KNIT_ECORRUPT;
-            mark[set->elems[i].dots[j].site] = 1;
-        }
-    }
-    return 0;
-}
-
-/* Makes x canonical: x->set currently indexes tab[0..ntab); afterwards
-** x->sites holds the sites it names in byte order and the set indexes them.
-** KNIT_ECORRUPT if the set names a site outside tab or two of the named
-** sites are the same id. */
-static int sset_canon(sset_t *x, const knit_site_t *tab, size_t ntab)
-{
-    uint8_t *mark = NULL;
-    uint32_t *map = NULL;
-    site_ent_t *ent = NULL;
-    knit_site_t *sites = NULL;
-    size_t i, k = 0;
-    int rc = KNIT_ENOMEM;
-
-    mark = knit__calloc(ntab ? ntab : 1, 1);
-    map = knit__calloc(ntab ? ntab : 1, sizeof *map);
-    if (!mark || !map)
-        goto out;
-    if ((rc = mark_sites(&x->set, mark, ntab)) != 0)
-        goto out;
-    for (i = 0; i < ntab; i++)
-        k += mark[i];
-    rc = KNIT_ENOMEM;
-    ent = knit__malloc((k ? k : 1) * sizeof *ent);
-    sites = knit__malloc((k ? k : 1) * sizeof *sites);
-    if (!ent || !sites)
-        goto out;
-    k = 0;
-    for (i = 0; i < ntab; i++) {
-        if (mark[i]) {
-            ent[k].site = tab[i];
-            ent[k].old = (uint32_t)i;
-            k++;
-        }
-    }
-    qsort(ent, k, sizeof *ent, site_ent_cmp);
-    for (i = 0; i < k; i++) {
-        if (i > 0 && knit_site_cmp(&ent[i - 1].site, &ent[i].site) == 0) {
-            rc = KNIT_ECORRUPT;
-            goto out;
-        }
-        sites[i] = ent[i].site;
-        map[ent[i].old] = (uint32_t)i;
-    }
-    if ((rc = knit_orset_remap(&x->set, map, ntab)) != 0) {
-        rc = rc == KNIT_EINVAL ? KNIT_ECORRUPT : rc;
-        goto out;
-    }
-    knit__free(x->sites);
-    x->sites = sites;
-    x->nsites = k;
-    sites = NULL;
-out:
-    knit__free(mark);
-    knit__free(map);
-    knit__free(ent);
-    knit__free(sites);
-    return rc;
-}
-
-/* Stored form of x (canonical) into a new buffer. */
-static int sset_encode(const sset_t *x, uint8_t **out, size_t *n)
-{
-    uint8_t *body = NULL, *p;
-    size_t nbody = 0, k;
-    int rc;
-
-    if ((rc = knit_orset_encode(&x->set, &body, &nbody)) != 0)
-        return rc;
-    p = knit__malloc(KNIT_VARINT_MAX + 16 * x->nsites + nbody);
-    if (!p) {
-        knit__free(body);
-        return KNIT_ENOMEM;
-    }
-    k = knit_varint_put(p, x->nsites);
-    for (size_t i = 0; i < x->nsites; i++, k += 16)
-        memcpy(p + k, x->sites[i].b, 16);
-    if (nbody)
-        memcpy(p + k, body, nbody);
-    knit__free(body);
-    *out = p;
-    *n = k + nbody;
-    return 0;
-}
-
-/* Splits a stored value into its site list and OR-set body, checking the
-** site list's shape.  Points into p. */
-static int sset_split(const uint8_t *p, size_t n, const uint8_t **sites, size_t *nsites,
-                      const uint8_t **body, size_t *nbody)
-{
-    uint64_t k;
-    size_t used;
-    int rc = knit_varint_get(p, n, &k, &used);
-    if (rc)
-        return KNIT_ECORRUPT;
-    if (k > (n - used) / 16)
-        return KNIT_ECORRUPT;
-    *sites = p + used;
-    *nsites = (size_t)k;
-    *body = p + used + 16 * k;
-    *nbody = n - used - 16 * (size_t)k;
-    for (size_t i = 1; i < k; i++)
-        if (memcmp(*sites + 16 * (i - 1), *sites + 16 * i, 16) >= 0)
-            return KNIT_ECORRUPT;
-    return 0;
-}
-
-/* Decodes a stored value (hostile input: the file may have been edited). */
-static int sset_decode(sset_t *x, const uint8_t *p, size_t n)
-{
-    const uint8_t *sites, *body;
-    size_t nsites, nbody;
-    uint8_t *mark = NULL;
-    int rc;
-
-    sset_init(x);
-    if ((rc = sset_split(p, n, &sites, &nsites, &body, &nbody)) != 0)
-        return rc;
-    if ((rc = knit_orset_decode(body, nbody, &x->set)) != 0)
-        return rc == KNIT_ENOMEM ? rc : KNIT_ECORRUPT;
-    x->sites = knit__malloc((nsites ? nsites : 1) * sizeof *x->sites);
-    mark = knit__calloc(nsites ? nsites : 1, 1);
-    if (!x->sites || !mark) {
-        knit__free(mark);
-        sset_free(x);
-        return KNIT_ENOMEM;
-    }
-    for (size_t i = 0; i < nsites; i++)
-        memcpy(x->sites[i].b, sites + 16 * i, 16);
-    x->nsites = nsites;
-    rc = mark_sites(&x->set, mark, nsites);
-    knit__free(mark);
-    if (rc)
-        sset_free(x);
-    return rc;
-}
-
-/* Joins o into x (both canonical); x stays canonical. */
-static int sset_join(sset_t *x, sset_t *o)
-{
-    size_t i = 0, j = 0, k = 0;
-    knit_site_t *u;
-    uint32_t *mx, *mo;
-    int rc = KNIT_ENOMEM;
-
-    u = knit__malloc((x->nsites + o->nsites + 1) * sizeof *u);
-    mx = knit__malloc((x->nsites + 1) * sizeof *mx);
-    mo = knit__malloc((o->nsites + 1) * sizeof *mo);
-    if (!u || !mx || !mo)
-        goto out;
-    while (i < x->nsites || j < o->nsites) {
-        int c = i == x->nsites   ? 1
-                : j == o->nsites ? -1
-                                 : knit_site_cmp(&x->sites[i], &o->sites[j]);
-        if (c <= 0) {
-            u[k] = x->sites[i];
-            mx[i++] = (uint32_t)k;
-            if (c == 0)
-                mo[j++] = (uint32_t)k;
-        } else {
-            u[k] = o->sites[j];
-            mo[j++] = (uint32_t)k;
-        }
-        k++;
-    }
-    if ((rc = knit_orset_remap(&x->set, mx, x->nsites)) != 0)
-        goto out;
-    if ((rc = knit_orset_remap(&o->set, mo, o->nsites)) != 0)
-        goto out;
-    knit__free(x->sites);
-    x->sites = u;
-    x->nsites = k;
-    knit__free(o->sites);
-    o->sites = NULL;
-    o->nsites = 0;
-    u = NULL;
-    if ((rc = knit_orset_join(&x->set, &o->set)) != 0)
-        goto out;
-    /* A join never forgets a site of either context, but stay canonical
-    ** whatever the set does. */
-    {
-        knit_site_t *tab = knit__memdup(x->sites, (x->nsites ? x->nsites : 1) * sizeof *tab);
-        if (!tab) {
-            rc = KNIT_ENOMEM;
-            goto out;
-        }
-        rc = sset_canon(x, tab, x->nsites);
-        knit__free(tab);
-    }
-out:
-    knit__free(u);
-    knit__free(mx);
-    knit__free(mo);
-    return rc;
-}
-
-/* Encodes x for a batch: sites interned into b, set renumbered to b's
-** table.  x->set is renumbered in place (x is not canonical afterwards). */
-static int sset_to_batch(sset_t *x, knit_batch_t *b, uint8_t **out, size_t *n)
-{
-    uint32_t *map = knit__malloc((x->nsites ? x->nsites : 1) * sizeof *map);
-    int rc;
-    if (!map)
-        return KNIT_ENOMEM;
-    for (size_t i = 0; i < x->nsites; i++) {
-        if ((rc = knit_batch_site(b, &x->sites[i], &map[i])) != 0) {
-            knit__free(map);
-            return rc;
-        }
-    }
-    rc = knit_orset_remap(&x->set, map, x->nsites);
-    knit__free(map);
-    if (rc)
-        return rc;
-    return knit_orset_encode(&x->set, out, n);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1379,17 +1167,17 @@ static int merge_orset(apply_t *A, const knit_change_t *c, size_t pklen, int *wo
     const knit_batch_table_t *t = &A->push->tables[c->table];
     const char *col = t->cols[c->col - 1];
     int64_t tid = change_tid(A, c), cid = change_cid(A, c);
-    sset_t in, cur;
+    knit_sset_t in, cur;
     stored_t st = {0};
     uint64_t rcl, hlc = c->hlc;
     knit_site_t site = A->push->sites[c->site];
     uint8_t *enc = NULL, *wire = NULL;
     size_t nenc = 0, nwire = 0;
-    sset_t *win = &in;
+    knit_sset_t *win = &in;
     int rc;
 
-    sset_init(&in);
-    sset_init(&cur);
+    knit__sset_init(&in);
+    knit__sset_init(&cur);
     if ((rc = row_cl(A, tid, pklen, &rcl)) != 0)
         return rc;
     if (c->cl < rcl)
@@ -1401,7 +1189,7 @@ static int merge_orset(apply_t *A, const knit_change_t *c, size_t pklen, int *wo
                  : set_err(A->s, KNIT_ECORRUPT, "%s.%s: bad OR-set state", t->name, col);
         goto out;
     }
-    if ((rc = sset_canon(&in, A->push->sites, A->push->nsites)) != 0) {
+    if ((rc = knit__sset_canon(&in, A->push->sites, A->push->nsites)) != 0) {
         if (rc == KNIT_ECORRUPT)
             set_err(A->s, rc, "%s.%s: OR-set names an unknown or duplicate site", t->name, col);
         goto out;
@@ -1415,12 +1203,12 @@ static int merge_orset(apply_t *A, const knit_change_t *c, size_t pklen, int *wo
     if (st.found && c->cl < st.lww.cl)
         goto out; /* an older life */
     if (st.found && c->cl == st.lww.cl) {
-        if ((rc = sset_decode(&cur, st.val, st.vlen)) != 0) {
+        if ((rc = knit__sset_decode(&cur, st.val, st.vlen)) != 0) {
             if (rc == KNIT_ECORRUPT)
                 set_err(A->s, rc, "stored OR-set %s.%s is corrupt", t->name, col);
             goto out;
         }
-        if ((rc = sset_join(&cur, &in)) != 0)
+        if ((rc = knit__sset_join(&cur, &in)) != 0)
             goto out;
         win = &cur;
         if (knit_stamp_cmp(st.lww.hlc, &st.lww.site, hlc, &site) > 0) {
@@ -1428,7 +1216,7 @@ static int merge_orset(apply_t *A, const knit_change_t *c, size_t pklen, int *wo
             site = st.lww.site;
         }
     }
-    if ((rc = sset_encode(win, &enc, &nenc)) != 0)
+    if ((rc = knit__sset_encode(win, &enc, &nenc)) != 0)
         goto out;
     /* Already held when the join added nothing and the stamp is not newer.
     ** (The stamp counts too, so that the stored stamp is the maximum
@@ -1440,7 +1228,7 @@ static int merge_orset(apply_t *A, const knit_change_t *c, size_t pklen, int *wo
         goto out;
     if ((rc = put_cell(A, tid, pklen, cid, KIND_ORSET, c->cl, hlc, &site, enc, nenc)) != 0)
         goto out;
-    if ((rc = sset_to_batch(win, A->out, &wire, &nwire)) != 0)
+    if ((rc = knit__sset_to_batch(win, A->out, &wire, &nwire)) != 0)
         goto out;
     {
         knit_change_t o = *c;
@@ -1464,8 +1252,8 @@ out:
     knit__free(enc);
     knit__free(wire);
     knit__free(st.val);
-    sset_free(&in);
-    sset_free(&cur);
+    knit__sset_free(&in);
+    knit__sset_free(&cur);
     return rc;
 }
 
@@ -1914,17 +1702,17 @@ static int catch_row(ctabs_t *C, const char *ns, sqlite3_stmt *st, uint32_t ns_i
         if (!val || knit_value_decode(val, vlen, &c.value, &used) != 0 || used != vlen)
             return skip_cell(C, ns, st, t, ci, *pkbuf, "the stored value does not decode");
     } else {
-        sset_t x;
+        knit_sset_t x;
         size_t nwire = 0;
         if (!val)
             return skip_cell(C, ns, st, t, ci, *pkbuf, "the stored OR-set state is empty");
-        if ((rc = sset_decode(&x, val, vlen)) != 0) {
+        if ((rc = knit__sset_decode(&x, val, vlen)) != 0) {
             if (rc != KNIT_ECORRUPT)
                 return rc;
             return skip_cell(C, ns, st, t, ci, *pkbuf, "the stored OR-set state does not decode");
         }
-        rc = sset_to_batch(&x, C->b, &wire, &nwire);
-        sset_free(&x);
+        rc = knit__sset_to_batch(&x, C->b, &wire, &nwire);
+        knit__sset_free(&x);
         if (rc)
             return rc;
         c.value.type = KNIT_BLOB;
@@ -2021,6 +1809,145 @@ fail:
     return rc;
 }
 
+/* Keeps the cell at st's current row for refused change ch of b: every
+** cell of the row when its liveness is refused (whole), else only the
+** refused column's. */
+static int refused_cell(ctabs_t *C, sqlite3_stmt *st, const knit_batch_table_t *bt,
+                        const knit_change_t *ch, int whole)
+{
+    ctab_t *t = NULL;
+    int64_t ci = -1;
+    int rc = cell_names(C, st, &t, &ci);
+    if (rc)
+        return rc == KNIT_ECORRUPT ? 0 : rc; /* a damaged cell is no state to send */
+    if (whole)
+        return 1;
+    if (ci == 0 || ch->col == 0 || ch->col > bt->ncols)
+        return 0;
+    return strcmp(t->cols[ci - 1], bt->cols[ch->col - 1]) == 0;
+}
+
+int knit_relay_store_cells(knit_relay_store_t *s, const char *ns, const knit_batch_t *b,
+                           const size_t *changes, size_t n,
+                           knit_batch_t **out) /* see relay_store.h */
+{
+    ctabs_t C;
+    sqlite3_stmt *qt = NULL, *qc = NULL;
+    knit_value_t *pkbuf = NULL;
+    uint32_t pkcap = 0, ns_idx;
+    uint64_t cur = 0;
+    uint8_t *key = NULL;
+    int own_txn = 0, rc;
+
+    *out = NULL;
+    memset(&C, 0, sizeof C);
+    C.s = s;
+    if ((rc = knit_batch_new(&C.b)) != 0)
+        return rc;
+    if ((rc = knit_batch_ns(C.b, ns, &ns_idx)) != 0)
+        goto fail;
+    if (!s->in_group) {
+        if ((rc = exec(s, "BEGIN")) != 0)
+            goto fail;
+        own_txn = 1;
+    }
+    if ((rc = ns_lookup(s, ns, 0, &C.nsid, &cur)) != 0)
+        goto fail;
+    if (C.nsid == 0)
+        goto done;
+    if ((rc = knit_batch_begin(C.b, cur ? cur : 1)) != 0)
+        goto fail;
+    if (sqlite3_prepare_v2(s->db, "SELECT id FROM tbl WHERE ns = ?1 AND name = ?2", -1, &qt,
+                           NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(s->db,
+                           "SELECT tid, pk, cid, kind, cl, hlc, site, value, seq FROM cell"
+                           " WHERE ns = ?1 AND tid = ?2 AND pk = ?3 ORDER BY cid",
+                           -1, &qc, NULL) != SQLITE_OK) {
+        rc = set_err(s, KNIT_EDB, "reading refused cells: %s", sqlite3_errmsg(s->db));
+        goto fail;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (changes[i] >= b->nchanges)
+            continue;
+        const knit_change_t *ch = &b->changes[changes[i]];
+        const knit_batch_table_t *bt = &b->tables[ch->table];
+        int whole = 0, seen = 0;
+        /* One reason per row is enough when its liveness is refused. */
+        for (size_t j = 0; j < n; j++) {
+            if (changes[j] >= b->nchanges)
+                continue;
+            const knit_change_t *o = &b->changes[changes[j]];
+            int same = o->table == ch->table;
+            for (uint32_t k = 0; same && k < bt->npk; k++)
+                same = knit_value_cmp(&o->pk[k], &ch->pk[k]) == 0;
+            if (same && o->col == 0)
+                whole = 1;
+            if (same && j < i && (o->col == 0 || whole))
+                seen = 1;
+        }
+        if (seen)
+            continue;
+        size_t len = 0;
+        for (uint32_t k = 0; k < bt->npk; k++)
+            len += knit_value_encoded_size(&ch->pk[k]);
+        knit__free(key);
+        if (!(key = knit__malloc(len + 1))) {
+            rc = KNIT_ENOMEM;
+            goto fail;
+        }
+        len = 0;
+        for (uint32_t k = 0; k < bt->npk; k++)
+            len += knit_value_encode(&ch->pk[k], key + len);
+        sqlite3_bind_int64(qt, 1, C.nsid);
+        sqlite3_bind_text(qt, 2, bt->name, -1, SQLITE_STATIC);
+        rc = sqlite3_step(qt);
+        int64_t tid = rc == SQLITE_ROW ? sqlite3_column_int64(qt, 0) : 0;
+        sqlite3_reset(qt);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+            rc = set_err(s, KNIT_EDB, "reading refused cells: %s", sqlite3_errmsg(s->db));
+            goto fail;
+        }
+        if (!tid)
+            continue; /* the relay holds nothing of that table */
+        sqlite3_bind_int64(qc, 1, C.nsid);
+        sqlite3_bind_int64(qc, 2, tid);
+        sqlite3_bind_blob(qc, 3, key, (int)len, SQLITE_STATIC);
+        while ((rc = sqlite3_step(qc)) == SQLITE_ROW) {
+            if ((rc = refused_cell(&C, qc, bt, ch, whole)) < 0)
+                break;
+            if (rc == 1 && (rc = catch_row(&C, ns, qc, ns_idx, &pkbuf, &pkcap)) < 0)
+                break;
+        }
+        sqlite3_reset(qc);
+        if (rc < 0)
+            goto fail;
+        if (rc != SQLITE_DONE) {
+            rc = set_err(s, KNIT_EDB, "reading refused cells: %s", sqlite3_errmsg(s->db));
+            goto fail;
+        }
+    }
+done:
+    if (own_txn)
+        exec(s, "COMMIT");
+    sqlite3_finalize(qt);
+    sqlite3_finalize(qc);
+    ctabs_free(&C);
+    knit__free(pkbuf);
+    knit__free(key);
+    *out = C.b;
+    return 0;
+fail:
+    if (own_txn)
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_finalize(qt);
+    sqlite3_finalize(qc);
+    ctabs_free(&C);
+    knit__free(pkbuf);
+    knit__free(key);
+    knit_batch_free(C.b);
+    return rc;
+}
+
 int knit_relay_store_digest(knit_relay_store_t *s, const char *ns,
                             knit_digest_t *out) /* see relay_store.h */
 {
@@ -2107,7 +2034,7 @@ int knit_relay_store_digest(knit_relay_store_t *s, const char *ns,
             ** this file): hashed as it is. */
             const uint8_t *sites, *body;
             size_t nsites, nbody;
-            if (!val || sset_split(val, vlen, &sites, &nsites, &body, &nbody) != 0) {
+            if (!val || knit__sset_split(val, vlen, &sites, &nsites, &body, &nbody) != 0) {
                 rc = set_err(s, KNIT_ECORRUPT, "bad stored OR-set in %s.%s", t->name, cell.column);
                 break;
             }
@@ -2183,6 +2110,8 @@ int knit_relay_store_busiest(knit_relay_store_t *s, size_t limit,
 /* Erasure and the relay's site id                                          */
 
 static int claims_forget(knit_relay_store_t *s, const char *ns);
+static int tomb_put(knit_relay_store_t *s, const char *ns);
+static int ident_forget(knit_relay_store_t *s, const char *ns);
 
 /* The devices recorded for principal ns (design note 11). */
 static int erase_devices(knit_relay_store_t *s, const char *ns)
@@ -2259,6 +2188,12 @@ int knit_relay_store_erase_account(knit_relay_store_t *s, const char *ns,
     *erased = 0;
     if (snprintf(into, sizeof into, "\x1f%s", ns) >= (int)sizeof into)
         return set_err(s, KNIT_EINVAL, "namespace name too long");
+    if (s->readonly)
+        return set_err(s, KNIT_EREADONLY, "store opened read-only");
+    /* The tombstone first (design note 12): from now on the account's
+    ** tokens are refused, so no session writes it again while it goes. */
+    if ((rc = tomb_put(s, ns)) != 0 || (rc = ident_forget(s, ns)) != 0)
+        return rc;
     /* The anonymous namespaces this account claimed: "claim" US from US ns. */
     rc = sqlite3_prepare_v2(s->db,
                             "SELECT substr(key, 7, length(key) - 6 - length(?1)) FROM meta"
@@ -2416,9 +2351,7 @@ int knit_relay_store_webhook_record(knit_relay_store_t *s, const char *id, const
     if (snprintf(key, sizeof key, "webhook\x1f%s", id) >= (int)sizeof key ||
         (user && snprintf(ukey, sizeof ukey, "user_updated\x1f%s", user) >= (int)sizeof ukey))
         return set_err(s, KNIT_EINVAL, "webhook id or user too long");
-    if (s->in_group)
-        return set_err(s, KNIT_EINVAL, "webhook inside a group");
-    if ((rc = exec(s, "BEGIN IMMEDIATE")) != 0)
+    if (!s->in_group && (rc = exec(s, "BEGIN IMMEDIATE")) != 0)
         return rc;
     if (user && updated_ms && (rc = meta_u64(s, ukey, &last, &found)) == 0) {
         if (found && last > updated_ms)
@@ -2428,9 +2361,171 @@ int knit_relay_store_webhook_record(knit_relay_store_t *s, const char *id, const
     }
     if (rc == 0)
         rc = meta_put_u64(s, key, updated_ms);
+    if (s->in_group)
+        return rc; /* the caller's group commits or rolls it back */
     if (rc == 0)
         return exec(s, "COMMIT");
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Seals and tombstones (design note 12)                                    */
+
+/* meta's text under key into buf[0..n) ("" and 0 when absent). */
+static int meta_text(knit_relay_store_t *s, const char *key, char *buf, size_t n, int *found)
+{
+    sqlite3_stmt *st;
+    int rc;
+    buf[0] = '\0';
+    *found = 0;
+    if (sqlite3_prepare_v2(s->db, SQL[S_META_GET], -1, &st, NULL) != SQLITE_OK)
+        return 0; /* no meta table yet */
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const char *v = (const char *)sqlite3_column_text(st, 0);
+        snprintf(buf, n, "%s", v ? v : "");
+        *found = 1;
+    }
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_err(s, rc);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Claims recorded from anon (before seals existed, a claim was the only
+** trace): *mine when one is into account, *others when one is into
+** another namespace. */
+static int claims_from(knit_relay_store_t *s, const char *anon, const char *account, int *mine,
+                       int *others)
+{
+    char from[CLAIM_KEY_MAX], key[CLAIM_KEY_MAX];
+    sqlite3_stmt *st;
+    int rc;
+    *mine = *others = 0;
+    if (snprintf(from, sizeof from, "claim\x1f%s\x1f", anon) >= (int)sizeof from ||
+        (account && claim_key(key, sizeof key, anon, account) < 0))
+        return set_err(s, KNIT_EINVAL, "namespace name too long");
+    if (sqlite3_prepare_v2(s->db, "SELECT key FROM meta WHERE substr(key, 1, length(?1)) = ?1", -1,
+                           &st, NULL) != SQLITE_OK)
+        return 0; /* no meta table yet */
+    sqlite3_bind_text(st, 1, from, -1, SQLITE_STATIC);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *k = (const char *)sqlite3_column_text(st, 0);
+        if (account && k && strcmp(k, key) == 0)
+            *mine = 1;
+        else
+            *others = 1;
+    }
+    rc = rc == SQLITE_DONE ? 0 : db_err(s, rc);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int knit_relay_store_seal(knit_relay_store_t *s, const char *anon,
+                          const char *account) /* see relay_store.h */
+{
+    char key[CLAIM_KEY_MAX], owner[CLAIM_KEY_MAX];
+    sqlite3_stmt *st;
+    int found, mine, others, rc;
+    if (snprintf(key, sizeof key, "seal\x1f%s", anon) >= (int)sizeof key)
+        return set_err(s, KNIT_EINVAL, "namespace name too long");
+    if ((rc = meta_text(s, key, owner, sizeof owner, &found)) != 0)
+        return rc;
+    if (found)
+        return strcmp(owner, account) == 0
+                   ? 0
+                   : set_err(s, KNIT_EDENIED, "%s is sealed to another account", anon);
+    if ((rc = claims_from(s, anon, account, &mine, &others)) != 0)
+        return rc;
+    if (others && !mine) /* claimed by another account before seals were kept */
+        return set_err(s, KNIT_EDENIED, "%s was claimed by another account", anon);
+    if ((rc = exec(s, META_TABLE)) != 0)
+        return rc;
+    rc = sqlite3_prepare_v2(s->db, SQL[S_META_PUT], -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return db_err(s, rc);
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, account, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, sqlite3_errcode(s->db));
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int knit_relay_store_sealed(knit_relay_store_t *s, const char *anon,
+                            int *sealed) /* see relay_store.h */
+{
+    char key[CLAIM_KEY_MAX], owner[CLAIM_KEY_MAX];
+    int found, mine, others, rc;
+    *sealed = 0;
+    if (snprintf(key, sizeof key, "seal\x1f%s", anon) >= (int)sizeof key)
+        return set_err(s, KNIT_EINVAL, "namespace name too long");
+    if ((rc = meta_text(s, key, owner, sizeof owner, &found)) != 0)
+        return rc;
+    if (!found && (rc = claims_from(s, anon, NULL, &mine, &others)) != 0)
+        return rc;
+    *sealed = found || others;
+    return 0;
+}
+
+/* The tombstone of an erased account: "erased" US ns. */
+static int tomb_key(knit_relay_store_t *s, const char *ns, char *key, size_t n)
+{
+    if (snprintf(key, n, "erased\x1f%s", ns) >= (int)n)
+        return set_err(s, KNIT_EINVAL, "namespace name too long");
+    return 0;
+}
+
+/* Writes the tombstone of ns, durably (its own transaction). */
+static int tomb_put(knit_relay_store_t *s, const char *ns)
+{
+    char key[CLAIM_KEY_MAX];
+    sqlite3_stmt *st;
+    int rc;
+    if ((rc = tomb_key(s, ns, key, sizeof key)) != 0 || (rc = exec(s, META_TABLE)) != 0)
+        return rc;
+    rc = sqlite3_prepare_v2(s->db,
+                            "INSERT OR REPLACE INTO meta(key, value)"
+                            " VALUES(?1, CAST(strftime('%s', 'now') AS INTEGER) * 1000)",
+                            -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return db_err(s, rc);
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, sqlite3_errcode(s->db));
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int knit_relay_store_erased(knit_relay_store_t *s, const char *ns,
+                            int *erased) /* see relay_store.h */
+{
+    char key[CLAIM_KEY_MAX];
+    uint64_t v;
+    int rc;
+    *erased = 0;
+    if ((rc = tomb_key(s, ns, key, sizeof key)) != 0)
+        return rc;
+    return meta_u64(s, key, &v, erased);
+}
+
+int knit_relay_store_unerase(knit_relay_store_t *s, const char *ns,
+                             int *cleared) /* see relay_store.h */
+{
+    char key[CLAIM_KEY_MAX];
+    sqlite3_stmt *st;
+    int rc;
+    *cleared = 0;
+    if (s->in_group)
+        return set_err(s, KNIT_EINVAL, "unerase inside a group");
+    if ((rc = tomb_key(s, ns, key, sizeof key)) != 0)
+        return rc;
+    if (sqlite3_prepare_v2(s->db, "DELETE FROM meta WHERE key = ?1", -1, &st, NULL) != SQLITE_OK)
+        return 0; /* no meta table: nothing was erased */
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, sqlite3_errcode(s->db));
+    if (rc == 0)
+        *cleared = sqlite3_changes(s->db) > 0;
+    sqlite3_finalize(st);
     return rc;
 }
 
@@ -2491,8 +2586,9 @@ int knit_relay_store_site(knit_relay_store_t *s, knit_site_t *site) /* see relay
             sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         return rc;
     }
-    sqlite3_randomness(sizeof made, made);
-    if ((rc = sqlite3_prepare_v2(s->db, SQL[S_META_PUT], -1, &st, NULL)) != SQLITE_OK) {
+    if (knit__random(made, sizeof made) != 0) {
+        rc = set_err(s, KNIT_EIO, "the kernel gave no random bytes for the relay's site id");
+    } else if ((rc = sqlite3_prepare_v2(s->db, SQL[S_META_PUT], -1, &st, NULL)) != SQLITE_OK) {
         rc = db_err(s, rc);
     } else {
         sqlite3_bind_text(st, 1, "site", -1, SQLITE_STATIC);
@@ -2861,4 +2957,520 @@ out:
     if (own_txn)
         exec(s, "COMMIT");
     return rc < 0 ? rc : r;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The identity index (design note 13)                                      */
+
+int knit_relay_normalize_email(const char *in, char *out, size_t n) /* see relay_store.h */
+{
+    size_t a = 0, b;
+    out[0] = '\0';
+    if (!in)
+        return 0;
+    b = strlen(in);
+    while (a < b && (in[a] == ' ' || in[a] == '\t' || in[a] == '\n' || in[a] == '\r'))
+        a++;
+    while (b > a &&
+           (in[b - 1] == ' ' || in[b - 1] == '\t' || in[b - 1] == '\n' || in[b - 1] == '\r'))
+        b--;
+    if (b - a >= n)
+        return KNIT_ETOOBIG;
+    for (size_t i = a; i < b; i++) {
+        char c = in[i];
+        if ((unsigned char)c < 0x20)
+            return KNIT_EINVAL;
+        out[i - a] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+    }
+    out[b - a] = '\0';
+    return 0;
+}
+
+void knit_relay_ident_result_clear(knit_ident_result_t *r) /* see relay_store.h */
+{
+    if (!r)
+        return;
+    for (int f = 0; f < KNIT_PROFILE_NFIELDS; f++)
+        knit__free(r->field[f]);
+    memset(r, 0, sizeof *r);
+}
+
+/* Text of column i as an owned copy (NULL for SQL NULL); *rc on failure. */
+static char *col_dup(sqlite3_stmt *st, int i, int *rc)
+{
+    const char *t = (const char *)sqlite3_column_text(st, i);
+    char *d;
+    if (!t)
+        return NULL;
+    if (!(d = knit__strdup(t)))
+        *rc = KNIT_ENOMEM;
+    return d;
+}
+
+/* The account of provider id `id`, or of normalized email `email`, into
+** acc[0..n) ("" when none). */
+static int ident_find(knit_relay_store_t *s, int which, const char *key, char *acc, size_t n)
+{
+    sqlite3_stmt *st;
+    int rc;
+    acc[0] = '\0';
+    if (!key || !*key)
+        return 0;
+    if ((rc = stmt(s, which, &st)) != 0)
+        return rc;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    if ((rc = step(s, st)) == 1) {
+        const char *a = (const char *)sqlite3_column_text(st, 0);
+        snprintf(acc, n, "%s", a ? a : "");
+        rc = 0;
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+/* Runs one bound statement to completion. */
+static int run_done(knit_relay_store_t *s, sqlite3_stmt *st)
+{
+    int rc = step(s, st);
+    sqlite3_reset(st);
+    return rc > 0 ? 0 : rc;
+}
+
+static int tracks_q(knit_relay_store_t *s, const char *account, const char *table, int *is)
+{
+    sqlite3_stmt *st;
+    int rc;
+    *is = 0;
+    if ((rc = stmt(s, S_TRACKS, &st)) != 0)
+        return rc;
+    sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, table, -1, SQLITE_STATIC);
+    rc = step(s, st);
+    sqlite3_reset(st);
+    if (rc < 0)
+        return rc;
+    *is = rc == 1;
+    return 0;
+}
+
+int knit_relay_store_tracks(knit_relay_store_t *s, const char *account, const char *table,
+                            int *is) /* see relay_store.h */
+{
+    *is = 0;
+    if (s->version < 4)
+        return 0;
+    return tracks_q(s, account, table, is);
+}
+
+/* Drops from b the changes of table `table`, in place (the batch's bytes
+** live in its arena), and units left empty. */
+static void drop_table(knit_batch_t *b, const char *table)
+{
+    size_t w = 0, wt = 0;
+    for (size_t u = 0; u < b->ntxns; u++) {
+        knit_txn_t t = b->txns[u];
+        size_t first = w;
+        for (size_t i = t.first; i < t.first + t.count; i++)
+            if (strcmp(b->tables[b->changes[i].table].name, table) != 0)
+                b->changes[w++] = b->changes[i];
+        if (w > first) {
+            b->txns[wt].version = t.version;
+            b->txns[wt].first = first;
+            b->txns[wt].count = w - first;
+            wt++;
+        }
+    }
+    b->nchanges = w;
+    b->ntxns = wt;
+}
+
+/* Merges the cells of namespace from into to, inside the open group, by
+** the claim's merge (catch-up pages applied as pushes: a CRDT union), but
+** for knit_profile: the account keeps its own row.  *seq gets to's sequence
+** after, 0 when nothing was merged. */
+static int merge_into(knit_relay_store_t *s, const char *from, const char *to, uint64_t *seq)
+{
+    uint64_t after = 0;
+    int more = 1, rc = 0;
+    *seq = 0;
+    while (more) {
+        knit_batch_t *b = NULL;
+        knit_relay_applied_t res;
+        uint32_t to_idx;
+        if ((rc = knit_relay_store_catch_up(s, from, after, 4096, &b, &after, &more)) != 0)
+            return rc;
+        drop_table(b, KNIT_PROFILE_TABLE);
+        if (b->nchanges && (rc = knit_batch_ns(b, to, &to_idx)) == 0) {
+            for (size_t i = 0; i < b->nchanges; i++)
+                b->changes[i].ns = to_idx;
+            if ((rc = knit_relay_store_apply(s, to, b, &res)) == 0) {
+                if (res.last_seq)
+                    *seq = res.last_seq;
+                knit_batch_free(res.fanout);
+            }
+        }
+        knit_batch_free(b);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* The body of knit_relay_store_identify, inside a transaction. */
+static int identify_in(knit_relay_store_t *s, const knit_ident_t *in, uint64_t now_ms,
+                       knit_ident_result_t *out)
+{
+    char a[KNIT_IDENT_NS_MAX], b[KNIT_IDENT_NS_MAX];
+    char *cur[KNIT_PROFILE_NFIELDS + 1] = {NULL}; /* fields, then external_id */
+    const char *want[KNIT_PROFILE_NFIELDS + 1];
+    uint64_t updated = 0;
+    int profiled = 0, rc, tomb = 0, have_email = out->email[0] != '\0';
+    sqlite3_stmt *st;
+
+    if ((rc = ident_find(s, S_ID_GET, in->id, a, sizeof a)) != 0 ||
+        (have_email && (rc = ident_find(s, S_IDENT_BY_EMAIL, out->email, b, sizeof b)) != 0))
+        return rc;
+    if (!have_email)
+        b[0] = '\0';
+    if (a[0] && b[0] && strcmp(a, b) != 0) {
+        /* The id's account and the email's differ.  An account that has no
+        ** email yet was made by a sign-in whose token carried none: it was
+        ** provisional, and the email's account is the person's; the id (and
+        ** any other of its ids) moves there.  Otherwise both are real
+        ** accounts: the id's stays, and the email is not moved. */
+        int a_has_email = 0;
+        if ((rc = stmt(s, S_IDENT_GET, &st)) != 0)
+            return rc;
+        sqlite3_bind_text(st, 1, a, -1, SQLITE_STATIC);
+        if ((rc = step(s, st)) == 1)
+            a_has_email = sqlite3_column_type(st, 0) != SQLITE_NULL;
+        sqlite3_reset(st);
+        if (rc < 0)
+            return rc;
+        if (!a_has_email) {
+            if ((rc = stmt(s, S_ID_MOVE, &st)) != 0)
+                return rc;
+            sqlite3_bind_text(st, 1, a, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, b, -1, SQLITE_STATIC);
+            bind_u64(st, 3, now_ms);
+            if ((rc = run_done(s, st)) != 0 || (rc = stmt(s, S_IDENT_DROP, &st)) != 0)
+                return rc;
+            sqlite3_bind_text(st, 1, a, -1, SQLITE_STATIC);
+            if ((rc = run_done(s, st)) != 0)
+                return rc;
+            /* What was written in the provisional account comes along. */
+            if ((rc = merge_into(s, a, b, &out->merged_seq)) != 0)
+                return rc;
+            snprintf(out->moved_from, sizeof out->moved_from, "%s", a);
+            snprintf(out->account, sizeof out->account, "%s", b);
+            out->action = KNIT_IDENT_RELINKED;
+        } else {
+            snprintf(out->account, sizeof out->account, "%s", a);
+            out->action = KNIT_IDENT_UPDATED;
+            out->email_conflict = 1;
+            have_email = 0;
+        }
+    } else if (a[0]) {
+        snprintf(out->account, sizeof out->account, "%s", a);
+        out->action = KNIT_IDENT_UPDATED;
+    } else if (b[0]) {
+        if ((rc = stmt(s, S_ID_PUT, &st)) != 0)
+            return rc;
+        sqlite3_bind_text(st, 1, in->id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, b, -1, SQLITE_STATIC);
+        bind_u64(st, 3, now_ms);
+        if ((rc = run_done(s, st)) != 0)
+            return rc;
+        snprintf(out->account, sizeof out->account, "%s", b);
+        out->action = KNIT_IDENT_RELINKED;
+    } else {
+        if (snprintf(out->account, sizeof out->account, "user:%s", in->id) >=
+            (int)sizeof out->account)
+            return set_err(s, KNIT_EINVAL, "provider id too long");
+        /* An erased account is not made again by a sign-in or an event
+        ** about it; the provider's user.created removes the tombstone. */
+        if ((rc = knit_relay_store_erased(s, out->account, &tomb)) != 0)
+            return rc;
+        if (tomb) {
+            out->erased = 1;
+            return 0;
+        }
+        if ((rc = stmt(s, S_IDENT_INS, &st)) != 0)
+            return rc;
+        sqlite3_bind_text(st, 1, out->account, -1, SQLITE_STATIC);
+        bind_u64(st, 2, now_ms);
+        if ((rc = run_done(s, st)) != 0 || (rc = stmt(s, S_ID_PUT, &st)) != 0)
+            return rc;
+        sqlite3_bind_text(st, 1, in->id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, out->account, -1, SQLITE_STATIC);
+        bind_u64(st, 3, now_ms);
+        if ((rc = run_done(s, st)) != 0)
+            return rc;
+        out->action = KNIT_IDENT_CREATED;
+    }
+
+    /* The account's stored values. */
+    if ((rc = stmt(s, S_IDENT_GET, &st)) != 0)
+        return rc;
+    sqlite3_bind_text(st, 1, out->account, -1, SQLITE_STATIC);
+    if ((rc = step(s, st)) == 1) {
+        rc = 0;
+        for (int f = 0; f <= KNIT_PROFILE_NFIELDS; f++)
+            cur[f] = col_dup(st, f, &rc);
+        updated = col_u64(st, 5);
+        profiled = sqlite3_column_int(st, 6);
+    } else if (rc == 0) {
+        rc = set_err(s, KNIT_ECORRUPT, "identity index: %s has an id but no account row",
+                     out->account);
+    }
+    sqlite3_reset(st);
+    if (rc < 0)
+        goto done;
+
+    for (int f = 0; f < KNIT_PROFILE_NFIELDS; f++)
+        want[f] = in->field[f];
+    want[KNIT_PROFILE_EMAIL] = have_email ? out->email : NULL;
+    want[KNIT_PROFILE_NFIELDS] = in->external_id;
+    out->stale = in->updated_ms && in->updated_ms < updated;
+    if (!out->stale) {
+        for (int f = 0; f <= KNIT_PROFILE_NFIELDS; f++) {
+            /* A sign-in fills only what no webhook set (design note 13). */
+            int allowed = in->updated_ms > 0 || updated == 0 || !cur[f];
+            if (!want[f] || !allowed || (cur[f] && strcmp(cur[f], want[f]) == 0))
+                continue;
+            knit__free(cur[f]);
+            if (!(cur[f] = knit__strdup(want[f]))) {
+                rc = KNIT_ENOMEM;
+                goto done;
+            }
+            if (f < KNIT_PROFILE_NFIELDS)
+                out->changed |= 1u << f;
+        }
+        if (in->updated_ms > updated)
+            updated = in->updated_ms;
+    }
+    out->tracks[0] = in->tracks[0];
+    out->tracks[1] = in->tracks[1];
+    if ((!out->tracks[0] &&
+         (rc = tracks_q(s, out->account, KNIT_PROFILE_TABLE, &out->tracks[0])) != 0) ||
+        (!out->tracks[1] &&
+         (rc = tracks_q(s, out->account, KNIT_ACTIVITY_TABLE, &out->tracks[1])) != 0))
+        goto done;
+    if (out->tracks[0] && !profiled) {
+        /* The row was never written: all it has, and its liveness. */
+        out->new_row = 1;
+        profiled = 1;
+        for (int f = 0; f < KNIT_PROFILE_NFIELDS; f++)
+            if (cur[f])
+                out->changed |= 1u << f;
+    }
+    if (!out->tracks[0])
+        out->changed = 0; /* nothing to write: it is written in full once tracked */
+    out->updated_ms = in->updated_ms ? in->updated_ms : now_ms;
+    if ((rc = stmt(s, S_IDENT_PUT, &st)) != 0)
+        goto done;
+    sqlite3_bind_text(st, 1, out->account, -1, SQLITE_STATIC);
+    for (int f = 0; f <= KNIT_PROFILE_NFIELDS; f++) {
+        if (cur[f])
+            sqlite3_bind_text(st, 2 + f, cur[f], -1, SQLITE_STATIC);
+    }
+    bind_u64(st, 7, updated);
+    sqlite3_bind_int(st, 8, profiled);
+    if ((rc = step(s, st)) == 0 && sqlite3_changes(s->db) != 1)
+        rc = set_err(s, KNIT_ECORRUPT, "identity index: no account row %s", out->account);
+    sqlite3_reset(st);
+    if (rc < 0)
+        goto done;
+    for (int f = 0; f < KNIT_PROFILE_NFIELDS; f++) {
+        out->field[f] = cur[f];
+        cur[f] = NULL;
+    }
+done:
+    for (int f = 0; f <= KNIT_PROFILE_NFIELDS; f++)
+        knit__free(cur[f]);
+    return rc < 0 ? rc : 0;
+}
+
+int knit_relay_store_identify(knit_relay_store_t *s, const knit_ident_t *in, uint64_t now_ms,
+                              knit_ident_result_t *out) /* see relay_store.h */
+{
+    int rc, own = !s->in_group;
+    memset(out, 0, sizeof *out);
+    if (!in->id || !*in->id || strlen(in->id) > 128)
+        return set_err(s, KNIT_EINVAL, "identity without an acceptable provider id");
+    if (s->readonly) {
+        /* Resolved, not recorded: nothing can be written. */
+        if ((rc = knit_relay_store_ident_get(s, in->id, in->email, out->account)) != 0)
+            return rc;
+        if (!out->account[0])
+            snprintf(out->account, sizeof out->account, "user:%s", in->id);
+        return 0;
+    }
+    if (knit_relay_normalize_email(in->email, out->email, sizeof out->email) != 0)
+        out->email[0] = '\0'; /* not an email this index can hold: matched by id alone */
+    /* A group, so that a provisional account's cells can be merged. */
+    if (own && (rc = knit_relay_store_begin(s)) != 0)
+        return rc;
+    rc = identify_in(s, in, now_ms, out);
+    if (own) {
+        if (rc == 0 && !out->erased)
+            rc = knit_relay_store_commit(s);
+        else
+            knit_relay_store_rollback(s);
+    }
+    if (rc != 0)
+        knit_relay_ident_result_clear(out);
+    return rc;
+}
+
+int knit_relay_store_ident_dirty(knit_relay_store_t *s, const char *account) /* see relay_store.h */
+{
+    sqlite3_stmt *st;
+    int rc;
+    if (s->readonly || s->version < 4)
+        return 0;
+    rc = sqlite3_prepare_v2(s->db, "UPDATE ident SET profiled = 0 WHERE account = ?1", -1, &st,
+                            NULL);
+    if (rc != SQLITE_OK)
+        return db_err(s, rc);
+    sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
+    rc = step(s, st);
+    sqlite3_finalize(st);
+    return rc > 0 ? 0 : rc;
+}
+
+int knit_relay_store_ident_get(knit_relay_store_t *s, const char *id, const char *email,
+                               char account[KNIT_IDENT_NS_MAX]) /* see relay_store.h */
+{
+    char e[KNIT_IDENT_EMAIL_MAX];
+    int rc;
+    account[0] = '\0';
+    if (s->version < 4)
+        return 0;
+    if (id && (rc = ident_find(s, S_ID_GET, id, account, KNIT_IDENT_NS_MAX)) != 0)
+        return rc;
+    if (!account[0] && email && knit_relay_normalize_email(email, e, sizeof e) == 0 &&
+        (rc = ident_find(s, S_IDENT_BY_EMAIL, e, account, KNIT_IDENT_NS_MAX)) != 0)
+        return rc;
+    return 0;
+}
+
+int knit_relay_store_ident_count(knit_relay_store_t *s, uint64_t *accounts,
+                                 uint64_t *ids) /* see relay_store.h */
+{
+    sqlite3_stmt *st;
+    int rc;
+    *accounts = *ids = 0;
+    if (s->version < 4)
+        return 0;
+    rc = sqlite3_prepare_v2(s->db,
+                            "SELECT (SELECT count(*) FROM ident), (SELECT count(*) FROM ident_id)",
+                            -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return db_err(s, rc);
+    if ((rc = step(s, st)) == 1) {
+        *accounts = col_u64(st, 0);
+        *ids = col_u64(st, 1);
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int knit_relay_store_membership(knit_relay_store_t *s, const char *org, const char *user_id,
+                                const char *account, const char *role, int present,
+                                uint64_t updated_ms, int *stale) /* see relay_store.h */
+{
+    sqlite3_stmt *st;
+    int rc, own = !s->in_group;
+    *stale = 0;
+    if (s->readonly)
+        return set_err(s, KNIT_EREADONLY, "store opened read-only");
+    if (own && (rc = exec(s, "BEGIN IMMEDIATE")) != 0)
+        return rc;
+    if ((rc = stmt(s, S_MEMBER_GET, &st)) != 0)
+        goto out;
+    sqlite3_bind_text(st, 1, org, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, user_id, -1, SQLITE_STATIC);
+    if ((rc = step(s, st)) == 1) {
+        /* Deliveries come out of order: an older event changes nothing. */
+        *stale = col_u64(st, 2) > updated_ms;
+        rc = 0;
+    }
+    sqlite3_reset(st);
+    if (rc == 0 && !*stale && (rc = stmt(s, S_MEMBER_PUT, &st)) == 0) {
+        sqlite3_bind_text(st, 1, org, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, user_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, account ? account : "", -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, role ? role : "", -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 5, present != 0);
+        bind_u64(st, 6, updated_ms);
+        rc = run_done(s, st);
+    }
+out:
+    if (own) {
+        if (rc == 0)
+            rc = exec(s, "COMMIT");
+        else
+            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    return rc;
+}
+
+int knit_relay_store_member(knit_relay_store_t *s, const char *org, const char *user_id,
+                            int *present, char *role, size_t n) /* see relay_store.h */
+{
+    sqlite3_stmt *st;
+    int rc;
+    *present = 0;
+    if (n)
+        role[0] = '\0';
+    if (s->version < 4)
+        return 0;
+    if ((rc = stmt(s, S_MEMBER_GET, &st)) != 0)
+        return rc;
+    sqlite3_bind_text(st, 1, org, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, user_id, -1, SQLITE_STATIC);
+    if ((rc = step(s, st)) == 1) {
+        const char *r = (const char *)sqlite3_column_text(st, 1);
+        *present = sqlite3_column_int(st, 0) ? 1 : -1;
+        if (n)
+            snprintf(role, n, "%s", r ? r : "");
+        rc = 0;
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+/* Forgets the identity of account ns (design note 13), in autocommit. */
+static int ident_forget(knit_relay_store_t *s, const char *ns)
+{
+    static const char *const sql[] = {
+        "DELETE FROM ident_id WHERE account = ?1",
+        "DELETE FROM ident WHERE account = ?1",
+        "DELETE FROM membership WHERE account = ?1",
+    };
+    int rc = 0;
+    if (s->version < 4)
+        return 0;
+    if ((rc = exec(s, "PRAGMA secure_delete = ON; BEGIN IMMEDIATE")) != 0)
+        return rc;
+    for (size_t i = 0; rc == 0 && i < sizeof sql / sizeof sql[0]; i++) {
+        sqlite3_stmt *st;
+        if ((rc = sqlite3_prepare_v2(s->db, sql[i], -1, &st, NULL)) != SQLITE_OK) {
+            rc = db_err(s, rc);
+            break;
+        }
+        sqlite3_bind_text(st, 1, ns, -1, SQLITE_STATIC);
+        rc = step(s, st);
+        sqlite3_finalize(st);
+        if (rc > 0)
+            rc = 0;
+    }
+    if (rc == 0)
+        rc = exec(s, "COMMIT");
+    else
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    exec(s, "PRAGMA secure_delete = FAST");
+    return rc;
 }

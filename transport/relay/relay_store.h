@@ -10,7 +10,8 @@
 ** after any time offline is one index range scan that sends each changed
 ** cell once, in its latest state.  The store also keeps the anonymous
 ** credentials the relay has registered (an id and a salted hash of the
-** secret, never the secret).
+** secret, never the secret), the identity index (provider ids and emails
+** to accounts) and organization memberships.
 **
 ** Group commit: knit_relay_store_begin() opens one transaction; any number
 ** of pushes, from any connections, are applied into it with
@@ -46,7 +47,7 @@ typedef struct knit_relay_store_s knit_relay_store_t;
 /* Opens or creates the store at path.  KNIT_ENOTREPLICA if the file is
 ** SQLite but not a relay store; KNIT_EVERSION if its schema version is
 ** newer than this library's, or 1 (there is no migration from 1; a schema 2
-** store is upgraded in place, or read as it is when read-only); KNIT_EDB /
+** or 3 store is upgraded in place to 4, or read as it is when read-only); KNIT_EDB /
 ** KNIT_EIO on other failures.  On error *out is NULL. */
 KNIT_EXTERN int knit_relay_store_open(const char *path, int flags,
                                       knit_relay_store_t **out /* OUT */);
@@ -110,6 +111,16 @@ KNIT_EXTERN int knit_relay_store_catch_up(knit_relay_store_t *s, const char *ns,
                                           size_t max_changes, knit_batch_t **out /* OUT */,
                                           uint64_t *reached /* OUT */, int *more /* OUT */);
 
+/* The relay's current state of the cells of refused changes (REJECT's
+** state, PROTOCOL.md): for each change changes[i] of b, the
+** winning cells the store holds of that change's row, column by column,
+** or all of the row's cells when its liveness is refused.  *out is a new
+** batch of namespace ns, one unit (version = ns's sequence), empty when
+** the store holds none of them.  Damaged cells are left out. */
+KNIT_EXTERN int knit_relay_store_cells(knit_relay_store_t *s, const char *ns, const knit_batch_t *b,
+                                       const size_t *changes, size_t n,
+                                       knit_batch_t **out /* OUT */);
+
 /* Registers the callback told about every cell catch-up skips (NULL: none). */
 KNIT_EXTERN void knit_relay_store_on_damage(knit_relay_store_t *s, knit_relay_damage_fn fn,
                                             void *data);
@@ -163,8 +174,10 @@ KNIT_EXTERN int knit_relay_store_busiest(knit_relay_store_t *s, size_t limit,
 ** group): its cells, tables and sequence (design note 9 of relay_store.c).
 ** KNIT_ENOTFOUND when the store has never seen ns. */
 KNIT_EXTERN int knit_relay_store_erase(knit_relay_store_t *s, const char *ns);
-/* Erases an account: namespace ns, every anonymous namespace claimed into
-** it (knit_relay_store_claim_put), and their devices; *erased counts the
+/* Erases an account: first writes its tombstone (knit_relay_store_erased),
+** then erases namespace ns, every anonymous namespace claimed into it
+** (knit_relay_store_claim_put), their devices and the account's identity
+** (ids, email, profile values, memberships); *erased counts the
 ** namespaces.  The bytes are overwritten (secure_delete) and the WAL is
 ** checkpointed and truncated, so they are in none of the store's files.
 ** KNIT_ENOTFOUND when there was nothing to erase. */
@@ -180,9 +193,28 @@ KNIT_EXTERN int knit_relay_store_claim_get(knit_relay_store_t *s, const char *fr
 KNIT_EXTERN int knit_relay_store_claim_put(knit_relay_store_t *s, const char *from, const char *to,
                                            uint64_t upto);
 
+/* Seals (design note 12 of relay_store.c): knit_relay_store_seal, inside
+** the caller's transaction, seals anonymous namespace anon to account: 0
+** when it is sealed to account now (or was), KNIT_EDENIED when another
+** account sealed or claimed it first.  knit_relay_store_sealed sets
+** *sealed when anon was sealed (or claimed) by any account. */
+KNIT_EXTERN int knit_relay_store_seal(knit_relay_store_t *s, const char *anon, const char *account);
+KNIT_EXTERN int knit_relay_store_sealed(knit_relay_store_t *s, const char *anon,
+                                        int *sealed /* OUT */);
+/* Tombstones of erased accounts (knit_relay_store_erase_account writes
+** one, even when nothing was stored): knit_relay_store_erased sets *erased
+** when ns has one; knit_relay_store_unerase removes it (the provider
+** created the user again), in its own transaction, and sets *cleared when
+** there was one. */
+KNIT_EXTERN int knit_relay_store_erased(knit_relay_store_t *s, const char *ns,
+                                        int *erased /* OUT */);
+KNIT_EXTERN int knit_relay_store_unerase(knit_relay_store_t *s, const char *ns,
+                                         int *cleared /* OUT */);
+
 /* Webhook bookkeeping (webhook.h), in meta.  knit_relay_store_webhook_seen
 ** sets *seen when delivery id was recorded before (a provider's retry).
-** knit_relay_store_webhook_record records id, durably (its own transaction),
+** knit_relay_store_webhook_record records id, durably (its own transaction,
+** or inside the caller's open group, which then commits it),
 ** and, for an event about user with updated_ms > 0, sets *stale when an
 ** event of that user with a later updated_at was recorded before (else
 ** the user's updated_at becomes updated_ms). */
@@ -191,6 +223,54 @@ KNIT_EXTERN int knit_relay_store_webhook_seen(knit_relay_store_t *s, const char 
 KNIT_EXTERN int knit_relay_store_webhook_record(knit_relay_store_t *s, const char *id,
                                                 const char *user, uint64_t updated_ms,
                                                 int *stale /* OUT */);
+
+/* ---------------------------------------------------------------------- */
+/* The identity index (design note 13 of relay_store.c)                     */
+
+/* The types (knit_ident_t, knit_ident_result_t) are in store.h. */
+
+/* Trims ASCII white space and lower-cases ASCII letters of in into
+** out[0..n); KNIT_ETOOBIG / KNIT_EINVAL (control characters). NULL in: "". */
+KNIT_EXTERN int knit_relay_normalize_email(const char *in, char *out, size_t n);
+
+/* Applies the identity index's rules to in (design note 13 of
+** relay_store.c), in the caller's group when one is open, else in its own
+** durable transaction: id match updates, an email match with another id
+** relinks the id to the email's account, no match creates user:<id>
+** (unless it has a tombstone: *out->erased, nothing changes); a read-only
+** store only resolves (action 0, nothing recorded).  Profile
+** values of an event apply unless it is older than the last applied; a
+** sign-in's only fill what no event set.  On error *out is cleared. */
+KNIT_EXTERN int knit_relay_store_identify(knit_relay_store_t *s, const knit_ident_t *in,
+                                          uint64_t now_ms, knit_ident_result_t *out /* OUT */);
+/* Marks account's knit_profile row as not written (a commit carrying it
+** failed), so the next identify writes it whole (new_row). */
+KNIT_EXTERN int knit_relay_store_ident_dirty(knit_relay_store_t *s, const char *account);
+/* Frees out's fields and zeroes it; NULL is a no-op. */
+KNIT_EXTERN void knit_relay_ident_result_clear(knit_ident_result_t *r);
+/* The account of provider id `id` (or, when id is unknown or NULL, of
+** `email`) into account ("" when none); nothing is written. */
+KNIT_EXTERN int knit_relay_store_ident_get(knit_relay_store_t *s, const char *id, const char *email,
+                                           char account[KNIT_IDENT_NS_MAX] /* OUT */);
+/* Accounts and provider ids the index holds. */
+KNIT_EXTERN int knit_relay_store_ident_count(knit_relay_store_t *s, uint64_t *accounts /* OUT */,
+                                             uint64_t *ids /* OUT */);
+/* *is = 1 when a device of account reported (in its HELLO) tracking table. */
+KNIT_EXTERN int knit_relay_store_tracks(knit_relay_store_t *s, const char *account,
+                                        const char *table, int *is /* OUT */);
+/* Organization memberships (organizationMembership.created / .deleted),
+** kept for a later issue: records that user_id (resolved to account) is
+** (present = 1) or is no longer (0) a member of org with role, unless an
+** event of that membership with a later updated_ms was recorded (*stale).
+** In the caller's group when one is open, else its own transaction.
+** knit_relay_store_member reads one back: *present 1 member, -1 removed,
+** 0 never seen. */
+KNIT_EXTERN int knit_relay_store_membership(knit_relay_store_t *s, const char *org,
+                                            const char *user_id, const char *account,
+                                            const char *role, int present, uint64_t updated_ms,
+                                            int *stale /* OUT */);
+KNIT_EXTERN int knit_relay_store_member(knit_relay_store_t *s, const char *org, const char *user_id,
+                                        int *present /* OUT */, char *role /* OUT */, size_t n);
 
 /* The relay's own site id, made once and kept in the store (design note
 ** 10); not inside a group.  KNIT_ENOTFOUND on a read-only store that has

@@ -1,9 +1,10 @@
 /*
 ** store.h: the relay's store interface.  The protocol engine
 ** (proto_server.h) keeps everything durable through this struct of
-** callbacks, so that a second backend (PostgreSQL, a later issue) can sit
-** under it beside the embedded SQLite store (relay_store.h, filled in by
-** knit_relay_store_backend() in store_sqlite.c).
+** callbacks, so that a second backend can sit under it beside the
+** embedded SQLite store (relay_store.h, filled in by
+** knit_relay_store_backend() in store_sqlite.c): PostgreSQL (store_pg.h,
+** knit_pg_store_backend() in store_pg.c).
 **
 ** What the engine needs of a store:
 **   - group commit: a list of decoded pushes merged and made durable
@@ -16,7 +17,8 @@
 **   - the relay's own site id, made once and kept, so the relay itself
 **     can write cells;
 **   - diagnostics: the last error's text, cells catch-up had to skip;
-**   - devices: which schema each (principal, site) reported in HELLO.
+**   - devices: which schema each (principal, site) reported in HELLO;
+**   - identity: anonymous ids sealed by a claim, erased accounts.
 **
 ** Operations that may complete later return KNIT_RELAY_PENDING and call
 ** their done callback exactly once, afterwards (never from inside the
@@ -103,6 +105,66 @@ typedef struct knit_relay_merged_s {
 ** KNIT_E* code (then nothing of it took effect). */
 typedef void (*knit_relay_done_fn)(void *arg, int status);
 
+/* The identity index (relay_store.c design note 13; relay_store.h
+** knit_relay_store_identify). */
+#define KNIT_IDENT_NS_MAX 160               /* an account's namespace fits (KNIT_PRINCIPAL_MAX) */
+#define KNIT_IDENT_EMAIL_MAX 321            /* an email of up to 320 bytes, and its NUL */
+#define KNIT_PROFILE_TABLE "knit_profile"   /* the synced profile table */
+#define KNIT_ACTIVITY_TABLE "knit_activity" /* the synced activity table */
+
+/* What an identity resolves to. */
+#define KNIT_IDENT_CREATED 1  /* no id or email matched: a new account user:<id> */
+#define KNIT_IDENT_UPDATED 2  /* the id matched */
+#define KNIT_IDENT_RELINKED 3 /* the email matched another id's account: the id links to it */
+
+/* Profile fields, in knit_profile's column order after user_id. */
+enum {
+    KNIT_PROFILE_EMAIL,
+    KNIT_PROFILE_FIRST_NAME,
+    KNIT_PROFILE_LAST_NAME,
+    KNIT_PROFILE_IMAGE_URL,
+    KNIT_PROFILE_NFIELDS
+};
+
+/* A person as a sign-in's token or a provider's event describes them.
+** Strings are read during the call; NULL means "not known" (kept). */
+typedef struct knit_ident_s {
+    const char *id;                          /* provider user id (sub, data.id); required */
+    const char *email;                       /* primary email, or NULL */
+    const char *external_id;                 /* provider's external_id, or NULL */
+    const char *field[KNIT_PROFILE_NFIELDS]; /* profile values; [KNIT_PROFILE_EMAIL] ignored
+                                                (the email above, normalized, is used) */
+    uint64_t updated_ms;                     /* provider's updated_at (an event), 0: a sign-in */
+    int tracks[2];                           /* hint: the device signing in tracks
+                                                knit_profile [0] / knit_activity [1] */
+} knit_ident_t;
+
+/* What knit_relay_store_identify did.  field[] is owned: clear it with
+** knit_relay_ident_result_clear(). */
+typedef struct knit_ident_result_s {
+    char account[KNIT_IDENT_NS_MAX];    /* the account's namespace */
+    char moved_from[KNIT_IDENT_NS_MAX]; /* a provisional account (made by a sign-in
+                                           without email) the id left for the email's
+                                           account, whose sessions should end; or "" */
+    uint64_t merged_seq;                /* the account's sequence after moved_from's
+                                           cells were merged into it (0: none) */
+    char email[KNIT_IDENT_EMAIL_MAX];   /* the input email normalized ("" if none) */
+    int action;                         /* KNIT_IDENT_* (0 when erased) */
+    int erased;                         /* it would make an account that has a tombstone:
+                                           nothing was done (refuse it) */
+    int stale;                          /* an event older than what was applied: no
+                                           profile value changed */
+    int email_conflict;                 /* the email is another account's: not moved */
+    int tracks[2];                      /* a device of the account tracks knit_profile
+                                           [0] / knit_activity [1] (or the hint said so) */
+    int new_row;                        /* the profile row was never written: write its
+                                           liveness and every field */
+    unsigned changed;                   /* bit f: profile field f is to be written
+                                           (only when tracks[0]) */
+    char *field[KNIT_PROFILE_NFIELDS];  /* the account's profile values now (NULL: none) */
+    uint64_t updated_ms;                /* the profile's updated_at to write */
+} knit_ident_result_t;
+
 typedef struct knit_relay_backend_s {
     /* Merges the pushes of the list (in order; each atomic, see
     ** relay_store.h knit_relay_store_apply for the rules) and makes them
@@ -141,7 +203,36 @@ typedef struct knit_relay_backend_s {
     ** backend keeps no devices).  A failure is logged, never refused. */
     int (*device_seen)(void *data, const char *principal, const knit_site_t *site,
                        const knit_schema_t *schema, const char *agent, uint64_t now_ms);
+    /* Identity (proto_server.c design note 14); either may be NULL (the
+    ** backend keeps neither).  sealed: *is = 1 when a sign-in claimed the
+    ** anonymous namespace anon_ns (its merge, above, also seals it, and
+    ** answers KNIT_EDENIED when another account sealed it first).  erased:
+    ** *is = 1 when account principal was erased and not created again. */
+    int (*sealed)(void *data, const char *anon_ns, int *is /* OUT */);
+    int (*erased)(void *data, const char *principal, int *is /* OUT */);
+    /* The identity index (relay_store.h knit_relay_store_identify): a
+    ** signed-in provider id to its account, answering at once; may be NULL
+    ** (no index: the principal is user:<sub>, and no system rows). */
+    int (*identify)(void *data, const knit_ident_t *in, uint64_t now_ms,
+                    knit_ident_result_t *out /* OUT */);
+    /* The profile row of account was not stored after all (its commit
+    ** failed): the next identify writes it whole.  May be NULL. */
+    int (*ident_dirty)(void *data, const char *account);
+    /* The winning cells of the rows of refused changes b->changes[changes[i]]
+    ** (relay_store.h knit_relay_store_cells), for REJECT's state; answers at
+    ** once.  May be NULL: REJECT then carries no state. */
+    int (*cells)(void *data, const char *ns, const knit_batch_t *b, const size_t *changes, size_t n,
+                 knit_batch_t **out /* OUT */);
     void *data; /* passed to every callback */
+    /* Commits made elsewhere (another relay on the same database): with a
+    ** loop (a uv_loop_t *), the backend starts telling advanced() about
+    ** them on that loop, and keeps doing so across reconnects (after one,
+    ** it announces every namespace's sequence, since notifications may
+    ** have been missed); with loop NULL it stops and closes its handles
+    ** (before the loop ends).  May be NULL: the backend is the only writer
+    ** (the SQLite store).  After data, so older initializers stay valid. */
+    void (*attach)(void *data, void *loop,
+                   void (*advanced)(void *arg, const char *ns, uint64_t seq), void *arg);
 } knit_relay_backend_t;
 
 #ifdef __cplusplus

@@ -14,6 +14,10 @@
 **      the source's sequence it reached (knit_relay_store_claim_put), so
 **      the next sign-in of the same pair reads only cells written since:
 **      a claim costs the new cells, not the whole namespace again.
+**   3. The merge seals the source to the target in the same transaction
+**      (relay_store.c design note 12), before it reads a cell: a source
+**      sealed to another account is refused with KNIT_EDENIED and nothing
+**      is merged.  Sealing an empty namespace counts too.
 */
 #include "relay_store.h"
 
@@ -57,6 +61,12 @@ static int b_catch_up(void *data, const char *ns, uint64_t after, size_t max_cha
     return knit_relay_store_catch_up(data, ns, after, max_changes, out, reached, more);
 }
 
+static int b_cells(void *data, const char *ns, const knit_batch_t *b, const size_t *changes,
+                   size_t n, knit_batch_t **out)
+{
+    return knit_relay_store_cells(data, ns, b, changes, n, out);
+}
+
 static int b_anon_get(void *data, const char *id, uint8_t salt[KNIT_RELAY_SALT_LEN],
                       uint8_t hash[KNIT_RELAY_HASH_LEN])
 {
@@ -82,7 +92,9 @@ static int b_merge(void *data, const char *from, const char *to, size_t page,
     memset(out, 0, sizeof *out);
     if ((rc = knit_relay_store_begin(s)) != 0)
         return rc;
-    if ((rc = knit_relay_store_claim_get(s, from, to, &after)) != 0)
+    /* Sealed to `to`, or refused (KNIT_EDENIED): design note 3. */
+    if ((rc = knit_relay_store_seal(s, from, to)) != 0 ||
+        (rc = knit_relay_store_claim_get(s, from, to, &after)) != 0)
         more = 0;
     const uint64_t from_seq = after;
     while (more) {
@@ -134,6 +146,26 @@ static int b_site(void *data, knit_site_t *site)
     return knit_relay_store_site(data, site);
 }
 
+static int b_sealed(void *data, const char *anon_ns, int *is)
+{
+    return knit_relay_store_sealed(data, anon_ns, is);
+}
+
+static int b_erased(void *data, const char *principal, int *is)
+{
+    return knit_relay_store_erased(data, principal, is);
+}
+
+static int b_identify(void *data, const knit_ident_t *in, uint64_t now_ms, knit_ident_result_t *out)
+{
+    return knit_relay_store_identify(data, in, now_ms, out);
+}
+
+static int b_ident_dirty(void *data, const char *account)
+{
+    return knit_relay_store_ident_dirty(data, account);
+}
+
 static const char *b_errmsg(void *data)
 {
     return knit_relay_store_errmsg(data);
@@ -162,6 +194,7 @@ void knit_relay_store_backend(knit_relay_store_t *s,
     b->commit = b_commit;
     b->seq = b_seq;
     b->catch_up = b_catch_up;
+    b->cells = b_cells;
     b->anon_get = b_anon_get;
     b->anon_put = b_anon_put;
     b->merge = b_merge;
@@ -171,5 +204,9 @@ void knit_relay_store_backend(knit_relay_store_t *s,
     b->on_damage = b_on_damage;
     b->damaged = b_damaged;
     b->device_seen = b_device_seen;
+    b->sealed = b_sealed;
+    b->erased = b_erased;
+    b->identify = b_identify;
+    b->ident_dirty = b_ident_dirty;
     b->data = s;
 }

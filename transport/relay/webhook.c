@@ -11,6 +11,14 @@
 **      old delivery costs nothing, a forged one never reaches JSON.
 **   3. Each "v1," candidate is decoded to 32 bytes and compared with the
 **      expected MAC by knit_ct_equal; other versions are skipped.
+**   4. Events name provider ids; the identity index (relay_store.h
+**      knit_relay_store_identify) maps each to its account, whose
+**      namespace may be named after an earlier id of the same person.
+**   5. A delivery's effects (index, memberships, system rows merged as a
+**      push from the relay's site, and the delivery id's record) are one
+**      transaction, committed before the 2xx: a crash before it leaves
+**      nothing, and the provider's retry applies it whole.  Erasure keeps
+**      its own transactions (relay_store.h knit_relay_store_erase_account).
 */
 #include "webhook.h"
 
@@ -21,6 +29,7 @@
 
 #include "cred.h"
 #include "knit_errors.h"
+#include "sysrows.h"
 
 /* Standard base64 s[0..n) into out (holds (n * 3) / 4); note 1. */
 static int b64_std(const char *s, size_t n, uint8_t *out, size_t *outn)
@@ -116,64 +125,234 @@ int knit_webhook_verify(const uint8_t *key, size_t keylen, const char *id, const
     return 0;
 }
 
+/* Clerk's primary email: the entry of data.email_addresses whose id is
+** data.primary_email_address_id (not the first entry), or NULL. */
+static const char *primary_email(json_t *data)
+{
+    const char *want = json_string_value(json_object_get(data, "primary_email_address_id"));
+    json_t *list = json_object_get(data, "email_addresses"), *e;
+    size_t i;
+    if (!want || !json_is_array(list))
+        return NULL;
+    json_array_foreach(list, i, e)
+    {
+        const char *id = json_string_value(json_object_get(e, "id"));
+        if (id && strcmp(id, want) == 0)
+            return json_string_value(json_object_get(e, "email_address"));
+    }
+    return NULL;
+}
+
+/* A profile value of data: its string, "" for JSON null (cleared), NULL
+** when absent (unknown). */
+static const char *field(json_t *data, const char *name)
+{
+    json_t *v = json_object_get(data, name);
+    return json_is_null(v) ? "" : json_string_value(v);
+}
+
+static uint64_t ms_of(json_t *v)
+{
+    return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+}
+
+/* What the delivery says, read before anything is changed. */
+typedef struct event_s {
+    const char *type;    /* the event type */
+    const char *user;    /* the provider user id it is about, or NULL */
+    const char *org;     /* organizationMembership.*: the organization's id */
+    const char *role;    /* and the member's role */
+    const char *session; /* session.created: the session's id */
+    uint64_t updated;    /* data.updated_at (ms), 0 if none */
+    uint64_t at;         /* session.created: data.created_at (ms), 0 if none */
+    knit_ident_t ident;  /* user.created / user.updated: the person */
+} event_t;
+
+/* Reads ev from the JSON body; a reason in msg and 400 when it is not an
+** event this relay can apply (0 when it is). */
+static int read_event(json_t *root, event_t *ev, char *msg, size_t msgn)
+{
+    json_t *data = json_object_get(root, "data");
+    memset(ev, 0, sizeof *ev);
+    ev->type = json_string_value(json_object_get(root, "type"));
+    if (!ev->type || !json_is_object(data)) {
+        snprintf(msg, msgn, "not a webhook event (no type or data)");
+        return 400;
+    }
+    ev->updated = ms_of(json_object_get(data, "updated_at"));
+    if (strncmp(ev->type, "user.", 5) == 0) {
+        ev->user = json_string_value(json_object_get(data, "id"));
+        ev->ident.id = ev->user;
+        ev->ident.email = primary_email(data);
+        ev->ident.external_id = json_string_value(json_object_get(data, "external_id"));
+        ev->ident.field[KNIT_PROFILE_FIRST_NAME] = field(data, "first_name");
+        ev->ident.field[KNIT_PROFILE_LAST_NAME] = field(data, "last_name");
+        ev->ident.field[KNIT_PROFILE_IMAGE_URL] = field(data, "image_url");
+        ev->ident.updated_ms = ev->updated ? ev->updated : 1; /* an event, not a sign-in */
+    } else if (strcmp(ev->type, "session.created") == 0) {
+        ev->user = json_string_value(json_object_get(data, "user_id"));
+        ev->session = json_string_value(json_object_get(data, "id"));
+        ev->at = ms_of(json_object_get(data, "created_at"));
+    } else if (strncmp(ev->type, "organizationMembership.", 23) == 0) {
+        json_t *org = json_object_get(data, "organization");
+        json_t *pud = json_object_get(data, "public_user_data");
+        ev->org = json_string_value(json_object_get(org, "id"));
+        ev->user = json_string_value(json_object_get(pud, "user_id"));
+        ev->role = json_string_value(json_object_get(data, "role"));
+        if (!ev->org) {
+            snprintf(msg, msgn, "%s event without data.organization.id", ev->type);
+            return 400;
+        }
+    } else {
+        return 0; /* other events: recorded */
+    }
+    if (ev->user) {
+        char ns[KNIT_PRINCIPAL_MAX];
+        if (knit_auth_user_principal(ev->user, ns, sizeof ns) == 0)
+            return 0;
+    }
+    snprintf(msg, msgn, "%s event without an acceptable user id", ev->type);
+    return 400;
+}
+
+/* Applies ev to the open group: the identity index, memberships, and the
+** rows of the account's system tables (site NULL: none). */
+static int apply_event(knit_relay_store_t *s, const char *id, const event_t *ev, uint64_t now_ms,
+                       const knit_site_t *site, uint64_t stamp, knit_ident_result_t *r,
+                       knit_webhook_effect_t *fx, int *mstale)
+{
+    knit_ident_t in;
+    knit_batch_t *b = NULL;
+    int rc;
+    int user = strncmp(ev->type, "user.", 5) == 0;
+    int session = strcmp(ev->type, "session.created") == 0;
+    int member = strncmp(ev->type, "organizationMembership.", 23) == 0;
+
+    if (!user && !session && !member)
+        return 0;
+    if (user) {
+        in = ev->ident;
+    } else {
+        memset(&in, 0, sizeof in);
+        in.id = ev->user;
+    }
+    if ((rc = knit_relay_store_identify(s, &in, now_ms, r)) != 0)
+        return rc;
+    snprintf(fx->account, sizeof fx->account, "%s", r->account);
+    snprintf(fx->moved_ns, sizeof fx->moved_ns, "%s", r->moved_from);
+    if (r->erased)
+        return 0;
+    if (r->merged_seq) {
+        /* A provisional account's cells were merged into the account. */
+        snprintf(fx->wrote_ns, sizeof fx->wrote_ns, "%s", r->account);
+        fx->seq = r->merged_seq;
+    }
+    if (member &&
+        (rc = knit_relay_store_membership(s, ev->org, ev->user, r->account, ev->role,
+                                          strcmp(ev->type, "organizationMembership.created") == 0,
+                                          ev->updated ? ev->updated : now_ms, mstale)) != 0)
+        return rc;
+    if (!site ||
+        !((user && r->tracks[0] && (r->changed || r->new_row)) || (session && r->tracks[1])))
+        return 0;
+    if ((rc = knit_batch_new(&b)) != 0)
+        return rc;
+    if (user)
+        rc = knit__sysrows_profile(b, r->account, site, stamp, r);
+    else
+        rc = knit__sysrows_activity(b, r->account, site, stamp, ev->session ? ev->session : id,
+                                    ev->user, "session.created", ev->at ? ev->at : now_ms, "clerk");
+    if (rc == 0 && b->nchanges) {
+        knit_relay_applied_t res;
+        if ((rc = knit_relay_store_apply(s, r->account, b, &res)) == 0) {
+            snprintf(fx->wrote_ns, sizeof fx->wrote_ns, "%s", r->account);
+            fx->seq = res.last_seq;
+            knit_batch_free(res.fanout);
+        }
+    }
+    knit_batch_free(b);
+    return rc;
+}
+
 int knit__webhook_deliver(knit_relay_store_t *s, const uint8_t *key, size_t keylen, const char *id,
                           const char *ts, const char *sigs, const void *body, size_t n,
-                          uint64_t now_ms, char *msg, size_t msgn) /* see webhook.h */
+                          uint64_t now_ms, const knit_site_t *site, uint64_t stamp, char *msg,
+                          size_t msgn, knit_webhook_effect_t *fx) /* see webhook.h */
 {
     char ns[KNIT_PRINCIPAL_MAX];
-    const char *why, *type, *user = NULL;
-    json_t *root, *data, *upd;
+    knit_ident_result_t r;
+    const char *why;
+    json_t *root;
     json_error_t err;
-    uint64_t updated = 0;
+    event_t ev;
     size_t erased = 0;
-    int seen = 0, stale = 0, rc, status = 200;
+    int seen = 0, stale = 0, mstale = 0, cleared = 0, rc, status;
 
+    memset(fx, 0, sizeof *fx);
+    memset(&r, 0, sizeof r);
     if (knit_webhook_verify(key, keylen, id, ts, sigs, body, n, now_ms, &why) != 0) {
         snprintf(msg, msgn, "%s", why);
         return 401;
     }
     root = json_loadb(body, n, JSON_REJECT_DUPLICATES, &err);
-    data = json_object_get(root, "data");
-    type = json_string_value(json_object_get(root, "type"));
-    if (!type || !json_is_object(data)) {
+    if ((status = read_event(root, &ev, msg, msgn)) != 0) {
         json_decref(root);
-        snprintf(msg, msgn, "not a webhook event (no type or data)");
-        return 400;
+        return status;
     }
-    if (strncmp(type, "user.", 5) == 0) {
-        user = json_string_value(json_object_get(data, "id"));
-        upd = json_object_get(data, "updated_at");
-        if (json_is_integer(upd) && json_integer_value(upd) > 0)
-            updated = (uint64_t)json_integer_value(upd);
-        if (!user || knit_auth_user_principal(user, ns, sizeof ns) != 0) {
-            json_decref(root);
-            snprintf(msg, msgn, "%s event without an acceptable data.id", type);
-            return 400;
-        }
-    }
+    status = 200;
     if ((rc = knit_relay_store_webhook_seen(s, id, &seen)) != 0)
         goto failed;
     if (seen) {
         snprintf(msg, msgn, "duplicate delivery %s: already applied", id);
         goto out;
     }
-    if (strcmp(type, "user.deleted") == 0) {
-        rc = knit_relay_store_erase_account(s, ns, &erased);
+    if (ev.user)
+        knit_auth_user_principal(ev.user, ns, sizeof ns);
+    if (strcmp(ev.type, "user.deleted") == 0) {
+        /* The account the id resolves to (its namespace may be named after
+        ** an earlier id, design note 4), else user:<id>. */
+        if ((rc = knit_relay_store_ident_get(s, ev.user, NULL, fx->account)) != 0)
+            goto failed;
+        if (!fx->account[0])
+            snprintf(fx->account, sizeof fx->account, "%s", ns);
+        rc = knit_relay_store_erase_account(s, fx->account, &erased);
         if (rc != 0 && rc != KNIT_ENOTFOUND)
             goto failed;
+        snprintf(fx->erased_ns, sizeof fx->erased_ns, "%s", fx->account);
+        if ((rc = knit_relay_store_webhook_record(s, id, ev.user, ev.updated, &stale)) != 0)
+            goto failed;
+        snprintf(msg, msgn, "%s: erased %zu namespace%s", ev.type, erased, erased == 1 ? "" : "s");
+        goto out;
     }
-    if ((rc = knit_relay_store_webhook_record(s, id, user, updated, &stale)) != 0)
+    /* The provider made the user (again): its tokens are accepted again. */
+    if (strcmp(ev.type, "user.created") == 0 &&
+        (rc = knit_relay_store_unerase(s, ns, &cleared)) != 0)
         goto failed;
-    if (strcmp(type, "user.deleted") == 0)
-        snprintf(msg, msgn, "%s: erased %zu namespace%s", type, erased, erased == 1 ? "" : "s");
-    else
-        snprintf(msg, msgn, "%s: %s", type,
-                 stale ? "stale (a later update was applied)" : "recorded");
+    /* Design note 5: the index, the rows and the delivery's record commit
+    ** together, before the 200. */
+    if ((rc = knit_relay_store_begin(s)) != 0)
+        goto failed;
+    if ((rc = apply_event(s, id, &ev, now_ms, site, stamp, &r, fx, &mstale)) != 0 ||
+        (rc = knit_relay_store_webhook_record(s, id, ev.user, ev.updated, &stale)) != 0 ||
+        (rc = knit_relay_store_commit(s)) != 0) {
+        knit_relay_store_rollback(s);
+        memset(fx, 0, sizeof *fx);
+        goto failed;
+    }
+    stale |= r.stale || mstale;
+    snprintf(msg, msgn, "%s: %s%s%s%s%s%s", ev.type,
+             stale ? "stale (a later update was applied)" : "recorded",
+             fx->account[0] ? " for " : "", fx->account,
+             r.action == KNIT_IDENT_RELINKED ? " (id relinked by email)" : "",
+             fx->wrote_ns[0] ? "; rows written" : "",
+             cleared ? "; the erased account may sign in again" : "");
 out:
+    knit_relay_ident_result_clear(&r);
     json_decref(root);
     return status;
 failed:
     snprintf(msg, msgn, "store failed: %s", knit_relay_store_errmsg(s));
+    knit_relay_ident_result_clear(&r);
     json_decref(root);
     return 503;
 }

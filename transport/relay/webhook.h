@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cred.h"
 #include "relay_store.h"
 
 #ifdef __cplusplus
@@ -36,22 +37,52 @@ int knit_webhook_verify(const uint8_t *key, size_t keylen, const char *id, const
                         const char *sigs, const void *body, size_t n, uint64_t now_ms,
                         const char **why /* OUT */);
 
+/* What a delivery changed that the relay must act on. */
+typedef struct knit_webhook_effect_s {
+    char account[KNIT_PRINCIPAL_MAX];   /* the account the event is about, or "" */
+    char erased_ns[KNIT_PRINCIPAL_MAX]; /* user.deleted: the account erased (end its
+                                           sessions), else "" */
+    char moved_ns[KNIT_PRINCIPAL_MAX];  /* a provisional account an id left (end its
+                                           sessions: they sign in to account), else "" */
+    char wrote_ns[KNIT_PRINCIPAL_MAX];  /* the namespace rows were written into (its live
+                                           subscribers must read them), else "" */
+    uint64_t seq;                       /* wrote_ns's sequence after the write */
+} knit_webhook_effect_t;
+
 /* One delivery to POST /v1/webhooks/clerk, handled against the store:
-** signature and timestamp (above), then the body as JSON {"type",
-** "data": {"id", "updated_at"}}, then, once per delivery id (a retry is
-** answered 200 and changes nothing):
-**   user.deleted   the account user:<data.id> is erased with the anonymous
-**                  namespaces it claimed (knit_relay_store_erase_account);
-**   user.created, user.updated
-**                  recorded if newer than what was recorded for that user
-**                  (data.updated_at), ignored as stale otherwise;
+** signature and timestamp (above), then the body as JSON {"type", "data"}
+** as Clerk sends it, then, once per delivery id (a retry is answered 200
+** and changes nothing):
+**   user.deleted   the account data.id resolves to (else user:<data.id>)
+**                  is erased with the anonymous namespaces it claimed and
+**                  its identity (knit_relay_store_erase_account), leaving a
+**                  tombstone that refuses its tokens;
+**   user.created   the tombstone of user:<data.id>, if any, is removed;
+**                  then as user.updated;
+**   user.updated   data.id, the primary email (the entry of email_addresses
+**                  named by primary_email_address_id), external_id and the
+**                  profile go through the identity index; the profile's
+**                  changed fields are written to the account's knit_profile
+**                  row unless the event is older (updated_at) than the last
+**                  applied ("stale");
+**   session.created  a knit_activity row (id data.id, user data.user_id,
+**                  action "session.created", at data.created_at, source
+**                  "clerk") in the account of data.user_id;
+**   organizationMembership.created / .deleted  the membership of
+**                  data.public_user_data.user_id in data.organization.id,
+**                  with data.role, unless older than the one recorded;
 **   other events   recorded.
-** Returns the HTTP status (200 after the effect is durable; 400 for a body
-** that is not such JSON, 401 for a bad signature or timestamp, 503 when the
-** store fails, so the provider retries) with a one-line reason in msg. */
+** Rows are written only when site is not NULL and a device of the account
+** tracks the table, as changes from site stamped `stamp` (the relay's
+** HLC), merged as a replica's push is.  Everything but an erasure is one
+** transaction, committed before the answer.  Returns the HTTP status (200
+** after the effect is durable; 400 for a body that is not such JSON, 401
+** for a bad signature or timestamp, 503 when the store fails, so the
+** provider retries) with a one-line reason in msg, and fills *fx. */
 int knit__webhook_deliver(knit_relay_store_t *s, const uint8_t *key, size_t keylen, const char *id,
                           const char *ts, const char *sigs, const void *body, size_t n,
-                          uint64_t now_ms, char *msg, size_t msgn);
+                          uint64_t now_ms, const knit_site_t *site, uint64_t stamp, char *msg,
+                          size_t msgn, knit_webhook_effect_t *fx /* OUT */);
 
 #ifdef __cplusplus
 }

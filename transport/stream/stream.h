@@ -1,9 +1,10 @@
 /*
 ** stream.h: the byte-stream seam.  The sync client's and the relay's glue
 ** (transport/client/client.c, transport/relay/relay.c) move bytes through
-** this interface only, never through sockets, so that plain TCP (tcp.c,
-** today's only implementation) and later TLS, WebSocket or long-polling
-** streams are interchangeable under them.
+** this interface only, never through sockets, so that plain TCP (tcp.c),
+** TLS (tls.c), WebSocket (ws_client.c, and the relay's ws.c) and HTTP
+** long-polling (lp_client.c, and the relay's lp.c) streams are
+** interchangeable under them.
 **
 ** A stream is an ordered, reliable byte pipe on a libuv loop.  The glue
 ** writes to it with a completion, is told through callbacks when bytes

@@ -31,37 +31,11 @@
 #include <uv.h>
 
 #include "stream.h"
+#include "tls_conf.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* The system's CA bundle (Debian's ca-certificates), the default trust. */
-#define KNIT_TLS_DEFAULT_CA "/etc/ssl/certs/ca-certificates.crt"
-
-typedef struct knit_tls_conf_s knit_tls_conf_t;
-
-/* A client configuration trusting the CA certificates in ca_file (PEM, any
-** number; NULL: KNIT_TLS_DEFAULT_CA).  KNIT_EIO when the file cannot be
-** read, KNIT_ETLS when it holds no usable certificate, KNIT_ENOMEM;
-** msg[0..n) says why. */
-KNIT_EXTERN int knit_tls_conf_client(const char *ca_file, char *msg, size_t n,
-                                     knit_tls_conf_t **out /* OUT */);
-
-/* A server configuration: the certificate chain in cert_file (PEM, the
-** server's own certificate first, then its intermediates) and the private
-** key in key_file (PEM: RSA or EC, raw or unencrypted PKCS#8).  The key
-** must match the first certificate.  KNIT_EIO, KNIT_ETLS or KNIT_ENOMEM
-** as above; msg[0..n) says why. */
-KNIT_EXTERN int knit_tls_conf_server(const char *cert_file, const char *key_file, char *msg,
-                                     size_t n, knit_tls_conf_t **out /* OUT */);
-
-/* One more reference to c; returns c. */
-KNIT_EXTERN knit_tls_conf_t *knit_tls_conf_ref(knit_tls_conf_t *c);
-/* Drops a reference; the last one frees c.  NULL: no-op. */
-KNIT_EXTERN void knit_tls_conf_unref(knit_tls_conf_t *c);
-/* A short description for logs ("2 certificates, EC key" or "143 CAs"). */
-KNIT_EXTERN void knit_tls_conf_describe(const knit_tls_conf_t *c, char *buf, size_t n);
 
 /* Connects to addr over TCP and runs a TLS handshake as a client of
 ** server_name (the name the certificate must carry, also sent as SNI).
@@ -79,9 +53,6 @@ KNIT_EXTERN int knit_tls_connect(uv_loop_t *loop, const struct sockaddr *addr,
 ** is closed quietly and *out is NULL. */
 KNIT_EXTERN int knit_tls_accept(knit_stream_t *inner, knit_tls_conf_t *conf,
                                 knit_stream_t **out /* OUT */);
-
-/* BearSSL's error code err in words. */
-KNIT_EXTERN const char *knit_tls_strerror(int err);
 
 #ifdef __cplusplus
 }

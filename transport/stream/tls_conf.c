@@ -1,5 +1,5 @@
 /*
-** tls_conf.c: TLS credentials from PEM files (API in tls.h): the trust
+** tls_conf.c: TLS credentials from PEM files (API in tls_conf.h): the trust
 ** anchors of a client, the certificate chain and private key of a server.
 ** Every byte is parsed by BearSSL's decoders (br_pem_decoder for PEM,
 ** br_x509_decoder for certificates, br_skey_decoder for keys); this file
@@ -23,7 +23,7 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "tls.h"
+#include "tls_conf.h"
 #include "tls_int.h"
 
 #define MAX_PEM_FILE (16u * 1024 * 1024)
@@ -534,4 +534,70 @@ fail:
     pem_free(&keys);
     knit_tls_conf_unref(c);
     return rc;
+}
+
+const char *knit_tls_strerror(int err) /* see tls_conf.h */
+{
+    switch (err) {
+    case BR_ERR_OK:
+        return "no error";
+    case BR_ERR_X509_NOT_TRUSTED:
+        return "certificate not trusted (no chain to a trusted CA)";
+    case BR_ERR_X509_EXPIRED:
+        return "certificate expired or not yet valid";
+    case BR_ERR_X509_BAD_SERVER_NAME:
+        return "certificate is for another host name";
+    case BR_ERR_X509_NOT_CA:
+        return "a certificate in the chain is not a CA";
+    case BR_ERR_X509_BAD_SIGNATURE:
+        return "certificate signature does not verify";
+    case BR_ERR_X509_WEAK_PUBLIC_KEY:
+        return "certificate key too weak";
+    case BR_ERR_X509_TIME_UNKNOWN:
+        return "cannot check certificate dates (no clock)";
+    case BR_ERR_X509_DN_MISMATCH:
+        return "certificate chain out of order";
+    case BR_ERR_X509_FORBIDDEN_KEY_USAGE:
+        return "certificate not allowed for TLS servers (key usage)";
+    case BR_ERR_X509_CRITICAL_EXTENSION:
+        return "certificate has an unsupported critical extension";
+    case BR_ERR_X509_EMPTY_CHAIN:
+        return "the peer sent no certificate";
+    case BR_ERR_X509_UNSUPPORTED:
+    case BR_ERR_X509_WRONG_KEY_TYPE:
+        return "certificate uses an unsupported algorithm";
+    case BR_ERR_UNSUPPORTED_VERSION:
+    case BR_ERR_BAD_VERSION:
+        return "the peer does not speak TLS 1.2";
+    case BR_ERR_BAD_LENGTH:
+    case BR_ERR_TOO_LARGE:
+    case BR_ERR_UNKNOWN_TYPE:
+        return "the peer does not speak TLS (not a TLS record)";
+    case BR_ERR_BAD_MAC:
+        return "record authentication failed";
+    case BR_ERR_NO_RANDOM:
+        return "no entropy source";
+    case BR_ERR_BAD_CIPHER_SUITE:
+    case BR_ERR_BAD_HANDSHAKE:
+        return "no common cipher suite or bad handshake";
+    case BR_ERR_BAD_SECRENEG:
+        return "renegotiation refused";
+    case BR_ERR_BAD_SNI:
+        return "bad server name indication";
+    case BR_ERR_LIMIT_EXCEEDED:
+        return "a handshake limit was exceeded";
+    case BR_ERR_BAD_SIGNATURE:
+        return "handshake signature does not verify";
+    case BR_ERR_WRONG_KEY_USAGE:
+        return "key not allowed for this use";
+    default:
+        break;
+    }
+    if (err >= BR_ERR_SEND_FATAL_ALERT && err < BR_ERR_SEND_FATAL_ALERT + 256)
+        return "sent a fatal alert";
+    if (err >= BR_ERR_RECV_FATAL_ALERT && err < BR_ERR_RECV_FATAL_ALERT + 256)
+        return "the peer sent a fatal alert";
+    if (err >= BR_ERR_X509_OK && err < BR_ERR_X509_OK + 64)
+        return "malformed certificate";
+    return "protocol error";
 }

@@ -21,7 +21,9 @@
 ** a frame is refused (KNIT_EINVAL).  A text message or a WebSocket
 ** protocol error ends input (KNIT_EPROTO, after a close frame); the peer's
 ** close frame ends it with KNIT_ECLOSED.  knit_stream_shutdown() sends a
-** close frame (1000), then half-closes the inner stream.  Messages longer
+** close frame (1000), then half-closes the inner stream; knit_stream_close()
+** sends one too before closing the inner stream, when the connection is not
+** congested (ws_stream.c, note 5).  Messages longer
 ** than KNIT_WS_CLIENT_MAX_MSG close the WebSocket (1009).
 **
 ** Randomness: the Sec-WebSocket-Key and the masking keys come from an

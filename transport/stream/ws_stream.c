@@ -24,6 +24,12 @@
 **      or this file queued the close frame with its status), or the inner
 **      stream's end.  Before OPEN the role's hooks get the inner stream's
 **      events instead, and report failure through on_open.
+**   5. A client stream closed while OPEN sends a close frame (1000) first,
+**      so the relay sees an orderly end rather than a cut (RFC 6455, 7.1.1),
+**      and closes the inner stream once that write completed.  Only when no
+**      inner write is in flight: then the few bytes go out at once, and a
+**      congested or stalled connection is never kept open waiting for them.
+**      It does not wait for the peer's close frame.
 **
 **     UPGRADING --client's 101 checked: knit__ws_stream_start()--> OPEN
 **       |        (a server stream starts OPEN)                      |
@@ -173,6 +179,7 @@ static void on_inner_written(knit_stream_t *in, void *arg, int status)
 {
     knit_ws_stream_t *w = in->data;
     wreq_t *r = arg;
+    w->inflight--;
     if (!r)
         return;
     if (r->cb)
@@ -209,6 +216,8 @@ static int flush(knit_ws_stream_t *w, knit_stream_write_cb cb, void *arg)
     w->on = w->ocap = 0;
     if ((rc = knit_stream_write(w->in, p, n, on_inner_written, r)) != 0)
         knit__free(r);
+    else
+        w->inflight++;
     return rc;
 }
 
@@ -313,11 +322,30 @@ static int op_shutdown(knit_stream_t *st)
     return knit_stream_shutdown(w->in);
 }
 
+/* The close frame of op_close is out (or failed): now the inner stream. */
+static void close_frame_written(knit_stream_t *st, void *arg, int status)
+{
+    knit_ws_stream_t *w = (knit_ws_stream_t *)st;
+    (void)arg;
+    (void)status;
+    knit_stream_close(w->in);
+}
+
 static void op_close(knit_stream_t *st)
 {
     knit_ws_stream_t *w = (knit_ws_stream_t *)st;
     if (w->closing)
         return;
+    /* Note 5: a client ends its session with a close frame (1000) when
+    ** the connection is not congested. */
+    if (w->role->client && w->state == KNIT_WS_OPEN && !w->ended && w->inflight == 0 &&
+        wslay_event_get_write_enabled(w->ctx) && !wslay_event_get_close_sent(w->ctx)) {
+        wslay_event_queue_close(w->ctx, WSLAY_CODE_NORMAL_CLOSURE, NULL, 0);
+        if (flush(w, close_frame_written, NULL) == 0) {
+            w->closing = 1;
+            return;
+        }
+    }
     w->closing = 1;
     knit_stream_close(w->in);
 }

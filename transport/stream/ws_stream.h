@@ -19,7 +19,9 @@
 ** Writes must hold whole frames (one or more): what the engines always
 ** write.  A write that ends inside a frame is refused (KNIT_EINVAL).
 ** knit_stream_shutdown() sends a close frame (1000), then half-closes the
-** inner stream; input goes on until the peer's close.
+** inner stream; input goes on until the peer's close.  A client stream
+** closed while open sends a close frame (1000) before it closes the inner
+** stream, unless inner writes are still in flight (ws_stream.c, note 5).
 **
 ** Roles: a server stream (role->client 0) starts OPEN, its upgrade done
 ** already; it sends unmasked frames.  A client stream (role->client 1)
@@ -83,6 +85,7 @@ struct knit_ws_stream_s {
     int ended;                       /* on_end reported (note 4) */
     int closing;                     /* op_close called */
     int feeding;                     /* inside feed(): no re-entry */
+    size_t inflight;                 /* writes to the inner stream not completed (note 5) */
 };
 
 /* Makes w (zeroed, the first member of the role's struct) a WebSocket

@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "arena.h"
 #include "orset.h"
 
 /* Tag around a byte string holding TEXT that is not valid UTF-8 ("knit"). */
@@ -783,7 +784,7 @@ static void enc_body(wr_t *w, const knit_msg_t *m, const knit_codec_limits_t *li
             ENC_FAIL(w, KNIT_EINVAL);
         if (x->nreasons > lim->max_changes + 1)
             ENC_FAIL(w, KNIT_ETOOBIG);
-        put_map(w, 3);
+        put_map(w, 3 + (x->state != NULL));
         put_uint(w, 0);
         put_uint(w, KNIT_MSG_REJECT);
         put_uint(w, 1);
@@ -807,6 +808,13 @@ static void enc_body(wr_t *w, const knit_msg_t *m, const knit_codec_limits_t *li
                 put_uint(w, 3);
                 put_name(w, r->message, 1);
             }
+        }
+        if (x->state) {
+            /* Key 3 (a later minor revision, skipped by older clients): a
+            ** batch in PUSH form whose changes are of one namespace. */
+            put_uint(w, 3);
+            enc_batch(w, x->state, x->state->nns ? x->state->ns[0] : KNIT_REJECT_STATE_NS, 0, 0, 0,
+                      lim);
         }
         return;
     }
@@ -907,7 +915,7 @@ typedef struct rd_s {
     size_t len;              /* its string length */
     knit_codec_limits_t lim; /* resolved limits */
     const char *why;         /* first problem found */
-    void *arena;             /* the message's storage (msg_arena_t) */
+    knit_arena_t *arena;     /* the message's storage (out->priv) */
 } rd_t;
 
 static void cb_u8(void *c, uint8_t v)
@@ -1155,35 +1163,11 @@ static int skip(rd_t *r, unsigned depth)
 /* ---------------------------------------------------------------------- */
 /* The decoded message's storage                                           */
 
-typedef struct arena_blk_s {
-    struct arena_blk_s *next; /* older block */
-    size_t used;              /* bytes handed out */
-    size_t size;              /* bytes in data */
-    max_align_t data[];       /* the bytes */
-} arena_blk_t;
-
-typedef struct msg_arena_s {
-    arena_blk_t *blocks; /* newest first */
-} msg_arena_t;
+#define MSG_BLOCK 4096 /* most messages fit in one */
 
 static void *arena_alloc(rd_t *r, size_t n)
 {
-    msg_arena_t *a = r->arena;
-    arena_blk_t *b = a->blocks;
-    n = (n + 15) & ~(size_t)15;
-    if (!b || b->size - b->used < n) {
-        size_t size = n > 2048 ? n : 4096;
-        b = knit__malloc(sizeof *b + size);
-        if (!b)
-            return NULL;
-        b->size = size;
-        b->used = 0;
-        b->next = a->blocks;
-        a->blocks = b;
-    }
-    void *p = (char *)b->data + b->used;
-    b->used += n;
-    return p;
+    return knit__arena_alloc(r->arena, n);
 }
 
 /* Reads a name-like text string into the arena, NUL-terminated.
@@ -1903,6 +1887,8 @@ static int rd_field(rd_t *r, knit_msg_t *m, uint64_t key, uint32_t have, int *kn
         knit_reject_t *x = &m->u.reject;
         if (key == 1)
             return rd_uint(r, &x->id, "REJECT id is not an unsigned integer");
+        if (key == 3)
+            return rd_batch(r, KNIT_REJECT_STATE_NS, 0, 0, 0, &x->state);
         if (key != 2)
             break;
         TRY(rd_count(r, T_ARRAY, r->lim.max_changes + 1, &x->nreasons,
@@ -2042,6 +2028,9 @@ static void free_batch_of(knit_msg_t *m)
     } else if (m->type == KNIT_MSG_DELTAS) {
         knit_batch_free(m->u.deltas.batch);
         m->u.deltas.batch = NULL;
+    } else if (m->type == KNIT_MSG_REJECT) {
+        knit_batch_free(m->u.reject.state);
+        m->u.reject.state = NULL;
     }
 }
 
@@ -2050,14 +2039,8 @@ void knit_msg_free(knit_msg_t *m) /* see codec.h */
     if (!m || !m->priv)
         return;
     free_batch_of(m);
-    msg_arena_t *a = m->priv;
-    arena_blk_t *b = a->blocks;
-    while (b) {
-        arena_blk_t *n = b->next;
-        knit__free(b);
-        b = n;
-    }
-    knit__free(a);
+    knit__arena_free(m->priv);
+    knit__free(m->priv);
     memset(m, 0, sizeof *m);
 }
 
@@ -2075,9 +2058,10 @@ int knit_msg_decode(const uint8_t *p, size_t n, const knit_codec_limits_t *limit
     int rc;
     if (n > r.lim.max_frame) {
         rc = fail(&r, KNIT_ETOOBIG, "frame exceeds the limit");
-    } else if (!(r.arena = knit__calloc(1, sizeof(msg_arena_t)))) {
+    } else if (!(r.arena = knit__malloc(sizeof *r.arena))) {
         rc = fail(&r, KNIT_ENOMEM, "out of memory");
     } else {
+        knit__arena_init(r.arena, MSG_BLOCK);
         out->priv = r.arena;
         rc = decode(&r, out);
         if (rc == KNIT_ENOMEM)

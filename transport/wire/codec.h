@@ -162,7 +162,15 @@ typedef struct knit_reject_s {
     uint64_t id;                  /* the PUSH's batch id */
     const knit_reason_t *reasons; /* at least one */
     size_t nreasons;              /* count */
+    knit_batch_t *state;          /* optional (NULL: absent): the relay's winning cells of
+                                     the refused changes' rows (PROTOCOL.md REJECT); every
+                                     change of one namespace, the push's.  Decoded: owned
+                                     by the message (its namespace is KNIT_REJECT_STATE_NS) */
 } knit_reject_t;
+
+/* The namespace name a decoded REJECT state batch carries: REJECT has no
+** namespace of its own, its changes belong to the refused PUSH's. */
+#define KNIT_REJECT_STATE_NS "-"
 
 typedef struct knit_deltas_s {
     const char *ns;      /* namespace */

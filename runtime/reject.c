@@ -1,0 +1,487 @@
+/*
+** reject.c: rolling back local writes the relay refused for good
+** (knit_reject), and the _knit_rejected table apps read them from.
+**
+** The relay may refuse single changes of a push (a stamp too far ahead of
+** its clock, a change no replica can apply, later: no write rights).  A
+** refusal is terminal: the replica takes the relay's word for those cells,
+** records the refusal and tells the app, and the sync client pushes the
+** rest of its changes.  docs/ARCHITECTURE.md, "Rejected writes", has the
+** whole story.
+**
+** Design notes
+**   1. One refusal batch, one write transaction: captured writes are stamped
+**      first (so a write newer than the refused one is a cell of its own),
+**      then each refused cell is reset, then the relay's state is merged
+**      with the ordinary apply, then the refusals are recorded, then it
+**      commits.  A failure rolls all of it back; the client then stops
+**      pushing (the changes stay pending) as it did before refusals rolled
+**      back.
+**   2. A refused cell is rolled back only while it still holds the refused
+**      write: same causal length, same stamp, this replica's site.  A cell
+**      overwritten since (a newer local write, or a remote change that won)
+**      is left alone; the refusal is still recorded, rolled_back = 0.
+**   3. Resetting a cell makes it "never written" (stamp 0): the relay's
+**      cell, merged next, always wins over it, so the replica ends with
+**      exactly the relay's cell.  When the relay holds none, the cell stays
+**      unwritten and its column NULL, which is what a replica that never
+**      made the write holds (a stamp-0 cell is in no digest).
+**   4. A refused liveness change (an insert, a delete, a re-insert) resets
+**      the whole row: the user row, its metadata and its OR-set states go,
+**      and the relay's cells of the row (it sends all of them when the
+**      liveness is refused) rebuild it.  An insert the relay never held thus
+**      disappears without a trace, and the replica's digest is that of a
+**      replica that never made it.
+**   5. Writes made here are knit's own: the log rows they produce (when the
+**      app's triggers keep capture on, replica.h note 4) are deleted before
+**      the merge stamps the log again.
+**   6. The change notification is fired here, not by notify.c, because a
+**      removed row has no metadata left for notify.c to find: the event
+**      names every rolled-back row with rolled_back = 1.  The rows' new
+**      versions are then marked seen, unless other commits came between
+**      (then a later event may name them again; nothing is missed).
+*/
+#include <string.h>
+
+#include "replica.h"
+
+static const char REJECTED_SQL[] =
+    "CREATE TABLE IF NOT EXISTS _knit_rejected(id INTEGER PRIMARY KEY, ns TEXT NOT NULL,"
+    "  tbl TEXT NOT NULL, key TEXT NOT NULL, col TEXT NOT NULL, value, code INTEGER NOT NULL,"
+    "  code_name TEXT NOT NULL, reason TEXT NOT NULL, rolled_back INTEGER NOT NULL,"
+    "  at INTEGER NOT NULL)";
+
+int knit__rejected_create(knit_t *k) /* see replica.h */
+{
+    return knit__exec(k, REJECTED_SQL);
+}
+
+/* A rolled-back row, for the event. */
+typedef struct rrow_s {
+    ktable_t *t;            /* its table */
+    const knit_value_t *pk; /* its key (the pushed batch's) */
+    int whole;              /* the whole row was reset (its liveness was refused) */
+} rrow_t;
+
+static void sql_literal(sqlite3_str *s, const knit_value_t *v)
+{
+    switch (v->type) {
+    case KNIT_INTEGER:
+        sqlite3_str_appendf(s, "%lld", (long long)v->u.i);
+        break;
+    case KNIT_REAL:
+        sqlite3_str_appendf(s, "%!.17g", v->u.r);
+        break;
+    case KNIT_TEXT:
+        /* Batch text is not NUL-terminated: the precision bounds it. */
+        sqlite3_str_appendf(s, "%.*Q", (int)v->u.b.n, v->u.b.n ? (const char *)v->u.b.p : "");
+        break;
+    case KNIT_BLOB:
+        sqlite3_str_appendall(s, "X'");
+        for (size_t i = 0; i < v->u.b.n; i++)
+            sqlite3_str_appendf(s, "%02X", ((const uint8_t *)v->u.b.p)[i]);
+        sqlite3_str_appendall(s, "'");
+        break;
+    default:
+        sqlite3_str_appendall(s, "NULL");
+    }
+}
+
+static int same_key(const knit_value_t *a, const knit_value_t *b, uint32_t npk)
+{
+    for (uint32_t i = 0; i < npk; i++)
+        if (knit_value_cmp(&a[i], &b[i]) != 0)
+            return 0;
+    return 1;
+}
+
+/* Runs sql (built in s, keys bound as ?1..?npk) once. */
+static int run_keyed(knit_t *k, sqlite3_str *s, const ktable_t *t, const knit_value_t *pk,
+                     const char *what)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = knit__prepare_temp(k, &st, s, what);
+    if (rc)
+        return rc;
+    for (uint32_t i = 0; i < t->npk; i++)
+        knit__bind_value(st, (int)i + 1, &pk[i]);
+    rc = sqlite3_step(st);
+    rc = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : knit__dberr(k, rc, what);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* The row's metadata: *has = 0 when there is none. */
+static int row_read(knit_t *k, ktable_t *t, const knit_value_t *pk, int *has, uint64_t *cl,
+                    kcell_t *cells)
+{
+    sqlite3_stmt *st = NULL;
+    sqlite3_str *s = sqlite3_str_new(k->db);
+    sqlite3_str_appendf(s, "SELECT cl, cells FROM _knit_rows_%d WHERE ", t->id);
+    knit__where_meta_keys(s, t->npk);
+    int rc = knit__prepare_temp(k, &st, s, "reading row metadata");
+    if (rc)
+        return rc;
+    for (uint32_t i = 0; i < t->npk; i++)
+        knit__bind_value(st, (int)i + 1, &pk[i]);
+    *has = 0;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *has = 1;
+        *cl = (uint64_t)sqlite3_column_int64(st, 0);
+        rc = knit__cells_decode(sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1),
+                                t->ncols + 1, cells)
+                 ? knit__err(k, KNIT_ECORRUPT, "%s: corrupt row metadata", t->name)
+                 : 0;
+    } else {
+        rc = rc == SQLITE_DONE ? 0 : knit__dberr(k, rc, "reading row metadata");
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Design note 4: the row, its metadata and its OR-set states go. */
+static int reset_row(knit_t *k, ktable_t *t, const knit_value_t *pk, uint64_t cl)
+{
+    int rc = 0;
+    if (knit_cl_live(cl))
+        rc = knit__user_delete(k, t, pk);
+    if (!rc) {
+        sqlite3_str *s = sqlite3_str_new(k->db);
+        sqlite3_str_appendf(s, "DELETE FROM _knit_rows_%d WHERE ", t->id);
+        knit__where_meta_keys(s, t->npk);
+        rc = run_keyed(k, s, t, pk, "removing row metadata");
+    }
+    if (!rc && t->setmask) {
+        sqlite3_str *s = sqlite3_str_new(k->db);
+        sqlite3_str_appendf(s, "DELETE FROM _knit_sets_%d WHERE ", t->id);
+        knit__where_meta_keys(s, t->npk);
+        rc = run_keyed(k, s, t, pk, "removing OR-set states");
+    }
+    return rc;
+}
+
+/* Design note 3: cell c (>= 1) becomes unwritten, its column NULL. */
+static int reset_cell(knit_t *k, ktable_t *t, const knit_value_t *pk, uint64_t cl, kcell_t *cells,
+                      uint32_t c, uint64_t ver)
+{
+    uint8_t buf[(KNIT_MAX_COLS + 1) * KNIT_CELL_MAXBYTES + KNIT_VARINT_MAX];
+    sqlite3_stmt *st = NULL;
+    knit_value_t null = {.type = KNIT_NULL};
+    int rc;
+    cells[c].hlc = 0;
+    cells[c].site = 0;
+    cells[c].ver = ver;
+    size_t n = knit__cells_encode(cells, t->ncols + 1, buf);
+    sqlite3_str *s = sqlite3_str_new(k->db);
+    sqlite3_str_appendf(s, "UPDATE _knit_rows_%d SET cells = ?%u, ver = ?%u WHERE ", t->id,
+                        t->npk + 1, t->npk + 2);
+    knit__where_meta_keys(s, t->npk);
+    if ((rc = knit__prepare_temp(k, &st, s, "resetting a cell")) != 0)
+        return rc;
+    for (uint32_t i = 0; i < t->npk; i++)
+        knit__bind_value(st, (int)i + 1, &pk[i]);
+    sqlite3_bind_blob(st, (int)t->npk + 1, buf, (int)n, SQLITE_STATIC);
+    sqlite3_bind_int64(st, (int)t->npk + 2, (int64_t)ver);
+    rc = sqlite3_step(st);
+    rc = rc == SQLITE_DONE ? 0 : knit__dberr(k, rc, "resetting a cell");
+    sqlite3_finalize(st);
+    if (!rc && (t->setmask >> (c - 1) & 1)) {
+        s = sqlite3_str_new(k->db);
+        sqlite3_str_appendf(s, "DELETE FROM _knit_sets_%d WHERE ", t->id);
+        knit__where_meta_keys(s, t->npk);
+        sqlite3_str_appendf(s, " AND col = %u", c - 1);
+        rc = run_keyed(k, s, t, pk, "removing an OR-set state");
+    }
+    if (!rc && knit_cl_live(cl))
+        rc = knit__user_write_col(k, t, pk, c - 1, &null);
+    return rc;
+}
+
+/* Local cell index of column c of batch table bt in t (0: liveness), or -1. */
+static int local_col(const ktable_t *t, const knit_batch_table_t *bt, uint32_t c)
+{
+    if (c == 0)
+        return 0;
+    if (c > bt->ncols)
+        return -1;
+    for (uint32_t j = 0; j < t->ncols; j++)
+        if (strcmp(t->cols[j], bt->cols[c - 1]) == 0)
+            return (int)j + 1;
+    return -1;
+}
+
+/* A copy of b whose changes all name namespace ns (the state of a REJECT
+** comes with a placeholder namespace). */
+static int copy_in_ns(const knit_batch_t *b, const char *ns, knit_batch_t **out)
+{
+    knit_batch_t *c;
+    uint32_t nsi, idx;
+    uint32_t *sites = NULL, *tabs = NULL;
+    int rc = knit_batch_new(&c);
+    if (rc)
+        return rc;
+    if ((rc = knit_batch_ns(c, ns, &nsi)) != 0)
+        goto done;
+    sites = knit__calloc(b->nsites + 1, sizeof *sites);
+    tabs = knit__calloc(b->ntables + 1, sizeof *tabs);
+    if (!sites || !tabs) {
+        rc = KNIT_ENOMEM;
+        goto done;
+    }
+    for (size_t i = 0; !rc && i < b->nsites; i++)
+        rc = knit_batch_site(c, &b->sites[i], &sites[i]);
+    for (size_t i = 0; !rc && i < b->ntables; i++) {
+        const knit_batch_table_t *t = &b->tables[i];
+        rc = knit_batch_table(c, t->name, t->npk, t->ncols, (const char *const *)t->cols, t->orset,
+                              &tabs[i]);
+    }
+    for (size_t u = 0; !rc && u < b->ntxns; u++) {
+        rc = knit_batch_begin(c, b->txns[u].version);
+        for (size_t i = 0; !rc && i < b->txns[u].count; i++) {
+            knit_change_t ch = b->changes[b->txns[u].first + i];
+            if (ch.site >= b->nsites || ch.table >= b->ntables) {
+                rc = KNIT_EINVAL;
+                break;
+            }
+            ch.ns = nsi;
+            ch.site = sites[ch.site];
+            ch.table = tabs[ch.table];
+            rc = knit_batch_add(c, &ch);
+        }
+    }
+    (void)idx;
+done:
+    knit__free(sites);
+    knit__free(tabs);
+    if (rc)
+        knit_batch_free(c);
+    else
+        *out = c;
+    return rc;
+}
+
+static int record(knit_t *k, sqlite3_stmt *ins, const char *ns, const knit_batch_t *b,
+                  const knit_change_t *ch, const knit_refusal_t *r, int rolled, uint64_t at)
+{
+    const knit_batch_table_t *bt = &b->tables[ch->table];
+    sqlite3_str *s = sqlite3_str_new(k->db);
+    char *key;
+    for (uint32_t i = 0; i < bt->npk; i++) {
+        if (i)
+            sqlite3_str_appendall(s, ", ");
+        sql_literal(s, &ch->pk[i]);
+    }
+    if (!(key = knit__str_done(s)))
+        return KNIT_ENOMEM;
+    sqlite3_bind_text(ins, 1, ns, -1, SQLITE_STATIC);
+    sqlite3_bind_text(ins, 2, bt->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(ins, 3, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(ins, 4, ch->col && ch->col <= bt->ncols ? bt->cols[ch->col - 1] : "", -1,
+                      SQLITE_STATIC);
+    if (ch->col)
+        knit__bind_value(ins, 5, &ch->value);
+    else
+        sqlite3_bind_null(ins, 5);
+    sqlite3_bind_int(ins, 6, r->code);
+    sqlite3_bind_text(ins, 7, knit_err_name(r->code), -1, SQLITE_STATIC);
+    sqlite3_bind_text(ins, 8, r->message && *r->message ? r->message : knit_strerror(r->code), -1,
+                      SQLITE_STATIC);
+    sqlite3_bind_int(ins, 9, rolled);
+    sqlite3_bind_int64(ins, 10, (int64_t)at);
+    int rc = sqlite3_step(ins);
+    sqlite3_reset(ins);
+    sqlite3_clear_bindings(ins);
+    sqlite3_free(key);
+    return rc == SQLITE_DONE ? 0 : knit__dberr(k, rc, "recording a refusal");
+}
+
+/* Design note 6. */
+static void fire(knit_t *k, const rrow_t *rows, size_t n)
+{
+    const char **names = knit__calloc(n + 1, sizeof *names);
+    size_t *counts = knit__calloc(n + 1, sizeof *counts);
+    knit_event_key_t *keys = k->ev_max_keys ? knit__calloc(n + 1, sizeof *keys) : NULL;
+    ktable_t **tabs = knit__calloc(n + 1, sizeof *tabs);
+    size_t nt = 0, nk = 0;
+    if (!names || !counts || !tabs || (k->ev_max_keys && !keys))
+        goto done;
+    for (size_t i = 0; i < n; i++) {
+        size_t j;
+        for (j = 0; j < nt && tabs[j] != rows[i].t; j++)
+            ;
+        if (j == nt) {
+            tabs[nt] = rows[i].t;
+            names[nt++] = rows[i].t->name;
+        }
+        counts[j]++;
+    }
+    /* Keys table by table, as notify.c gives them. */
+    for (size_t j = 0; keys && j < nt; j++)
+        for (size_t i = 0; i < n && nk < k->ev_max_keys; i++) {
+            if (rows[i].t != tabs[j])
+                continue;
+            int has = 0;
+            uint64_t cl = 0;
+            kcell_t cells[KNIT_MAX_COLS + 1];
+            if (row_read(k, rows[i].t, rows[i].pk, &has, &cl, cells) != 0)
+                has = 0;
+            keys[nk].table = j;
+            keys[nk].npk = rows[i].t->npk;
+            keys[nk].pk = rows[i].pk;
+            keys[nk].remote = 0;
+            keys[nk].deleted = !has || !knit_cl_live(cl);
+            keys[nk].rolled_back = 1;
+            nk++;
+        }
+    knit_event_t ev;
+    memset(&ev, 0, sizeof ev);
+    ev.remote = 0;
+    ev.ntables = nt;
+    ev.tables = names;
+    ev.rows = counts;
+    ev.nkeys = nk;
+    ev.keys = keys;
+    ev.truncated = keys && nk < n;
+    ev.rolled_back = 1;
+    k->notified++;
+    k->on_change(k, &ev, k->on_change_data);
+done:
+    knit__free(names);
+    knit__free(counts);
+    knit__free(keys);
+    knit__free(tabs);
+}
+
+int knit_reject(knit_t *k, const knit_batch_t *pushed, const knit_refusal_t *refusals, size_t n,
+                const knit_batch_t *state, size_t *rolled_out) /* see knit.h */
+{
+    rrow_t *rows = NULL;
+    size_t nrows = 0;
+    knit_batch_t *copy = NULL;
+    sqlite3_stmt *ins = NULL;
+    uint64_t ver = 0, seen = 0, before = 0, after = 0;
+    int rc;
+
+    if (rolled_out)
+        *rolled_out = 0;
+    if (!k || !pushed || (n && !refusals))
+        return KNIT_EINVAL;
+    if (k->readonly)
+        return knit__err(k, KNIT_EINVAL, "the replica is open read-only");
+    /* Local writes not stamped yet are notified as local writes first. */
+    if ((rc = knit_stamp(k)) < 0)
+        return rc;
+    if ((rc = knit__begin(k)) != 0)
+        return rc;
+    if ((rc = knit__stamp_locked(k, NULL)) != 0)
+        goto fail;
+    seen = k->seen_version;
+    knit_version(k, &before);
+    if (!(rows = knit__calloc(n + 1, sizeof *rows))) {
+        rc = KNIT_ENOMEM;
+        goto fail;
+    }
+    if (sqlite3_prepare_v2(k->db,
+                           "INSERT INTO _knit_rejected(ns, tbl, key, col, value, code, "
+                           "code_name, reason, rolled_back, at) VALUES "
+                           "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                           -1, &ins, NULL) != SQLITE_OK) {
+        rc = knit__dberr(k, sqlite3_errcode(k->db), "preparing the refusal record");
+        goto fail;
+    }
+    uint64_t at = knit__now(k);
+    for (size_t i = 0; i < n; i++) {
+        const knit_refusal_t *r = &refusals[i];
+        if (r->change >= pushed->nchanges) {
+            rc = knit__err(k, KNIT_EINVAL, "refusal of change %zu of a batch of %zu", r->change,
+                           pushed->nchanges);
+            goto fail;
+        }
+        const knit_change_t *ch = &pushed->changes[r->change];
+        if (ch->table >= pushed->ntables || ch->ns >= pushed->nns) {
+            rc = knit__err(k, KNIT_EINVAL, "refused change %zu is malformed", r->change);
+            goto fail;
+        }
+        const knit_batch_table_t *bt = &pushed->tables[ch->table];
+        ktable_t *t = knit__table(k, bt->name);
+        int c = t && t->npk == bt->npk ? local_col(t, bt, ch->col) : -1, rolled = 0, has = 0;
+        kcell_t cells[KNIT_MAX_COLS + 1];
+        uint64_t cl = 0;
+        if (c >= 0 && (rc = row_read(k, t, ch->pk, &has, &cl, cells)) != 0)
+            goto fail;
+        size_t j;
+        for (j = 0; c >= 0 && j < nrows; j++)
+            if (rows[j].t == t && same_key(rows[j].pk, ch->pk, t->npk))
+                break;
+        if (c >= 0 && j < nrows && rows[j].whole) {
+            rolled = 1; /* the row went whole with its refused liveness */
+        } else if (has && cl == ch->cl && cells[c].hlc == ch->hlc && cells[c].site == k->site_idx) {
+            /* Design note 2: only while the cell still holds the refused write. */
+            if (!ver && (rc = knit__next_version(k, &ver)) != 0)
+                goto fail;
+            rc = c == 0 ? reset_row(k, t, ch->pk, cl)
+                        : reset_cell(k, t, ch->pk, cl, cells, (uint32_t)c, ver);
+            if (rc)
+                goto fail;
+            rolled = 1;
+            if (j == nrows) {
+                rows[nrows].t = t;
+                rows[nrows++].pk = ch->pk;
+            }
+            rows[j].whole |= c == 0;
+        }
+        if ((rc = record(k, ins, pushed->ns[ch->ns], pushed, ch, r, rolled, at)) != 0)
+            goto fail;
+    }
+    /* Design note 5. */
+    for (size_t j = 0; j < nrows; j++) {
+        size_t i;
+        for (i = 0; i < j && rows[i].t != rows[j].t; i++)
+            ;
+        if (i < j)
+            continue;
+        sqlite3_str *s = sqlite3_str_new(k->db);
+        sqlite3_str_appendf(s, "DELETE FROM _knit_log_%d", rows[j].t->id);
+        if ((rc = knit__exec_str(k, s)) != 0)
+            goto fail;
+    }
+    if (state && state->nchanges && pushed->nns) {
+        knit_apply_stats_t st;
+        if ((rc = copy_in_ns(state, pushed->ns[0], &copy)) != 0)
+            goto fail;
+        if ((rc = knit__apply_locked(k, copy, &st)) != 0)
+            goto fail;
+    }
+    if (!rc && sqlite3_get_autocommit(k->db))
+        rc = knit__err(k, KNIT_EIO, "the rollback's transaction was rolled back by SQLite");
+    if (rc || (rc = knit__commit(k)) != 0)
+        goto fail;
+    knit_batch_free(copy);
+    copy = NULL;
+    sqlite3_finalize(ins);
+    ins = NULL;
+    /* The merge's own notification is this event (design note 6). */
+    k->ev_remote = k->ev_local = 0;
+    for (size_t i = 0; i < k->ntables; i++)
+        k->tables[i].ev_rows = 0;
+    knit_version(k, &after);
+    if (seen == before)
+        k->seen_version = after;
+    if (nrows && k->on_change)
+        fire(k, rows, nrows);
+    knit__free(rows);
+    if (rolled_out)
+        *rolled_out = nrows;
+    return 0;
+fail : {
+    char saved[sizeof k->errmsg];
+    memcpy(saved, k->errmsg, sizeof saved);
+    knit__rollback(k);
+    memcpy(k->errmsg, saved, sizeof saved);
+}
+    sqlite3_finalize(ins);
+    knit_batch_free(copy);
+    knit__free(rows);
+    return rc;
+}

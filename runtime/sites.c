@@ -1,0 +1,174 @@
+/*
+** sites.c: the sites and namespaces a replica knows, interned as small
+** integers (_knit_sites, _knit_ns), and which sites count as its own.
+**
+** Inherited sites.  A copy is often the only survivor of the original's
+** work (a new machine, a restored backup), so the copy pushes everything
+** the original had not had acknowledged.  When it takes its new site
+** (replica.c) it records the old one as inherited: _knit_meta key
+** "inherit:<idx>" (idx the old site's _knit_sites index) = the local
+** version at the takeover.  Inherited keys travel with the file, so a copy
+** of a copy inherits the sites its source inherited too.
+** knit_changes_since(local_only) takes a cell as this replica's own when its
+** site is this replica's, or an inherited site and its version is at or
+** below that site's takeover version; cells of an inherited site that
+** arrive later (the original, still running, syncing through the relay) get
+** newer versions and are remote.  If the original keeps running, both push
+** the same changes, which merge idempotently.
+*/
+#include <string.h>
+
+#include "replica.h"
+/* ---------------------------------------------------------------------- */
+/* Sites                                                                  */
+
+const knit_site_t *knit__site_get(knit_t *k, uint32_t idx)
+{
+    static const knit_site_t zero;
+    if (idx >= k->nsites && knit__load_sites(k) != 0)
+        return &zero;
+    return idx < k->nsites ? &k->sites[idx] : &zero;
+}
+
+int knit__site_intern(knit_t *k, const knit_site_t *s, uint32_t *idx)
+{
+    for (uint32_t i = 1; i < k->nsites; i++) {
+        if (knit_site_cmp(&k->sites[i], s) == 0) {
+            *idx = i;
+            return 0;
+        }
+    }
+    /* Another process may have added it: insert-or-ignore, then reload. */
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(k->db, "INSERT OR IGNORE INTO _knit_sites(site) VALUES (?)", -1,
+                                &st, NULL);
+    if (rc != SQLITE_OK)
+        return knit__dberr(k, rc, "adding a site");
+    sqlite3_bind_blob(st, 1, s->b, 16, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return knit__dberr(k, rc, "adding a site");
+    if ((rc = knit__load_sites(k)) != 0)
+        return rc;
+    for (uint32_t i = 1; i < k->nsites; i++) {
+        if (knit_site_cmp(&k->sites[i], s) == 0) {
+            *idx = i;
+            return 0;
+        }
+    }
+    return knit__err(k, KNIT_ECORRUPT, "site vanished from _knit_sites");
+}
+
+int knit_site(knit_t *k, knit_site_t *out) /* see knit.h */
+{
+    *out = k->site;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Namespaces                                                             */
+
+int knit__ns_intern(knit_t *k, const char *name, uint32_t *idx)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    if (!name[0]) {
+        *idx = KNIT_HOME_NS;
+        return 0;
+    }
+    rc = sqlite3_prepare_v2(k->db, "SELECT idx FROM _knit_ns WHERE name = ?", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return knit__dberr(k, rc, "reading _knit_ns");
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *idx = (uint32_t)sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        return 0;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return knit__dberr(k, rc, "reading _knit_ns");
+    rc = sqlite3_prepare_v2(k->db, "INSERT INTO _knit_ns(name) VALUES (?)", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return knit__dberr(k, rc, "adding a namespace");
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return knit__dberr(k, rc, "adding a namespace");
+    *idx = (uint32_t)sqlite3_last_insert_rowid(k->db);
+    return 0;
+}
+
+int knit__ns_name(knit_t *k, uint32_t idx, char **out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(k->db, "SELECT name FROM _knit_ns WHERE idx = ?", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return knit__dberr(k, rc, "reading _knit_ns");
+    sqlite3_bind_int64(st, 1, idx);
+    rc = sqlite3_step(st);
+    const char *name = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
+    *out = knit__strdup(name ? name : "");
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return knit__dberr(k, rc, "reading _knit_ns");
+    return *out ? 0 : KNIT_ENOMEM;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Local sites                                                            */
+
+/* Loads the sites this replica inherited as a copy ("Inherited sites" at
+** the top of this file): a cell of such a site with a version at or below
+** the takeover is the original's work the copy pushes as its own. */
+int knit__local_load(knit_t *k, klocal_t *l)
+{
+    sqlite3_stmt *st = NULL;
+    memset(l, 0, sizeof *l);
+    int rc = sqlite3_prepare_v2(k->db,
+                                "SELECT CAST(substr(key, 9) AS INTEGER), value FROM _knit_meta"
+                                " WHERE key GLOB 'inherit:*'",
+                                -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return knit__dberr(k, rc, "reading inherited sites");
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t idx = sqlite3_column_int64(st, 0), ver = sqlite3_column_int64(st, 1);
+        if (idx <= 0 || idx >= (int64_t)UINT32_MAX - 16 || ver < 0)
+            continue; /* not a key knit wrote: ignore, never push more than it should */
+        if ((uint64_t)idx >= l->n) {
+            uint32_t n = (uint32_t)idx + 16;
+            uint64_t *m = knit__realloc(l->inherit, n * sizeof *m);
+            if (!m) {
+                sqlite3_finalize(st);
+                knit__local_free(l);
+                return KNIT_ENOMEM;
+            }
+            memset(m + l->n, 0, (n - l->n) * sizeof *m);
+            l->inherit = m;
+            l->n = n;
+        }
+        l->inherit[idx] = (uint64_t)ver + 1;
+    }
+    sqlite3_finalize(st);
+    if (rc == SQLITE_DONE)
+        return 0;
+    knit__local_free(l);
+    return knit__dberr(k, rc, "reading inherited sites");
+}
+
+int knit__local_is(const knit_t *k, const klocal_t *l, uint32_t site, uint64_t ver)
+{
+    if (site == k->site_idx)
+        return 1;
+    return site < l->n && l->inherit[site] && ver < l->inherit[site];
+}
+
+void knit__local_free(klocal_t *l)
+{
+    knit__free(l->inherit);
+    l->inherit = NULL;
+    l->n = 0;
+}

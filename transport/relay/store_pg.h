@@ -1,0 +1,67 @@
+/*
+** store_pg.h: the relay store on PostgreSQL (libpq), the second backend of
+** the store interface (store.h), beside the embedded SQLite store
+** (relay_store.h).  `sync-relay --store postgresql://...` opens it.
+**
+** It keeps what the sync path needs, with the SQLite store's rules: per
+** namespace a sequence without gaps in commit order and the latest
+** winning state of every cell (the same LWW order and the same OR-set
+** merge code, sset.h), catch-up by sequence, state digests equal to the
+** SQLite store's on the same pushes, anonymous credentials, the relay's
+** site id, the claim's merge and its seals, erasure.  The identity index,
+** devices and webhooks stay with the SQLite store for now (their backend
+** callbacks are NULL).
+**
+** Ownership: a knit_pg_store_t is one libpq connection, used by one thread
+** at a time; several (in one process or many) may share one database.
+** Strings and batches passed in are only read during the call; batches
+** handed out are the caller's (knit_batch_free).
+*/
+#ifndef KNIT_RELAY_STORE_PG_H
+#define KNIT_RELAY_STORE_PG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "digest.h"
+#include "knit.h"
+#include "store.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KNIT_PG_SCHEMA_VERSION 1 /* the schema this library creates and reads */
+
+typedef struct knit_pg_store_s knit_pg_store_t;
+
+/* Connects to conninfo (a postgresql:// URI or key=value string) and
+** creates the schema in an empty database, or checks it: KNIT_EVERSION
+** (with a message saying so) when the database holds a newer schema,
+** KNIT_EDB when it cannot connect or the server fails.  On error *out is
+** still set when errmsg has something to say (close it), else NULL. */
+KNIT_EXTERN int knit_pg_store_open(const char *conninfo, knit_pg_store_t **out /* OUT */);
+/* Closes the connection; NULL is a no-op. */
+KNIT_EXTERN void knit_pg_store_close(knit_pg_store_t *s);
+/* The last failure's text ("" if none), valid until the next call on s. */
+KNIT_EXTERN const char *knit_pg_store_errmsg(knit_pg_store_t *s);
+
+/* The group commit (store.h's commit): every push merged in its own
+** savepoint, one COMMIT; returns only after PostgreSQL committed.  On
+** failure nothing of the group took effect and no fan-out is left. */
+KNIT_EXTERN int knit_pg_store_commit(knit_pg_store_t *s, knit_relay_push_t *group);
+/* Reads, as relay_store.h's knit_relay_store_seq, _catch_up and _digest. */
+KNIT_EXTERN int knit_pg_store_seq(knit_pg_store_t *s, const char *ns, uint64_t *seq /* OUT */);
+KNIT_EXTERN int knit_pg_store_catch_up(knit_pg_store_t *s, const char *ns, uint64_t after,
+                                       size_t max_changes, knit_batch_t **out /* OUT */,
+                                       uint64_t *reached /* OUT */, int *more /* OUT */);
+KNIT_EXTERN int knit_pg_store_digest(knit_pg_store_t *s, const char *ns,
+                                     knit_digest_t *out /* OUT */);
+
+/* Fills *b with s as a store backend, every operation completing at once. */
+KNIT_EXTERN void knit_pg_store_backend(knit_pg_store_t *s, knit_relay_backend_t *b /* OUT */);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
