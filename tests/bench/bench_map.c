@@ -194,10 +194,8 @@ PHASE void bench_phase_plain_apply(sqlite3 *db, const knit_batch_t *b)
         const knit_change_t *c = &b->changes[i];
         if (c->col == 0)
             continue;
-        sqlite3_bind_text(st, 1, (const char *)c->pk[0].u.b.p, (int)c->pk[0].u.b.n,
-                          SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, (const char *)c->value.u.b.p, (int)c->value.u.b.n,
-                          SQLITE_STATIC);
+        sqlite3_bind_text(st, 1, (const char *)c->pk[0].u.b.p, (int)c->pk[0].u.b.n, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, (const char *)c->value.u.b.p, (int)c->value.u.b.n, SQLITE_STATIC);
         if (sqlite3_step(st) != SQLITE_DONE)
             die("upsert", sqlite3_errmsg(db));
         sqlite3_reset(st);
@@ -393,7 +391,8 @@ int main(int argc, char **argv)
     double me = median(ex, rounds), mpe = median(pex, rounds);
     printf("bench_map: %d key(s), %d writes in transactions of %d; median of %d round(s)\n", KEYS,
            WRITES, TXN, rounds);
-    printf("A's writes, commits + stamps: %.3f s vs plain upserts %.3f s: %.2fx\n", mt, mp, mt / mp);
+    printf("A's writes, commits + stamps: %.3f s vs plain upserts %.3f s: %.2fx\n", mt, mp,
+           mt / mp);
     printf("A's commits alone (capture triggers): %.3f s: %.2fx plain\n", mc, mc / mp);
     printf("B applies A's state (%zu changes): %.3f s vs plain %d-row upsert %.3f s: %.2fx\n",
            o[0].nchanges, ma, KEYS, mpa, ma / mpa);
