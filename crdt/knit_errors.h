@@ -39,7 +39,8 @@
     X(TLS, -22, "TLS error")                                                                       \
     X(READONLY, -23, "replica opened read-only")                                                   \
     X(EXISTS, -24, "object already exists")                                                        \
-    X(ACCOUNT, -25, "replica belongs to another account; use one file per account")
+    X(ACCOUNT, -25, "replica belongs to another account; use one file per account")                \
+    X(ERASED, -26, "the account was erased on the relay")
 
 typedef enum {
 #define KNIT_ERR_ENUM(name, code, msg) KNIT_E##name = (code),

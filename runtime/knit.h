@@ -232,6 +232,14 @@ KNIT_EXTERN int knit_set_namespace(knit_t *k, const char *ns);
 ** them.  Returns the number of rows moved (>= 0) or an error; KNIT_EACCOUNT
 ** when `to` is an account other than the one the file belongs to. */
 KNIT_EXTERN int knit_move_namespace(knit_t *k, const char *from, const char *to);
+/* The relay erased the account this replica file belongs to (the identity
+** provider deleted the user, or an operator ran `sync-relay erase`): removes
+** every row of that account's namespace from the tracked tables, with
+** knit's metadata of them, in one transaction, without capturing the
+** deletes as local writes, and frees the file for another account.  The
+** sync client calls it on KNIT_EERASED.  Returns the number of rows removed
+** (>= 0; 0 when the file has no account) or an error. */
+KNIT_EXTERN int knit_erase_account(knit_t *k);
 /* Current write namespace into buf ("" when none was set yet). */
 KNIT_EXTERN int knit_namespace(knit_t *k, char *buf, size_t n);
 /* Per-namespace relay cursor (last relay sequence applied). */

@@ -175,6 +175,89 @@ int knit_move_namespace(knit_t *k, const char *from, const char *to) /* see knit
     return moved;
 }
 
+/* Removes the rows of namespace idx from table t and knit's metadata of
+** them; *rows counts the user rows.  The deletes are logged when app
+** triggers keep knit's connection's triggers on: the log is emptied after,
+** since it held nothing before (the caller stamped first). */
+static int erase_table(knit_t *k, ktable_t *t, int64_t idx, size_t *rows)
+{
+    sqlite3_str *q = sqlite3_str_new(NULL);
+    sqlite3_str_appendf(q,
+                        "DELETE FROM \"%w\" AS u WHERE EXISTS (SELECT 1 FROM _knit_rows_%d AS r"
+                        " WHERE r.ns = %lld AND ",
+                        t->name, t->id, (long long)idx);
+    knit__keys_join(q, t, "u", "r");
+    sqlite3_str_appendall(q, ")");
+    int rc = knit__exec_str(k, q);
+    if (rc)
+        return rc;
+    size_t n = (size_t)sqlite3_changes(k->db);
+    *rows += n;
+    t->ev_rows += n;
+    q = sqlite3_str_new(NULL);
+    sqlite3_str_appendf(q, "DELETE FROM _knit_sets_%d WHERE (", t->id);
+    knit__keylist_str(q, t->npk, "");
+    sqlite3_str_appendall(q, ") IN (SELECT ");
+    knit__keylist_str(q, t->npk, "");
+    sqlite3_str_appendf(q,
+                        " FROM _knit_rows_%d WHERE ns = %lld); DELETE FROM _knit_rows_%d WHERE"
+                        " ns = %lld; DELETE FROM _knit_log_%d;",
+                        t->id, (long long)idx, t->id, (long long)idx, t->id);
+    return knit__exec_str(k, q);
+}
+
+int knit_erase_account(knit_t *k) /* see knit.h */
+{
+    char *acct = NULL;
+    size_t rows = 0;
+    sqlite3_stmt *st = NULL;
+    int64_t idx = 0;
+    int rc = knit__begin(k);
+    if (rc)
+        return rc;
+    if ((rc = replica_account(k, &acct)) != 0 || !acct) {
+        knit__rollback(k);
+        return rc;
+    }
+    /* Local writes not yet stamped are the account's too: fold them first,
+    ** so the log holds only what the deletes below make. */
+    if ((rc = knit__stamp_locked(k, NULL)) == 0 &&
+        (rc = sqlite3_prepare_v2(k->db, "SELECT idx FROM _knit_ns WHERE name = ?1", -1, &st,
+                                 NULL)) != SQLITE_OK)
+        rc = knit__dberr(k, rc, "reading _knit_ns");
+    if (!rc) {
+        sqlite3_bind_text(st, 1, acct, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            idx = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    for (size_t i = 0; !rc && idx > 0 && i < k->ntables; i++)
+        rc = erase_table(k, &k->tables[i], idx, &rows);
+    if (!rc && idx > 0) {
+        sqlite3_str *q = sqlite3_str_new(NULL);
+        sqlite3_str_appendf(q,
+                            "DELETE FROM _knit_aside WHERE ns = %Q;"
+                            " UPDATE _knit_ns SET cursor = 0 WHERE idx = %lld;"
+                            " UPDATE _knit_ns SET name = NULL WHERE idx = %d AND name = %Q;"
+                            " UPDATE _knit_meta SET value = 0 WHERE key = 'write_ns'"
+                            " AND value = %lld;",
+                            acct, (long long)idx, KNIT_HOME_NS, acct, (long long)idx);
+        rc = knit__exec_str(k, q);
+    }
+    if (!rc)
+        rc = knit__exec(k, "DELETE FROM _knit_meta WHERE key = 'account'");
+    if (!rc)
+        rc = knit__commit(k);
+    knit__free(acct);
+    if (rc) {
+        knit__rollback(k);
+        return rc;
+    }
+    k->ev_remote = rows > 0;
+    knit__notify(k);
+    return (int)(rows > 0x7fffffff ? 0x7fffffff : rows);
+}
+
 int knit_namespace(knit_t *k, char *buf, size_t n) /* see knit.h */
 {
     int64_t idx;

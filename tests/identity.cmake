@@ -5,7 +5,7 @@
 knit_test(identity SOURCES runtime/test_identity.c LIBS knit_runtime knit_crdt
   CASES copy_before_sync_pushes_all copy_pushes_only_unacked original_and_copy_converge
         copy_of_copy copy_orset_converges account_refuses_other_user
-        account_sign_in_then_other_user long_identifiers)
+        account_sign_in_then_other_user erase_account_removes_rows long_identifiers)
 
 if(TARGET sync-relay AND TARGET sync-agent)
   knit_test(accounts_it

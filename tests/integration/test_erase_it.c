@@ -207,6 +207,16 @@ static void webhook_user_deleted(void)
     for (int i = 0; i < 200 && !store_holds(data, PLANTED); i++)
         su_sleep_ms(50);
     CHECK(store_holds(data, PLANTED));
+    /* A second device of the user syncs the row, then goes offline. */
+    char c[600];
+    su_path(c, sizeof c, "wh-c.db");
+    replica(c, NULL);
+    CHECK_EQ_INT(run_once(&r, c, token, out, sizeof out), 0);
+    {
+        sqlite3 *db = su_db(c);
+        CHECK(su_int(db, "SELECT count(*) FROM items") > 0);
+        sqlite3_close(db);
+    }
 
     static const char deleted[] =
         "{\"data\":{\"deleted\":true,\"id\":\"user_2NNEqL2nrIRdJ194ndJqAHwEfxC\","
@@ -221,7 +231,7 @@ static void webhook_user_deleted(void)
     uint64_t t_del = su_now_ms();
     CHECK(strstr(out, "erased 1 namespace") != NULL);
     CHECK(!store_holds(data, PLANTED));
-    /* The online device was told, and cannot sign in again: it stops. */
+    /* The online device was told (KNIT_EERASED, final: no reconnect): it stops. */
     CHECK_OK(su_wait(&agent, 15000, &status));
     fprintf(stderr, "online agent stopped %llu ms after the webhook's answer\n",
             (unsigned long long)(su_now_ms() - t_del));
@@ -229,8 +239,24 @@ static void webhook_user_deleted(void)
     if (!su_file_has(alog, "account erased"))
         su_print_file(alog);
     CHECK(su_file_has(alog, "account erased (the identity provider deleted the user)"));
-    CHECK(su_file_has(alog, "this account was erased"));
     CHECK(!store_holds(data, PLANTED)); /* it wrote nothing back */
+    /* ... and removed the account's rows from its replica (KNIT_EERASED). */
+    CHECK(su_file_has(alog, "the account was erased on the relay"));
+    {
+        sqlite3 *db = su_db(a);
+        CHECK_EQ_INT(su_int(db, "SELECT count(*) FROM items"), 0);
+        CHECK_EQ_INT(su_int(db, "SELECT count(*) FROM _knit_log_1"), 0); /* not local deletes */
+        sqlite3_close(db);
+    }
+    /* The device that was offline hears it at its next sign-in. */
+    CHECK_EQ_INT(run_once(&r, c, token, out, sizeof out), 4);
+    CHECK(strstr(out, "this account was erased") != NULL);
+    CHECK(strstr(out, "row(s) of it removed from this replica") != NULL);
+    {
+        sqlite3 *db = su_db(c);
+        CHECK_EQ_INT(su_int(db, "SELECT count(*) FROM items"), 0);
+        sqlite3_close(db);
+    }
     /* A new device of the deleted user is refused too. */
     {
         char b[600];

@@ -486,6 +486,40 @@ static void account_sign_in_then_other_user(void)
     rt_done();
 }
 
+/* The relay erased the account (KNIT_EERASED): its rows leave the replica
+** with their metadata, nothing is captured as a local delete to push, other
+** namespaces' rows stay, and the file can serve another account. */
+static void erase_account_removes_rows(void)
+{
+    knit_batch_t *b = NULL;
+    rt_init();
+    knit_t *k = open_tracked("a.db");
+    CHECK_EQ_INT(knit_erase_account(k), 0); /* no account yet: nothing */
+    CHECK_OK(knit_set_namespace(k, "anon:kept"));
+    rt_exec(k, "INSERT INTO t VALUES ('a1', 'anonymous', '[\"x\"]')");
+    CHECK(knit_stamp(k) == 1);
+    CHECK_OK(knit_set_namespace(k, "user:alice"));
+    rt_exec(k, "INSERT INTO t VALUES ('r1', 'alice', '[\"t\"]'), ('r2', 'alice', '[]')");
+    CHECK(knit_stamp(k) == 2);
+    rt_exec(k, "UPDATE t SET v = 'unstamped' WHERE id = 'r2'"); /* not stamped yet */
+    uint64_t v0;
+    CHECK_OK(knit_version(k, &v0));
+    CHECK_EQ_INT(knit_erase_account(k), 2);
+    RT_EXPECT(k, "SELECT id FROM t", "'a1'\n");
+    RT_EXPECT(k, "SELECT count(*) FROM _knit_rows_1", "1\n");
+    RT_EXPECT(k, "SELECT count(*) FROM _knit_sets_1", "1\n");
+    RT_EXPECT(k, "SELECT count(*) FROM _knit_log_1", "0\n");
+    CHECK(knit_stamp(k) == 0);
+    knit_since_opts_t o = {1, 0, NULL};
+    CHECK_OK(knit_changes_since(k, v0, &o, &b));
+    CHECK_EQ_INT(b->nchanges, 0); /* no local delete to push */
+    knit_batch_free(b);
+    CHECK_EQ_INT(knit_verify(k, NULL, NULL), 0);
+    CHECK_OK(knit_set_namespace(k, "user:bob")); /* the file is free */
+    knit_close(k);
+    rt_done();
+}
+
 /* changes_since and knit_digest on a 300-byte table name and a 900-byte
 ** column name (quotes included): SQL text is never cut to a buffer. */
 static void long_identifiers(void)
@@ -560,4 +594,5 @@ static void long_identifiers(void)
 
 KNIT_TESTS(T(copy_before_sync_pushes_all), T(copy_pushes_only_unacked),
            T(original_and_copy_converge), T(copy_of_copy), T(copy_orset_converges),
-           T(account_refuses_other_user), T(account_sign_in_then_other_user), T(long_identifiers))
+           T(account_refuses_other_user), T(account_sign_in_then_other_user),
+           T(erase_account_removes_rows), T(long_identifiers))

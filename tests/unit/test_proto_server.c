@@ -635,9 +635,9 @@ static void erased_refused(void)
     push(&a, 2, "user:erin", 2, 4, knit_hlc_make(T0, 2), T0); /* waits for a group */
     CHECK_OK(knit_relay_store_erase_account(store, "user:erin", &erased));
     CHECK_EQ_INT(erased, 1);
-    CHECK_EQ_INT(knit_relay_engine_end_principal(eng, "user:erin", KNIT_EAUTH, "account erased"),
+    CHECK_EQ_INT(knit_relay_engine_end_principal(eng, "user:erin", KNIT_EERASED, "account erased"),
                  1);
-    expect_error(&a, KNIT_EAUTH, "account erased");
+    expect_error(&a, KNIT_EERASED, "account erased");
     CHECK_OK(knit_relay_engine_flush(eng, T0, 0));
     CHECK_OK(knit_relay_store_seq(store, "user:erin", &seq));
     CHECK_EQ_INT(seq, 0); /* the waiting push was not written back */
@@ -645,7 +645,7 @@ static void erased_refused(void)
     open_conn(&b, 0);
     hello_claim(&b, jwt_for("erin", T0, 600), none, &m);
     CHECK_EQ_INT(m.type, KNIT_MSG_ERROR);
-    CHECK_EQ_INT(m.u.error.code, KNIT_EAUTH);
+    CHECK_EQ_INT(m.u.error.code, KNIT_EERASED); /* final: the client erases its rows */
     CHECK(strstr(m.u.error.message, "erased") != NULL);
     knit_msg_free(&m);
 
@@ -660,7 +660,7 @@ static void erased_refused(void)
     knit_relay_engine_tick(eng, T0, 1000); /* not yet: checked every 2 s */
     CHECK(!c.closed);
     knit_relay_engine_tick(eng, T0, 2500);
-    expect_error(&c, KNIT_EAUTH, "account erased");
+    expect_error(&c, KNIT_EERASED, "account erased");
     fconn_t *all[] = {&a, &b, &c};
     stop(all, 3);
 }

@@ -421,6 +421,23 @@ static int io_ready(void *data, const knit_welcome_t *w)
     return 0;
 }
 
+/* The relay says the account was erased (KNIT_EERASED: the identity
+** provider deleted the user, or an operator erased it), while online or at
+** the next sign-in of a device that was offline then: its rows leave this
+** replica too, and the file is free for another account. */
+static void erase_account(knit_sync_t *s)
+{
+    int n = knit_erase_account(s->k);
+    if (n < 0)
+        slog(s, KNIT_SYNC_LOG_ERROR,
+             "the account was erased on the relay, but removing its rows "
+             "from this replica failed: %s",
+             knit_errmsg(s->k));
+    else
+        slog(s, KNIT_SYNC_LOG_WARN,
+             "the account was erased on the relay: %d row(s) of it removed from this replica", n);
+}
+
 /* The relay merged `from` into the account `to`: the replica's rows
 ** follow, then the claim is recorded (note 6). */
 static int io_claimed(void *data, const char *from, const char *to)
@@ -626,6 +643,8 @@ static void io_event(void *data, const knit_client_event_t *ev)
             snprintf(s->conn->ev_msg, sizeof s->conn->ev_msg, "%s", ev->message ? ev->message : "");
         }
         snprintf(s->last_error, sizeof s->last_error, "%s", ev->message ? ev->message : "");
+        if (ev->code == KNIT_EERASED)
+            erase_account(s);
         pe.type = KNIT_SYNC_EV_ERROR;
         pe.code = ev->code;
         pe.message = ev->message;

@@ -259,7 +259,7 @@ static const char *detail(knit_client_t *c, int rc, char *buf, size_t n)
 static int is_fatal(int code)
 {
     return code == KNIT_EAUTH || code == KNIT_EDENIED || code == KNIT_EVERSION ||
-           code == KNIT_EACCOUNT;
+           code == KNIT_EACCOUNT || code == KNIT_EERASED;
 }
 
 /* REJECT codes that say "push the same changes again later" (PROTOCOL §8). */

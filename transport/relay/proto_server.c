@@ -985,11 +985,11 @@ static int principal_refused(knit_relay_engine_t *e, const char *principal,
             return rc;
         }
         if (is) {
-            refusal.code = KNIT_EAUTH;
+            refusal.code = KNIT_EERASED;
             refusal.why = "this account was erased; it signs in again once the identity "
                           "provider creates the user again";
             *res = &refusal;
-            return KNIT_EAUTH;
+            return KNIT_EERASED;
         }
     }
     if (strncmp(principal, "anon:", 5) == 0 && e->st.sealed) {
@@ -1048,11 +1048,11 @@ static int identify_hello(hello_t *h, const char *principal, const knit_auth_res
         return rc;
     }
     if (h->ident.erased) {
-        refusal.code = KNIT_EAUTH;
+        refusal.code = KNIT_EERASED;
         refusal.why = "this account was erased; it signs in again once the identity "
                       "provider creates the user again";
         *res = &refusal;
-        return KNIT_EAUTH;
+        return KNIT_EERASED;
     }
     h->identified = 1;
     if (h->ident.action == KNIT_IDENT_RELINKED || h->ident.email_conflict)
@@ -1088,9 +1088,10 @@ void knit_relay_auth_done(const knit_auth_request_t *req,
     if (code == 0 && h->step == H_CRED)
         code = principal_refused(e, h->identified ? h->ident.account : res->principal, &res);
     if (code) {
-        knit__metrics_auth_fail(e->m, h->step == H_CLAIM   ? KNIT_METRIC_CLAIM
-                                      : code == KNIT_EAUTH ? KNIT_METRIC_REFUSED
-                                                           : KNIT_METRIC_HOOK);
+        knit__metrics_auth_fail(e->m, h->step == H_CLAIM ? KNIT_METRIC_CLAIM
+                                      : code == KNIT_EAUTH || code == KNIT_EERASED
+                                          ? KNIT_METRIC_REFUSED
+                                          : KNIT_METRIC_HOOK);
         snprintf(msg, sizeof msg, "%s: %s",
                  h->step == H_CLAIM ? "claim refused" : "authentication failed",
                  res && res->why ? res->why : "the credential is not acceptable");
@@ -1846,7 +1847,7 @@ static void check_erased(knit_relay_engine_t *e, uint64_t mono_ms)
         if (e->st.erased(e->st.data, c->principal, &is) != 0 || !is)
             continue;
         /* end_principal may close several: restart from the list's head. */
-        knit_relay_engine_end_principal(e, c->principal, KNIT_EAUTH,
+        knit_relay_engine_end_principal(e, c->principal, KNIT_EERASED,
                                         "account erased; its data is gone from the relay");
         next = e->conns;
     }

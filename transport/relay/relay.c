@@ -804,7 +804,7 @@ static int http_webhook(void *data, const char *id, const char *ts, const char *
         /* Its online devices hear it now; their tokens are refused from
         ** here on (the tombstone), so they cannot reconnect. */
         size_t ended = knit_relay_engine_end_principal(
-            r->eng, fx.erased_ns, KNIT_EAUTH,
+            r->eng, fx.erased_ns, KNIT_EERASED,
             "account erased (the identity provider deleted the user); its data is gone "
             "from the relay");
         if (ended)
