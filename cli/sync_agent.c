@@ -565,9 +565,9 @@ static void on_event(knit_sync_t *s, const knit_sync_event_t *ev)
         snprintf(ag->last_error, sizeof ag->last_error, "%s", ev->message ? ev->message : "");
         if (ag->synced)
             ag->late_error = 1; /* while finishing: the run did not end synced */
-        if (ev->fatal && (ev->code == KNIT_EAUTH || ev->code == KNIT_EDENIED ||
-                          ev->code == KNIT_EVERSION || ev->code == KNIT_EACCOUNT ||
-                          ev->code == KNIT_EERASED)) {
+        if (ev->fatal &&
+            (ev->code == KNIT_EAUTH || ev->code == KNIT_EDENIED || ev->code == KNIT_EVERSION ||
+             ev->code == KNIT_EACCOUNT || ev->code == KNIT_EERASED)) {
             fprintf(stderr, "sync-agent: %s\n", ag->last_error);
             if (ev->claim)
                 fprintf(stderr,
