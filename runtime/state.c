@@ -7,7 +7,8 @@
 ** another "user:*" namespace fails with KNIT_EACCOUNT.  Rows with the same
 ** key would otherwise collide, and the second user's edits of the first
 ** one's rows would reach the first one's account.  "anon:*" to "user:*"
-** (signing in) is allowed.
+** (signing in) is allowed.  When the relay erases the account
+** (KNIT_EERASED), knit_erase_account removes its rows and frees the file.
 */
 #include <stdio.h>
 #include <string.h>
