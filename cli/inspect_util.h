@@ -34,6 +34,7 @@
     X(why, "explain a row or cell: value, stamp, site, OR-set dots")                               \
     X(pending, "list unacknowledged local changes by transaction")                                 \
     X(aside, "list changes this replica set aside instead of applying")                            \
+    X(rejected, "list local writes the relay refused and the replica rolled back")                 \
     X(changes, "list a replica's changes after a local version")                                   \
     X(diff, "compare two replicas row by row and cell by cell")                                    \
     X(verify, "check a replica's integrity and metadata consistency")                              \

@@ -199,6 +199,22 @@ static void clock_skew_rolled_back(void)
     stop(&w.agent_b);
     CHECK_EQ_INT(su_int(w.dba, "SELECT count(*) FROM _knit_rejected"), 4);
     check_digests(&w);
+    /* sync-inspect lists them (exit 1: a finding); B has none (exit 0). */
+    {
+        char out[8192];
+        const char *ia[] = {SYNC_INSPECT_PATH, "rejected", w.a, NULL};
+        const char *ij[] = {SYNC_INSPECT_PATH, "rejected", "--json", w.a, NULL};
+        const char *ib[] = {SYNC_INSPECT_PATH, "rejected", w.b, NULL};
+        CHECK_EQ_INT(su_run(ia, 20000, out, sizeof out), 1);
+        fprintf(stderr, "%s", out);
+        CHECK(strstr(out, "KNIT_ECLOCKSKEW") != NULL);
+        CHECK(strstr(out, "'base'") != NULL);
+        CHECK(strstr(out, "4 writes refused by the relay") != NULL);
+        CHECK_EQ_INT(su_run(ij, 20000, out, sizeof out), 1);
+        CHECK(strstr(out, "\"rolled_back\": true") != NULL);
+        CHECK_EQ_INT(su_run(ib, 20000, out, sizeof out), 0);
+        CHECK(strstr(out, "no write was refused") != NULL);
+    }
     sqlite3_close(w.dba);
     sqlite3_close(w.dbb);
     su_kill(&w.relay.p, SIGTERM, 10000, NULL);
