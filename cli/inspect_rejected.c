@@ -132,20 +132,5 @@ static int list(const char *path, knit_t *k, int json, int *found)
 
 int cmd_rejected(int argc, char **argv) /* see inspect_util.h */
 {
-    const char *pos[1];
-    int json = 0, npos, rc, found = 0;
-    const inspect_opt_t opts[] = {{"--json", NULL, &json}, {NULL, NULL, NULL}};
-    knit_t *k = NULL;
-
-    if ((rc = inspect_args(CMD, argc, argv, opts, help, pos, 1, &npos)) >= 0)
-        return rc;
-    if (npos != 1)
-        return inspect_usage_err(CMD, "expected one REPLICA");
-    if (inspect_open_replica(CMD, pos[0], &k) != 0)
-        return INSPECT_EXIT_ERROR;
-    rc = list(pos[0], k, json, &found);
-    if (rc)
-        rc = inspect_knit_fail(CMD, k, rc);
-    knit_close(k);
-    return inspect_finish(CMD, rc ? rc : found ? INSPECT_EXIT_FINDING : INSPECT_EXIT_OK);
+    return inspect_list_command(CMD, argc, argv, help, list);
 }

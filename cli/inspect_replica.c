@@ -899,3 +899,24 @@ void inspect_batch_print(FILE *f, knit_t *k, const knit_batch_t *b, uint64_t aft
     *ntxns = shown;
     *nchanges = changes;
 }
+
+int inspect_list_command(const char *cmd, int argc, char **argv, void (*help)(void),
+                         inspect_list_fn list) /* see inspect_replica.h */
+{
+    const char *pos[1];
+    int json = 0, npos, rc, found = 0;
+    const inspect_opt_t opts[] = {{"--json", NULL, &json}, {NULL, NULL, NULL}};
+    knit_t *k = NULL;
+
+    if ((rc = inspect_args(cmd, argc, argv, opts, help, pos, 1, &npos)) >= 0)
+        return rc;
+    if (npos != 1)
+        return inspect_usage_err(cmd, "expected one REPLICA");
+    if (inspect_open_replica(cmd, pos[0], &k) != 0)
+        return INSPECT_EXIT_ERROR;
+    rc = list(pos[0], k, json, &found);
+    if (rc)
+        rc = inspect_knit_fail(cmd, k, rc);
+    knit_close(k);
+    return inspect_finish(cmd, rc ? rc : found ? INSPECT_EXIT_FINDING : INSPECT_EXIT_OK);
+}

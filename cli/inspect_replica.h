@@ -44,6 +44,14 @@ int inspect_open_relay(const char *cmd, const char *path, knit_relay_store_t **o
 ** and returns INSPECT_EXIT_ERROR. */
 int inspect_knit_fail(const char *cmd, knit_t *k, int rc);
 
+/* The whole of a command "CMD [--json] REPLICA" that lists a table of the
+** replica: parses the arguments, opens the replica read-only, runs list
+** (which sets *found when it listed anything) and returns the exit status:
+** INSPECT_EXIT_FINDING when something was listed. */
+typedef int (*inspect_list_fn)(const char *path, knit_t *k, int json, int *found);
+int inspect_list_command(const char *cmd, int argc, char **argv, void (*help)(void),
+                         inspect_list_fn list);
+
 /* Starts / ends the read transaction that makes a command's reads one
 ** snapshot.  begin reports a failure and returns INSPECT_EXIT_ERROR. */
 int inspect_read_begin(const char *cmd, knit_t *k);
