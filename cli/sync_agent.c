@@ -46,10 +46,10 @@
 
 static const char USAGE[] =
     "usage: sync-agent track REPLICA TABLE [--orset COLUMN]...\n"
-    "       sync-agent run REPLICA --relay URL\n"
+    "       sync-agent run REPLICA --relay URL[,URL...]\n"
     "                  (--token-file FILE | --anonymous)\n"
     "                  [--once [--timeout SECONDS]] [options]\n"
-    "       sync-agent status REPLICA\n"
+    "       sync-agent status REPLICA [--json]\n"
     "       sync-agent watch REPLICA [--json]\n"
     "       sync-agent --help | --version\n"
     "\n"
@@ -76,6 +76,14 @@ static const char USAGE[] =
     "                            port (through HTTP proxies), PATH [/v1/ws];\n"
     "                            https://HOST:PORT[/PATH] or http://HOST:PORT[/PATH]\n"
     "                            for HTTP long-polling only, PATH [/v1/lp]\n"
+    "                            Several relays of one deployment (one shared\n"
+    "                            store): a comma-separated list (a repeated\n"
+    "                            --relay replaces the earlier one), all with\n"
+    "                            the first one's scheme and path\n"
+    "                            (not http(s)://); a connection that fails, is\n"
+    "                            cut or times out moves to the next, round-robin,\n"
+    "                            after the usual backoff (logged \"failing over\");\n"
+    "                            a refused credential or certificate does not\n"
     "  --fallback URL            long-polling to fall back to when the stream\n"
     "                            cannot be set up or is cut again and again:\n"
     "                            https://HOST:PORT[/PATH] (http:// only for a\n"
@@ -125,8 +133,12 @@ static const char USAGE[] =
     "local rows, the transport in use (tcp, tls, ws, wss,\n"
     "longpoll, longpoll-tls; \"(fallback)\" when long-polling because the\n"
     "stream failed), and \"synced: yes\" only while everything is pushed,\n"
-    "acknowledged and pulled.  Exit 0 when an agent is running and reporting,\n"
-    "1 when none is (the last report is still printed).\n"
+    "acknowledged and pulled.  Health, over the leader's run: write-to-ACK\n"
+    "latency (p50, p99, mean, from each change's commit time), push success\n"
+    "rate, errors by kind, connection attempts and reconnects, and when it\n"
+    "was last synced.  --json prints one JSON object (keys with spaces as\n"
+    "underscores, all-digit values as numbers).  Exit 0 when an agent is\n"
+    "running and reporting, 1 when none is (the last report is still printed).\n"
     "\n"
     "watch: prints one line per changed row of every tracked table, written\n"
     "by any process (plain SQL included) or applied from the relay, until\n"
@@ -303,7 +315,46 @@ typedef struct agent_s {
     int status_warned;      /* the status file could not be written (warned once) */
     int follower;           /* another process leads (KNIT_SYNC_EV_ROLE) */
     uint64_t started_ms;    /* wall clock at start, for a follower's --once */
+    char scheme[16];        /* the relays' scheme as given ("knit://", "" ...) */
+    char relays[2048];      /* every relay given, comma-separated, for logs */
 } agent_t;
+
+#define MAX_RELAYS 16
+
+/* The relay URLs of --relay (a comma-separated list; the last --relay counts). */
+typedef struct relay_list_s {
+    char *url[MAX_RELAYS]; /* owned copies, in the order given */
+    size_t n;              /* how many */
+} relay_list_t;
+
+/* Takes the comma-separated URLs in val; -1 when there are too many or
+** one is empty. */
+static int relay_add(relay_list_t *rl, const char *val)
+{
+    const char *p = val;
+    /* A later --relay replaces an earlier one, as it always did (scripts
+    ** and tests override a default that way). */
+    for (size_t i = 0; i < rl->n; i++)
+        free(rl->url[i]);
+    rl->n = 0;
+    for (;;) {
+        const char *c = strchr(p, ',');
+        size_t n = c ? (size_t)(c - p) : strlen(p);
+        if (!n || rl->n >= MAX_RELAYS || !(rl->url[rl->n] = strndup(p, n)))
+            return -1;
+        rl->n++;
+        if (!c)
+            return 0;
+        p = c + 1;
+    }
+}
+
+/* The scheme prefix of a relay URL ("knits://"; "" for a bare HOST:PORT). */
+static size_t scheme_len(const char *u)
+{
+    const char *p = strstr(u, "://");
+    return p ? (size_t)(p - u) + 3 : 0;
+}
 
 /* Reads the token file: at most MAX_TOKEN_FILE bytes, surrounding
 ** whitespace removed. */
@@ -432,7 +483,12 @@ static void write_status(agent_t *ag)
     }
     fprintf(f, "pid: %ld\n", (long)getpid());
     fprintf(f, "updated: %s\n", now);
-    fprintf(f, "relay: %s\n", ag->relay);
+    if (st.relay && strchr(ag->relays, ','))
+        fprintf(f, "relay: %s%s\n", ag->scheme, st.relay); /* the one in use */
+    else
+        fprintf(f, "relay: %s\n", ag->relay);
+    fprintf(f, "relays: %s\n", ag->relays);
+    fprintf(f, "failovers: %llu\n", (unsigned long long)st.failovers);
     fprintf(f, "state: %s\n",
             ag->stopping && st.state != KNIT_SYNC_STOPPED ? "STOPPING"
                                                           : knit_sync_state_name(st.state));
@@ -552,7 +608,8 @@ static void on_event(knit_sync_t *s, const knit_sync_event_t *ev)
             snprintf(ag->principal, sizeof ag->principal, "%s", ev->principal ? ev->principal : "");
             snprintf(ag->transport, sizeof ag->transport, "%s%s", ev->transport,
                      ev->fallback ? " (fallback)" : "");
-            logf_(KNIT_SYNC_LOG_INFO, "online with %s as %s over %s%s", ag->relay, ag->principal,
+            logf_(KNIT_SYNC_LOG_INFO, "online with %s%s as %s over %s%s",
+                  ev->relay ? ag->scheme : "", ev->relay ? ev->relay : ag->relay, ag->principal,
                   ev->transport, ev->fallback ? " (fallback)" : "");
         } else if (ev->state == KNIT_SYNC_OFFLINE && ev->retry_ms) {
             logf_(KNIT_SYNC_LOG_INFO, "offline; next attempt in %llu ms",
@@ -607,6 +664,51 @@ static void on_log(knit_sync_t *s, int level, const char *line)
     logline(level, line);
 }
 
+/* The relays after the first (note: knit_sync.h options.relays): each
+** must have the first one's scheme and path; their HOST:PORT go into
+** extra[] for o->relays.  Also fills ag->scheme and ag->relays.  0 or
+** EXIT_USAGE. */
+static int relays_parse(agent_t *ag, const relay_list_t *rl, char hp[][300], const char **extra,
+                        knit_sync_options_t *o)
+{
+    size_t sl = scheme_len(rl->url[0]), off = 0;
+    const char *path0 = strchr(rl->url[0] + sl, '/');
+    snprintf(ag->scheme, sizeof ag->scheme, "%.*s", (int)(sl < 15 ? sl : 15), rl->url[0]);
+    for (size_t i = 0; i < rl->n; i++) {
+        int w =
+            snprintf(ag->relays + off, sizeof ag->relays - off, "%s%s", i ? "," : "", rl->url[i]);
+        if (w > 0 && (size_t)w < sizeof ag->relays - off)
+            off += (size_t)w;
+    }
+    if (rl->n > 1 && strncmp(rl->url[0], "http", 4) == 0 && sl)
+        return usage_error("bad --relay %s: several relays need a stream scheme (knit://, "
+                           "knits://, ws://, wss://), not long-polling",
+                           rl->url[1]);
+    for (size_t i = 1; i < rl->n; i++) {
+        const char *u = rl->url[i], *h = u + sl, *path;
+        char host[256];
+        int port;
+        size_t hl;
+        if (scheme_len(u) != sl || strncmp(u, rl->url[0], sl) != 0)
+            return usage_error("bad --relay %s: every relay needs the first one's scheme", u);
+        path = strchr(h, '/');
+        if ((path || path0) && (!path || !path0 || strcmp(path, path0) != 0))
+            return usage_error("bad --relay %s: every relay needs the first one's path", u);
+        hl = path ? (size_t)(path - h) : strlen(h);
+        if (hl >= 300)
+            return usage_error("bad --relay %s: use HOST:PORT", u);
+        memcpy(hp[i - 1], h, hl);
+        hp[i - 1][hl] = '\0';
+        if (cli_parse_hostport(hp[i - 1], 1, host, sizeof host, &port))
+            return usage_error("bad --relay %s: use the first one's scheme with HOST:PORT", u);
+        snprintf(hp[i - 1], 300, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+        extra[i - 1] = hp[i - 1];
+    }
+    o->relays = rl->n > 1 ? extra : NULL;
+    o->nrelays = rl->n > 1 ? rl->n - 1 : 0;
+    return 0;
+}
+
 static int cmd_run(int argc, char **argv)
 {
     agent_t ag;
@@ -618,9 +720,13 @@ static int cmd_run(int argc, char **argv)
     const char *ca_file = NULL, *server_name = NULL, *addr, *fallback = NULL;
     char hostport[300];
     int https = 0;
+    static relay_list_t rl; /* lives as long as the program (ag.relay points into it) */
+    char extra_hp[MAX_RELAYS][300];
+    const char *extra[MAX_RELAYS];
 
     memset(&ag, 0, sizeof ag);
     memset(&o, 0, sizeof o);
+
     ag.timeout_s = DEFAULT_TIMEOUT_S;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *val;
@@ -650,7 +756,9 @@ static int cmd_run(int argc, char **argv)
             return usage_error("%s needs a value", a);
         val = argv[++i];
         if (strcmp(a, "--relay") == 0) {
-            ag.relay = val;
+            if (relay_add(&rl, val) != 0)
+                return usage_error("bad --relay %s: at most 16 relays, none empty", val);
+            ag.relay = rl.url[0];
         } else if (strcmp(a, "--token-file") == 0) {
             ag.token_file = val;
         } else if (strcmp(a, "--ca-file") == 0) {
@@ -699,6 +807,8 @@ static int cmd_run(int argc, char **argv)
         return usage_error("%s", "run needs REPLICA");
     if (!ag.relay)
         return usage_error("%s", "run needs --relay HOST:PORT");
+    if ((ex = relays_parse(&ag, &rl, extra_hp, extra, &o)) != 0)
+        return ex;
     addr = ag.relay;
     if (strncmp(addr, "http://", 7) == 0 || strncmp(addr, "https://", 8) == 0) {
         /* Long-polling only: the library checks the whole URL. */
@@ -841,7 +951,7 @@ static int cmd_run(int argc, char **argv)
         uv_timer_start(&ag.deadline, on_deadline, ag.timeout_s * 1000, 0);
     write_status(&ag);
     uv_timer_start(&ag.status_tick, on_status_tick, STATUS_EVERY_MS, STATUS_EVERY_MS);
-    logf_(KNIT_SYNC_LOG_INFO, "syncing %s with %s%s", ag.replica, ag.relay,
+    logf_(KNIT_SYNC_LOG_INFO, "syncing %s with %s%s", ag.replica, ag.relays,
           ag.once ? " (once)" : "");
     uv_run(&ag.loop, UV_RUN_DEFAULT);
     uv_loop_close(&ag.loop);
@@ -874,10 +984,41 @@ static void status_field(const char *text, const char *key, char *buf, size_t n)
 ** replica holds none (an agent of an older knit); "synced: yes" is shown
 ** only when the leader is alive and the report is fresh, since anything
 ** older may no longer be true. */
+static void json_value(sqlite3_str *s, const knit_value_t *v);
+
+/* Appends "key": value to the JSON object being built in js: the key with
+** spaces as underscores, the value a number when it is all digits. */
+static void json_member(sqlite3_str *js, const char *key, size_t keylen, const char *val)
+{
+    knit_value_t v;
+    char name[128];
+    size_t n = keylen < sizeof name - 1 ? keylen : sizeof name - 1, digits = 0;
+    for (size_t i = 0; i < n; i++)
+        name[i] = key[i] == ' ' ? '_' : key[i];
+    name[n] = '\0';
+    sqlite3_str_appendall(js, sqlite3_str_length(js) > 1 ? "," : "");
+    memset(&v, 0, sizeof v);
+    v.type = KNIT_TEXT;
+    v.u.b.p = (const uint8_t *)name;
+    v.u.b.n = n;
+    json_value(js, &v);
+    sqlite3_str_appendchar(js, 1, ':');
+    while (val[digits] >= '0' && val[digits] <= '9')
+        digits++;
+    if (digits && !val[digits] && digits < 19) {
+        sqlite3_str_appendall(js, val);
+        return;
+    }
+    v.u.b.p = (const uint8_t *)val;
+    v.u.b.n = strlen(val);
+    json_value(js, &v);
+}
+
 static int cmd_status(int argc, char **argv)
 {
-    char path[1100], text[8192], pid[32], state[64], synced[16];
+    char path[1100], text[8192], pid[32], state[64], synced[16], lsat[32];
     const char *replica = NULL;
+    int json = 0;
     knit_sync_report_t r;
     knit_options_t ko;
     knit_t *k = NULL;
@@ -888,6 +1029,10 @@ static int cmd_status(int argc, char **argv)
     int alive, fresh;
 
     for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            json = 1;
+            continue;
+        }
         if (strncmp(argv[i], "--", 2) == 0)
             return usage_error("unknown status option %s", argv[i]);
         if (replica)
@@ -912,7 +1057,10 @@ static int cmd_status(int argc, char **argv)
         fresh = r.fresh;
     } else {
         if (!(f = fopen(path, "r"))) {
-            printf("sync-agent: no agent has run on %s (no %s)\n", replica, path);
+            if (json)
+                printf("{\"agent\":\"never run\"}\n");
+            else
+                printf("sync-agent: no agent has run on %s (no %s)\n", replica, path);
             return EXIT_SYNC;
         }
         n = fread(text, 1, sizeof text - 1, f);
@@ -926,21 +1074,50 @@ static int cmd_status(int argc, char **argv)
             p > 0 && (kill((pid_t)p, 0) == 0 || errno == EPERM) && strcmp(state, "STOPPED") != 0;
         fresh = stat(path, &st) == 0 && time(NULL) - st.st_mtime <= STATUS_STALE_S;
     }
-    printf("agent: %s\n", alive && fresh ? "running"
-                          : alive        ? "running, not reporting"
-                                         : "not running (the last report follows)");
+    status_field(text, "last synced at", lsat, sizeof lsat);
+    const char *agent = alive && fresh ? "running"
+                        : alive        ? "running, not reporting"
+                                       : "not running (the last report follows)";
+    sqlite3_str *js = sqlite3_str_new(NULL);
+    sqlite3_str_appendchar(js, 1, '{');
+    if (json)
+        json_member(js, "agent", 5,
+                    alive && fresh ? "running"
+                    : alive        ? "not reporting"
+                                   : "stopped");
+    else
+        printf("agent: %s\n", agent);
     for (char *line = text; *line;) {
-        char *e = strchr(line, '\n');
+        char *e = strchr(line, '\n'), *colon;
         if (e)
             *e = '\0';
-        if (strncmp(line, "synced: ", 8) == 0 && !(alive && fresh))
-            printf("synced: unknown (last reported: %s)\n", synced);
-        else if (*line && strncmp(line, "at: ", 4) != 0)
+        if (!*line || strncmp(line, "at: ", 4) == 0 || !(colon = strstr(line, ": "))) {
+            /* the report's own time, or not a field */
+        } else if (strncmp(line, "synced: ", 8) == 0 && !(alive && fresh)) {
+            if (json)
+                json_member(js, "synced", 6, "unknown");
+            else
+                printf("synced: unknown (last reported: %s)\n", synced);
+        } else if (json) {
+            json_member(js, line, (size_t)(colon - line), colon + 2);
+        } else if (strncmp(line, "last synced at: ", 16) == 0) {
+            /* shown as the age of "last synced" */
+        } else if (strncmp(line, "last synced: ", 13) == 0 && lsat[0]) {
+            uint64_t at = strtoull(lsat, NULL, 10), now = (uint64_t)time(NULL) * 1000;
+            printf("%s (%llu s ago)\n", line,
+                   (unsigned long long)(now > at ? (now - at) / 1000 : 0));
+        } else {
             printf("%s\n", line);
+        }
         if (!e)
             break;
         line = e + 1;
     }
+    sqlite3_str_appendchar(js, 1, '}');
+    char *out = sqlite3_str_finish(js);
+    if (json && out)
+        printf("%s\n", out);
+    sqlite3_free(out);
     return alive ? EXIT_OK : EXIT_SYNC;
 }
 

@@ -267,6 +267,23 @@ static void two_agents_one_leader(void)
         CHECK(strstr(out, "agent: running") != NULL);
         CHECK(strstr(out, "state: ONLINE") != NULL);
         CHECK(strstr(out, "pending: ") != NULL);
+        /* Health: 50 rows of 2 cells were acknowledged, so latency has
+        ** samples; the leader connected once. */
+        CHECK(strstr(out, "write to ack: p50 ") != NULL);
+        CHECK(strstr(out, "push success: 100.0%") != NULL);
+        CHECK(strstr(out, "connection attempts: 1\n") != NULL);
+        CHECK(strstr(out, "last synced: 20") != NULL);
+    }
+    {
+        const char *sj[] = {SYNC_AGENT_PATH, "status", w.a, "--json", NULL};
+        CHECK_EQ_INT(su_run(sj, 10000, out, sizeof out), 0);
+        if (!strstr(out, "\"connection_attempts\":1"))
+            fprintf(stderr, "status --json:\n%s\n", out);
+        CHECK(out[0] == '{');
+        CHECK(strstr(out, "\"agent\":\"running\"") != NULL);
+        CHECK(strstr(out, "\"state\":\"ONLINE\"") != NULL);
+        CHECK(strstr(out, "\"connection_attempts\":1") != NULL);
+        CHECK(strstr(out, "\"write_to_ack\":\"p50 ") != NULL);
     }
     CHECK_OK(relay_metrics(w.http_port, &c, &n));
     CHECK_EQ_INT(c, 1);

@@ -60,6 +60,15 @@
 **      stream failure that switches as KNIT_EIO, not KNIT_EPROTO, since
 **      another transport may work (it would wait its longest delay).
 **      The transport in use is in every event and in knit_sync_status().
+**  10. Several relays (options.relays).  The addresses (host:port first,
+**      then relays[]) share the transport and the store, so failing over
+**      is only a change of address: a stream attempt that ends without a
+**      fatal verdict (not stopping, no KNIT_ETLS, no fatal ERROR) moves the
+**      next attempt to the next address, round-robin (fail_over), and the
+**      engine's backoff (C5) runs as for any loss.  The engine never knows:
+**      a new session reads cursors and the acknowledged version from the
+**      replica and pushes again what was not acknowledged (C1, C2).  The
+**      fallback count of note 7 runs across addresses.
 **   8. One connection per device (docs/ARCHITECTURE.md, "One device, many
 **      processes").  Every client on a replica competes for an exclusive
 **      flock(2) on the sidecar REPLICA.knit-lock (opened O_CLOEXEC; the
@@ -107,6 +116,7 @@
 #include "lp_client.h"
 #include "ws_client.h"
 #include "watch.h"
+#include "health.h"
 
 #define MAX_WBACKLOG (4u * 1024 * 1024)
 #define DEF_POLL_MS 250
@@ -189,6 +199,7 @@ struct knit_sync_s {
     uint64_t aside;                      /* changes set aside by knit_apply (knit.h) */
     uint64_t recovered;                  /* set-aside changes that applied later */
     uint64_t rolled_back;                /* refused local changes rolled back (knit_reject) */
+    knit_health_t health;                /* latency, errors, attempts (health.h) */
     knit_schema_t *schema;               /* the last schema handed to the engine (owned) */
     char *lp_url;                        /* owned: the long-poll URL, or NULL (note 7) */
     int mode;                            /* T_STREAM or T_LP: the next connection's */
@@ -197,7 +208,15 @@ struct knit_sync_s {
     uint64_t stream_retry_at;            /* on fallback: try the stream from then on */
     uint64_t fallbacks;                  /* switches to long-polling */
     int lp_explicit;                     /* lp_url was given, not derived */
+    char **rhost;                        /* owned: the relay hosts (note 10); host is one */
+    int *rport;                          /* their ports */
+    size_t nrel;                         /* how many (at least 1) */
+    size_t cur;                          /* the one in use: host = rhost[cur] */
+    uint64_t failovers;                  /* moves to the next address */
+    char relay_txt[300];                 /* "HOST:PORT" in use, for events */
 };
+
+#define MAX_RELAYS 64
 
 static uint64_t wall_ms(void)
 {
@@ -255,6 +274,28 @@ static int current_mode(const knit_sync_t *s)
     return s->conn ? s->conn->transport : s->mode;
 }
 
+/* "HOST:PORT" of the relay in use (note 10). */
+static const char *relay_text(knit_sync_t *s)
+{
+    snprintf(s->relay_txt, sizeof s->relay_txt, strchr(s->host, ':') ? "[%s]:%d" : "%s:%d", s->host,
+             s->opt.port);
+    return s->relay_txt;
+}
+
+/* The next attempt goes to the next relay address (note 10). */
+static void fail_over(knit_sync_t *s, const char *why)
+{
+    char from[300];
+    snprintf(from, sizeof from, "%s", relay_text(s));
+    s->cur = (s->cur + 1) % s->nrel;
+    s->host = s->rhost[s->cur];
+    s->opt.host = s->host;
+    s->opt.port = s->rport[s->cur];
+    s->failovers++;
+    slog(s, KNIT_SYNC_LOG_WARN, "failing over from relay %s to %s (%zu of %zu): %s", from,
+         relay_text(s), s->cur + 1, s->nrel, why);
+}
+
 /* Long-polling because the stream failed (not because it is all there is). */
 static int on_fallback(const knit_sync_t *s)
 {
@@ -290,6 +331,7 @@ static void switch_transport(knit_sync_t *s, int mode, const char *why)
     pe.message = why;
     pe.transport = transport_name(s, mode);
     pe.fallback = mode == T_LP && !s->opt.longpoll;
+    pe.relay = relay_text(s);
     if (s->opt.on_event)
         s->opt.on_event(s, &pe);
 }
@@ -300,6 +342,15 @@ static void conn_lost(knit_sync_t *s, const conn_t *cn, int t, int code, const c
 {
     char text[400];
     int ev_code = cn ? cn->ev_code : 0;
+    if (t == T_STREAM && s->nrel > 1 && !s->stop_req && code != KNIT_ETLS && ev_code != KNIT_ETLS &&
+        !(cn && cn->ev_fatal)) {
+        const char *why = msg && *msg           ? msg
+                          : cn && cn->ev_msg[0] ? cn->ev_msg
+                                                : knit_strerror(code      ? code
+                                                                : ev_code ? ev_code
+                                                                          : KNIT_ECLOSED);
+        fail_over(s, why);
+    }
     if (t == T_STREAM && s->lp_url && !s->opt.longpoll && !s->stop_req && !(cn && cn->synced) &&
         code != KNIT_ETLS && ev_code != KNIT_ETLS && !(cn && cn->ev_fatal)) {
         int cannot = code == KNIT_EPROTO && !(cn && cn->connected);
@@ -567,6 +618,18 @@ static const char *io_errmsg(void *data)
     return knit_errmsg(s->k);
 }
 
+/* Write-to-ACK latency of each change of an acknowledged push (health.h). */
+static void io_ack_seen(void *data, const char *ns, const knit_batch_t *b)
+{
+    knit_sync_t *s = data;
+    uint64_t now = wall_ms();
+    (void)ns;
+    for (size_t i = 0; i < b->nchanges; i++) {
+        uint64_t at = knit_hlc_ms(b->changes[i].hlc);
+        knit__health_latency(&s->health, now > at ? now - at : 0);
+    }
+}
+
 static int io_acked(void *data, uint64_t version)
 {
     knit_sync_t *s = data;
@@ -616,6 +679,7 @@ static void io_event(void *data, const knit_client_event_t *ev)
     pe.state = public_state(ev->state);
     pe.transport = transport_name(s, current_mode(s));
     pe.fallback = on_fallback(s);
+    pe.relay = relay_text(s);
     switch (ev->type) {
     case KNIT_CLIENT_EV_STATE:
         if (pe.state == s->pub_state)
@@ -643,6 +707,7 @@ static void io_event(void *data, const knit_client_event_t *ev)
             snprintf(s->conn->ev_msg, sizeof s->conn->ev_msg, "%s", ev->message ? ev->message : "");
         }
         snprintf(s->last_error, sizeof s->last_error, "%s", ev->message ? ev->message : "");
+        knit__health_error(&s->health, ev->code);
         if (ev->code == KNIT_EERASED)
             erase_account(s);
         pe.type = KNIT_SYNC_EV_ERROR;
@@ -653,6 +718,7 @@ static void io_event(void *data, const knit_client_event_t *ev)
         pe.claim = ev->claim;
         break;
     case KNIT_CLIENT_EV_SYNCED:
+        s->health.last_synced_ms = wall_ms();
         if (s->conn && !s->conn->synced) {
             s->conn->synced = 1;
             if (s->conn->transport == T_STREAM) {
@@ -907,6 +973,7 @@ static void start_connect(knit_sync_t *s)
     char port[16];
     int rc;
 
+    s->health.attempts++;
     if (s->opt.get_token) {
         char *tok = NULL;
         rc = s->opt.get_token(s, &tok);
@@ -1008,6 +1075,50 @@ static void on_watch_warn(void *data, const char *line)
 /* ---------------------------------------------------------------------- */
 /* The pump and stopping                                                    */
 
+/* Frees the relay addresses (note 10); host is one of them. */
+static void free_relays(knit_sync_t *s)
+{
+    for (size_t i = 0; s->rhost && i < s->nrel; i++)
+        knit__free(s->rhost[i]);
+    knit__free(s->rhost);
+    knit__free(s->rport);
+    s->rhost = NULL;
+    s->rport = NULL;
+    s->host = NULL;
+}
+
+/* Splits "HOST:PORT" or "[v6]:PORT" into a new host string and a port:
+** 0, KNIT_EINVAL or KNIT_ENOMEM. */
+static int split_hostport(const char *hp, char **host, int *port)
+{
+    const char *colon = strrchr(hp, ':'), *h = hp, *he;
+    char *end;
+    long v;
+    if (!colon || colon == hp)
+        return KNIT_EINVAL;
+    he = colon;
+    if (*hp == '[') {
+        if (colon[-1] != ']')
+            return KNIT_EINVAL;
+        h = hp + 1;
+        he = colon - 1;
+    } else if (memchr(hp, ':', (size_t)(colon - hp))) {
+        return KNIT_EINVAL; /* a bare IPv6 literal: give it in brackets */
+    }
+    if (he <= h)
+        return KNIT_EINVAL;
+    errno = 0;
+    v = strtol(colon + 1, &end, 10);
+    if (errno || *end || end == colon + 1 || v <= 0 || v > 65535)
+        return KNIT_EINVAL;
+    if (!(*host = knit__malloc((size_t)(he - h) + 1)))
+        return KNIT_ENOMEM;
+    memcpy(*host, h, (size_t)(he - h));
+    (*host)[he - h] = '\0';
+    *port = (int)v;
+    return 0;
+}
+
 static void handle_gone(knit_sync_t *s)
 {
     if (--s->open_handles > 0)
@@ -1016,7 +1127,7 @@ static void handle_gone(knit_sync_t *s)
         s->close_cb(s);
     knit_client_free(s->c);
     knit__schema_free(s->schema);
-    knit__free(s->host);
+    free_relays(s);
     knit__free(s->ca_file);
     knit__free(s->server_name);
     knit__free(s->ws_path);
@@ -1138,7 +1249,7 @@ static void free_copies(knit_sync_t *s)
 {
     if (s->anon_secret)
         memset(s->anon_secret, 0, strlen(s->anon_secret));
-    knit__free(s->host);
+    free_relays(s);
     knit__free(s->ca_file);
     knit__free(s->server_name);
     knit__free(s->ws_path);
@@ -1195,6 +1306,7 @@ static int make_engine(knit_sync_t *s)
     io.claimed = io_claimed;
     io.apply = io_apply;
     io.acked = io_acked;
+    io.ack_seen = io_ack_seen;
     io.rejected = io_rejected;
     io.errmsg = io_errmsg;
     io.schema = io_schema;
@@ -1260,6 +1372,7 @@ static void tell_role(knit_sync_t *s)
     pe.transport = transport_name(s, current_mode(s));
     pe.leader = s->leader;
     pe.leader_pid = s->leader ? (long)getpid() : lock_holder(s);
+    pe.relay = s->leader ? relay_text(s) : NULL;
     if (s->opt.on_event)
         s->opt.on_event(s, &pe);
 }
@@ -1307,6 +1420,39 @@ static void iso_time(uint64_t ms, char *buf, size_t n)
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* The health figures (health.h) as status lines. */
+static void health_lines(knit_sync_t *s, const knit_sync_status_t *st, sqlite3_str *q, uint64_t now)
+{
+    char kinds[256], when[32];
+    if (st->ack_samples)
+        sqlite3_str_appendf(
+            q, "write to ack: p50 %llu ms, p99 %llu ms, mean %llu ms (%llu changes)\n",
+            (unsigned long long)st->ack_p50_ms, (unsigned long long)st->ack_p99_ms,
+            (unsigned long long)st->ack_mean_ms, (unsigned long long)st->ack_samples);
+    else
+        sqlite3_str_appendf(q, "write to ack: -\n");
+    if (st->acks + st->rejects)
+        sqlite3_str_appendf(q, "push success: %.1f%% (%llu of %llu pushes acknowledged)\n",
+                            100.0 * (double)st->acks / (double)(st->acks + st->rejects),
+                            (unsigned long long)st->acks,
+                            (unsigned long long)(st->acks + st->rejects));
+    else
+        sqlite3_str_appendf(q, "push success: -\n");
+    knit__health_kinds(&s->health, kinds, sizeof kinds);
+    sqlite3_str_appendf(q, "errors: %llu%s%s%s\n", (unsigned long long)st->errors,
+                        st->errors ? " (" : "", st->errors ? kinds : "", st->errors ? ")" : "");
+    sqlite3_str_appendf(q, "connection attempts: %llu\n", (unsigned long long)st->attempts);
+    sqlite3_str_appendf(q, "reconnects: %llu\n", (unsigned long long)st->reconnects);
+    if (st->last_synced_ms) {
+        uint64_t at = st->synced && st->state == KNIT_SYNC_ONLINE ? now : st->last_synced_ms;
+        iso_time(at, when, sizeof when);
+        sqlite3_str_appendf(q, "last synced: %s\n", when);
+        sqlite3_str_appendf(q, "last synced at: %llu\n", (unsigned long long)at);
+    } else {
+        sqlite3_str_appendf(q, "last synced: never\n");
+    }
 }
 
 /* Writes the status into the replica (note 9): beat, or when what it says
@@ -1360,6 +1506,7 @@ static void publish(knit_sync_t *s, int beat)
     sqlite3_str_appendf(q, "received: %llu\n", (unsigned long long)st.delta_changes);
     sqlite3_str_appendf(q, "applied: %llu\n", (unsigned long long)st.applied);
     sqlite3_str_appendf(q, "last error: %s\n", s->last_error[0] ? s->last_error : "-");
+    health_lines(s, &st, q, now);
     if (!(text = sqlite3_str_finish(q)))
         return;
     if (knit_setting_set(s->k, STATUS_SETTING, text) != 0)
@@ -1449,6 +1596,15 @@ int knit_sync_start(uv_loop_t *loop, knit_t *k, const knit_sync_options_t *opt,
         return KNIT_EINVAL;
     if (opt->ws_path && !knit_ws_path_ok(opt->ws_path))
         return KNIT_EINVAL;
+    if (opt->nrelays && (opt->longpoll || !opt->relays || opt->nrelays >= MAX_RELAYS))
+        return KNIT_EINVAL;
+    for (size_t i = 0; i < opt->nrelays; i++) {
+        char *h = NULL;
+        int p;
+        if (!opt->relays[i] || (rc = split_hostport(opt->relays[i], &h, &p)) != 0)
+            return opt->relays[i] && rc == KNIT_ENOMEM ? KNIT_ENOMEM : KNIT_EINVAL;
+        knit__free(h);
+    }
     path = opt->replica_path ? opt->replica_path : knit_filename(k);
     if (!path || !*path)
         return KNIT_EINVAL; /* the lock lives beside the file (note 8) */
@@ -1482,7 +1638,20 @@ int knit_sync_start(uv_loop_t *loop, knit_t *k, const knit_sync_options_t *opt,
                  opt->tls ? "https" : "http", opt->host, opt->port, KNIT_LP_DEFAULT_PATH);
         s->lp_url = sdup(lp_url, &failed);
     }
-    s->host = sdup(opt->longpoll ? lp_host : opt->host, &failed);
+    s->nrel = 1 + opt->nrelays;
+    s->rhost = knit__calloc(s->nrel, sizeof *s->rhost);
+    s->rport = knit__calloc(s->nrel, sizeof *s->rport);
+    if (!s->rhost || !s->rport) {
+        failed = 1;
+        s->nrel = 0;
+    } else {
+        s->rhost[0] = sdup(opt->longpoll ? lp_host : opt->host, &failed);
+        s->rport[0] = s->opt.port;
+        for (size_t i = 0; i < opt->nrelays; i++)
+            if (split_hostport(opt->relays[i], &s->rhost[i + 1], &s->rport[i + 1]) != 0)
+                failed = 1;
+    }
+    s->host = s->rhost ? s->rhost[0] : NULL;
     s->ca_file = sdup(opt->ca_file, &failed);
     s->server_name = sdup(opt->server_name, &failed);
     s->ws_path = sdup(opt->ws_path, &failed);
@@ -1503,6 +1672,8 @@ int knit_sync_start(uv_loop_t *loop, knit_t *k, const knit_sync_options_t *opt,
     s->opt.anon_id = s->opt.anon_secret = NULL;
     s->opt.agent = s->agent;
     s->opt.replica_path = NULL;
+    s->opt.relays = NULL;
+    s->opt.nrelays = 0;
     s->pub_state = KNIT_SYNC_OFFLINE;
     s->since_wall = wall_ms();
     rc = failed ? KNIT_ENOMEM : 0;
@@ -1658,7 +1829,17 @@ void knit_sync_status(knit_sync_t *s, knit_sync_status_t *st) /* see knit_sync.h
     }
     st->leader = 1;
     st->leader_pid = (long)getpid();
+    st->ack_samples = s->health.nlat;
+    st->ack_p50_ms = knit__health_quantile(&s->health, 0.50);
+    st->ack_p99_ms = knit__health_quantile(&s->health, 0.99);
+    st->ack_mean_ms = s->health.nlat ? s->health.lat_sum_ms / s->health.nlat : 0;
+    st->errors = s->health.errors;
+    st->attempts = s->health.attempts;
+    st->reconnects = s->health.attempts > 1 ? s->health.attempts - 1 : 0;
+    st->last_synced_ms = s->health.last_synced_ms;
     st->pending = s->pending;
+    st->relay = relay_text(s);
+    st->failovers = s->failovers;
 }
 
 void *knit_sync_data(const knit_sync_t *s) /* see knit_sync.h */

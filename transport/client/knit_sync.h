@@ -41,6 +41,19 @@
 **     and a TLS stream only falls back to https://.  Every event and
 **     knit_sync_status() name the transport in use; KNIT_SYNC_EV_TRANSPORT
 **     reports each switch.
+**   - with options.relays, fails over between several relays of one
+**     deployment (they share one store, e.g. sync-relay --store
+**     postgresql://...): host:port is the first address, relays[] the
+**     next ones, all with the same transport.  A stream attempt that ends
+**     without a fatal verdict (refused, cut, timed out, a handshake
+**     failure) moves the next attempt to the next address, round-robin,
+**     after the usual backoff; a fatal error (credential or account
+**     refused, protocol version) and a refused certificate (KNIT_ETLS)
+**     stay where they are, since every relay would say the same.  Cursors
+**     and the acknowledged version live in the replica, so the next relay
+**     resumes from them, and unacknowledged pushes are pushed again.
+**     Every event and knit_sync_status() name the relay in use
+**     (`relay`); each failover is logged (WARN) with its reason.
 **
 ** One device, many processes.  Every client on one replica competes for
 ** leadership: the leader holds an exclusive flock(2) on the sidecar file
@@ -150,6 +163,9 @@ typedef struct knit_sync_event_s {
                                     stream failed (not options.longpoll) */
     int leader;                  /* ROLE: 1 = this client leads, 0 = it follows */
     long leader_pid;             /* ROLE: the leading process (0: unknown) */
+    const char *relay;           /* every event: "HOST:PORT" of the relay the connection
+                                    (or the next attempt) uses ("[v6]:PORT"); valid
+                                    during the callback; NULL for a follower */
 } knit_sync_event_t;
 
 /* Log levels. */
@@ -230,6 +246,10 @@ typedef struct knit_sync_options_s {
                                      long-poll request must connect within [10000] */
     int exclusive;                /* 1: fail with KNIT_EBUSY when another process leads
                                      this replica [0: follow it and take over] */
+    const char *const *relays;    /* more relays to fail over to, after host:port: each
+                                     "HOST:PORT" ("[v6]:PORT"), same tls, websocket and
+                                     ws_path; copied (not with longpoll) [none] */
+    size_t nrelays;               /* entries in relays (at most 64) [0] */
 } knit_sync_options_t;
 
 /* Counters and state, for status displays and tests. */
@@ -266,6 +286,20 @@ typedef struct knit_sync_status_s {
     long leader_pid;          /* the leading process (0: unknown) */
     uint64_t pending;         /* local rows not acknowledged yet (knit_pending), as of
                                  the last heartbeat (1 s) */
+    /* Health, over this leader's run (a follower: zero; the leader's figures
+    ** are in its published report).  Latency runs from a change's HLC time
+    ** (its commit's wall time) to its ACK, quantiles within 25% above. */
+    uint64_t ack_samples;    /* acknowledged changes measured */
+    uint64_t ack_p50_ms;     /* write-to-ACK latency, median */
+    uint64_t ack_p99_ms;     /* and 99th percentile */
+    uint64_t ack_mean_ms;    /* and mean */
+    uint64_t errors;         /* error events (by kind: the report's "errors" line) */
+    uint64_t attempts;       /* connection attempts */
+    uint64_t reconnects;     /* attempts after the first */
+    uint64_t last_synced_ms; /* wall ms SYNCED last held (0: never) */
+    const char *relay;       /* "HOST:PORT" in use (see the event field); valid until
+                                the next call on the loop; NULL for a follower */
+    uint64_t failovers;      /* moves to the next relay address in this run */
 } knit_sync_status_t;
 
 /* The sync state the leader of a replica published in it (setting

@@ -1180,6 +1180,8 @@ static void on_ack(knit_client_t *c, const knit_ack_t *a, uint64_t now)
     (void)at;
     c->st.acks++;
     c->st.acked_changes += s->batch->nchanges;
+    if (c->io.ack_seen)
+        c->io.ack_seen(c->io.data, s->ns, s->batch);
     if (a->last_seq) {
         /* Design note 7: those sequences are ours. */
         sub_t *sub = find_sub(c, s->ns);

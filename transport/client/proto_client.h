@@ -146,6 +146,10 @@ typedef struct knit_client_io_s {
     ** NULL (refusals are not rolled back: pushing stops). */
     int (*rejected)(void *data, const char *ns, const knit_batch_t *b, const knit_reason_t *r,
                     size_t n, const knit_batch_t *state);
+    /* The relay acknowledged the push of ns whose batch is b (before the
+    ** watermark moves: io.acked follows once every earlier push is
+    ** acknowledged too).  For measurements only (may be NULL). */
+    void (*ack_seen)(void *data, const char *ns, const knit_batch_t *b);
     void *data; /* passed to every callback */
 } knit_client_io_t;
 
