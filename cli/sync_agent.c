@@ -45,7 +45,7 @@
 #define STATUS_STALE_S 5             /* older than this: the agent is not reporting */
 
 static const char USAGE[] =
-    "usage: sync-agent track REPLICA TABLE [--orset COLUMN]...\n"
+    "usage: sync-agent track REPLICA TABLE [--orset COLUMN]... [--ns COLUMN]\n"
     "       sync-agent run REPLICA --relay URL[,URL...]\n"
     "                  (--token-file FILE | --anonymous)\n"
     "                  [--once [--timeout SECONDS]] [options]\n"
@@ -60,6 +60,9 @@ static const char USAGE[] =
     "except those named with --orset, which hold JSON arrays merged as sets.\n"
     "Existing rows are included.  Tracking again picks up added columns.\n"
     "  --orset COLUMN            a set column (repeatable) [none]\n"
+    "  --ns COLUMN               the column whose value X puts a row in organization\n"
+    "                            namespace org:X (NULL: the user's own); changing it\n"
+    "                            moves the row [none]\n"
     "\n"
     "run: connects and syncs until SIGINT or SIGTERM: pushes local changes\n"
     "(written by any process) within milliseconds, applies remote ones live,\n"
@@ -120,6 +123,11 @@ static const char USAGE[] =
     "  --max-inflight N          pushes awaiting acknowledgement at once [4]\n"
     "  --exclusive               exit (status 6) when another process already\n"
     "                            syncs REPLICA, instead of following it\n"
+    "  --check-interval MS       consistency check: this often, while synced,\n"
+    "                            compare one namespace's digest with the relay's\n"
+    "                            and repair the rows that differ from the relay's\n"
+    "                            state (logged \"consistency check\") [300000]\n"
+    "  --no-check                never run the consistency check\n"
     "\n"
     "One device, many processes: every run (and every program using the C\n"
     "API) on one replica competes for REPLICA.knit-lock.  The holder is the\n"
@@ -135,7 +143,8 @@ static const char USAGE[] =
     "stream failed), and \"synced: yes\" only while everything is pushed,\n"
     "acknowledged and pulled.  Health, over the leader's run: write-to-ACK\n"
     "latency (p50, p99, mean, from each change's commit time), push success\n"
-    "rate, errors by kind, connection attempts and reconnects, and when it\n"
+    "rate, errors by kind, connection attempts and reconnects, consistency\n"
+    "checks, inconsistencies found and repaired and rows repaired, and when it\n"
     "was last synced.  --json prints one JSON object (keys with spaces as\n"
     "underscores, all-digit values as numbers).  Exit 0 when an agent is\n"
     "running and reporting, 1 when none is (the last report is still printed).\n"
@@ -256,6 +265,14 @@ static int cmd_track(int argc, char **argv)
             if (n < 0 || (size_t)n >= sizeof spec - off)
                 return usage_error("%s", "too many --orset columns");
             off += (size_t)n;
+        } else if (strcmp(a, "--ns") == 0) {
+            int n;
+            if (i + 1 >= argc)
+                return usage_error("%s needs a column name", a);
+            n = snprintf(spec + off, sizeof spec - off, "%s%s:ns", off ? "," : "", argv[++i]);
+            if (n < 0 || (size_t)n >= sizeof spec - off)
+                return usage_error("%s", "too many columns");
+            off += (size_t)n;
         } else if (strcmp(a, "--log-level") == 0) {
             if (i + 1 >= argc || (g_log_level = parse_level(argv[++i])) < 0)
                 return usage_error("%s", "--log-level takes error, warn, info or debug");
@@ -281,7 +298,7 @@ static int cmd_track(int argc, char **argv)
         knit_close(k);
         return EXIT_REPLICA;
     }
-    printf("sync-agent: %s in %s is tracked%s%s\n", table, replica, off ? "; sets: " : "",
+    printf("sync-agent: %s in %s is tracked%s%s\n", table, replica, off ? "; columns: " : "",
            off ? spec : "");
     knit_close(k);
     return EXIT_OK;
@@ -505,6 +522,9 @@ static void write_status(agent_t *ag)
     fprintf(f, "pushed: %llu\n", (unsigned long long)st.acked_changes);
     fprintf(f, "received: %llu\n", (unsigned long long)st.delta_changes);
     fprintf(f, "applied: %llu\n", (unsigned long long)st.applied);
+    fprintf(f, "consistency checks: %llu\n", (unsigned long long)st.checks);
+    fprintf(f, "inconsistencies found: %llu\n", (unsigned long long)st.check_found);
+    fprintf(f, "inconsistencies repaired: %llu\n", (unsigned long long)st.check_repaired);
     fprintf(f, "last error: %s\n", ag->last_error[0] ? ag->last_error : "-");
     if (fclose(f) != 0 || rename(tmp, ag->status_path) != 0) {
         if (!ag->status_warned++)
@@ -746,6 +766,10 @@ static int cmd_run(int argc, char **argv)
             o.exclusive = 1;
             continue;
         }
+        if (strcmp(a, "--no-check") == 0) {
+            o.no_check = 1;
+            continue;
+        }
         if (strncmp(a, "--", 2) != 0) {
             if (ag.replica)
                 return usage_error("unexpected argument %s", a);
@@ -775,6 +799,10 @@ static int cmd_run(int argc, char **argv)
             if (cli_parse_u64(val, 1, 86400000, &v))
                 return usage_error("bad --stream-retry %s (milliseconds)", val);
             o.stream_retry_ms = v;
+        } else if (strcmp(a, "--check-interval") == 0) {
+            if (cli_parse_u64(val, 1, 86400000, &v))
+                return usage_error("bad --check-interval %s (milliseconds)", val);
+            o.check_interval_ms = v;
         } else if (strcmp(a, "--connect-timeout") == 0) {
             if (cli_parse_u64(val, 1, 3600000, &v))
                 return usage_error("bad --connect-timeout %s (milliseconds)", val);

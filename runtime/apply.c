@@ -700,12 +700,86 @@ static int merge_set(actx_t *a, arow_t *r, uint32_t c, const xch_t *x)
     return rc;
 }
 
+/* The liveness change of x's life among the row's changes, or NULL. */
+static const xch_t *life_of(const actx_t *a, const xch_t *x)
+{
+    if (x->col == 0)
+        return x;
+    for (size_t i = 0; i < a->nx; i++)
+        if (a->x[i].col == 0 && a->x[i].ns == x->ns && a->x[i].cl == x->cl)
+            return &a->x[i];
+    return NULL;
+}
+
+/* nscol.c design note 4: change x comes from another namespace than row r
+** is in.  *adopt = 1 when the row moves there (x then merges as usual);
+** else x is that namespace's state of a row that has left it, kept as a
+** departure.  A key alive in both (concurrent moves to different
+** namespaces, or a row made again under its key where this replica's
+** has moved) goes to the larger causal length, then liveness stamp; the
+** losing namespace gets a tombstone from here. */
+static int ns_move(actx_t *a, arow_t *r, const xch_t *x, int *adopt)
+{
+    knit_t *k = a->k;
+    uint64_t gcl;
+    kcell_t g0;
+    int rc = knit__gone_get(k, r->t, r->pk, x->ns, &gcl, &g0);
+    if (rc)
+        return rc;
+    *adopt = 0;
+    int later = x->cl > r->cl || (!knit_cl_live(r->cl) && knit_cl_live(x->cl));
+    const xch_t *life = NULL;
+    int tie = !later && knit_cl_live(x->cl) && knit_cl_live(r->cl) && x->cl > gcl &&
+              (life = life_of(a, x)) != NULL;
+    int wins = tie && x->cl == r->cl &&
+               knit_stamp_cmp(life->hlc, knit__site_get(k, life->site), r->cells[0].hlc,
+                              knit__site_get(k, r->cells[0].site)) > 0;
+    if ((!later && !wins) || x->cl <= gcl) {
+        kcell_t c0 = {0, 0, 0};
+        uint64_t cl = x->cl;
+        if (tie) { /* the row stays: its life in x's namespace ends */
+            if ((rc = knit__tick(k, &c0.hlc)) != 0)
+                return rc;
+            c0.site = k->site_idx;
+            c0.ver = a->ver;
+            cl++;
+        } else if (x->col == 0) {
+            c0 = (kcell_t){x->hlc, x->site, a->ver};
+        }
+        a->st->lost++;
+        return knit__gone_put(k, r->t, r->pk, x->ns, cl, &c0);
+    }
+    kcell_t left = r->cells[0];
+    uint64_t lcl = r->cl;
+    if (wins) { /* the row moves: its life here ends */
+        if ((rc = knit__tick(k, &left.hlc)) != 0)
+            return rc;
+        left.site = k->site_idx;
+        left.ver = a->ver;
+        lcl++;
+    }
+    if ((rc = knit__gone_put(k, r->t, r->pk, r->ns, lcl, &left)) != 0 ||
+        (rc = knit__gone_del(k, r->t, r->pk, x->ns)) != 0)
+        return rc;
+    r->ns = x->ns;
+    if (x->cl <= r->cl)
+        new_life(r, x->cl); /* that namespace's own life, over a local tombstone or a tie */
+    r->dirty = 1;
+    *adopt = 1;
+    return 0;
+}
+
 static int merge_change(actx_t *a, arow_t *r, const xch_t *x)
 {
     knit_t *k = a->k;
     const knit_site_t *sid = knit__site_get(k, x->site);
-    if (!r->has_meta && !r->dirty)
+    if (!r->has_meta && !r->dirty) {
         r->ns = x->ns;
+    } else if (x->ns != r->ns && r->t->nscol >= 0) {
+        int adopt, rc = ns_move(a, r, x, &adopt);
+        if (rc || !adopt)
+            return rc;
+    }
     if (x->cl < r->cl) {
         a->st->lost++;
         return 0;

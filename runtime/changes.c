@@ -118,6 +118,38 @@ static int set_for_batch(knit_t *k, since_t *s, knit_orset_t *st, uint8_t **out,
 
 /* The query of since_table: each row changed after ?1 (of namespace ?2,
 ** or all when ?2 is 0) with its metadata and the user row's values. */
+/* The departures of rows from namespaces (nscol.c design note 3) are the
+** tombstones they are there. */
+typedef struct gone_ctx_s {
+    knit_t *k;
+    since_t *s;
+    const knit_since_opts_t *o;
+    uint64_t version;
+    uint32_t tidx;
+} gone_ctx_t;
+
+static int gone_change(void *arg, const knit_value_t *pk, uint32_t ns, uint64_t cl,
+                       const kcell_t *cell0)
+{
+    gone_ctx_t *g = arg;
+    if (!cell0->hlc || cell0->ver <= g->version)
+        return 0;
+    if (g->o && g->o->local_only && !knit__local_is(g->k, &g->s->local, cell0->site, cell0->ver))
+        return 0;
+    knit_change_t c;
+    memset(&c, 0, sizeof c);
+    c.table = g->tidx;
+    c.pk = (knit_value_t *)pk; /* knit_batch_add copies it */
+    c.cl = cl;
+    c.col = 0;
+    c.hlc = cell0->hlc;
+    c.value.type = KNIT_NULL;
+    int rc = map_ns(g->k, g->s, ns, &c.ns);
+    if (!rc)
+        rc = map_site(g->k, g->s, cell0->site, &c.site);
+    return rc ? rc : add_change(g->s, &c, cell0->ver);
+}
+
 static char *since_sql(const ktable_t *t)
 {
     sqlite3_str *q = sqlite3_str_new(NULL);
@@ -219,6 +251,10 @@ static int since_table(knit_t *k, ktable_t *t, since_t *s, uint64_t version,
     if (!rc && step != SQLITE_DONE)
         rc = knit__dberr(k, step, "reading changes");
     sqlite3_reset(st);
+    if (!rc && t->nscol >= 0) {
+        gone_ctx_t g = {k, s, o, version, tidx};
+        rc = knit__gone_each(k, t, ns_idx, gone_change, &g);
+    }
     return rc;
 }
 
@@ -350,6 +386,25 @@ int knit_poll(knit_t *k) /* see knit.h */
 /* ---------------------------------------------------------------------- */
 /* Pending local changes                                                  */
 
+typedef struct pend_ctx_s {
+    knit_t *k;
+    const klocal_t *local;
+    uint64_t acked;
+    uint64_t *rows;
+} pend_ctx_t;
+
+/* A departure not acknowledged yet is a pending tombstone. */
+static int gone_pending(void *arg, const knit_value_t *pk, uint32_t ns, uint64_t cl,
+                        const kcell_t *cell0)
+{
+    pend_ctx_t *p = arg;
+    (void)pk, (void)ns, (void)cl;
+    if (cell0->hlc && cell0->ver > p->acked &&
+        knit__local_is(p->k, p->local, cell0->site, cell0->ver))
+        (*p->rows)++;
+    return 0;
+}
+
 /* Rows of t with a change of this device newer than acked, plus its
 ** captured writes not stamped yet. */
 static int pending_table(knit_t *k, ktable_t *t, uint64_t acked, const klocal_t *local,
@@ -389,7 +444,8 @@ static int pending_table(knit_t *k, ktable_t *t, uint64_t acked, const klocal_t 
     if (sqlite3_step(st) == SQLITE_ROW)
         *rows += (uint64_t)sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
-    return 0;
+    pend_ctx_t p = {k, local, acked, rows};
+    return knit__gone_each(k, t, 0, gone_pending, &p);
 }
 
 int knit_pending(knit_t *k, uint64_t *rows) /* see knit.h */

@@ -140,6 +140,53 @@ out:
     return rc;
 }
 
+/* A departure (nscol.c design note 3) enters as the dead row it is in the
+** namespace it left: its liveness cell alone. */
+typedef struct gone_dg_s {
+    knit_t *k;
+    ktable_t *t;
+    knit_digest_t *d;
+} gone_dg_t;
+
+static int gone_digest(void *arg, const knit_value_t *pk, uint32_t ns, uint64_t cl,
+                       const kcell_t *cell0)
+{
+    gone_dg_t *g = arg;
+    uint8_t *pkb = NULL, *vb = NULL, h[32];
+    size_t pkcap = 0, pklen = 0, vcap = 0, vlen = 0;
+    char *nsname = NULL;
+    if (!cell0->hlc)
+        return 0;
+    int rc = 0;
+    for (uint32_t i = 0; i < g->t->npk && !rc; i++)
+        rc = put_value(&pkb, &pklen, &pkcap, &pk[i]);
+    knit_value_t nul = {.type = KNIT_NULL};
+    if (!rc)
+        rc = put_value(&vb, &vlen, &vcap, &nul);
+    if (!rc)
+        rc = knit__ns_name(g->k, ns, &nsname);
+    if (!rc) {
+        knit_cell_t c;
+        memset(&c, 0, sizeof c);
+        c.ns = nsname;
+        c.table = g->t->name;
+        c.pk = pkb;
+        c.pk_len = pklen;
+        c.cl = cl;
+        c.column = "";
+        c.val = vb;
+        c.val_len = vlen;
+        c.hlc = cell0->hlc;
+        c.site = *knit__site_get(g->k, cell0->site);
+        knit_cell_hash(&c, h);
+        knit_digest_add(g->d, h);
+    }
+    knit__free(nsname);
+    knit__free(pkb);
+    knit__free(vb);
+    return rc;
+}
+
 int knit_digest(knit_t *k, const char *ns, knit_digest_t *out) /* see knit.h */
 {
     int64_t ns_idx = 0;
@@ -164,8 +211,12 @@ int knit_digest(knit_t *k, const char *ns, knit_digest_t *out) /* see knit.h */
         }
         sqlite3_finalize(st);
     }
-    for (size_t i = 0; !rc && i < k->ntables; i++)
+    for (size_t i = 0; !rc && i < k->ntables; i++) {
+        gone_dg_t g = {k, &k->tables[i], out};
         rc = digest_table(k, &k->tables[i], ns_idx, out);
+        if (!rc)
+            rc = knit__gone_each(k, &k->tables[i], ns_idx, gone_digest, &g);
+    }
     if (!rc)
         rc = knit__commit(k);
     if (rc)

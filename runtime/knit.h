@@ -240,6 +240,17 @@ KNIT_EXTERN int knit_move_namespace(knit_t *k, const char *from, const char *to)
 ** sync client calls it on KNIT_EERASED.  Returns the number of rows removed
 ** (>= 0; 0 when the file has no account) or an error. */
 KNIT_EXTERN int knit_erase_account(knit_t *k);
+/* The relay no longer grants namespace ns to this replica's account (an
+** organization's membership was revoked): removes its rows from the
+** tracked tables with their metadata and cursor, in one transaction,
+** without capturing the deletes, like knit_erase_account.  Returns the
+** number of rows removed (0 when the replica holds none). */
+KNIT_EXTERN int knit_drop_namespace(knit_t *k, const char *ns);
+/* Names of the namespaces this replica holds rows of, or a cursor for,
+** that start with prefix ("org:"): *out is a NULL-terminated array that
+** knit_free_names frees. */
+KNIT_EXTERN int knit_namespaces(knit_t *k, const char *prefix, char ***out /* OUT */);
+KNIT_EXTERN void knit_free_names(char **names);
 /* Current write namespace into buf ("" when none was set yet). */
 KNIT_EXTERN int knit_namespace(knit_t *k, char *buf, size_t n);
 /* Per-namespace relay cursor (last relay sequence applied). */

@@ -61,6 +61,7 @@ typedef struct rrow_s {
     ktable_t *t;            /* its table */
     const knit_value_t *pk; /* its key (the pushed batch's) */
     int whole;              /* the whole row was reset (its liveness was refused) */
+    uint64_t reset;         /* columns reset (bit c - 1 for cell c): NULL unless merged */
 } rrow_t;
 
 static void sql_literal(sqlite3_str *s, const knit_value_t *v)
@@ -161,14 +162,15 @@ static int reset_row(knit_t *k, ktable_t *t, const knit_value_t *pk, uint64_t cl
     return rc;
 }
 
-/* Design note 3: cell c (>= 1) becomes unwritten, its column NULL. */
+/* Design note 3: cell c (>= 1) becomes unwritten (its column is made NULL
+** after the merge, null_unmerged: NULL now would break NOT NULL columns). */
 static int reset_cell(knit_t *k, ktable_t *t, const knit_value_t *pk, uint64_t cl, kcell_t *cells,
                       uint32_t c, uint64_t ver)
 {
     uint8_t buf[(KNIT_MAX_COLS + 1) * KNIT_CELL_MAXBYTES + KNIT_VARINT_MAX];
     sqlite3_stmt *st = NULL;
-    knit_value_t null = {.type = KNIT_NULL};
     int rc;
+    (void)cl;
     cells[c].hlc = 0;
     cells[c].site = 0;
     cells[c].ver = ver;
@@ -193,8 +195,24 @@ static int reset_cell(knit_t *k, ktable_t *t, const knit_value_t *pk, uint64_t c
         sqlite3_str_appendf(s, " AND col = %u", c - 1);
         rc = run_keyed(k, s, t, pk, "removing an OR-set state");
     }
-    if (!rc && knit_cl_live(cl))
-        rc = knit__user_write_col(k, t, pk, c - 1, &null);
+    return rc;
+}
+
+/* Design note 3, after the merge: a reset column the relay's state did not
+** write becomes NULL.  A constraint that refuses NULL (NOT NULL) keeps the
+** value: the cell is unwritten all the same, so no digest counts it. */
+static int null_unmerged(knit_t *k, const rrow_t *r)
+{
+    kcell_t cells[KNIT_MAX_COLS + 1];
+    knit_value_t null = {.type = KNIT_NULL};
+    uint64_t cl = 0;
+    int has = 0, rc = row_read(k, r->t, r->pk, &has, &cl, cells);
+    for (uint32_t c = 1; !rc && has && knit_cl_live(cl) && c <= r->t->ncols; c++)
+        if ((r->reset >> (c - 1) & 1) && !cells[c].hlc) {
+            rc = knit__user_write_col(k, r->t, r->pk, c - 1, &null);
+            if (rc == KNIT_ECONSTRAINT && !sqlite3_get_autocommit(k->db))
+                rc = 0;
+        }
     return rc;
 }
 
@@ -430,6 +448,8 @@ int knit_reject(knit_t *k, const knit_batch_t *pushed, const knit_refusal_t *ref
                 rows[nrows++].pk = ch->pk;
             }
             rows[j].whole |= c == 0;
+            if (c > 0)
+                rows[j].reset |= UINT64_C(1) << (c - 1);
         }
         if ((rc = record(k, ins, pushed->ns[ch->ns], pushed, ch, r, rolled, at)) != 0)
             goto fail;
@@ -453,6 +473,9 @@ int knit_reject(knit_t *k, const knit_batch_t *pushed, const knit_refusal_t *ref
         if ((rc = knit__apply_locked(k, copy, &st)) != 0)
             goto fail;
     }
+    for (size_t j = 0; j < nrows; j++)
+        if (!rows[j].whole && rows[j].reset && (rc = null_unmerged(k, &rows[j])) != 0)
+            goto fail;
     if (!rc && sqlite3_get_autocommit(k->db))
         rc = knit__err(k, KNIT_EIO, "the rollback's transaction was rolled back by SQLite");
     if (rc || (rc = knit__commit(k)) != 0)

@@ -245,7 +245,7 @@ int knit_open(const char *path, const knit_options_t *opt, knit_t **out) /* see 
         if ((rc = knit__exec(k, sql)) != 0)
             goto fail;
     }
-    if ((rc = knit__register_functions(k)) != 0)
+    if ((rc = knit__register_functions(k)) != 0 || (rc = knit__nscol_register(k)) != 0)
         goto fail;
     if (!o.readonly) {
         if ((rc = knit__begin(k)) != 0)
@@ -286,6 +286,7 @@ void knit_close(knit_t *k) /* see knit.h */
     if (!k)
         return;
     knit__free_tables(k);
+    knit__nscol_free(k);
     sqlite3_finalize(k->meta_get);
     sqlite3_finalize(k->meta_put);
     sqlite3_close_v2(k->db);

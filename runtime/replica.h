@@ -73,6 +73,10 @@ enum {
     ST_USERDEL,  /* delete the user row */
     ST_SINCE,    /* rows changed since a version, joined with user rows */
     ST_NOTIFY,   /* keys and cells of rows changed in a version range (notify.c) */
+    ST_GONEGET,  /* one departure (nscol.c) */
+    ST_GONEPUT,  /* upsert one departure */
+    ST_GONEDEL,  /* forget one departure */
+    ST_MOVE,     /* a moved row's new namespace and cells */
     ST_NSTMT
 };
 
@@ -87,6 +91,7 @@ typedef struct ktable_s {
     char **cols;                /* their names; index i is cell i + 1 */
     uint8_t *orset;             /* per column: 1 = OR-set */
     uint64_t setmask;           /* bit i set when column i is an OR-set */
+    int nscol;                  /* column whose value selects the row's namespace, -1 = none */
     sqlite3_stmt *st[ST_NSTMT]; /* prepared lazily */
     struct {
         uint64_t mask;      /* columns written (bit i = column i) */
@@ -127,6 +132,8 @@ struct knit_s {
     void *on_change_data;     /* its argument */
     sqlite3_stmt *meta_get;   /* SELECT value FROM _knit_meta WHERE key=? */
     sqlite3_stmt *meta_put;   /* INSERT OR REPLACE INTO _knit_meta */
+    struct knsof_s *nsof;     /* org ids interned for knit_ns_of (nscol.c) */
+    size_t nnsof;             /* entries */
     char errmsg[512];         /* last detailed error */
 };
 
@@ -147,11 +154,13 @@ struct knit_s {
 **   capture.c   a user table's schema; capture triggers, checked and repaired
 **   tables.c    the tracked-table cache
 **   userrow.c   writing the application's rows
+**   nscol.c     namespaces chosen by a column: moves, departures
 **   stamp.c     captured writes -> CRDT metadata; the refresh that repairs
 **   apply.c     remote changes in (set aside what cannot be held)
 **   reject.c    local writes the relay refused: rolled back, recorded
 **   track.c     knit_track (applies changes that waited for a column)
 **   changes.c, state.c, digest_db.c, verify.c   the other public operations
+**   check_rt.c  the consistency checker's repair of rows (for the sync client)
 **   replica.c   opening and closing
 */
 
@@ -287,6 +296,31 @@ int knit__tables_refresh(knit_t *k, int *moved);
 void knit__free_table(ktable_t *t);
 void knit__free_tables(knit_t *k);
 ktable_t *knit__table(knit_t *k, const char *name);
+
+/* nscol.c */
+/* knit_ns_of(value, dflt): the namespace idx of organization value (one
+** interned by knit__ns_fold), else dflt. */
+int knit__nscol_register(knit_t *k);
+void knit__nscol_free(knit_t *k);
+/* Creates _knit_gone_<id>: per key, the state of namespaces a row left. */
+int knit__gone_create(knit_t *k, const ktable_t *t);
+/* Before a stamp folds t's log up to seq max: interns the namespaces its
+** rows' column selects, and moves the logged rows whose namespace changed
+** (a tombstone left in the old one, a new life in the new one). */
+int knit__ns_fold(knit_t *k, ktable_t *t, int64_t write_ns, uint64_t tick, uint64_t ver,
+                  int64_t max);
+/* Merges (ns, cl, cell0) into the departure of row pk from ns (the larger
+** causal length wins, then the larger liveness stamp), or forgets it. */
+int knit__gone_put(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t ns, uint64_t cl,
+                   const kcell_t *cell0);
+int knit__gone_del(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t ns);
+/* The departure of row pk from ns: *cl = 0 when there is none. */
+int knit__gone_get(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t ns, uint64_t *cl,
+                   kcell_t *cell0);
+/* Calls fn for each departure of t (of namespace ns, or all when 0). */
+typedef int (*knit_gone_fn)(void *arg, const knit_value_t *pk, uint32_t ns, uint64_t cl,
+                            const kcell_t *cell0);
+int knit__gone_each(knit_t *k, ktable_t *t, int64_t ns, knit_gone_fn fn, void *arg);
 
 /* userrow.c */
 /* Prepares t->st[ST_USERGET]: the tracked columns of one user row, keys

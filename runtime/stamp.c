@@ -412,6 +412,8 @@ static int fold_logs(knit_t *k, stamp_t *sp)
         ** row's stamp is design note 1's (65536 = 1 << 16, the HLC's
         ** millisecond unit), or note 2's: 1 for at = 0, else the tick when
         ** at is NULL or ?7 (wall times usable) is 0. */
+        if (t->nscol >= 0 && (rc = knit__ns_fold(k, t, sp->write_ns, sp->hlc, sp->ver, max)) != 0)
+            return rc;
         if (t->setmask && (rc = mark_new_lives(k, t, max)) != 0)
             return rc;
         if (!t->st[ST_STAMP]) {
@@ -420,10 +422,19 @@ static int fold_logs(knit_t *k, stamp_t *sp)
             knit__keylist_str(q, t->npk, "");
             sqlite3_str_appendall(q, ", ns, cl, ver, cells) SELECT ");
             knit__keylist_str(q, t->npk, "");
+            if (t->nscol < 0) {
+                sqlite3_str_appendall(q, ", ?1");
+            } else {
+                /* nscol.c design note 1: a new row's namespace is its column's. */
+                sqlite3_str_appendf(q, ", knit_ns_of((SELECT u.\"%w\" FROM \"%w\" AS u WHERE ",
+                                    t->cols[t->nscol], t->name);
+                knit__keys_join(q, t, "u", "_knit_log_x");
+                sqlite3_str_appendall(q, "), ?1)");
+            }
             sqlite3_str_appendf(q,
-                                ", ?1, CASE op WHEN 3 THEN 2 ELSE 1 END, ?2,"
+                                ", CASE op WHEN 3 THEN 2 ELSE 1 END, ?2,"
                                 " knit_cells_new(op, mask, ?3, at, hlc, ?4, ?7, ?5, ?2)"
-                                " FROM _knit_log_%d WHERE seq <= ?6 ORDER BY ",
+                                " FROM _knit_log_%d AS _knit_log_x WHERE seq <= ?6 ORDER BY ",
                                 t->id);
             knit__keylist_str(q, t->npk, "");
             sqlite3_str_appendall(q, ", seq ON CONFLICT(");

@@ -161,6 +161,14 @@ int knit_move_namespace(knit_t *k, const char *from, const char *to) /* see knit
         else
             moved += sqlite3_changes(k->db);
         sqlite3_finalize(st);
+        if (!rc && k->tables[i].nscol >= 0) {
+            /* Departures move too (nscol.c note 3); one the row already
+            ** has in `to` is older than it and is dropped. */
+            sqlite3_str *q = sqlite3_str_new(NULL);
+            sqlite3_str_appendf(q, "UPDATE OR REPLACE _knit_gone_%d SET ns = %lld WHERE ns = %lld",
+                                k->tables[i].id, (long long)tidx, (long long)fidx);
+            rc = knit__exec_str(k, q);
+        }
     }
     if (!rc)
         rc = knit__meta_get_int(k, "write_ns", &write_ns);
@@ -204,14 +212,45 @@ static int erase_table(knit_t *k, ktable_t *t, int64_t idx, size_t *rows)
                         " FROM _knit_rows_%d WHERE ns = %lld); DELETE FROM _knit_rows_%d WHERE"
                         " ns = %lld; DELETE FROM _knit_log_%d;",
                         t->id, (long long)idx, t->id, (long long)idx, t->id);
+    if (t->nscol >= 0)
+        sqlite3_str_appendf(q, "DELETE FROM _knit_gone_%d WHERE ns = %lld;", t->id, (long long)idx);
     return knit__exec_str(k, q);
+}
+
+/* Inside a write transaction: stamps, then removes namespace ns's rows
+** from every tracked table (erase_table), its set-aside changes and its
+** cursor.  *idx is its _knit_ns idx (0: unknown, nothing removed). */
+static int erase_ns(knit_t *k, const char *ns, int64_t *idx, size_t *rows)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    *idx = 0;
+    if ((rc = knit__stamp_locked(k, NULL)) != 0)
+        return rc;
+    if ((rc = sqlite3_prepare_v2(k->db, "SELECT idx FROM _knit_ns WHERE name = ?1", -1, &st,
+                                 NULL)) != SQLITE_OK)
+        return knit__dberr(k, rc, "reading _knit_ns");
+    sqlite3_bind_text(st, 1, ns, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *idx = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    for (size_t i = 0; !rc && *idx > 0 && i < k->ntables; i++)
+        rc = erase_table(k, &k->tables[i], *idx, rows);
+    if (!rc && *idx > 0) {
+        sqlite3_str *q = sqlite3_str_new(NULL);
+        sqlite3_str_appendf(q,
+                            "DELETE FROM _knit_aside WHERE ns = %Q;"
+                            " UPDATE _knit_ns SET cursor = 0 WHERE idx = %lld;",
+                            ns, (long long)*idx);
+        rc = knit__exec_str(k, q);
+    }
+    return rc;
 }
 
 int knit_erase_account(knit_t *k) /* see knit.h */
 {
     char *acct = NULL;
     size_t rows = 0;
-    sqlite3_stmt *st = NULL;
     int64_t idx = 0;
     int rc = knit__begin(k);
     if (rc)
@@ -220,29 +259,16 @@ int knit_erase_account(knit_t *k) /* see knit.h */
         knit__rollback(k);
         return rc;
     }
-    /* Local writes not yet stamped are the account's too: fold them first,
-    ** so the log holds only what the deletes below make. */
-    if ((rc = knit__stamp_locked(k, NULL)) == 0 &&
-        (rc = sqlite3_prepare_v2(k->db, "SELECT idx FROM _knit_ns WHERE name = ?1", -1, &st,
-                                 NULL)) != SQLITE_OK)
-        rc = knit__dberr(k, rc, "reading _knit_ns");
-    if (!rc) {
-        sqlite3_bind_text(st, 1, acct, -1, SQLITE_STATIC);
-        if (sqlite3_step(st) == SQLITE_ROW)
-            idx = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-    }
-    for (size_t i = 0; !rc && idx > 0 && i < k->ntables; i++)
-        rc = erase_table(k, &k->tables[i], idx, &rows);
+    /* Local writes not yet stamped are the account's too: erase_ns folds
+    ** them first, so the log holds only what the deletes make. */
+    rc = erase_ns(k, acct, &idx, &rows);
     if (!rc && idx > 0) {
         sqlite3_str *q = sqlite3_str_new(NULL);
         sqlite3_str_appendf(q,
-                            "DELETE FROM _knit_aside WHERE ns = %Q;"
-                            " UPDATE _knit_ns SET cursor = 0 WHERE idx = %lld;"
-                            " UPDATE _knit_ns SET name = NULL WHERE idx = %d AND name = %Q;"
+                            "UPDATE _knit_ns SET name = NULL WHERE idx = %d AND name = %Q;"
                             " UPDATE _knit_meta SET value = 0 WHERE key = 'write_ns'"
                             " AND value = %lld;",
-                            acct, (long long)idx, KNIT_HOME_NS, acct, (long long)idx);
+                            KNIT_HOME_NS, acct, (long long)idx);
         rc = knit__exec_str(k, q);
     }
     if (!rc)
@@ -257,6 +283,84 @@ int knit_erase_account(knit_t *k) /* see knit.h */
     k->ev_remote = rows > 0;
     knit__notify(k);
     return (int)(rows > 0x7fffffff ? 0x7fffffff : rows);
+}
+
+int knit_drop_namespace(knit_t *k, const char *ns) /* see knit.h */
+{
+    size_t rows = 0;
+    int64_t idx = 0;
+    int rc = knit__begin(k);
+    if (rc)
+        return rc;
+    rc = erase_ns(k, ns, &idx, &rows);
+    if (!rc)
+        rc = knit__commit(k);
+    if (rc) {
+        knit__rollback(k);
+        return rc;
+    }
+    k->ev_remote = rows > 0;
+    knit__notify(k);
+    return (int)(rows > 0x7fffffff ? 0x7fffffff : rows);
+}
+
+void knit_free_names(char **names) /* see knit.h */
+{
+    for (size_t i = 0; names && names[i]; i++)
+        knit__free(names[i]);
+    knit__free(names);
+}
+
+int knit_namespaces(knit_t *k, const char *prefix, char ***out) /* see knit.h */
+{
+    sqlite3_str *q = sqlite3_str_new(NULL);
+    sqlite3_stmt *st = NULL;
+    char **v = NULL;
+    size_t n = 0;
+    int rc;
+    *out = NULL;
+    if ((rc = knit__load_tables(k)) != 0) {
+        sqlite3_free(sqlite3_str_finish(q));
+        return rc;
+    }
+    /* A namespace counts when it has a cursor or any row in a table. */
+    sqlite3_str_appendall(q, "SELECT name FROM _knit_ns AS n WHERE substr(name, 1, length(?1)) = ?1"
+                             " AND (cursor > 0");
+    for (size_t i = 0; i < k->ntables; i++)
+        sqlite3_str_appendf(q, " OR EXISTS (SELECT 1 FROM _knit_rows_%d WHERE ns = n.idx)",
+                            k->tables[i].id);
+    sqlite3_str_appendall(q, ") ORDER BY name");
+    if ((rc = knit__prepare_temp(k, &st, q, "reading _knit_ns")) != 0)
+        return rc;
+    sqlite3_bind_text(st, 1, prefix, -1, SQLITE_STATIC);
+    if (!(v = knit__calloc(1, sizeof *v)))
+        rc = KNIT_ENOMEM;
+    while (!rc && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        char **g = knit__realloc(v, (n + 2) * sizeof *v);
+        rc = 0;
+        if (!g) {
+            rc = KNIT_ENOMEM;
+            break;
+        }
+        v = g;
+        v[n + 1] = NULL;
+        if (!(v[n] = knit__strdup((const char *)sqlite3_column_text(st, 0)))) {
+            rc = KNIT_ENOMEM;
+            break;
+        }
+        n++;
+    }
+    if (rc == SQLITE_DONE)
+        rc = 0;
+    else if (rc > 0)
+        rc = knit__dberr(k, rc, "reading _knit_ns");
+    sqlite3_finalize(st);
+    if (rc) {
+        knit_free_names(v);
+        return rc;
+    }
+    *out = v;
+    return 0;
 }
 
 int knit_namespace(knit_t *k, char *buf, size_t n) /* see knit.h */

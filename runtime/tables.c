@@ -137,7 +137,10 @@ int knit__tables_refresh(knit_t *k, int *moved)
             r2 = knit__err(k, KNIT_ECORRUPT, "_knit_tables entry for %s is inconsistent", t.name);
         if (!r2 && !(t.orset = knit__calloc(t.ncols ? t.ncols : 1, 1)))
             r2 = KNIT_ENOMEM;
+        t.nscol = -1;
         for (uint32_t i = 0; !r2 && i < t.ncols; i++) {
+            if (strcmp(kinds[i], "ns") == 0)
+                t.nscol = (int)i; /* an LWW column that also selects the namespace */
             t.orset[i] = strcmp(kinds[i], "orset") == 0;
             if (t.orset[i])
                 t.setmask |= UINT64_C(1) << i;

@@ -21,12 +21,19 @@
 
 #include "replica.h"
 
-/* Parses spec ("tags:orset,labels:orset" or "tags:lww") against the table's
-** columns; kinds[i] = 1 for OR-set.  Unknown columns or kinds are errors. */
+/* Column kinds in a spec. */
+#define KIND_LWW 0
+#define KIND_ORSET 1
+#define KIND_NS 2 /* LWW, and its value selects the row's namespace (nscol.c) */
+
+/* Parses spec ("tags:orset,labels:orset", "tags:lww" or "org_id:ns")
+** against the table's columns into kinds[i].  Unknown columns or kinds, and
+** more than one ns column, are errors. */
 static int parse_spec(knit_t *k, const char *table, const char *spec, const ktinfo_t *ti,
                       uint8_t *kinds)
 {
     const char *p = spec ? spec : "";
+    int nsdecl = 0;
     while (*p) {
         size_t n = strcspn(p, ",");
         const char *col = p, *end = p + n, *colon = NULL;
@@ -42,12 +49,16 @@ static int parse_spec(knit_t *k, const char *table, const char *spec, const ktin
         size_t kn = colon ? (size_t)(end - kind) : 3, cn = (size_t)((colon ? colon : end) - col);
         int is_set;
         if (kn == 5 && memcmp(kind, "orset", 5) == 0)
-            is_set = 1;
+            is_set = KIND_ORSET;
         else if (kn == 3 && memcmp(kind, "lww", 3) == 0)
-            is_set = 0;
+            is_set = KIND_LWW;
+        else if (kn == 2 && memcmp(kind, "ns", 2) == 0)
+            is_set = KIND_NS;
         else
-            return knit__err(k, KNIT_EINVAL, "unknown column kind \"%.*s\" (use lww or orset)",
+            return knit__err(k, KNIT_EINVAL, "unknown column kind \"%.*s\" (use lww, orset or ns)",
                              (int)(kn > 100 ? 100 : kn), kind);
+        if (is_set == KIND_NS && nsdecl++)
+            return knit__err(k, KNIT_EINVAL, "%s: only one column can select the namespace", table);
         int found = 0;
         for (int i = 0; i < ti->n; i++) {
             if (strlen(ti->c[i].name) != cn || memcmp(ti->c[i].name, col, cn) != 0)
@@ -55,7 +66,7 @@ static int parse_spec(knit_t *k, const char *table, const char *spec, const ktin
             if (ti->c[i].pk)
                 return knit__err(k, KNIT_ESCHEMA,
                                  "%s.%s is part of the primary key and cannot "
-                                 "be an OR-set",
+                                 "be an OR-set or select the namespace",
                                  table, ti->c[i].name);
             if (ti->c[i].generated)
                 return knit__err(k, KNIT_ESCHEMA, "%s.%s is a generated column", table,
@@ -124,7 +135,10 @@ static int save_table(knit_t *k, const ktable_t *t)
         sqlite3_str_appendf(s, "%s?%u", i ? ", " : "", t->npk + i + 3);
     sqlite3_str_appendall(s, "), json_array(");
     for (uint32_t i = 0; i < t->ncols; i++)
-        sqlite3_str_appendf(s, "%s'%s'", i ? ", " : "", t->orset[i] ? "orset" : "lww");
+        sqlite3_str_appendf(s, "%s'%s'", i ? ", " : "",
+                            t->orset[i]          ? "orset"
+                            : t->nscol == (int)i ? "ns"
+                                                 : "lww");
     sqlite3_str_appendall(s, "))");
     int rc = knit__prepare_temp(k, &st, s, "writing _knit_tables");
     if (rc)
@@ -184,6 +198,7 @@ int knit_track(knit_t *k, const char *table, const char *spec) /* see knit.h */
         return rc;
     memset(&t, 0, sizeof t);
     memset(&ti, 0, sizeof ti);
+    t.nscol = -1;
     if ((rc = knit__load_tables(k)) != 0) {
         knit__rollback(k);
         return rc;
@@ -243,11 +258,17 @@ int knit_track(knit_t *k, const char *table, const char *spec) /* see knit.h */
                 break;
             }
             int declared = spec && spec[0] && strstr(spec, old->cols[i]) != NULL;
-            if (declared && kinds[found] != old->orset[i])
+            int was = old->orset[i] ? KIND_ORSET : old->nscol == (int)i ? KIND_NS : KIND_LWW;
+            if (declared && kinds[found] != was)
                 rc = knit__err(k, KNIT_ESCHEMA,
                                "%s.%s is already tracked as %s; a column's kind "
                                "cannot change",
-                               table, old->cols[i], old->orset[i] ? "orset" : "lww");
+                               table, old->cols[i],
+                               was == KIND_ORSET ? "orset"
+                               : was == KIND_NS  ? "ns"
+                                                 : "lww");
+            if (was == KIND_NS)
+                t.nscol = (int)t.ncols;
             t.cols[t.ncols] = knit__strdup(old->cols[i]);
             t.orset[t.ncols] = old->orset[i];
             if (!t.cols[t.ncols++])
@@ -270,7 +291,15 @@ int knit_track(knit_t *k, const char *table, const char *spec) /* see knit.h */
             break;
         }
         newmask |= UINT64_C(1) << t.ncols;
-        t.orset[t.ncols] = kinds[j];
+        if (kinds[j] == KIND_NS) {
+            if (t.nscol >= 0) {
+                rc = knit__err(k, KNIT_ESCHEMA, "%s.%s already selects the namespace", table,
+                               t.cols[t.nscol]);
+                break;
+            }
+            t.nscol = (int)t.ncols;
+        }
+        t.orset[t.ncols] = kinds[j] == KIND_ORSET;
         if (!(t.cols[t.ncols++] = knit__strdup(ti.c[j].name)))
             rc = KNIT_ENOMEM;
     }
@@ -300,6 +329,8 @@ int knit_track(knit_t *k, const char *table, const char *spec) /* see knit.h */
         if ((rc = create_meta_tables(k, &t)) != 0)
             goto done;
     }
+    if (t.nscol >= 0 && (rc = knit__gone_create(k, &t)) != 0)
+        goto done;
     if ((rc = save_table(k, &t)) != 0 || (rc = knit__create_triggers(k, &t, &ti)) != 0)
         goto done;
     if ((rc = backfill(k, &t, old ? KNIT_OP_UPDATE : KNIT_OP_INSERT, old ? newmask : ~UINT64_C(0))))

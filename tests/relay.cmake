@@ -12,7 +12,7 @@ knit_test(relay_store
 knit_test(auth
   SOURCES unit/test_auth.c
   CASES jwt_valid jwt_expired jwt_not_yet_valid jwt_forged jwt_alg_none jwt_wrong_alg
-        jwt_sub jwt_malformed jwt_mint_roundtrip anon_credentials grants
+        jwt_sub jwt_malformed jwt_mint_roundtrip anon_credentials grants org_roles
   LIBS knit_relay)
 
 knit_test(proto_server
@@ -55,7 +55,7 @@ knit_test(ident_index
 # relay (--jwks-file, webhooks), tokens from python3-jwt, real agents.
 if(TARGET sync-relay AND TARGET sync-agent)
   knit_test(identity_it
-    SOURCES integration/test_identity_it.c integration/sync_util.c
+    SOURCES integration/test_identity_it.c integration/sync_util.c integration/idp_util.c
     CASES profile_without_webhooks sign_in_then_webhooks webhook_then_sign_in concurrent
           profile_updates activity_live memberships
     LIBS knit_relay
@@ -74,15 +74,21 @@ if(TARGET knit_relay_pg AND TARGET sync-relay AND TARGET sync-agent)
   knit_test(relay_pg
     SOURCES integration/test_relay_pg.c integration/pg_fixture.c integration/sync_util.c
     CASES same_as_sqlite concurrent_gapless newer_schema_refused backend_ops agents_converge
-          two_relays_fanout ingest_rate
+          two_relays_fanout ingest_rate pg_restart_mid_push pg_stall ident_same_as_sqlite
+          schema_upgrade reject_state identity_restart
     LIBS knit_relay_pg knit_relay PkgConfig::PC_pq Threads::Threads
     TIMEOUT 60)
   foreach(c same_as_sqlite concurrent_gapless newer_schema_refused backend_ops agents_converge
-          two_relays_fanout ingest_rate)
+          two_relays_fanout ingest_rate pg_restart_mid_push pg_stall ident_same_as_sqlite
+          schema_upgrade reject_state identity_restart)
     set_tests_properties(relay_pg.${c} PROPERTIES SKIP_RETURN_CODE 77)
   endforeach()
+  # PostgreSQL restarted and stalled under a relay: more processes, longer.
+  set_tests_properties(relay_pg.pg_restart_mid_push relay_pg.pg_stall relay_pg.reject_state
+                       relay_pg.identity_restart PROPERTIES TIMEOUT 90)
   target_compile_definitions(test_relay_pg PRIVATE
     SYNC_RELAY_PATH="$<TARGET_FILE:sync-relay>"
-    SYNC_AGENT_PATH="$<TARGET_FILE:sync-agent>")
+    SYNC_AGENT_PATH="$<TARGET_FILE:sync-agent>"
+    JWT_MINT_PATH="${CMAKE_CURRENT_SOURCE_DIR}/integration/jwt_mint.py")
   add_dependencies(test_relay_pg sync-relay sync-agent)
 endif()

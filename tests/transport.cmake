@@ -2,7 +2,8 @@
 # the codec benchmark.
 knit_test(codec SOURCES unit/test_codec.c LIBS knit_static
   CASES roundtrip_messages roundtrip_batches values truncated trailing wrong_types
-        bad_indexes structure limits version alloc_failures mutations_smoke reject_state)
+        bad_indexes structure limits version alloc_failures mutations_smoke reject_state
+        check_messages)
 knit_test(frame SOURCES unit/test_frame.c LIBS knit_static
   CASES whole bytewise chunks many oversized zero_length writer alloc_failure)
 knit_bench(bench_codec SOURCES bench/bench_codec.c LIBS knit_static m)

@@ -3,6 +3,7 @@
 */
 #include "pg_fixture.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <glob.h>
 #include <libpq-fe.h>
@@ -62,6 +63,63 @@ static void at_exit(void)
 {
     if (running)
         pgfx_stop(running);
+}
+
+/* Starts the postmaster on f's data directory; returns once it answers. */
+static void serve(pgfx_t *f)
+{
+    char data[200], log[200];
+    int st;
+    snprintf(data, sizeof data, "%s/data", f->dir);
+    snprintf(log, sizeof log, "%s/server.log", f->dir);
+    {
+        /* fsync stays on: the tests exercise the durable path as served. */
+        const char *argv[] = {f->postgres,
+                              "-D",
+                              data,
+                              "-k",
+                              f->dir,
+                              "-p",
+                              "5432",
+                              "-c",
+                              "listen_addresses=",
+                              "-c",
+                              "max_connections=40",
+                              "-c",
+                              "shared_buffers=32MB",
+                              NULL};
+        f->pid = spawn(argv, log, f->uid, f->gid, f->dir);
+    }
+    for (int i = 0; i < 400; i++) {
+        if (PQping(f->conninfo) == PQPING_OK)
+            return;
+        if (waitpid(f->pid, &st, WNOHANG) == f->pid) {
+            f->pid = 0;
+            break;
+        }
+        sleep_ms(50);
+    }
+    fprintf(stderr, "the PostgreSQL server did not start\n");
+    print_file(log);
+    exit(1);
+}
+
+/* Ends the postmaster (fast shutdown, SIGKILL after 5 s). */
+static void halt(pgfx_t *f)
+{
+    int st, reaped = 0;
+    if (f->pid <= 0)
+        return;
+    if (f->stopped)
+        pgfx_signal_all(f, SIGCONT);
+    kill(f->pid, SIGINT); /* fast shutdown */
+    for (int i = 0; i < 100 && !(reaped = waitpid(f->pid, &st, WNOHANG) == f->pid); i++)
+        sleep_ms(50);
+    if (!reaped) {
+        kill(f->pid, SIGKILL);
+        waitpid(f->pid, &st, 0);
+    }
+    f->pid = 0;
 }
 
 void pgfx_start(pgfx_t *f) /* see pg_fixture.h */
@@ -124,56 +182,19 @@ void pgfx_start(pgfx_t *f) /* see pg_fixture.h */
             exit(1);
         }
     }
-    {
-        /* fsync stays on: the tests exercise the durable path as served. */
-        const char *argv[] = {postgres,
-                              "-D",
-                              data,
-                              "-k",
-                              f->dir,
-                              "-p",
-                              "5432",
-                              "-c",
-                              "listen_addresses=",
-                              "-c",
-                              "max_connections=40",
-                              "-c",
-                              "shared_buffers=32MB",
-                              NULL};
-        f->pid = spawn(argv, log, uid, gid, f->dir);
-    }
+    snprintf(f->postgres, sizeof f->postgres, "%s", postgres);
+    f->uid = uid;
+    f->gid = gid;
     snprintf(f->conninfo, sizeof f->conninfo,
              "host=%s port=5432 user=knit dbname=postgres connect_timeout=5", f->dir);
     snprintf(f->uri, sizeof f->uri, "postgresql://knit@/postgres?host=%s&port=5432", f->dir);
-    for (int i = 0; i < 400; i++) {
-        if (PQping(f->conninfo) == PQPING_OK)
-            return;
-        if (waitpid(f->pid, &st, WNOHANG) == f->pid) {
-            f->pid = 0;
-            break;
-        }
-        sleep_ms(50);
-    }
-    fprintf(stderr, "the PostgreSQL server did not start\n");
-    print_file(log);
-    exit(1);
+    serve(f);
 }
 
 void pgfx_stop(pgfx_t *f) /* see pg_fixture.h */
 {
     char cmd[200];
-    int st;
-    if (f->pid > 0) {
-        int reaped = 0;
-        kill(f->pid, SIGINT); /* fast shutdown */
-        for (int i = 0; i < 100 && !(reaped = waitpid(f->pid, &st, WNOHANG) == f->pid); i++)
-            sleep_ms(50);
-        if (!reaped) {
-            kill(f->pid, SIGKILL);
-            waitpid(f->pid, &st, 0);
-        }
-        f->pid = 0;
-    }
+    halt(f);
     if (f->dir[0]) {
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
         if (system(cmd) != 0)
@@ -182,4 +203,62 @@ void pgfx_stop(pgfx_t *f) /* see pg_fixture.h */
     }
     if (running == f)
         running = NULL;
+}
+
+void pgfx_restart(pgfx_t *f, unsigned down_ms) /* see pg_fixture.h */
+{
+    halt(f);
+    sleep_ms(down_ms);
+    serve(f);
+}
+
+/* The parent pid of pid, from /proc/pid/stat (-1 if gone). */
+static pid_t parent_of(pid_t pid)
+{
+    char path[64], buf[512], *p;
+    FILE *fp;
+    size_t n;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    if (!(fp = fopen(path, "r")))
+        return -1;
+    n = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[n] = '\0';
+    /* "pid (comm) state ppid ...": comm may hold spaces and parentheses. */
+    if (!(p = strrchr(buf, ')')))
+        return -1;
+    int ppid;
+    char state;
+    if (sscanf(p + 1, " %c %d", &state, &ppid) != 2)
+        return -1;
+    return (pid_t)ppid;
+}
+
+int pgfx_signal_all(pgfx_t *f, int sig) /* see pg_fixture.h */
+{
+    DIR *d;
+    struct dirent *e;
+    int n = 0;
+    if (f->pid <= 0)
+        return 0;
+    /* The children first, so none runs on while its postmaster is stopped
+    ** (and, for SIGCONT, the postmaster first would not matter). */
+    if ((d = opendir("/proc")) != NULL) {
+        while ((e = readdir(d)) != NULL) {
+            char *end;
+            long pid = strtol(e->d_name, &end, 10);
+            if (*end || pid <= 0 || parent_of((pid_t)pid) != f->pid)
+                continue;
+            if (kill((pid_t)pid, sig) == 0)
+                n++;
+        }
+        closedir(d);
+    }
+    if (kill(f->pid, sig) == 0)
+        n++;
+    if (sig == SIGSTOP)
+        f->stopped = 1;
+    else if (sig == SIGCONT)
+        f->stopped = 0;
+    return n;
 }

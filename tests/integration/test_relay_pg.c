@@ -11,16 +11,46 @@
 **                       sync-relay, with a message that says so
 **   backend_ops         credentials, the site id, claim merge and seal, erase
 **   agents_converge     sync-relay --store postgresql://... and two agents
+**   two_relays_fanout   LISTEN/NOTIFY across relays, and the poll after a cut
+**   ingest_rate         changes/s through both backends (printed)
+**   pg_restart_mid_push PostgreSQL restarted while an agent pushes: the relay
+**                       reconnects by itself, logs the outage once, and a
+**                       fresh replica gets every row (digests equal)
+**   pg_stall            every postgres process SIGSTOPped for 3 s mid-push:
+**                       /healthz answers 503 meanwhile (the store's deadline),
+**                       the relay logs it, recovers after SIGCONT, loses nothing
+**   ident_same_as_sqlite  devices, identify (create, update, relink by email,
+**                       a provisional account merged into the email's, an
+**                       email conflict, stale events, a tombstone), ident_dirty,
+**                       memberships (reordered deliveries) and REJECT's cells,
+**                       the same calls on both backends: the same answers;
+**                       all of it still there after a server restart
+**   schema_upgrade      a schema 1 database is upgraded in place at open, its
+**                       cells kept, and identify works on it
+**   reject_state        test_reject_it.c's clock-skew refusal with the relay
+**                       on PostgreSQL: the rolled-back update gets the
+**                       relay's value back (REJECT's state), digests agree
+**   identity_restart    sync-relay on PostgreSQL with provider tokens: a second
+**                       provider id with the same email after a relay restart
+**                       signs in to the first one's account and data; a
+**                       membership recorded in the store grants its
+**                       organization's rows (read and write) after the restart
 **
 ** Each case exits 77 (skipped) when the PostgreSQL server binaries are absent.
 */
 #include "test.h"
 
+#include <arpa/inet.h>
 #include <libpq-fe.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "knit.h"
@@ -563,7 +593,12 @@ static void newer_schema_refused(void)
     s = NULL;
     CHECK_EQ_INT(knit_pg_store_open(f.conninfo, &s), KNIT_EVERSION);
     printf("refused: %s\n", knit_pg_store_errmsg(s));
-    CHECK(strstr(knit_pg_store_errmsg(s), "schema version 99, newer than this relay's (1)"));
+    {
+        char want[128];
+        snprintf(want, sizeof want, "schema version 99, newer than this relay's (%d)",
+                 KNIT_PG_SCHEMA_VERSION);
+        CHECK(strstr(knit_pg_store_errmsg(s), want));
+    }
     knit_pg_store_close(s);
     /* And sync-relay says so and exits 1 before it listens. */
     su_path(data, sizeof data, "unused.db");
@@ -915,5 +950,991 @@ static void ingest_rate(void)
     pgfx_stop(&f);
 }
 
+/* ---------------------------------------------------------------------- */
+/* The database restarted, and stalled, under a relay that is being pushed */
+/* to: it reconnects by itself, reports the outage, and loses nothing      */
+
+#define PER_TXN 5 /* rows per replica transaction */
+
+/* Rows [from, to) of items in transactions of PER_TXN, a short pause
+** between, so that the agent pushes while they are written. */
+static void write_rows(sqlite3 *db, long from, long to)
+{
+    for (long i = from; i < to; i += PER_TXN) {
+        su_exec(db, "BEGIN");
+        for (long k = i; k < to && k < i + PER_TXN; k++)
+            su_exec(db,
+                    "INSERT INTO items(id, name, qty, tags) VALUES ('r%06ld', 'n%ld', %ld,"
+                    " '[\"t%ld\"]')",
+                    k, k * 7, k, k % 5);
+        su_exec(db, "COMMIT");
+        su_sleep_ms(1);
+    }
+}
+
+typedef struct wall_s {
+    sqlite3 *a, *b; /* the writer's replica and a fresh one */
+    long n;         /* rows expected */
+} wall_t;
+
+static int all_rows(void *arg)
+{
+    wall_t *w = arg;
+    if (su_int(w->b, "SELECT count(*) FROM items") != w->n)
+        return 0;
+    char *da = su_dump(w->a, "items", "id"), *db = su_dump(w->b, "items", "id");
+    int eq = strcmp(da, db) == 0;
+    free(da);
+    free(db);
+    return eq;
+}
+
+/* The whole file (at most 4 MiB), malloc'd, NUL-terminated. */
+static char *slurp(const char *path)
+{
+    FILE *fp = fopen(path, "r");
+    char *buf = malloc(4 << 20);
+    size_t n = 0;
+    CHECK(buf != NULL);
+    if (fp) {
+        n = fread(buf, 1, (4 << 20) - 1, fp);
+        fclose(fp);
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+static int count_of(const char *text, const char *needle)
+{
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    return n;
+}
+
+/* The number after the last "needle" in text, or -1. */
+static long number_after(const char *text, const char *needle)
+{
+    const char *p, *last = NULL;
+    for (p = text; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        last = p;
+    return last ? atol(last + strlen(needle)) : -1;
+}
+
+/* GET path from 127.0.0.1:port within timeout_ms: the status (body in
+** body[0..n)), or -1 when no answer came in time. */
+static int http_get(int port, const char *path, int timeout_ms, char *body, size_t n)
+{
+    struct sockaddr_in a;
+    char req[256], buf[4096];
+    size_t have = 0;
+    uint64_t end = su_now_ms() + (uint64_t)timeout_ms;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), status = -1;
+    body[0] = '\0';
+    CHECK(fd >= 0);
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    int k =
+        snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
+    if (write(fd, req, (size_t)k) != k) {
+        close(fd);
+        return -1;
+    }
+    for (;;) {
+        uint64_t now = su_now_ms();
+        struct pollfd p = {fd, POLLIN, 0};
+        if (now >= end || poll(&p, 1, (int)(end - now)) <= 0)
+            break;
+        ssize_t got = read(fd, buf + have, sizeof buf - 1 - have);
+        if (got <= 0) {
+            buf[have] = '\0';
+            if (have > 12 && strncmp(buf, "HTTP/1.", 7) == 0)
+                status = atoi(buf + 9);
+            break;
+        }
+        have += (size_t)got;
+        if (have == sizeof buf - 1)
+            break;
+    }
+    close(fd);
+    if (status > 0) {
+        const char *b = strstr(buf, "\r\n\r\n");
+        snprintf(body, n, "%s", b ? b + 4 : "");
+    }
+    return status;
+}
+
+/* The three digests of NS: writer, fresh replica, relay store. */
+static void same_digests(const pgfx_t *f, const char *a, const char *b)
+{
+    char da[65], db[65], dr[65];
+    knit_pg_store_t *s = pg_open(f);
+    knit_digest_t d;
+    CHECK_OK(su_replica_digest(a, NS, da));
+    CHECK_OK(su_replica_digest(b, NS, db));
+    CHECK_OK(knit_pg_store_digest(s, NS, &d));
+    knit_digest_hex(&d, dr);
+    printf("digests: writer %s fresh replica %s relay (PostgreSQL) %s\n", da, db, dr);
+    CHECK_STR(da, db);
+    CHECK_STR(da, dr);
+    knit_pg_store_close(s);
+}
+
+/* Waits for the fresh replica to hold every row; prints the logs if not. */
+static void await_all(wall_t *w, const char *relay_log, const char *alog, const char *blog)
+{
+    uint64_t t0 = su_now_ms();
+    if (!su_wait_until(all_rows, w, 45000)) {
+        printf("fresh replica: %lld of %ld rows\n",
+               (long long)su_int(w->b, "SELECT count(*) FROM items"), w->n);
+        su_print_file(relay_log);
+        su_print_file(alog);
+        su_print_file(blog);
+        CHECK(0);
+    }
+    printf("fresh replica has all %ld rows (same content) %llu ms after it started\n", w->n,
+           (unsigned long long)(su_now_ms() - t0));
+}
+
+static void pg_restart_mid_push(void)
+{
+    pgfx_t f;
+    su_relay_t relay;
+    su_proc_t ag_a, ag_b;
+    char data[600], secret[600], token[600], a[600], b[600], alog[600], blog[600], rlog[700];
+    static const char *const FAST[] = {"--backoff-max", "500", NULL};
+    long n = su_scale(3000);
+    int st;
+
+    pgfx_start(&f);
+    su_path(data, sizeof data, "relay");
+    su_path(secret, sizeof secret, "secret");
+    su_path(token, sizeof token, "alice.jwt");
+    su_path(a, sizeof a, "a.db");
+    su_path(b, sizeof b, "b.db");
+    su_path(alog, sizeof alog, "agent-a.log");
+    su_path(blog, sizeof blog, "agent-b.log");
+    snprintf(rlog, sizeof rlog, "%s.log", data);
+    CHECK_OK(su_write_secret(secret));
+    CHECK_OK(su_write_token(secret, "alice", token));
+    const char *extra[] = {"--store", f.uri, NULL};
+    CHECK_OK(su_relay_start(&relay, 0, data, secret, extra));
+    make_replica(a);
+    make_replica(b);
+    sqlite3 *dba = su_db(a), *dbb = su_db(b);
+    CHECK_OK(su_agent_start(&ag_a, a, relay.port, token, alog, FAST));
+    write_rows(dba, 0, n / 2);
+    /* Mid-push: the agent is still sending what was just written. */
+    uint64_t t0 = su_now_ms();
+    pgfx_restart(&f, 500);
+    uint64_t down = su_now_ms() - t0;
+    write_rows(dba, n / 2, n);
+    /* A second replica, from nothing, through the same relay process. */
+    CHECK_OK(su_agent_start(&ag_b, b, relay.port, token, blog, FAST));
+    wall_t w = {dba, dbb, n};
+    await_all(&w, rlog, alog, blog);
+    CHECK(su_wait(&relay.p, 0, &st) != 0); /* never restarted: still running */
+    char *log = slurp(rlog);
+    int outages = count_of(log, "store: PostgreSQL unreachable: ");
+    long back = number_after(log, "store: PostgreSQL back after ");
+    printf("PostgreSQL was down %llu ms (stop, 500 ms, start); the relay logged %d outage(s), "
+           "back after %ld ms; %d group commits failed meanwhile\n",
+           (unsigned long long)down, outages, back, count_of(log, "group commit failed"));
+    if (outages != 1 || back < 0)
+        su_print_file(rlog);
+    CHECK_EQ_INT(outages, 1); /* once per outage, not once per operation */
+    CHECK(back >= 0);
+    free(log);
+    CHECK_OK(su_kill(&ag_a, SIGTERM, 10000, &st));
+    CHECK_OK(su_kill(&ag_b, SIGTERM, 10000, &st));
+    same_digests(&f, a, b);
+    sqlite3_close(dba);
+    sqlite3_close(dbb);
+    CHECK_OK(su_kill(&relay.p, SIGTERM, 10000, &st));
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    pgfx_stop(&f);
+}
+
+static void pg_stall(void)
+{
+    pgfx_t f;
+    su_relay_t relay;
+    su_proc_t ag_a, ag_b;
+    char data[600], secret[600], token[600], a[600], b[600], alog[600], blog[600], rlog[700];
+    char hl[64], body[512];
+    static const char *const FAST[] = {"--backoff-max", "500", NULL};
+    long n = su_scale(2000);
+    int st, hp = su_free_port();
+
+    pgfx_start(&f);
+    su_path(data, sizeof data, "relay");
+    su_path(secret, sizeof secret, "secret");
+    su_path(token, sizeof token, "alice.jwt");
+    su_path(a, sizeof a, "a.db");
+    su_path(b, sizeof b, "b.db");
+    su_path(alog, sizeof alog, "agent-a.log");
+    su_path(blog, sizeof blog, "agent-b.log");
+    snprintf(rlog, sizeof rlog, "%s.log", data);
+    snprintf(hl, sizeof hl, "127.0.0.1:%d", hp);
+    CHECK_OK(su_write_secret(secret));
+    CHECK_OK(su_write_token(secret, "alice", token));
+    const char *extra[] = {"--store", f.uri, "--http-listen", hl, NULL};
+    /* The store's deadline (store_pg.c design note 11), shorter than the
+    ** default so that the case is quick. */
+    setenv("KNIT_PG_TIMEOUT_MS", "1500", 1);
+    CHECK_OK(su_relay_start(&relay, 0, data, secret, extra));
+    unsetenv("KNIT_PG_TIMEOUT_MS");
+    CHECK_EQ_INT(http_get(hp, "/healthz", 10000, body, sizeof body), 200);
+    make_replica(a);
+    make_replica(b);
+    sqlite3 *dba = su_db(a), *dbb = su_db(b);
+    CHECK_OK(su_agent_start(&ag_a, a, relay.port, token, alog, FAST));
+    write_rows(dba, 0, n / 2);
+    /* Mid-push, every server process stops: no answer, no error, no EOF. */
+    int nproc = pgfx_signal_all(&f, SIGSTOP);
+    uint64_t t0 = su_now_ms();
+    CHECK(nproc >= 3); /* the postmaster, its background workers, backends */
+    write_rows(dba, n / 2, n * 3 / 4);
+    /* The relay answers while the server is still stopped, and says why. */
+    uint64_t th = su_now_ms();
+    int code = http_get(hp, "/healthz", 30000, body, sizeof body);
+    uint64_t health_ms = su_now_ms() - th;
+    printf("/healthz during the stall: %d %s(%llu ms)\n", code, body,
+           (unsigned long long)health_ms);
+    if (code != 503)
+        su_print_file(rlog);
+    CHECK_EQ_INT(code, 503);
+    CHECK(strstr(body, "store unavailable"));
+    CHECK(f.stopped);
+    while (su_now_ms() - t0 < 3000)
+        su_sleep_ms(50);
+    CHECK_EQ_INT(pgfx_signal_all(&f, SIGCONT), nproc);
+    uint64_t stall = su_now_ms() - t0, t1 = su_now_ms();
+    while ((code = http_get(hp, "/healthz", 10000, body, sizeof body)) != 200 &&
+           su_now_ms() - t1 < 30000)
+        su_sleep_ms(20);
+    uint64_t recover = su_now_ms() - t1;
+    CHECK_EQ_INT(code, 200);
+    write_rows(dba, n * 3 / 4, n);
+    CHECK_OK(su_agent_start(&ag_b, b, relay.port, token, blog, FAST));
+    wall_t w = {dba, dbb, n};
+    await_all(&w, rlog, alog, blog);
+    CHECK(su_wait(&relay.p, 0, &st) != 0); /* never restarted: still running */
+    char *log = slurp(rlog);
+    int outages = count_of(log, "store: PostgreSQL unreachable: ");
+    long back = number_after(log, "store: PostgreSQL back after ");
+    printf("stall %llu ms (%d processes stopped); /healthz healthy again %llu ms after SIGCONT; "
+           "the relay logged %d outage(s), back after %ld ms; %d group commits failed\n",
+           (unsigned long long)stall, nproc, (unsigned long long)recover, outages, back,
+           count_of(log, "group commit failed"));
+    if (outages != 1 || back < 0 || !strstr(log, "no answer"))
+        su_print_file(rlog);
+    CHECK_EQ_INT(outages, 1);
+    CHECK(strstr(log, "no answer")); /* the deadline, not an error from the server */
+    CHECK(back >= 0);
+    free(log);
+    CHECK_OK(su_kill(&ag_a, SIGTERM, 10000, &st));
+    CHECK_OK(su_kill(&ag_b, SIGTERM, 10000, &st));
+    same_digests(&f, a, b);
+    sqlite3_close(dba);
+    sqlite3_close(dbb);
+    CHECK_OK(su_kill(&relay.p, SIGTERM, 10000, &st));
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    pgfx_stop(&f);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Devices, the identity index, memberships and REJECT's state, both       */
+/* backends (store_pg.c design note 13)                                     */
+
+/* One integer a query on the server answers (-1 when none). */
+static long long pg_int(const pgfx_t *f, const char *sql)
+{
+    PGconn *c = PQconnectdb(f->conninfo);
+    long long v = -1;
+    CHECK(PQstatus(c) == CONNECTION_OK);
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
+        fprintf(stderr, "%s: %s", sql, PQresultErrorMessage(r));
+    CHECK(PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0)
+        v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    PQfinish(c);
+    return v;
+}
+
+/* A schema tracking knit_profile (profile 1) or only items (0). */
+static void schema_of(int profile, knit_schema_t *out)
+{
+    static const char *const pkeys[] = {"user_id"}, *const ikeys[] = {"id"};
+    static const knit_schema_col_t pcols[] = {
+        {"email", 0}, {"first_name", 0}, {"image_url", 0}, {"last_name", 0}, {"updated_at", 0}};
+    static const knit_schema_col_t icols[] = {{"name", 0}, {"tags", 1}};
+    static const knit_schema_table_t both[] = {{"items", ikeys, 1, icols, 2},
+                                               {"knit_profile", pkeys, 1, pcols, 5}};
+    memset(out, 0, sizeof *out);
+    out->tables = both;
+    out->ntables = profile ? 2 : 1;
+    memset(out->fp, profile ? 0xa1 : 0xb2, sizeof out->fp);
+}
+
+/* Every output of identify, as text, to compare the backends. */
+static char *ident_text(int rc, const knit_ident_result_t *r)
+{
+    sbuf_t t = {0};
+    sb_add(&t,
+           "rc=%d account=%s moved_from=%s merged_seq=%llu email=%s action=%d erased=%d "
+           "stale=%d conflict=%d tracks=%d,%d new_row=%d changed=%x updated=%llu",
+           rc, r->account, r->moved_from, (unsigned long long)r->merged_seq, r->email, r->action,
+           r->erased, r->stale, r->email_conflict, r->tracks[0], r->tracks[1], r->new_row,
+           r->changed, (unsigned long long)r->updated_ms);
+    for (int f = 0; f < KNIT_PROFILE_NFIELDS; f++)
+        sb_add(&t, " f%d=%s", f, r->field[f] ? r->field[f] : "(null)");
+    return t.p;
+}
+
+typedef struct both_s {
+    knit_relay_backend_t sq, pg; /* the two backends */
+    knit_relay_store_t *sqs;     /* SQLite's store */
+    knit_pg_store_t *pgs;        /* PostgreSQL's */
+} both_t;
+
+/* identify on both: the same answer, which is returned (SQLite's). */
+static void ident_both(both_t *w, const char *id, const char *email, const char *first,
+                       uint64_t updated, uint64_t now, char *text, size_t n)
+{
+    knit_ident_t in;
+    knit_ident_result_t ra, rb;
+    memset(&in, 0, sizeof in);
+    in.id = id;
+    in.email = email;
+    in.field[KNIT_PROFILE_FIRST_NAME] = first;
+    in.updated_ms = updated;
+    int ca = w->sq.identify(w->sq.data, &in, now, &ra);
+    int cb = w->pg.identify(w->pg.data, &in, now, &rb);
+    char *ta = ident_text(ca, &ra), *tb = ident_text(cb, &rb);
+    if (strcmp(ta, tb) != 0)
+        fprintf(stderr, "identify %s <%s>:\n  SQLite     %s\n  PostgreSQL %s (%s)\n", id,
+                email ? email : "", ta, tb, knit_pg_store_errmsg(w->pgs));
+    CHECK_STR(ta, tb);
+    snprintf(text, n, "%s", ta);
+    free(ta);
+    free(tb);
+    knit_relay_ident_result_clear(&ra);
+    knit_relay_ident_result_clear(&rb);
+}
+
+static void member_line(void *arg, const char *org, const char *role, int present,
+                        uint64_t updated_ms)
+{
+    sb_add(arg, "%s/%s/%d/%llu;", org, role, present, (unsigned long long)updated_ms);
+}
+
+/* The memberships of account on both: the same list. */
+static void members_both(both_t *w, const char *account, const char *want)
+{
+    sbuf_t a = {0}, b = {0};
+    sb_add(&a, "%s", "");
+    sb_add(&b, "%s", "");
+    CHECK_OK(w->sq.memberships(w->sq.data, account, member_line, &a));
+    CHECK_OK(w->pg.memberships(w->pg.data, account, member_line, &b));
+    printf("memberships of %s: %s\n", account, b.p);
+    CHECK_STR(a.p, b.p);
+    CHECK_STR(b.p, want);
+    free(a.p);
+    free(b.p);
+}
+
+static void member_both(both_t *w, const char *org, const char *user, const char *account,
+                        const char *role, int present, uint64_t updated, int want_stale)
+{
+    int sa = -1, sb = -1;
+    CHECK_OK(knit_relay_store_membership(w->sqs, org, user, account, role, present, updated, &sa));
+    CHECK_OK(knit_pg_store_membership(w->pgs, org, user, account, role, present, updated, &sb));
+    CHECK_EQ_INT(sa, want_stale);
+    CHECK_EQ_INT(sb, want_stale);
+}
+
+static void commit_both(both_t *w, const char *ns, const knit_batch_t *b)
+{
+    knit_relay_push_t pa, pb;
+    memset(&pa, 0, sizeof pa);
+    memset(&pb, 0, sizeof pb);
+    pa.ns = pb.ns = ns;
+    pa.batch = pb.batch = b;
+    CHECK_OK(w->sq.commit(w->sq.data, &pa, NULL, NULL));
+    CHECK_OK(w->pg.commit(w->pg.data, &pb, NULL, NULL));
+    CHECK_OK(pa.code);
+    CHECK_OK(pb.code);
+    CHECK_EQ_INT(pa.res.last_seq, pb.res.last_seq);
+    knit_batch_free(pa.res.fanout);
+    knit_batch_free(pb.res.fanout);
+}
+
+/* REJECT's state on both: the same cells, which are returned as text. */
+static char *cells_both(both_t *w, const char *ns, const knit_batch_t *b, const size_t *idx,
+                        size_t n)
+{
+    knit_batch_t *ca = NULL, *cb = NULL;
+    CHECK_OK(w->sq.cells(w->sq.data, ns, b, idx, n, &ca));
+    CHECK_OK(w->pg.cells(w->pg.data, ns, b, idx, n, &cb));
+    char *ta = batch_text(ca), *tb = batch_text(cb);
+    if (strcmp(ta, tb) != 0)
+        fprintf(stderr, "cells differ:\nSQLite:\n%s\nPostgreSQL:\n%s\n", ta, tb);
+    CHECK_STR(ta, tb);
+    free(tb);
+    knit_batch_free(ca);
+    knit_batch_free(cb);
+    return ta;
+}
+
+static void open_both(both_t *w, const pgfx_t *f, const char *path)
+{
+    CHECK_OK(knit_relay_store_open(path, 0, &w->sqs));
+    w->pgs = pg_open(f);
+    knit_relay_store_backend(w->sqs, &w->sq);
+    knit_pg_store_backend(w->pgs, &w->pg);
+    CHECK(w->pg.device_seen && w->pg.identify && w->pg.ident_dirty && w->pg.cells &&
+          w->pg.memberships);
+}
+
+static void close_both(both_t *w)
+{
+    knit_relay_store_close(w->sqs);
+    knit_pg_store_close(w->pgs);
+    memset(w, 0, sizeof *w);
+}
+
+static void ident_same_as_sqlite(void)
+{
+    pgfx_t f;
+    char path[600], t[2048];
+    both_t w;
+    knit_schema_t prof, plain;
+    knit_site_t s1 = site_n(1), s2 = site_n(2);
+
+    pgfx_start(&f);
+    su_path(path, sizeof path, "relay.db");
+    open_both(&w, &f, path);
+    schema_of(1, &prof);
+    schema_of(0, &plain);
+
+    /* A device of user:p1 tracks knit_profile: the first sign-in makes the
+    ** account and asks for its whole profile row. */
+    CHECK_OK(w.sq.device_seen(w.sq.data, "user:p1", &s1, &prof, "agent/1", 1000));
+    CHECK_OK(w.pg.device_seen(w.pg.data, "user:p1", &s1, &prof, "agent/1", 1000));
+    ident_both(&w, "p1", " P1@Example.COM ", "Pat", 0, 2000, t, sizeof t);
+    CHECK(strstr(t, "account=user:p1 ") && strstr(t, "action=1 ") && strstr(t, "new_row=1"));
+    CHECK(strstr(t, "email=p1@example.com ") && strstr(t, "tracks=1,0"));
+    ident_both(&w, "p1", NULL, NULL, 0, 2100, t, sizeof t);
+    CHECK(strstr(t, "action=2 ") && strstr(t, "new_row=0"));
+    /* The commit carrying the row failed: the next sign-in writes it whole. */
+    CHECK_OK(w.sq.ident_dirty(w.sq.data, "user:p1"));
+    CHECK_OK(w.pg.ident_dirty(w.pg.data, "user:p1"));
+    ident_both(&w, "p1", NULL, NULL, 0, 2200, t, sizeof t);
+    CHECK(strstr(t, "new_row=1"));
+    /* Another provider id with the email: linked to the account. */
+    ident_both(&w, "p2", "p1@example.com", NULL, 0, 2300, t, sizeof t);
+    CHECK(strstr(t, "account=user:p1 ") && strstr(t, "action=3 "));
+    /* Events: a later one applies, an older one is stale; a sign-in does not
+    ** overwrite what an event set. */
+    ident_both(&w, "p1", NULL, "Patricia", 5000, 2400, t, sizeof t);
+    CHECK(strstr(t, "f1=Patricia") && strstr(t, "stale=0"));
+    ident_both(&w, "p1", NULL, "Old", 4000, 2500, t, sizeof t);
+    CHECK(strstr(t, "f1=Patricia") && strstr(t, "stale=1"));
+    ident_both(&w, "p2", NULL, "FromToken", 0, 2600, t, sizeof t);
+    CHECK(strstr(t, "f1=Patricia"));
+
+    /* A provisional account (a sign-in without email) with data, then the
+    ** email of another account: the id moves there with its cells. */
+    ident_both(&w, "q2", "q@example.com", "Quinn", 0, 3000, t, sizeof t);
+    ident_both(&w, "q1", NULL, NULL, 0, 3100, t, sizeof t);
+    CHECK(strstr(t, "account=user:q1 ") && strstr(t, "action=1 "));
+    {
+        knit_batch_t *p = push_new("user:q1");
+        CHECK_OK(knit_batch_begin(p, 1));
+        add(p, 0, 7, 0, null_v(), 1, 10, 0);
+        add(p, 0, 7, 1, ival(70), 1, 11, 0);
+        commit_both(&w, "user:q1", p);
+        knit_batch_free(p);
+        p = push_new("user:q2");
+        CHECK_OK(knit_batch_begin(p, 1));
+        add(p, 0, 8, 0, null_v(), 1, 12, 1);
+        commit_both(&w, "user:q2", p);
+        knit_batch_free(p);
+    }
+    ident_both(&w, "q1", "Q@example.com", NULL, 0, 3200, t, sizeof t);
+    CHECK(strstr(t, "account=user:q2 ") && strstr(t, "moved_from=user:q1 ") &&
+          strstr(t, "action=3 ") && strstr(t, "merged_seq=2 "));
+    {
+        knit_digest_t da, db;
+        CHECK_OK(knit_relay_store_digest(w.sqs, "user:q2", &da));
+        CHECK_OK(knit_pg_store_digest(w.pgs, "user:q2", &db));
+        CHECK(knit_digest_equal(&da, &db));
+    }
+    /* Both accounts real: the id stays, the email is not moved. */
+    ident_both(&w, "p1", "q@example.com", NULL, 0, 3300, t, sizeof t);
+    CHECK(strstr(t, "account=user:p1 ") && strstr(t, "conflict=1"));
+    /* An erased account is not made again. */
+    {
+        size_t n = 0;
+        knit_relay_store_erase_account(w.sqs, "user:gone", &n);
+        CHECK(pg_int(&f, "INSERT INTO knit_meta VALUES('erased' || chr(31) || 'user:gone',"
+                         " '1') RETURNING 1") == 1);
+        ident_both(&w, "gone", "gone@example.com", NULL, 0, 3400, t, sizeof t);
+        CHECK(strstr(t, "erased=1"));
+    }
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_ident_id"), 4); /* p1 p2 q1 q2 */
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_ident"), 2);
+
+    /* Memberships: deliveries out of order change nothing. */
+    member_both(&w, "acme", "p1", "user:p1", "org:admin", 1, 100, 0);
+    member_both(&w, "beta", "p2", "user:p1", "org:member", 1, 100, 0);
+    member_both(&w, "acme", "p1", "user:p1", "org:admin", 0, 50, 1);
+    member_both(&w, "beta", "p2", "user:p1", "org:member", 0, 200, 0);
+    members_both(&w, "user:p1", "acme/org:admin/1/100;beta/org:member/0/200;");
+    members_both(&w, "user:nobody", "");
+
+    /* REJECT's state: the winning cells of refused changes' rows. */
+    {
+        knit_batch_t *p = push_new("user:p1"), *r;
+        knit_orset_t tags;
+        uint8_t *enc;
+        size_t nenc;
+        CHECK_OK(knit_batch_begin(p, 1));
+        add(p, 0, 1, 0, null_v(), 1, 20, 0);
+        add(p, 0, 1, 1, ival(11), 1, 21, 0);
+        add(p, 0, 1, 3, ival(13), 1, 22, 1);
+        knit_orset_init(&tags);
+        {
+            knit_value_t e = ival(5);
+            CHECK_OK(knit_orset_add(&tags, 0, &e, NULL)); /* site 0 of push_new's */
+        }
+        CHECK_OK(knit_orset_encode(&tags, &enc, &nenc));
+        {
+            knit_value_t v;
+            v.type = KNIT_BLOB;
+            v.u.b.p = enc;
+            v.u.b.n = nenc;
+            add(p, 0, 1, 2, v, 1, 23, 0);
+        }
+        add(p, 0, 2, 0, null_v(), 1, 24, 2);
+        add(p, 0, 2, 1, ival(21), 1, 25, 2);
+        add(p, 1, 3, 0, null_v(), 1, 26, 3);
+        commit_both(&w, "user:p1", p);
+        knit_batch_free(p);
+        knit__free(enc);
+        knit_orset_free(&tags);
+        /* The refused push: row 1's column a, row 2 whole (and its a, said
+        ** once), a row and a table the relay never saw. */
+        r = push_new("user:p1");
+        CHECK_OK(knit_batch_begin(r, 1));
+        add(r, 0, 1, 1, ival(99), 1, 30, 3); /* [0] */
+        add(r, 0, 2, 0, null_v(), 2, 31, 3); /* [1] */
+        add(r, 0, 2, 1, ival(98), 2, 32, 3); /* [2] */
+        add(r, 0, 9, 1, ival(97), 1, 33, 3); /* [3] */
+        add(r, 1, 4, 1, ival(96), 1, 34, 3); /* [4] */
+        {
+            size_t idx[] = {0, 1, 2, 3, 4};
+            char *txt = cells_both(&w, "user:p1", r, idx, 5);
+            printf("REJECT state (both):\n%s", txt);
+            CHECK(strstr(txt, "unit 1\n"));
+            CHECK_EQ_INT(count_of(txt, "user:p1 t "), 3); /* row 1's a; row 2's liveness, a */
+            CHECK(strstr(txt, "col=a cl=1 hlc=21 "));
+            CHECK(!strstr(txt, "col=b cl=1 hlc=22")); /* not refused */
+            free(txt);
+        }
+        {
+            size_t idx[] = {1};
+            char *txt = cells_both(&w, "user:nobody", r, idx, 1);
+            CHECK_STR(txt, ""); /* a namespace the relay never saw */
+            free(txt);
+        }
+        knit_batch_free(r);
+    }
+
+    /* The device moves to a schema without knit_profile: tracks go, and the
+    ** old schema, run by no device, is forgotten. */
+    CHECK_OK(w.sq.device_seen(w.sq.data, "user:p1", &s1, &plain, "agent/2", 9000));
+    CHECK_OK(w.pg.device_seen(w.pg.data, "user:p1", &s1, &plain, "agent/2", 9000));
+    ident_both(&w, "p1", NULL, NULL, 0, 9100, t, sizeof t);
+    CHECK(strstr(t, "tracks=0,0"));
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_schema_fp"), 1);
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_schema_col"), 3);
+    /* Seen again within a minute, nothing changed: nothing is written. */
+    CHECK_OK(w.pg.device_seen(w.pg.data, "user:p1", &s1, &plain, "agent/2", 9500));
+    CHECK_EQ_INT(pg_int(&f, "SELECT last_seen FROM knit_device"), 9000);
+    CHECK_OK(w.pg.device_seen(w.pg.data, "user:p1", &s2, NULL, NULL, 9600));
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_device WHERE fp = ''::bytea"), 1);
+
+    /* All of it survives a server restart. */
+    knit_pg_store_close(w.pgs);
+    pgfx_restart(&f, 200);
+    w.pgs = pg_open(&f);
+    knit_pg_store_backend(w.pgs, &w.pg);
+    members_both(&w, "user:p1", "acme/org:admin/1/100;beta/org:member/0/200;");
+    ident_both(&w, "p2", NULL, NULL, 0, 9700, t, sizeof t);
+    CHECK(strstr(t, "account=user:p1 ") && strstr(t, "f1=Patricia"));
+    ident_both(&w, "q1", NULL, NULL, 0, 9800, t, sizeof t);
+    CHECK(strstr(t, "account=user:q2 "));
+    /* Erasing a namespace forgets its devices (relay_store.c design note 9). */
+    CHECK_OK(w.sq.erase(w.sq.data, "user:p1", NULL, NULL));
+    CHECK_OK(w.pg.erase(w.pg.data, "user:p1", NULL, NULL));
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_device"), 0);
+    close_both(&w);
+    pgfx_stop(&f);
+}
+
+/* A database of schema 1 (before devices and the identity index) is
+** upgraded in place at open, its cells kept. */
+static void schema_upgrade(void)
+{
+    pgfx_t f;
+    knit_pg_store_t *s;
+    knit_relay_backend_t be;
+    knit_ident_result_t r;
+    knit_ident_t in;
+    uint64_t seq;
+    pgfx_start(&f);
+    s = pg_open(&f);
+    knit_pg_store_backend(s, &be);
+    {
+        knit_batch_t *p = push_new(NS);
+        knit_relay_push_t g;
+        CHECK_OK(knit_batch_begin(p, 1));
+        add(p, 0, 1, 0, null_v(), 1, 10, 0);
+        memset(&g, 0, sizeof g);
+        g.ns = NS;
+        g.batch = p;
+        CHECK_OK(be.commit(be.data, &g, NULL, NULL));
+        knit_batch_free(g.res.fanout);
+        knit_batch_free(p);
+    }
+    knit_pg_store_close(s);
+    /* Back to what a schema 1 relay made. */
+    pg_int(&f, "DROP TABLE knit_schema_fp, knit_schema_col, knit_device, knit_ident,"
+               " knit_ident_id, knit_membership");
+    pg_int(&f, "UPDATE knit_meta SET value = '1' WHERE key = 'schema'");
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM pg_tables WHERE tablename = 'knit_ident'"), 0);
+    s = pg_open(&f);
+    knit_pg_store_backend(s, &be);
+    CHECK_EQ_INT(pg_int(&f, "SELECT convert_from(value, 'UTF8')::int FROM knit_meta"
+                            " WHERE key = 'schema'"),
+                 KNIT_PG_SCHEMA_VERSION);
+    CHECK_OK(be.seq(be.data, NS, &seq));
+    CHECK_EQ_INT(seq, 1);
+    memset(&in, 0, sizeof in);
+    in.id = "alice";
+    CHECK_OK(be.identify(be.data, &in, 1000, &r));
+    CHECK_STR(r.account, NS);
+    CHECK_EQ_INT(r.action, KNIT_IDENT_CREATED);
+    knit_relay_ident_result_clear(&r);
+    knit_pg_store_close(s);
+    /* A second open finds the current version: nothing to do. */
+    s = pg_open(&f);
+    knit_pg_store_close(s);
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_ident"), 1);
+    pgfx_stop(&f);
+}
+
+/* ---------------------------------------------------------------------- */
+/* End to end on PostgreSQL: REJECT's state, identity and memberships     */
+/* across a relay restart                                                   */
+
+#define ITEMS "CREATE TABLE items(id TEXT PRIMARY KEY, name TEXT, qty INTEGER);"
+
+typedef struct wv_s {
+    const char *path; /* the replica */
+    const char *sql;  /* what */
+    int64_t want;     /* the value awaited */
+} wv_t;
+
+static int value_is(void *arg)
+{
+    wv_t *q = arg;
+    sqlite3 *db = su_db(q->path);
+    int64_t v = su_int(db, "%s", q->sql);
+    sqlite3_close(db);
+    return v == q->want;
+}
+
+static void await_value(const char *path, const char *sql, int64_t want, const char *const *logs)
+{
+    wv_t q = {path, sql, want};
+    if (!su_wait_until(value_is, &q, 20000)) {
+        sqlite3 *db = su_db(path);
+        fprintf(stderr, "timed out waiting for %s == %lld (is %lld)\n", sql, (long long)want,
+                (long long)su_int(db, "%s", sql));
+        sqlite3_close(db);
+        for (size_t i = 0; logs[i]; i++)
+            su_print_file(logs[i]);
+        CHECK(0);
+    }
+}
+
+static int64_t rep_int(const char *path, const char *sql)
+{
+    sqlite3 *db = su_db(path);
+    int64_t v = su_int(db, "%s", sql);
+    sqlite3_close(db);
+    return v;
+}
+
+static void rep_exec(const char *path, const char *sql)
+{
+    sqlite3 *db = su_db(path);
+    su_exec(db, "%s", sql);
+    sqlite3_close(db);
+}
+
+static uint64_t wall_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t hour_ahead(void *data)
+{
+    (void)data;
+    return wall_now_ms() + 3600 * 1000;
+}
+
+static void stop_proc(su_proc_t *p)
+{
+    int st;
+    if (!p->pid)
+        return;
+    CHECK_OK(su_kill(p, SIGTERM, 10000, &st));
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        su_print_file(p->log);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    p->pid = 0;
+}
+
+/* test_reject_it.c's case with the relay on PostgreSQL: a write stamped an
+** hour ahead is refused, and the replica's rollback restores the relay's
+** value, which only REJECT's state (the backend's cells) can tell it. */
+static void reject_state(void)
+{
+    pgfx_t f;
+    su_relay_t relay;
+    su_proc_t ag_a, ag_b;
+    char data[600], secret[600], token[600], a[600], b[600], alog[600], blog[600], rlog[700];
+    static const char *const FAST[] = {"--backoff-max", "500", NULL};
+    knit_options_t o = {0};
+    knit_t *k = NULL;
+
+    pgfx_start(&f);
+    su_path(data, sizeof data, "relay");
+    su_path(secret, sizeof secret, "secret");
+    su_path(token, sizeof token, "alice.jwt");
+    su_path(a, sizeof a, "a.db");
+    su_path(b, sizeof b, "b.db");
+    su_path(alog, sizeof alog, "agent-a.log");
+    su_path(blog, sizeof blog, "agent-b.log");
+    snprintf(rlog, sizeof rlog, "%s.log", data);
+    const char *logs[] = {alog, blog, rlog, NULL};
+    CHECK_OK(su_write_secret(secret));
+    CHECK_OK(su_write_token(secret, "alice", token));
+    const char *extra[] = {"--store", f.uri, NULL};
+    CHECK_OK(su_relay_start(&relay, 0, data, secret, extra));
+    su_make_replica(a, ITEMS, "items");
+    su_make_replica(b, ITEMS, "items");
+    rep_exec(a, "INSERT INTO items VALUES ('base', 'base-name', 1)");
+    CHECK_OK(su_agent_start(&ag_a, a, relay.port, token, alog, FAST));
+    CHECK_OK(su_agent_start(&ag_b, b, relay.port, token, blog, FAST));
+    await_value(b, "SELECT count(*) FROM items WHERE id = 'base'", 1, logs);
+    stop_proc(&ag_a);
+    /* Offline, A's clock an hour ahead: an insert and an update. */
+    o.clock = hour_ahead;
+    CHECK_OK(knit_open(a, &o, &k));
+    CHECK_EQ_INT(sqlite3_exec(knit_db(k),
+                              "INSERT INTO items VALUES ('skewed', 'future', 2);"
+                              "UPDATE items SET name = 'future-edit' WHERE id = 'base';",
+                              NULL, NULL, NULL),
+                 SQLITE_OK);
+    CHECK(knit_stamp(k) > 0); /* stamped now, by the clock ahead */
+    knit_close(k);
+    rep_exec(a, "INSERT INTO items VALUES ('after', 'normal', 3)");
+    CHECK_OK(su_agent_start(&ag_a, a, relay.port, token, alog, FAST));
+    await_value(b, "SELECT count(*) FROM items WHERE id = 'after'", 1, logs);
+    await_value(a, "SELECT count(*) FROM _knit_rejected WHERE rolled_back = 1", 4, logs);
+    /* The insert is gone; the update reverted to the relay's value, the
+    ** state REJECT carried from PostgreSQL. */
+    CHECK_EQ_INT(rep_int(a, "SELECT count(*) FROM items WHERE id = 'skewed'"), 0);
+    if (rep_int(a, "SELECT count(*) FROM items WHERE id = 'base' AND name = 'base-name'") != 1) {
+        sqlite3 *db = su_db(a);
+        char *d = su_dump(db, "items", "id");
+        fprintf(stderr, "A's items: %s\n", d);
+        free(d);
+        sqlite3_close(db);
+        su_print_file(alog);
+    }
+    CHECK_EQ_INT(rep_int(a, "SELECT count(*) FROM items WHERE id = 'base' AND name = 'base-name'"),
+                 1);
+    CHECK(su_file_has(alog, "rejected write rolled back: table items key ('base') column "
+                            "name: KNIT_ECLOCKSKEW"));
+    /* Later writes sync, and everyone agrees with the relay. */
+    rep_exec(a, "UPDATE items SET qty = 9 WHERE id = 'base'");
+    await_value(b, "SELECT qty FROM items WHERE id = 'base'", 9, logs);
+    stop_proc(&ag_a);
+    stop_proc(&ag_b);
+    same_digests(&f, a, b);
+    stop_proc(&relay.p);
+    pgfx_stop(&f);
+}
+
+/* Keys and JWKS under dir, for --jwks-file; tokens minted with claims. */
+static void keys_make(const char *dir, char *jwks, size_t n)
+{
+    char out[4096];
+    const char *key[] = {"/usr/bin/python3", JWT_MINT_PATH, "key", dir, "k1", "rsa", NULL};
+    const char *set[] = {"/usr/bin/python3", JWT_MINT_PATH, "jwks", dir, "k1", NULL};
+    int rc = su_run(key, 60000, out, sizeof out);
+    if (rc == 0)
+        rc = su_run(set, 60000, out, sizeof out);
+    if (rc != 0)
+        fprintf(stderr, "jwt_mint.py (%d): %s\n", rc, out);
+    CHECK_EQ_INT(rc, 0);
+    snprintf(jwks, n, "%s/jwks.json", dir);
+}
+
+#define ISS "https://clerk.knit.test"
+
+static void mint(const char *dir, const char *sub, const char *claims, const char *path)
+{
+    char out[8192];
+    const char *argv[] = {
+        "/usr/bin/python3",     JWT_MINT_PATH, "token", dir, "k1", sub, ISS, "-", "600",
+        claims ? claims : "{}", NULL};
+    int rc = su_run(argv, 60000, out, sizeof out);
+    FILE *fp;
+    if (rc != 0)
+        fprintf(stderr, "jwt_mint.py token (%d): %s\n", rc, out);
+    CHECK_EQ_INT(rc, 0);
+    CHECK((fp = fopen(path, "w")) != NULL);
+    fputs(out, fp);
+    fclose(fp);
+}
+
+static int run_once(int port, const char *path, const char *token)
+{
+    char url[64], out[16384];
+    snprintf(url, sizeof url, "127.0.0.1:%d", port);
+    const char *argv[] = {SYNC_AGENT_PATH, "run",    path,        "--relay", url, "--token-file",
+                          token,           "--once", "--timeout", "15",      NULL};
+    int rc = su_run(argv, 40000, out, sizeof out);
+    if (rc != 0)
+        fprintf(stderr, "sync-agent run --once (%d): %s\n", rc, out);
+    return rc;
+}
+
+#define DOCS "CREATE TABLE docs(id TEXT PRIMARY KEY, body TEXT, org_id TEXT);"
+
+static void docs_replica(const char *path)
+{
+    char out[2048];
+    sqlite3 *db = su_db(path);
+    su_exec(db, "%s", DOCS);
+    sqlite3_close(db);
+    const char *argv[] = {SYNC_AGENT_PATH, "track", path, "docs", "--ns", "org_id", NULL};
+    CHECK_EQ_INT(su_run(argv, 20000, out, sizeof out), 0);
+}
+
+static void relay_on_pg(su_relay_t *r, const pgfx_t *f, const char *data, const char *jwks)
+{
+    const char *extra[] = {"--store", f->uri, "--jwks-file", jwks, "--issuer", ISS, NULL};
+    CHECK_OK(su_relay_start(r, 0, data, NULL, extra));
+}
+
+/* One account per person and organization memberships, kept in
+** PostgreSQL: a sign-in with an email before a relay restart, another
+** provider id with that email after it, lands in the same account; a
+** membership recorded in the store grants its organization after the
+** restart (the token names none). */
+static void identity_restart(void)
+{
+    pgfx_t f;
+    su_relay_t relay;
+    char data[600], jwks[700], ta[600], tb[600], tm[600], tw[600], ra[600], rb[600], rm[600],
+        rw[600];
+    const char *dir = su_tmpdir();
+    knit_pg_store_t *s;
+    int stale = -1;
+
+    pgfx_start(&f);
+    keys_make(dir, jwks, sizeof jwks);
+    su_path(data, sizeof data, "relay");
+    su_path(ta, sizeof ta, "a1.jwt");
+    su_path(tb, sizeof tb, "b2.jwt");
+    su_path(tm, sizeof tm, "m.jwt");
+    su_path(tw, sizeof tw, "w.jwt");
+    mint(dir, "user_a1", "{\"email\":\"pat@example.test\",\"first_name\":\"Pat\"}", ta);
+    mint(dir, "user_b2", "{\"email\":\" Pat@Example.TEST \"}", tb);
+    mint(dir, "user_m", "{\"o\":{\"id\":\"acme\",\"rol\":\"admin\"}}", tm);
+    mint(dir, "user_w", NULL, tw); /* no organization in the token */
+    su_path(ra, sizeof ra, "a.db");
+    su_path(rb, sizeof rb, "b.db");
+    su_path(rm, sizeof rm, "m.db");
+    su_path(rw, sizeof rw, "w.db");
+    docs_replica(ra);
+    docs_replica(rb);
+    docs_replica(rm);
+    docs_replica(rw);
+
+    relay_on_pg(&relay, &f, data, jwks);
+    rep_exec(ra, "INSERT INTO docs VALUES ('p1', 'personal', NULL)");
+    CHECK_OK(run_once(relay.port, ra, ta));
+    rep_exec(rm, "INSERT INTO docs VALUES ('s1', 'shared', 'acme')");
+    CHECK_OK(run_once(relay.port, rm, tm));
+    CHECK_OK(run_once(relay.port, rw, tw));
+    CHECK_EQ_INT(rep_int(rw, "SELECT count(*) FROM docs WHERE id = 's1'"), 0); /* not a member */
+    /* The identity index and the devices are in PostgreSQL. */
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_ident WHERE account = 'user:user_a1'"
+                            " AND email = 'pat@example.test'"),
+                 1);
+    CHECK(pg_int(&f, "SELECT count(*) FROM knit_device d JOIN knit_schema_col c ON c.fp = d.fp"
+                     " WHERE d.principal = 'user:user_a1' AND c.tbl = 'docs'") >= 1);
+    /* A membership, as a webhook would record it (an older removal after
+    ** it is stale). */
+    s = pg_open(&f);
+    CHECK_OK(knit_pg_store_membership(s, "acme", "user_w", "user:user_w", "org:member", 1,
+                                      wall_now_ms(), &stale));
+    CHECK_EQ_INT(stale, 0);
+    CHECK_OK(knit_pg_store_membership(s, "acme", "user_w", "user:user_w", "org:member", 0, 1000,
+                                      &stale));
+    CHECK_EQ_INT(stale, 1);
+    knit_pg_store_close(s);
+
+    stop_proc(&relay.p);
+    relay_on_pg(&relay, &f, data, jwks);
+    /* Another provider id with the email (in another case): the same
+    ** account, whose data it gets. */
+    CHECK_OK(run_once(relay.port, rb, tb));
+    CHECK_EQ_INT(rep_int(rb, "SELECT count(*) FROM docs WHERE id = 'p1'"), 1);
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_ident_id WHERE account = 'user:user_a1'"),
+                 2);
+    /* The member by store alone gets and writes acme's rows. */
+    CHECK_OK(run_once(relay.port, rw, tw));
+    CHECK_EQ_INT(rep_int(rw, "SELECT count(*) FROM docs WHERE id = 's1'"), 1);
+    rep_exec(rw, "INSERT INTO docs VALUES ('w1', 'from w', 'acme')");
+    CHECK_OK(run_once(relay.port, rw, tw));
+    CHECK_EQ_INT(rep_int(rw, "SELECT count(*) FROM _knit_rejected"), 0);
+    CHECK_OK(run_once(relay.port, rm, tm));
+    CHECK_EQ_INT(rep_int(rm, "SELECT count(*) FROM docs WHERE id = 'w1'"), 1);
+    stop_proc(&relay.p);
+    pgfx_stop(&f);
+}
+
 KNIT_TESTS(T(same_as_sqlite), T(concurrent_gapless), T(newer_schema_refused), T(backend_ops),
-           T(agents_converge), T(two_relays_fanout), T(ingest_rate))
+           T(agents_converge), T(two_relays_fanout), T(ingest_rate), T(pg_restart_mid_push),
+           T(pg_stall), T(ident_same_as_sqlite), T(schema_upgrade), T(reject_state),
+           T(identity_restart))

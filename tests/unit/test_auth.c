@@ -11,6 +11,7 @@
 
 #include "alloc.h"
 #include "auth.h"
+#include "sysrows.h"
 #include "test.h"
 
 static const uint8_t KEY[] = "0123456789abcdef0123456789abcdef-relay-test-key";
@@ -373,6 +374,57 @@ static void grants(void)
     CHECK(!knit_ct_equal("abc", "abd", 3));
 }
 
+/* Organization roles and claims (proto_server.c design note 17): Clerk's
+** role names with and without "org:", v2 ("o") and v1 (org_id) claims. */
+static void org_roles(void)
+{
+    static const struct {
+        const char *name;
+        int role;
+    } roles[] = {{"org:admin", KNIT_ROLE_ADMIN},
+                 {"admin", KNIT_ROLE_ADMIN},
+                 {"owner", KNIT_ROLE_ADMIN},
+                 {"org:member", KNIT_ROLE_MEMBER},
+                 {"basic_member", KNIT_ROLE_MEMBER},
+                 {"editor", KNIT_ROLE_MEMBER},
+                 {"org:viewer", KNIT_ROLE_VIEWER},
+                 {"guest", KNIT_ROLE_VIEWER},
+                 {"superuser", KNIT_ROLE_VIEWER},
+                 {"", KNIT_ROLE_VIEWER},
+                 {NULL, KNIT_ROLE_VIEWER}};
+    for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++)
+        CHECK_EQ_INT(knit_auth_role(roles[i].name), roles[i].role);
+    CHECK(knit_auth_role("org:member") > knit_auth_role("org:viewer"));
+    char ns[KNIT_PRINCIPAL_MAX];
+    CHECK_OK(knit_auth_org_ns("org_29abc", ns, sizeof ns));
+    CHECK_STR(ns, "org:org_29abc");
+    CHECK_EQ_INT(knit_auth_org_ns("a:b", ns, sizeof ns), KNIT_EINVAL);
+    CHECK_EQ_INT(knit_auth_org_ns("", ns, sizeof ns), KNIT_EINVAL);
+
+    knit_token_profile_t tp;
+    CHECK_OK(
+        knit__token_profile(make_token(HS,
+                                       "{\"sub\":\"u1\",\"iat\":1700000000,\"o\":{\"id\":\"org_1\","
+                                       "\"rol\":\"admin\",\"slg\":\"acme\"}}",
+                                       KEY, KEYLEN, NULL),
+                            &tp));
+    CHECK_STR(tp.org, "org_1");
+    CHECK_STR(tp.org_role, "admin");
+    CHECK_EQ_INT(tp.iat_ms, NOW);
+    knit__token_profile_free(&tp);
+    CHECK_OK(knit__token_profile(
+        make_token(HS, "{\"sub\":\"u1\",\"org_id\":\"org_2\",\"org_role\":\"org:viewer\"}", KEY,
+                   KEYLEN, NULL),
+        &tp));
+    CHECK_STR(tp.org, "org_2");
+    CHECK_STR(tp.org_role, "org:viewer");
+    CHECK_EQ_INT(tp.iat_ms, 0);
+    knit__token_profile_free(&tp);
+    CHECK_OK(knit__token_profile(make_token(HS, "{\"sub\":\"u1\"}", KEY, KEYLEN, NULL), &tp));
+    CHECK(tp.org == NULL && tp.org_role == NULL);
+    knit__token_profile_free(&tp);
+}
+
 KNIT_TESTS(T(jwt_valid), T(jwt_expired), T(jwt_not_yet_valid), T(jwt_forged), T(jwt_alg_none),
            T(jwt_wrong_alg), T(jwt_sub), T(jwt_malformed), T(jwt_mint_roundtrip),
-           T(anon_credentials), T(grants))
+           T(anon_credentials), T(grants), T(org_roles))

@@ -388,6 +388,7 @@ static void rand_msg(knit_rng_t *r, pool_t *pl, int type, knit_msg_t *m)
         x->limits.max_changes = knit_rng_next(r);
         x->limits.idle_ms = knit_rng_below(r, 100000);
         x->limits.max_drift_ms = 300000;
+        x->features = knit_rng_below(r, 2) ? KNIT_FEATURE_CHECK : 0;
         return;
     }
     case KNIT_MSG_ERROR: {
@@ -441,6 +442,38 @@ static void rand_msg(knit_rng_t *r, pool_t *pl, int type, knit_msg_t *m)
         m->u.subscribe.nsubs = 1 + knit_rng_below(r, 5);
         m->u.subscribe.subs = rand_subs(r, pl, m->u.subscribe.nsubs);
         return;
+    case KNIT_MSG_CHECK: {
+        knit_check_msg_t *x = &m->u.check;
+        x->id = knit_rng_next(r);
+        x->ns = rand_name(r, pl, 30);
+        for (int i = 0; i < 32; i++)
+            x->digest.b[i] = (uint8_t)knit_rng_next(r);
+        x->nbuckets = knit_rng_below(r, 3) ? 1 + (uint32_t)knit_rng_below(r, 300) : 0;
+        x->nfetch = x->nbuckets ? knit_rng_below(r, 4) : 0;
+        if (x->nfetch > x->nbuckets)
+            x->nfetch = x->nbuckets;
+        uint32_t *f = pool_alloc(pl, (x->nfetch + 1) * sizeof *f);
+        for (size_t i = 0; i < x->nfetch; i++) /* ascending, below nbuckets */
+            f[i] = (uint32_t)(i * (x->nbuckets / x->nfetch));
+        x->fetch = f;
+        return;
+    }
+    case KNIT_MSG_CHECKED: {
+        knit_checked_t *x = &m->u.checked;
+        x->id = knit_rng_next(r);
+        x->ns = rand_name(r, pl, 30);
+        x->seq = knit_rng_below(r, 100000);
+        for (int i = 0; i < 32; i++)
+            x->digest.b[i] = (uint8_t)knit_rng_next(r);
+        x->nbuckets = knit_rng_below(r, 2) ? 1 + knit_rng_below(r, 64) : 0;
+        knit_digest_t *d = pool_alloc(pl, (x->nbuckets + 1) * sizeof *d);
+        for (size_t i = 0; i < x->nbuckets; i++)
+            for (int j = 0; j < 32; j++)
+                d[i].b[j] = (uint8_t)knit_rng_next(r);
+        x->buckets = x->nbuckets ? d : NULL;
+        x->state = knit_rng_below(r, 2) ? rand_batch(r, pl, x->ns, 0, 0, 0) : NULL;
+        return;
+    }
     }
 }
 
@@ -452,6 +485,8 @@ static void free_rand(knit_msg_t *m)
         knit_batch_free(m->u.deltas.batch);
     if (m->type == KNIT_MSG_REJECT)
         knit_batch_free(m->u.reject.state);
+    if (m->type == KNIT_MSG_CHECKED)
+        knit_batch_free(m->u.checked.state);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -563,6 +598,7 @@ static void check_msg(const knit_msg_t *a, const knit_msg_t *d)
             CHECK_STR(x->granted[i], y->granted[i]);
         CHECK(x->clock == y->clock);
         CHECK(memcmp(&x->limits, &y->limits, sizeof x->limits) == 0);
+        CHECK(x->features == y->features);
         break;
     }
     case KNIT_MSG_ERROR: {
@@ -613,6 +649,31 @@ static void check_msg(const knit_msg_t *a, const knit_msg_t *d)
         check_subs(a->u.subscribe.subs, a->u.subscribe.nsubs, d->u.subscribe.subs,
                    d->u.subscribe.nsubs);
         break;
+    case KNIT_MSG_CHECK: {
+        const knit_check_msg_t *x = &a->u.check, *y = &d->u.check;
+        CHECK(x->id == y->id);
+        CHECK_STR(x->ns, y->ns);
+        CHECK(memcmp(x->digest.b, y->digest.b, 32) == 0);
+        CHECK_EQ_INT(x->nbuckets, y->nbuckets);
+        CHECK_EQ_INT(x->nfetch, y->nfetch);
+        for (size_t i = 0; i < x->nfetch; i++)
+            CHECK_EQ_INT(x->fetch[i], y->fetch[i]);
+        break;
+    }
+    case KNIT_MSG_CHECKED: {
+        const knit_checked_t *x = &a->u.checked, *y = &d->u.checked;
+        CHECK(x->id == y->id);
+        CHECK_STR(x->ns, y->ns);
+        CHECK(x->seq == y->seq);
+        CHECK(memcmp(x->digest.b, y->digest.b, 32) == 0);
+        CHECK_EQ_INT(x->nbuckets, y->nbuckets);
+        for (size_t i = 0; i < x->nbuckets; i++)
+            CHECK(memcmp(x->buckets[i].b, y->buckets[i].b, 32) == 0);
+        CHECK_EQ_INT(x->state != NULL, y->state != NULL);
+        if (x->state)
+            check_batch(x->state, y->state, x->ns);
+        break;
+    }
     }
 }
 
@@ -771,7 +832,7 @@ static void roundtrip_messages(void)
         knit_test_case_seed(seed + (uint64_t)i);
         pool_t pl = {0};
         knit_msg_t m;
-        rand_msg(&r, &pl, 1 + (int)(i % KNIT_MSG_SUBSCRIBE), &m);
+        rand_msg(&r, &pl, 1 + (int)(i % KNIT_MSG_CHECKED), &m);
         roundtrip(&m);
         free_rand(&m);
         pool_free(&pl);
@@ -898,7 +959,7 @@ static void sample_frames(knit_buf_t *out, size_t *offs, size_t *nframes)
     knit_rng_t r = {42};
     *nframes = 0;
     for (int round = 0; round < 3; round++) {
-        for (int t = 1; t <= KNIT_MSG_SUBSCRIBE; t++) {
+        for (int t = 1; t <= KNIT_MSG_CHECKED; t++) {
             pool_t pl = {0};
             knit_msg_t m;
             rand_msg(&r, &pl, t, &m);
@@ -1523,7 +1584,7 @@ static void corpus(void)
         char name[64];
         knit_msg_t d;
         CHECK_OK(knit_msg_decode(all.p + offs[f] + 4, offs[f + 1] - offs[f] - 4, NULL, &d, NULL));
-        snprintf(name, sizeof name, "%s-%zu", knit_msg_type_name(d.type), f / KNIT_MSG_SUBSCRIBE);
+        snprintf(name, sizeof name, "%s-%zu", knit_msg_type_name(d.type), f / KNIT_MSG_CHECKED);
         knit_msg_free(&d);
         maybe_write_seed(name, (uint8_t)(f * 13), all.p + offs[f], offs[f + 1] - offs[f]);
     }
@@ -1600,6 +1661,103 @@ static void reject_state(void)
     knit_batch_free(b);
 }
 
+/* CHECK / CHECKED (the consistency check) and WELCOME's features: exact
+** bytes of a small CHECK, the bounds decoders enforce, and what an older
+** peer sees. */
+static void check_messages(void)
+{
+    knit_msg_t m = {0}, d;
+    knit_buf_t buf = {0};
+    uint32_t fetch[] = {3, 7};
+    char got[256] = "";
+    m.type = KNIT_MSG_CHECK;
+    m.u.check.id = 5;
+    m.u.check.ns = "u";
+    m.u.check.nbuckets = 8;
+    m.u.check.fetch = fetch;
+    m.u.check.nfetch = 2;
+    CHECK_OK(knit_msg_encode(&m, NULL, &buf));
+    for (size_t i = 4; i < buf.len && i < 100; i++)
+        snprintf(got + 2 * (i - 4), 3, "%02x", buf.p[i]);
+    /* {0: 11, 1: 5, 2: "u", 3: h'00'x32, 4: 8, 5: [3, 7]} */
+    CHECK_STR(got, "a6000b010502617503582000000000000000000000000000000000000000000000000000000000"
+                   "000000000408058203"
+                   "07");
+    CHECK_OK(knit_msg_decode(buf.p + 4, buf.len - 4, NULL, &d, NULL));
+    CHECK_EQ_INT(d.type, KNIT_MSG_CHECK);
+    CHECK_EQ_INT(d.u.check.nfetch, 2);
+    CHECK_EQ_INT(d.u.check.fetch[1], 7);
+    knit_msg_free(&d);
+    knit_buf_free(&buf);
+
+    /* Encoders refuse what decoders would: a fetch beyond the buckets, or
+    ** without any, or too long. */
+    fetch[1] = 8;
+    CHECK_EQ_INT(knit_msg_encode(&m, NULL, &buf), KNIT_EINVAL);
+    m.u.check.nbuckets = 0;
+    CHECK_EQ_INT(knit_msg_encode(&m, NULL, &buf), KNIT_EINVAL);
+    m.u.check.nbuckets = KNIT_CHECK_MAX_BUCKETS + 1;
+    m.u.check.nfetch = 0;
+    CHECK_EQ_INT(knit_msg_encode(&m, NULL, &buf), KNIT_EINVAL);
+    CHECK_EQ_INT(buf.len, 0);
+
+    /* Hostile CHECKs. */
+    static const uint8_t no_fetch_order[] = {
+        0xa6, 0x00, 0x0b, 0x01, 0x05, 0x02, 0x61, 0x75, 0x03, 0x58, 0x20, 0,    0,   0, 0, 0, 0, 0,
+        0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,   0, 0, 0, 0, 0,
+        0,    0,    0,    0,    0,    0,    0,    0x04, 0x08, 0x05, 0x82, 0x07, 0x03};
+    expect_fail(no_fetch_order, sizeof no_fetch_order, NULL, KNIT_EPROTO);
+    static const uint8_t short_digest[] = {0xa4, 0x00, 0x0b, 0x01, 0x05, 0x02,
+                                           0x61, 0x75, 0x03, 0x41, 0x00};
+    expect_fail(short_digest, sizeof short_digest, NULL, KNIT_EPROTO);
+    static const uint8_t zero_buckets[] = {
+        0xa5, 0x00, 0x0b, 0x01, 0x05, 0x02, 0x61, 0x75, 0x03, 0x58, 0x20, 0, 0, 0,    0,
+        0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0, 0, 0,    0,
+        0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0, 0, 0x04, 0x00};
+    expect_fail(zero_buckets, sizeof zero_buckets, NULL, KNIT_EPROTO);
+    static const uint8_t no_digest[] = {0xa3, 0x00, 0x0b, 0x01, 0x05, 0x02, 0x61, 0x75};
+    expect_fail(no_digest, sizeof no_digest, NULL, KNIT_EPROTO);
+    /* CHECKED buckets must be whole digests. */
+    static const uint8_t ragged[] = {
+        0xa6, 0x00, 0x0c, 0x01, 0x05, 0x02, 0x61, 0x75, 0x03, 0x00, 0x04, 0x58, 0x20, 0, 0, 0, 0,
+        0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0, 0, 0, 0,
+        0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0x05, 0x43, 1, 2, 3};
+    expect_fail(ragged, sizeof ragged, NULL, KNIT_EPROTO);
+    /* Types after CHECKED stay unknown. */
+    static const uint8_t unknown[] = {0xa2, 0x00, 0x0d, 0x01, 0x00};
+    expect_fail(unknown, sizeof unknown, NULL, KNIT_EPROTO);
+
+    /* WELCOME's features: sent only when set, so a relay without the
+    ** feature sends the WELCOME of before; an older client skips key 6 as
+    ** an unknown key (section 10), which the decoder shows by accepting an
+    ** unknown key 7 as well. */
+    const char *granted[] = {"u"};
+    memset(&m, 0, sizeof m);
+    m.type = KNIT_MSG_WELCOME;
+    m.u.welcome.version = 1;
+    m.u.welcome.principal = "u";
+    m.u.welcome.granted = granted;
+    m.u.welcome.ngranted = 1;
+    CHECK_OK(knit_msg_encode(&m, NULL, &buf));
+    CHECK_EQ_INT(buf.p[4], 0xa6);
+    knit_buf_free(&buf);
+    m.u.welcome.features = KNIT_FEATURE_CHECK;
+    CHECK_OK(knit_msg_encode(&m, NULL, &buf));
+    CHECK_EQ_INT(buf.p[4], 0xa7);
+    CHECK_EQ_INT(buf.p[buf.len - 2], 0x06);
+    CHECK_EQ_INT(buf.p[buf.len - 1], 0x01);
+    buf.p[4] = 0xa8; /* and an unknown key 7 after it */
+    uint8_t extra[2] = {0x07, 0xf5};
+    uint8_t *p = malloc(buf.len + 2);
+    memcpy(p, buf.p, buf.len);
+    memcpy(p + buf.len, extra, 2);
+    CHECK_OK(knit_msg_decode(p + 4, buf.len - 2, NULL, &d, NULL));
+    CHECK(d.u.welcome.features == KNIT_FEATURE_CHECK);
+    knit_msg_free(&d);
+    free(p);
+    knit_buf_free(&buf);
+}
+
 KNIT_TESTS(T(roundtrip_messages), T(roundtrip_batches), T(values), T(truncated), T(trailing),
            T(wrong_types), T(bad_indexes), T(structure), T(limits), T(version), T(alloc_failures),
-           T(mutations_smoke), T(corpus), T(reject_state))
+           T(mutations_smoke), T(corpus), T(reject_state), T(check_messages))

@@ -117,6 +117,7 @@
 #include "ws_client.h"
 #include "watch.h"
 #include "health.h"
+#include "checker.h"
 
 #define MAX_WBACKLOG (4u * 1024 * 1024)
 #define DEF_POLL_MS 250
@@ -442,6 +443,78 @@ static int io_cursor(void *data, const char *ns, uint64_t *seq)
     return rc;
 }
 
+/* The writes to ns not acknowledged yet are refused for good (the
+** membership ended while they waited): recorded in _knit_rejected and
+** announced as rolled back, like a relay's refusal, before the namespace
+** goes.  Returns how many. */
+static size_t refuse_unacked(knit_sync_t *s, const char *ns, const char *principal)
+{
+    uint64_t acked = 0;
+    knit_since_opts_t o = {.local_only = 1, .ns = ns};
+    knit_batch_t *b = NULL;
+    knit_refusal_t *f = NULL;
+    char why[320];
+    size_t n = 0, rolled = 0;
+    if (knit_acked(s->k, &acked) != 0 || knit_changes_since(s->k, acked, &o, &b) != 0)
+        return 0;
+    if (b->nchanges && (f = knit__calloc(b->nchanges, sizeof *f)) != NULL) {
+        snprintf(why, sizeof why,
+                 "%.100s is not granted to %.100s (not a member, or the membership ended)", ns,
+                 principal);
+        for (size_t i = 0; i < b->nchanges; i++) {
+            f[i].change = i;
+            f[i].code = KNIT_EDENIED;
+            f[i].message = why;
+        }
+        if (knit_reject(s->k, b, f, b->nchanges, NULL, &rolled) == 0)
+            n = b->nchanges;
+        else
+            slog(s, KNIT_SYNC_LOG_ERROR, "recording the refused writes to %s: %s", ns,
+                 knit_errmsg(s->k));
+    }
+    knit__free(f);
+    knit_batch_free(b);
+    return n;
+}
+
+/* Organization namespaces the replica holds that WELCOME no longer grants
+** (the membership was revoked): their rows leave the replica (ARCHITECTURE.md,
+** "Organization namespaces"); writes to them not yet acknowledged are
+** recorded as refused first.  WELCOME's list is the relay's whole answer. */
+static int drop_revoked(knit_sync_t *s, const knit_welcome_t *w)
+{
+    char **held = NULL;
+    int rc = knit_namespaces(s->k, "org:", &held);
+    if (rc) {
+        slog(s, KNIT_SYNC_LOG_ERROR, "reading the replica's namespaces: %s", knit_errmsg(s->k));
+        return rc;
+    }
+    for (size_t i = 0; held[i]; i++) {
+        size_t g = 0;
+        while (g < w->ngranted && strcmp(w->granted[g], held[i]) != 0)
+            g++;
+        if (g < w->ngranted)
+            continue;
+        size_t refused = refuse_unacked(s, held[i], w->principal);
+        if (refused)
+            slog(s, KNIT_SYNC_LOG_WARN,
+                 "%zu unacknowledged change(s) to %s refused: it is no longer granted", refused,
+                 held[i]);
+        int n = knit_drop_namespace(s->k, held[i]);
+        if (n < 0) {
+            slog(s, KNIT_SYNC_LOG_ERROR, "removing the rows of %s (no longer granted): %s", held[i],
+                 knit_errmsg(s->k));
+            rc = n;
+            break;
+        }
+        slog(s, KNIT_SYNC_LOG_WARN,
+             "%s is no longer granted to %s: %d row(s) of it removed from this replica", held[i],
+             w->principal, n);
+    }
+    knit_free_names(held);
+    return rc;
+}
+
 static int io_ready(void *data, const knit_welcome_t *w)
 {
     knit_sync_t *s = data;
@@ -462,6 +535,8 @@ static int io_ready(void *data, const knit_welcome_t *w)
         slog(s, KNIT_SYNC_LOG_ERROR, "adopting namespace %s: %s", w->principal, knit_errmsg(s->k));
         return rc;
     }
+    if ((rc = drop_revoked(s, w)) != 0)
+        return rc;
     clock_gettime(CLOCK_REALTIME, &ts);
     wall = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
     if (w->limits.max_drift_ms && wall > relay + w->limits.max_drift_ms / 2)
@@ -609,6 +684,21 @@ static int io_rejected(void *data, const char *ns, const knit_batch_t *b, const 
     }
     s->rolled_back += n;
     return 0;
+}
+
+/* The consistency check (proto_client.c design note 10, checker.h). */
+static int io_check_digest(void *data, const char *ns, uint32_t nbuckets, knit_digest_t *total,
+                           knit_digest_t *buckets)
+{
+    knit_sync_t *s = data;
+    return knit__checker_digest(s->k, ns, nbuckets, total, buckets);
+}
+
+static int io_check_repair(void *data, const char *ns, uint32_t nbuckets, const uint32_t *fetch,
+                           size_t n, const knit_batch_t *state, size_t *rows, size_t *cells)
+{
+    knit_sync_t *s = data;
+    return knit__checker_repair(s->k, ns, nbuckets, fetch, n, state, rows, cells);
 }
 
 /* The replica's detailed message for the request that just failed. */
@@ -1300,6 +1390,7 @@ static int make_engine(knit_sync_t *s)
     cfg.handshake_ms = s->opt.handshake_ms;
     cfg.seed = uv_hrtime() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)s;
     cfg.log_level = s->opt.log_level;
+    cfg.check_ms = s->opt.no_check ? UINT64_MAX : s->opt.check_interval_ms;
     memset(&io, 0, sizeof io);
     io.cursor = io_cursor;
     io.ready = io_ready;
@@ -1310,6 +1401,8 @@ static int make_engine(knit_sync_t *s)
     io.rejected = io_rejected;
     io.errmsg = io_errmsg;
     io.schema = io_schema;
+    io.check_digest = io_check_digest;
+    io.check_repair = io_check_repair;
     io.event = io_event;
     io.log = io_log;
     io.data = s;
@@ -1444,6 +1537,11 @@ static void health_lines(knit_sync_t *s, const knit_sync_status_t *st, sqlite3_s
     sqlite3_str_appendf(q, "errors: %llu%s%s%s\n", (unsigned long long)st->errors,
                         st->errors ? " (" : "", st->errors ? kinds : "", st->errors ? ")" : "");
     sqlite3_str_appendf(q, "connection attempts: %llu\n", (unsigned long long)st->attempts);
+    sqlite3_str_appendf(q, "consistency checks: %llu\n", (unsigned long long)st->checks);
+    sqlite3_str_appendf(q, "inconsistencies found: %llu\n", (unsigned long long)st->check_found);
+    sqlite3_str_appendf(q, "inconsistencies repaired: %llu\n",
+                        (unsigned long long)st->check_repaired);
+    sqlite3_str_appendf(q, "rows repaired: %llu\n", (unsigned long long)st->check_rows);
     sqlite3_str_appendf(q, "reconnects: %llu\n", (unsigned long long)st->reconnects);
     if (st->last_synced_ms) {
         uint64_t at = st->synced && st->state == KNIT_SYNC_ONLINE ? now : st->last_synced_ms;
@@ -1837,6 +1935,10 @@ void knit_sync_status(knit_sync_t *s, knit_sync_status_t *st) /* see knit_sync.h
     st->attempts = s->health.attempts;
     st->reconnects = s->health.attempts > 1 ? s->health.attempts - 1 : 0;
     st->last_synced_ms = s->health.last_synced_ms;
+    st->checks = cs.checks;
+    st->check_found = cs.check_found;
+    st->check_repaired = cs.check_repaired;
+    st->check_rows = cs.check_rows;
     st->pending = s->pending;
     st->relay = relay_text(s);
     st->failovers = s->failovers;

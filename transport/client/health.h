@@ -11,6 +11,9 @@
 ** log-linear buckets (exact below 16 ms, then four per power of two), so a
 ** quantile is the upper edge of its bucket: at most 25% above the truth,
 ** never below it.  The figures cover the leader's run, from its start.
+** The consistency checker's counts (checks, inconsistencies found and
+** repaired, rows repaired) are the engine's (knit_client_stats_t) and are
+** published beside these (client.c health_lines).
 */
 #ifndef KNIT_HEALTH_H
 #define KNIT_HEALTH_H

@@ -250,6 +250,12 @@ typedef struct knit_sync_options_s {
                                      "HOST:PORT" ("[v6]:PORT"), same tls, websocket and
                                      ws_path; copied (not with longpoll) [none] */
     size_t nrelays;               /* entries in relays (at most 64) [0] */
+    uint64_t check_interval_ms;   /* consistency check: every this long, while synced, one
+                                     granted namespace's digest is compared with the
+                                     relay's, and rows that differ are repaired from the
+                                     relay's state (docs/ARCHITECTURE.md, "Consistency
+                                     checker") [300000] */
+    int no_check;                 /* 1: never check [0: check, when the relay can] */
 } knit_sync_options_t;
 
 /* Counters and state, for status displays and tests. */
@@ -300,6 +306,10 @@ typedef struct knit_sync_status_s {
     const char *relay;       /* "HOST:PORT" in use (see the event field); valid until
                                 the next call on the loop; NULL for a follower */
     uint64_t failovers;      /* moves to the next relay address in this run */
+    uint64_t checks;         /* consistency checks compared with the relay */
+    uint64_t check_found;    /* inconsistencies found: checks whose digests differed */
+    uint64_t check_repaired; /* inconsistencies repaired: every differing row restored */
+    uint64_t check_rows;     /* rows the repairs restored */
 } knit_sync_status_t;
 
 /* The sync state the leader of a replica published in it (setting

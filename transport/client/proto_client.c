@@ -63,6 +63,22 @@
 **      refused write never blocks the writes behind it and is never sent
 **      again.  A slot left empty completes as if ACKed.  Without
 **      io.rejected, or when it fails, pushing stops as before.
+**  10. The consistency check compares the replica's digest of one granted
+**      namespace (round robin) with the relay's every check_ms, and only
+**      when the session is synced: nothing to push, in flight or unread,
+**      every subscription caught up.  Otherwise a difference is expected.
+**      The answer counts only if the relay's sequence is the cursor the
+**      digest was taken at and the session is still synced.  Then:
+**
+**        idle --due, synced: io.check_digest, CHECK--> asked
+**        asked --CHECKED, equal--> idle (checks + 1)
+**        asked --CHECKED, differs: the buckets that differ--> fetching
+**        fetching --CHECKED with state: io.check_repair, next buckets--> ...
+**        fetching --last buckets repaired--> idle (repaired + 1)
+**
+**      The relay announces the feature in WELCOME (KNIT_FEATURE_CHECK);
+**      an older relay announces nothing and is never sent a CHECK.  A lost
+**      connection drops a check in flight; the next session checks again.
 **
 ** States (transitions name the functions that make them):
 **
@@ -96,6 +112,10 @@ enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
 #define DEF_RETRY_MS 500
 #define RETRY_MAX_MS 30000
 #define DEF_ACK_FLUSH_MS 1000
+#define DEF_CHECK_MS 300000 /* consistency check interval (note 10) */
+#define CHECK_RETRY_MS 1000 /* a check that could not compare is tried again */
+#define CHECK_BUCKETS 256   /* bucket digests asked for */
+#define CHECK_FETCH 16      /* buckets fetched per CHECK at first */
 
 enum { SLOT_QUEUED, SLOT_SENT, SLOT_ACKED };
 
@@ -180,6 +200,20 @@ struct knit_client_s {
     int fatal_close;                   /* the connection ended on a fatal error */
     int warned_ungranted;              /* the ceiling warning was logged */
     knit_client_stats_t st;            /* counters */
+    uint64_t features;                 /* the relay's WELCOME features */
+    uint64_t check_next;               /* when the next consistency check is due (note 10) */
+    uint64_t check_id;                 /* last CHECK id sent */
+    int check_wait;                    /* 0 idle, 1 CHECK asked, 2 buckets being fetched */
+    size_t check_sub;                  /* next subscription to check (round robin) */
+    uint64_t check_seq;                /* its cursor when its digest was taken */
+    char *check_ns;                    /* the namespace being checked, owned */
+    knit_digest_t check_total;         /* the replica's digest of it */
+    knit_digest_t *check_buckets;      /* and its CHECK_BUCKETS bucket digests */
+    uint32_t *check_todo;              /* differing buckets not repaired yet */
+    size_t ntodo;                      /* count */
+    size_t check_round;                /* buckets fetched per CHECK */
+    size_t check_rows;                 /* rows this repair restored so far */
+    size_t check_cells;                /* cells it pushed again */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -473,6 +507,8 @@ static void session_reset(knit_client_t *c)
     c->halted = 0;
     c->synced = 0;
     c->claim_sent = 0;
+    c->check_wait = 0;
+    c->ntodo = 0;
 }
 
 /* Reports the watermark to the glue (design note 1). */
@@ -677,8 +713,12 @@ static int split_batch(knit_client_t *c, const knit_batch_t *src, size_t limit, 
 
     if (limit == 0)
         limit = 1;
+    /* An organization not granted is pushed all the same: the relay
+    ** refuses its changes one by one, and the replica rolls them back
+    ** (ARCHITECTURE.md, "Organization namespaces"), instead of leaving them
+    ** pending for ever. */
     for (size_t i = 0; !rc && i < src->nns; i++)
-        ok[i] = (uint8_t)granted(c, src->ns[i]);
+        ok[i] = (uint8_t)(granted(c, src->ns[i]) || strncmp(src->ns[i], "org:", 4) == 0);
     for (size_t u = 0; !rc && u < src->ntxns; u++) {
         const knit_txn_t *t = &src->txns[u];
         int skipped = 0;
@@ -884,6 +924,8 @@ static void on_welcome(knit_client_t *c, const knit_welcome_t *w, uint64_t now)
         return;
     }
     c->limits = w->limits;
+    c->features = w->features;
+    c->check_next = now + c->cfg.check_ms;
     if (!(c->principal = knit__strdup(w->principal)))
         goto nomem;
     if (w->ngranted && !(c->granted = knit__calloc(w->ngranted, sizeof *c->granted)))
@@ -1271,6 +1313,161 @@ static void on_reject(knit_client_t *c, const knit_reject_t *r, uint64_t now)
     emit_error(c, code, 1, 1, msg);
 }
 
+/* ---------------------------------------------------------------------- */
+/* The consistency check (design note 10)                                  */
+
+/* Synced: nothing to push, in flight or unread, everything caught up. */
+static int quiet(const knit_client_t *c)
+{
+    return c->state == KNIT_CLIENT_READY && !c->stopping && all_caught_up(c) && c->nslots == 0 &&
+           !c->dirty && !c->dirty_remote && !c->halted && !own_pending(c);
+}
+
+static void check_done(knit_client_t *c, uint64_t now, uint64_t delay)
+{
+    c->check_wait = 0;
+    c->ntodo = 0;
+    c->check_next = now + delay;
+}
+
+static void check_send(knit_client_t *c, uint64_t now, const uint32_t *fetch, size_t nfetch)
+{
+    knit_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.type = KNIT_MSG_CHECK;
+    m.u.check.id = ++c->check_id;
+    m.u.check.ns = c->check_ns;
+    m.u.check.digest = c->check_total;
+    m.u.check.nbuckets = CHECK_BUCKETS;
+    m.u.check.fetch = fetch;
+    m.u.check.nfetch = nfetch;
+    int rc = send_msg(c, &m, now);
+    if (rc) {
+        logf_(c, LOG_WARN, "consistency check of %s: cannot encode CHECK: %s", c->check_ns,
+              knit_strerror(rc));
+        check_done(c, now, c->cfg.check_ms);
+        return;
+    }
+    c->check_wait = nfetch ? 2 : 1;
+}
+
+static void check_start(knit_client_t *c, uint64_t now)
+{
+    char why[400];
+    sub_t *s = &c->subs[c->check_sub++ % c->nsubs];
+    int rc =
+        c->io.check_digest(c->io.data, s->ns, CHECK_BUCKETS, &c->check_total, c->check_buckets);
+    if (rc == KNIT_EBUSY) {
+        logf_(c, LOG_DEBUG, "consistency check of %s: local writes not pushed yet, later", s->ns);
+        check_done(c, now, CHECK_RETRY_MS);
+        return;
+    }
+    if (rc) {
+        logf_(c, LOG_WARN, "consistency check of %s: cannot read the replica's digests: %s", s->ns,
+              detail(c, rc, why, sizeof why));
+        check_done(c, now, c->cfg.check_ms);
+        return;
+    }
+    knit__free(c->check_ns);
+    if (!(c->check_ns = knit__strdup(s->ns))) {
+        check_done(c, now, c->cfg.check_ms);
+        return;
+    }
+    c->check_seq = s->cursor;
+    check_send(c, now, NULL, 0);
+}
+
+static void check_fetch(knit_client_t *c, uint64_t now)
+{
+    check_send(c, now, c->check_todo, c->ntodo < c->check_round ? c->ntodo : c->check_round);
+}
+
+static void on_checked(knit_client_t *c, const knit_checked_t *a, uint64_t now)
+{
+    char here[65], there[65], why[400];
+    size_t n, rows = 0, cells = 0;
+    if (!c->check_wait || a->id != c->check_id || !c->check_ns || strcmp(a->ns, c->check_ns) != 0)
+        return; /* not the answer to the CHECK in flight */
+    if (c->check_wait == 1) {
+        sub_t *s = find_sub(c, a->ns);
+        if (!s || a->seq != c->check_seq || s->cursor != c->check_seq || !quiet(c)) {
+            logf_(c, LOG_DEBUG,
+                  "consistency check of %s: not comparable (relay at %llu, here %llu)", a->ns,
+                  (unsigned long long)a->seq, (unsigned long long)c->check_seq);
+            check_done(c, now, CHECK_RETRY_MS);
+            return;
+        }
+        c->st.checks++;
+        if (knit_digest_equal(&a->digest, &c->check_total)) {
+            logf_(c, LOG_DEBUG, "consistency check of %s at sequence %llu: equal", a->ns,
+                  (unsigned long long)a->seq);
+            check_done(c, now, c->cfg.check_ms);
+            return;
+        }
+        c->st.check_found++;
+        c->ntodo = 0;
+        for (size_t i = 0; i < a->nbuckets && i < CHECK_BUCKETS; i++)
+            if (!knit_digest_equal(&a->buckets[i], &c->check_buckets[i]))
+                c->check_todo[c->ntodo++] = (uint32_t)i;
+        knit_digest_hex(&c->check_total, here);
+        knit_digest_hex(&a->digest, there);
+        logf_(c, LOG_WARN,
+              "consistency check: %s differs from the relay at sequence %llu (digest %.16s here, "
+              "%.16s at the relay): %zu of %d buckets differ%s",
+              a->ns, (unsigned long long)a->seq, here, there, c->ntodo, CHECK_BUCKETS,
+              c->ntodo ? ", repairing" : "; cannot tell which rows, not repaired");
+        if (!c->ntodo) {
+            check_done(c, now, c->cfg.check_ms);
+            return;
+        }
+        c->check_rows = c->check_cells = 0;
+        c->check_round = CHECK_FETCH;
+        check_fetch(c, now);
+        return;
+    }
+    n = c->ntodo < c->check_round ? c->ntodo : c->check_round;
+    if (!a->state) {
+        /* The relay could not fit the cells in one frame: fetch fewer. */
+        if (c->check_round > 1) {
+            c->check_round /= 2;
+            check_fetch(c, now);
+        } else {
+            logf_(c, LOG_WARN,
+                  "consistency check of %s: the relay cannot send bucket %u; "
+                  "not repaired",
+                  a->ns, c->check_todo[0]);
+            check_done(c, now, c->cfg.check_ms);
+        }
+        return;
+    }
+    int rc = c->io.check_repair(c->io.data, a->ns, CHECK_BUCKETS, c->check_todo, n, a->state, &rows,
+                                &cells);
+    if (rc) {
+        logf_(c, LOG_WARN, "consistency check of %s: cannot repair: %s (checking again)", a->ns,
+              detail(c, rc, why, sizeof why));
+        check_done(c, now, rc == KNIT_EBUSY ? CHECK_RETRY_MS : c->cfg.check_ms);
+        return;
+    }
+    c->check_rows += rows;
+    c->check_cells += cells;
+    memmove(c->check_todo, c->check_todo + n, (c->ntodo - n) * sizeof *c->check_todo);
+    c->ntodo -= n;
+    c->dirty = 1; /* restored cells of this replica are pushed again */
+    c->synced = 0;
+    if (c->ntodo) {
+        check_fetch(c, now);
+        return;
+    }
+    c->st.check_repaired++;
+    c->st.check_rows += c->check_rows;
+    c->st.check_cells += c->check_cells;
+    logf_(c, LOG_WARN,
+          "consistency check: repaired %s: %zu rows restored from the relay's state, %zu cells "
+          "of this replica pushed again",
+          a->ns, c->check_rows, c->check_cells);
+    check_done(c, now, c->cfg.check_ms);
+}
+
 static void on_frame(knit_client_t *c, const uint8_t *p, size_t n, uint64_t now)
 {
     knit_msg_t m;
@@ -1311,6 +1508,9 @@ static void on_frame(knit_client_t *c, const uint8_t *p, size_t n, uint64_t now)
         break;
     }
     case KNIT_MSG_PONG:
+        break;
+    case KNIT_MSG_CHECKED:
+        on_checked(c, &m.u.checked, now);
         break;
     case KNIT_MSG_ERROR:
         on_error(c, &m.u.error);
@@ -1354,6 +1554,12 @@ int knit_client_new(const knit_client_config_t *cfg, const knit_client_io_t *io,
         c->cfg.retry_ms = DEF_RETRY_MS;
     if (!c->cfg.ack_flush_ms)
         c->cfg.ack_flush_ms = DEF_ACK_FLUSH_MS;
+    if (!c->cfg.check_ms)
+        c->cfg.check_ms = DEF_CHECK_MS;
+    c->check_buckets = knit__calloc(CHECK_BUCKETS, sizeof *c->check_buckets);
+    c->check_todo = knit__calloc(CHECK_BUCKETS, sizeof *c->check_todo);
+    if (!c->check_buckets || !c->check_todo)
+        failed = 1;
     c->agent = dup_or_null(cfg->agent, &failed);
     c->cfg.agent = c->agent;
     c->rng = cfg->seed;
@@ -1395,6 +1601,9 @@ void knit_client_free(knit_client_t *c) /* see proto_client.h */
     knit__free(c->cred_token);
     knit_client_set_claim(c, NULL);
     knit__free(c->agent);
+    knit__free(c->check_ns);
+    knit__free(c->check_buckets);
+    knit__free(c->check_todo);
     knit__free(c);
 }
 
@@ -1718,6 +1927,17 @@ uint64_t knit_client_tick(knit_client_t *c, uint64_t now) /* see proto_client.h 
         if (c->stopping) {
             maybe_finish(c, now);
             SOONER(c->stop_deadline);
+        }
+        if ((c->features & KNIT_FEATURE_CHECK) && c->io.check_digest && c->io.check_repair &&
+            c->cfg.check_ms != UINT64_MAX && !c->stopping && !c->check_wait && c->nsubs) {
+            if (now >= c->check_next) {
+                if (quiet(c))
+                    check_start(c, now);
+                else
+                    c->check_next = now + CHECK_RETRY_MS; /* a difference is expected now */
+            }
+            if (!c->check_wait && c->state == KNIT_CLIENT_READY)
+                SOONER(c->check_next);
         }
         break;
     }

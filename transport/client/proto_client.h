@@ -150,6 +150,20 @@ typedef struct knit_client_io_s {
     ** watermark moves: io.acked follows once every earlier push is
     ** acknowledged too).  For measurements only (may be NULL). */
     void (*ack_seen)(void *data, const char *ns, const knit_batch_t *b);
+    /* The consistency check (proto_client.c design note 10); both may be
+    ** NULL (no check).  check_digest: the replica's state digest of ns
+    ** (knit_digest) and its nbuckets bucket digests (transport/wire/
+    ** buckets.h).  check_repair: restore the rows of buckets fetch[0..n)
+    ** of ns that differ from state, the relay's cells of them
+    ** (transport/client/checker.h); *rows counts the rows restored, *cells
+    ** the replica's cells to push again.  KNIT_EBUSY: the replica changed
+    ** meanwhile, check again.  A failure of either is logged and never
+    ** closes the connection. */
+    int (*check_digest)(void *data, const char *ns, uint32_t nbuckets,
+                        knit_digest_t *total /* OUT */, knit_digest_t *buckets /* OUT */);
+    int (*check_repair)(void *data, const char *ns, uint32_t nbuckets, const uint32_t *fetch,
+                        size_t n, const knit_batch_t *state, size_t *rows /* OUT */,
+                        size_t *cells /* OUT */);
     void *data; /* passed to every callback */
 } knit_client_io_t;
 
@@ -173,6 +187,9 @@ typedef struct knit_client_config_s {
     uint64_t seed;            /* seeds the jitter of reconnect delays */
     int log_level;            /* this level and more severe are logged (0 error .. 3 debug);
                                  0 means error only */
+    uint64_t check_ms;        /* consistency check: one granted namespace is compared
+                                 with the relay this often, when the session is synced
+                                 [300000]; UINT64_MAX: never */
 } knit_client_config_t;
 
 /* Counters, for logs, tests and benchmarks. */
@@ -192,6 +209,11 @@ typedef struct knit_client_stats_s {
                                 and not applied (not in delta_changes) */
     uint64_t acked;          /* the acknowledged watermark now */
     int synced;              /* SYNCED holds now */
+    uint64_t checks;         /* consistency checks compared (design note 10) */
+    uint64_t check_found;    /* of them, digests that differed from the relay's */
+    uint64_t check_repaired; /* differences repaired (every differing bucket restored) */
+    uint64_t check_rows;     /* rows restored by repairs */
+    uint64_t check_cells;    /* this replica's cells they pushed again */
 } knit_client_stats_t;
 
 /* Makes an engine in state IDLE. */

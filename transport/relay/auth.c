@@ -420,3 +420,46 @@ int knit_auth_granted(const char *principal, const char *ns) /* see auth.h */
 {
     return principal && ns && principal[0] && strcmp(principal, ns) == 0;
 }
+
+int knit_auth_role(const char *r) /* see auth.h */
+{
+    static const struct {
+        const char *name;
+        int role;
+    } roles[] = {{"admin", KNIT_ROLE_ADMIN},   {"owner", KNIT_ROLE_ADMIN},
+                 {"member", KNIT_ROLE_MEMBER}, {"basic_member", KNIT_ROLE_MEMBER},
+                 {"editor", KNIT_ROLE_MEMBER}, {"writer", KNIT_ROLE_MEMBER},
+                 {"viewer", KNIT_ROLE_VIEWER}, {"reader", KNIT_ROLE_VIEWER},
+                 {"guest", KNIT_ROLE_VIEWER}};
+    if (!r)
+        return KNIT_ROLE_VIEWER;
+    if (strncmp(r, "org:", 4) == 0)
+        r += 4;
+    for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++)
+        if (strcmp(r, roles[i].name) == 0)
+            return roles[i].role;
+    return KNIT_ROLE_VIEWER;
+}
+
+const char *knit_auth_role_name(int role) /* see auth.h */
+{
+    switch (role) {
+    case KNIT_ROLE_VIEWER:
+        return "viewer";
+    case KNIT_ROLE_MEMBER:
+        return "member";
+    case KNIT_ROLE_ADMIN:
+        return "admin";
+    case KNIT_ROLE_OWNER:
+        return "owner";
+    default:
+        return "none";
+    }
+}
+
+int knit_auth_org_ns(const char *org, char *buf, size_t n) /* see auth.h */
+{
+    if (!knit_auth_sub_ok(org) || (size_t)snprintf(buf, n, "org:%s", org) >= n)
+        return KNIT_EINVAL;
+    return 0;
+}

@@ -110,9 +110,28 @@ KNIT_EXTERN int knit_anon_check(const uint8_t salt[KNIT_ANON_SALT_LEN],
                                 const uint8_t hash[KNIT_ANON_HASH_LEN], const char *id,
                                 const char *secret);
 
-/* 1 if a session of principal may read and write ns.  In protocol version 1
-** a principal's only namespace is its own name. */
+/* 1 if a session of principal may read and write ns as its own: a
+** principal's own namespace is its name.  Organization namespaces are
+** granted per session, with a role (below). */
 KNIT_EXTERN int knit_auth_granted(const char *principal, const char *ns);
+
+/* Roles in a namespace, weakest first.  Viewers read; members and admins
+** also write; the owner is the principal in its own namespace. */
+enum {
+    KNIT_ROLE_NONE = 0,
+    KNIT_ROLE_VIEWER = 1,
+    KNIT_ROLE_MEMBER = 2,
+    KNIT_ROLE_ADMIN = 3,
+    KNIT_ROLE_OWNER = 4
+};
+/* The role a provider's role name gives ("org:admin", "admin",
+** "org:member", "basic_member", "org:viewer" ...; the "org:" prefix is
+** optional).  A name it does not know gives the weakest role, viewer. */
+KNIT_EXTERN int knit_auth_role(const char *provider_role);
+KNIT_EXTERN const char *knit_auth_role_name(int role);
+/* "org:<id>" into buf, or KNIT_EINVAL when the id is not acceptable
+** (the charset and length of a token's sub). */
+KNIT_EXTERN int knit_auth_org_ns(const char *org, char *buf, size_t n);
 
 #ifdef __cplusplus
 }

@@ -98,6 +98,21 @@
 **      the REJECT is answered, after every commit before it: the refusal is
 **      terminal and the client rolls those cells back to exactly that
 **      state.  A store without the operation sends none.
+**  17. Organization namespaces ("org:<id>") are granted per session, each
+**      with a role, when WELCOME is sent: the token's active organization
+**      (Clerk's "o" claim {id, rol}, or "org_id" / "org_role"), then the
+**      memberships the store recorded from organizationMembership.*
+**      webhooks (store.h memberships), which override the token's claim on
+**      the same organization unless the token was issued after the event.
+**      WELCOME's granted lists them after the principal.  A viewer's push
+**      is refused change by change (KNIT_EDENIED, with the state, note 16),
+**      so the replica rolls those writes back; admins and members write.
+**      A push to an organization not granted at all is refused the same
+**      way, without the state (a non-member may not read its cells).
+**      A HELLO subscription to an organization no longer granted is left
+**      out, not refused: the replica drops that namespace.  A membership
+**      that changes ends the account's sessions (KNIT_ECLOSED, retryable),
+**      so they reconnect with the new grants.
 **
 ** Connection states:
 **
@@ -115,6 +130,7 @@
 
 #include "alloc.h"
 #include "auth.h"
+#include "check.h"
 #include "codec.h"
 #include "frame.h"
 #include "sysrows.h"
@@ -129,6 +145,14 @@
 enum { ST_HELLO, ST_AUTH, ST_READY, ST_CLOSING };
 
 typedef struct hello_s hello_t;
+
+/* A namespace a session may use besides its own, and its role there. */
+typedef struct grant_s {
+    char ns[KNIT_PRINCIPAL_MAX]; /* "org:<id>" */
+    int role;                    /* KNIT_ROLE_* (auth.h), at least viewer */
+} grant_t;
+
+#define MAX_GRANTS 64 /* organization namespaces per session */
 
 typedef struct sub_s {
     char *ns;        /* namespace, owned */
@@ -164,6 +188,8 @@ struct knit_relay_conn_s {
     uint64_t stash_wall;                /* when they arrived (wall ms) */
     uint64_t stash_mono;                /* and monotonic */
     int session;                        /* counted as a session (WELCOMEd) */
+    grant_t *grants;                    /* organization namespaces granted (note 17) */
+    size_t ngrants;                     /* count */
 };
 
 /* A HELLO being authenticated and its claim merged (design note 11). */
@@ -547,6 +573,7 @@ void knit_relay_conn_free(knit_relay_conn_t *c) /* see proto_server.h */
     for (size_t i = 0; i < c->nsubs; i++)
         knit__free(c->subs[i].ns);
     knit__free(c->subs);
+    knit__free(c->grants);
     knit_frame_reader_free(&c->rd);
     knit__free(c);
 }
@@ -1151,6 +1178,88 @@ static int hello_begin_auth(hello_t *h, const knit_cred_t *cred, int claim)
     return 0;
 }
 
+/* The session's role in ns: owner of its own namespace, its grant's role
+** in an organization's, else none (design note 17). */
+static int role_of(const knit_relay_conn_t *c, const char *ns)
+{
+    if (knit_auth_granted(c->principal, ns))
+        return KNIT_ROLE_OWNER;
+    for (size_t i = 0; i < c->ngrants; i++)
+        if (strcmp(c->grants[i].ns, ns) == 0)
+            return c->grants[i].role;
+    return KNIT_ROLE_NONE;
+}
+
+typedef struct grant_list_s {
+    grant_t *g;           /* grants, owned until handed to the connection */
+    size_t n;             /* count */
+    uint64_t token_ms;    /* when the token was issued (its iat, ms; 0 unknown) */
+    const char *token_ns; /* the token's organization namespace, or NULL */
+} grant_list_t;
+
+/* A membership the store recorded: it overrides the token's claim on the
+** same organization unless the token is newer (note 17). */
+static void grant_member(void *arg, const char *org, const char *role, int present,
+                         uint64_t updated_ms)
+{
+    grant_list_t *l = arg;
+    char ns[KNIT_PRINCIPAL_MAX];
+    size_t i;
+    if (knit_auth_org_ns(org, ns, sizeof ns) != 0)
+        return;
+    for (i = 0; i < l->n && strcmp(l->g[i].ns, ns) != 0; i++)
+        ;
+    if (i < l->n && l->token_ns && strcmp(ns, l->token_ns) == 0 && l->token_ms > updated_ms)
+        return; /* the token says more recently what holds */
+    if (!present) {
+        if (i < l->n)
+            l->g[i] = l->g[--l->n];
+        return;
+    }
+    if (i == l->n) {
+        if (l->n == MAX_GRANTS)
+            return;
+        memcpy(l->g[l->n++].ns, ns, sizeof ns);
+    }
+    l->g[i].role = knit_auth_role(role);
+}
+
+/* The organization namespaces a signed-in session may use, with roles
+** (design note 17): the token's active organization, then what the
+** store's memberships say.  Anonymous sessions get none. */
+static int grants_build(knit_relay_engine_t *e, knit_relay_conn_t *c, const knit_hello_t *hm)
+{
+    knit_token_profile_t tp;
+    grant_list_t l = {0};
+    char tns[KNIT_PRINCIPAL_MAX];
+    int rc = 0;
+
+    if (hm->cred.kind != KNIT_CRED_JWT || strncmp(c->principal, "user:", 5) != 0)
+        return 0;
+    if (!(l.g = knit__calloc(MAX_GRANTS, sizeof *l.g)))
+        return KNIT_ENOMEM;
+    if (knit__token_profile(hm->cred.token, &tp) != 0)
+        memset(&tp, 0, sizeof tp);
+    if (tp.org && knit_auth_org_ns(tp.org, tns, sizeof tns) == 0) {
+        memcpy(l.g[0].ns, tns, sizeof tns);
+        l.g[0].role = knit_auth_role(tp.org_role);
+        l.n = 1;
+        l.token_ns = tns;
+        l.token_ms = tp.iat_ms;
+    }
+    knit__token_profile_free(&tp);
+    if (e->st.memberships && (rc = e->st.memberships(e->st.data, c->principal, grant_member, &l)))
+        logf_(e, KNIT_LOG_ERROR, "memberships of %s not read: %s", c->principal,
+              e->st.errmsg(e->st.data));
+    if (l.n == 0) {
+        knit__free(l.g);
+        return rc;
+    }
+    c->grants = l.g;
+    c->ngrants = l.n;
+    return rc;
+}
+
 static void on_hello(knit_relay_conn_t *c, knit_msg_t *msg, uint64_t wall_ms, uint64_t mono_ms)
 {
     knit_relay_engine_t *e = c->e;
@@ -1248,14 +1357,21 @@ static void hello_welcome(hello_t *h)
     knit_relay_engine_t *e = h->e;
     knit_relay_conn_t *c = h->c;
     const knit_hello_t *hm = &h->msg.u.hello;
-    const char *granted[1];
+    const char *granted[1 + MAX_GRANTS];
     char msg[384];
     uint64_t stamp;
     knit_msg_t m;
     int rc;
 
+    memcpy(c->principal, h->principal, sizeof c->principal);
+    if (grants_build(e, c, hm) == KNIT_ENOMEM) {
+        error_close(c, KNIT_ENOMEM, "out of memory");
+        hello_free(h);
+        return;
+    }
     for (size_t i = 0; i < hm->nsubs; i++) {
-        if (!knit_auth_granted(h->principal, hm->subs[i].ns)) {
+        if (role_of(c, hm->subs[i].ns) == KNIT_ROLE_NONE &&
+            strncmp(hm->subs[i].ns, "org:", 4) != 0) {
             snprintf(msg, sizeof msg, "namespace %.100s is not granted to %s", hm->subs[i].ns,
                      h->principal);
             knit__metrics_auth_fail(e->m, KNIT_METRIC_DENIED);
@@ -1274,10 +1390,16 @@ static void hello_welcome(hello_t *h)
         e->nanon++;
         c->anon_session = 1;
     }
-    memcpy(c->principal, h->principal, sizeof c->principal);
     c->auth_exp_ms = h->exp_ms;
     c->site = hm->site;
     for (size_t i = 0; i < hm->nsubs; i++) {
+        /* An organization no longer granted is left out of WELCOME, which
+        ** tells the replica to drop it (note 17); it is not an error. */
+        if (role_of(c, hm->subs[i].ns) == KNIT_ROLE_NONE) {
+            CLOG(c, KNIT_LOG_INFO, ": %.100s is no longer granted to %s", hm->subs[i].ns,
+                 c->principal);
+            continue;
+        }
         if ((rc = add_sub(c, hm->subs[i].ns, hm->subs[i].cursor)) != 0) {
             error_close(c, rc == KNIT_ENOMEM ? rc : KNIT_EDB, "relay storage failed");
             hello_free(h);
@@ -1287,17 +1409,20 @@ static void hello_welcome(hello_t *h)
     if (knit_hlc_tick(&e->clock, c->stash_wall, &stamp) != 0)
         stamp = e->clock;
     granted[0] = c->principal;
+    for (size_t i = 0; i < c->ngrants; i++)
+        granted[1 + i] = c->grants[i].ns;
     memset(&m, 0, sizeof m);
     m.type = KNIT_MSG_WELCOME;
     m.u.welcome.version = h->version;
     m.u.welcome.principal = c->principal;
     m.u.welcome.granted = granted;
-    m.u.welcome.ngranted = 1;
+    m.u.welcome.ngranted = 1 + c->ngrants;
     m.u.welcome.clock = stamp;
     m.u.welcome.limits.max_frame = e->lim.max_frame;
     m.u.welcome.limits.max_changes = e->lim.max_changes;
     m.u.welcome.limits.idle_ms = e->lim.idle_ms;
     m.u.welcome.limits.max_drift_ms = e->lim.max_drift_ms;
+    m.u.welcome.features = KNIT_FEATURE_CHECK;
     if (send_msg(c, &m) != 0) {
         hello_free(h);
         return;
@@ -1433,6 +1558,29 @@ static int check_changes(knit_relay_engine_t *e, pending_t *p, const knit_batch_
     return 0;
 }
 
+/* Refuses every change of b with code and one message (a namespace the
+** session may read but not write, note 17).  0 or KNIT_ENOMEM. */
+static int refuse_all(pending_t *p, const knit_batch_t *b, int code, const char *fmt, ...)
+{
+    va_list ap;
+    if (b->nchanges == 0)
+        return 0;
+    p->reasons = knit__calloc(b->nchanges, sizeof *p->reasons);
+    p->reason_text = knit__malloc(REASON_TEXT);
+    if (!p->reasons || !p->reason_text)
+        return KNIT_ENOMEM;
+    va_start(ap, fmt);
+    vsnprintf(p->reason_text, REASON_TEXT, fmt, ap);
+    va_end(ap);
+    for (size_t i = 0; i < b->nchanges; i++) {
+        p->reasons[i].change = (int64_t)i;
+        p->reasons[i].code = code;
+        p->reasons[i].message = p->reason_text;
+    }
+    p->nreasons = b->nchanges;
+    return 0;
+}
+
 static void on_push(knit_relay_conn_t *c, knit_push_t *push, uint64_t wall_ms)
 {
     knit_relay_engine_t *e = c->e;
@@ -1446,9 +1594,32 @@ static void on_push(knit_relay_conn_t *c, knit_push_t *push, uint64_t wall_ms)
     p->id = push->id;
     p->arrived_us = knit__metrics_now(e->m);
     knit__metrics_push(e->m);
-    if (!knit_auth_granted(c->principal, push->ns)) {
+    int role = role_of(c, push->ns);
+    int org = strncmp(push->ns, "org:", 4) == 0;
+    if (role == KNIT_ROLE_NONE && !org) {
         p->code = KNIT_EDENIED;
         snprintf(p->msg, sizeof p->msg, "namespace %.100s is not granted", push->ns);
+    } else if (role < KNIT_ROLE_MEMBER) {
+        int rc = role == KNIT_ROLE_NONE
+                     ? refuse_all(p, push->batch, KNIT_EDENIED,
+                                  "%.100s is not granted to %.100s (not a member)", push->ns,
+                                  c->principal)
+                     : refuse_all(p, push->batch, KNIT_EDENIED,
+                                  "%.100s is read-only for %.100s (role %s)", push->ns,
+                                  c->principal, knit_auth_role_name(role));
+        if (rc != 0) {
+            p->code = KNIT_ENOMEM;
+            snprintf(p->msg, sizeof p->msg, "out of memory");
+        } else {
+            /* A viewer gets the state for REJECT (note 16); a non-member
+            ** none: it may not read the organization's cells. */
+            if (role != KNIT_ROLE_NONE) {
+                p->refused = push->batch;
+                push->batch = NULL;
+            }
+            CLOG(c, KNIT_LOG_INFO, ": push %llu refused: %s", (unsigned long long)p->id,
+                 p->reasons[0].message);
+        }
     } else if (push->batch->nchanges > e->lim.max_changes) {
         knit__metrics_limit(e->m, KNIT_METRIC_CHANGES);
         p->code = KNIT_ETOOBIG;
@@ -1490,7 +1661,7 @@ static void on_subscribe(knit_relay_conn_t *c, const knit_subscribe_t *s)
 {
     char msg[384];
     for (size_t i = 0; i < s->nsubs; i++) {
-        if (!knit_auth_granted(c->principal, s->subs[i].ns)) {
+        if (role_of(c, s->subs[i].ns) == KNIT_ROLE_NONE) {
             snprintf(msg, sizeof msg, "namespace %.100s is not granted to %s", s->subs[i].ns,
                      c->principal);
             error_close(c, KNIT_EDENIED, msg);
@@ -1505,6 +1676,33 @@ static void on_subscribe(knit_relay_conn_t *c, const knit_subscribe_t *s)
         }
     }
     pump(c);
+}
+
+/* The consistency check (check.h): answered at once from the store. */
+static void on_check(knit_relay_conn_t *c, const knit_check_msg_t *q)
+{
+    knit_msg_t m;
+    char msg[384];
+    if (role_of(c, q->ns) == KNIT_ROLE_NONE) {
+        snprintf(msg, sizeof msg, "namespace %.100s is not granted to %s", q->ns, c->principal);
+        error_close(c, KNIT_EDENIED, msg);
+        return;
+    }
+    memset(&m, 0, sizeof m);
+    m.type = KNIT_MSG_CHECKED;
+    int rc = knit__relay_check(&c->e->st, q, &m.u.checked);
+    if (rc) {
+        error_close(c, rc == KNIT_ENOMEM ? rc : KNIT_EDB, "relay storage failed");
+        return;
+    }
+    rc = send_msg(c, &m);
+    if (rc == KNIT_ETOOBIG && m.u.checked.state) {
+        /* Too many cells for one frame: none, the client fetches fewer. */
+        knit_batch_free(m.u.checked.state);
+        m.u.checked.state = NULL;
+        rc = send_msg(c, &m);
+    }
+    knit__relay_check_clear(&m.u.checked);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1546,6 +1744,9 @@ static void on_frame(knit_relay_conn_t *c, const uint8_t *p, size_t n, uint64_t 
         break;
     case KNIT_MSG_SUBSCRIBE:
         on_subscribe(c, &m.u.subscribe);
+        break;
+    case KNIT_MSG_CHECK:
+        on_check(c, &m.u.check);
         break;
     case KNIT_MSG_PING: {
         knit_msg_t pong;

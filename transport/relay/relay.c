@@ -815,6 +815,16 @@ static int http_webhook(void *data, const char *id, const char *ts, const char *
         knit_relay_engine_end_principal(r->eng, fx.moved_ns, KNIT_EAUTH,
                                         "this account's id now belongs to the account of its "
                                         "email: sign in again");
+    /* Grants are a session's: a changed membership or role takes effect
+    ** when its devices sign in again, at once (a retryable end). */
+    if (fx.member_ns[0]) {
+        size_t ended = knit_relay_engine_end_principal(
+            r->eng, fx.member_ns, KNIT_ECLOSED,
+            "organization membership changed: reconnect for the new grants");
+        if (ended)
+            glog(r, KNIT_LOG_INFO, "%s: membership changed, ended %zu session%s", fx.member_ns,
+                 ended, ended == 1 ? "" : "s");
+    }
     /* The rows the relay wrote reach the account's online devices now. */
     if (fx.wrote_ns[0])
         knit_relay_engine_advanced(r->eng, fx.wrote_ns, fx.seq);

@@ -289,6 +289,7 @@ enum {
     S_TRACKS,
     S_MEMBER_GET,
     S_MEMBER_PUT,
+    S_MEMBER_LIST,
     S_COUNT
 };
 
@@ -380,6 +381,8 @@ static const char *const SQL[S_COUNT] = {
                  " WHERE d.principal = ?1 AND c.tbl = ?2 LIMIT 1",
     [S_MEMBER_GET] =
         "SELECT present, role, updated FROM membership WHERE org = ?1 AND user_id = ?2",
+    [S_MEMBER_LIST] = "SELECT org, role, present, updated FROM membership WHERE account = ?1"
+                      " ORDER BY org",
     [S_MEMBER_PUT] = "INSERT OR REPLACE INTO membership(org, user_id, account, role, present,"
                      " updated) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
 };
@@ -3440,6 +3443,25 @@ int knit_relay_store_member(knit_relay_store_t *s, const char *org, const char *
     }
     sqlite3_reset(st);
     return rc;
+}
+
+int knit_relay_store_memberships(knit_relay_store_t *s, const char *account,
+                                 knit_relay_member_fn fn, void *arg) /* see relay_store.h */
+{
+    sqlite3_stmt *st;
+    int rc;
+    if (s->version < 4)
+        return 0;
+    if ((rc = stmt(s, S_MEMBER_LIST, &st)) != 0)
+        return rc;
+    sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
+    while ((rc = step(s, st)) == 1) {
+        const char *org = (const char *)sqlite3_column_text(st, 0);
+        const char *role = (const char *)sqlite3_column_text(st, 1);
+        fn(arg, org ? org : "", role ? role : "", sqlite3_column_int(st, 2) != 0, col_u64(st, 3));
+    }
+    sqlite3_reset(st);
+    return rc < 0 ? rc : 0;
 }
 
 /* Forgets the identity of account ns (design note 13), in autocommit. */

@@ -271,6 +271,10 @@ KNIT_EXTERN int knit_relay_store_membership(knit_relay_store_t *s, const char *o
                                             int *stale /* OUT */);
 KNIT_EXTERN int knit_relay_store_member(knit_relay_store_t *s, const char *org, const char *user_id,
                                         int *present /* OUT */, char *role /* OUT */, size_t n);
+/* Every membership recorded for account, removed ones too: fn(arg, org,
+** role, present, updated_ms) for each, in org order. */
+KNIT_EXTERN int knit_relay_store_memberships(knit_relay_store_t *s, const char *account,
+                                             knit_relay_member_fn fn, void *arg);
 
 /* The relay's own site id, made once and kept in the store (design note
 ** 10); not inside a group.  KNIT_ENOTFOUND on a read-only store that has

@@ -101,6 +101,12 @@ typedef struct knit_relay_merged_s {
     size_t cells; /* cells of the source read and merged */
 } knit_relay_merged_t;
 
+/* One organization membership (store.h memberships): org's id, the
+** provider's role name, present 1 (member) or 0 (removed), and when the
+** provider last changed it (ms). */
+typedef void (*knit_relay_member_fn)(void *arg, const char *org, const char *role, int present,
+                                     uint64_t updated_ms);
+
 /* Completion of an operation that returned KNIT_RELAY_PENDING: 0, or a
 ** KNIT_E* code (then nothing of it took effect). */
 typedef void (*knit_relay_done_fn)(void *arg, int status);
@@ -233,6 +239,11 @@ typedef struct knit_relay_backend_s {
     ** (the SQLite store).  After data, so older initializers stay valid. */
     void (*attach)(void *data, void *loop,
                    void (*advanced)(void *arg, const char *ns, uint64_t seq), void *arg);
+    /* The organization memberships recorded for account (webhooks,
+    ** relay_store.h knit_relay_store_memberships): fn once per membership,
+    ** removed ones too (present 0), answering at once.  May be NULL (the
+    ** backend keeps none: only the token's organization is granted). */
+    int (*memberships)(void *data, const char *account, knit_relay_member_fn fn, void *arg);
 } knit_relay_backend_t;
 
 #ifdef __cplusplus

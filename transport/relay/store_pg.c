@@ -40,10 +40,15 @@
 **      order (knit_col.ord) for catch-up batches.
 **   8. The schema is versioned in knit_meta('schema'); open creates it in an
 **      empty database under an advisory lock (two relays starting together
-**      create it once) and refuses a newer version.
-**   9. A broken connection is re-established (PQreset) at the start of the
-**      next operation; the operation that met the break failed and nothing
-**      of it was acknowledged.
+**      create it once), upgrades an older one (note 13) and refuses a newer
+**      version.
+**   9. A broken connection is made again (a new connection, its session
+**      settings and prepared statements) at the start of a later
+**      operation (ready); the operation that met the break failed, its
+**      transaction is rolled back by the server, and nothing of it was
+**      acknowledged: the engine answers a failed group commit with a
+**      retryable REJECT.  A COMMIT whose answer was lost may still have
+**      committed; the client pushes it again and the merge is idempotent.
 **  10. Fan-out across relays: a group's transaction ends, before COMMIT,
 **      with pg_notify('knit_seq', 'ns:seq') for each namespace it advanced
 **      (PostgreSQL delivers it only if the transaction commits, and in
@@ -54,31 +59,80 @@
 **      cursors (the payload carries no data, far below the 8000-byte
 **      limit).  When that connection breaks it is made again every second;
 **      after a reconnect every namespace's sequence is announced (a poll),
-**      since notifications sent meanwhile are lost.
+**      since notifications sent meanwhile are lost.  So is every
+**      namespace when the main connection comes back after an outage
+**      (ln_wake), since subscribers' reads failed meanwhile.
+**  11. No call waits for the server without a deadline: the relay's loop
+**      runs on the thread that calls the store.  Every round trip is sent
+**      non-blocking (PQsend*) and its answer awaited with poll() on the
+**      connection's socket for at most timeout_ms (KNIT_PG_TIMEOUT_MS in
+**      the environment, default TIMEOUT_MS), connects too (PQconnectStart
+**      and PQconnectPoll).  A server that does not answer in time (stopped,
+**      or the network stalled) is treated as a break: the socket is shut
+**      down, the operation fails with a message naming what was waited
+**      for and how long, and the connection is made again (note 9).
+**  12. While the server is unreachable, reconnects are tried with a
+**      backoff (BACKOFF_MIN_MS doubling to BACKOFF_MAX_MS); operations in
+**      between fail at once, so the loop stays responsive and /healthz
+**      answers "store unavailable".  An outage is logged twice, on stderr
+**      in sync-relay's log format: "store: PostgreSQL unreachable: why"
+**      when it begins and "store: PostgreSQL back after N ms" when it
+**      ends, not once per failed operation.
+**  13. Devices, the identity index, memberships and REJECT's state
+**      (schema 2) are relay_store.c's (its design notes 11 and 13, and
+**      knit_relay_store_cells), statement for statement, on knit_device,
+**      knit_schema_fp/_col, knit_ident, knit_ident_id and knit_membership,
+**      so the same calls give the same answers on both backends.  Several
+**      relays may write them at once: identify and membership writes run
+**      in one transaction each, after pg_advisory_xact_lock(LOCK_IDENT),
+**      and device writes after pg_advisory_xact_lock(LOCK_DEVICE), so a
+**      sign-in on one relay and an event on another see each other's
+**      effect (READ COMMITTED reads after the lock see every earlier
+**      holder's commit), and a schema dropped by one relay is never one
+**      another relay is pointing a device at.  No deadlock: those locks
+**      are taken first, and the namespace locks an identify's merge of a
+**      provisional account takes (note 3, in name order) are the only
+**      others; group commits never take the advisory locks.  REJECT's
+**      state is read in one REPEATABLE READ READ ONLY snapshot, like a
+**      catch-up (note 6).  A schema 1 database is upgraded at open, under
+**      the schema lock (note 8), by SCHEMA_V2 (CREATE ... IF NOT EXISTS)
+**      and the new version in one transaction.  Every round trip goes
+**      through round_trip (note 11).
 */
 #include "store_pg.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <libpq-fe.h>
 #include <math.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <uv.h>
 
 #include "alloc.h"
 #include "entropy.h"
 #include "lww.h"
 #include "orset.h"
+#include "relay_store.h"
 #include "sset.h"
 #include "validate.h"
 
-#define KIND_LIVE 0         /* the row's liveness (col '') */
-#define KIND_LWW 1          /* LWW register */
-#define KIND_ORSET 2        /* OR-set, stored form of sset.h */
-#define LOCK_KEY 0x6b6e5047 /* "knPG": advisory lock around schema creation */
+#define KIND_LIVE 0            /* the row's liveness (col '') */
+#define KIND_LWW 1             /* LWW register */
+#define KIND_ORSET 2           /* OR-set, stored form of sset.h */
+#define LOCK_KEY 0x6b6e5047    /* "knPG": advisory lock around schema creation */
+#define LOCK_IDENT 0x6b6e4944  /* "knID": advisory lock around identity writes (note 13) */
+#define LOCK_DEVICE 0x6b6e4456 /* "knDV": advisory lock around device writes (note 13) */
+#define DEVICE_SEEN_MS 60000   /* a device's last_seen is rewritten at most this often */
 #define MAX_ARGS 10
+#define TIMEOUT_MS 5000     /* default deadline of a round trip or a connect (note 11) */
+#define BACKOFF_MIN_MS 100  /* first wait between reconnects (note 12) */
+#define BACKOFF_MAX_MS 5000 /* the longest */
 
 /* clang-format off */
 static const char SCHEMA[] =
@@ -116,6 +170,52 @@ static const char SCHEMA[] =
     "  id text PRIMARY KEY, salt bytea NOT NULL, hash bytea NOT NULL,"
     "  created bigint NOT NULL);";
 
+/* Added by schema 2 (design note 13): relay_store.c's device tables
+** (its design note 11) and identity index (its note 13), under knit_
+** names.  Also the upgrade from 1, hence IF NOT EXISTS. */
+static const char SCHEMA_V2[] =
+    "CREATE TABLE IF NOT EXISTS knit_schema_fp("
+    "  fp bytea PRIMARY KEY,"                /* fingerprint, 8 bytes (runtime/schema.h) */
+    "  first_seen bigint NOT NULL);"         /* ms since the epoch */
+    "CREATE TABLE IF NOT EXISTS knit_schema_col("
+    "  fp bytea NOT NULL,"                   /* knit_schema_fp.fp */
+    "  tbl text COLLATE \"C\" NOT NULL,"     /* tracked table */
+    "  pos integer NOT NULL,"                /* keys in key order, then columns by name */
+    "  name text COLLATE \"C\" NOT NULL,"    /* column */
+    "  kind smallint NOT NULL,"              /* 0 key, 1 LWW, 2 OR-set */
+    "  PRIMARY KEY(fp, tbl, pos));"
+    "CREATE TABLE IF NOT EXISTS knit_device("
+    "  principal text COLLATE \"C\" NOT NULL," /* anon:<id> / user:<sub> */
+    "  site bytea NOT NULL,"                 /* the replica's site id, 16 bytes */
+    "  fp bytea NOT NULL,"                   /* knit_schema_fp.fp, or '' when none reported */
+    "  agent text NOT NULL,"                 /* HELLO agent, or '' */
+    "  first_seen bigint NOT NULL,"          /* ms since the epoch */
+    "  last_seen bigint NOT NULL,"           /* within DEVICE_SEEN_MS */
+    "  PRIMARY KEY(principal, site));"
+    "CREATE INDEX IF NOT EXISTS knit_device_fp ON knit_device(fp);"
+    "CREATE TABLE IF NOT EXISTS knit_ident("
+    "  account text COLLATE \"C\" PRIMARY KEY," /* namespace, user:<first provider id> */
+    "  email text COLLATE \"C\" UNIQUE,"     /* primary email, normalized, or NULL */
+    "  external_id text,"                    /* the provider's external_id, or NULL */
+    "  first_name text, last_name text, image_url text," /* profile values last applied */
+    "  updated_at bigint NOT NULL DEFAULT 0," /* provider's updated_at applied (ms), 0: none */
+    "  profiled smallint NOT NULL DEFAULT 0," /* the knit_profile row was written */
+    "  created bigint NOT NULL);"            /* ms since the epoch */
+    "CREATE TABLE IF NOT EXISTS knit_ident_id("
+    "  id text COLLATE \"C\" PRIMARY KEY,"   /* provider's user id (token sub, data.id) */
+    "  account text COLLATE \"C\" NOT NULL," /* knit_ident.account */
+    "  linked bigint NOT NULL);"             /* when it was linked (ms) */
+    "CREATE INDEX IF NOT EXISTS knit_ident_id_account ON knit_ident_id(account);"
+    "CREATE TABLE IF NOT EXISTS knit_membership("
+    "  org text COLLATE \"C\" NOT NULL,"     /* the provider's organization id */
+    "  user_id text COLLATE \"C\" NOT NULL," /* the provider's user id */
+    "  account text COLLATE \"C\" NOT NULL," /* knit_ident.account it resolved to */
+    "  role text NOT NULL,"                  /* e.g. org:admin, '' when none */
+    "  present smallint NOT NULL,"           /* 1 member, 0 removed (kept against reordering) */
+    "  updated bigint NOT NULL,"             /* the event's updated_at (ms) */
+    "  PRIMARY KEY(org, user_id));"
+    "CREATE INDEX IF NOT EXISTS knit_membership_account ON knit_membership(account);";
+
 /* Prepared statements, by index; parameters are int8 (20), bytea (17) or
 ** text (25), results binary. */
 enum {
@@ -126,6 +226,10 @@ enum {
     S_ANON_GET, S_ANON_PUT, S_META_GET, S_META_PUT, S_META_SET,
     S_ERASE_CELLS, S_ERASE_COLS, S_ERASE_TBLS, S_ERASE_NS, S_ERASE_CLAIMS,
     S_NOTIFY,
+    S_DEV_GET, S_DEV_PUT, S_DEV_ERASE, S_FP_PUT, S_FP_COL_PUT, S_FP_DROP_COLS, S_FP_DROP,
+    S_TRACKS, S_ID_GET, S_ID_PUT, S_ID_MOVE, S_IDENT_GET, S_IDENT_BY_EMAIL, S_IDENT_INS,
+    S_IDENT_PUT, S_IDENT_DROP, S_IDENT_DIRTY, S_MEMBER_GET, S_MEMBER_PUT, S_MEMBER_LIST,
+    S_ROW_CELLS,
     S_COUNT
 };
 
@@ -201,6 +305,56 @@ static const struct {
                         " right(key, length($1) + 1) = chr(31) || $1)", 1, {25}},
     /* Design note 10. */
     [S_NOTIFY] = {"SELECT pg_notify('knit_seq', $1)", 1, {25}},
+    /* Devices and their schemas (design note 13; relay_store.c's note 11). */
+    [S_DEV_GET] = {"SELECT fp, agent, last_seen FROM knit_device WHERE principal = $1"
+                   " AND site = $2", 2, {25, 17}},
+    [S_DEV_PUT] = {"INSERT INTO knit_device(principal, site, fp, agent, first_seen, last_seen)"
+                   " VALUES($1, $2, $3, $4, $5, $5) ON CONFLICT(principal, site) DO UPDATE"
+                   " SET fp = EXCLUDED.fp, agent = EXCLUDED.agent,"
+                   " last_seen = EXCLUDED.last_seen", 5, {25, 17, 17, 25, 20}},
+    [S_DEV_ERASE] = {"DELETE FROM knit_device WHERE principal = $1", 1, {25}},
+    [S_FP_PUT] = {"INSERT INTO knit_schema_fp(fp, first_seen) VALUES($1, $2)"
+                  " ON CONFLICT DO NOTHING", 2, {17, 20}},
+    [S_FP_COL_PUT] = {"INSERT INTO knit_schema_col(fp, tbl, pos, name, kind)"
+                      " VALUES($1, $2, $3, $4, $5)", 5, {17, 25, 20, 25, 20}},
+    [S_FP_DROP_COLS] = {"DELETE FROM knit_schema_col WHERE fp = $1"
+                        " AND NOT EXISTS (SELECT 1 FROM knit_device WHERE fp = $1)", 1, {17}},
+    [S_FP_DROP] = {"DELETE FROM knit_schema_fp WHERE fp = $1"
+                   " AND NOT EXISTS (SELECT 1 FROM knit_device WHERE fp = $1)", 1, {17}},
+    [S_TRACKS] = {"SELECT 1 FROM knit_device d JOIN knit_schema_col c ON c.fp = d.fp"
+                  " WHERE d.principal = $1 AND c.tbl = $2 LIMIT 1", 2, {25, 25}},
+    /* The identity index (design note 13; relay_store.c's note 13). */
+    [S_ID_GET] = {"SELECT account FROM knit_ident_id WHERE id = $1", 1, {25}},
+    [S_ID_PUT] = {"INSERT INTO knit_ident_id(id, account, linked) VALUES($1, $2, $3)"
+                  " ON CONFLICT(id) DO UPDATE SET account = EXCLUDED.account,"
+                  " linked = EXCLUDED.linked", 3, {25, 25, 20}},
+    [S_ID_MOVE] = {"UPDATE knit_ident_id SET account = $2, linked = $3 WHERE account = $1", 3,
+                   {25, 25, 20}},
+    [S_IDENT_GET] = {"SELECT email, first_name, last_name, image_url, external_id, updated_at,"
+                     " profiled::int8 FROM knit_ident WHERE account = $1", 1, {25}},
+    [S_IDENT_BY_EMAIL] = {"SELECT account FROM knit_ident WHERE email = $1", 1, {25}},
+    [S_IDENT_INS] = {"INSERT INTO knit_ident(account, created) VALUES($1, $2)", 2, {25, 20}},
+    [S_IDENT_PUT] = {"UPDATE knit_ident SET email = $2, first_name = $3, last_name = $4,"
+                     " image_url = $5, external_id = $6, updated_at = $7, profiled = $8"
+                     " WHERE account = $1", 8, {25, 25, 25, 25, 25, 25, 20, 20}},
+    [S_IDENT_DROP] = {"DELETE FROM knit_ident WHERE account = $1", 1, {25}},
+    [S_IDENT_DIRTY] = {"UPDATE knit_ident SET profiled = 0 WHERE account = $1", 1, {25}},
+    [S_MEMBER_GET] = {"SELECT present::int8, role, updated FROM knit_membership"
+                      " WHERE org = $1 AND user_id = $2", 2, {25, 25}},
+    [S_MEMBER_PUT] = {"INSERT INTO knit_membership(org, user_id, account, role, present, updated)"
+                      " VALUES($1, $2, $3, $4, $5, $6) ON CONFLICT(org, user_id) DO UPDATE"
+                      " SET account = EXCLUDED.account, role = EXCLUDED.role,"
+                      " present = EXCLUDED.present, updated = EXCLUDED.updated", 6,
+                      {25, 25, 25, 25, 20, 20}},
+    [S_MEMBER_LIST] = {"SELECT org, role, present::int8, updated FROM knit_membership"
+                       " WHERE account = $1 ORDER BY org", 1, {25}},
+    /* One row's cells for REJECT's state, as catch-up's rows: liveness
+    ** first, then columns in first-seen order (relay_store.c's cid order). */
+    [S_ROW_CELLS] = {"SELECT c.tbl, c.pk, c.col, c.kind::int8, c.cl, c.hlc, c.site, c.value,"
+                     " c.seq FROM knit_cell c LEFT JOIN knit_col k ON k.ns = c.ns"
+                     " AND k.tbl = c.tbl AND k.name = c.col"
+                     " WHERE c.ns = $1 AND c.tbl = $2 AND c.pk = $3"
+                     " ORDER BY c.col <> '', k.ord", 3, {20, 25, 17}},
 };
 /* clang-format on */
 
@@ -220,10 +374,43 @@ struct knit_pg_store_s {
     int reconnect;                  /* ln is being made again: poll afterwards */
     void (*advanced)(void *arg, const char *ns, uint64_t seq); /* attach's callback */
     void *advanced_arg;                                        /* its argument */
+    int repoll;          /* db came back: announce every namespace (note 10) */
+    int timeout_ms;      /* deadline of each round trip and connect (note 11) */
+    int dead;            /* db failed or timed out: make it again first */
+    uint64_t down_since; /* monotonic ms the outage began, 0 while up */
+    uint64_t retry_at;   /* no reconnect before (monotonic ms, note 12) */
+    unsigned backoff;    /* the current wait between reconnects, ms */
+    unsigned attempts;   /* reconnects tried in this outage */
+    uint64_t outages;    /* outages recovered from */
+    char why[512];       /* the last reconnect's failure */
 };
 
 /* ---------------------------------------------------------------------- */
 /* libpq plumbing                                                           */
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Design note 11: one line in sync-relay's log format (relay.h's
+** knit_relay_log_stderr, which this library does not link). */
+static void note(const char *level, const char *fmt, ...)
+{
+    char when[32], line[700];
+    struct timespec ts;
+    struct tm tm;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    fprintf(stderr, "%s.%03ldZ sync-relay %s: %s\n", when, ts.tv_nsec / 1000000L, level, line);
+}
 
 static int set_err(knit_pg_store_t *s, int rc, const char *fmt, ...)
 {
@@ -234,18 +421,26 @@ static int set_err(knit_pg_store_t *s, int rc, const char *fmt, ...)
     return rc;
 }
 
-/* Records the server's message of a failed result (r may be NULL). */
-static int pg_err(knit_pg_store_t *s, PGresult *r, const char *what)
+/* Records the server's message of a failed result on c (r may be NULL). */
+static int pg_err_on(knit_pg_store_t *s, PGconn *c, PGresult *r, const char *what)
 {
     const char *m = r ? PQresultErrorMessage(r) : "";
     if (!m || !*m)
-        m = PQerrorMessage(s->db);
-    set_err(s, KNIT_EDB, "PostgreSQL: %s: %s", what, m && *m ? m : "failed");
-    /* One line: libpq messages end with a newline. */
+        m = PQerrorMessage(c);
+    set_err(s, KNIT_EDB, "PostgreSQL: %.200s: %s", what, m && *m ? m : "failed");
+    /* One line: libpq messages end with a newline, and may hold several. */
     size_t n = strlen(s->errmsg);
     while (n && (s->errmsg[n - 1] == '\n' || s->errmsg[n - 1] == '\r'))
         s->errmsg[--n] = '\0';
+    for (char *p = s->errmsg; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
     return KNIT_EDB;
+}
+
+static int pg_err(knit_pg_store_t *s, PGresult *r, const char *what)
+{
+    return pg_err_on(s, s->db, r, what);
 }
 
 /* Parameters of one statement. */
@@ -278,6 +473,18 @@ static void a_text(args_t *a, const char *t)
     a_bytes(a, t, strlen(t));
 }
 
+/* SQL NULL, or t. */
+static void a_text_or_null(args_t *a, const char *t)
+{
+    if (t) {
+        a_text(a, t);
+        return;
+    }
+    a->v[a->n] = NULL;
+    a->len[a->n] = 0;
+    a->fmt[a->n++] = 1;
+}
+
 static uint64_t r_u64(const PGresult *r, int row, int col)
 {
     const uint8_t *p = (const uint8_t *)PQgetvalue(r, row, col);
@@ -289,23 +496,203 @@ static uint64_t r_u64(const PGresult *r, int row, int col)
     return v;
 }
 
+/* Waits for c's socket to have events (POLLIN, POLLOUT) until deadline:
+** 1 ready, 0 the deadline passed, -1 failed. */
+static int wait_io(PGconn *c, short events, uint64_t deadline)
+{
+    int fd = PQsocket(c);
+    if (fd < 0)
+        return -1;
+    for (;;) {
+        struct pollfd p = {fd, events, 0};
+        uint64_t now = mono_ms();
+        if (now >= deadline)
+            return 0;
+        int n = poll(&p, 1, (int)(deadline - now));
+        if (n > 0)
+            return 1;
+        if (n == 0)
+            return 0;
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+/* Design note 11: the results of the query just sent on c (non-blocking),
+** as PQexec gives them (the last result, or the first failure), within
+** deadline.  NULL when the connection failed, *timed_out set when the
+** deadline passed first. */
+static PGresult *pq_wait(PGconn *c, uint64_t deadline, int *timed_out)
+{
+    PGresult *keep = NULL, *r;
+    int f, w;
+    *timed_out = 0;
+    while ((f = PQflush(c)) != 0) {
+        if (f < 0)
+            goto fail;
+        if ((w = wait_io(c, POLLIN | POLLOUT, deadline)) <= 0) {
+            *timed_out = w == 0;
+            goto fail;
+        }
+        if (!PQconsumeInput(c))
+            goto fail;
+    }
+    for (;;) {
+        while (PQisBusy(c)) {
+            if ((w = wait_io(c, POLLIN, deadline)) <= 0) {
+                *timed_out = w == 0;
+                goto fail;
+            }
+            if (!PQconsumeInput(c))
+                goto fail;
+        }
+        if (!(r = PQgetResult(c)))
+            break;
+        if (keep && PQresultStatus(keep) == PGRES_FATAL_ERROR) {
+            PQclear(r);
+        } else {
+            PQclear(keep);
+            keep = r;
+        }
+    }
+    if (PQstatus(c) != CONNECTION_OK)
+        goto fail; /* e.g. FATAL: terminating connection: the socket is gone */
+    return keep;
+fail:
+    PQclear(keep);
+    return NULL;
+}
+
+/* Connects to s->conninfo within s->timeout_ms (design note 11), the
+** connection non-blocking; *out NULL on failure. */
+static int connect_to(knit_pg_store_t *s, PGconn **out)
+{
+    uint64_t deadline = mono_ms() + (uint64_t)s->timeout_ms;
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    PGconn *c = PQconnectStart(s->conninfo);
+    int rc;
+    *out = NULL;
+    if (!c)
+        return set_err(s, KNIT_ENOMEM, "out of memory");
+    while (PQstatus(c) != CONNECTION_BAD && st != PGRES_POLLING_FAILED) {
+        if (st == PGRES_POLLING_OK) {
+            if (PQsetnonblocking(c, 1) != 0)
+                break;
+            *out = c;
+            return 0;
+        }
+        int w = wait_io(c, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline);
+        if (w == 0) {
+            PQfinish(c);
+            return set_err(s, KNIT_EDB, "PostgreSQL: connect: no answer within %d ms",
+                           s->timeout_ms);
+        }
+        if (w < 0)
+            break;
+        st = PQconnectPoll(c);
+    }
+    rc = pg_err_on(s, c, NULL, "connect");
+    PQfinish(c);
+    return rc;
+}
+
+/* Design note 12: the first failure of an outage is logged, once. */
+static void outage_begins(knit_pg_store_t *s)
+{
+    if (s->down_since)
+        return;
+    s->down_since = mono_ms();
+    s->backoff = 0;
+    s->retry_at = 0; /* the first reconnect is tried at once */
+    s->attempts = 0;
+    note("warn", "store: PostgreSQL unreachable: %s", s->errmsg);
+}
+
+/* The connection failed (timed_out: it gave no answer within the
+** deadline, and is cut): nothing of the operation is acknowledged. */
+static int lost(knit_pg_store_t *s, const char *what, int timed_out, uint64_t waited)
+{
+    if (timed_out) {
+        if (PQsocket(s->db) >= 0)
+            shutdown(PQsocket(s->db), SHUT_RDWR);
+        set_err(s, KNIT_EDB, "PostgreSQL: no answer to %.60s within %llu ms: connection dropped",
+                what, (unsigned long long)waited);
+    } else {
+        pg_err(s, NULL, what);
+    }
+    s->dead = 1;
+    s->in_txn = 0;
+    s->prepared = 0;
+    outage_begins(s);
+    return KNIT_EDB;
+}
+
+/* One round trip on the main connection: statement i with a, or (i < 0)
+** the text sql, or (a NULL) the preparation of statement i.  0 with *out
+** holding the server's answer, whatever its status; KNIT_EDB when the
+** connection failed or timed out. */
+static int round_trip(knit_pg_store_t *s, int i, const args_t *a, const char *sql, PGresult **out)
+{
+    char name[16];
+    uint64_t t0 = mono_ms();
+    const char *what = i >= 0 ? SQL[i].sql : sql;
+    int sent, timed_out = 0;
+    *out = NULL;
+    if (s->dead || PQstatus(s->db) != CONNECTION_OK)
+        return KNIT_EDB; /* errmsg already tells the failure */
+    snprintf(name, sizeof name, "k%d", i);
+    if (i < 0)
+        sent = PQsendQuery(s->db, sql);
+    else if (!a)
+        sent = PQsendPrepare(s->db, name, SQL[i].sql, SQL[i].nparams, SQL[i].types);
+    else
+        sent = PQsendQueryPrepared(s->db, name, a->n, a->v, a->len, a->fmt, 1);
+    PGresult *r = sent ? pq_wait(s->db, t0 + (uint64_t)s->timeout_ms, &timed_out) : NULL;
+    if (!r)
+        return lost(s, what, timed_out, mono_ms() - t0);
+    *out = r;
+    return 0;
+}
+
+static int ok_status(const PGresult *r)
+{
+    ExecStatusType st = PQresultStatus(r);
+    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}
+
+/* Runs sql; *out gets the result (PQclear it) when it succeeded. */
+static int exec_r(knit_pg_store_t *s, const char *sql, PGresult **out)
+{
+    PGresult *r;
+    int rc = round_trip(s, -1, NULL, sql, &r);
+    *out = NULL;
+    if (rc)
+        return rc;
+    if (!ok_status(r)) {
+        rc = pg_err(s, r, sql);
+        PQclear(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
 static int exec(knit_pg_store_t *s, const char *sql)
 {
-    PGresult *r = PQexec(s->db, sql);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-    int rc = ok ? 0 : pg_err(s, r, sql);
+    PGresult *r;
+    int rc = exec_r(s, sql, &r);
     PQclear(r);
     return rc;
 }
 
 static int prepare_all(knit_pg_store_t *s)
 {
-    char name[16];
     for (int i = 0; i < S_COUNT; i++) {
-        snprintf(name, sizeof name, "k%d", i);
-        PGresult *r = PQprepare(s->db, name, SQL[i].sql, SQL[i].nparams, SQL[i].types);
-        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        int rc = ok ? 0 : pg_err(s, r, "prepare");
+        PGresult *r;
+        int rc = round_trip(s, i, NULL, NULL, &r);
+        if (rc)
+            return rc;
+        rc = ok_status(r) ? 0 : pg_err(s, r, "prepare");
         PQclear(r);
         if (rc)
             return rc;
@@ -317,14 +704,14 @@ static int prepare_all(knit_pg_store_t *s)
 /* Runs statement i; *out gets the result (PQclear it) when it succeeded. */
 static int run(knit_pg_store_t *s, int i, const args_t *a, PGresult **out)
 {
-    char name[16];
-    snprintf(name, sizeof name, "k%d", i);
-    PGresult *r = PQexecPrepared(s->db, name, a->n, a->v, a->len, a->fmt, 1);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        int rc = pg_err(s, r, SQL[i].sql);
+    PGresult *r;
+    int rc = round_trip(s, i, a, NULL, &r);
+    *out = NULL;
+    if (rc)
+        return rc;
+    if (!ok_status(r)) {
+        rc = pg_err(s, r, SQL[i].sql);
         PQclear(r);
-        *out = NULL;
         return rc;
     }
     *out = r;
@@ -344,17 +731,62 @@ static int run_n(knit_pg_store_t *s, int i, const args_t *a, int *changed)
     return 0;
 }
 
-/* Design note 9: before an operation, a broken connection is made again. */
-static int ready(knit_pg_store_t *s)
+static void ln_wake(knit_pg_store_t *s);
+
+/* A new main connection, with its session settings and statements. */
+static int reconnect(knit_pg_store_t *s)
 {
-    if (PQstatus(s->db) == CONNECTION_OK)
-        return 0;
+    PGconn *c;
+    int rc = connect_to(s, &c);
+    if (rc)
+        return rc;
+    PQfinish(s->db);
+    s->db = c;
+    s->dead = 0;
     s->in_txn = 0;
     s->prepared = 0;
-    PQreset(s->db);
-    if (PQstatus(s->db) != CONNECTION_OK)
-        return pg_err(s, NULL, "reconnect");
-    return prepare_all(s);
+    if ((rc = exec(s, "SET client_min_messages = warning")) != 0 || (rc = prepare_all(s)) != 0) {
+        s->dead = 1; /* tried again after the backoff */
+        return rc;
+    }
+    return 0;
+}
+
+/* Design notes 9 and 12: before an operation, a broken connection is made
+** again, at most once per backoff period; meanwhile operations fail at
+** once. */
+static int ready(knit_pg_store_t *s)
+{
+    uint64_t now = mono_ms();
+    int rc;
+    if (!s->dead && PQstatus(s->db) == CONNECTION_OK)
+        return 0;
+    if (!s->down_since) {
+        pg_err(s, NULL, "connection");
+        outage_begins(s);
+    }
+    if (now < s->retry_at)
+        return set_err(s, KNIT_EDB,
+                       "PostgreSQL unreachable for %llu ms (next reconnect in %llu ms): %s",
+                       (unsigned long long)(now - s->down_since),
+                       (unsigned long long)(s->retry_at - now), s->why);
+    s->attempts++;
+    if ((rc = reconnect(s)) != 0) {
+        snprintf(s->why, sizeof s->why, "%s", s->errmsg);
+        s->backoff = s->backoff ? s->backoff * 2 : BACKOFF_MIN_MS;
+        if (s->backoff > BACKOFF_MAX_MS)
+            s->backoff = BACKOFF_MAX_MS;
+        s->retry_at = mono_ms() + s->backoff;
+        return rc;
+    }
+    note("info", "store: PostgreSQL back after %llu ms (%u reconnect attempts)",
+         (unsigned long long)(mono_ms() - s->down_since), s->attempts);
+    s->outages++;
+    s->down_since = 0;
+    s->backoff = 0;
+    s->retry_at = 0;
+    ln_wake(s); /* design note 10: announce what may have been missed */
+    return 0;
 }
 
 static int begin(knit_pg_store_t *s, const char *how)
@@ -368,19 +800,33 @@ static int begin(knit_pg_store_t *s, const char *how)
     return 0;
 }
 
+/* Design note 1: a COMMIT in an aborted transaction succeeds with the
+** status "ROLLBACK"; only "COMMIT" means committed. */
 static int commit(knit_pg_store_t *s)
 {
+    PGresult *r;
+    int rc;
     s->in_txn = 0;
-    return exec(s, "COMMIT");
+    if ((rc = exec_r(s, "COMMIT", &r)) != 0)
+        return rc;
+    if (strcmp(PQcmdStatus(r), "COMMIT") != 0)
+        rc = set_err(s, KNIT_EDB, "PostgreSQL: COMMIT answered %s: nothing was committed",
+                     PQcmdStatus(r));
+    PQclear(r);
+    return rc;
 }
 
 static void rollback(knit_pg_store_t *s)
 {
+    char keep[sizeof s->errmsg];
     if (!s->in_txn)
         return;
     s->in_txn = 0;
-    PGresult *r = PQexec(s->db, "ROLLBACK");
-    PQclear(r);
+    if (s->dead || PQstatus(s->db) != CONNECTION_OK)
+        return; /* the server rolls back a transaction whose connection ended */
+    memcpy(keep, s->errmsg, sizeof keep);
+    exec(s, "ROLLBACK");
+    memcpy(s->errmsg, keep, sizeof keep);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -395,7 +841,10 @@ static int check_schema(knit_pg_store_t *s)
     snprintf(sql, sizeof sql, "SELECT pg_advisory_xact_lock(%d)", LOCK_KEY);
     if ((rc = begin(s, "BEGIN")) != 0 || (rc = exec(s, sql)) != 0)
         goto out;
-    r = PQexec(s->db, "SELECT convert_from(value, 'UTF8') FROM knit_meta WHERE key = 'schema'");
+    if ((rc = round_trip(s, -1, NULL,
+                         "SELECT convert_from(value, 'UTF8') FROM knit_meta WHERE key = 'schema'",
+                         &r)) != 0)
+        goto out;
     if (PQresultStatus(r) == PGRES_TUPLES_OK) {
         long v = PQntuples(r) == 1 ? strtol(PQgetvalue(r, 0, 0), NULL, 10) : 0;
         PQclear(r);
@@ -407,6 +856,16 @@ static int check_schema(knit_pg_store_t *s)
         } else if (v < 1) {
             rc = set_err(s, KNIT_ENOTREPLICA,
                          "knit_meta holds no schema version: not a knit relay store");
+        } else if (v < KNIT_PG_SCHEMA_VERSION) {
+            /* Design note 13: the upgrade, under the lock, in one transaction. */
+            snprintf(sql, sizeof sql, "UPDATE knit_meta SET value = '%d' WHERE key = 'schema'",
+                     KNIT_PG_SCHEMA_VERSION);
+            if ((rc = exec(s, SCHEMA_V2)) != 0 || (rc = exec(s, sql)) != 0)
+                goto out;
+            if ((rc = commit(s)) == 0)
+                note("info", "store: PostgreSQL schema upgraded from version %ld to %d", v,
+                     KNIT_PG_SCHEMA_VERSION);
+            return rc;
         }
         goto out;
     }
@@ -415,7 +874,8 @@ static int check_schema(knit_pg_store_t *s)
     rollback(s);
     if ((rc = begin(s, "BEGIN")) != 0 || (rc = exec(s, sql)) != 0)
         goto out;
-    r = PQexec(s->db, "SELECT to_regclass('knit_meta') IS NOT NULL");
+    if ((rc = exec_r(s, "SELECT to_regclass('knit_meta') IS NOT NULL", &r)) != 0)
+        goto out;
     int exists = PQresultStatus(r) == PGRES_TUPLES_OK && PQgetvalue(r, 0, 0)[0] == 't';
     PQclear(r);
     if (exists) { /* another relay created it meanwhile */
@@ -424,7 +884,7 @@ static int check_schema(knit_pg_store_t *s)
     }
     snprintf(sql, sizeof sql, "INSERT INTO knit_meta(key, value) VALUES('schema', '%d')",
              KNIT_PG_SCHEMA_VERSION);
-    if ((rc = exec(s, SCHEMA)) != 0 || (rc = exec(s, sql)) != 0)
+    if ((rc = exec(s, SCHEMA)) != 0 || (rc = exec(s, SCHEMA_V2)) != 0 || (rc = exec(s, sql)) != 0)
         goto out;
     return commit(s);
 out:
@@ -435,21 +895,22 @@ out:
 int knit_pg_store_open(const char *conninfo, knit_pg_store_t **out) /* see store_pg.h */
 {
     knit_pg_store_t *s = knit__calloc(1, sizeof *s);
+    const char *t = getenv("KNIT_PG_TIMEOUT_MS");
     int rc;
     *out = NULL;
     if (!s)
         return KNIT_ENOMEM;
-    s->db = PQconnectdb(conninfo);
+    s->timeout_ms = TIMEOUT_MS;
+    if (t && atoi(t) > 0)
+        s->timeout_ms = atoi(t);
     s->conninfo = knit__strdup(conninfo);
     *out = s;
     if (!s->conninfo)
         return set_err(s, KNIT_ENOMEM, "out of memory");
-    if (!s->db)
-        return set_err(s, KNIT_ENOMEM, "out of memory");
-    if (PQstatus(s->db) != CONNECTION_OK)
-        return pg_err(s, NULL, "connect");
-    PQclear(PQexec(s->db, "SET client_min_messages = warning"));
-    if ((rc = check_schema(s)) != 0 || (rc = prepare_all(s)) != 0)
+    if ((rc = connect_to(s, &s->db)) != 0)
+        return rc;
+    if ((rc = exec(s, "SET client_min_messages = warning")) != 0 || (rc = check_schema(s)) != 0 ||
+        (rc = prepare_all(s)) != 0)
         return rc;
     return 0;
 }
@@ -1794,7 +2255,8 @@ static int b_erase(void *data, const char *ns, knit_relay_done_fn done, void *ar
     if ((rc = run_n(s, S_ERASE_CELLS, &a, &n)) != 0 ||
         (rc = run_n(s, S_ERASE_COLS, &a, NULL)) != 0 ||
         (rc = run_n(s, S_ERASE_TBLS, &a, NULL)) != 0 ||
-        (rc = run_n(s, S_ERASE_CLAIMS, &t, NULL)) != 0)
+        (rc = run_n(s, S_ERASE_CLAIMS, &t, NULL)) != 0 ||
+        (rc = run_n(s, S_DEV_ERASE, &t, NULL)) != 0)
         goto out;
     if (locks[0].seq == 0 && n == 0) {
         rc = set_err(s, KNIT_ENOTFOUND, "no namespace %s", ns);
@@ -1807,6 +2269,606 @@ out:
     rollback(s);
     knit__free(locks);
     return rc;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Devices (design note 13)                                                 */
+
+/* Stores the rows of schema sc under its fingerprint, once. */
+static int put_schema(knit_pg_store_t *s, const knit_schema_t *sc, uint64_t now_ms)
+{
+    args_t a = {0};
+    int rc, n = 0;
+    a_bytes(&a, sc->fp, KNIT_SCHEMA_FP_LEN);
+    a_u64(&a, now_ms);
+    if ((rc = run_n(s, S_FP_PUT, &a, &n)) != 0 || n == 0)
+        return rc; /* already known: its rows are there */
+    for (size_t i = 0; i < sc->ntables; i++) {
+        const knit_schema_table_t *t = &sc->tables[i];
+        for (uint32_t c = 0; c < t->nkeys + t->ncols; c++) {
+            int key = c < t->nkeys;
+            args_t p = {0};
+            a_bytes(&p, sc->fp, KNIT_SCHEMA_FP_LEN);
+            a_text(&p, t->name);
+            a_u64(&p, c);
+            a_text(&p, key ? t->keys[c] : t->cols[c - t->nkeys].name);
+            a_u64(&p, key ? 0 : t->cols[c - t->nkeys].orset ? 2 : 1);
+            if ((rc = run_n(s, S_FP_COL_PUT, &p, NULL)) != 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+/* store.h's device_seen, as relay_store.h's knit_relay_store_device_seen. */
+static int b_device_seen(void *data, const char *principal, const knit_site_t *site,
+                         const knit_schema_t *schema, const char *agent, uint64_t now_ms)
+{
+    knit_pg_store_t *s = data;
+    uint8_t old[KNIT_SCHEMA_FP_LEN];
+    const uint8_t *fp = schema ? schema->fp : (const uint8_t *)"";
+    size_t fplen = schema ? KNIT_SCHEMA_FP_LEN : 0, oldlen = 0;
+    char lock[64];
+    args_t a = {0};
+    PGresult *r;
+    int rc;
+
+    if (!agent)
+        agent = "";
+    if (s->in_txn)
+        return set_err(s, KNIT_EINVAL, "device_seen inside a transaction");
+    if ((rc = ready(s)) != 0)
+        return rc;
+    a_text(&a, principal);
+    a_bytes(&a, site->b, sizeof site->b);
+    if ((rc = run(s, S_DEV_GET, &a, &r)) != 0)
+        return rc;
+    if (PQntuples(r) == 1) {
+        uint64_t last = r_u64(r, 0, 2);
+        if (PQgetlength(r, 0, 0) == KNIT_SCHEMA_FP_LEN) {
+            oldlen = KNIT_SCHEMA_FP_LEN;
+            memcpy(old, PQgetvalue(r, 0, 0), KNIT_SCHEMA_FP_LEN);
+        }
+        /* Only the time changed, and by less than DEVICE_SEEN_MS: nothing. */
+        int same = oldlen == fplen && (!fplen || memcmp(old, fp, KNIT_SCHEMA_FP_LEN) == 0) &&
+                   strcmp(PQgetvalue(r, 0, 1), agent) == 0 && now_ms < last + DEVICE_SEEN_MS &&
+                   now_ms >= last;
+        if (same) {
+            PQclear(r);
+            return 0;
+        }
+    }
+    PQclear(r);
+    snprintf(lock, sizeof lock, "SELECT pg_advisory_xact_lock(%d)", LOCK_DEVICE);
+    if ((rc = begin(s, "BEGIN")) != 0 || (rc = exec(s, lock)) != 0)
+        goto out;
+    if (schema && (rc = put_schema(s, schema, now_ms)) != 0)
+        goto out;
+    memset(&a, 0, sizeof a);
+    a_text(&a, principal);
+    a_bytes(&a, site->b, sizeof site->b);
+    a_bytes(&a, fp, fplen);
+    a_text(&a, agent);
+    a_u64(&a, now_ms);
+    if ((rc = run_n(s, S_DEV_PUT, &a, NULL)) != 0)
+        goto out;
+    /* The old schema goes once no device runs it. */
+    if (oldlen && (oldlen != fplen || memcmp(old, fp, KNIT_SCHEMA_FP_LEN) != 0)) {
+        memset(&a, 0, sizeof a);
+        a_bytes(&a, old, KNIT_SCHEMA_FP_LEN);
+        if ((rc = run_n(s, S_FP_DROP_COLS, &a, NULL)) != 0 ||
+            (rc = run_n(s, S_FP_DROP, &a, NULL)) != 0)
+            goto out;
+    }
+    rc = commit(s);
+out:
+    rollback(s);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The identity index (design note 13)                                      */
+
+/* Text of column col of row 0 as an owned copy (NULL for SQL NULL). */
+static char *r_dup(const PGresult *r, int col, int *rc)
+{
+    char *d;
+    if (PQgetisnull(r, 0, col))
+        return NULL;
+    if (!(d = knit__strdup(PQgetvalue(r, 0, col))))
+        *rc = KNIT_ENOMEM;
+    return d;
+}
+
+/* The account statement `which` finds for key into acc[0..n) ("" when
+** none). */
+static int ident_find(knit_pg_store_t *s, int which, const char *key, char *acc, size_t n)
+{
+    args_t a = {0};
+    PGresult *r;
+    int rc;
+    acc[0] = '\0';
+    if (!key || !*key)
+        return 0;
+    a_text(&a, key);
+    if ((rc = run(s, which, &a, &r)) != 0)
+        return rc;
+    if (PQntuples(r) == 1)
+        snprintf(acc, n, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return 0;
+}
+
+static int tracks_q(knit_pg_store_t *s, const char *account, const char *table, int *is)
+{
+    args_t a = {0};
+    PGresult *r;
+    int rc;
+    *is = 0;
+    a_text(&a, account);
+    a_text(&a, table);
+    if ((rc = run(s, S_TRACKS, &a, &r)) != 0)
+        return rc;
+    *is = PQntuples(r) > 0;
+    PQclear(r);
+    return 0;
+}
+
+/* Runs a statement whose parameters are texts t[0..n), then (ms not
+** NULL) one int8. */
+static int run_texts(knit_pg_store_t *s, int which, const char *const *t, int n, const uint64_t *ms)
+{
+    args_t a = {0};
+    for (int i = 0; i < n; i++)
+        a_text(&a, t[i]);
+    if (ms)
+        a_u64(&a, *ms);
+    return run_n(s, which, &a, NULL);
+}
+
+/* Drops from b the changes of table `table`, in place, and units left
+** empty (relay_store.c's drop_table). */
+static void drop_table(knit_batch_t *b, const char *table)
+{
+    size_t w = 0, wt = 0;
+    for (size_t u = 0; u < b->ntxns; u++) {
+        knit_txn_t t = b->txns[u];
+        size_t first = w;
+        for (size_t i = t.first; i < t.first + t.count; i++)
+            if (strcmp(b->tables[b->changes[i].table].name, table) != 0)
+                b->changes[w++] = b->changes[i];
+        if (w > first) {
+            b->txns[wt].version = t.version;
+            b->txns[wt].first = first;
+            b->txns[wt].count = w - first;
+            wt++;
+        }
+    }
+    b->nchanges = w;
+    b->ntxns = wt;
+}
+
+/* Merges the cells of provisional account from into to, inside the open
+** transaction, holding both namespaces' locks (design note 3): the
+** claim's CRDT union, but for knit_profile (relay_store.c's merge_into).
+** *seq gets to's sequence after, 0 when nothing was merged. */
+static int merge_into(knit_pg_store_t *s, const char *from, const char *to, uint64_t *seq)
+{
+    const char *names[2] = {from, to};
+    lock_t *locks = NULL, *lt;
+    size_t nl;
+    uint64_t after = 0;
+    int more = 1, rc;
+    *seq = 0;
+    if ((rc = lock_all(s, names, 2, &locks, &nl)) != 0)
+        return rc;
+    lt = lock_find(locks, nl, to);
+    while (more && rc == 0) {
+        knit_batch_t *b = NULL;
+        knit_relay_applied_t res;
+        uint64_t reached = 0;
+        uint32_t to_idx;
+        if ((rc = knit_batch_new(&b)) != 0)
+            break;
+        more = 0;
+        if ((rc = catch_up_in(s, from, after, 4096, b, &reached, &more)) == 0) {
+            drop_table(b, KNIT_PROFILE_TABLE);
+            if (b->nchanges && (rc = knit_batch_ns(b, to, &to_idx)) == 0) {
+                for (size_t i = 0; i < b->nchanges; i++)
+                    b->changes[i].ns = to_idx;
+                if ((rc = apply_push(s, to, lt->id, &lt->seq, b, &res)) == 0) {
+                    if (res.last_seq)
+                        *seq = res.last_seq;
+                    knit_batch_free(res.fanout);
+                }
+            }
+        }
+        knit_batch_free(b);
+        after = reached;
+    }
+    if (rc == 0)
+        rc = notify_all(s, locks, nl); /* design note 10: other relays' subscribers */
+    knit__free(locks);
+    return rc;
+}
+
+/* The body of identify, inside its transaction (relay_store.c's
+** identify_in, statement for statement). */
+static int identify_in(knit_pg_store_t *s, const knit_ident_t *in, uint64_t now_ms,
+                       knit_ident_result_t *out)
+{
+    char a[KNIT_IDENT_NS_MAX], b[KNIT_IDENT_NS_MAX], key[512], v[64];
+    char *cur[KNIT_PROFILE_NFIELDS + 1] = {NULL}; /* fields, then external_id */
+    const char *want[KNIT_PROFILE_NFIELDS + 1];
+    uint64_t updated = 0;
+    int profiled = 0, rc, n = 0, have_email = out->email[0] != '\0';
+    args_t q = {0};
+    PGresult *r;
+    long len;
+
+    if ((rc = ident_find(s, S_ID_GET, in->id, a, sizeof a)) != 0 ||
+        (have_email && (rc = ident_find(s, S_IDENT_BY_EMAIL, out->email, b, sizeof b)) != 0))
+        return rc;
+    if (!have_email)
+        b[0] = '\0';
+    if (a[0] && b[0] && strcmp(a, b) != 0) {
+        /* The id's account and the email's differ: a provisional account
+        ** (no email) moves to the email's, a real one stays. */
+        int a_has_email = 0;
+        a_text(&q, a);
+        if ((rc = run(s, S_IDENT_GET, &q, &r)) != 0)
+            return rc;
+        a_has_email = PQntuples(r) == 1 && !PQgetisnull(r, 0, 0);
+        PQclear(r);
+        if (!a_has_email) {
+            const char *mv[2] = {a, b};
+            if ((rc = run_texts(s, S_ID_MOVE, mv, 2, &now_ms)) != 0 ||
+                (rc = run_texts(s, S_IDENT_DROP, mv, 1, NULL)) != 0)
+                return rc;
+            /* What was written in the provisional account comes along. */
+            if ((rc = merge_into(s, a, b, &out->merged_seq)) != 0)
+                return rc;
+            snprintf(out->moved_from, sizeof out->moved_from, "%s", a);
+            snprintf(out->account, sizeof out->account, "%s", b);
+            out->action = KNIT_IDENT_RELINKED;
+        } else {
+            snprintf(out->account, sizeof out->account, "%s", a);
+            out->action = KNIT_IDENT_UPDATED;
+            out->email_conflict = 1;
+            have_email = 0;
+        }
+    } else if (a[0]) {
+        snprintf(out->account, sizeof out->account, "%s", a);
+        out->action = KNIT_IDENT_UPDATED;
+    } else if (b[0]) {
+        const char *put[2] = {in->id, b};
+        if ((rc = run_texts(s, S_ID_PUT, put, 2, &now_ms)) != 0)
+            return rc;
+        snprintf(out->account, sizeof out->account, "%s", b);
+        out->action = KNIT_IDENT_RELINKED;
+    } else {
+        const char *put[2] = {in->id, out->account};
+        if (snprintf(out->account, sizeof out->account, "user:%s", in->id) >=
+            (int)sizeof out->account)
+            return set_err(s, KNIT_EINVAL, "provider id too long");
+        /* An erased account is not made again (b_erased's tombstone). */
+        if ((rc = key2(key, sizeof key, "erased", out->account, NULL)) != 0 ||
+            (rc = meta_get(s, key, v, sizeof v, &len)) != 0)
+            return rc;
+        if (len >= 0) {
+            out->erased = 1;
+            return 0;
+        }
+        if ((rc = run_texts(s, S_IDENT_INS, put + 1, 1, &now_ms)) != 0 ||
+            (rc = run_texts(s, S_ID_PUT, put, 2, &now_ms)) != 0)
+            return rc;
+        out->action = KNIT_IDENT_CREATED;
+    }
+
+    /* The account's stored values. */
+    memset(&q, 0, sizeof q);
+    a_text(&q, out->account);
+    if ((rc = run(s, S_IDENT_GET, &q, &r)) != 0)
+        return rc;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return set_err(s, KNIT_ECORRUPT, "identity index: %s has an id but no account row",
+                       out->account);
+    }
+    /* email, first_name, last_name, image_url, external_id: KNIT_PROFILE_*
+    ** order, then external_id. */
+    for (int f = 0; f <= KNIT_PROFILE_NFIELDS; f++)
+        cur[f] = r_dup(r, f, &rc);
+    updated = r_u64(r, 0, 5);
+    profiled = r_u64(r, 0, 6) != 0;
+    PQclear(r);
+    if (rc)
+        goto done;
+
+    for (int f = 0; f < KNIT_PROFILE_NFIELDS; f++)
+        want[f] = in->field[f];
+    want[KNIT_PROFILE_EMAIL] = have_email ? out->email : NULL;
+    want[KNIT_PROFILE_NFIELDS] = in->external_id;
+    out->stale = in->updated_ms && in->updated_ms < updated;
+    if (!out->stale) {
+        for (int f = 0; f <= KNIT_PROFILE_NFIELDS; f++) {
+            /* A sign-in fills only what no webhook set. */
+            int allowed = in->updated_ms > 0 || updated == 0 || !cur[f];
+            if (!want[f] || !allowed || (cur[f] && strcmp(cur[f], want[f]) == 0))
+                continue;
+            knit__free(cur[f]);
+            if (!(cur[f] = knit__strdup(want[f]))) {
+                rc = KNIT_ENOMEM;
+                goto done;
+            }
+            if (f < KNIT_PROFILE_NFIELDS)
+                out->changed |= 1u << f;
+        }
+        if (in->updated_ms > updated)
+            updated = in->updated_ms;
+    }
+    out->tracks[0] = in->tracks[0];
+    out->tracks[1] = in->tracks[1];
+    if ((!out->tracks[0] &&
+         (rc = tracks_q(s, out->account, KNIT_PROFILE_TABLE, &out->tracks[0])) != 0) ||
+        (!out->tracks[1] &&
+         (rc = tracks_q(s, out->account, KNIT_ACTIVITY_TABLE, &out->tracks[1])) != 0))
+        goto done;
+    if (out->tracks[0] && !profiled) {
+        /* The row was never written: all it has, and its liveness. */
+        out->new_row = 1;
+        profiled = 1;
+        for (int f = 0; f < KNIT_PROFILE_NFIELDS; f++)
+            if (cur[f])
+                out->changed |= 1u << f;
+    }
+    if (!out->tracks[0])
+        out->changed = 0; /* nothing to write: it is written in full once tracked */
+    out->updated_ms = in->updated_ms ? in->updated_ms : now_ms;
+    memset(&q, 0, sizeof q);
+    a_text(&q, out->account);
+    for (int f = 0; f <= KNIT_PROFILE_NFIELDS; f++)
+        a_text_or_null(&q, cur[f]);
+    a_u64(&q, updated);
+    a_u64(&q, (uint64_t)profiled);
+    if ((rc = run_n(s, S_IDENT_PUT, &q, &n)) != 0)
+        goto done;
+    if (n != 1) {
+        rc = set_err(s, KNIT_ECORRUPT, "identity index: no account row %s", out->account);
+        goto done;
+    }
+    for (int f = 0; f < KNIT_PROFILE_NFIELDS; f++) {
+        out->field[f] = cur[f];
+        cur[f] = NULL;
+    }
+done:
+    for (int f = 0; f <= KNIT_PROFILE_NFIELDS; f++)
+        knit__free(cur[f]);
+    return rc;
+}
+
+/* Begins a transaction serialized with every other identity write, from
+** any relay on the database (design note 13). */
+static int begin_ident(knit_pg_store_t *s)
+{
+    char lock[64];
+    int rc;
+    snprintf(lock, sizeof lock, "SELECT pg_advisory_xact_lock(%d)", LOCK_IDENT);
+    if ((rc = begin(s, "BEGIN")) != 0)
+        return rc;
+    if ((rc = exec(s, lock)) != 0)
+        rollback(s);
+    return rc;
+}
+
+/* store.h's identify, as relay_store.h's knit_relay_store_identify. */
+static int b_identify(void *data, const knit_ident_t *in, uint64_t now_ms, knit_ident_result_t *out)
+{
+    knit_pg_store_t *s = data;
+    int rc;
+    memset(out, 0, sizeof *out);
+    if (!in->id || !*in->id || strlen(in->id) > 128)
+        return set_err(s, KNIT_EINVAL, "identity without an acceptable provider id");
+    if (s->in_txn)
+        return set_err(s, KNIT_EINVAL, "identify inside a transaction");
+    if (knit_relay_normalize_email(in->email, out->email, sizeof out->email) != 0)
+        out->email[0] = '\0'; /* not an email this index can hold: matched by id alone */
+    if ((rc = begin_ident(s)) != 0)
+        return rc;
+    rc = identify_in(s, in, now_ms, out);
+    if (rc == 0 && !out->erased)
+        rc = commit(s);
+    rollback(s);
+    if (rc != 0)
+        knit_relay_ident_result_clear(out);
+    return rc;
+}
+
+static int b_ident_dirty(void *data, const char *account)
+{
+    knit_pg_store_t *s = data;
+    int rc;
+    if ((rc = ready(s)) != 0)
+        return rc;
+    return run_texts(s, S_IDENT_DIRTY, &account, 1, NULL);
+}
+
+int knit_pg_store_membership(knit_pg_store_t *s, const char *org, const char *user_id,
+                             const char *account, const char *role, int present,
+                             uint64_t updated_ms, int *stale) /* see store_pg.h */
+{
+    args_t a = {0};
+    PGresult *r;
+    int rc;
+    *stale = 0;
+    if (s->in_txn)
+        return set_err(s, KNIT_EINVAL, "membership inside a transaction");
+    if ((rc = begin_ident(s)) != 0)
+        return rc;
+    a_text(&a, org);
+    a_text(&a, user_id);
+    if ((rc = run(s, S_MEMBER_GET, &a, &r)) != 0)
+        goto out;
+    /* Deliveries come out of order: an older event changes nothing. */
+    *stale = PQntuples(r) == 1 && r_u64(r, 0, 2) > updated_ms;
+    PQclear(r);
+    if (!*stale) {
+        a_text(&a, account ? account : "");
+        a_text(&a, role ? role : "");
+        a_u64(&a, present != 0);
+        a_u64(&a, updated_ms);
+        if ((rc = run_n(s, S_MEMBER_PUT, &a, NULL)) != 0)
+            goto out;
+    }
+    rc = commit(s);
+out:
+    rollback(s);
+    return rc;
+}
+
+/* store.h's memberships, as relay_store.h's knit_relay_store_memberships. */
+static int b_memberships(void *data, const char *account, knit_relay_member_fn fn, void *arg)
+{
+    knit_pg_store_t *s = data;
+    args_t a = {0};
+    PGresult *r;
+    int rc;
+    if ((rc = ready(s)) != 0)
+        return rc;
+    a_text(&a, account);
+    if ((rc = run(s, S_MEMBER_LIST, &a, &r)) != 0)
+        return rc;
+    for (int i = 0; i < PQntuples(r); i++)
+        fn(arg, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), r_u64(r, i, 2) != 0, r_u64(r, i, 3));
+    PQclear(r);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* REJECT's state (design note 13)                                          */
+
+/* 1 when the cell at row i is to be sent for refused change ch of bt:
+** every cell of the row when its liveness is refused (whole), else only
+** the refused column's; never one naming an unknown table or column (a
+** damaged cell is no state to send). */
+static int refused_cell(ctabs_t *C, PGresult *r, int i, const knit_batch_table_t *bt,
+                        const knit_change_t *ch, int whole)
+{
+    const char *col = PQgetvalue(r, i, 2);
+    ctab_t *t;
+    int rc, known = !col[0];
+    if ((rc = ctab_get(C, PQgetvalue(r, i, 0), &t)) != 0)
+        return rc;
+    for (uint32_t k = 0; t && !known && k < t->ncols; k++)
+        known = strcmp(t->cols[k], col) == 0;
+    if (!t || !known)
+        return 0;
+    if (whole)
+        return 1;
+    if (!col[0] || ch->col == 0 || ch->col > bt->ncols)
+        return 0;
+    return strcmp(col, bt->cols[ch->col - 1]) == 0;
+}
+
+/* The cells of refused changes, inside an open transaction. */
+static int cells_in(knit_pg_store_t *s, const char *ns, const knit_batch_t *b,
+                    const size_t *changes, size_t n, knit_batch_t *out)
+{
+    ctabs_t C;
+    knit_value_t *pkbuf = NULL;
+    uint32_t pkcap = 0, ns_idx;
+    uint64_t cur = 0;
+    uint8_t *key = NULL;
+    int rc;
+
+    memset(&C, 0, sizeof C);
+    C.s = s;
+    C.b = out;
+    if ((rc = knit_batch_ns(out, ns, &ns_idx)) != 0 || (rc = ns_get(s, ns, &C.nsid, &cur)) != 0 ||
+        C.nsid == 0)
+        return rc;
+    if ((rc = knit_batch_begin(out, cur ? cur : 1)) != 0)
+        return rc;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (changes[i] >= b->nchanges)
+            continue;
+        const knit_change_t *ch = &b->changes[changes[i]];
+        const knit_batch_table_t *bt = &b->tables[ch->table];
+        int whole = 0, seen = 0;
+        /* One reason per row is enough when its liveness is refused. */
+        for (size_t j = 0; j < n; j++) {
+            if (changes[j] >= b->nchanges)
+                continue;
+            const knit_change_t *o = &b->changes[changes[j]];
+            int same = o->table == ch->table;
+            for (uint32_t k = 0; same && k < bt->npk; k++)
+                same = knit_value_cmp(&o->pk[k], &ch->pk[k]) == 0;
+            if (same && o->col == 0)
+                whole = 1;
+            if (same && j < i && (o->col == 0 || whole))
+                seen = 1;
+        }
+        if (seen)
+            continue;
+        size_t len = 0;
+        for (uint32_t k = 0; k < bt->npk; k++)
+            len += knit_value_encoded_size(&ch->pk[k]);
+        knit__free(key);
+        if (!(key = knit__malloc(len + 1))) {
+            rc = KNIT_ENOMEM;
+            break;
+        }
+        len = 0;
+        for (uint32_t k = 0; k < bt->npk; k++)
+            len += knit_value_encode(&ch->pk[k], key + len);
+        args_t a = {0};
+        PGresult *r;
+        a_u64(&a, (uint64_t)C.nsid);
+        a_text(&a, bt->name);
+        a_bytes(&a, key, len);
+        if ((rc = run(s, S_ROW_CELLS, &a, &r)) != 0)
+            break;
+        for (int k = 0; k < PQntuples(r) && rc == 0; k++) {
+            if ((rc = refused_cell(&C, r, k, bt, ch, whole)) == 1)
+                rc = catch_row(&C, ns, r, k, ns_idx, &pkbuf, &pkcap);
+            if (rc > 0)
+                rc = 0; /* skipped */
+        }
+        PQclear(r);
+    }
+    ctabs_free(&C);
+    knit__free(pkbuf);
+    knit__free(key);
+    return rc;
+}
+
+/* store.h's cells, as relay_store.h's knit_relay_store_cells: one
+** snapshot, like catch-up (design note 6). */
+static int b_cells(void *data, const char *ns, const knit_batch_t *b, const size_t *changes,
+                   size_t n, knit_batch_t **out)
+{
+    knit_pg_store_t *s = data;
+    knit_batch_t *o;
+    int own = !s->in_txn, rc;
+    *out = NULL;
+    if ((rc = knit_batch_new(&o)) != 0)
+        return rc;
+    if (own && (rc = begin(s, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")) != 0) {
+        knit_batch_free(o);
+        return rc;
+    }
+    rc = cells_in(s, ns, b, changes, n, o);
+    if (own) {
+        if (rc == 0)
+            rc = commit(s);
+        rollback(s);
+    }
+    if (rc) {
+        knit_batch_free(o);
+        return rc;
+    }
+    *out = o;
+    return 0;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1835,51 +2897,78 @@ static void ln_announce(knit_pg_store_t *s, const char *payload)
     s->advanced(s->advanced_arg, ns, (uint64_t)seq);
 }
 
-static void on_ln_readable(uv_poll_t *h, int status, int events)
+/* The notifications libpq holds for ln. */
+static void ln_drain(knit_pg_store_t *s)
 {
-    knit_pg_store_t *s = h->data;
     PGnotify *n;
-    (void)events;
-    if (status < 0 || !PQconsumeInput(s->ln)) {
-        ln_drop(s);
-        return;
-    }
-    while ((n = PQnotifies(s->ln)) != NULL) {
+    while (s->ln && (n = PQnotifies(s->ln)) != NULL) {
         /* The engine fans out its own commits already. */
         if (n->be_pid != PQbackendPID(s->db))
             ln_announce(s, n->extra);
         PQfreemem(n);
     }
+}
+
+static void on_ln_readable(uv_poll_t *h, int status, int events)
+{
+    knit_pg_store_t *s = h->data;
+    (void)events;
+    if (status < 0 || !PQconsumeInput(s->ln)) {
+        ln_drop(s);
+        return;
+    }
+    ln_drain(s);
     if (PQstatus(s->ln) != CONNECTION_OK)
         ln_drop(s);
 }
 
-/* The poll after a reconnect: every namespace's sequence. */
-static void ln_poll_all(knit_pg_store_t *s)
+/* One round trip on ln within the deadline (note 11): 1 if it succeeded. */
+static int ln_exec(knit_pg_store_t *s, const char *sql, PGresult **out)
 {
-    PGresult *r = PQexec(s->ln, "SELECT name || ':' || seq FROM knit_ns WHERE seq > 0");
-    if (PQresultStatus(r) == PGRES_TUPLES_OK)
-        for (int i = 0; i < PQntuples(r); i++)
-            ln_announce(s, PQgetvalue(r, i, 0));
+    int timed_out;
+    PGresult *r = NULL;
+    *out = NULL;
+    if (PQsendQuery(s->ln, sql))
+        r = pq_wait(s->ln, mono_ms() + (uint64_t)s->timeout_ms, &timed_out);
+    if (r && ok_status(r)) {
+        *out = r;
+        return 1;
+    }
     PQclear(r);
+    return 0;
+}
+
+/* The poll after a reconnect: every namespace's sequence.  0 when the
+** connection failed. */
+static int ln_poll_all(knit_pg_store_t *s)
+{
+    PGresult *r;
+    if (!ln_exec(s, "SELECT name || ':' || seq FROM knit_ns WHERE seq > 0", &r))
+        return 0;
+    s->repoll = 0;
+    s->reconnect = 0;
+    for (int i = 0; i < PQntuples(r); i++)
+        ln_announce(s, PQgetvalue(r, i, 0));
+    PQclear(r);
+    ln_drain(s); /* what arrived during the round trip */
+    return 1;
 }
 
 /* Makes the LISTEN connection; on failure tries again in a second. */
 static void ln_connect(knit_pg_store_t *s)
 {
     PGresult *r;
-    s->ln = PQconnectdb(s->conninfo);
-    if (PQstatus(s->ln) != CONNECTION_OK)
+    char keep[sizeof s->errmsg];
+    memcpy(keep, s->errmsg, sizeof keep); /* errmsg is the main connection's */
+    int rc = connect_to(s, &s->ln);
+    memcpy(s->errmsg, keep, sizeof keep);
+    if (rc || !ln_exec(s, "LISTEN knit_seq", &r))
         goto retry;
-    r = PQexec(s->ln, "LISTEN knit_seq");
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
-    if (!ok)
+    /* After LISTEN: nothing falls between the two. */
+    if ((s->reconnect || s->repoll) && !ln_poll_all(s))
         goto retry;
-    if (s->reconnect)
-        ln_poll_all(s); /* after LISTEN: nothing falls between the two */
-    s->reconnect = 0;
-    if (PQsetnonblocking(s->ln, 1) != 0 || !(s->poll = knit__malloc(sizeof *s->poll)))
+    if (!(s->poll = knit__malloc(sizeof *s->poll)))
         goto retry;
     if (uv_poll_init(s->loop, s->poll, PQsocket(s->ln)) != 0) {
         knit__free(s->poll);
@@ -1896,8 +2985,24 @@ retry:
 static void on_ln_timer(uv_timer_t *t)
 {
     knit_pg_store_t *s = t->data;
-    if (s->loop && !s->ln)
+    if (!s->loop)
+        return;
+    if (!s->ln)
         ln_connect(s);
+    else if (s->repoll && !ln_poll_all(s))
+        ln_drop(s);
+}
+
+/* The main connection came back after an outage: subscribers whose reads
+** failed meanwhile are put back into catch-up by a poll, from the loop
+** (not from inside the operation that reconnected). */
+static void ln_wake(knit_pg_store_t *s)
+{
+    if (!s->loop || !s->timer)
+        return;
+    s->repoll = 1;
+    if (s->ln)
+        uv_timer_start(s->timer, on_ln_timer, 0, 0);
 }
 
 /* Forgets the LISTEN connection and, while attached, tries again later. */
@@ -1995,6 +3100,11 @@ void knit_pg_store_backend(knit_pg_store_t *s, knit_relay_backend_t *b) /* see s
     b->damaged = b_damaged;
     b->sealed = b_sealed;
     b->erased = b_erased;
+    b->device_seen = b_device_seen;
+    b->identify = b_identify;
+    b->ident_dirty = b_ident_dirty;
+    b->cells = b_cells;
     b->data = s;
     b->attach = b_attach;
+    b->memberships = b_memberships;
 }

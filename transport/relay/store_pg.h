@@ -8,9 +8,12 @@
 ** winning state of every cell (the same LWW order and the same OR-set
 ** merge code, sset.h), catch-up by sequence, state digests equal to the
 ** SQLite store's on the same pushes, anonymous credentials, the relay's
-** site id, the claim's merge and its seals, erasure.  The identity index,
-** devices and webhooks stay with the SQLite store for now (their backend
-** callbacks are NULL).
+** site id, the claim's merge and its seals, erasure, and (schema 2) the
+** devices and the schemas they run, the identity index, organization
+** memberships and REJECT's state (store.h's device_seen, identify,
+** ident_dirty, memberships and cells).  Webhook deliveries themselves stay
+** with the SQLite store for now (webhook.h takes a knit_relay_store_t);
+** knit_pg_store_membership is the write they would need.
 **
 ** Ownership: a knit_pg_store_t is one libpq connection, used by one thread
 ** at a time; several (in one process or many) may share one database.
@@ -31,7 +34,9 @@
 extern "C" {
 #endif
 
-#define KNIT_PG_SCHEMA_VERSION 1 /* the schema this library creates and reads */
+/* Schema versions: 1 cells, credentials and meta; 2 adds devices, the
+** identity index and memberships, upgraded in place from 1 at open. */
+#define KNIT_PG_SCHEMA_VERSION 2 /* the schema this library creates and reads */
 
 typedef struct knit_pg_store_s knit_pg_store_t;
 
@@ -57,6 +62,16 @@ KNIT_EXTERN int knit_pg_store_catch_up(knit_pg_store_t *s, const char *ns, uint6
                                        uint64_t *reached /* OUT */, int *more /* OUT */);
 KNIT_EXTERN int knit_pg_store_digest(knit_pg_store_t *s, const char *ns,
                                      knit_digest_t *out /* OUT */);
+
+/* Records an organization membership as relay_store.h's
+** knit_relay_store_membership does: user_id (resolved to account) is
+** (present 1) or is no longer (0) a member of org with role, unless an
+** event of that membership with a later updated_ms was recorded (*stale
+** set, nothing written).  In its own transaction; the backend's
+** memberships reads them back. */
+KNIT_EXTERN int knit_pg_store_membership(knit_pg_store_t *s, const char *org, const char *user_id,
+                                         const char *account, const char *role, int present,
+                                         uint64_t updated_ms, int *stale /* OUT */);
 
 /* Fills *b with s as a store backend, every operation completing at once. */
 KNIT_EXTERN void knit_pg_store_backend(knit_pg_store_t *s, knit_relay_backend_t *b /* OUT */);

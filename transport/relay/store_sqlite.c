@@ -166,6 +166,11 @@ static int b_ident_dirty(void *data, const char *account)
     return knit_relay_store_ident_dirty(data, account);
 }
 
+static int b_memberships(void *data, const char *account, knit_relay_member_fn fn, void *arg)
+{
+    return knit_relay_store_memberships(data, account, fn, arg);
+}
+
 static const char *b_errmsg(void *data)
 {
     return knit_relay_store_errmsg(data);
@@ -208,5 +213,6 @@ void knit_relay_store_backend(knit_relay_store_t *s,
     b->erased = b_erased;
     b->identify = b_identify;
     b->ident_dirty = b_ident_dirty;
+    b->memberships = b_memberships;
     b->data = s;
 }

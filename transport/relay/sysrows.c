@@ -120,6 +120,28 @@ static int claim(json_t *o, const char *const *names, char **out)
     return 0;
 }
 
+/* The active organization: Clerk's session token v2 nests it as
+** "o": {"id", "rol"}, v1 has "org_id" and "org_role". */
+static int org_claim(json_t *o, knit_token_profile_t *out)
+{
+    static const char *const ID[] = {"id", NULL}, *const ROL[] = {"rol", NULL};
+    static const char *const ORG_ID[] = {"org_id", NULL}, *const ORG_ROLE[] = {"org_role", NULL};
+    json_t *v2 = json_object_get(o, "o");
+    int rc;
+    if (json_is_object(v2)) {
+        if ((rc = claim(v2, ID, &out->org)) != 0 || (rc = claim(v2, ROL, &out->org_role)) != 0)
+            return rc;
+    }
+    if (!out->org && (rc = claim(o, ORG_ID, &out->org)) != 0)
+        return rc;
+    if (!out->org_role && (rc = claim(o, ORG_ROLE, &out->org_role)) != 0)
+        return rc;
+    v2 = json_object_get(o, "iat");
+    if (json_is_integer(v2) && json_integer_value(v2) > 0)
+        out->iat_ms = (uint64_t)json_integer_value(v2) * 1000;
+    return 0;
+}
+
 void knit__token_profile_free(knit_token_profile_t *p) /* see sysrows.h */
 {
     if (!p)
@@ -130,6 +152,8 @@ void knit__token_profile_free(knit_token_profile_t *p) /* see sysrows.h */
         knit__free(p->field[f]);
     knit__free(p->external_id);
     knit__free(p->sid);
+    knit__free(p->org);
+    knit__free(p->org_role);
     memset(p, 0, sizeof *p);
 }
 
@@ -169,7 +193,8 @@ int knit__token_profile(const char *token, knit_token_profile_t *out) /* see sys
         (rc = claim(o, FIRST, &out->field[KNIT_PROFILE_FIRST_NAME])) != 0 ||
         (rc = claim(o, LAST, &out->field[KNIT_PROFILE_LAST_NAME])) != 0 ||
         (rc = claim(o, IMAGE, &out->field[KNIT_PROFILE_IMAGE_URL])) != 0 ||
-        (rc = claim(o, EXT, &out->external_id)) != 0 || (rc = claim(o, SID, &out->sid)) != 0)
+        (rc = claim(o, EXT, &out->external_id)) != 0 || (rc = claim(o, SID, &out->sid)) != 0 ||
+        (rc = org_claim(o, out)) != 0)
         knit__token_profile_free(out);
     json_decref(o);
     return rc;

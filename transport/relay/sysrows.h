@@ -57,6 +57,9 @@ typedef struct knit_token_profile_s {
     char *field[KNIT_PROFILE_NFIELDS]; /* [KNIT_PROFILE_EMAIL] unused */
     char *external_id;                 /* or NULL */
     char *sid;                         /* provider's session id, or NULL */
+    char *org;                         /* active organization's id, or NULL */
+    char *org_role;                    /* the member's role in it ("org:admin"), or NULL */
+    uint64_t iat_ms;                   /* when the token was issued (ms), 0 if not said */
 } knit_token_profile_t;
 
 int knit__token_profile(const char *token, knit_token_profile_t *out /* OUT */);

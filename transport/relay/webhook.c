@@ -249,7 +249,7 @@ static int apply_event(knit_relay_store_t *s, const char *id, const event_t *ev,
     }
     if (member &&
         (rc = knit_relay_store_membership(s, ev->org, ev->user, r->account, ev->role,
-                                          strcmp(ev->type, "organizationMembership.created") == 0,
+                                          strcmp(ev->type, "organizationMembership.deleted") != 0,
                                           ev->updated ? ev->updated : now_ms, mstale)) != 0)
         return rc;
     if (!site ||
@@ -340,6 +340,8 @@ int knit__webhook_deliver(knit_relay_store_t *s, const uint8_t *key, size_t keyl
         goto failed;
     }
     stale |= r.stale || mstale;
+    if (strncmp(ev.type, "organizationMembership.", 23) == 0 && !mstale && fx->account[0])
+        snprintf(fx->member_ns, sizeof fx->member_ns, "%s", fx->account);
     snprintf(msg, msgn, "%s: %s%s%s%s%s%s", ev.type,
              stale ? "stale (a later update was applied)" : "recorded",
              fx->account[0] ? " for " : "", fx->account,

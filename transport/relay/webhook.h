@@ -47,6 +47,9 @@ typedef struct knit_webhook_effect_s {
     char wrote_ns[KNIT_PRINCIPAL_MAX];  /* the namespace rows were written into (its live
                                            subscribers must read them), else "" */
     uint64_t seq;                       /* wrote_ns's sequence after the write */
+    char member_ns[KNIT_PRINCIPAL_MAX]; /* the account whose organization membership
+                                           or role changed (its sessions must take
+                                           their new grants), else "" */
 } knit_webhook_effect_t;
 
 /* One delivery to POST /v1/webhooks/clerk, handled against the store:

@@ -93,9 +93,10 @@ static knit_codec_limits_t resolve_limits(const knit_codec_limits_t *in)
 
 const char *knit_msg_type_name(int type) /* see codec.h */
 {
-    static const char *const names[] = {"UNKNOWN", "HELLO",  "WELCOME", "ERROR", "PUSH",     "ACK",
-                                        "REJECT",  "DELTAS", "PING",    "PONG",  "SUBSCRIBE"};
-    return type >= 1 && type <= KNIT_MSG_SUBSCRIBE ? names[type] : names[0];
+    static const char *const names[] = {"UNKNOWN",   "HELLO",  "WELCOME", "ERROR", "PUSH",
+                                        "ACK",       "REJECT", "DELTAS",  "PING",  "PONG",
+                                        "SUBSCRIBE", "CHECK",  "CHECKED"};
+    return type >= 1 && type <= KNIT_MSG_CHECKED ? names[type] : names[0];
 }
 
 int knit_proto_negotiate(uint32_t min, uint32_t max, uint32_t *version) /* see codec.h */
@@ -695,7 +696,7 @@ static void enc_body(wr_t *w, const knit_msg_t *m, const knit_codec_limits_t *li
             ENC_FAIL(w, KNIT_EINVAL);
         if (x->ngranted > lim->max_dict)
             ENC_FAIL(w, KNIT_ETOOBIG);
-        put_map(w, 6);
+        put_map(w, 6 + (x->features != 0));
         put_uint(w, 0);
         put_uint(w, KNIT_MSG_WELCOME);
         put_uint(w, 1);
@@ -719,6 +720,11 @@ static void enc_body(wr_t *w, const knit_msg_t *m, const knit_codec_limits_t *li
         put_uint(w, x->limits.idle_ms);
         put_uint(w, 4);
         put_uint(w, x->limits.max_drift_ms);
+        if (x->features) {
+            /* Key 6, a later minor revision: older clients skip it. */
+            put_uint(w, 6);
+            put_uint(w, x->features);
+        }
         return;
     }
     case KNIT_MSG_ERROR: {
@@ -856,6 +862,63 @@ static void enc_body(wr_t *w, const knit_msg_t *m, const knit_codec_limits_t *li
         put_uint(w, 1);
         enc_subs(w, m->u.subscribe.subs, m->u.subscribe.nsubs, lim);
         return;
+    case KNIT_MSG_CHECK: {
+        const knit_check_msg_t *x = &m->u.check;
+        if (x->nbuckets > KNIT_CHECK_MAX_BUCKETS || (x->nfetch && (!x->fetch || !x->nbuckets)))
+            ENC_FAIL(w, KNIT_EINVAL);
+        if (x->nfetch > KNIT_CHECK_MAX_FETCH)
+            ENC_FAIL(w, KNIT_ETOOBIG);
+        for (size_t i = 0; i < x->nfetch; i++)
+            if (x->fetch[i] >= x->nbuckets)
+                ENC_FAIL(w, KNIT_EINVAL);
+        put_map(w, 4 + (x->nbuckets != 0) + (x->nfetch != 0));
+        put_uint(w, 0);
+        put_uint(w, KNIT_MSG_CHECK);
+        put_uint(w, 1);
+        put_uint(w, x->id);
+        put_uint(w, 2);
+        put_name(w, x->ns, 0);
+        put_uint(w, 3);
+        put_str(w, 0, x->digest.b, 32);
+        if (x->nbuckets) {
+            put_uint(w, 4);
+            put_uint(w, x->nbuckets);
+        }
+        if (x->nfetch) {
+            put_uint(w, 5);
+            put_array(w, x->nfetch);
+            for (size_t i = 0; i < x->nfetch; i++)
+                put_uint(w, x->fetch[i]);
+        }
+        return;
+    }
+    case KNIT_MSG_CHECKED: {
+        const knit_checked_t *x = &m->u.checked;
+        if (x->nbuckets > KNIT_CHECK_MAX_BUCKETS || (x->nbuckets && !x->buckets))
+            ENC_FAIL(w, KNIT_EINVAL);
+        put_map(w, 5 + (x->nbuckets != 0) + (x->state != NULL));
+        put_uint(w, 0);
+        put_uint(w, KNIT_MSG_CHECKED);
+        put_uint(w, 1);
+        put_uint(w, x->id);
+        put_uint(w, 2);
+        put_name(w, x->ns, 0);
+        put_uint(w, 3);
+        put_uint(w, x->seq);
+        put_uint(w, 4);
+        put_str(w, 0, x->digest.b, 32);
+        if (x->nbuckets) {
+            /* One byte string: the bucket digests back to back
+            ** (knit_digest_t is 32 bytes, so the array is contiguous). */
+            put_uint(w, 5);
+            put_str(w, 0, x->buckets, sizeof *x->buckets * x->nbuckets);
+        }
+        if (x->state) {
+            put_uint(w, 6);
+            enc_batch(w, x->state, x->ns, 0, 0, 0, lim);
+        }
+        return;
+    }
     }
     ENC_FAIL(w, KNIT_EINVAL);
 }
@@ -1771,12 +1834,22 @@ static int rd_schema(rd_t *r, const knit_schema_t **out)
     return 0;
 }
 
+/* A state digest: a byte string of exactly 32 bytes. */
+static int rd_digest(rd_t *r, knit_digest_t *d, const char *why)
+{
+    TRY(expect(r, T_BSTR, why));
+    if (r->len != 32)
+        return fail(r, KNIT_EPROTO, why);
+    memcpy(d->b, r->s, 32);
+    return 0;
+}
+
 /* Bits of the required keys of each message type (bit k = key k). */
 static const uint32_t required[] = {
     [KNIT_MSG_HELLO] = 0x1F,    [KNIT_MSG_WELCOME] = 0x3F, [KNIT_MSG_ERROR] = 0x3,
     [KNIT_MSG_PUSH] = 0xF,      [KNIT_MSG_ACK] = 0x7,      [KNIT_MSG_REJECT] = 0x7,
     [KNIT_MSG_DELTAS] = 0x1F,   [KNIT_MSG_PING] = 0x3,     [KNIT_MSG_PONG] = 0x3,
-    [KNIT_MSG_SUBSCRIBE] = 0x3,
+    [KNIT_MSG_SUBSCRIBE] = 0x3, [KNIT_MSG_CHECK] = 0xF,    [KNIT_MSG_CHECKED] = 0x1F,
 };
 
 /* One field (key >= 1) of a message of type m->type.  Returns 1 in *known
@@ -1834,6 +1907,8 @@ static int rd_field(rd_t *r, knit_msg_t *m, uint64_t key, uint32_t have, int *kn
             return rd_uint(r, &x->clock, "WELCOME clock is not an unsigned integer");
         case 5:
             return rd_limits(r, &x->limits);
+        case 6:
+            return rd_uint(r, &x->features, "WELCOME features is not an unsigned integer");
         }
         break;
     }
@@ -1961,6 +2036,71 @@ static int rd_field(rd_t *r, knit_msg_t *m, uint64_t key, uint32_t have, int *kn
             return m->u.subscribe.nsubs ? 0 : fail(r, KNIT_EPROTO, "SUBSCRIBE without subs");
         }
         break;
+    case KNIT_MSG_CHECK: {
+        knit_check_msg_t *x = &m->u.check;
+        switch (key) {
+        case 1:
+            return rd_uint(r, &x->id, "CHECK id is not an unsigned integer");
+        case 2:
+            return rd_name(r, 0, &x->ns, "CHECK ns is not a name");
+        case 3:
+            return rd_digest(r, &x->digest, "CHECK digest is not 32 bytes");
+        case 4:
+            TRY(rd_uint32(r, &x->nbuckets, "CHECK buckets is not a uint32"));
+            if (x->nbuckets == 0)
+                return fail(r, KNIT_EPROTO, "CHECK buckets is 0");
+            return x->nbuckets <= KNIT_CHECK_MAX_BUCKETS
+                       ? 0
+                       : fail(r, KNIT_ETOOBIG, "CHECK asks for too many buckets");
+        case 5: {
+            if (!(have & 16))
+                return fail(r, KNIT_EPROTO, "CHECK fetch without buckets");
+            TRY(rd_count(r, T_ARRAY, KNIT_CHECK_MAX_FETCH, &x->nfetch,
+                         "CHECK fetch is not an array"));
+            uint32_t *f = arena_alloc(r, (x->nfetch ? x->nfetch : 1) * sizeof *f);
+            if (!f)
+                return KNIT_ENOMEM;
+            for (size_t i = 0; i < x->nfetch; i++) {
+                TRY(rd_uint32(r, &f[i], "CHECK fetch entry is not a uint32"));
+                if (f[i] >= x->nbuckets || (i && f[i] <= f[i - 1]))
+                    return fail(r, KNIT_EPROTO, "CHECK fetch is not ascending buckets");
+            }
+            x->fetch = f;
+            return 0;
+        }
+        }
+        break;
+    }
+    case KNIT_MSG_CHECKED: {
+        knit_checked_t *x = &m->u.checked;
+        switch (key) {
+        case 1:
+            return rd_uint(r, &x->id, "CHECKED id is not an unsigned integer");
+        case 2:
+            return rd_name(r, 0, &x->ns, "CHECKED ns is not a name");
+        case 3:
+            return rd_uint(r, &x->seq, "CHECKED seq is not an unsigned integer");
+        case 4:
+            return rd_digest(r, &x->digest, "CHECKED digest is not 32 bytes");
+        case 5: {
+            TRY(expect(r, T_BSTR, "CHECKED buckets is not a byte string"));
+            if (r->len == 0 || r->len % 32 || r->len / 32 > KNIT_CHECK_MAX_BUCKETS)
+                return fail(r, KNIT_EPROTO, "CHECKED buckets is not 1..4096 digests");
+            knit_digest_t *d = arena_alloc(r, r->len);
+            if (!d)
+                return KNIT_ENOMEM;
+            memcpy(d, r->s, r->len);
+            x->buckets = d;
+            x->nbuckets = r->len / 32;
+            return 0;
+        }
+        case 6:
+            if (!(have & 4))
+                return fail(r, KNIT_EPROTO, "CHECKED state before its ns");
+            return rd_batch(r, x->ns, 0, 0, 0, &x->state);
+        }
+        break;
+    }
     }
     *known = 0;
     return skip(r, 1);
@@ -2000,7 +2140,7 @@ static int decode(rd_t *r, knit_msg_t *m)
     if (type != 0)
         return fail(r, KNIT_EPROTO, "message does not start with key 0");
     TRY(rd_uint(r, &type, "message type is not an unsigned integer"));
-    if (type < KNIT_MSG_HELLO || type > KNIT_MSG_SUBSCRIBE)
+    if (type < KNIT_MSG_HELLO || type > KNIT_MSG_CHECKED)
         return fail(r, KNIT_EPROTO, "unknown message type");
     m->type = (knit_msg_type_t)type;
     for (size_t k = 1; k < pairs; k++) {
@@ -2031,6 +2171,9 @@ static void free_batch_of(knit_msg_t *m)
     } else if (m->type == KNIT_MSG_REJECT) {
         knit_batch_free(m->u.reject.state);
         m->u.reject.state = NULL;
+    } else if (m->type == KNIT_MSG_CHECKED) {
+        knit_batch_free(m->u.checked.state);
+        m->u.checked.state = NULL;
     }
 }
 

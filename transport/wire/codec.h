@@ -66,17 +66,27 @@ KNIT_EXTERN void knit_codec_limits_default(knit_codec_limits_t *lim /* OUT */);
 
 /* Message types: the value of key 0 in every message map. */
 typedef enum knit_msg_type_e {
-    KNIT_MSG_HELLO = 1,     /* client -> relay: version range, identity, subscriptions */
-    KNIT_MSG_WELCOME = 2,   /* relay -> client: session accepted */
-    KNIT_MSG_ERROR = 3,     /* either way: fatal error, connection closes after it */
-    KNIT_MSG_PUSH = 4,      /* client -> relay: local changes */
-    KNIT_MSG_ACK = 5,       /* relay -> client: push committed durably */
-    KNIT_MSG_REJECT = 6,    /* relay -> client: push refused, nothing applied */
-    KNIT_MSG_DELTAS = 7,    /* relay -> client: catch-up or live changes */
-    KNIT_MSG_PING = 8,      /* either way: liveness probe */
-    KNIT_MSG_PONG = 9,      /* answer to PING */
-    KNIT_MSG_SUBSCRIBE = 10 /* client -> relay: more subscriptions after WELCOME */
+    KNIT_MSG_HELLO = 1,      /* client -> relay: version range, identity, subscriptions */
+    KNIT_MSG_WELCOME = 2,    /* relay -> client: session accepted */
+    KNIT_MSG_ERROR = 3,      /* either way: fatal error, connection closes after it */
+    KNIT_MSG_PUSH = 4,       /* client -> relay: local changes */
+    KNIT_MSG_ACK = 5,        /* relay -> client: push committed durably */
+    KNIT_MSG_REJECT = 6,     /* relay -> client: push refused, nothing applied */
+    KNIT_MSG_DELTAS = 7,     /* relay -> client: catch-up or live changes */
+    KNIT_MSG_PING = 8,       /* either way: liveness probe */
+    KNIT_MSG_PONG = 9,       /* answer to PING */
+    KNIT_MSG_SUBSCRIBE = 10, /* client -> relay: more subscriptions after WELCOME */
+    KNIT_MSG_CHECK = 11,     /* client -> relay: compare a namespace's digest (feature) */
+    KNIT_MSG_CHECKED = 12    /* relay -> client: its digest, buckets and cells */
 } knit_msg_type_t;
+
+/* WELCOME features (key 6, a bit set; absent: 0).  A client sends the
+** messages of a feature only when the relay announced it, so an older
+** relay, which announces none, never receives them. */
+#define KNIT_FEATURE_CHECK 1u /* CHECK / CHECKED: the consistency check */
+
+#define KNIT_CHECK_MAX_BUCKETS 4096 /* buckets a CHECK may ask for */
+#define KNIT_CHECK_MAX_FETCH 64     /* buckets one CHECK may fetch */
 
 /* Credential kinds (HELLO).  A decoder passes unknown kinds through (with
 ** whichever of id, secret, token were present), so the relay can answer
@@ -129,6 +139,7 @@ typedef struct knit_welcome_s {
     size_t ngranted;            /* count */
     uint64_t clock;             /* relay's HLC when it answered (hlc.h layout) */
     knit_wire_limits_t limits;  /* what the relay enforces */
+    uint64_t features;          /* optional (0: absent): KNIT_FEATURE_* bits */
 } knit_welcome_t;
 
 typedef struct knit_error_msg_s {
@@ -189,6 +200,33 @@ typedef struct knit_subscribe_s {
     size_t nsubs;           /* count */
 } knit_subscribe_t;
 
+/* CHECK: the client's digest of ns, taken while it had nothing to push and
+** had applied everything up to its cursor.  nbuckets > 0 asks the relay
+** for its bucket digests when the digests differ; fetch names buckets
+** whose cells the relay sends back (transport/wire/buckets.h). */
+typedef struct knit_check_msg_s {
+    uint64_t id;           /* chosen by the client, echoed by CHECKED */
+    const char *ns;        /* the namespace */
+    knit_digest_t digest;  /* the client's state digest of ns */
+    uint32_t nbuckets;     /* optional (0: absent): 1 .. KNIT_CHECK_MAX_BUCKETS */
+    const uint32_t *fetch; /* optional: buckets (< nbuckets) whose cells are wanted */
+    size_t nfetch;         /* count, at most KNIT_CHECK_MAX_FETCH (64) */
+} knit_check_msg_t;
+
+/* CHECKED: the relay's digest of ns at sequence seq. */
+typedef struct knit_checked_s {
+    uint64_t id;                  /* the CHECK's id */
+    const char *ns;               /* its namespace */
+    uint64_t seq;                 /* the relay's sequence of ns the digest is of */
+    knit_digest_t digest;         /* the relay's state digest of ns */
+    const knit_digest_t *buckets; /* optional: the CHECK's nbuckets bucket digests, sent
+                                     when the digests differ (NULL: absent) */
+    size_t nbuckets;              /* count (0 when absent) */
+    knit_batch_t *state;          /* optional (NULL: absent): every cell the relay holds of
+                                     the fetched buckets' rows, one unit (version seq);
+                                     decoded: owned by the message */
+} knit_checked_t;
+
 typedef struct knit_msg_s {
     knit_msg_type_t type; /* selects the union member */
     union {
@@ -201,6 +239,8 @@ typedef struct knit_msg_s {
         knit_deltas_t deltas;       /* KNIT_MSG_DELTAS */
         knit_ping_t ping;           /* KNIT_MSG_PING and KNIT_MSG_PONG */
         knit_subscribe_t subscribe; /* KNIT_MSG_SUBSCRIBE */
+        knit_check_msg_t check;     /* KNIT_MSG_CHECK */
+        knit_checked_t checked;     /* KNIT_MSG_CHECKED */
     } u;
     void *priv; /* decoder's storage; NULL in messages you build */
 } knit_msg_t;

@@ -1,0 +1,166 @@
+/*
+** check_rt.c: restoring rows the consistency check found different from
+** the relay's (see check_rt.h).
+**
+** Design notes
+**   1. One transaction: stamp, forget, merge, commit.  A failure rolls all
+**      of it back and the next check finds the same rows again.  The
+**      caller read the replica's cells before; a stamp or apply since then
+**      moved the local version, and the repair is then refused, so no cell
+**      the caller did not see is forgotten.
+**   2. Forgetting is what makes a repair possible at all: a row changed
+**      behind knit's back still carries the stamps of the cells it had, so
+**      merging the relay's cells into it would change nothing (same stamp,
+**      already held).  Forgotten, the row takes every merged cell afresh,
+**      its value from the cell, not from what the file was made to say.
+**   3. The deletes of user rows made here are knit's own: the log rows
+**      capture writes for them are dropped before the merge (the log was
+**      empty after the stamp, inside this write transaction).
+*/
+#include "check_rt.h"
+
+#include <string.h>
+
+#include "replica.h"
+
+typedef struct crow_s {
+    ktable_t *t;            /* the row's table */
+    const knit_value_t *pk; /* its key (a batch's) */
+} crow_t;
+
+static int same_key(const knit_value_t *a, const knit_value_t *b, uint32_t npk)
+{
+    for (uint32_t i = 0; i < npk; i++)
+        if (knit_value_cmp(&a[i], &b[i]) != 0)
+            return 0;
+    return 1;
+}
+
+/* Runs the statement built in s once with the row's key bound. */
+static int run_keyed(knit_t *k, sqlite3_str *s, const ktable_t *t, const knit_value_t *pk,
+                     const char *what)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = knit__prepare_temp(k, &st, s, what);
+    if (rc)
+        return rc;
+    for (uint32_t i = 0; i < t->npk; i++)
+        knit__bind_value(st, (int)i + 1, &pk[i]);
+    rc = sqlite3_step(st);
+    rc = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : knit__dberr(k, rc, what);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Design note 2: the row goes, with everything knit knows of it. */
+static int forget_row(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t ns)
+{
+    sqlite3_str *s;
+    int rc = knit__user_delete(k, t, pk);
+    if (!rc) {
+        s = sqlite3_str_new(k->db);
+        sqlite3_str_appendf(s, "DELETE FROM _knit_rows_%d WHERE ", t->id);
+        knit__where_meta_keys(s, t->npk);
+        rc = run_keyed(k, s, t, pk, "forgetting row metadata");
+    }
+    if (!rc && t->setmask) {
+        s = sqlite3_str_new(k->db);
+        sqlite3_str_appendf(s, "DELETE FROM _knit_sets_%d WHERE ", t->id);
+        knit__where_meta_keys(s, t->npk);
+        rc = run_keyed(k, s, t, pk, "forgetting OR-set states");
+    }
+    if (!rc && t->nscol >= 0) /* only tables with a namespace column have departures */
+        rc = knit__gone_del(k, t, pk, ns);
+    return rc;
+}
+
+/* Adds the rows b's changes name to rows[0..*n) (capacity cap). */
+static int collect(knit_t *k, const knit_batch_t *b, crow_t **rows, size_t *n, size_t *cap)
+{
+    for (size_t i = 0; b && i < b->nchanges; i++) {
+        const knit_change_t *ch = &b->changes[i];
+        if (ch->table >= b->ntables)
+            return knit__err(k, KNIT_EINVAL, "a restore change names no table");
+        ktable_t *t = knit__table(k, b->tables[ch->table].name);
+        if (!t || t->npk != b->tables[ch->table].npk)
+            continue; /* not tracked here: apply sets it aside */
+        size_t j;
+        for (j = 0; j < *n; j++)
+            if ((*rows)[j].t == t && same_key((*rows)[j].pk, ch->pk, t->npk))
+                break;
+        if (j < *n)
+            continue;
+        if (*n == *cap) {
+            size_t c = *cap ? *cap * 2 : 32;
+            crow_t *r = knit__realloc(*rows, c * sizeof *r);
+            if (!r)
+                return KNIT_ENOMEM;
+            *rows = r;
+            *cap = c;
+        }
+        (*rows)[(*n)++] = (crow_t){t, ch->pk};
+    }
+    return 0;
+}
+
+int knit__check_restore(knit_t *k, const knit_batch_t *relay, const knit_batch_t *local,
+                        uint64_t version, size_t *nrows) /* see check_rt.h */
+{
+    int64_t now_ver = 0;
+    crow_t *rows = NULL;
+    size_t n = 0, cap = 0;
+    uint32_t ns = 0;
+    int rc;
+
+    if (nrows)
+        *nrows = 0;
+    if (!k || !relay || relay->nns != 1 || (local && local->nns != 1))
+        return KNIT_EINVAL;
+    if (k->readonly)
+        return knit__err(k, KNIT_EINVAL, "the replica is open read-only");
+    if ((rc = knit_stamp(k)) < 0)
+        return rc;
+    if ((rc = knit__begin(k)) != 0)
+        return rc;
+    if ((rc = knit__stamp_locked(k, NULL)) != 0 || (rc = knit__load_tables(k)) != 0 ||
+        (rc = knit__meta_get_int(k, "version", &now_ver)) != 0 ||
+        (rc = knit__ns_intern(k, relay->ns[0], &ns)) != 0)
+        goto fail;
+    if ((uint64_t)now_ver != version) {
+        rc = knit__err(k, KNIT_EBUSY, "the replica changed since it was read; check again");
+        goto fail;
+    }
+    if ((rc = collect(k, relay, &rows, &n, &cap)) != 0 ||
+        (rc = collect(k, local, &rows, &n, &cap)) != 0)
+        goto fail;
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = forget_row(k, rows[i].t, rows[i].pk, ns);
+    /* Design note 3. */
+    for (size_t i = 0; i < n && !rc; i++) {
+        size_t j;
+        for (j = 0; j < i && rows[j].t != rows[i].t; j++)
+            ;
+        if (j < i)
+            continue;
+        sqlite3_str *s = sqlite3_str_new(k->db);
+        sqlite3_str_appendf(s, "DELETE FROM _knit_log_%d", rows[i].t->id);
+        rc = knit__exec_str(k, s);
+    }
+    if (rc)
+        goto fail;
+    if (relay->nchanges && (rc = knit__apply_locked(k, relay, NULL)) != 0)
+        goto fail;
+    if (local && local->nchanges && (rc = knit__apply_locked(k, local, NULL)) != 0)
+        goto fail;
+    if ((rc = knit__commit(k)) != 0)
+        goto fail;
+    knit__free(rows);
+    knit__notify(k);
+    if (nrows)
+        *nrows = n;
+    return 0;
+fail:
+    knit__rollback(k);
+    knit__free(rows);
+    return rc;
+}
