@@ -28,47 +28,10 @@ typedef struct crow_s {
     const knit_value_t *pk; /* its key (a batch's) */
 } crow_t;
 
-static int same_key(const knit_value_t *a, const knit_value_t *b, uint32_t npk)
-{
-    for (uint32_t i = 0; i < npk; i++)
-        if (knit_value_cmp(&a[i], &b[i]) != 0)
-            return 0;
-    return 1;
-}
-
-/* Runs the statement built in s once with the row's key bound. */
-static int run_keyed(knit_t *k, sqlite3_str *s, const ktable_t *t, const knit_value_t *pk,
-                     const char *what)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = knit__prepare_temp(k, &st, s, what);
-    if (rc)
-        return rc;
-    for (uint32_t i = 0; i < t->npk; i++)
-        knit__bind_value(st, (int)i + 1, &pk[i]);
-    rc = sqlite3_step(st);
-    rc = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : knit__dberr(k, rc, what);
-    sqlite3_finalize(st);
-    return rc;
-}
-
 /* Design note 2: the row goes, with everything knit knows of it. */
 static int forget_row(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t ns)
 {
-    sqlite3_str *s;
-    int rc = knit__user_delete(k, t, pk);
-    if (!rc) {
-        s = sqlite3_str_new(k->db);
-        sqlite3_str_appendf(s, "DELETE FROM _knit_rows_%d WHERE ", t->id);
-        knit__where_meta_keys(s, t->npk);
-        rc = run_keyed(k, s, t, pk, "forgetting row metadata");
-    }
-    if (!rc && t->setmask) {
-        s = sqlite3_str_new(k->db);
-        sqlite3_str_appendf(s, "DELETE FROM _knit_sets_%d WHERE ", t->id);
-        knit__where_meta_keys(s, t->npk);
-        rc = run_keyed(k, s, t, pk, "forgetting OR-set states");
-    }
+    int rc = knit__row_forget(k, t, pk, 1);
     if (!rc && t->nscol >= 0) /* only tables with a namespace column have departures */
         rc = knit__gone_del(k, t, pk, ns);
     return rc;
@@ -86,7 +49,7 @@ static int collect(knit_t *k, const knit_batch_t *b, crow_t **rows, size_t *n, s
             continue; /* not tracked here: apply sets it aside */
         size_t j;
         for (j = 0; j < *n; j++)
-            if ((*rows)[j].t == t && same_key((*rows)[j].pk, ch->pk, t->npk))
+            if ((*rows)[j].t == t && knit__keys_equal((*rows)[j].pk, ch->pk, t->npk))
                 break;
         if (j < *n)
             continue;

@@ -373,3 +373,26 @@ void knit__keys_join(sqlite3_str *s, const ktable_t *t, const char *user, const 
     for (uint32_t i = 0; i < t->npk; i++)
         sqlite3_str_appendf(s, "%s%s.\"%w\" = %s.k%u", i ? " AND " : "", user, t->pk[i], meta, i);
 }
+
+int knit__keys_equal(const knit_value_t *a, const knit_value_t *b, uint32_t npk)
+{
+    for (uint32_t i = 0; i < npk; i++)
+        if (knit_value_cmp(&a[i], &b[i]) != 0)
+            return 0;
+    return 1;
+}
+
+int knit__run_keyed(knit_t *k, sqlite3_str *s, const ktable_t *t, const knit_value_t *pk,
+                    const char *what)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = knit__prepare_temp(k, &st, s, what);
+    if (rc)
+        return rc;
+    for (uint32_t i = 0; i < t->npk; i++)
+        knit__bind_value(st, (int)i + 1, &pk[i]);
+    rc = sqlite3_step(st);
+    rc = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : knit__dberr(k, rc, what);
+    sqlite3_finalize(st);
+    return rc;
+}

@@ -88,30 +88,6 @@ static void sql_literal(sqlite3_str *s, const knit_value_t *v)
     }
 }
 
-static int same_key(const knit_value_t *a, const knit_value_t *b, uint32_t npk)
-{
-    for (uint32_t i = 0; i < npk; i++)
-        if (knit_value_cmp(&a[i], &b[i]) != 0)
-            return 0;
-    return 1;
-}
-
-/* Runs sql (built in s, keys bound as ?1..?npk) once. */
-static int run_keyed(knit_t *k, sqlite3_str *s, const ktable_t *t, const knit_value_t *pk,
-                     const char *what)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = knit__prepare_temp(k, &st, s, what);
-    if (rc)
-        return rc;
-    for (uint32_t i = 0; i < t->npk; i++)
-        knit__bind_value(st, (int)i + 1, &pk[i]);
-    rc = sqlite3_step(st);
-    rc = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : knit__dberr(k, rc, what);
-    sqlite3_finalize(st);
-    return rc;
-}
-
 /* The row's metadata: *has = 0 when there is none. */
 static int row_read(knit_t *k, ktable_t *t, const knit_value_t *pk, int *has, uint64_t *cl,
                     kcell_t *cells)
@@ -142,22 +118,22 @@ static int row_read(knit_t *k, ktable_t *t, const knit_value_t *pk, int *has, ui
 }
 
 /* Design note 4: the row, its metadata and its OR-set states go. */
-static int reset_row(knit_t *k, ktable_t *t, const knit_value_t *pk, uint64_t cl)
+int knit__row_forget(knit_t *k, ktable_t *t, const knit_value_t *pk, int user_row)
 {
     int rc = 0;
-    if (knit_cl_live(cl))
+    if (user_row)
         rc = knit__user_delete(k, t, pk);
     if (!rc) {
         sqlite3_str *s = sqlite3_str_new(k->db);
         sqlite3_str_appendf(s, "DELETE FROM _knit_rows_%d WHERE ", t->id);
         knit__where_meta_keys(s, t->npk);
-        rc = run_keyed(k, s, t, pk, "removing row metadata");
+        rc = knit__run_keyed(k, s, t, pk, "removing row metadata");
     }
     if (!rc && t->setmask) {
         sqlite3_str *s = sqlite3_str_new(k->db);
         sqlite3_str_appendf(s, "DELETE FROM _knit_sets_%d WHERE ", t->id);
         knit__where_meta_keys(s, t->npk);
-        rc = run_keyed(k, s, t, pk, "removing OR-set states");
+        rc = knit__run_keyed(k, s, t, pk, "removing OR-set states");
     }
     return rc;
 }
@@ -193,7 +169,7 @@ static int reset_cell(knit_t *k, ktable_t *t, const knit_value_t *pk, uint64_t c
         sqlite3_str_appendf(s, "DELETE FROM _knit_sets_%d WHERE ", t->id);
         knit__where_meta_keys(s, t->npk);
         sqlite3_str_appendf(s, " AND col = %u", c - 1);
-        rc = run_keyed(k, s, t, pk, "removing an OR-set state");
+        rc = knit__run_keyed(k, s, t, pk, "removing an OR-set state");
     }
     return rc;
 }
@@ -430,7 +406,7 @@ int knit_reject(knit_t *k, const knit_batch_t *pushed, const knit_refusal_t *ref
             goto fail;
         size_t j;
         for (j = 0; c >= 0 && j < nrows; j++)
-            if (rows[j].t == t && same_key(rows[j].pk, ch->pk, t->npk))
+            if (rows[j].t == t && knit__keys_equal(rows[j].pk, ch->pk, t->npk))
                 break;
         if (c >= 0 && j < nrows && rows[j].whole) {
             rolled = 1; /* the row went whole with its refused liveness */
@@ -438,7 +414,7 @@ int knit_reject(knit_t *k, const knit_batch_t *pushed, const knit_refusal_t *ref
             /* Design note 2: only while the cell still holds the refused write. */
             if (!ver && (rc = knit__next_version(k, &ver)) != 0)
                 goto fail;
-            rc = c == 0 ? reset_row(k, t, ch->pk, cl)
+            rc = c == 0 ? knit__row_forget(k, t, ch->pk, knit_cl_live(cl))
                         : reset_cell(k, t, ch->pk, cl, cells, (uint32_t)c, ver);
             if (rc)
                 goto fail;

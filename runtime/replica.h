@@ -204,6 +204,12 @@ void knit__rows_join_str(sqlite3_str *s, const ktable_t *t, const char *meta);
 void knit__keyrefs(sqlite3_str *s, const ktable_t *t, const char *rec);
 /* Appends "<user>."p1" = <meta>.k0 AND ...". */
 void knit__keys_join(sqlite3_str *s, const ktable_t *t, const char *user, const char *meta);
+/* 1 when key values a and b (npk of each) are equal. */
+int knit__keys_equal(const knit_value_t *a, const knit_value_t *b, uint32_t npk);
+/* Runs the statement built in s (consumed) once, t's key pk bound as
+** ?1..?npk. */
+int knit__run_keyed(knit_t *k, sqlite3_str *s, const ktable_t *t, const knit_value_t *pk,
+                    const char *what);
 
 /* sites.c */
 const knit_site_t *knit__site_get(knit_t *k, uint32_t idx);
@@ -356,6 +362,9 @@ int knit__next_version(knit_t *k, uint64_t *out);
 int knit__apply_locked(knit_t *k, const knit_batch_t *b, knit_apply_stats_t *st);
 
 /* reject.c */
+/* Forgets row pk of t: its user row (when user_row), metadata and OR-set
+** states, without capturing a delete. */
+int knit__row_forget(knit_t *k, ktable_t *t, const knit_value_t *pk, int user_row);
 /* Creates _knit_rejected if missing (knit_open, every writable handle). */
 int knit__rejected_create(knit_t *k);
 
