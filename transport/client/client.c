@@ -446,18 +446,22 @@ static int io_cursor(void *data, const char *ns, uint64_t *seq)
 /* The writes to ns not acknowledged yet are refused for good (the
 ** membership ended while they waited): recorded in _knit_rejected and
 ** announced as rolled back, like a relay's refusal, before the namespace
-** goes.  Returns how many. */
-static size_t refuse_unacked(knit_sync_t *s, const char *ns, const char *principal)
+** goes.  Returns how many, or a KNIT_E* code (logged): then the namespace
+** must stay, or those writes would vanish unrecorded. */
+static int refuse_unacked(knit_sync_t *s, const char *ns, const char *principal)
 {
     uint64_t acked = 0;
     knit_since_opts_t o = {.local_only = 1, .ns = ns};
     knit_batch_t *b = NULL;
     knit_refusal_t *f = NULL;
     char why[320];
-    size_t n = 0, rolled = 0;
-    if (knit_acked(s->k, &acked) != 0 || knit_changes_since(s->k, acked, &o, &b) != 0)
-        return 0;
-    if (b->nchanges && (f = knit__calloc(b->nchanges, sizeof *f)) != NULL) {
+    size_t rolled = 0;
+    int rc = knit_acked(s->k, &acked);
+    if (!rc)
+        rc = knit_changes_since(s->k, acked, &o, &b);
+    if (!rc && b->nchanges && !(f = knit__calloc(b->nchanges, sizeof *f)))
+        rc = KNIT_ENOMEM;
+    if (!rc && b->nchanges) {
         snprintf(why, sizeof why,
                  "%.100s is not granted to %.100s (not a member, or the membership ended)", ns,
                  principal);
@@ -466,15 +470,17 @@ static size_t refuse_unacked(knit_sync_t *s, const char *ns, const char *princip
             f[i].code = KNIT_EDENIED;
             f[i].message = why;
         }
-        if (knit_reject(s->k, b, f, b->nchanges, NULL, &rolled) == 0)
-            n = b->nchanges;
-        else
-            slog(s, KNIT_SYNC_LOG_ERROR, "recording the refused writes to %s: %s", ns,
-                 knit_errmsg(s->k));
+        rc = knit_reject(s->k, b, f, b->nchanges, NULL, &rolled);
     }
+    if (rc)
+        slog(s, KNIT_SYNC_LOG_ERROR,
+             "recording the refused writes to %s: %s; its rows stay until that works", ns,
+             knit_errmsg(s->k));
+    else
+        rc = b->nchanges > 0x7fffffff ? 0x7fffffff : (int)b->nchanges;
     knit__free(f);
     knit_batch_free(b);
-    return n;
+    return rc;
 }
 
 /* Organization namespaces the replica holds that WELCOME no longer grants
@@ -495,10 +501,12 @@ static int drop_revoked(knit_sync_t *s, const knit_welcome_t *w)
             g++;
         if (g < w->ngranted)
             continue;
-        size_t refused = refuse_unacked(s, held[i], w->principal);
+        int refused = refuse_unacked(s, held[i], w->principal);
+        if (refused < 0)
+            continue; /* logged; tried again at the next WELCOME */
         if (refused)
             slog(s, KNIT_SYNC_LOG_WARN,
-                 "%zu unacknowledged change(s) to %s refused: it is no longer granted", refused,
+                 "%d unacknowledged change(s) to %s refused: it is no longer granted", refused,
                  held[i]);
         int n = knit_drop_namespace(s->k, held[i]);
         if (n < 0) {
