@@ -72,7 +72,7 @@ endif()
 # nobody under root) and stops; skipped (77) without the server binaries.
 if(TARGET knit_relay_pg AND TARGET sync-relay AND TARGET sync-agent)
   knit_test(relay_pg
-    SOURCES integration/test_relay_pg.c integration/pg_fixture.c integration/sync_util.c
+    SOURCES integration/test_relay_pg.c integration/pg_fixture.c integration/sync_util.c integration/idp_util.c
     CASES same_as_sqlite concurrent_gapless newer_schema_refused backend_ops agents_converge
           two_relays_fanout ingest_rate pg_restart_mid_push pg_stall ident_same_as_sqlite
           schema_upgrade reject_state identity_restart

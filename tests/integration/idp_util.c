@@ -9,16 +9,26 @@
 
 #include "test.h"
 
+void idp_keys(const char *dir, char *jwks, size_t n)
+{
+    char out[4096];
+    const char *key[] = {"/usr/bin/python3", JWT_MINT_PATH, "key", dir, "k1", "rsa", NULL};
+    const char *set[] = {"/usr/bin/python3", JWT_MINT_PATH, "jwks", dir, "k1", NULL};
+    int rc = su_run(key, 60000, out, sizeof out);
+    if (rc == 0)
+        rc = su_run(set, 60000, out, sizeof out);
+    if (rc != 0)
+        fprintf(stderr, "jwt_mint.py (%d): %s\n", rc, out);
+    CHECK_EQ_INT(rc, 0);
+    snprintf(jwks, n, "%s/jwks.json", dir);
+}
+
 void idp_relay_start(su_relay_t *r, char *keys, size_t nkeys, const char *store, int webhooks,
                      int *http_port)
 {
-    char out[4096], jwks[700], whf[700], hl[64];
+    char jwks[700], whf[700], hl[64];
     snprintf(keys, nkeys, "%s", su_tmpdir());
-    const char *key[] = {"/usr/bin/python3", JWT_MINT_PATH, "key", keys, "k1", "rsa", NULL};
-    const char *set[] = {"/usr/bin/python3", JWT_MINT_PATH, "jwks", keys, "k1", NULL};
-    CHECK_EQ_INT(su_run(key, 60000, out, sizeof out), 0);
-    CHECK_EQ_INT(su_run(set, 60000, out, sizeof out), 0);
-    su_path(jwks, sizeof jwks, "jwks.json");
+    idp_keys(keys, jwks, sizeof jwks);
     su_path(whf, sizeof whf, "whsec");
     FILE *f = fopen(whf, "w");
     CHECK(f != NULL);

@@ -14,6 +14,8 @@
 #define IDP_ISS "https://clerk.knit.test"
 #define IDP_WHSEC "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
+/* Makes key k1 and its JWKS in dir; jwks gets the JWKS file's path. */
+void idp_keys(const char *dir, char *jwks, size_t n);
 /* Makes key k1 and its JWKS in the test's directory (keys = that dir),
 ** then starts sync-relay on store with --jwks-file and --issuer, plus
 ** --http-listen and --webhook-secret-file when webhooks (*http_port then

@@ -60,6 +60,7 @@
 #include "sset.h"
 #include "store.h"
 #include "store_pg.h"
+#include "idp_util.h"
 #include "sync_util.h"
 
 #define NS "user:alice"
@@ -1792,39 +1793,6 @@ static void reject_state(void)
     pgfx_stop(&f);
 }
 
-/* Keys and JWKS under dir, for --jwks-file; tokens minted with claims. */
-static void keys_make(const char *dir, char *jwks, size_t n)
-{
-    char out[4096];
-    const char *key[] = {"/usr/bin/python3", JWT_MINT_PATH, "key", dir, "k1", "rsa", NULL};
-    const char *set[] = {"/usr/bin/python3", JWT_MINT_PATH, "jwks", dir, "k1", NULL};
-    int rc = su_run(key, 60000, out, sizeof out);
-    if (rc == 0)
-        rc = su_run(set, 60000, out, sizeof out);
-    if (rc != 0)
-        fprintf(stderr, "jwt_mint.py (%d): %s\n", rc, out);
-    CHECK_EQ_INT(rc, 0);
-    snprintf(jwks, n, "%s/jwks.json", dir);
-}
-
-#define ISS "https://clerk.knit.test"
-
-static void mint(const char *dir, const char *sub, const char *claims, const char *path)
-{
-    char out[8192];
-    const char *argv[] = {
-        "/usr/bin/python3",     JWT_MINT_PATH, "token", dir, "k1", sub, ISS, "-", "600",
-        claims ? claims : "{}", NULL};
-    int rc = su_run(argv, 60000, out, sizeof out);
-    FILE *fp;
-    if (rc != 0)
-        fprintf(stderr, "jwt_mint.py token (%d): %s\n", rc, out);
-    CHECK_EQ_INT(rc, 0);
-    CHECK((fp = fopen(path, "w")) != NULL);
-    fputs(out, fp);
-    fclose(fp);
-}
-
 static int run_once(int port, const char *path, const char *token)
 {
     char url[64], out[16384];
@@ -1851,7 +1819,7 @@ static void docs_replica(const char *path)
 
 static void relay_on_pg(su_relay_t *r, const pgfx_t *f, const char *data, const char *jwks)
 {
-    const char *extra[] = {"--store", f->uri, "--jwks-file", jwks, "--issuer", ISS, NULL};
+    const char *extra[] = {"--store", f->uri, "--jwks-file", jwks, "--issuer", IDP_ISS, NULL};
     CHECK_OK(su_relay_start(r, 0, data, NULL, extra));
 }
 
@@ -1871,16 +1839,16 @@ static void identity_restart(void)
     int stale = -1;
 
     pgfx_start(&f);
-    keys_make(dir, jwks, sizeof jwks);
+    idp_keys(dir, jwks, sizeof jwks);
     su_path(data, sizeof data, "relay");
     su_path(ta, sizeof ta, "a1.jwt");
     su_path(tb, sizeof tb, "b2.jwt");
     su_path(tm, sizeof tm, "m.jwt");
     su_path(tw, sizeof tw, "w.jwt");
-    mint(dir, "user_a1", "{\"email\":\"pat@example.test\",\"first_name\":\"Pat\"}", ta);
-    mint(dir, "user_b2", "{\"email\":\" Pat@Example.TEST \"}", tb);
-    mint(dir, "user_m", "{\"o\":{\"id\":\"acme\",\"rol\":\"admin\"}}", tm);
-    mint(dir, "user_w", NULL, tw); /* no organization in the token */
+    idp_mint(dir, "user_a1", "{\"email\":\"pat@example.test\",\"first_name\":\"Pat\"}", ta);
+    idp_mint(dir, "user_b2", "{\"email\":\" Pat@Example.TEST \"}", tb);
+    idp_mint(dir, "user_m", "{\"o\":{\"id\":\"acme\",\"rol\":\"admin\"}}", tm);
+    idp_mint(dir, "user_w", NULL, tw); /* no organization in the token */
     su_path(ra, sizeof ra, "a.db");
     su_path(rb, sizeof rb, "b.db");
     su_path(rm, sizeof rm, "m.db");
