@@ -151,9 +151,11 @@ static const char USAGE[] =
     "\n"
     "watch: prints one line per changed row of every tracked table, written\n"
     "by any process (plain SQL included) or applied from the relay, until\n"
-    "SIGINT or SIGTERM: TABLE KEY local|remote [deleted], KEY a JSON array of\n"
-    "the primary-key values.  --json prints {\"table\":..., \"key\":[...],\n"
-    "\"origin\":\"local\"|\"remote\", \"deleted\":false} objects instead.\n"
+    "SIGINT or SIGTERM: TABLE KEY local|remote [deleted] [rolled-back], KEY a\n"
+    "JSON array of the primary-key values; rolled-back marks a row whose local\n"
+    "write the relay refused and the replica rolled back (see _knit_rejected).\n"
+    "--json prints {\"table\":..., \"key\":[...], \"origin\":\"local\"|\"remote\",\n"
+    "\"deleted\":false, \"rolled_back\":false} objects instead.\n"
     "  --json                    JSON lines\n"
     "  --poll-ms MS              safety poll besides the file watch [250]\n"
     "\n"
@@ -1226,21 +1228,33 @@ static void on_rows(knit_t *k, const knit_event_t *ev, void *data)
             json_value(s, &key->pk[j]);
         }
         if (wt->json)
-            sqlite3_str_appendf(s, "],\"origin\":\"%s\",\"deleted\":%s}",
-                                key->remote ? "remote" : "local", key->deleted ? "true" : "false");
+            sqlite3_str_appendf(s, "],\"origin\":\"%s\",\"deleted\":%s,\"rolled_back\":%s}",
+                                key->remote ? "remote" : "local", key->deleted ? "true" : "false",
+                                key->rolled_back ? "true" : "false");
         else
-            sqlite3_str_appendf(s, "] %s%s", key->remote ? "remote" : "local",
-                                key->deleted ? " deleted" : "");
+            sqlite3_str_appendf(s, "] %s%s%s", key->remote ? "remote" : "local",
+                                key->deleted ? " deleted" : "",
+                                key->rolled_back ? " rolled-back" : "");
         if ((line = sqlite3_str_finish(s)) != NULL)
             printf("%s\n", line);
         sqlite3_free(line);
     }
     if (ev->truncated)
         for (size_t t = 0; t < ev->ntables; t++) {
-            if (wt->json)
-                printf("{\"table\":\"%s\",\"rows\":%zu,\"truncated\":true}\n", ev->tables[t],
-                       ev->rows[t]);
-            else
+            if (wt->json) {
+                sqlite3_str *s = sqlite3_str_new(NULL);
+                knit_value_t name = {KNIT_TEXT, {0}};
+                name.u.b.p = ev->tables[t];
+                name.u.b.n = strlen(ev->tables[t]);
+                sqlite3_str_appendall(s, "{\"table\":");
+                json_value(s, &name);
+                sqlite3_str_appendf(s, ",\"rows\":%zu,\"truncated\":true%s}", ev->rows[t],
+                                    ev->rolled_back ? ",\"rolled_back\":true" : "");
+                char *line = sqlite3_str_finish(s);
+                if (line)
+                    printf("%s\n", line);
+                sqlite3_free(line);
+            } else
                 printf("%s: %zu rows changed (not all named)\n", ev->tables[t], ev->rows[t]);
         }
     fflush(stdout);

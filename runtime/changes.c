@@ -380,6 +380,9 @@ int knit_poll(knit_t *k) /* see knit.h */
             return rc;
     }
     knit__notify(k);
+    /* Rollbacks the leader made are announced to this handle too (reject.c
+    ** note 7); a failure to read them loses no data and is not the poll's. */
+    (void)knit__rejected_poll(k);
     return k->notified != notified;
 }
 

@@ -371,8 +371,12 @@ KNIT_EXTERN int knit_on_change(knit_t *k, knit_change_fn cb, void *data);
 ** so nothing is missed between events and nothing is reported twice. */
 KNIT_EXTERN int knit_on_change_keys(knit_t *k, size_t max_keys);
 /* Notices commits made by other connections and processes (PRAGMA
-** data_version), stamps them, and fires the callback.  Returns 1 if
-** something changed, 0 if not, or an error. */
+** data_version), stamps them, and fires the callback.  Rollbacks another
+** handle made (knit_reject, e.g. by the process that holds the relay
+** connection) are then announced as knit_reject announces its own: one
+** event with rolled_back = 1 naming their rows, each refusal once per
+** handle (those recorded before the handle opened are not announced).
+** Returns 1 if something changed, 0 if not, or an error. */
 KNIT_EXTERN int knit_poll(knit_t *k);
 
 #ifdef __cplusplus

@@ -132,6 +132,7 @@ static int table_keys(knit_t *k, size_t ti, uint64_t lo, uint64_t hi, const kloc
         key->pk = NULL;
         key->remote = remote;
         key->deleted = !knit_cl_live(cl);
+        key->rolled_back = 0; /* reject.c fires rollbacks; the array is not zeroed */
         if (!remote)
             e->all_remote = 0;
         for (uint32_t i = 0; i < t->npk && !rc; i++) {

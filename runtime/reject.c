@@ -40,6 +40,13 @@
 **      names every rolled-back row with rolled_back = 1.  The rows' new
 **      versions are then marked seen, unless other commits came between
 **      (then a later event may name them again; nothing is missed).
+**   7. Other handles on the file (the followers of a device, `sync-agent
+**      watch`) learn of a rollback from _knit_rejected: knit_poll calls
+**      knit__rejected_poll, which reads the refusals recorded after the
+**      newest this handle has seen (k->seen_rejected, set at open and by
+**      knit_reject itself) and fires the same event as note 6 for their
+**      rows.  The key is read back from its SQL literals by SQLite itself
+**      (a read-only "SELECT <key>"), so no second parser exists.
 */
 #include <string.h>
 
@@ -467,6 +474,7 @@ int knit_reject(knit_t *k, const knit_batch_t *pushed, const knit_refusal_t *ref
     knit_version(k, &after);
     if (seen == before)
         k->seen_version = after;
+    knit__rejected_seen(k); /* note 7: this handle's own refusals are announced here */
     if (nrows && k->on_change)
         fire(k, rows, nrows);
     knit__free(rows);
@@ -482,5 +490,115 @@ fail : {
     sqlite3_finalize(ins);
     knit_batch_free(copy);
     knit__free(rows);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Rollbacks made by other handles (design note 7)                        */
+
+void knit__rejected_seen(knit_t *k) /* see replica.h */
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(k->db, "SELECT max(id) FROM _knit_rejected", -1, &st, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        k->seen_rejected = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+}
+
+#define POLL_ROWS 256 /* rows per event read back from _knit_rejected */
+
+/* The key of a refusal, back from its SQL literals (note 7): *out is a
+** statement stepped to its row, whose columns are the npk key values. */
+static int key_parse(knit_t *k, const char *key, uint32_t npk, sqlite3_stmt **out)
+{
+    sqlite3_stmt *st = NULL;
+    char *sql = sqlite3_mprintf("SELECT %s", key);
+    *out = NULL;
+    if (!sql)
+        return KNIT_ENOMEM;
+    int rc = sqlite3_prepare_v2(k->db, sql, -1, &st, NULL);
+    sqlite3_free(sql);
+    if (rc != SQLITE_OK || !sqlite3_stmt_readonly(st) || sqlite3_column_count(st) != (int)npk ||
+        sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return KNIT_EINVAL; /* not a key this knit wrote: skipped */
+    }
+    *out = st;
+    return 0;
+}
+
+int knit__rejected_poll(knit_t *k) /* see replica.h */
+{
+    sqlite3_stmt *sel = NULL;
+    int rc = 0;
+    if (!k->on_change) {
+        knit__rejected_seen(k);
+        return 0;
+    }
+    if (sqlite3_prepare_v2(k->db,
+                           "SELECT id, tbl, key FROM _knit_rejected WHERE id > ?1 AND "
+                           "rolled_back = 1 ORDER BY id LIMIT ?2",
+                           -1, &sel, NULL) != SQLITE_OK) {
+        sqlite3_finalize(sel);
+        return 0; /* no table (a replica older knits made, read-only): nothing to tell */
+    }
+    for (;;) {
+        rrow_t rows[POLL_ROWS];
+        sqlite3_stmt *keys[POLL_ROWS];
+        char *texts[POLL_ROWS];
+        size_t n = 0, read = 0;
+        int step;
+        sqlite3_reset(sel);
+        sqlite3_bind_int64(sel, 1, k->seen_rejected);
+        sqlite3_bind_int(sel, 2, POLL_ROWS);
+        while ((step = sqlite3_step(sel)) == SQLITE_ROW) {
+            read++;
+            k->seen_rejected = sqlite3_column_int64(sel, 0);
+            ktable_t *t = knit__table(k, (const char *)sqlite3_column_text(sel, 1));
+            const char *key = (const char *)sqlite3_column_text(sel, 2);
+            size_t j;
+            if (!t || !key)
+                continue;
+            for (j = 0; j < n && !(rows[j].t == t && strcmp(texts[j], key) == 0); j++)
+                ;
+            if (j < n)
+                continue; /* another refused cell of a row already named */
+            if (!(texts[n] = knit__strdup(key))) {
+                rc = KNIT_ENOMEM;
+                break;
+            }
+            if (key_parse(k, key, t->npk, &keys[n]) != 0) {
+                knit__free(texts[n]);
+                continue;
+            }
+            knit_value_t *pk = knit__calloc(t->npk ? t->npk : 1, sizeof *pk);
+            if (!pk) {
+                sqlite3_finalize(keys[n]);
+                knit__free(texts[n]);
+                rc = KNIT_ENOMEM;
+                break;
+            }
+            for (uint32_t i = 0; i < t->npk; i++)
+                knit__column_value(keys[n], (int)i, &pk[i]);
+            memset(&rows[n], 0, sizeof rows[n]);
+            rows[n].t = t;
+            rows[n].pk = pk;
+            n++;
+        }
+        if (!rc && step != SQLITE_DONE && step != SQLITE_ROW)
+            rc = knit__dberr(k, step, "reading refusals");
+        sqlite3_reset(sel);
+        if (n)
+            fire(k, rows, n);
+        for (size_t i = 0; i < n; i++) {
+            knit__free((void *)rows[i].pk);
+            sqlite3_finalize(keys[i]);
+            knit__free(texts[i]);
+        }
+        if (rc || read < POLL_ROWS)
+            break;
+    }
+    sqlite3_finalize(sel);
     return rc;
 }

@@ -266,6 +266,7 @@ int knit_open(const char *path, const knit_options_t *opt, knit_t **out) /* see 
     if ((rc = knit__load_tables(k)) != 0)
         goto fail;
     knit_version(k, &k->seen_version);
+    knit__rejected_seen(k);
     {
         sqlite3_stmt *st = NULL;
         if (sqlite3_prepare_v2(k->db, "PRAGMA data_version", -1, &st, NULL) == SQLITE_OK &&

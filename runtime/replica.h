@@ -124,6 +124,7 @@ struct knit_s {
     int aside_cookie;         /* schema_cookie when set-aside changes were last retried */
     int data_version;         /* PRAGMA data_version last seen by knit_poll */
     uint64_t seen_version;    /* knit version last reported to the callback */
+    int64_t seen_rejected;    /* newest _knit_rejected.id announced (reject.c note 7) */
     int ev_local;             /* local writes stamped since the last notification */
     int ev_remote;            /* remote changes applied since then */
     unsigned notified;        /* notifications that reported changes (knit_poll) */
@@ -367,5 +368,10 @@ int knit__apply_locked(knit_t *k, const knit_batch_t *b, knit_apply_stats_t *st)
 int knit__row_forget(knit_t *k, ktable_t *t, const knit_value_t *pk, int user_row);
 /* Creates _knit_rejected if missing (knit_open, every writable handle). */
 int knit__rejected_create(knit_t *k);
+/* k->seen_rejected = the newest refusal recorded (design note 7). */
+void knit__rejected_seen(knit_t *k);
+/* Fires the rolled-back event for refusals other handles recorded since
+** k->seen_rejected (design note 7); called by knit_poll. */
+int knit__rejected_poll(knit_t *k);
 
 #endif

@@ -2,7 +2,7 @@
 # refusal, and the end-to-end test with a real relay and agent.
 knit_test(reject SOURCES runtime/test_reject.c LIBS knit_runtime knit_crdt
   CASES insert_refused_disappears update_reverts_to_relay_value superseded_write_left_alone
-        table_exists_before_any_refusal)
+        table_exists_before_any_refusal follower_told)
 
 if(TARGET sync-relay AND TARGET sync-agent AND TARGET sync-inspect)
   knit_test(reject_it

@@ -506,7 +506,9 @@ static void watch_json(void)
 
     sqlite3 *db = su_db(w.a);
     su_exec(db, "INSERT INTO items VALUES ('L1', 1)");
-    wait_file(wlog, "{\"table\":\"items\",\"key\":[\"L1\"],\"origin\":\"local\",\"deleted\":false}",
+    wait_file(wlog,
+              "{\"table\":\"items\",\"key\":[\"L1\"],\"origin\":\"local\",\"deleted\":false,"
+              "\"rolled_back\":false}",
               5000);
 
     sqlite3 *dbb = su_db(w.b);
@@ -514,11 +516,14 @@ static void watch_json(void)
     sqlite3_close(dbb);
     sync_b(&w);
     wait_file(wlog,
-              "{\"table\":\"items\",\"key\":[\"R1\"],\"origin\":\"remote\",\"deleted\":false}",
+              "{\"table\":\"items\",\"key\":[\"R1\"],\"origin\":\"remote\",\"deleted\":false,"
+              "\"rolled_back\":false}",
               10000);
 
     su_exec(db, "DELETE FROM items WHERE id = 'L1'");
-    wait_file(wlog, "{\"table\":\"items\",\"key\":[\"L1\"],\"origin\":\"local\",\"deleted\":true}",
+    wait_file(wlog,
+              "{\"table\":\"items\",\"key\":[\"L1\"],\"origin\":\"local\",\"deleted\":true,"
+              "\"rolled_back\":false}",
               5000);
     sqlite3_close(db);
     su_sleep_ms(300);

@@ -118,6 +118,16 @@ static void check_digests(world_t *w)
     CHECK_STR(da, dr);
 }
 
+static int watching(void *arg)
+{
+    return su_file_has(arg, "watching");
+}
+
+static int watch_told(void *arg)
+{
+    return su_count_in_file(arg, "\"rolled_back\":true") >= 2;
+}
+
 static void clock_skew_rolled_back(void)
 {
     world_t w;
@@ -166,6 +176,16 @@ static void clock_skew_rolled_back(void)
     /* A write behind the refused ones, in the same push. */
     su_exec(w.dba, "INSERT INTO items VALUES ('after', 'normal', 3)");
 
+    /* Another process on A's replica: it learns of the rollback from the
+    ** file (reject.c note 7), as every follower does. */
+    su_proc_t wp;
+    char wlog[512];
+    memset(&wp, 0, sizeof wp);
+    su_path(wlog, sizeof wlog, "watch.log");
+    const char *wargv[] = {SYNC_AGENT_PATH, "watch", w.a, "--json", NULL};
+    CHECK_OK(su_spawn(&wp, wargv, wlog, NULL));
+    CHECK(su_wait_until(watching, wlog, 10000));
+
     CHECK_OK(su_agent_start(&w.agent_a, w.a, w.relay.port, w.token, w.alog, FAST));
     wait_value(&w, w.dbb, "SELECT count(*) FROM items WHERE id = 'after'", 1, 20000);
     wait_value(&w, w.dba, "SELECT count(*) FROM _knit_rejected WHERE rolled_back = 1", 4, 20000);
@@ -188,6 +208,19 @@ static void clock_skew_rolled_back(void)
                               "(row): KNIT_ECLOCKSKEW"));
     CHECK(su_file_has(w.alog, "rejected write rolled back: table items key ('base') column "
                               "name: KNIT_ECLOCKSKEW"));
+    /* The watch named both rows as rolled back: the insert gone, the
+    ** update reverted; once each, and 'after' never. */
+    CHECK(su_wait_until(watch_told, wlog, 10000));
+    CHECK_EQ_INT(su_count_in_file(wlog, "[\"skewed\"],\"origin\":\"local\",\"deleted\":true,"
+                                        "\"rolled_back\":true}"),
+                 1);
+    CHECK_EQ_INT(su_count_in_file(wlog, "[\"base\"],\"origin\":\"local\",\"deleted\":false,"
+                                        "\"rolled_back\":true}"),
+                 1);
+    CHECK_EQ_INT(su_count_in_file(wlog, "[\"after\"],\"origin\":\"local\",\"deleted\":false,"
+                                        "\"rolled_back\":true}"),
+                 0);
+    CHECK_OK(su_kill(&wp, SIGTERM, 5000, NULL));
     /* Later writes sync (both ways). */
     su_exec(w.dba, "UPDATE items SET qty = 9 WHERE id = 'base'");
     wait_value(&w, w.dbb, "SELECT qty FROM items WHERE id = 'base'", 9, 20000);

@@ -190,5 +190,111 @@ static void table_exists_before_any_refusal(void)
     rt_done();
 }
 
+/* What a follower's callback saw: keys as "a|hexb|D|R " per key. */
+typedef struct fseen_s {
+    int events;     /* all events */
+    int rb_events;  /* events with rolled_back = 1 */
+    char keys[512]; /* keys of the rolled-back events */
+} fseen_t;
+
+static void on_follower(knit_t *k, const knit_event_t *ev, void *data)
+{
+    fseen_t *s = data;
+    (void)k;
+    s->events++;
+    if (!ev->rolled_back) {
+        for (size_t i = 0; i < ev->nkeys; i++) /* ordinary changes are never rolled back */
+            CHECK_EQ_INT(ev->keys[i].rolled_back, 0);
+        return;
+    }
+    s->rb_events++;
+    for (size_t i = 0; i < ev->nkeys; i++) {
+        const knit_event_key_t *key = &ev->keys[i];
+        size_t n = strlen(s->keys);
+        CHECK_EQ_INT(key->npk, 2);
+        CHECK_EQ_INT(key->pk[0].type, KNIT_TEXT);
+        CHECK_EQ_INT(key->pk[1].type, KNIT_BLOB);
+        n += (size_t)snprintf(s->keys + n, sizeof s->keys - n, "%.*s|", (int)key->pk[0].u.b.n,
+                              (const char *)key->pk[0].u.b.p);
+        for (size_t j = 0; j < key->pk[1].u.b.n; j++)
+            n += (size_t)snprintf(s->keys + n, sizeof s->keys - n, "%02x",
+                                  ((const uint8_t *)key->pk[1].u.b.p)[j]);
+        snprintf(s->keys + n, sizeof s->keys - n, "|%s|%s ", key->deleted ? "D" : "-",
+                 key->rolled_back ? "R" : "-");
+    }
+}
+
+/* Another handle on the writer's file (a follower process, sync-agent
+** watch) is told of the rollback by knit_poll, once, with the keys parsed
+** back from _knit_rejected: a composite key of quoted text and a BLOB. */
+static void follower_told(void)
+{
+    rt_init();
+    knit_t *a = rt_open("a.db"), *b = rt_open("b.db");
+    const char *ddl = "CREATE TABLE doc(name TEXT NOT NULL, tag BLOB NOT NULL, v TEXT NOT NULL,"
+                      " PRIMARY KEY(name, tag)) WITHOUT ROWID";
+    rt_exec(a, ddl);
+    rt_exec(b, ddl);
+    CHECK_OK(knit_track(a, "doc", NULL));
+    CHECK_OK(knit_track(b, "doc", NULL));
+    CHECK_OK(knit_set_namespace(a, "user:a"));
+    CHECK_OK(knit_set_namespace(b, "user:a"));
+    rt_exec(a, "INSERT INTO doc VALUES ('it''s', X'00ff', 'kept')");
+    uint64_t since = 0, v;
+    rt_send(a, b, &since);
+    CHECK_OK(knit_version(a, &v));
+    CHECK_OK(knit_ack(a, v));
+
+    knit_t *f = rt_open("a.db"); /* the follower */
+    fseen_t s, sl;               /* the follower's events, the leader's */
+    memset(&s, 0, sizeof s);
+    memset(&sl, 0, sizeof sl);
+    CHECK_OK(knit_on_change(f, on_follower, &s));
+    CHECK_OK(knit_on_change_keys(f, 16));
+    CHECK_OK(knit_on_change(a, on_follower, &sl));
+    CHECK_OK(knit_on_change_keys(a, 16));
+
+    rt_exec(a, "UPDATE doc SET v = 'edit' WHERE name = 'it''s'");
+    rt_exec(a, "INSERT INTO doc VALUES ('new \"one\"', X'', 'refused')");
+    knit_batch_t *p = pending(a), *state = NULL;
+    CHECK_OK(knit_changes_since(b, 0, NULL, &state));
+    knit_refusal_t r[8];
+    CHECK(p->nchanges <= 8);
+    for (size_t i = 0; i < p->nchanges; i++)
+        r[i] = (knit_refusal_t){i, KNIT_EDENIED, "read-only"};
+    CHECK_OK(knit_reject(a, p, r, p->nchanges, state, NULL));
+    CHECK_EQ_INT(sl.rb_events, 1); /* the leader's own event */
+    RT_EXPECT(a, "SELECT name, hex(tag), v FROM doc", "'it''s'|'00FF'|'kept'\n");
+
+    /* The follower: one rolled-back event naming both rows. */
+    CHECK(knit_poll(f) >= 0);
+    CHECK_EQ_INT(s.rb_events, 1);
+    CHECK(strstr(s.keys, "it's|00ff|-|R ") != NULL);
+    CHECK(strstr(s.keys, "new \"one\"||D|R ") != NULL);
+    /* Not again: neither the follower nor the leader repeats it. */
+    rt_exec(a, "INSERT INTO doc VALUES ('later', X'01', 'ok')");
+    CHECK(knit_poll(f) >= 0);
+    CHECK(knit_poll(a) >= 0);
+    CHECK_EQ_INT(s.rb_events, 1);
+    CHECK_EQ_INT(sl.rb_events, 1);
+    /* A handle opened after the refusal does not report old ones. */
+    knit_t *g = rt_open("a.db");
+    fseen_t sg;
+    memset(&sg, 0, sizeof sg);
+    CHECK_OK(knit_on_change(g, on_follower, &sg));
+    CHECK_OK(knit_on_change_keys(g, 16));
+    rt_exec(a, "UPDATE doc SET v = 'again' WHERE name = 'later'");
+    CHECK(knit_poll(g) >= 0);
+    CHECK_EQ_INT(sg.rb_events, 0);
+    CHECK(sg.events >= 1);
+    knit_batch_free(p);
+    knit_batch_free(state);
+    knit_close(g);
+    knit_close(f);
+    knit_close(a);
+    knit_close(b);
+    rt_done();
+}
+
 KNIT_TESTS(T(insert_refused_disappears), T(update_reverts_to_relay_value),
-           T(superseded_write_left_alone), T(table_exists_before_any_refusal))
+           T(superseded_write_left_alone), T(table_exists_before_any_refusal), T(follower_told))
