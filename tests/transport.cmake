@@ -7,3 +7,6 @@ knit_test(codec SOURCES unit/test_codec.c LIBS knit_static
 knit_test(frame SOURCES unit/test_frame.c LIBS knit_static
   CASES whole bytewise chunks many oversized zero_length writer alloc_failure)
 knit_bench(bench_codec SOURCES bench/bench_codec.c LIBS knit_static m)
+# The consistency checker's bucket engine against real replicas.
+knit_test(buckets SOURCES unit/test_buckets.c LIBS knit_static
+  CASES matches_replica one_row_one_bucket only_filter)

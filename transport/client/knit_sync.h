@@ -67,6 +67,9 @@
 ** stops or dies (SIGKILL included: the kernel releases the lock).
 ** KNIT_SYNC_EV_ROLE says which role a client has; options.exclusive makes
 ** knit_sync_start fail with KNIT_EBUSY instead of following.
+** The lock file is opened close-on-exec, but a child made by fork()
+** without exec shares it (and would keep leadership while it lives):
+** start the client after forking, in the process that will sync.
 **
 ** The first session decides the replica's home namespace: rows written
 ** before the replica ever synced belong to the credential's namespace
