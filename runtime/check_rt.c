@@ -16,6 +16,12 @@
 **   3. The deletes of user rows made here are knit's own: the log rows
 **      capture writes for them are dropped before the merge (the log was
 **      empty after the stamp, inside this write transaction).
+**   4. Cells of other sites that the relay lacks (or that beat its own)
+**      may survive only here: the relay was restored from an older backup
+**      and their device is gone.  They are merged last, under versions of
+**      their own, and that range is recorded as re-pushed (sites.c), so
+**      the sync client pushes them as it pushes this replica's own cells,
+**      and the relay, and every new device, has them again.
 */
 #include "check_rt.h"
 
@@ -27,6 +33,16 @@ typedef struct crow_s {
     ktable_t *t;            /* the row's table */
     const knit_value_t *pk; /* its key (a batch's) */
 } crow_t;
+
+/* 1 when b holds a change of another site than this replica's (note 4). */
+static int foreign(const knit_t *k, const knit_batch_t *b)
+{
+    for (size_t i = 0; i < b->nchanges; i++)
+        if (b->changes[i].site < b->nsites &&
+            memcmp(b->sites[b->changes[i].site].b, k->site.b, sizeof k->site.b) != 0)
+            return 1;
+    return 0;
+}
 
 /* Design note 2: the row goes, with everything knit knows of it. */
 static int forget_row(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t ns)
@@ -113,8 +129,15 @@ int knit__check_restore(knit_t *k, const knit_batch_t *relay, const knit_batch_t
         goto fail;
     if (relay->nchanges && (rc = knit__apply_locked(k, relay, NULL)) != 0)
         goto fail;
-    if (local && local->nchanges && (rc = knit__apply_locked(k, local, NULL)) != 0)
-        goto fail;
+    if (local && local->nchanges) {
+        /* Design note 4. */
+        uint64_t before = 0, after = 0;
+        if ((rc = knit_version(k, &before)) != 0 ||
+            (rc = knit__apply_locked(k, local, NULL)) != 0 || (rc = knit_version(k, &after)) != 0)
+            goto fail;
+        if (after > before && foreign(k, local) && (rc = knit__repush_add(k, before + 1, after)))
+            goto fail;
+    }
     if ((rc = knit__commit(k)) != 0)
         goto fail;
     knit__free(rows);

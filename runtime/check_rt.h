@@ -18,8 +18,9 @@
 ** and local (this replica's cells of them that the relay lacks or that
 ** beat the relay's, may be NULL) are merged in as by knit_apply.  So a row
 ** changed, deleted or added behind knit's back holds the merged state of
-** both again; local cells get new local versions, so those of this
-** replica's site are pushed again.  *rows (may be NULL) counts the rows
+** both again; local cells get new local versions and are pushed again,
+** also those of other sites (check_rt.c note 4: their range is recorded
+** as re-pushed until the relay acknowledges it).  *rows (may be NULL) counts the rows
 ** restored.  version is the replica's local version (knit_version) when
 ** local was read: when the stamp moves it (a write or an apply came
 ** between), nothing is done and KNIT_EBUSY says to check again, so a cell

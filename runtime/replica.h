@@ -222,10 +222,16 @@ int knit__ns_name(knit_t *k, uint32_t idx, char **out); /* "" for an unnamed hom
 ** is this replica's, or a site it inherited as a copy and the cell's
 ** version is at or below that site's takeover version. */
 typedef struct klocal_s {
-    uint64_t *inherit; /* site idx -> takeover version + 1 (0 = not inherited) */
-    uint32_t n;        /* entries */
+    uint64_t *inherit;     /* site idx -> takeover version + 1 (0 = not inherited) */
+    uint32_t n;            /* entries */
+    uint64_t (*repush)[2]; /* version ranges [lo, hi] pushed as local ("Re-pushed") */
+    uint32_t nrepush;      /* ranges */
 } klocal_t;
-int knit__local_load(knit_t *k, klocal_t *l); /* reads _knit_meta inherit:* keys */
+int knit__local_load(knit_t *k, klocal_t *l); /* reads _knit_meta inherit:*, repush:* keys */
+/* Records versions lo..hi as re-pushed (inside the caller's transaction). */
+int knit__repush_add(knit_t *k, uint64_t lo, uint64_t hi);
+/* Forgets the re-pushed ranges acked covers (inside the caller's transaction). */
+int knit__repush_acked(knit_t *k, uint64_t acked);
 int knit__local_is(const knit_t *k, const klocal_t *l, uint32_t site, uint64_t ver);
 void knit__local_free(klocal_t *l);
 

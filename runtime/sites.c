@@ -15,7 +15,18 @@
 ** arrive later (the original, still running, syncing through the relay) get
 ** newer versions and are remote.  If the original keeps running, both push
 ** the same changes, which merge idempotently.
+**
+** Re-pushed versions.  The consistency check's repair (check_rt.c) may
+** keep cells of other sites that the relay lacks (the relay was restored
+** from an older backup, and the device that wrote them is gone): this
+** replica may be the last one holding them, so it pushes them like its
+** own.  The repair merges them under versions of their own and records
+** the range: _knit_meta key "repush:<lo>" = hi, plus "repush" = the
+** largest hi (0: none), read by knit_ack through the cached statement.
+** A cell whose version lies in such a range is local; knit_ack drops the
+** ranges it covers, so once the relay has them they are remote again.
 */
+#include <stdio.h>
 #include <string.h>
 
 #include "replica.h"
@@ -153,22 +164,83 @@ int knit__local_load(knit_t *k, klocal_t *l)
         l->inherit[idx] = (uint64_t)ver + 1;
     }
     sqlite3_finalize(st);
+    st = NULL;
+    if (rc == SQLITE_DONE)
+        rc = sqlite3_prepare_v2(k->db,
+                                "SELECT CAST(substr(key, 8) AS INTEGER), CAST(value AS INTEGER)"
+                                " FROM _knit_meta WHERE key GLOB 'repush:*'",
+                                -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            int64_t lo = sqlite3_column_int64(st, 0), hi = sqlite3_column_int64(st, 1);
+            if (lo <= 0 || hi < lo)
+                continue; /* not a key knit wrote */
+            uint64_t(*r)[2] = knit__realloc(l->repush, (l->nrepush + 1) * sizeof *r);
+            if (!r) {
+                sqlite3_finalize(st);
+                knit__local_free(l);
+                return KNIT_ENOMEM;
+            }
+            l->repush = r;
+            l->repush[l->nrepush][0] = (uint64_t)lo;
+            l->repush[l->nrepush++][1] = (uint64_t)hi;
+        }
+    sqlite3_finalize(st);
     if (rc == SQLITE_DONE)
         return 0;
     knit__local_free(l);
     return knit__dberr(k, rc, "reading inherited sites");
 }
 
+int knit__repush_add(knit_t *k, uint64_t lo, uint64_t hi) /* see replica.h */
+{
+    char key[40];
+    int64_t max = 0;
+    int rc = knit__meta_get_int(k, "repush", &max);
+    snprintf(key, sizeof key, "repush:%llu", (unsigned long long)lo);
+    if (!rc)
+        rc = knit__meta_set_int(k, key, (int64_t)hi);
+    if (!rc && (uint64_t)max < hi)
+        rc = knit__meta_set_int(k, "repush", (int64_t)hi);
+    return rc;
+}
+
+int knit__repush_acked(knit_t *k, uint64_t acked) /* see replica.h */
+{
+    int64_t max = 0;
+    int rc = knit__meta_get_int(k, "repush", &max);
+    if (rc || max <= 0)
+        return rc; /* none: the common case costs one cached read */
+    sqlite3_stmt *st = NULL;
+    rc = sqlite3_prepare_v2(k->db,
+                            "DELETE FROM _knit_meta WHERE key GLOB 'repush:*'"
+                            " AND CAST(value AS INTEGER) <= ?1",
+                            -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return knit__dberr(k, rc, "forgetting re-pushed versions");
+    sqlite3_bind_int64(st, 1, (int64_t)acked);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return knit__dberr(k, rc, "forgetting re-pushed versions");
+    return (uint64_t)max <= acked ? knit__meta_set_int(k, "repush", 0) : 0;
+}
+
 int knit__local_is(const knit_t *k, const klocal_t *l, uint32_t site, uint64_t ver)
 {
     if (site == k->site_idx)
         return 1;
-    return site < l->n && l->inherit[site] && ver < l->inherit[site];
+    if (site < l->n && l->inherit[site] && ver < l->inherit[site])
+        return 1;
+    for (uint32_t i = 0; i < l->nrepush; i++)
+        if (ver >= l->repush[i][0] && ver <= l->repush[i][1])
+            return 1;
+    return 0;
 }
 
 void knit__local_free(klocal_t *l)
 {
     knit__free(l->inherit);
-    l->inherit = NULL;
-    l->n = 0;
+    knit__free(l->repush);
+    memset(l, 0, sizeof *l);
 }

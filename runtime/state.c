@@ -398,6 +398,8 @@ int knit_ack(knit_t *k, uint64_t version) /* see knit.h */
     if (!rc && (uint64_t)cur < version)
         rc = knit__meta_set_int(k, "acked", (int64_t)version);
     if (!rc)
+        rc = knit__repush_acked(k, version);
+    if (!rc)
         rc = knit__commit(k);
     if (rc)
         knit__rollback(k);

@@ -5,7 +5,7 @@
 if(TARGET sync-relay AND TARGET sync-agent)
   knit_test(check_it
     SOURCES integration/test_check_it.c integration/sync_util.c
-    CASES repairs_corruption repairs_metadata healthy_zero_mismatches
+    CASES repairs_corruption repairs_metadata healthy_zero_mismatches relay_restored_backup
     LIBS knit_relay
     TIMEOUT 180)
   target_compile_definitions(test_check_it PRIVATE

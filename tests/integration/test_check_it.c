@@ -34,6 +34,7 @@ typedef struct world_s {
     char blog[512];    /* agent B's log */
     su_proc_t agent;   /* agent A */
     su_proc_t agent_b; /* agent B */
+    int http_port;     /* the relay's --http-listen (/metrics) */
 } world_t;
 
 static const char *const CHECK_FAST[] = {"--backoff-max", "500", "--check-interval", "100", NULL};
@@ -63,7 +64,12 @@ static void world_init(world_t *w)
     su_path(w->blog, sizeof w->blog, "agent-b.log");
     CHECK_OK(su_write_secret(w->secret));
     CHECK_OK(su_write_token(w->secret, "alice", w->token));
-    CHECK_OK(su_relay_start(&w->relay, 0, w->data, w->secret, NULL));
+    char hl[64];
+    w->http_port = su_free_port();
+    CHECK(w->http_port > 0);
+    snprintf(hl, sizeof hl, "127.0.0.1:%d", w->http_port);
+    const char *extra[] = {"--http-listen", hl, NULL};
+    CHECK_OK(su_relay_start(&w->relay, 0, w->data, w->secret, extra));
     make_replica(w->a);
     make_replica(w->b);
 }
@@ -102,6 +108,19 @@ static long status_count(const char *path, const char *key)
     const char *argv[] = {SYNC_AGENT_PATH, "status", path, NULL};
     su_run(argv, 10000, out, sizeof out);
     snprintf(want, sizeof want, "\n%s: ", key);
+    const char *p = strstr(out, want);
+    return p ? strtol(p + strlen(want), NULL, 10) : -1;
+}
+
+/* knit_relay_consistency_checks_total{result="RESULT"} from the relay's
+** /metrics, read with curl; -1 when absent. */
+static long relay_checks(world_t *w, const char *result)
+{
+    char url[128], out[65536], want[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", w->http_port);
+    const char *argv[] = {"/usr/bin/curl", "-sS", "--max-time", "10", url, NULL};
+    CHECK_EQ_INT(su_run(argv, 20000, out, sizeof out), 0);
+    snprintf(want, sizeof want, "knit_relay_consistency_checks_total{result=\"%s\"} ", result);
     const char *p = strstr(out, want);
     return p ? strtol(p + strlen(want), NULL, 10) : -1;
 }
@@ -191,6 +210,10 @@ static void repairs_corruption(void)
         dump(&w);
         CHECK(!"the checker did not repair the replica");
     }
+    /* The relay counted the check that differed and the fetch. */
+    CHECK(relay_checks(&w, "differ") >= 1);
+    CHECK(relay_checks(&w, "fetch") >= 1);
+    CHECK_EQ_INT(relay_checks(&w, "error"), 0);
     db = su_db(w.a);
     CHECK_EQ_INT(su_int(db, "SELECT count(*) FROM items WHERE id = 'r7' AND name = 'name 7'"), 1);
     CHECK_EQ_INT(su_int(db, "SELECT count(*) FROM items WHERE id = 'r12' AND qty = 12"), 1);
@@ -300,6 +323,9 @@ static void healthy_zero_mismatches(void)
     CHECK_EQ_INT(status_count(w.a, "inconsistencies repaired"), 0);
     CHECK(!su_file_has(w.alog, "differs from the relay"));
     CHECK(!su_file_has(w.blog, "differs from the relay"));
+    CHECK(relay_checks(&w, "equal") >= 10);
+    CHECK_EQ_INT(relay_checks(&w, "differ"), 0);
+    CHECK_EQ_INT(relay_checks(&w, "fetch"), 0);
     sqlite3_close(a);
     sqlite3_close(b);
     world_done(&w);
@@ -310,4 +336,93 @@ static void healthy_zero_mismatches(void)
     CHECK_STR(db_, dr);
 }
 
-KNIT_TESTS(T(repairs_corruption), T(repairs_metadata), T(healthy_zero_mismatches))
+/* Stops the relay (SIGTERM: it commits and closes its store). */
+static void relay_stop(world_t *w)
+{
+    int st;
+    CHECK_OK(su_kill(&w->relay.p, SIGTERM, 10000, &st));
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* The relay restored from a backup older than another device's write, and
+** that device gone: replica A is the only place its rows survive.  A's
+** checker finds the relay's state behind, keeps B's cells and its own
+** that the relay lacks, and pushes both again (check_rt.c note 4), so a
+** new device gets everything. */
+static void relay_restored_backup(void)
+{
+    world_t w;
+    char backup[512], c[512], da[65], dr[65];
+    world_init(&w);
+    su_path(backup, sizeof backup, "relay-backup.db");
+    su_path(c, sizeof c, "c.db");
+    sqlite3 *db = su_db(w.a);
+    for (int i = 0; i < 10; i++)
+        su_exec(db, "INSERT INTO items(id, name, qty) VALUES ('old%d', 'n', %d)", i, i);
+    sqlite3_close(db);
+    run_once(&w, w.a);
+    run_once(&w, w.b);
+    /* The backup, taken while the relay is stopped. */
+    int port = w.relay.port;
+    relay_stop(&w);
+    db = su_db(w.data);
+    su_exec(db, "VACUUM INTO '%s'", backup);
+    sqlite3_close(db);
+    CHECK_OK(su_relay_start(&w.relay, port, w.data, w.secret, NULL));
+    /* After it: B's rows and an update of an old row, then A's, all
+    ** acknowledged and synced to A. */
+    db = su_db(w.b);
+    su_exec(db, "INSERT INTO items(id, name, qty, tags) VALUES ('fromb', 'b wrote', 1, '[\"t\"]')");
+    su_exec(db, "UPDATE items SET name = 'b edited' WHERE id = 'old3'");
+    sqlite3_close(db);
+    run_once(&w, w.b);
+    db = su_db(w.a);
+    su_exec(db, "INSERT INTO items(id, name, qty) VALUES ('froma', 'a wrote', 2)");
+    sqlite3_close(db);
+    run_once(&w, w.a);
+    db = su_db(w.a);
+    CHECK_EQ_INT(su_int(db, "SELECT count(*) FROM items WHERE id = 'fromb'"), 1);
+    sqlite3_close(db);
+    /* The relay goes back to the backup; B is never seen again. */
+    relay_stop(&w);
+    char cmd[2200];
+    snprintf(cmd, sizeof cmd, "rm -f '%s-wal' '%s-shm' && cp '%s' '%s'", w.data, w.data, backup,
+             w.data);
+    CHECK_EQ_INT(system(cmd), 0);
+    CHECK_OK(su_relay_start(&w.relay, port, w.data, w.secret, NULL));
+    CHECK_OK(su_relay_digest(w.data, NS, dr));
+    CHECK_OK(su_replica_digest(w.a, NS, da));
+    CHECK(strcmp(da, dr) != 0);
+
+    CHECK_OK(su_agent_start(&w.agent, w.a, w.relay.port, w.token, w.alog, CHECK_FAST));
+    repaired_t r = {&w, 1};
+    if (!su_wait_until(repaired, &r, 60000)) {
+        dump(&w);
+        CHECK(!"the checker did not bring the restored relay back to A's state");
+    }
+    CHECK_OK(su_kill(&w.agent, SIGTERM, 10000, NULL));
+    w.agent.pid = 0;
+    /* A new device gets every row, B's included. */
+    make_replica(c);
+    run_once(&w, c);
+    db = su_db(c);
+    CHECK_EQ_INT(su_int(db, "SELECT count(*) FROM items"), 12);
+    CHECK_EQ_INT(su_int(db, "SELECT count(*) FROM items WHERE id = 'fromb' AND name = 'b wrote'"
+                            " AND tags = '[\"t\"]'"),
+                 1);
+    CHECK_EQ_INT(su_int(db, "SELECT count(*) FROM items WHERE id = 'old3' AND name = 'b edited'"),
+                 1);
+    CHECK_EQ_INT(su_int(db, "SELECT count(*) FROM items WHERE id = 'froma'"), 1);
+    sqlite3_close(db);
+    /* Nothing is left marked as re-pushed once the relay acknowledged it. */
+    db = su_db(w.a);
+    CHECK_EQ_INT(su_int(db, "SELECT count(*) FROM _knit_meta WHERE key GLOB 'repush:*'"), 0);
+    sqlite3_close(db);
+    CHECK_OK(su_replica_digest(c, NS, da));
+    CHECK_OK(su_relay_digest(w.data, NS, dr));
+    CHECK_STR(da, dr);
+    world_done(&w);
+}
+
+KNIT_TESTS(T(repairs_corruption), T(repairs_metadata), T(healthy_zero_mismatches),
+           T(relay_restored_backup))

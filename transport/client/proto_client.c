@@ -17,7 +17,8 @@
 **      pushes everything after it.  Replaying a committed push is harmless.
 **   3. A DELTAS is applied only if it continues from the cursor (from <=
 **      cursor); its changes and its `to` go to the replica in one
-**      transaction (io.apply), so a crash keeps both or neither.  A gap
+**      transaction (io.apply), so a crash keeps both or neither; the
+**      cursor becomes `to` exactly, also when that is lower.  A gap
 **      sends SUBSCRIBE with the cursor once and drops DELTAS until the chain
 **      resumes.
 **   4. The engine reads no clock: every call carries the monotonic time in
@@ -1167,7 +1168,7 @@ static void on_deltas(knit_client_t *c, const knit_deltas_t *d, uint64_t now)
             return;
         }
         c->st.echoes += d->batch->nchanges;
-    } else if (d->batch->nchanges || d->to > s->cursor) {
+    } else if (d->batch->nchanges || d->to != s->cursor) {
         rc = c->io.apply ? c->io.apply(c->io.data, s->ns, d->from, d->to, d->batch) : 0;
         if (rc) {
             char msg[700], why[512];
@@ -1177,8 +1178,11 @@ static void on_deltas(knit_client_t *c, const knit_deltas_t *d, uint64_t now)
             close_conn(c, rc, 0, msg);
             return;
         }
-        if (d->to > s->cursor)
-            s->cursor = d->to;
+        /* Exactly `to`, as the replica records it (knit_apply_at): after a
+        ** relay restored from an older backup resends from 0, the cursor
+        ** follows it down (PROTOCOL.md 6.2), so the consistency check's
+        ** answer at the relay's sequence counts again. */
+        s->cursor = d->to;
         c->st.deltas++;
         c->st.delta_changes += d->batch->nchanges;
         if (d->batch->nchanges)
@@ -1463,7 +1467,7 @@ static void on_checked(knit_client_t *c, const knit_checked_t *a, uint64_t now)
     c->st.check_cells += c->check_cells;
     logf_(c, LOG_WARN,
           "consistency check: repaired %s: %zu rows restored from the relay's state, %zu cells "
-          "of this replica pushed again",
+          "the relay lacked pushed again",
           a->ns, c->check_rows, c->check_cells);
     check_done(c, now, c->cfg.check_ms);
 }

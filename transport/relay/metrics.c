@@ -36,6 +36,7 @@ static const char *const TRANSPORT_LABEL[] = {KNIT_METRIC_TRANSPORTS(X_LABEL)};
 static const char *const AUTH_LABEL[] = {KNIT_METRIC_AUTH_FAILURES(X_LABEL)};
 static const char *const LIMIT_LABEL[] = {KNIT_METRIC_LIMITS(X_LABEL)};
 #undef X_LABEL
+static const char *const CHECK_LABEL[KNIT_METRIC_NCHECKS] = {"equal", "differ", "fetch", "error"};
 #define X_CODE(c) c,
 static const int HTTP_CODE[] = {KNIT_METRIC_HTTP_CODES(X_CODE)};
 #undef X_CODE
@@ -160,6 +161,12 @@ void knit__metrics_catchup(knit_relay_metrics_t *m, size_t bytes) /* see metrics
 {
     if (m)
         m->catchup_bytes += bytes;
+}
+
+void knit__metrics_check(knit_relay_metrics_t *m, int kind) /* see metrics.h */
+{
+    if (m && kind >= 0 && kind < KNIT_METRIC_NCHECKS)
+        m->checks[kind]++;
 }
 
 void knit__metrics_auth_fail(knit_relay_metrics_t *m, int reason) /* see metrics.h */
@@ -300,6 +307,11 @@ int knit__metrics_render(const knit_relay_metrics_t *m, const knit_relay_metrics
            (double)m->fanout_deltas);
     scalar(&o, "knit_relay_catchup_bytes_total", "counter", "Bytes of catch-up DELTAS sent.",
            (double)m->catchup_bytes);
+    head(&o, "knit_relay_consistency_checks_total", "counter",
+         "Consistency checks (CHECK) answered, by result.");
+    for (int i = 0; i < KNIT_METRIC_NCHECKS; i++)
+        put(&o, "knit_relay_consistency_checks_total{result=\"%s\"} %llu\n", CHECK_LABEL[i],
+            (unsigned long long)m->checks[i]);
     head(&o, "knit_relay_auth_failures_total", "counter", "Authentication failures, by reason.");
     for (int i = 0; i < KNIT_METRIC_NAUTH; i++)
         put(&o, "knit_relay_auth_failures_total{reason=\"%s\"} %llu\n", AUTH_LABEL[i],

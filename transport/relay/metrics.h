@@ -88,6 +88,17 @@ typedef struct knit_metric_hist_s {
     X(200)                                                                                         \
     X(201) X(204) X(400) X(401) X(404) X(405) X(408) X(410) X(413) X(426) X(431) X(500) X(503)
 
+/* Consistency checks answered (CHECK, docs/PROTOCOL.md): the client's
+** digest equal to the relay's, different (bucket digests sent), a fetch of
+** differing buckets' cells, or a storage error. */
+enum {
+    KNIT_METRIC_CHECK_EQUAL,
+    KNIT_METRIC_CHECK_DIFFER,
+    KNIT_METRIC_CHECK_FETCH,
+    KNIT_METRIC_CHECK_ERROR,
+    KNIT_METRIC_NCHECKS
+};
+
 typedef struct knit_relay_metrics_s {
     uint64_t (*now_us)(void *data);                /* the glue's monotonic clock, microseconds */
     void *clock_data;                              /* passed to now_us */
@@ -106,6 +117,7 @@ typedef struct knit_relay_metrics_s {
     uint64_t auth_failures[KNIT_METRIC_NAUTH];     /* by reason */
     uint64_t limits[KNIT_METRIC_NLIMITS];          /* by limit */
     uint64_t group_failed;                         /* group commits that failed */
+    uint64_t checks[KNIT_METRIC_NCHECKS];          /* CHECKs answered, by KNIT_METRIC_CHECK_* */
     uint64_t http[16];                             /* HTTP answers, by KNIT_METRIC_HTTP_CODES */
     knit_metric_hist_t ack_latency;                /* seconds, PUSH arrival to ACK */
     knit_metric_hist_t fanout_latency;             /* seconds, PUSH arrival to its DELTAS */
@@ -140,6 +152,8 @@ void knit__metrics_ingest(knit_relay_metrics_t *m, size_t changes, size_t applie
 /* A push's units reached n live subscribers; arrived_us as above. */
 void knit__metrics_fanout(knit_relay_metrics_t *m, size_t n, uint64_t arrived_us);
 void knit__metrics_catchup(knit_relay_metrics_t *m, size_t bytes);
+/* One CHECK answered (kind: KNIT_METRIC_CHECK_*). */
+void knit__metrics_check(knit_relay_metrics_t *m, int kind);
 void knit__metrics_auth_fail(knit_relay_metrics_t *m, int reason);
 void knit__metrics_limit(knit_relay_metrics_t *m, int limit);
 void knit__metrics_http(knit_relay_metrics_t *m, int status);

@@ -1692,9 +1692,13 @@ static void on_check(knit_relay_conn_t *c, const knit_check_msg_t *q)
     m.type = KNIT_MSG_CHECKED;
     int rc = knit__relay_check(&c->e->st, q, &m.u.checked);
     if (rc) {
+        knit__metrics_check(c->e->m, KNIT_METRIC_CHECK_ERROR);
         error_close(c, rc == KNIT_ENOMEM ? rc : KNIT_EDB, "relay storage failed");
         return;
     }
+    knit__metrics_check(c->e->m, q->nfetch              ? KNIT_METRIC_CHECK_FETCH
+                                 : m.u.checked.nbuckets ? KNIT_METRIC_CHECK_DIFFER
+                                                        : KNIT_METRIC_CHECK_EQUAL);
     rc = send_msg(c, &m);
     if (rc == KNIT_ETOOBIG && m.u.checked.state) {
         /* Too many cells for one frame: none, the client fetches fewer. */
