@@ -159,6 +159,18 @@ static void dump(world_t *w)
     su_print_file(w->blog);
 }
 
+/* Starts agent A with a fast checker and waits for its first repair. */
+static void await_repair(world_t *w, const char *what)
+{
+    CHECK_OK(su_agent_start(&w->agent, w->a, w->relay.port, w->token, w->alog, CHECK_FAST));
+    repaired_t r = {w, 1};
+    if (!su_wait_until(repaired, &r, 60000)) {
+        dump(w);
+        fprintf(stderr, "%s\n", what);
+        CHECK(!"the checker did not repair the replica");
+    }
+}
+
 /* ---------------------------------------------------------------------- */
 
 /* A changed cell, a deleted row and a row the relay never got: the
@@ -204,12 +216,7 @@ static void repairs_corruption(void)
     CHECK_OK(su_replica_digest(w.a, NS, da));
     CHECK(strcmp(da, dr) != 0);
 
-    CHECK_OK(su_agent_start(&w.agent, w.a, w.relay.port, w.token, w.alog, CHECK_FAST));
-    repaired_t r = {&w, 1};
-    if (!su_wait_until(repaired, &r, 60000)) {
-        dump(&w);
-        CHECK(!"the checker did not repair the replica");
-    }
+    await_repair(&w, "the checker did not repair the replica");
     /* The relay counted the check that differed and the fetch. */
     CHECK(relay_checks(&w, "differ") >= 1);
     CHECK(relay_checks(&w, "fetch") >= 1);
@@ -271,12 +278,7 @@ static void repairs_metadata(void)
     CHECK_OK(su_replica_digest(w.a, NS, da));
     CHECK_OK(su_relay_digest(w.data, NS, dr));
     CHECK(strcmp(da, dr) != 0);
-    CHECK_OK(su_agent_start(&w.agent, w.a, w.relay.port, w.token, w.alog, CHECK_FAST));
-    repaired_t r = {&w, 1};
-    if (!su_wait_until(repaired, &r, 60000)) {
-        dump(&w);
-        CHECK(!"the checker did not repair the replica's metadata");
-    }
+    await_repair(&w, "the checker did not repair the replica's metadata");
     db = su_db(w.a);
     CHECK_EQ_INT(su_int(db, "SELECT count(*) FROM items WHERE id = 'm3' AND qty = 3"), 1);
     CHECK_EQ_INT(su_int(db, "SELECT count(*) FROM _knit_rows_%lld WHERE k0 = 'm3'", (long long)id),
@@ -324,7 +326,9 @@ static void healthy_zero_mismatches(void)
     CHECK(!su_file_has(w.alog, "differs from the relay"));
     CHECK(!su_file_has(w.blog, "differs from the relay"));
     CHECK(relay_checks(&w, "equal") >= 10);
-    CHECK_EQ_INT(relay_checks(&w, "differ"), 0);
+    /* "differ" may count checks that writes overtook (the client drops an
+    ** answer at another sequence than its cursor); a fetch would mean the
+    ** client acted on one. */
     CHECK_EQ_INT(relay_checks(&w, "fetch"), 0);
     sqlite3_close(a);
     sqlite3_close(b);
@@ -394,12 +398,7 @@ static void relay_restored_backup(void)
     CHECK_OK(su_replica_digest(w.a, NS, da));
     CHECK(strcmp(da, dr) != 0);
 
-    CHECK_OK(su_agent_start(&w.agent, w.a, w.relay.port, w.token, w.alog, CHECK_FAST));
-    repaired_t r = {&w, 1};
-    if (!su_wait_until(repaired, &r, 60000)) {
-        dump(&w);
-        CHECK(!"the checker did not bring the restored relay back to A's state");
-    }
+    await_repair(&w, "the checker did not bring the restored relay back to A's state");
     CHECK_OK(su_kill(&w.agent, SIGTERM, 10000, NULL));
     w.agent.pid = 0;
     /* A new device gets every row, B's included. */
