@@ -717,7 +717,9 @@ static const xch_t *life_of(const actx_t *a, const xch_t *x)
 ** departure.  A key alive in both (concurrent moves to different
 ** namespaces, or a row made again under its key where this replica's
 ** has moved) goes to the larger causal length, then liveness stamp; the
-** losing namespace gets a tombstone from here. */
+** losing namespace gets a tombstone from here, whether the row stays or
+** moves: a replica that writes the other life may never have held this
+** namespace, so no one else would end the row's life in it. */
 static int ns_move(actx_t *a, arow_t *r, const xch_t *x, int *adopt)
 {
     knit_t *k = a->k;
@@ -751,7 +753,7 @@ static int ns_move(actx_t *a, arow_t *r, const xch_t *x, int *adopt)
     }
     kcell_t left = r->cells[0];
     uint64_t lcl = r->cl;
-    if (wins) { /* the row moves: its life here ends */
+    if (knit_cl_live(r->cl)) { /* alive here too: the row moves, its life here ends */
         if ((rc = knit__tick(k, &left.hlc)) != 0)
             return rc;
         left.site = k->site_idx;

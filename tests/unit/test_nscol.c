@@ -15,6 +15,9 @@
 **   concurrent: several replicas write before a sync; afterwards A and B
 **     hold the same rows, every digest equals the relay's, and every row
 **     sits in the namespace its org_id names.
+**   alive_in_two: a key alive in two namespaces at once, where the writer
+**     of the later life never held the other namespace: the replica that
+**     holds both ends the row's life in the namespace it leaves.
 ** The seed is printed; KNIT_CASES_SCALE scales the count.
 */
 #include <stdio.h>
@@ -383,4 +386,60 @@ static void spec_refusals(void)
     CHECK_EQ_INT(system(cmd), 0);
 }
 
-KNIT_TESTS(T(spec_refusals), T(sequential), T(concurrent))
+static void sync_all(knit_relay_store_t *s, rep_t *reps)
+{
+    for (int w = 0; w < NREP; w++)
+        push(s, &reps[w]);
+    for (int w = 0; w < NREP; w++)
+        pull(s, &reps[w]);
+}
+
+/* Is key alive in ns at the relay? */
+static int relay_alive(knit_relay_store_t *s, const char *ns, int64_t key)
+{
+    knit_batch_t *b = NULL;
+    uint64_t reached;
+    int more, live = 0;
+    CHECK_OK(knit_relay_store_catch_up(s, ns, 0, 0, &b, &reached, &more));
+    for (size_t j = 0; j < b->nchanges; j++)
+        if (b->changes[j].col == 0 && b->changes[j].pk[0].u.i == key)
+            live = (int)(b->changes[j].cl & 1);
+    knit_batch_free(b);
+    return live;
+}
+
+static void alive_in_two(void)
+{
+    char dir[] = "/tmp/knit-nscol-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    rep_t reps[NREP];
+    setup(dir, reps);
+    char spath[300];
+    snprintf(spath, sizeof spath, "%s/relay.db", dir);
+    knit_relay_store_t *s = NULL;
+    CHECK_OK(knit_relay_store_open(spath, 0, &s));
+    /* A makes the row in acme and moves it to beta, which C cannot see. */
+    exec(reps[0].k, "INSERT INTO doc VALUES (1, 'a', 'acme')");
+    sync_all(s, reps);
+    exec(reps[0].k, "UPDATE doc SET org_id = 'beta' WHERE id = 1");
+    sync_all(s, reps);
+    CHECK(relay_alive(s, "org:beta", 1));
+    CHECK(!relay_alive(s, "org:acme", 1));
+    /* C makes the key again, its own first (synced), then shares it to
+    ** acme: a later life there (causal length 5) than beta's (3). */
+    exec(reps[2].k, "INSERT INTO doc VALUES (1, 'c', NULL)");
+    sync_all(s, reps);
+    exec(reps[2].k, "UPDATE doc SET org_id = 'acme' WHERE id = 1");
+    sync_all(s, reps);
+    sync_all(s, reps);
+    CHECK(relay_alive(s, "org:acme", 1));
+    CHECK(!relay_alive(s, "org:beta", 1)); /* A or B ended it there */
+    for (int w = 0; w < NREP; w++) {
+        same_digests(s, &reps[w]);
+        rows_in_their_namespace(&reps[w]);
+    }
+    knit_relay_store_close(s);
+    teardown(dir, reps);
+}
+
+KNIT_TESTS(T(spec_refusals), T(sequential), T(concurrent), T(alive_in_two))
