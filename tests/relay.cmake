@@ -18,7 +18,7 @@ knit_test(auth
 knit_test(proto_server
   SOURCES unit/test_proto_server.c
   CASES answers_in_order commit_failure token_expiry timeouts slow_consumer_bounded
-        malformed_isolated shutdown_commits claim_seals erased_refused
+        malformed_isolated shutdown_commits claim_seals erased_refused no_echo
   LIBS knit_relay)
 
 if(TARGET sync-relay)

@@ -295,6 +295,10 @@ static void metrics_move(void)
     CHECK(sample(t, "knit_relay_connections{transport=\"tcp\"}") == 1);
     CHECK(sample(t, "knit_relay_sessions") == 1);
     CHECK(sample(t, "knit_relay_sessions_total") == 1);
+    /* This client announced no HELLO features: its own units still come
+    ** back to it as DELTAS, one per push. */
+    CHECK(sample(t, "knit_relay_fanout_deltas_total") == 5);
+    CHECK(sample(t, "knit_relay_echoes_skipped_total") == 0);
     wc_close(&w);
 
     /* A refused credential and a refused push are counted by reason. */

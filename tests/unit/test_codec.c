@@ -372,6 +372,7 @@ static void rand_msg(knit_rng_t *r, pool_t *pl, int type, knit_msg_t *m)
         h->nsubs = knit_rng_below(r, 4);
         h->subs = rand_subs(r, pl, h->nsubs);
         h->agent = knit_rng_below(r, 2) ? rand_name(r, pl, 30) : NULL;
+        h->features = knit_rng_below(r, 2) ? knit_rng_next(r) >> knit_rng_below(r, 64) : 0;
         return;
     }
     case KNIT_MSG_WELCOME: {
@@ -587,6 +588,7 @@ static void check_msg(const knit_msg_t *a, const knit_msg_t *d)
         check_cred(&x->claim, &y->claim);
         check_subs(x->subs, x->nsubs, y->subs, y->nsubs);
         CHECK(str_eq(x->agent, y->agent));
+        CHECK(x->features == y->features);
         break;
     }
     case KNIT_MSG_WELCOME: {

@@ -173,7 +173,8 @@ static void open_conn(fconn_t *f, uint64_t mono)
     CHECK_OK(knit_relay_conn_open(eng, f, T0, mono, &f->ec));
 }
 
-static void hello(fconn_t *f, knit_cred_t cred, const char *ns, uint64_t wall, uint64_t mono)
+static void hello_f(fconn_t *f, knit_cred_t cred, const char *ns, uint64_t features, uint64_t wall,
+                    uint64_t mono)
 {
     knit_msg_t m;
     knit_sub_t sub = {ns, 0};
@@ -182,6 +183,7 @@ static void hello(fconn_t *f, knit_cred_t cred, const char *ns, uint64_t wall, u
     m.u.hello.min_version = 1;
     m.u.hello.max_version = 1;
     m.u.hello.cred = cred;
+    m.u.hello.features = features;
     if (ns) {
         m.u.hello.subs = &sub;
         m.u.hello.nsubs = 1;
@@ -196,6 +198,11 @@ static void hello(fconn_t *f, knit_cred_t cred, const char *ns, uint64_t wall, u
         CHECK_EQ_INT(m.u.deltas.caught_up, 1);
         knit_msg_free(&m);
     }
+}
+
+static void hello(fconn_t *f, knit_cred_t cred, const char *ns, uint64_t wall, uint64_t mono)
+{
+    hello_f(f, cred, ns, 0, wall, mono);
 }
 
 static knit_cred_t anon(const char *id)
@@ -665,6 +672,69 @@ static void erased_refused(void)
     stop(all, 3);
 }
 
-KNIT_TESTS(T(answers_in_order), T(commit_failure), T(token_expiry), T(timeouts),
+/* The next message on f is an ACK of push id naming seq..seq. */
+static void expect_ack(fconn_t *f, uint64_t id, uint64_t seq)
+{
+    knit_msg_t m;
+    CHECK(next(f, &m));
+    CHECK_EQ_INT(m.type, KNIT_MSG_ACK);
+    CHECK_EQ_INT(m.u.ack.id, id);
+    CHECK_EQ_INT(m.u.ack.first_seq, seq);
+    CHECK_EQ_INT(m.u.ack.last_seq, seq);
+    knit_msg_free(&m);
+}
+
+/* The next message on f is DELTAS from..to with one unit. */
+static void expect_deltas(fconn_t *f, uint64_t from, uint64_t to)
+{
+    knit_msg_t m;
+    CHECK(next(f, &m));
+    CHECK_EQ_INT(m.type, KNIT_MSG_DELTAS);
+    CHECK_EQ_INT(m.u.deltas.from, from);
+    CHECK_EQ_INT(m.u.deltas.to, to);
+    CHECK_EQ_INT(m.u.deltas.batch->ntxns, 1);
+    knit_msg_free(&m);
+}
+
+/* Design note 18: a connection that announced KNIT_HELLO_NO_ECHO gets no
+** DELTAS of its own ACKed units, and the next unit continues from its
+** ACK; one that did not still gets every unit, its own included. */
+static void no_echo(void)
+{
+    fconn_t a, b;
+    knit_msg_t m;
+    uint64_t now = T0, h = knit_hlc_make(T0, 0);
+    start(NULL, 0);
+    open_conn(&a, 0);
+    open_conn(&b, 0);
+    hello_f(&a, anon("dev"), "anon:dev", KNIT_HELLO_NO_ECHO, now, 0);
+    hello(&b, anon("dev"), "anon:dev", now, 0);
+    push(&a, 1, "anon:dev", 1, 4, h + 1, now);
+    CHECK_OK(knit_relay_engine_flush(eng, now, 0));
+    expect_ack(&a, 1, 1);
+    CHECK_EQ_INT(next(&a, &m), 0); /* no echo */
+    expect_deltas(&b, 0, 1);
+    push(&b, 1, "anon:dev", 2, 4, h + 2, now);
+    CHECK_OK(knit_relay_engine_flush(eng, now, 0));
+    expect_ack(&b, 1, 2);
+    expect_deltas(&b, 1, 2); /* b's echo: it did not announce the bit */
+    expect_deltas(&a, 1, 2);
+    /* One group with both: a's ACK comes before b's unit, which continues
+    ** from a's own sequence. */
+    push(&a, 2, "anon:dev", 3, 4, h + 3, now);
+    push(&b, 2, "anon:dev", 4, 4, h + 4, now);
+    CHECK_OK(knit_relay_engine_flush(eng, now, 0));
+    expect_ack(&a, 2, 3);
+    expect_deltas(&a, 3, 4);
+    CHECK_EQ_INT(next(&a, &m), 0);
+    expect_ack(&b, 2, 4);
+    expect_deltas(&b, 2, 3);
+    expect_deltas(&b, 3, 4);
+    CHECK_EQ_INT(next(&b, &m), 0);
+    fconn_t *all[] = {&a, &b};
+    stop(all, 2);
+}
+
+KNIT_TESTS(T(no_echo), T(answers_in_order), T(commit_failure), T(token_expiry), T(timeouts),
            T(slow_consumer_bounded), T(malformed_isolated), T(shutdown_commits), T(claim_seals),
            T(erased_refused))

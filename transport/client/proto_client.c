@@ -49,9 +49,11 @@
 **      already holds those changes, since they are its own.  It never
 **      jumps over a sequence that is not ours, so no other device's change
 **      is skipped.  The live echo of those units (the relay sends every
-**      unit to every subscriber, the pusher included) is then recognised
-**      by its range and not applied; SYNCED waits until every own range is
-**      behind the cursor, so the next session's catch-up starts after them.
+**      unit to every subscriber, the pusher included, unless its HELLO
+**      announced KNIT_HELLO_NO_ECHO, as this client's does) is then
+**      recognised by its range and not applied; SYNCED waits until every
+**      own range is behind the cursor, so the next session's catch-up
+**      starts after them.
 **   8. The schema in HELLO (io.schema) is a report for the relay's
 **      operator, never a condition of syncing: when the glue cannot read
 **      it, or it would make the HELLO larger than a relay accepts before
@@ -1754,6 +1756,8 @@ int knit_client_connected(knit_client_t *c, uint64_t now) /* see proto_client.h 
     m.u.hello.site = c->cfg.site;
     m.u.hello.cred = c->cfg.cred;
     m.u.hello.agent = c->agent;
+    /* Design note 7: ACK's first..last move the cursor, so no echo is needed. */
+    m.u.hello.features = KNIT_HELLO_NO_ECHO;
     /* PROTOCOL §7: a claim goes only with a JWT (design note 6). */
     c->claim_sent = c->claim_id && c->cfg.cred.kind == KNIT_CRED_JWT;
     if (c->claim_sent) {

@@ -157,6 +157,12 @@ void knit__metrics_fanout(knit_relay_metrics_t *m, size_t n,
     hist_observe(&m->fanout_latency, since(m, arrived_us));
 }
 
+void knit__metrics_echoes_skipped(knit_relay_metrics_t *m, size_t n) /* see metrics.h */
+{
+    if (m)
+        m->echoes_skipped += n;
+}
+
 void knit__metrics_catchup(knit_relay_metrics_t *m, size_t bytes) /* see metrics.h */
 {
     if (m)
@@ -305,6 +311,9 @@ int knit__metrics_render(const knit_relay_metrics_t *m, const knit_relay_metrics
          "From a PUSH's arrival to its units sent to live subscribers.", &m->fanout_latency);
     scalar(&o, "knit_relay_fanout_deltas_total", "counter", "Live DELTAS messages sent.",
            (double)m->fanout_deltas);
+    scalar(&o, "knit_relay_echoes_skipped_total", "counter",
+           "Units not sent back to the connection that pushed them (its ACK covers them).",
+           (double)m->echoes_skipped);
     scalar(&o, "knit_relay_catchup_bytes_total", "counter", "Bytes of catch-up DELTAS sent.",
            (double)m->catchup_bytes);
     head(&o, "knit_relay_consistency_checks_total", "counter",

@@ -114,6 +114,7 @@ typedef struct knit_relay_metrics_s {
     uint64_t changes_applied;                      /* of them, stored (won) */
     uint64_t catchup_bytes;                        /* bytes of catch-up DELTAS sent */
     uint64_t fanout_deltas;                        /* live DELTAS sent */
+    uint64_t echoes_skipped;                       /* units not sent back to their pusher */
     uint64_t auth_failures[KNIT_METRIC_NAUTH];     /* by reason */
     uint64_t limits[KNIT_METRIC_NLIMITS];          /* by limit */
     uint64_t group_failed;                         /* group commits that failed */
@@ -151,6 +152,9 @@ void knit__metrics_group(knit_relay_metrics_t *m, size_t pushes, size_t changes,
 void knit__metrics_ingest(knit_relay_metrics_t *m, size_t changes, size_t applied);
 /* A push's units reached n live subscribers; arrived_us as above. */
 void knit__metrics_fanout(knit_relay_metrics_t *m, size_t n, uint64_t arrived_us);
+/* n units of a push were not sent back to the connection that pushed them
+** (it announced KNIT_HELLO_NO_ECHO). */
+void knit__metrics_echoes_skipped(knit_relay_metrics_t *m, size_t n);
 void knit__metrics_catchup(knit_relay_metrics_t *m, size_t bytes);
 /* One CHECK answered (kind: KNIT_METRIC_CHECK_*). */
 void knit__metrics_check(knit_relay_metrics_t *m, int kind);

@@ -113,6 +113,17 @@
 **      out, not refused: the replica drops that namespace.  A membership
 **      that changes ends the account's sessions (KNIT_ECLOSED, retryable),
 **      so they reconnect with the new grants.
+**  18. No echo for clients that need none.  A HELLO announcing
+**      KNIT_HELLO_NO_ECHO (key 9) says the client moves its cursor over
+**      first..last on ACK (PROTOCOL.md ACK).  The units of such a
+**      connection's ACKed push are then not sent back to it: fan_out moves
+**      its subscription's cursor over them instead, but only when the unit
+**      directly follows what it was sent (cursor = seq - 1), so the next
+**      DELTAS it gets continues where its ACK left it.  The ACK goes out
+**      before the group's fan-out (on_group_done), so the client always
+**      knows the range before a later unit arrives.  A push answered by
+**      REJECT (single changes refused) names no range: it is echoed as
+**      before, as it is to clients that did not announce the bit.
 **
 ** Connection states:
 **
@@ -190,6 +201,7 @@ struct knit_relay_conn_s {
     int session;                        /* counted as a session (WELCOMEd) */
     grant_t *grants;                    /* organization namespaces granted (note 17) */
     size_t ngrants;                     /* count */
+    int no_echo;                        /* HELLO announced KNIT_HELLO_NO_ECHO (note 18) */
 };
 
 /* A HELLO being authenticated and its claim merged (design note 11). */
@@ -687,10 +699,12 @@ static int add_sub(knit_relay_conn_t *c, const char *ns, uint64_t cursor)
 }
 
 /* Sends each unit of a committed fan-out batch to every live subscriber of
-** ns, one DELTAS per unit (PROTOCOL §6.3.5). */
-static size_t fan_out(knit_relay_engine_t *e, const char *ns, const knit_batch_t *b)
+** ns, one DELTAS per unit (PROTOCOL §6.3.5), except back to the pusher
+** `origin` when it said it needs no echo (note 18). */
+static size_t fan_out(knit_relay_engine_t *e, const char *ns, const knit_batch_t *b,
+                      knit_relay_conn_t *origin)
 {
-    size_t sent = 0;
+    size_t sent = 0, skipped = 0;
     for (size_t u = 0; u < b->ntxns; u++) {
         const knit_txn_t *t = &b->txns[u];
         knit_batch_t view = *b;
@@ -715,6 +729,12 @@ static size_t fan_out(knit_relay_engine_t *e, const char *ns, const knit_batch_t
                 continue;
             if (s->cursor >= seq)
                 continue;
+            if (c == origin && c->no_echo && s->cursor == seq - 1) {
+                /* Its ACK, sent before this fan-out, names the unit. */
+                s->cursor = seq;
+                skipped++;
+                continue;
+            }
             memset(&m, 0, sizeof m);
             m.type = KNIT_MSG_DELTAS;
             m.u.deltas.ns = ns;
@@ -769,6 +789,7 @@ static size_t fan_out(knit_relay_engine_t *e, const char *ns, const knit_batch_t
         }
         knit_buf_free(&common);
     }
+    knit__metrics_echoes_skipped(e->m, skipped);
     return sent;
 }
 
@@ -1392,6 +1413,7 @@ static void hello_welcome(hello_t *h)
     }
     c->auth_exp_ms = h->exp_ms;
     c->site = hm->site;
+    c->no_echo = (hm->features & KNIT_HELLO_NO_ECHO) != 0;
     for (size_t i = 0; i < hm->nsubs; i++) {
         /* An organization no longer granted is left out of WELCOME, which
         ** tells the replica to drop it (note 17); it is not an error. */
@@ -1981,7 +2003,9 @@ static void on_group_done(void *arg, int rc)
         for (size_t i = 0; i < p->push.res.fanout->nchanges; i++)
             knit_hlc_recv(&e->clock, p->push.res.fanout->changes[i].hlc, e->group_wall,
                           e->lim.max_drift_ms);
-        knit__metrics_fanout(e->m, fan_out(e, p->ns, p->push.res.fanout), p->arrived_us);
+        knit__metrics_fanout(
+            e->m, fan_out(e, p->ns, p->push.res.fanout, p->code || p->nreasons ? NULL : p->conn),
+            p->arrived_us);
     }
     logf_(e, KNIT_LOG_DEBUG, "group: %zu pushes applied, %zu units committed", napply, nunits);
     while (list) {

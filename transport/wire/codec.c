@@ -661,7 +661,7 @@ static void enc_body(wr_t *w, const knit_msg_t *m, const knit_codec_limits_t *li
                 ENC_FAIL(w, KNIT_EINVAL);
         }
         put_map(w, 5 + (h->nsubs > 0) + (h->agent != NULL) + (h->claim.kind != 0) +
-                       (h->schema != NULL));
+                       (h->schema != NULL) + (h->features != 0));
         put_uint(w, 0);
         put_uint(w, KNIT_MSG_HELLO);
         put_uint(w, 1);
@@ -687,6 +687,10 @@ static void enc_body(wr_t *w, const knit_msg_t *m, const knit_codec_limits_t *li
         if (h->schema) {
             put_uint(w, 8);
             enc_schema(w, h->schema);
+        }
+        if (h->features) {
+            put_uint(w, 9);
+            put_uint(w, h->features);
         }
         return;
     }
@@ -1881,6 +1885,8 @@ static int rd_field(rd_t *r, knit_msg_t *m, uint64_t key, uint32_t have, int *kn
             return rd_cred(r, &h->claim);
         case 8:
             return rd_schema(r, &h->schema);
+        case 9:
+            return rd_uint(r, &h->features, "HELLO features is not an unsigned integer");
         }
         break;
     }

@@ -85,6 +85,13 @@ typedef enum knit_msg_type_e {
 ** relay, which announces none, never receives them. */
 #define KNIT_FEATURE_CHECK 1u /* CHECK / CHECKED: the consistency check */
 
+/* HELLO features (key 9, a bit set; absent: 0): what the client can do,
+** so a relay changes its behaviour only for clients that said so. */
+#define KNIT_HELLO_NO_ECHO                                                                         \
+    1u /* the client moves its cursor over its own units                                           \
+          on ACK (first..last): the relay need not send                                            \
+          them back to this connection as DELTAS */
+
 #define KNIT_CHECK_MAX_BUCKETS 4096 /* buckets a CHECK may ask for */
 #define KNIT_CHECK_MAX_FETCH 64     /* buckets one CHECK may fetch */
 
@@ -130,6 +137,7 @@ typedef struct knit_hello_s {
                                     schema (runtime/schema.h), canonical, with its
                                     fingerprint; decoded ones are checked: bounds,
                                     order and fingerprint (PROTOCOL.md, HELLO) */
+    uint64_t features;           /* optional (0: absent): KNIT_HELLO_* bits */
 } knit_hello_t;
 
 typedef struct knit_welcome_s {
