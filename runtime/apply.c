@@ -118,6 +118,7 @@ typedef struct actx_s {
     knit_t *k;
     knit_apply_stats_t *st;
     uint64_t ver;            /* the local version this apply writes */
+    uint64_t endver;         /* version of the lives this apply ended (ns_move), 0: none */
     int have_aside;          /* _knit_aside held rows before this apply */
     int64_t aside_floor;     /* the newest of them: later ones were set aside
                                 by this apply and are not merged again in it */
@@ -711,15 +712,30 @@ static const xch_t *life_of(const actx_t *a, const xch_t *x)
     return NULL;
 }
 
+/* The liveness cell that ends a row's life in the namespace it loses
+** (nscol.c design note 5): stamped with the winning life's liveness, so
+** every replica that sees both writes the same cell, and for a move it is
+** the tombstone the mover wrote.  It takes a version of its own, pushed
+** again whatever its site (sites.c, re-pushed versions), so the relay gets
+** it even when the winner's writer never held that namespace. */
+static int end_cell(actx_t *a, uint64_t hlc, uint32_t site, kcell_t *out)
+{
+    int rc;
+    if (!a->endver && ((rc = knit__next_version(a->k, &a->endver)) != 0 ||
+                       (rc = knit__repush_add(a->k, a->endver, a->endver)) != 0))
+        return rc;
+    *out = (kcell_t){hlc, site, a->endver};
+    return 0;
+}
+
 /* nscol.c design note 4: change x comes from another namespace than row r
 ** is in.  *adopt = 1 when the row moves there (x then merges as usual);
 ** else x is that namespace's state of a row that has left it, kept as a
 ** departure.  A key alive in both (concurrent moves to different
-** namespaces, or a row made again under its key where this replica's
-** has moved) goes to the larger causal length, then liveness stamp; the
-** losing namespace gets a tombstone from here, whether the row stays or
-** moves: a replica that writes the other life may never have held this
-** namespace, so no one else would end the row's life in it. */
+** namespaces, a row made again under its key where this replica's has
+** moved, or a move whose tombstone has not arrived yet) goes to the
+** larger causal length, then liveness stamp; the losing namespace gets
+** the tombstone of end_cell from here, whether the row stays or moves. */
 static int ns_move(actx_t *a, arow_t *r, const xch_t *x, int *adopt)
 {
     knit_t *k = a->k;
@@ -740,10 +756,8 @@ static int ns_move(actx_t *a, arow_t *r, const xch_t *x, int *adopt)
         kcell_t c0 = {0, 0, 0};
         uint64_t cl = x->cl;
         if (tie) { /* the row stays: its life in x's namespace ends */
-            if ((rc = knit__tick(k, &c0.hlc)) != 0)
+            if ((rc = end_cell(a, r->cells[0].hlc, r->cells[0].site, &c0)) != 0)
                 return rc;
-            c0.site = k->site_idx;
-            c0.ver = a->ver;
             cl++;
         } else if (x->col == 0) {
             c0 = (kcell_t){x->hlc, x->site, a->ver};
@@ -754,10 +768,12 @@ static int ns_move(actx_t *a, arow_t *r, const xch_t *x, int *adopt)
     kcell_t left = r->cells[0];
     uint64_t lcl = r->cl;
     if (knit_cl_live(r->cl)) { /* alive here too: the row moves, its life here ends */
-        if ((rc = knit__tick(k, &left.hlc)) != 0)
+        if (!life)
+            life = life_of(a, x);
+        if (!life)
+            life = x; /* the batch lacks its liveness: x's stamp is the next best */
+        if ((rc = end_cell(a, life->hlc, life->site, &left)) != 0)
             return rc;
-        left.site = k->site_idx;
-        left.ver = a->ver;
         lcl++;
     }
     if ((rc = knit__gone_put(k, r->t, r->pk, r->ns, lcl, &left)) != 0 ||

@@ -38,6 +38,19 @@
 **      edit made in the namespace the row left.  A key alive in both at
 **      once goes to the larger causal length, then liveness stamp, and the
 **      losing namespace gets a tombstone from the replica that saw both.
+**   5. That tombstone is deterministic: the losing life's causal length
+**      plus one, stamped with the winning life's liveness cell (its time
+**      and site).  Every replica that sees both lives writes the same
+**      cell, and after an ordinary move it is exactly the mover's own
+**      tombstone (note 2 stamps both with one tick), so receiving the new
+**      life before the old namespace's tombstone changes nothing.  The
+**      winner's writer may never have held the losing namespace (a row
+**      made again in another organization), so the cell is pushed from
+**      here too: it takes a version of its own, re-pushed whatever its
+**      site (sites.c), and a relay that already holds it counts it known.
+**      A replica that only reads the losing namespace has that push
+**      refused: _knit_rejected records it with rolled_back 0 (reject.c
+**      note 2: the cell is not this site's), and nothing else changes.
 */
 #include <string.h>
 
