@@ -1,7 +1,8 @@
 /*
 ** sync_relay.c: the sync-relay program.  Parses flags, opens the store,
 ** reads the JWT secret and runs the relay (transport/relay.h); or, with the
-** mint-token subcommand, prints a development token.  All the work is in
+** mint-token subcommand, prints a development token; or, with erase,
+** erases an account from either store (SQLite or PostgreSQL).  All the work is in
 ** the library; this file is argument handling.
 */
 #include <errno.h>
@@ -33,7 +34,7 @@
 static const char USAGE[] =
     "usage: sync-relay [options]\n"
     "       sync-relay mint-token --secret-file FILE --sub SUB [--ttl SECONDS]\n"
-    "       sync-relay erase [--undo] --data PATH --user SUB\n"
+    "       sync-relay erase [--undo] (--data PATH | --store URI) --user SUB\n"
     "\n"
     "The knit relay: stores every namespace's changes in an embedded SQLite\n"
     "file (or in PostgreSQL, --store postgresql://...) and syncs replicas over TCP or TLS "
@@ -101,13 +102,15 @@ static const char USAGE[] =
     "SECONDS [3600], signed with the key in FILE.\n"
     "\n"
     "erase: removes the account user:SUB (or the account SUB was linked to by\n"
-    "email, see the identity index) from the store at PATH, with every\n"
-    "anonymous namespace it claimed, its devices and its identity (ids, email,\n"
-    "profile values, memberships); the bytes are overwritten\n"
-    "and the WAL truncated, so they are in none of the store's files.  It leaves\n"
+    "email, see the identity index) from the store at PATH (or --store URI,\n"
+    "postgresql://... as for the relay), with every anonymous namespace it\n"
+    "claimed, its devices and its identity (ids, email, profile values,\n"
+    "memberships); in a SQLite store the bytes are overwritten and the WAL\n"
+    "truncated, so they are in none of the store's files (PostgreSQL, in one\n"
+    "transaction, frees them at its next VACUUM).  It leaves\n"
     "a tombstone: the relay refuses SUB's tokens until a user.created webhook\n"
-    "for SUB arrives (or `erase --undo`).  It may run while the relay serves the\n"
-    "store, which ends SUB's open sessions within 2 s.  Exit 0, 1 on\n"
+    "for SUB arrives (or `erase --undo`).  It may run while relays serve the\n"
+    "store, which end SUB's open sessions within 2 s.  Exit 0, 1 on\n"
     "failure, 3 when the store had no data of the account (the tombstone is\n"
     "written all the same).  `erase --undo --data PATH --user SUB` removes the\n"
     "tombstone only.\n"
@@ -223,59 +226,19 @@ static int mint_token(int argc, char **argv)
     return 0;
 }
 
-/* sync-relay erase --data PATH --user SUB */
-static int erase_user(int argc, char **argv)
+/* The result of an erase, as printed (both stores). */
+static int erase_report(const char *ns, int undo, int cleared, size_t erased, int rc,
+                        const char *why)
 {
-    const char *data = NULL, *user = NULL;
-    knit_relay_store_t *s;
-    char ns[KNIT_PRINCIPAL_MAX];
-    size_t erased;
-    int rc, undo = 0;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--undo") == 0) {
-            undo = 1;
-            continue;
-        }
-        if (i + 1 >= argc)
-            return die_usage("%s needs a value", a);
-        if (strcmp(a, "--data") == 0)
-            data = argv[++i];
-        else if (strcmp(a, "--user") == 0)
-            user = argv[++i];
-        else
-            return die_usage("unknown erase option %s", a);
-    }
-    if (!data || !user)
-        return die_usage("%s", "erase needs --data and --user");
-    if (knit_auth_user_principal(user, ns, sizeof ns) != 0)
-        return die_usage("bad --user %s: use 1..128 of [A-Za-z0-9._@|+-]", user);
-    if ((rc = knit_relay_store_open(data, 0, &s)) != 0) {
-        fprintf(stderr, "sync-relay: erase: cannot open %s: %s\n", data, knit_strerror(rc));
-        return 1;
-    }
     if (undo) {
-        int cleared = 0;
-        rc = knit_relay_store_unerase(s, ns, &cleared);
         if (rc == 0)
             printf("sync-relay: %s: %s\n", ns,
                    cleared ? "tombstone removed; its tokens are accepted again"
                            : "was not erased (no tombstone)");
         else
-            fprintf(stderr, "sync-relay: erase --undo %s: %s\n", ns, knit_relay_store_errmsg(s));
-        knit_relay_store_close(s);
+            fprintf(stderr, "sync-relay: erase --undo %s: %s\n", ns, why);
         return rc == 0 ? 0 : 1;
     }
-    {
-        /* The identity index: SUB may be a later id of an account whose
-        ** namespace is named after its first (docs/sync-relay.md). */
-        char acc[KNIT_IDENT_NS_MAX];
-        if (knit_relay_store_ident_get(s, user, NULL, acc) == 0 && acc[0] && strcmp(acc, ns) != 0) {
-            printf("sync-relay: %s belongs to account %s\n", user, acc);
-            snprintf(ns, sizeof ns, "%s", acc);
-        }
-    }
-    rc = knit_relay_store_erase_account(s, ns, &erased);
     if (rc == 0)
         printf("sync-relay: erased %s (%zu namespace%s, with the anonymous ones it claimed); "
                "its tokens are refused until the provider creates the user again\n",
@@ -283,11 +246,106 @@ static int erase_user(int argc, char **argv)
     else if (rc == KNIT_ENOTFOUND)
         fprintf(stderr,
                 "sync-relay: erase %s: %s (its tokens are refused from now on all the same)\n", ns,
-                knit_relay_store_errmsg(s));
+                why);
     else
-        fprintf(stderr, "sync-relay: erase %s: %s\n", ns, knit_relay_store_errmsg(s));
-    knit_relay_store_close(s);
+        fprintf(stderr, "sync-relay: erase %s: %s\n", ns, why);
     return rc == 0 ? 0 : rc == KNIT_ENOTFOUND ? 3 : 1;
+}
+
+/* The identity index: SUB may be a later id of an account whose namespace
+** is named after its first (docs/sync-relay.md). */
+static void erase_account_of(const char *user, const char *acc, char *ns, size_t n)
+{
+    if (acc[0] && strcmp(acc, ns) != 0) {
+        printf("sync-relay: %s belongs to account %s\n", user, acc);
+        snprintf(ns, n, "%s", acc);
+    }
+}
+
+/* sync-relay erase --store postgresql://... --user SUB */
+static int erase_pg(const char *uri, const char *user, char *ns, size_t nsn, int undo)
+{
+#ifdef KNIT_HAVE_PG
+    knit_pg_store_t *pg = NULL;
+    char acc[KNIT_IDENT_NS_MAX];
+    size_t erased = 0;
+    int cleared = 0, rc = knit_pg_store_open(uri, &pg);
+    if (rc) {
+        fprintf(stderr, "sync-relay: erase: cannot open the PostgreSQL store: %s\n",
+                pg && knit_pg_store_errmsg(pg)[0] ? knit_pg_store_errmsg(pg) : knit_strerror(rc));
+        knit_pg_store_close(pg);
+        return 1;
+    }
+    if (undo) {
+        rc = knit_pg_store_unerase(pg, ns, &cleared);
+    } else {
+        if (knit_pg_store_ident_get(pg, user, acc) == 0)
+            erase_account_of(user, acc, ns, nsn);
+        rc = knit_pg_store_erase_account(pg, ns, &erased);
+    }
+    rc = erase_report(ns, undo, cleared, erased, rc, knit_pg_store_errmsg(pg));
+    knit_pg_store_close(pg);
+    return rc;
+#else
+    (void)user;
+    (void)ns;
+    (void)nsn;
+    (void)undo;
+    fprintf(stderr,
+            "sync-relay: --store %s: this sync-relay was built without libpq "
+            "(install libpq-dev and rebuild)\n",
+            uri);
+    return 2;
+#endif
+}
+
+/* sync-relay erase (--data PATH | --store URI) --user SUB */
+static int erase_user(int argc, char **argv)
+{
+    const char *data = NULL, *user = NULL;
+    knit_relay_store_t *s;
+    char ns[KNIT_PRINCIPAL_MAX], acc[KNIT_IDENT_NS_MAX];
+    size_t erased = 0;
+    int rc, undo = 0, cleared = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0) {
+            fputs(USAGE, stdout);
+            return 0;
+        }
+        if (strcmp(a, "--undo") == 0) {
+            undo = 1;
+            continue;
+        }
+        if (i + 1 >= argc)
+            return die_usage("%s needs a value", a);
+        if (strcmp(a, "--data") == 0 || strcmp(a, "--store") == 0)
+            data = argv[++i];
+        else if (strcmp(a, "--user") == 0)
+            user = argv[++i];
+        else
+            return die_usage("unknown erase option %s", a);
+    }
+    if (!data || !user)
+        return die_usage("%s", "erase needs --data (or --store) and --user");
+    if (knit_auth_user_principal(user, ns, sizeof ns) != 0)
+        return die_usage("bad --user %s: use 1..128 of [A-Za-z0-9._@|+-]", user);
+    if (strncmp(data, "postgresql://", 13) == 0 || strncmp(data, "postgres://", 11) == 0)
+        return erase_pg(data, user, ns, sizeof ns, undo);
+    if ((rc = knit_relay_store_open(data, 0, &s)) != 0) {
+        fprintf(stderr, "sync-relay: erase: cannot open %s: %s\n", data, knit_strerror(rc));
+        return 1;
+    }
+    if (undo) {
+        rc = knit_relay_store_unerase(s, ns, &cleared);
+    } else {
+        if (knit_relay_store_ident_get(s, user, NULL, acc) == 0)
+            erase_account_of(user, acc, ns, sizeof ns);
+        rc = knit_relay_store_erase_account(s, ns, &erased);
+    }
+    rc = erase_report(ns, undo, cleared, erased, rc, knit_relay_store_errmsg(s));
+    knit_relay_store_close(s);
+    return rc;
 }
 
 static void on_http_listen(void *data, const char *host, int port)
@@ -361,6 +419,7 @@ static int serve_pg(knit_relay_serve_opts_t *o, const char *uri)
 #ifdef KNIT_HAVE_PG
     knit_pg_store_t *pg = NULL;
     knit_relay_backend_t be;
+    knit_webhook_store_t wh;
     int rc = knit_pg_store_open(uri, &pg);
     if (rc) {
         fprintf(stderr, "sync-relay: cannot open the PostgreSQL store: %s\n",
@@ -369,8 +428,10 @@ static int serve_pg(knit_relay_serve_opts_t *o, const char *uri)
         return 1;
     }
     knit_pg_store_backend(pg, &be);
+    knit_pg_store_webhooks(pg, &wh);
     signal(SIGPIPE, SIG_IGN);
     o->cfg.backend = &be;
+    o->webhooks = &wh;
     o->on_listen = on_listen;
     o->on_http_listen = on_http_listen;
     rc = knit_relay_serve(o);

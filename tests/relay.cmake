@@ -75,17 +75,20 @@ if(TARGET knit_relay_pg AND TARGET sync-relay AND TARGET sync-agent)
     SOURCES integration/test_relay_pg.c integration/pg_fixture.c integration/sync_util.c integration/idp_util.c
     CASES same_as_sqlite concurrent_gapless newer_schema_refused backend_ops agents_converge
           two_relays_fanout ingest_rate pg_restart_mid_push pg_stall ident_same_as_sqlite
-          schema_upgrade reject_state identity_restart
+          schema_upgrade reject_state identity_restart webhook_profile_pg
+          webhook_erase_pg erase_cli_pg schema_upgrade_v2
     LIBS knit_relay_pg knit_relay PkgConfig::PC_pq Threads::Threads
     TIMEOUT 60)
   foreach(c same_as_sqlite concurrent_gapless newer_schema_refused backend_ops agents_converge
           two_relays_fanout ingest_rate pg_restart_mid_push pg_stall ident_same_as_sqlite
-          schema_upgrade reject_state identity_restart)
+          schema_upgrade reject_state identity_restart webhook_profile_pg
+          webhook_erase_pg erase_cli_pg schema_upgrade_v2)
     set_tests_properties(relay_pg.${c} PROPERTIES SKIP_RETURN_CODE 77)
   endforeach()
   # PostgreSQL restarted and stalled under a relay: more processes, longer.
   set_tests_properties(relay_pg.pg_restart_mid_push relay_pg.pg_stall relay_pg.reject_state
-                       relay_pg.identity_restart PROPERTIES TIMEOUT 90)
+                       relay_pg.identity_restart relay_pg.webhook_profile_pg
+                       relay_pg.webhook_erase_pg PROPERTIES TIMEOUT 90)
   target_compile_definitions(test_relay_pg PRIVATE
     SYNC_RELAY_PATH="$<TARGET_FILE:sync-relay>"
     SYNC_AGENT_PATH="$<TARGET_FILE:sync-agent>"

@@ -15,6 +15,9 @@
 #include <unistd.h>
 
 #include "test.h"
+#ifdef KNIT_TEST_PG
+#include "test_store.h"
+#endif
 
 char hh_dir[64], hh_db[128], hh_logpath[128];
 relay_proc_t hh_relay;
@@ -95,8 +98,17 @@ static void start_relay(const char *const *extra)
     argv[n++] = "127.0.0.1:0";
     argv[n++] = "--http-listen";
     argv[n++] = "127.0.0.1:0";
-    for (size_t i = 0; extra && extra[i] && n < 30; i++)
+    for (size_t i = 0; extra && extra[i] && n < 28; i++)
         argv[n++] = extra[i];
+#ifdef KNIT_TEST_PG
+    {
+        const char *uri = ts_store_arg(hh_db, extra); /* last, so it wins */
+        if (uri) {
+            argv[n++] = "--store";
+            argv[n++] = uri;
+        }
+    }
+#endif
     argv[n] = NULL;
     memset(&hh_relay, 0, sizeof hh_relay);
     snprintf(hh_relay.log, sizeof hh_relay.log, "%s", hh_logpath);

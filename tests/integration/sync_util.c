@@ -25,6 +25,9 @@
 #include "auth.h"
 #include "knit.h"
 #include "relay_store.h"
+#ifdef KNIT_TEST_PG
+#include "test_store.h"
+#endif
 
 #ifndef SYNC_RELAY_PATH
 #define SYNC_RELAY_PATH "sync-relay"
@@ -302,8 +305,17 @@ int su_relay_start(su_relay_t *r, int port, const char *data, const char *secret
         argv[ac++] = "--jwt-secret-file";
         argv[ac++] = secret;
     }
-    for (size_t i = 0; extra && extra[i] && ac < 38; i++)
+    for (size_t i = 0; extra && extra[i] && ac < 36; i++)
         argv[ac++] = extra[i];
+#ifdef KNIT_TEST_PG
+    {
+        const char *uri = ts_store_arg(data, extra); /* last, so it wins */
+        if (uri) {
+            argv[ac++] = "--store";
+            argv[ac++] = uri;
+        }
+    }
+#endif
     argv[ac] = NULL;
     snprintf(r->data, sizeof r->data, "%s", data);
     snprintf(r->secret, sizeof r->secret, "%s", secret ? secret : "");
@@ -337,8 +349,11 @@ int su_relay_start(su_relay_t *r, int port, const char *data, const char *secret
     }
     close(fd); /* the relay's later stdout writes are ignored (SIGPIPE is) */
     if (!n || r->port <= 0) {
+        char log[600];
         fprintf(stderr, "relay did not start (see %s.log)\n", data);
         su_kill(&r->p, SIGKILL, 5000, NULL);
+        snprintf(log, sizeof log, "%s.log", data);
+        su_print_file(log);
         return -1;
     }
     return 0;
@@ -479,13 +494,52 @@ int su_relay_digest(const char *data, const char *ns, char out[65])
 {
     knit_relay_store_t *s = NULL;
     knit_digest_t d;
-    int rc = knit_relay_store_open(data, KNIT_RELAY_STORE_READONLY, &s);
-    if (rc)
+    int rc;
+#ifdef KNIT_TEST_PG
+    if (ts_pg()) {
+        if (!(rc = ts_digest(data, ns, &d)))
+            knit_digest_hex(&d, out);
+        return rc;
+    }
+#endif
+    if ((rc = knit_relay_store_open(data, KNIT_RELAY_STORE_READONLY, &s)) != 0)
         return rc;
     rc = knit_relay_store_digest(s, ns, &d);
     knit_relay_store_close(s);
     if (!rc)
         knit_digest_hex(&d, out);
+    return rc;
+}
+
+int su_relay_seq(const char *data, const char *ns, uint64_t *seq) /* see sync_util.h */
+{
+    knit_relay_store_t *s = NULL;
+    int rc;
+#ifdef KNIT_TEST_PG
+    if (ts_pg())
+        return ts_seq(data, ns, seq);
+#endif
+    if ((rc = knit_relay_store_open(data, KNIT_RELAY_STORE_READONLY, &s)) != 0)
+        return rc;
+    rc = knit_relay_store_seq(s, ns, seq);
+    knit_relay_store_close(s);
+    return rc;
+}
+
+int su_relay_catch_up(const char *data, const char *ns, knit_batch_t **out) /* see sync_util.h */
+{
+    knit_relay_store_t *s = NULL;
+    uint64_t reached;
+    int more, rc;
+    *out = NULL;
+#ifdef KNIT_TEST_PG
+    if (ts_pg())
+        return ts_catch_up(data, ns, out);
+#endif
+    if ((rc = knit_relay_store_open(data, KNIT_RELAY_STORE_READONLY, &s)) != 0)
+        return rc;
+    rc = knit_relay_store_catch_up(s, ns, 0, 0, out, &reached, &more);
+    knit_relay_store_close(s);
     return rc;
 }
 

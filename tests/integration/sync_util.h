@@ -18,6 +18,8 @@
 #include <sqlite3.h>
 #include <sys/types.h>
 
+#include "knit.h"
+
 /* A child process. */
 typedef struct su_proc_s {
     pid_t pid;     /* 0 when not running */
@@ -62,7 +64,8 @@ int su_write_token(const char *secret_path, const char *sub, const char *token_p
 
 /* Starts sync-relay on 127.0.0.1:port (0: ephemeral) with the given store
 ** and secret file, plus extra (NULL-terminated, may be NULL) arguments;
-** waits for its "listening on" line.  0 or -1. */
+** waits for its "listening on" line.  0 or -1.  Under KNIT_TEST_STORE=pg
+** the store is data's PostgreSQL database (test_store.h). */
 int su_relay_start(su_relay_t *r, int port, const char *data, const char *secret,
                    const char *const *extra);
 /* Starts `sync-agent run replica --relay 127.0.0.1:port --token-file token`
@@ -90,8 +93,13 @@ int64_t su_int(sqlite3 *db, const char *fmt, ...)
 char *su_dump(sqlite3 *db, const char *table, const char *order_by);
 /* Replica digest of namespace ns (read-only knit_open) as 64 hex digits. */
 int su_replica_digest(const char *path, const char *ns, char out[65]);
-/* Relay store digest of ns (read-only) as 64 hex digits. */
+/* The relay store at data, read-only: the digest of ns as 64 hex digits,
+** ns's sequence, and every cell of ns (a batch for knit_batch_free).  Read
+** from data's PostgreSQL database instead under KNIT_TEST_STORE=pg
+** (test_store.h).  0 or a knit error. */
 int su_relay_digest(const char *data, const char *ns, char out[65]);
+int su_relay_seq(const char *data, const char *ns, uint64_t *seq /* OUT */);
+int su_relay_catch_up(const char *data, const char *ns, knit_batch_t **out /* OUT */);
 
 /* Polls pred(arg) every few milliseconds until it returns non-zero (1) or
 ** timeout_ms pass (0). */

@@ -35,6 +35,18 @@
 **                       signs in to the first one's account and data; a
 **                       membership recorded in the store grants its
 **                       organization's rows (read and write) after the restart
+**   webhook_profile_pg  signed user.created/updated to a relay on PostgreSQL:
+**                       the profile row reaches a device online on a second
+**                       relay (NOTIFY); a stale update and a repeated
+**                       delivery id change nothing; session.created likewise
+**   webhook_erase_pg    user.deleted erases (tokens refused afterwards), its
+**                       retry is a duplicate, user.created lets it back in;
+**                       organizationMembership.created grants the org's rows
+**   erase_cli_pg        sync-relay erase --store postgresql://... by a later
+**                       id of the account, the claimed namespace too; exit 3
+**                       with nothing left; --undo
+**   schema_upgrade_v2   a schema 2 database gets the webhook tables at open;
+**                       the webhook seam's record, dedupe and rollback
 **
 ** Each case exits 77 (skipped) when the PostgreSQL server binaries are absent.
 */
@@ -48,6 +60,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,6 +73,7 @@
 #include "sset.h"
 #include "store.h"
 #include "store_pg.h"
+#include "webhook.h"
 #include "idp_util.h"
 #include "sync_util.h"
 
@@ -1902,7 +1916,401 @@ static void identity_restart(void)
     pgfx_stop(&f);
 }
 
+/* ---------------------------------------------------------------------- */
+/* Signed webhooks and erasure on PostgreSQL                                */
+
+#define PROFILE_SCHEMA                                                                             \
+    "CREATE TABLE items(id TEXT PRIMARY KEY, name TEXT);"                                          \
+    "CREATE TABLE knit_profile(user_id TEXT PRIMARY KEY, email TEXT, first_name TEXT,"             \
+    " last_name TEXT, image_url TEXT, updated_at INTEGER);"                                        \
+    "CREATE TABLE knit_activity(id TEXT PRIMARY KEY, user TEXT, action TEXT, at INTEGER,"          \
+    " source TEXT);"
+
+/* A replica tracking items and the relay's two system tables. */
+static void profile_replica(const char *path)
+{
+    char out[2048];
+    su_make_replica(path, PROFILE_SCHEMA, "items");
+    const char *t1[] = {SYNC_AGENT_PATH, "track", path, "knit_profile", NULL};
+    const char *t2[] = {SYNC_AGENT_PATH, "track", path, "knit_activity", NULL};
+    CHECK_EQ_INT(su_run(t1, 20000, out, sizeof out), 0);
+    CHECK_EQ_INT(su_run(t2, 20000, out, sizeof out), 0);
+}
+
+/* relay_on_pg, plus signed webhooks (idp_util.h's secret) on HTTP port *hp. */
+static void relay_pg_webhooks(su_relay_t *r, const pgfx_t *f, const char *data, const char *jwks,
+                              int *hp)
+{
+    char whf[600], hl[64];
+    FILE *w;
+    su_path(whf, sizeof whf, "whsec");
+    CHECK((w = fopen(whf, "w")) != NULL);
+    fprintf(w, "%s\n", IDP_WHSEC);
+    fclose(w);
+    chmod(whf, 0600);
+    *hp = su_free_port();
+    snprintf(hl, sizeof hl, "127.0.0.1:%d", *hp);
+    const char *extra[] = {
+        "--store",       f->uri, "--jwks-file",           jwks, "--issuer", IDP_ISS,
+        "--http-listen", hl,     "--webhook-secret-file", whf,  NULL};
+    CHECK_OK(su_relay_start(r, 0, data, NULL, extra));
+}
+
+/* Clerk's user.* body (test_identity_it.c's): the primary email is the
+** entry named by primary_email_address_id, not the first. */
+static void user_body(char *buf, size_t n, const char *type, const char *id, const char *email,
+                      const char *first, uint64_t updated)
+{
+    snprintf(buf, n,
+             "{\"type\":\"%s\",\"object\":\"event\",\"data\":{\"id\":\"%s\",\"object\":\"user\","
+             "\"email_addresses\":[{\"id\":\"idn_second\",\"email_address\":\"other-%s\"},"
+             "{\"id\":\"idn_primary\",\"email_address\":\"%s\"}],"
+             "\"primary_email_address_id\":\"idn_primary\",\"external_id\":null,"
+             "\"first_name\":\"%s\",\"last_name\":\"Doe\",\"image_url\":\"https://img.test/%s\","
+             "\"created_at\":1700000000000,\"updated_at\":%llu}}",
+             type, id, email, email, first, id, (unsigned long long)updated);
+}
+
+/* POSTs a signed delivery (idp_util.h); the status, the answer in out. */
+static int wh_post(int hp, const char *id, const char *body, char *out, size_t n)
+{
+    int st = idp_deliver(hp, id, body, out, n);
+    fprintf(stderr, "webhook %s: %d %s\n", id, st, out);
+    return st;
+}
+
+/* user.created then user.updated on a relay on PostgreSQL: the index and
+** the knit_profile row follow, and reach a device that is online on a
+** second relay on the same database (NOTIFY); a stale update and a
+** repeated delivery id (with a newer body) change nothing; session.created
+** writes an activity row the same way. */
+static void webhook_profile_pg(void)
+{
+    pgfx_t f;
+    su_relay_t ra, rb;
+    su_proc_t agent;
+    char data[600], datab[600], jwks[700], tok[600], rep[600], alog[700], body[2048], out[1024];
+    const char *dir = su_tmpdir();
+    int hp, st;
+
+    pgfx_start(&f);
+    idp_keys(dir, jwks, sizeof jwks);
+    su_path(data, sizeof data, "relay-a");
+    su_path(datab, sizeof datab, "relay-b");
+    su_path(tok, sizeof tok, "u.jwt");
+    su_path(rep, sizeof rep, "a.db");
+    snprintf(alog, sizeof alog, "%s/agent.log", dir);
+    idp_mint(dir, "user_u", "{\"email\":\"u@x.test\",\"first_name\":\"FromToken\"}", tok);
+    profile_replica(rep);
+    relay_pg_webhooks(&ra, &f, data, jwks, &hp);
+    relay_on_pg(&rb, &f, datab, jwks);
+    const char *logs[] = {ra.p.log, rb.p.log, alog, NULL};
+
+    /* The device is online on relay B; the webhooks go to relay A. */
+    CHECK_OK(su_agent_start(&agent, rep, rb.port, tok, alog, NULL));
+    await_value(rep, "SELECT count(*) FROM knit_profile WHERE first_name = 'FromToken'", 1, logs);
+    user_body(body, sizeof body, "user.created", "user_u", "u@x.test", "Ann", 1700000001000);
+    CHECK_EQ_INT(wh_post(hp, "msg_c1", body, out, sizeof out), 200);
+    CHECK(strstr(out, "recorded for user:user_u") != NULL);
+    user_body(body, sizeof body, "user.updated", "user_u", "u.new@x.test", "New", 1700000003000);
+    CHECK_EQ_INT(wh_post(hp, "msg_u3", body, out, sizeof out), 200);
+    CHECK(strstr(out, "rows written") != NULL);
+    /* Relay A wrote the row; relay B's subscriber hears of it (NOTIFY). */
+    await_value(rep,
+                "SELECT count(*) FROM knit_profile WHERE first_name = 'New' AND"
+                " email = 'u.new@x.test' AND last_name = 'Doe' AND updated_at = 1700000003000",
+                1, logs);
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_ident WHERE account = 'user:user_u'"
+                            " AND first_name = 'New' AND email = 'u.new@x.test'"),
+                 1);
+
+    /* An older update delivered late changes nothing. */
+    user_body(body, sizeof body, "user.updated", "user_u", "u.old@x.test", "Old", 1700000002000);
+    CHECK_EQ_INT(wh_post(hp, "msg_u2", body, out, sizeof out), 200);
+    CHECK(strstr(out, "stale") != NULL);
+    /* A retry of a delivery id, even with another body, changes nothing. */
+    user_body(body, sizeof body, "user.updated", "user_u", "u.dup@x.test", "Dup", 1700000009000);
+    CHECK_EQ_INT(wh_post(hp, "msg_u3", body, out, sizeof out), 200);
+    CHECK(strstr(out, "duplicate delivery msg_u3: already applied") != NULL);
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_webhook"), 3);
+    CHECK_EQ_INT(pg_int(&f, "SELECT updated FROM knit_webhook_user WHERE user_id = 'user_u'"),
+                 1700000003000LL);
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_ident WHERE account = 'user:user_u'"
+                            " AND first_name = 'New' AND email = 'u.new@x.test'"),
+                 1);
+
+    /* session.created: an activity row, live on relay B too. */
+    static const char session[] =
+        "{\"type\":\"session.created\",\"data\":{\"id\":\"sess_1\",\"user_id\":\"user_u\","
+        "\"created_at\":1700000004000}}";
+    CHECK_EQ_INT(wh_post(hp, "msg_s1", session, out, sizeof out), 200);
+    await_value(rep,
+                "SELECT count(*) FROM knit_activity WHERE id = 'sess_1' AND user = 'user_u'"
+                " AND action = 'session.created' AND source = 'clerk'",
+                1, logs);
+    su_sleep_ms(500);
+    CHECK_EQ_INT(rep_int(rep, "SELECT count(*) FROM knit_profile WHERE first_name = 'New'"
+                              " AND email = 'u.new@x.test'"),
+                 1);
+    CHECK_OK(su_kill(&agent, SIGTERM, 10000, &st));
+    stop_proc(&rb.p);
+
+    /* One delivery sent to two relays on the database at once: applied by
+    ** one, a duplicate for the other (the id is read under the lock). */
+    {
+        char ca[4096], cb[4096], oa[700], ob[700], both[8400], codes[256], ta[1024], tb[1024];
+        int hpb;
+        relay_pg_webhooks(&rb, &f, datab, jwks, &hpb);
+        user_body(body, sizeof body, "user.updated", "user_u", "u.new@x.test", "Twice",
+                  1700000005000);
+        idp_deliver_cmd(hp, "msg_twice", body, ca, sizeof ca, oa, sizeof oa);
+        idp_deliver_cmd(hpb, "msg_twice", body, cb, sizeof cb, ob, sizeof ob);
+        /* The second curl answers into a file of its own. */
+        char *at = strstr(cb, ob);
+        CHECK(at != NULL);
+        snprintf(both, sizeof both, "(%s) & (%.*s%s.b%s) & wait", ca, (int)(at - cb), cb, ob,
+                 at + strlen(ob));
+        const char *sh[] = {"/bin/sh", "-c", both, NULL};
+        CHECK_EQ_INT(su_run(sh, 30000, codes, sizeof codes), 0);
+        CHECK(strncmp(codes, "200", 3) == 0 && strstr(codes + 3, "200") != NULL);
+        strcat(ob, ".b");
+        FILE *fa = fopen(oa, "r"), *fb = fopen(ob, "r");
+        CHECK(fa != NULL && fb != NULL);
+        ta[fread(ta, 1, sizeof ta - 1, fa)] = '\0';
+        tb[fread(tb, 1, sizeof tb - 1, fb)] = '\0';
+        fclose(fa);
+        fclose(fb);
+        fprintf(stderr, "twice: %s | %s\n", ta, tb);
+        CHECK_EQ_INT((strstr(ta, "duplicate") != NULL) + (strstr(tb, "duplicate") != NULL), 1);
+        CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_webhook WHERE id = 'msg_twice'"), 1);
+        stop_proc(&rb.p);
+    }
+    stop_proc(&ra.p);
+    pgfx_stop(&f);
+}
+
+/* user.deleted on PostgreSQL erases the account (its data, identity and
+** the tombstone that refuses its tokens, as on SQLite); a retry of it is a
+** duplicate; user.created lets the user sign in again.  And an
+** organizationMembership.created grants the organization's namespace. */
+static void webhook_erase_pg(void)
+{
+    pgfx_t f;
+    su_relay_t relay;
+    char data[600], jwks[700], td[600], rd[600], rd2[600], tm[600], tw[600], rm[600], rw[600],
+        out[1024];
+    const char *dir = su_tmpdir();
+    int hp;
+
+    pgfx_start(&f);
+    idp_keys(dir, jwks, sizeof jwks);
+    su_path(data, sizeof data, "relay");
+    su_path(td, sizeof td, "d.jwt");
+    su_path(tm, sizeof tm, "m.jwt");
+    su_path(tw, sizeof tw, "w.jwt");
+    su_path(rd, sizeof rd, "d.db");
+    su_path(rd2, sizeof rd2, "d2.db");
+    su_path(rm, sizeof rm, "m.db");
+    su_path(rw, sizeof rw, "w.db");
+    idp_mint(dir, "user_d", "{\"email\":\"d@x.test\"}", td);
+    idp_mint(dir, "user_m", "{\"o\":{\"id\":\"acme\",\"rol\":\"admin\"}}", tm);
+    idp_mint(dir, "user_w", NULL, tw); /* no organization in the token */
+    docs_replica(rd);
+    docs_replica(rd2);
+    docs_replica(rm);
+    docs_replica(rw);
+    relay_pg_webhooks(&relay, &f, data, jwks, &hp);
+
+    rep_exec(rd, "INSERT INTO docs VALUES ('d1', 'secret of d', NULL)");
+    CHECK_OK(run_once(relay.port, rd, td));
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_cell c JOIN knit_ns n ON n.id = c.ns"
+                            " WHERE n.name = 'user:user_d'") > 0,
+                 1);
+    static const char deleted[] =
+        "{\"data\":{\"deleted\":true,\"id\":\"user_d\",\"object\":\"user\"},"
+        "\"object\":\"event\",\"type\":\"user.deleted\"}";
+    CHECK_EQ_INT(wh_post(hp, "msg_del", deleted, out, sizeof out), 200);
+    CHECK(strstr(out, "erased 1 namespace") != NULL);
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_ns WHERE name = 'user:user_d'"), 0);
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_ident_id WHERE id = 'user_d'"), 0);
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_ident WHERE email = 'd@x.test'"), 0);
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_meta"
+                            " WHERE key = 'erased' || chr(31) || 'user:user_d'"),
+                 1);
+    /* Its tokens are refused, as on SQLite (exit 4: erased, final). */
+    CHECK_EQ_INT(run_once(relay.port, rd2, td), 4);
+    CHECK_EQ_INT(rep_int(rd2, "SELECT count(*) FROM docs"), 0);
+    /* The provider makes the user again: it signs in, to an empty account. */
+    static const char created[] =
+        "{\"data\":{\"id\":\"user_d\",\"object\":\"user\",\"updated_at\":1700000000000},"
+        "\"object\":\"event\",\"type\":\"user.created\"}";
+    CHECK_EQ_INT(wh_post(hp, "msg_cre", created, out, sizeof out), 200);
+    CHECK(strstr(out, "may sign in again") != NULL);
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_meta"
+                            " WHERE key = 'erased' || chr(31) || 'user:user_d'"),
+                 0);
+    /* A retry of the deletion is a duplicate: it erases nothing again. */
+    CHECK_EQ_INT(wh_post(hp, "msg_del", deleted, out, sizeof out), 200);
+    CHECK(strstr(out, "duplicate") != NULL);
+    CHECK_OK(run_once(relay.port, rd2, td));
+    CHECK_EQ_INT(rep_int(rd2, "SELECT count(*) FROM docs WHERE id = 'd1'"), 0);
+
+    /* organizationMembership.created: user_w (no organization in its
+    ** token) gets acme's rows. */
+    rep_exec(rm, "INSERT INTO docs VALUES ('s1', 'shared', 'acme')");
+    CHECK_OK(run_once(relay.port, rm, tm));
+    CHECK_OK(run_once(relay.port, rw, tw));
+    CHECK_EQ_INT(rep_int(rw, "SELECT count(*) FROM docs WHERE id = 's1'"), 0);
+    static const char member[] =
+        "{\"type\":\"organizationMembership.created\",\"data\":{\"id\":\"orgmem_1\","
+        "\"object\":\"organization_membership\",\"role\":\"org:member\",\"organization\":{"
+        "\"id\":\"acme\",\"name\":\"Acme\"},\"public_user_data\":{\"user_id\":\"user_w\"},"
+        "\"created_at\":1700000000000,\"updated_at\":1700000001000}}";
+    CHECK_EQ_INT(wh_post(hp, "msg_mem", member, out, sizeof out), 200);
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_membership WHERE org = 'acme'"
+                            " AND user_id = 'user_w' AND account = 'user:user_w' AND present = 1"),
+                 1);
+    CHECK_OK(run_once(relay.port, rw, tw));
+    CHECK_EQ_INT(rep_int(rw, "SELECT count(*) FROM docs WHERE id = 's1'"), 1);
+    stop_proc(&relay.p);
+    pgfx_stop(&f);
+}
+
+/* sync-relay erase --store postgresql://...: by a later provider id of the
+** account, its namespace and the anonymous one it claimed, its identity
+** and memberships; the tombstone refuses it; a second erase exits 3;
+** --undo removes the tombstone. */
+static void erase_cli_pg(void)
+{
+    pgfx_t f;
+    knit_pg_store_t *s;
+    knit_relay_backend_t be;
+    knit_relay_merged_t m;
+    knit_ident_result_t r;
+    knit_ident_t in;
+    char out[4096];
+    int is = -1, stale = -1;
+
+    pgfx_start(&f);
+    s = pg_open(&f);
+    knit_pg_store_backend(s, &be);
+    memset(&in, 0, sizeof in);
+    in.id = "sub1";
+    in.email = "e@x.test";
+    CHECK_OK(be.identify(be.data, &in, 1000, &r));
+    CHECK_STR(r.account, "user:sub1");
+    knit_relay_ident_result_clear(&r);
+    in.id = "sub2"; /* the same person's later id: linked by email */
+    CHECK_OK(be.identify(be.data, &in, 2000, &r));
+    CHECK_STR(r.account, "user:sub1");
+    knit_relay_ident_result_clear(&r);
+    CHECK_OK(
+        knit_pg_store_membership(s, "acme", "sub1", "user:sub1", "org:member", 1, 1000, &stale));
+    for (int k = 0; k < 3; k++) {
+        const char *ns = k == 0 ? "user:sub1" : k == 1 ? "anon:z" : "user:other";
+        knit_batch_t *p = push_new(ns);
+        knit_relay_push_t g;
+        CHECK_OK(knit_batch_begin(p, 1));
+        add(p, 0, 1, 0, null_v(), 1, 10 + (uint64_t)k, 0);
+        memset(&g, 0, sizeof g);
+        g.ns = ns;
+        g.batch = p;
+        CHECK_OK(be.commit(be.data, &g, NULL, NULL));
+        knit_batch_free(g.res.fanout);
+        knit_batch_free(p);
+    }
+    CHECK_OK(be.merge(be.data, "anon:z", "user:sub1", 100, &m, NULL, NULL));
+    knit_pg_store_close(s);
+
+    const char *erase[] = {SYNC_RELAY_PATH, "erase", "--store", f.uri, "--user", "sub2", NULL};
+    CHECK_EQ_INT(su_run(erase, 20000, out, sizeof out), 0);
+    fprintf(stderr, "%s", out);
+    CHECK(strstr(out, "sub2 belongs to account user:sub1") != NULL);
+    CHECK(strstr(out, "erased user:sub1 (2 namespaces") != NULL);
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_ns WHERE name IN ('user:sub1', 'anon:z')"),
+                 0);
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_ns WHERE name = 'user:other'"), 1);
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_ident_id"), 0);
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_ident"), 0);
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_membership"), 0);
+    s = pg_open(&f);
+    knit_pg_store_backend(s, &be);
+    CHECK_OK(be.erased(be.data, "user:sub1", &is));
+    CHECK_EQ_INT(is, 1);
+    in.id = "sub1";
+    CHECK_OK(be.identify(be.data, &in, 3000, &r));
+    CHECK_EQ_INT(r.erased, 1); /* not made again */
+    knit_relay_ident_result_clear(&r);
+    knit_pg_store_close(s);
+    /* Nothing left to erase: exit 3, the tombstone kept. */
+    const char *again[] = {SYNC_RELAY_PATH, "erase", "--store", f.uri, "--user", "sub1", NULL};
+    CHECK_EQ_INT(su_run(again, 20000, out, sizeof out), 3);
+    const char *undo[] = {SYNC_RELAY_PATH, "erase",  "--undo", "--store",
+                          f.uri,           "--user", "sub1",   NULL};
+    CHECK_EQ_INT(su_run(undo, 20000, out, sizeof out), 0);
+    CHECK(strstr(out, "tombstone removed") != NULL);
+    CHECK_EQ_INT(su_run(undo, 20000, out, sizeof out), 0);
+    CHECK(strstr(out, "was not erased") != NULL);
+    s = pg_open(&f);
+    knit_pg_store_backend(s, &be);
+    CHECK_OK(be.erased(be.data, "user:sub1", &is));
+    CHECK_EQ_INT(is, 0);
+    knit_pg_store_close(s);
+    const char *help[] = {SYNC_RELAY_PATH, "--help", NULL};
+    CHECK_EQ_INT(su_run(help, 20000, out, sizeof out), 0);
+    CHECK(strstr(out, "erase [--undo] (--data PATH | --store URI)") != NULL);
+    pgfx_stop(&f);
+}
+
+/* A schema 2 database gets the webhook tables at open; the seam then
+** records deliveries, reads them back, and a rolled-back delivery leaves
+** nothing. */
+static void schema_upgrade_v2(void)
+{
+    pgfx_t f;
+    knit_pg_store_t *s;
+    knit_webhook_store_t w;
+    int seen = -1, stale = -1;
+
+    pgfx_start(&f);
+    s = pg_open(&f);
+    knit_pg_store_close(s);
+    pg_int(&f, "DROP TABLE knit_webhook, knit_webhook_user");
+    pg_int(&f, "UPDATE knit_meta SET value = '2' WHERE key = 'schema'");
+    s = pg_open(&f);
+    CHECK_EQ_INT(pg_int(&f, "SELECT convert_from(value, 'UTF8')::int FROM knit_meta"
+                            " WHERE key = 'schema'"),
+                 KNIT_PG_SCHEMA_VERSION);
+    CHECK_EQ_INT(KNIT_PG_SCHEMA_VERSION, 3);
+    knit_pg_store_webhooks(s, &w);
+    CHECK_EQ_INT(w.erase_in_txn, 1);
+    CHECK_OK(w.begin(w.data));
+    CHECK_OK(w.seen(w.data, "msg_1", &seen));
+    CHECK_EQ_INT(seen, 0);
+    CHECK_OK(w.record(w.data, "msg_1", "user_a", 2000, &stale));
+    CHECK_EQ_INT(stale, 0);
+    CHECK_OK(w.commit(w.data));
+    /* Rolled back: not recorded. */
+    CHECK_OK(w.begin(w.data));
+    CHECK_OK(w.record(w.data, "msg_2", "user_a", 3000, &stale));
+    w.rollback(w.data);
+    CHECK_OK(w.begin(w.data));
+    CHECK_OK(w.seen(w.data, "msg_1", &seen));
+    CHECK_EQ_INT(seen, 1);
+    CHECK_OK(w.seen(w.data, "msg_2", &seen));
+    CHECK_EQ_INT(seen, 0);
+    CHECK_OK(w.record(w.data, "msg_0", "user_a", 1000, &stale));
+    CHECK_EQ_INT(stale, 1); /* older than msg_1's */
+    CHECK_OK(w.commit(w.data));
+    CHECK_EQ_INT(pg_int(&f, "SELECT updated FROM knit_webhook_user WHERE user_id = 'user_a'"),
+                 2000);
+    CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_webhook"), 2);
+    knit_pg_store_close(s);
+    pgfx_stop(&f);
+}
+
 KNIT_TESTS(T(same_as_sqlite), T(concurrent_gapless), T(newer_schema_refused), T(backend_ops),
            T(agents_converge), T(two_relays_fanout), T(ingest_rate), T(pg_restart_mid_push),
            T(pg_stall), T(ident_same_as_sqlite), T(schema_upgrade), T(reject_state),
-           T(identity_restart))
+           T(identity_restart), T(webhook_profile_pg), T(webhook_erase_pg), T(erase_cli_pg),
+           T(schema_upgrade_v2))

@@ -512,9 +512,8 @@ static char **acked_keys(const char *path, size_t *n)
 }
 
 /* Does the relay store hold a live row with this key in NS? */
-static int relay_has(knit_relay_store_t *s, const knit_batch_t *all, const char *key)
+static int relay_has(const knit_batch_t *all, const char *key)
 {
-    (void)s;
     for (size_t i = 0; i < all->nchanges; i++) {
         const knit_change_t *c = &all->changes[i];
         if (c->col == 0 && (c->cl & 1) && c->pk[0].u.b.n == strlen(key) &&
@@ -563,10 +562,8 @@ static void relay_sigkill(void)
         pthread_t th;
         size_t nkeys = 0;
         char **keys;
-        knit_relay_store_t *s = NULL;
         knit_batch_t *all = NULL;
-        uint64_t reached;
-        int more, missing = 0;
+        int missing = 0;
         unsigned delay = 100 + (unsigned)knit_rng_below(&rng, 700);
 
         wr.written = round * 100000;
@@ -577,10 +574,9 @@ static void relay_sigkill(void)
         su_sleep_ms(50);
         /* Every change A recorded as acknowledged is in the relay. */
         keys = acked_keys(w.a, &nkeys);
-        CHECK_OK(knit_relay_store_open(w.data, KNIT_RELAY_STORE_READONLY, &s));
-        CHECK_OK(knit_relay_store_catch_up(s, NS, 0, 0, &all, &reached, &more));
+        CHECK_OK(su_relay_catch_up(w.data, NS, &all));
         for (size_t i = 0; i < nkeys; i++) {
-            if (!relay_has(s, all, keys[i])) {
+            if (!relay_has(all, keys[i])) {
                 if (missing++ < 5)
                     fprintf(stderr, "acknowledged row %s is not in the relay\n", keys[i]);
             }
@@ -588,7 +584,6 @@ static void relay_sigkill(void)
         }
         free(keys);
         knit_batch_free(all);
-        knit_relay_store_close(s);
         printf("round %d: killed after %u ms; %zu acknowledged rows checked, %d missing\n", round,
                delay, nkeys, missing);
         CHECK_EQ_INT(missing, 0);
@@ -656,12 +651,7 @@ static void agent_sigkill_applying(void)
     const char *argv[] = {SYNC_AGENT_PATH, "run",    w.a,         "--relay", relay, "--token-file",
                           w.token,         "--once", "--timeout", "60",      NULL};
     CHECK_EQ_INT(su_run(argv, 90000, out, sizeof out), 0);
-    {
-        knit_relay_store_t *s = NULL;
-        CHECK_OK(knit_relay_store_open(w.data, KNIT_RELAY_STORE_READONLY, &s));
-        CHECK_OK(knit_relay_store_seq(s, NS, &seq));
-        knit_relay_store_close(s);
-    }
+    CHECK_OK(su_relay_seq(w.data, NS, &seq));
     CHECK(seq > 0);
     /* Kill B's agent at random moments while it catches up.  The delay
     ** adapts to the machine: longer after a kill that came before any

@@ -99,6 +99,7 @@ struct knit_relay_s {
                                           knit_relay_listen_http */
     knit_relay_backend_t be;           /* the engine's store, for /healthz */
     knit_relay_store_t *store;         /* the SQLite store, or NULL (another backend) */
+    knit_webhook_store_t wh;           /* webhook deliveries' store (begin NULL: none) */
     size_t max_frame;                  /* resolved: WebSocket messages' limit */
     size_t max_queue;                  /* resolved: bounds long-poll output kept */
     uint64_t started_mono;             /* mono ms at knit_relay_new */
@@ -587,6 +588,12 @@ int knit_relay_new(uv_loop_t *loop, const knit_relay_opts_t *o,
         r->be = *o->cfg.backend;
     else if (o->cfg.store)
         knit_relay_store_backend(o->cfg.store, &r->be);
+    /* The webhooks' store goes with the engine's: the caller's for another
+    ** backend, the SQLite store's own otherwise. */
+    if (o->webhooks)
+        r->wh = *o->webhooks;
+    else if (!o->cfg.backend && o->cfg.store)
+        knit_relay_store_webhooks(o->cfg.store, &r->wh);
     r->loop = loop;
     r->log_level = o->cfg.log_level;
     r->log = o->log ? o->log : knit_relay_log_stderr;
@@ -788,16 +795,16 @@ static int http_webhook(void *data, const char *id, const char *ts, const char *
 {
     knit_relay_t *r = data;
     int status;
-    if (!r->store) {
-        snprintf(msg, msgn, "webhooks need the SQLite store");
+    if (!r->wh.begin) {
+        snprintf(msg, msgn, "this store keeps no webhook deliveries");
         return 503;
     }
     knit_webhook_effect_t fx;
     knit_site_t site;
     uint64_t now = wall_ms(), stamp = 0;
-    int have_site = knit_relay_store_site(r->store, &site) == 0 &&
+    int have_site = r->be.site && r->be.site(r->be.data, &site) == 0 &&
                     knit_relay_engine_stamp(r->eng, now, &stamp) == 0;
-    status = knit__webhook_deliver(r->store, r->wh_key, r->wh_keylen, id, ts, sig, body, n, now,
+    status = knit__webhook_deliver(&r->wh, r->wh_key, r->wh_keylen, id, ts, sig, body, n, now,
                                    have_site ? &site : NULL, stamp, msg, msgn, &fx);
     glog(r, status == 200 ? KNIT_LOG_INFO : KNIT_LOG_WARN, "webhook %.80s: %d %s", id, status, msg);
     if (fx.erased_ns[0]) {
@@ -1023,6 +1030,7 @@ int knit_relay_serve(const knit_relay_serve_opts_t *o) /* see relay.h */
     ro.jwks_url = o->jwks_url;
     ro.jwks_cooldown_ms = o->jwks_cooldown_ms;
     ro.jwks_timeout_ms = o->jwks_timeout_ms;
+    ro.webhooks = o->webhooks;
     if ((rc = knit_relay_new(&loop, &ro, &sv.r)) != 0) {
         uv_loop_close(&loop);
         return rc;

@@ -15,9 +15,9 @@
 ** after that stop are ignored (the process's disposition for them is left
 ** at SIG_IGN).
 **
-** Ownership: the store (cfg.store or cfg.backend) is the caller's and must
-** stay open until the close callback; strings in the options are copied or
-** only read during the call.  A relay is freed after its close callback
+** Ownership: the store (cfg.store or cfg.backend, and the webhooks' store)
+** is the caller's and must stay open until the close callback; strings in
+** the options are copied or only read during the call.  A relay is freed after its close callback
 ** returns.
 */
 #ifndef KNIT_RELAY_H
@@ -28,6 +28,7 @@
 #include <uv.h>
 
 #include "proto_server.h"
+#include "webhook.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -48,6 +49,11 @@ typedef struct knit_relay_opts_s {
     const char *jwks_url;
     uint64_t jwks_cooldown_ms; /* least time between two fetches (0: none) */
     uint64_t jwks_timeout_ms;  /* a fetch that takes longer fails [5000] */
+    /* Where webhook deliveries go (webhook.h; copied), or NULL: the SQLite
+    ** store cfg.store (knit_relay_store_webhooks).  With cfg.backend, the
+    ** backend's own (store_pg.h knit_pg_store_webhooks); without one,
+    ** webhooks are answered 503. */
+    const knit_webhook_store_t *webhooks;
 } knit_relay_opts_t;
 
 /* A listener's bound address. */
@@ -118,6 +124,8 @@ typedef struct knit_relay_serve_opts_s {
     const char *jwks_url;       /* see knit_relay_opts_t */
     uint64_t jwks_cooldown_ms;  /* see knit_relay_opts_t */
     uint64_t jwks_timeout_ms;   /* see knit_relay_opts_t */
+    /* Where webhook deliveries go: see knit_relay_opts_t. */
+    const knit_webhook_store_t *webhooks;
 } knit_relay_serve_opts_t;
 
 /* Serves on a loop of its own until SIGINT/SIGTERM; 0 on a clean stop,

@@ -2518,8 +2518,8 @@ int knit_relay_store_unerase(knit_relay_store_t *s, const char *ns,
     sqlite3_stmt *st;
     int rc;
     *cleared = 0;
-    if (s->in_group)
-        return set_err(s, KNIT_EINVAL, "unerase inside a group");
+    if (s->readonly)
+        return set_err(s, KNIT_EREADONLY, "store opened read-only");
     if ((rc = tomb_key(s, ns, key, sizeof key)) != 0)
         return rc;
     if (sqlite3_prepare_v2(s->db, "DELETE FROM meta WHERE key = ?1", -1, &st, NULL) != SQLITE_OK)

@@ -204,8 +204,9 @@ KNIT_EXTERN int knit_relay_store_sealed(knit_relay_store_t *s, const char *anon,
 /* Tombstones of erased accounts (knit_relay_store_erase_account writes
 ** one, even when nothing was stored): knit_relay_store_erased sets *erased
 ** when ns has one; knit_relay_store_unerase removes it (the provider
-** created the user again), in its own transaction, and sets *cleared when
-** there was one. */
+** created the user again), inside the caller's open group (a webhook
+** delivery's, which then commits it) or else in its own transaction, and
+** sets *cleared when there was one. */
 KNIT_EXTERN int knit_relay_store_erased(knit_relay_store_t *s, const char *ns,
                                         int *erased /* OUT */);
 KNIT_EXTERN int knit_relay_store_unerase(knit_relay_store_t *s, const char *ns,
@@ -348,6 +349,14 @@ KNIT_EXTERN int knit_relay_store_list_schemas(
 ** at once.  Defined in store_sqlite.c, part of the relay library (not of
 ** the store library sync-inspect links). */
 KNIT_EXTERN void knit_relay_store_backend(knit_relay_store_t *s, knit_relay_backend_t *b /* OUT */);
+
+/* Fills *w with s as the store of webhook deliveries (webhook.h
+** knit_webhook_store_t): a delivery is one group (knit_relay_store_begin
+** .. _commit), but for an erasure, which keeps its own transactions
+** (erase_in_txn 0).  Defined in store_sqlite.c, like the above. */
+struct knit_webhook_store_s;
+KNIT_EXTERN void knit_relay_store_webhooks(knit_relay_store_t *s,
+                                           struct knit_webhook_store_s *w /* OUT */);
 
 #ifdef __cplusplus
 }

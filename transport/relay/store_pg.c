@@ -98,6 +98,22 @@
 **      the schema lock (note 8), by SCHEMA_V2 (CREATE ... IF NOT EXISTS)
 **      and the new version in one transaction.  Every round trip goes
 **      through round_trip (note 11).
+**  14. Webhook deliveries (schema 3; webhook.h's seam, knit_pg_store_webhooks)
+**      are one transaction each, after pg_advisory_xact_lock(LOCK_IDENT):
+**      the check of the delivery id (knit_webhook), the identity index,
+**      memberships, the tombstone's removal, the relay's rows (a push into
+**      the account's namespace, locked as a group commit locks it, whose
+**      pg_notify tells other relays' subscribers, note 10) and the
+**      delivery's record commit together, so a crash leaves none of it and
+**      two relays given the same delivery apply it once (the second waits
+**      for the lock, then sees the first's record).  user.deleted is in
+**      that transaction too: the tombstone ("erased" US ns in knit_meta,
+**      which store.h's erased and identify read), the identity rows, and
+**      the account's namespace with those claimed into it, locked together
+**      in name order (note 3).  Per provider user the latest updated_at
+**      applied is kept in knit_webhook_user (relay_store.c's
+**      "user_updated" meta keys).  A schema 1 or 2 database gets the two
+**      tables at open (SCHEMA_V3, IF NOT EXISTS), as in note 13.
 */
 #include "store_pg.h"
 
@@ -121,6 +137,7 @@
 #include "relay_store.h"
 #include "sset.h"
 #include "validate.h"
+#include "webhook.h"
 
 #define KIND_LIVE 0            /* the row's liveness (col '') */
 #define KIND_LWW 1             /* LWW register */
@@ -216,6 +233,19 @@ static const char SCHEMA_V2[] =
     "  PRIMARY KEY(org, user_id));"
     "CREATE INDEX IF NOT EXISTS knit_membership_account ON knit_membership(account);";
 
+/* Added by schema 3 (design note 14): webhook deliveries applied, and per
+** provider user the latest updated_at of its events (relay_store.c keeps
+** both in meta).  Also the upgrade from 1 or 2, hence IF NOT EXISTS. */
+static const char SCHEMA_V3[] =
+    "CREATE TABLE IF NOT EXISTS knit_webhook("
+    "  id text COLLATE \"C\" PRIMARY KEY,"    /* the delivery's svix-id */
+    "  user_id text COLLATE \"C\","           /* the provider user it was about, or NULL */
+    "  updated bigint NOT NULL,"              /* its data.updated_at (ms), 0: none */
+    "  received bigint NOT NULL);"            /* when it was applied (ms since the epoch) */
+    "CREATE TABLE IF NOT EXISTS knit_webhook_user("
+    "  user_id text COLLATE \"C\" PRIMARY KEY," /* the provider's user id */
+    "  updated bigint NOT NULL);";            /* the latest updated_at of its events */
+
 /* Prepared statements, by index; parameters are int8 (20), bytea (17) or
 ** text (25), results binary. */
 enum {
@@ -230,6 +260,8 @@ enum {
     S_TRACKS, S_ID_GET, S_ID_PUT, S_ID_MOVE, S_IDENT_GET, S_IDENT_BY_EMAIL, S_IDENT_INS,
     S_IDENT_PUT, S_IDENT_DROP, S_IDENT_DIRTY, S_MEMBER_GET, S_MEMBER_PUT, S_MEMBER_LIST,
     S_ROW_CELLS,
+    S_WH_SEEN, S_WH_PUT, S_WH_USER_GET, S_WH_USER_PUT, S_META_DEL, S_ID_FORGET,
+    S_MEMBER_FORGET, S_CLAIMED_INTO,
     S_COUNT
 };
 
@@ -355,6 +387,24 @@ static const struct {
                      " AND k.tbl = c.tbl AND k.name = c.col"
                      " WHERE c.ns = $1 AND c.tbl = $2 AND c.pk = $3"
                      " ORDER BY c.col <> '', k.ord", 3, {20, 25, 17}},
+    /* Webhook deliveries (design note 14). */
+    [S_WH_SEEN] = {"SELECT 1 FROM knit_webhook WHERE id = $1", 1, {25}},
+    [S_WH_PUT] = {"INSERT INTO knit_webhook(id, user_id, updated, received)"
+                  " VALUES($1, $2, $3, (extract(epoch FROM now()) * 1000)::int8)"
+                  " ON CONFLICT(id) DO NOTHING", 3, {25, 25, 20}},
+    [S_WH_USER_GET] = {"SELECT updated FROM knit_webhook_user WHERE user_id = $1", 1, {25}},
+    [S_WH_USER_PUT] = {"INSERT INTO knit_webhook_user(user_id, updated) VALUES($1, $2)"
+                       " ON CONFLICT(user_id) DO UPDATE SET updated = EXCLUDED.updated", 2,
+                       {25, 20}},
+    [S_META_DEL] = {"DELETE FROM knit_meta WHERE key = $1", 1, {25}},
+    /* Erasing an account (relay_store.c's ident_forget and claimed list). */
+    [S_ID_FORGET] = {"DELETE FROM knit_ident_id WHERE account = $1", 1, {25}},
+    [S_MEMBER_FORGET] = {"DELETE FROM knit_membership WHERE account = $1", 1, {25}},
+    /* The namespaces claimed into $1: from of "claim" US from US $1. */
+    [S_CLAIMED_INTO] = {"SELECT substr(key, 7, length(key) - 7 - length($1)) FROM knit_meta"
+                        " WHERE starts_with(key, 'claim' || chr(31))"
+                        " AND right(key, length($1) + 1) = chr(31) || $1"
+                        " AND length(key) > 7 + length($1) ORDER BY 1", 1, {25}},
 };
 /* clang-format on */
 
@@ -860,7 +910,8 @@ static int check_schema(knit_pg_store_t *s)
             /* Design note 13: the upgrade, under the lock, in one transaction. */
             snprintf(sql, sizeof sql, "UPDATE knit_meta SET value = '%d' WHERE key = 'schema'",
                      KNIT_PG_SCHEMA_VERSION);
-            if ((rc = exec(s, SCHEMA_V2)) != 0 || (rc = exec(s, sql)) != 0)
+            if ((v < 2 && (rc = exec(s, SCHEMA_V2)) != 0) || (rc = exec(s, SCHEMA_V3)) != 0 ||
+                (rc = exec(s, sql)) != 0)
                 goto out;
             if ((rc = commit(s)) == 0)
                 note("info", "store: PostgreSQL schema upgraded from version %ld to %d", v,
@@ -884,7 +935,8 @@ static int check_schema(knit_pg_store_t *s)
     }
     snprintf(sql, sizeof sql, "INSERT INTO knit_meta(key, value) VALUES('schema', '%d')",
              KNIT_PG_SCHEMA_VERSION);
-    if ((rc = exec(s, SCHEMA)) != 0 || (rc = exec(s, SCHEMA_V2)) != 0 || (rc = exec(s, sql)) != 0)
+    if ((rc = exec(s, SCHEMA)) != 0 || (rc = exec(s, SCHEMA_V2)) != 0 ||
+        (rc = exec(s, SCHEMA_V3)) != 0 || (rc = exec(s, sql)) != 0)
         goto out;
     return commit(s);
 out:
@@ -2235,35 +2287,45 @@ out:
     return rc;
 }
 
+/* Forgets namespace l->ns, whose row l holds locked, inside the open
+** transaction: its cells, columns, tables, the claims from or into it,
+** its devices and its row (made by the lock if it was not there).
+** *found = 0 when it held nothing. */
+static int erase_ns_in(knit_pg_store_t *s, const lock_t *l, int *found)
+{
+    args_t a = {0}, t = {0};
+    int rc, n = 0;
+    *found = 0;
+    a_u64(&a, (uint64_t)l->id);
+    a_text(&t, l->ns);
+    if ((rc = run_n(s, S_ERASE_CELLS, &a, &n)) != 0 ||
+        (rc = run_n(s, S_ERASE_COLS, &a, NULL)) != 0 ||
+        (rc = run_n(s, S_ERASE_TBLS, &a, NULL)) != 0 ||
+        (rc = run_n(s, S_ERASE_CLAIMS, &t, NULL)) != 0 ||
+        (rc = run_n(s, S_DEV_ERASE, &t, NULL)) != 0 || (rc = run_n(s, S_ERASE_NS, &a, NULL)) != 0)
+        return rc;
+    *found = l->seq0 != 0 || n != 0;
+    return 0;
+}
+
 static int b_erase(void *data, const char *ns, knit_relay_done_fn done, void *arg)
 {
     knit_pg_store_t *s = data;
     const char *names[1] = {ns};
     lock_t *locks = NULL;
-    args_t a = {0}, t = {0};
     size_t nl;
-    int rc, n = 0;
+    int rc, found = 0;
     (void)done;
     (void)arg;
     if ((rc = begin(s, "BEGIN")) != 0)
         return rc;
-    if ((rc = lock_all(s, names, 1, &locks, &nl)) != 0)
+    if ((rc = lock_all(s, names, 1, &locks, &nl)) != 0 ||
+        (rc = erase_ns_in(s, &locks[0], &found)) != 0)
         goto out;
-    a_u64(&a, (uint64_t)locks[0].id);
-    t.n = 0;
-    a_text(&t, ns);
-    if ((rc = run_n(s, S_ERASE_CELLS, &a, &n)) != 0 ||
-        (rc = run_n(s, S_ERASE_COLS, &a, NULL)) != 0 ||
-        (rc = run_n(s, S_ERASE_TBLS, &a, NULL)) != 0 ||
-        (rc = run_n(s, S_ERASE_CLAIMS, &t, NULL)) != 0 ||
-        (rc = run_n(s, S_DEV_ERASE, &t, NULL)) != 0)
-        goto out;
-    if (locks[0].seq == 0 && n == 0) {
+    if (!found) {
         rc = set_err(s, KNIT_ENOTFOUND, "no namespace %s", ns);
         goto out;
     }
-    if ((rc = run_n(s, S_ERASE_NS, &a, NULL)) != 0)
-        goto out;
     rc = commit(s);
 out:
     rollback(s);
@@ -2693,37 +2755,299 @@ static int b_ident_dirty(void *data, const char *account)
     return run_texts(s, S_IDENT_DIRTY, &account, 1, NULL);
 }
 
+/* knit_pg_store_membership's body, inside the open transaction. */
+static int membership_in(knit_pg_store_t *s, const char *org, const char *user_id,
+                         const char *account, const char *role, int present, uint64_t updated_ms,
+                         int *stale)
+{
+    args_t a = {0};
+    PGresult *r;
+    int rc;
+    *stale = 0;
+    a_text(&a, org);
+    a_text(&a, user_id);
+    if ((rc = run(s, S_MEMBER_GET, &a, &r)) != 0)
+        return rc;
+    /* Deliveries come out of order: an older event changes nothing. */
+    *stale = PQntuples(r) == 1 && r_u64(r, 0, 2) > updated_ms;
+    PQclear(r);
+    if (*stale)
+        return 0;
+    a_text(&a, account ? account : "");
+    a_text(&a, role ? role : "");
+    a_u64(&a, present != 0);
+    a_u64(&a, updated_ms);
+    return run_n(s, S_MEMBER_PUT, &a, NULL);
+}
+
 int knit_pg_store_membership(knit_pg_store_t *s, const char *org, const char *user_id,
                              const char *account, const char *role, int present,
                              uint64_t updated_ms, int *stale) /* see store_pg.h */
 {
-    args_t a = {0};
-    PGresult *r;
     int rc;
     *stale = 0;
     if (s->in_txn)
         return set_err(s, KNIT_EINVAL, "membership inside a transaction");
     if ((rc = begin_ident(s)) != 0)
         return rc;
-    a_text(&a, org);
-    a_text(&a, user_id);
-    if ((rc = run(s, S_MEMBER_GET, &a, &r)) != 0)
-        goto out;
-    /* Deliveries come out of order: an older event changes nothing. */
-    *stale = PQntuples(r) == 1 && r_u64(r, 0, 2) > updated_ms;
-    PQclear(r);
-    if (!*stale) {
-        a_text(&a, account ? account : "");
-        a_text(&a, role ? role : "");
-        a_u64(&a, present != 0);
-        a_u64(&a, updated_ms);
-        if ((rc = run_n(s, S_MEMBER_PUT, &a, NULL)) != 0)
-            goto out;
-    }
-    rc = commit(s);
-out:
+    if ((rc = membership_in(s, org, user_id, account, role, present, updated_ms, stale)) == 0)
+        rc = commit(s);
     rollback(s);
     return rc;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Erased accounts and webhook deliveries (design note 14)                  */
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* relay_store.c's knit_relay_store_erase_account, inside the open
+** transaction (which holds LOCK_IDENT): the tombstone, the identity, then
+** the account's namespace and those claimed into it, all locked at once in
+** name order (design note 3).  *erased counts the namespaces that held
+** something. */
+static int erase_account_in(knit_pg_store_t *s, const char *ns, size_t *erased)
+{
+    char key[512], ms[24];
+    const char **names;
+    lock_t *locks = NULL;
+    size_t n = 0, nl = 0;
+    args_t a = {0};
+    PGresult *r;
+    int rc;
+    *erased = 0;
+    if ((rc = key2(key, sizeof key, "erased", ns, NULL)) != 0)
+        return set_err(s, KNIT_EINVAL, "namespace name too long");
+    snprintf(ms, sizeof ms, "%llu", (unsigned long long)wall_ms());
+    if ((rc = meta_put(s, S_META_SET, key, ms, strlen(ms))) != 0 ||
+        (rc = run_texts(s, S_ID_FORGET, &ns, 1, NULL)) != 0 ||
+        (rc = run_texts(s, S_IDENT_DROP, &ns, 1, NULL)) != 0 ||
+        (rc = run_texts(s, S_MEMBER_FORGET, &ns, 1, NULL)) != 0)
+        return rc;
+    a_text(&a, ns);
+    if ((rc = run(s, S_CLAIMED_INTO, &a, &r)) != 0)
+        return rc;
+    if (!(names = knit__malloc(((size_t)PQntuples(r) + 1) * sizeof *names))) {
+        PQclear(r);
+        return KNIT_ENOMEM;
+    }
+    for (int i = 0; i < PQntuples(r); i++)
+        names[n++] = PQgetvalue(r, i, 0);
+    names[n++] = ns;
+    if ((rc = lock_all(s, names, n, &locks, &nl)) == 0) {
+        for (size_t i = 0; i < nl && rc == 0; i++) {
+            int found = 0;
+            if ((rc = erase_ns_in(s, &locks[i], &found)) == 0 && found)
+                (*erased)++;
+        }
+    }
+    knit__free(locks);
+    knit__free(names);
+    PQclear(r);
+    return rc;
+}
+
+int knit_pg_store_erase_account(knit_pg_store_t *s, const char *ns,
+                                size_t *erased) /* see store_pg.h */
+{
+    int rc;
+    *erased = 0;
+    if (s->in_txn)
+        return set_err(s, KNIT_EINVAL, "erase inside a transaction");
+    if ((rc = begin_ident(s)) != 0)
+        return rc;
+    if ((rc = erase_account_in(s, ns, erased)) == 0)
+        rc = commit(s);
+    rollback(s);
+    if (rc == 0 && *erased == 0)
+        rc = set_err(s, KNIT_ENOTFOUND, "no namespace %s", ns);
+    return rc;
+}
+
+/* Removes the tombstone of ns (inside the open transaction, or alone). */
+static int unerase_in(knit_pg_store_t *s, const char *ns, int *cleared)
+{
+    char key[512];
+    args_t a = {0};
+    int rc, n = 0;
+    *cleared = 0;
+    if (key2(key, sizeof key, "erased", ns, NULL) != 0)
+        return set_err(s, KNIT_EINVAL, "namespace name too long");
+    a_text(&a, key);
+    if ((rc = run_n(s, S_META_DEL, &a, &n)) != 0)
+        return rc;
+    *cleared = n > 0;
+    return 0;
+}
+
+int knit_pg_store_unerase(knit_pg_store_t *s, const char *ns, int *cleared) /* see store_pg.h */
+{
+    int rc;
+    *cleared = 0;
+    if (!s->in_txn && (rc = ready(s)) != 0)
+        return rc;
+    return unerase_in(s, ns, cleared);
+}
+
+int knit_pg_store_ident_get(knit_pg_store_t *s, const char *id,
+                            char account[KNIT_IDENT_NS_MAX]) /* see store_pg.h */
+{
+    int rc;
+    account[0] = '\0';
+    if (!s->in_txn && (rc = ready(s)) != 0)
+        return rc;
+    return ident_find(s, S_ID_GET, id, account, KNIT_IDENT_NS_MAX);
+}
+
+/* The webhook seam (webhook.h knit_webhook_store_t): one transaction per
+** delivery, serialized with every identity write by LOCK_IDENT. */
+static int w_begin(void *data)
+{
+    knit_pg_store_t *s = data;
+    if (s->in_txn)
+        return set_err(s, KNIT_EINVAL, "a transaction is already open");
+    return begin_ident(s);
+}
+
+static int w_commit(void *data)
+{
+    return commit(data);
+}
+
+static void w_rollback(void *data)
+{
+    rollback(data);
+}
+
+static int w_seen(void *data, const char *id, int *seen)
+{
+    knit_pg_store_t *s = data;
+    args_t a = {0};
+    PGresult *r;
+    int rc;
+    *seen = 0;
+    a_text(&a, id);
+    if ((rc = run(s, S_WH_SEEN, &a, &r)) != 0)
+        return rc;
+    *seen = PQntuples(r) > 0;
+    PQclear(r);
+    return 0;
+}
+
+/* relay_store.c's knit_relay_store_webhook_record, on knit_webhook and
+** knit_webhook_user. */
+static int w_record(void *data, const char *id, const char *user, uint64_t updated_ms, int *stale)
+{
+    knit_pg_store_t *s = data;
+    args_t a = {0};
+    PGresult *r;
+    int rc;
+    *stale = 0;
+    if (user && updated_ms) {
+        a_text(&a, user);
+        if ((rc = run(s, S_WH_USER_GET, &a, &r)) != 0)
+            return rc;
+        *stale = PQntuples(r) == 1 && r_u64(r, 0, 0) > updated_ms;
+        PQclear(r);
+        a_u64(&a, updated_ms);
+        if (!*stale && (rc = run_n(s, S_WH_USER_PUT, &a, NULL)) != 0)
+            return rc;
+    }
+    memset(&a, 0, sizeof a);
+    a_text(&a, id);
+    a_text_or_null(&a, user);
+    a_u64(&a, updated_ms);
+    return run_n(s, S_WH_PUT, &a, NULL);
+}
+
+static int w_ident_get(void *data, const char *id, char account[KNIT_IDENT_NS_MAX])
+{
+    return knit_pg_store_ident_get(data, id, account);
+}
+
+static int w_erase_account(void *data, const char *ns, size_t *erased)
+{
+    knit_pg_store_t *s = data;
+    int rc = erase_account_in(s, ns, erased);
+    if (rc == 0 && *erased == 0)
+        rc = set_err(s, KNIT_ENOTFOUND, "no namespace %s", ns);
+    return rc;
+}
+
+static int w_unerase(void *data, const char *ns, int *cleared)
+{
+    return unerase_in(data, ns, cleared);
+}
+
+/* b_identify inside the delivery's transaction. */
+static int w_identify(void *data, const knit_ident_t *in, uint64_t now_ms, knit_ident_result_t *out)
+{
+    knit_pg_store_t *s = data;
+    int rc;
+    memset(out, 0, sizeof *out);
+    if (!in->id || !*in->id || strlen(in->id) > 128)
+        return set_err(s, KNIT_EINVAL, "identity without an acceptable provider id");
+    if (knit_relay_normalize_email(in->email, out->email, sizeof out->email) != 0)
+        out->email[0] = '\0';
+    if ((rc = identify_in(s, in, now_ms, out)) != 0)
+        knit_relay_ident_result_clear(out);
+    return rc;
+}
+
+static int w_membership(void *data, const char *org, const char *user_id, const char *account,
+                        const char *role, int present, uint64_t updated_ms, int *stale)
+{
+    return membership_in(data, org, user_id, account, role, present, updated_ms, stale);
+}
+
+/* The relay's rows as a push into ns, announced to other relays at
+** commit (design note 10). */
+static int w_apply(void *data, const char *ns, const knit_batch_t *b, uint64_t *last_seq)
+{
+    knit_pg_store_t *s = data;
+    knit_relay_applied_t res;
+    lock_t *locks = NULL;
+    size_t nl;
+    int rc;
+    *last_seq = 0;
+    if ((rc = lock_all(s, &ns, 1, &locks, &nl)) != 0)
+        return rc;
+    if ((rc = apply_push(s, ns, locks[0].id, &locks[0].seq, b, &res)) == 0) {
+        *last_seq = res.last_seq;
+        knit_batch_free(res.fanout);
+        rc = notify_all(s, locks, nl);
+    }
+    knit__free(locks);
+    return rc;
+}
+
+static const char *w_errmsg(void *data)
+{
+    return knit_pg_store_errmsg(data);
+}
+
+void knit_pg_store_webhooks(knit_pg_store_t *s, struct knit_webhook_store_s *w) /* see store_pg.h */
+{
+    memset(w, 0, sizeof *w);
+    w->begin = w_begin;
+    w->commit = w_commit;
+    w->rollback = w_rollback;
+    w->seen = w_seen;
+    w->record = w_record;
+    w->ident_get = w_ident_get;
+    w->erase_account = w_erase_account;
+    w->erase_in_txn = 1;
+    w->unerase = w_unerase;
+    w->identify = w_identify;
+    w->membership = w_membership;
+    w->apply = w_apply;
+    w->errmsg = w_errmsg;
+    w->data = s;
 }
 
 /* store.h's memberships, as relay_store.h's knit_relay_store_memberships. */

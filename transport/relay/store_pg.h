@@ -11,9 +11,12 @@
 ** site id, the claim's merge and its seals, erasure, and (schema 2) the
 ** devices and the schemas they run, the identity index, organization
 ** memberships and REJECT's state (store.h's device_seen, identify,
-** ident_dirty, memberships and cells).  Webhook deliveries themselves stay
-** with the SQLite store for now (webhook.h takes a knit_relay_store_t);
-** knit_pg_store_membership is the write they would need.
+** ident_dirty, memberships and cells), and (schema 3) signed webhook
+** deliveries: knit_pg_store_webhooks fills webhook.h's seam, each delivery
+** one transaction (its dedupe record, the identity index, memberships, an
+** erasure and the relay's rows, which other relays hear of by NOTIFY).
+** Erased accounts (tombstones) are kept as the SQLite store keeps them, so
+** `sync-relay erase --store postgresql://...` works on it too.
 **
 ** Ownership: a knit_pg_store_t is one libpq connection, used by one thread
 ** at a time; several (in one process or many) may share one database.
@@ -35,8 +38,9 @@ extern "C" {
 #endif
 
 /* Schema versions: 1 cells, credentials and meta; 2 adds devices, the
-** identity index and memberships, upgraded in place from 1 at open. */
-#define KNIT_PG_SCHEMA_VERSION 2 /* the schema this library creates and reads */
+** identity index and memberships; 3 adds webhook deliveries; an older one
+** is upgraded in place at open. */
+#define KNIT_PG_SCHEMA_VERSION 3 /* the schema this library creates and reads */
 
 typedef struct knit_pg_store_s knit_pg_store_t;
 
@@ -72,6 +76,29 @@ KNIT_EXTERN int knit_pg_store_digest(knit_pg_store_t *s, const char *ns,
 KNIT_EXTERN int knit_pg_store_membership(knit_pg_store_t *s, const char *org, const char *user_id,
                                          const char *account, const char *role, int present,
                                          uint64_t updated_ms, int *stale /* OUT */);
+
+/* Erasing an account, as relay_store.h's knit_relay_store_erase_account,
+** in one transaction: its tombstone (store.h erased answers 1 from then on,
+** and identify makes no account of it), its identity (ids, email, profile
+** values, memberships), namespace ns and every anonymous namespace claimed
+** into it, with their devices; *erased counts the namespaces.
+** KNIT_ENOTFOUND when none held anything (the rest is committed all the
+** same).  PostgreSQL frees the rows' space at its next VACUUM: the bytes
+** stay in the data files until then.  knit_pg_store_unerase removes the
+** tombstone (*cleared = 1 when there was one). */
+KNIT_EXTERN int knit_pg_store_erase_account(knit_pg_store_t *s, const char *ns,
+                                            size_t *erased /* OUT */);
+KNIT_EXTERN int knit_pg_store_unerase(knit_pg_store_t *s, const char *ns, int *cleared /* OUT */);
+/* The account provider id `id` resolves to, into account ("" when none). */
+KNIT_EXTERN int knit_pg_store_ident_get(knit_pg_store_t *s, const char *id,
+                                        char account[KNIT_IDENT_NS_MAX] /* OUT */);
+
+/* Fills *w with s as the store of webhook deliveries (webhook.h
+** knit_webhook_store_t), an erasure included in the delivery's
+** transaction (erase_in_txn 1).  Valid while s is open. */
+struct knit_webhook_store_s;
+KNIT_EXTERN void knit_pg_store_webhooks(knit_pg_store_t *s,
+                                        struct knit_webhook_store_s *w /* OUT */);
 
 /* Fills *b with s as a store backend, every operation completing at once. */
 KNIT_EXTERN void knit_pg_store_backend(knit_pg_store_t *s, knit_relay_backend_t *b /* OUT */);

@@ -18,6 +18,12 @@
 **      (relay_store.c design note 12), before it reads a cell: a source
 **      sealed to another account is refused with KNIT_EDENIED and nothing
 **      is merged.  Sealing an empty namespace counts too.
+**   4. Webhook deliveries (webhook.h knit_webhook_store_t, filled by
+**      knit_relay_store_webhooks) are one group each: the identity index,
+**      memberships, the tombstone's removal, the relay's rows and the
+**      delivery's record commit together.  An erasure alone runs outside
+**      it (erase_in_txn 0): it overwrites the freed pages and truncates
+**      the WAL, which needs transactions of its own.
 */
 #include "relay_store.h"
 
@@ -25,6 +31,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "webhook.h"
 
 static int b_commit(void *data, knit_relay_push_t *group, knit_relay_done_fn done, void *arg)
 {
@@ -215,4 +222,84 @@ void knit_relay_store_backend(knit_relay_store_t *s,
     b->ident_dirty = b_ident_dirty;
     b->memberships = b_memberships;
     b->data = s;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Webhook deliveries (design note 4)                                       */
+
+static int w_begin(void *data)
+{
+    return knit_relay_store_begin(data);
+}
+
+static int w_commit(void *data)
+{
+    return knit_relay_store_commit(data);
+}
+
+static void w_rollback(void *data)
+{
+    knit_relay_store_rollback(data);
+}
+
+static int w_seen(void *data, const char *id, int *seen)
+{
+    return knit_relay_store_webhook_seen(data, id, seen);
+}
+
+static int w_record(void *data, const char *id, const char *user, uint64_t updated_ms, int *stale)
+{
+    return knit_relay_store_webhook_record(data, id, user, updated_ms, stale);
+}
+
+static int w_ident_get(void *data, const char *id, char account[KNIT_IDENT_NS_MAX])
+{
+    return knit_relay_store_ident_get(data, id, NULL, account);
+}
+
+static int w_erase_account(void *data, const char *ns, size_t *erased)
+{
+    return knit_relay_store_erase_account(data, ns, erased);
+}
+
+static int w_unerase(void *data, const char *ns, int *cleared)
+{
+    return knit_relay_store_unerase(data, ns, cleared);
+}
+
+static int w_membership(void *data, const char *org, const char *user_id, const char *account,
+                        const char *role, int present, uint64_t updated_ms, int *stale)
+{
+    return knit_relay_store_membership(data, org, user_id, account, role, present, updated_ms,
+                                       stale);
+}
+
+static int w_apply(void *data, const char *ns, const knit_batch_t *b, uint64_t *last_seq)
+{
+    knit_relay_applied_t res;
+    int rc = knit_relay_store_apply(data, ns, b, &res);
+    *last_seq = rc == 0 ? res.last_seq : 0;
+    if (rc == 0)
+        knit_batch_free(res.fanout); /* the caller announces the sequence instead */
+    return rc;
+}
+
+void knit_relay_store_webhooks(knit_relay_store_t *s,
+                               struct knit_webhook_store_s *w) /* see relay_store.h */
+{
+    memset(w, 0, sizeof *w);
+    w->begin = w_begin;
+    w->commit = w_commit;
+    w->rollback = w_rollback;
+    w->seen = w_seen;
+    w->record = w_record;
+    w->ident_get = w_ident_get;
+    w->erase_account = w_erase_account;
+    w->erase_in_txn = 0;
+    w->unerase = w_unerase;
+    w->identify = b_identify;
+    w->membership = w_membership;
+    w->apply = w_apply;
+    w->errmsg = b_errmsg;
+    w->data = s;
 }

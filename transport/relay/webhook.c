@@ -17,8 +17,15 @@
 **   5. A delivery's effects (index, memberships, system rows merged as a
 **      push from the relay's site, and the delivery id's record) are one
 **      transaction, committed before the 2xx: a crash before it leaves
-**      nothing, and the provider's retry applies it whole.  Erasure keeps
-**      its own transactions (relay_store.h knit_relay_store_erase_account).
+**      nothing, and the provider's retry applies it whole.  The delivery
+**      id is read inside that transaction too, so two relays sharing a
+**      store that get the same delivery apply it once.  An erasure is in
+**      it where the store allows (PostgreSQL); the SQLite store's keeps
+**      its own transactions (knit_webhook_store_t's erase_in_txn).
+**   6. The store is a seam of callbacks (webhook.h knit_webhook_store_t)
+**      rather than one store's handle: the same rules, in this file, run
+**      on every backend that fills it, and this file includes neither
+**      store's header beyond relay_store.h's result type's clear.
 */
 #include "webhook.h"
 
@@ -29,6 +36,7 @@
 
 #include "cred.h"
 #include "knit_errors.h"
+#include "relay_store.h" /* knit_relay_ident_result_clear, for store.h's result type */
 #include "sysrows.h"
 
 /* Standard base64 s[0..n) into out (holds (n * 3) / 4); note 1. */
@@ -217,9 +225,9 @@ static int read_event(json_t *root, event_t *ev, char *msg, size_t msgn)
 
 /* Applies ev to the open group: the identity index, memberships, and the
 ** rows of the account's system tables (site NULL: none). */
-static int apply_event(knit_relay_store_t *s, const char *id, const event_t *ev, uint64_t now_ms,
-                       const knit_site_t *site, uint64_t stamp, knit_ident_result_t *r,
-                       knit_webhook_effect_t *fx, int *mstale)
+static int apply_event(const knit_webhook_store_t *w, const char *id, const event_t *ev,
+                       uint64_t now_ms, const knit_site_t *site, uint64_t stamp,
+                       knit_ident_result_t *r, knit_webhook_effect_t *fx, int *mstale)
 {
     knit_ident_t in;
     knit_batch_t *b = NULL;
@@ -236,7 +244,7 @@ static int apply_event(knit_relay_store_t *s, const char *id, const event_t *ev,
         memset(&in, 0, sizeof in);
         in.id = ev->user;
     }
-    if ((rc = knit_relay_store_identify(s, &in, now_ms, r)) != 0)
+    if ((rc = w->identify(w->data, &in, now_ms, r)) != 0)
         return rc;
     snprintf(fx->account, sizeof fx->account, "%s", r->account);
     snprintf(fx->moved_ns, sizeof fx->moved_ns, "%s", r->moved_from);
@@ -247,10 +255,9 @@ static int apply_event(knit_relay_store_t *s, const char *id, const event_t *ev,
         snprintf(fx->wrote_ns, sizeof fx->wrote_ns, "%s", r->account);
         fx->seq = r->merged_seq;
     }
-    if (member &&
-        (rc = knit_relay_store_membership(s, ev->org, ev->user, r->account, ev->role,
-                                          strcmp(ev->type, "organizationMembership.deleted") != 0,
-                                          ev->updated ? ev->updated : now_ms, mstale)) != 0)
+    if (member && (rc = w->membership(w->data, ev->org, ev->user, r->account, ev->role,
+                                      strcmp(ev->type, "organizationMembership.deleted") != 0,
+                                      ev->updated ? ev->updated : now_ms, mstale)) != 0)
         return rc;
     if (!site ||
         !((user && r->tracks[0] && (r->changed || r->new_row)) || (session && r->tracks[1])))
@@ -263,21 +270,20 @@ static int apply_event(knit_relay_store_t *s, const char *id, const event_t *ev,
         rc = knit__sysrows_activity(b, r->account, site, stamp, ev->session ? ev->session : id,
                                     ev->user, "session.created", ev->at ? ev->at : now_ms, "clerk");
     if (rc == 0 && b->nchanges) {
-        knit_relay_applied_t res;
-        if ((rc = knit_relay_store_apply(s, r->account, b, &res)) == 0) {
+        uint64_t last = 0;
+        if ((rc = w->apply(w->data, r->account, b, &last)) == 0 && last) {
             snprintf(fx->wrote_ns, sizeof fx->wrote_ns, "%s", r->account);
-            fx->seq = res.last_seq;
-            knit_batch_free(res.fanout);
+            fx->seq = last;
         }
     }
     knit_batch_free(b);
     return rc;
 }
 
-int knit__webhook_deliver(knit_relay_store_t *s, const uint8_t *key, size_t keylen, const char *id,
-                          const char *ts, const char *sigs, const void *body, size_t n,
-                          uint64_t now_ms, const knit_site_t *site, uint64_t stamp, char *msg,
-                          size_t msgn, knit_webhook_effect_t *fx) /* see webhook.h */
+int knit__webhook_deliver(const knit_webhook_store_t *w, const uint8_t *key, size_t keylen,
+                          const char *id, const char *ts, const char *sigs, const void *body,
+                          size_t n, uint64_t now_ms, const knit_site_t *site, uint64_t stamp,
+                          char *msg, size_t msgn, knit_webhook_effect_t *fx) /* see webhook.h */
 {
     char ns[KNIT_PRINCIPAL_MAX];
     knit_ident_result_t r;
@@ -286,7 +292,7 @@ int knit__webhook_deliver(knit_relay_store_t *s, const uint8_t *key, size_t keyl
     json_error_t err;
     event_t ev;
     size_t erased = 0;
-    int seen = 0, stale = 0, mstale = 0, cleared = 0, rc, status;
+    int seen = 0, stale = 0, mstale = 0, cleared = 0, rc, status, del, txn, durable = 0;
 
     memset(fx, 0, sizeof *fx);
     memset(&r, 0, sizeof r);
@@ -300,45 +306,47 @@ int knit__webhook_deliver(knit_relay_store_t *s, const uint8_t *key, size_t keyl
         return status;
     }
     status = 200;
-    if ((rc = knit_relay_store_webhook_seen(s, id, &seen)) != 0)
+    del = strcmp(ev.type, "user.deleted") == 0;
+    /* Design note 5: the index, the rows and the delivery's record commit
+    ** together, before the 200; the delivery id is read inside. */
+    txn = !del || w->erase_in_txn;
+    if (txn && (rc = w->begin(w->data)) != 0)
+        goto failed;
+    if ((rc = w->seen(w->data, id, &seen)) != 0)
         goto failed;
     if (seen) {
+        w->rollback(w->data);
         snprintf(msg, msgn, "duplicate delivery %s: already applied", id);
         goto out;
     }
     if (ev.user)
         knit_auth_user_principal(ev.user, ns, sizeof ns);
-    if (strcmp(ev.type, "user.deleted") == 0) {
+    if (del) {
         /* The account the id resolves to (its namespace may be named after
         ** an earlier id, design note 4), else user:<id>. */
-        if ((rc = knit_relay_store_ident_get(s, ev.user, NULL, fx->account)) != 0)
+        if ((rc = w->ident_get(w->data, ev.user, fx->account)) != 0)
             goto failed;
         if (!fx->account[0])
             snprintf(fx->account, sizeof fx->account, "%s", ns);
-        rc = knit_relay_store_erase_account(s, fx->account, &erased);
+        rc = w->erase_account(w->data, fx->account, &erased);
         if (rc != 0 && rc != KNIT_ENOTFOUND)
             goto failed;
+        durable = !txn; /* done whatever follows: its sessions must end */
         snprintf(fx->erased_ns, sizeof fx->erased_ns, "%s", fx->account);
-        if ((rc = knit_relay_store_webhook_record(s, id, ev.user, ev.updated, &stale)) != 0)
+        if ((!txn && (rc = w->begin(w->data)) != 0) ||
+            (rc = w->record(w->data, id, ev.user, ev.updated, &stale)) != 0 ||
+            (rc = w->commit(w->data)) != 0)
             goto failed;
         snprintf(msg, msgn, "%s: erased %zu namespace%s", ev.type, erased, erased == 1 ? "" : "s");
         goto out;
     }
     /* The provider made the user (again): its tokens are accepted again. */
-    if (strcmp(ev.type, "user.created") == 0 &&
-        (rc = knit_relay_store_unerase(s, ns, &cleared)) != 0)
+    if (strcmp(ev.type, "user.created") == 0 && (rc = w->unerase(w->data, ns, &cleared)) != 0)
         goto failed;
-    /* Design note 5: the index, the rows and the delivery's record commit
-    ** together, before the 200. */
-    if ((rc = knit_relay_store_begin(s)) != 0)
+    if ((rc = apply_event(w, id, &ev, now_ms, site, stamp, &r, fx, &mstale)) != 0 ||
+        (rc = w->record(w->data, id, ev.user, ev.updated, &stale)) != 0 ||
+        (rc = w->commit(w->data)) != 0)
         goto failed;
-    if ((rc = apply_event(s, id, &ev, now_ms, site, stamp, &r, fx, &mstale)) != 0 ||
-        (rc = knit_relay_store_webhook_record(s, id, ev.user, ev.updated, &stale)) != 0 ||
-        (rc = knit_relay_store_commit(s)) != 0) {
-        knit_relay_store_rollback(s);
-        memset(fx, 0, sizeof *fx);
-        goto failed;
-    }
     stale |= r.stale || mstale;
     if (strncmp(ev.type, "organizationMembership.", 23) == 0 && !mstale && fx->account[0])
         snprintf(fx->member_ns, sizeof fx->member_ns, "%s", fx->account);
@@ -353,7 +361,10 @@ out:
     json_decref(root);
     return status;
 failed:
-    snprintf(msg, msgn, "store failed: %s", knit_relay_store_errmsg(s));
+    snprintf(msg, msgn, "store failed: %s", w->errmsg(w->data));
+    w->rollback(w->data);
+    if (!durable)
+        memset(fx, 0, sizeof *fx); /* nothing of it took effect */
     knit_relay_ident_result_clear(&r);
     json_decref(root);
     return 503;
