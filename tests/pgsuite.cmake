@@ -29,8 +29,6 @@ set(knit_pg_excluded
 # Cases that fail on PostgreSQL because of a bug in the PostgreSQL store or
 # the relay's use of it, with the symptom; off this list once fixed.
 set(knit_pg_known_failures
-  http_it.routes                   # /metrics has no knit_relay_store_bytes (read from SQLite only)
-  status_it.renders_namespaces     # the status page lists no namespaces on PostgreSQL
   device_it.kill_leaders_stress    # /metrics counts 2-10 connections, one agent connected
 )
 

@@ -785,7 +785,7 @@ static void http_snapshot(knit_relay_t *r, knit_relay_metrics_snapshot_t *s)
     int64_t bytes;
     memset(s, 0, sizeof *s);
     s->store_ok = http_health(r, why, sizeof why);
-    s->store_bytes = r->store && knit_relay_store_size(r->store, &bytes) == 0 ? bytes : -1;
+    s->store_bytes = r->be.size && r->be.size(r->be.data, &bytes) == 0 ? bytes : -1;
     s->damaged = r->be.damaged ? r->be.damaged(r->be.data) : 0;
     s->uptime_s = (mono_ms() - r->started_mono) / 1000;
 }
@@ -848,7 +848,7 @@ static int http_status(void *data, char **text, size_t *n)
     knit_relay_t *r = data;
     knit_relay_metrics_snapshot_t s;
     http_snapshot(r, &s);
-    return knit__status_json(&r->metrics, &s, r->store, text, n);
+    return knit__status_json(&r->metrics, &s, &r->be, text, n);
 }
 
 static int http_metrics(void *data, char **text, size_t *n)

@@ -146,13 +146,7 @@ KNIT_EXTERN int knit_relay_store_check(knit_relay_store_t *s, char *finding, siz
 KNIT_EXTERN int knit_relay_store_digest(knit_relay_store_t *s, const char *ns,
                                         knit_digest_t *out /* OUT */);
 
-/* One namespace, for listings (sync-inspect relay). */
-typedef struct knit_relay_ns_info_s {
-    const char *name; /* namespace name, valid during the callback */
-    uint64_t seq;     /* current sequence */
-    uint64_t rows;    /* rows (liveness cells) held */
-    uint64_t cells;   /* cells held, liveness included */
-} knit_relay_ns_info_t;
+/* knit_relay_ns_info_t (one namespace, for listings) is in store.h. */
 
 /* Calls fn for every namespace in name order; a non-zero return from fn
 ** stops the walk and is returned. */

@@ -121,7 +121,7 @@ static int add_ns(void *data, const knit_relay_ns_info_t *ns)
 }
 
 int knit__status_json(const knit_relay_metrics_t *m, const knit_relay_metrics_snapshot_t *snap,
-                      knit_relay_store_t *store, char **out, size_t *n) /* see status.h */
+                      const knit_relay_backend_t *store, char **out, size_t *n) /* see status.h */
 {
     static const char *const transport[] = {
 #define X(e, label) label,
@@ -142,10 +142,11 @@ int knit__status_json(const knit_relay_metrics_t *m, const knit_relay_metrics_sn
     for (int t = 0; conns && t < KNIT_METRIC_NTRANSPORTS; t++)
         json_object_set_new(conns, transport[t], json_integer((json_int_t)m->conns[t]));
     /* A store that cannot be read still gets a page, which says so. */
-    if (store && nss)
-        listed = knit_relay_store_busiest(store, STATUS_NS, add_ns, nss, &total) == 0;
+    int lists = store && store->busiest;
+    if (lists && nss)
+        listed = store->busiest(store->data, STATUS_NS, add_ns, nss, &total) == 0;
     root = json_pack("{s:I, s:b, s:o*, s:I, s:I, s:I, s:I, s:I, s:o*, s:I}", "uptime_s",
-                     (json_int_t)snap->uptime_s, "store_ok", snap->store_ok && (listed || !store),
+                     (json_int_t)snap->uptime_s, "store_ok", snap->store_ok && (listed || !lists),
                      "connections", conns, "sessions", (json_int_t)m->sessions, "pushes",
                      (json_int_t)m->pushes, "acks", (json_int_t)m->acks, "rejects",
                      (json_int_t)rejects, "changes_ingested", (json_int_t)m->changes_ingested,

@@ -11,7 +11,7 @@
 #include <stddef.h>
 
 #include "metrics.h"
-#include "relay_store.h"
+#include "store.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -21,10 +21,10 @@ extern "C" {
 const char *knit__status_page(size_t *n /* OUT */);
 
 /* The JSON of GET /v1/status into a new NUL-terminated buffer (*out,
-** knit__free; *n its length).  store may be NULL (no namespaces listed).
-** KNIT_ENOMEM. */
+** knit__free; *n its length).  The namespaces come from the store's
+** busiest (store.h; none listed when it is NULL).  KNIT_ENOMEM. */
 int knit__status_json(const knit_relay_metrics_t *m, const knit_relay_metrics_snapshot_t *snap,
-                      knit_relay_store_t *store, char **out /* OUT */, size_t *n /* OUT */);
+                      const knit_relay_backend_t *store, char **out /* OUT */, size_t *n /* OUT */);
 
 #ifdef __cplusplus
 }

@@ -107,6 +107,16 @@ typedef struct knit_relay_merged_s {
 typedef void (*knit_relay_member_fn)(void *arg, const char *org, const char *role, int present,
                                      uint64_t updated_ms);
 
+/* One namespace, for listings (sync-inspect relay, the status page). */
+typedef struct knit_relay_ns_info_s {
+    const char *name; /* namespace name, valid during the callback */
+    uint64_t seq;     /* current sequence */
+    uint64_t rows;    /* rows (liveness cells) held */
+    uint64_t cells;   /* cells held, liveness included */
+} knit_relay_ns_info_t;
+
+typedef int (*knit_relay_ns_fn)(void *data, const knit_relay_ns_info_t *ns);
+
 /* Completion of an operation that returned KNIT_RELAY_PENDING: 0, or a
 ** KNIT_E* code (then nothing of it took effect). */
 typedef void (*knit_relay_done_fn)(void *arg, int status);
@@ -244,6 +254,14 @@ typedef struct knit_relay_backend_s {
     ** removed ones too (present 0), answering at once.  May be NULL (the
     ** backend keeps none: only the token's organization is granted). */
     int (*memberships)(void *data, const char *account, knit_relay_member_fn fn, void *arg);
+    /* For the status page and /metrics, answering at once; either may be
+    ** NULL.  busiest: fn for at most limit namespaces, the highest
+    ** sequence first, rows and cells 0, and *total = every namespace
+    ** (relay_store.h knit_relay_store_busiest).  size: the bytes the store
+    ** takes on disk (the file; the database). */
+    int (*busiest)(void *data, size_t limit, knit_relay_ns_fn fn, void *fn_data,
+                   uint64_t *total /* OUT */);
+    int (*size)(void *data, int64_t *bytes /* OUT */);
 } knit_relay_backend_t;
 
 #ifdef __cplusplus

@@ -3408,6 +3408,49 @@ static uint64_t b_damaged(void *data)
     return ((knit_pg_store_t *)data)->damaged;
 }
 
+/* ---------------------------------------------------------------------- */
+/* The status page and /metrics                                             */
+
+/* Text results (exec_r): the status page reads the namespace table only,
+** as the SQLite store's knit_relay_store_busiest does. */
+static int b_busiest(void *data, size_t limit, knit_relay_ns_fn fn, void *fn_data, uint64_t *total)
+{
+    knit_pg_store_t *s = data;
+    char sql[160];
+    PGresult *r;
+    int rc;
+    *total = 0;
+    if ((rc = ready(s)) != 0 || (rc = exec_r(s, "SELECT count(*) FROM knit_ns", &r)) != 0)
+        return rc;
+    *total = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    snprintf(sql, sizeof sql, "SELECT name, seq FROM knit_ns ORDER BY seq DESC, name LIMIT %zu",
+             limit);
+    if ((rc = exec_r(s, sql, &r)) != 0)
+        return rc;
+    for (int i = 0; !rc && i < PQntuples(r); i++) {
+        knit_relay_ns_info_t ns = {PQgetvalue(r, i, 0), strtoull(PQgetvalue(r, i, 1), NULL, 10), 0,
+                                   0};
+        rc = fn(fn_data, &ns);
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int b_size(void *data, int64_t *bytes)
+{
+    knit_pg_store_t *s = data;
+    PGresult *r;
+    int rc;
+    *bytes = 0;
+    if ((rc = ready(s)) != 0 ||
+        (rc = exec_r(s, "SELECT pg_database_size(current_database())", &r)) != 0)
+        return rc;
+    *bytes = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return 0;
+}
+
 void knit_pg_store_backend(knit_pg_store_t *s, knit_relay_backend_t *b) /* see store_pg.h */
 {
     memset(b, 0, sizeof *b);
@@ -3431,4 +3474,6 @@ void knit_pg_store_backend(knit_pg_store_t *s, knit_relay_backend_t *b) /* see s
     b->data = s;
     b->attach = b_attach;
     b->memberships = b_memberships;
+    b->busiest = b_busiest;
+    b->size = b_size;
 }

@@ -178,6 +178,16 @@ static int b_memberships(void *data, const char *account, knit_relay_member_fn f
     return knit_relay_store_memberships(data, account, fn, arg);
 }
 
+static int b_busiest(void *data, size_t limit, knit_relay_ns_fn fn, void *fn_data, uint64_t *total)
+{
+    return knit_relay_store_busiest(data, limit, fn, fn_data, total);
+}
+
+static int b_size(void *data, int64_t *bytes)
+{
+    return knit_relay_store_size(data, bytes);
+}
+
 static const char *b_errmsg(void *data)
 {
     return knit_relay_store_errmsg(data);
@@ -221,6 +231,8 @@ void knit_relay_store_backend(knit_relay_store_t *s,
     b->identify = b_identify;
     b->ident_dirty = b_ident_dirty;
     b->memberships = b_memberships;
+    b->busiest = b_busiest;
+    b->size = b_size;
     b->data = s;
 }
 
