@@ -247,3 +247,59 @@ int knit__batch_regroup(knit_batch_t *b, const uint64_t *vers, size_t max_change
     knit__free(sorted);
     return rc;
 }
+
+/* Order of knit_batch_coalesce: namespace, table, key, causal length,
+** column. */
+static int coalesce_cmp(const knit_batch_t *b, const knit_change_t *x, const knit_change_t *y)
+{
+    if (x->ns != y->ns)
+        return x->ns < y->ns ? -1 : 1;
+    if (x->table != y->table)
+        return x->table < y->table ? -1 : 1;
+    for (uint32_t i = 0; i < b->tables[x->table].npk; i++) {
+        int c = knit_value_cmp(&x->pk[i], &y->pk[i]);
+        if (c)
+            return c;
+    }
+    if (x->cl != y->cl)
+        return x->cl < y->cl ? -1 : 1;
+    return x->col < y->col ? -1 : x->col > y->col;
+}
+
+/* Stable merge sort of v[lo, hi) through tmp. */
+static void coalesce_sort(const knit_batch_t *b, knit_change_t *v, knit_change_t *tmp, size_t lo,
+                          size_t hi)
+{
+    if (hi - lo < 2)
+        return;
+    size_t mid = lo + (hi - lo) / 2, i = lo, j = mid, o = lo;
+    coalesce_sort(b, v, tmp, lo, mid);
+    coalesce_sort(b, v, tmp, mid, hi);
+    if (coalesce_cmp(b, &v[mid - 1], &v[mid]) <= 0)
+        return; /* already in order: the common case of one unit's rows */
+    while (i < mid && j < hi)
+        tmp[o++] = coalesce_cmp(b, &v[j], &v[i]) < 0 ? v[j++] : v[i++];
+    while (i < mid)
+        tmp[o++] = v[i++];
+    while (j < hi)
+        tmp[o++] = v[j++];
+    memcpy(&v[lo], &tmp[lo], (hi - lo) * sizeof *v);
+}
+
+int knit_batch_coalesce(knit_batch_t *b) /* see knit.h */
+{
+    if (b->ntxns < 2)
+        return 0;
+    if (b->nchanges > 1) {
+        knit_change_t *tmp = knit__malloc(b->nchanges * sizeof *tmp);
+        if (!tmp)
+            return KNIT_ENOMEM;
+        coalesce_sort(b, b->changes, tmp, 0, b->nchanges);
+        knit__free(tmp);
+    }
+    b->txns[0].version = b->txns[b->ntxns - 1].version;
+    b->txns[0].first = 0;
+    b->txns[0].count = b->nchanges;
+    b->ntxns = 1;
+    return 0;
+}

@@ -65,7 +65,8 @@ typedef struct knit_change_s {
 } knit_change_t;
 
 /* A group of changes that travels and applies as one unit: the surviving
-** changes of one stamp of local writes (see docs/ARCHITECTURE.md). */
+** changes of one stamp of local writes, or of several merged into one
+** (knit_batch_coalesce; see docs/ARCHITECTURE.md). */
 typedef struct knit_txn_s {
     uint64_t version; /* origin's local version, or relay sequence */
     size_t first;     /* index of its first change in batch->changes */
@@ -100,6 +101,14 @@ KNIT_EXTERN int knit_batch_begin(knit_batch_t *b, uint64_t version);
 /* Append a copy of c (key values and value bytes copied) to the open unit;
 ** indexes are checked against the batch's tables (KNIT_EINVAL). */
 KNIT_EXTERN int knit_batch_add(knit_batch_t *b, const knit_change_t *c);
+/* Merges every unit of b into one, with the last unit's version, its
+** changes ordered by namespace, table, key, causal length and column, so
+** that each row's cells travel under one row head (PROTOCOL.md §4) and
+** take one relay sequence.  A receiver applies the merged unit in one
+** transaction, so every original unit still applies whole.  Meant for
+** knit_changes_since's output, where each cell appears once.  0, or
+** KNIT_ENOMEM (b unchanged). */
+KNIT_EXTERN int knit_batch_coalesce(knit_batch_t *b);
 
 /* ---------------------------------------------------------------------- */
 /* Replicas                                                                */

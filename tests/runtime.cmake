@@ -12,7 +12,7 @@ knit_test(merge SOURCES runtime/test_merge.c LIBS knit_runtime knit_crdt
         orset_local_ops_survive_remote_merge move_namespace_on_sign_in app_triggers_fire_on_apply
         allocation_failures
         random_three_replicas
-        random_through_hub)
+        random_through_hub coalesced_units)
 knit_test(crash SOURCES runtime/test_crash.c LIBS knit_runtime knit_crdt
   CASES sigkill_while_writing_stamping_applying)
 knit_bench(bench_replica SOURCES bench/bench_replica.c LIBS knit_runtime knit_crdt)

@@ -484,6 +484,69 @@ static void random_three_replicas(void)
     }
 }
 
+/* knit_batch_coalesce, as the sync client sends a push: A's state, many
+** stamps of random plain writes (and B's cells merged in), merged into one
+** unit, brings a fresh C to exactly A's state; the unit holds every change
+** once, in row order, with the last unit's version. */
+static void coalesced_units(void)
+{
+    uint64_t seed = knit_test_seed();
+    long cases = knit_test_cases(30);
+    for (long n = 0; n < cases; n++) {
+        knit_test_case_seed(seed + (uint64_t)n);
+        knit_rng_t r = {seed + (uint64_t)n};
+        setup(1);
+        sqlite3 *pa = rt_plain("a.db"), *pb = rt_plain("b.db");
+        for (int step = 0; step < 40; step++) {
+            random_write(&r, knit_rng_below(&r, 4) ? pa : pb);
+            ca.ms += knit_rng_below(&r, 3);
+            cb.ms += knit_rng_below(&r, 3);
+            if (knit_rng_below(&r, 3) == 0) {
+                CHECK(knit_stamp(A) >= 0);
+                CHECK(knit_stamp(B) >= 0);
+            }
+            if (knit_rng_below(&r, 8) == 0)
+                rt_send(B, A, NULL);
+        }
+        sqlite3_close(pa);
+        sqlite3_close(pb);
+        CHECK(knit_stamp(A) >= 0);
+        knit_batch_t *u = NULL, *b = NULL;
+        CHECK_OK(knit_changes_since(A, 0, NULL, &u));
+        CHECK_OK(knit_changes_since(A, 0, NULL, &b));
+        CHECK_OK(knit_batch_coalesce(b));
+        CHECK_EQ_INT(b->nchanges, u->nchanges);
+        if (u->ntxns) {
+            CHECK_EQ_INT(b->ntxns, 1);
+            CHECK(b->txns[0].version == u->txns[u->ntxns - 1].version);
+            CHECK_EQ_INT(b->txns[0].first, 0);
+            CHECK_EQ_INT(b->txns[0].count, b->nchanges);
+        }
+        for (size_t i = 1; i < b->nchanges; i++) {
+            const knit_change_t *x = &b->changes[i - 1], *y = &b->changes[i];
+            int c = x->table < y->table ? -1 : x->table > y->table;
+            for (uint32_t k = 0; !c && k < b->tables[x->table].npk; k++)
+                c = knit_value_cmp(&x->pk[k], &y->pk[k]);
+            CHECK(c < 0 || (c == 0 && (x->cl < y->cl || (x->cl == y->cl && x->col < y->col))));
+        }
+        knit_apply_stats_t st = {0};
+        CHECK_OK(knit_apply(C, b, &st));
+        CHECK_EQ_INT(st.aside, 0);
+        knit_batch_free(u);
+        knit_batch_free(b);
+        knit_digest_t da, dc;
+        CHECK_OK(knit_digest(A, NULL, &da));
+        CHECK_OK(knit_digest(C, NULL, &dc));
+        CHECK(knit_digest_equal(&da, &dc));
+        char *ta = rt_dump(A, "SELECT * FROM t ORDER BY id"),
+             *tc = rt_dump(C, "SELECT * FROM t ORDER BY id");
+        CHECK_STR(ta, tc);
+        sqlite3_free(ta);
+        sqlite3_free(tc);
+        teardown();
+    }
+}
+
 /* Applies everything the hub has after *cursor, like a relay's DELTAS. */
 static void pull(knit_t *hub, knit_t *to, uint64_t *cursor)
 {
@@ -558,4 +621,4 @@ KNIT_TESTS(T(lww_later_write_wins), T(lww_tie_breaks_on_site),
            T(keys_and_value_types), T(refuses_future_stamps), T(applied_changes_not_captured),
            T(orset_local_ops_survive_remote_merge), T(move_namespace_on_sign_in),
            T(app_triggers_fire_on_apply), T(allocation_failures), T(random_three_replicas),
-           T(random_through_hub))
+           T(coalesced_units), T(random_through_hub))

@@ -82,6 +82,12 @@
 **      The relay announces the feature in WELCOME (KNIT_FEATURE_CHECK);
 **      an older relay announces nothing and is never sent a CHECK.  A lost
 **      connection drops a check in flight; the next session checks again.
+**  11. A push carries its units as one (knit_batch_coalesce): the stamps of
+**      local writes it holds apply together at every receiver, which keeps
+**      each of them whole, each row's cells travel under one key (a row
+**      inserted in one stamp and updated in another is sent once, not
+**      twice), and the relay gives the push one sequence and one DELTAS.
+**      A slot's covers is still the last version it holds whole.
 **
 ** States (transitions name the functions that make them):
 **
@@ -674,12 +680,16 @@ static void slotlist_free(slotlist_t *l)
     memset(l, 0, sizeof *l);
 }
 
-/* Closes the open chunk into a new queued slot covering `covers`. */
+/* Closes the open chunk into a new queued slot covering `covers`.  Its
+** units become one (design note 11). */
 static int chunk_close(const knit_batch_t *src, chunk_t *ch, uint64_t covers, slotlist_t *l)
 {
     slot_t *s;
+    int rc;
     if (!ch->b)
         return 0;
+    if ((rc = knit_batch_coalesce(ch->b)) != 0)
+        return rc;
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 4;
         slot_t *v = knit__realloc(l->v, cap * sizeof *v);
