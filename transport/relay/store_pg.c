@@ -23,15 +23,26 @@
 **      namespaces first, in name order (byte order, COLLATE "C"), before it
 **      merges anything.  Cells, tables and columns belong to one namespace,
 **      so the namespace lock also serializes every other write they get.
-**   4. The merge is the SQLite store's: LWW and liveness cells are one
-**      guarded upsert each, replacing only a larger (cl, hlc, site) (int8
-**      stamps below 2^63 compare as their uint64s; bytea compares as
-**      memcmp); OR-sets are read, joined and written in C with the SQLite
-**      store's own code (sset.h), in the same stored form.  So the same
-**      pushes give the same cells, byte for byte, and the same digest.
-**   5. Each push applies inside a savepoint: a refused push (bad change,
-**      a shape that contradicts the store) leaves the group as it was, and
-**      the namespace counter of the push is restored in memory too.
+**   4. The merge is the SQLite store's, change by change in push order:
+**      an LWW or liveness cell is replaced only by a larger (cl, hlc,
+**      site), compared as PostgreSQL compares the row (int8 signed, so
+**      stamps below 2^63 compare as their uint64s; bytea as memcmp, then
+**      length), a new liveness prunes the row's cells of older lives, and
+**      OR-sets are joined with the SQLite store's own code (sset.h), in
+**      the same stored form.  It runs in C on the stored cells of every
+**      row the push touches, read first (prefetch, one statement); the
+**      cells it changed are then written whole (S_CELLS_PUT) and the
+**      pruned ones deleted (S_CELLS_DEL), one statement each.  That equals
+**      the guarded upserts made one by one because nothing else writes
+**      those cells meanwhile: they belong to the namespace whose row the
+**      group holds locked (note 3).  So the same pushes give the same
+**      cells, byte for byte, and the same digest.
+**   5. A push writes nothing until every change of it is checked and
+**      merged in memory: a refused push (bad change, a shape that
+**      contradicts the store) leaves the group as it was, and the
+**      namespace counter of the push is restored in memory too.  Its
+**      writes can then fail only with the server (KNIT_EDB), which ends
+**      the whole group.
 **   6. Reads that must be consistent (catch-up: the counter and the cells;
 **      the digest) run in one REPEATABLE READ READ ONLY transaction.
 **   7. Names are stored as text (COLLATE "C"): the cell key is (ns, tbl,
@@ -114,6 +125,18 @@
 **      applied is kept in knit_webhook_user (relay_store.c's
 **      "user_updated" meta keys).  A schema 1 or 2 database gets the two
 **      tables at open (SCHEMA_V3, IF NOT EXISTS), as in note 13.
+**  15. Round trips, not statements, bound a group commit (each waits for
+**      the server process to be scheduled), so statements that need no
+**      answer in between go together in libpq's pipeline mode (pipe_run:
+**      one round trip, run by the server in order, the rest skipped after
+**      a failure, within note 11's deadline).  A group commit is BEGIN
+**      and its namespace locks in name order (one round trip), per push
+**      the prefetch of note 4 (one), and the pushes' writes, the counters
+**      (note 2), the notifications (note 10) and COMMIT (one): a push's
+**      writes are deferred (s->pend) and sent ahead of the next round
+**      trip, which the server runs after them, so the next push of the
+**      same namespace reads them.  A group of k pushes takes k + 2 round
+**      trips, whatever their size.
 */
 #include "store_pg.h"
 
@@ -251,7 +274,7 @@ static const char SCHEMA_V3[] =
 enum {
     S_NS_ADD, S_NS_LOCK, S_NS_GET, S_NS_SEQ,
     S_TBL_GET, S_TBL_INS, S_COL_GET, S_COL_INS, S_COLS,
-    S_CELL_GET, S_CELL_PUT, S_CELL_LWW, S_CELL_LIVE, S_CELL_PRUNE,
+    S_ROWS_LOAD, S_CELLS_PUT, S_CELLS_DEL,
     S_CATCH_END, S_CATCH, S_CATCH_MORE, S_DIGEST,
     S_ANON_GET, S_ANON_PUT, S_META_GET, S_META_PUT, S_META_SET,
     S_ERASE_CELLS, S_ERASE_COLS, S_ERASE_TBLS, S_ERASE_NS, S_ERASE_CLAIMS,
@@ -283,33 +306,31 @@ static const struct {
     [S_COLS] = {"SELECT t.npk::int8, c.name, c.kind::int8 FROM knit_tbl t"
                 " LEFT JOIN knit_col c ON c.ns = t.ns AND c.tbl = t.name"
                 " WHERE t.ns = $1 AND t.name = $2 ORDER BY c.ord", 2, {20, 25}},
-    [S_CELL_GET] = {"SELECT kind::int8, cl, hlc, site, value FROM knit_cell"
-                    " WHERE ns = $1 AND tbl = $2 AND pk = $3 AND col = $4", 4, {20, 25, 17, 25}},
-    [S_CELL_PUT] = {"INSERT INTO knit_cell(ns, tbl, pk, col, kind, cl, hlc, site, value, seq)"
-                    " VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-                    " ON CONFLICT(ns, tbl, pk, col) DO UPDATE SET kind = EXCLUDED.kind,"
-                    " cl = EXCLUDED.cl, hlc = EXCLUDED.hlc, site = EXCLUDED.site,"
-                    " value = EXCLUDED.value, seq = EXCLUDED.seq", 10,
-                    {20, 25, 17, 25, 20, 20, 20, 17, 17, 20}},
-    /* Design note 4: relay_store.c's S_CELL_LWW and S_CELL_LIVE. */
-    [S_CELL_LWW] = {"INSERT INTO knit_cell(ns, tbl, pk, col, kind, cl, hlc, site, value, seq)"
-                    " VALUES($1, $2, $3, $4, 1, $5, $6, $7, $8, $9)"
-                    " ON CONFLICT(ns, tbl, pk, col) DO UPDATE SET cl = EXCLUDED.cl,"
-                    " hlc = EXCLUDED.hlc, site = EXCLUDED.site, value = EXCLUDED.value,"
-                    " seq = EXCLUDED.seq WHERE knit_cell.kind = 1 AND"
-                    " (EXCLUDED.cl, EXCLUDED.hlc, EXCLUDED.site) >"
-                    " (knit_cell.cl, knit_cell.hlc, knit_cell.site)", 9,
-                    {20, 25, 17, 25, 20, 20, 17, 17, 20}},
-    [S_CELL_LIVE] = {"INSERT INTO knit_cell(ns, tbl, pk, col, kind, cl, hlc, site, value, seq)"
-                     " VALUES($1, $2, $3, '', 0, $4, $5, $6, '\\x00'::bytea, $7)"
-                     " ON CONFLICT(ns, tbl, pk, col) DO UPDATE SET cl = EXCLUDED.cl,"
-                     " hlc = EXCLUDED.hlc, site = EXCLUDED.site, seq = EXCLUDED.seq"
-                     " WHERE knit_cell.kind = 0 AND"
-                     " (EXCLUDED.cl, EXCLUDED.hlc, EXCLUDED.site) >"
-                     " (knit_cell.cl, knit_cell.hlc, knit_cell.site)", 7,
-                     {20, 25, 17, 20, 20, 17, 20}},
-    [S_CELL_PRUNE] = {"DELETE FROM knit_cell WHERE ns = $1 AND tbl = $2 AND pk = $3"
-                      " AND col <> '' AND cl < $4", 4, {20, 25, 17, 20}},
+    /* Design note 4: the stored cells of the rows a push touches (tables
+    ** $2[i], keys $3[i]), merged in memory, then written whole and pruned
+    ** in one statement each. */
+    /* (OFFSET 0 keeps the lookup per row on the primary key: a join the
+    ** planner may make a scan of the whole namespace.) */
+    [S_ROWS_LOAD] = {"SELECT c.tbl, c.pk, c.col, c.kind, c.cl, c.hlc, c.site, c.value"
+                     " FROM unnest($2::text[], $3::bytea[]) AS u(tbl, pk) CROSS JOIN LATERAL"
+                     " (SELECT k.tbl, k.pk, k.col, k.kind::int8 AS kind, k.cl, k.hlc, k.site,"
+                     " k.value FROM knit_cell k WHERE k.ns = $1 AND k.tbl = u.tbl COLLATE \"C\""
+                     " AND k.pk = u.pk OFFSET 0) c", 3, {20, 1009, 1001}},
+    [S_CELLS_PUT] = {"INSERT INTO knit_cell(ns, tbl, pk, col, kind, cl, hlc, site, value, seq)"
+                     " SELECT $1, u.tbl, u.pk, u.col, u.kind, u.cl, u.hlc, u.site, u.value, u.seq"
+                     " FROM unnest($2::text[], $3::bytea[], $4::text[], $5::int8[], $6::int8[],"
+                     " $7::int8[], $8::bytea[], $9::bytea[], $10::int8[])"
+                     " AS u(tbl, pk, col, kind, cl, hlc, site, value, seq)"
+                     " ON CONFLICT(ns, tbl, pk, col) DO UPDATE SET kind = EXCLUDED.kind,"
+                     " cl = EXCLUDED.cl, hlc = EXCLUDED.hlc, site = EXCLUDED.site,"
+                     " value = EXCLUDED.value, seq = EXCLUDED.seq", 10,
+                     {20, 1009, 1001, 1009, 1016, 1016, 1016, 1001, 1001, 1016}},
+    [S_CELLS_DEL] = {"DELETE FROM knit_cell WHERE ctid = ANY(ARRAY(SELECT c.ctid"
+                     " FROM unnest($2::text[], $3::bytea[], $4::text[]) AS u(tbl, pk, col)"
+                     " CROSS JOIN LATERAL (SELECT k.ctid FROM knit_cell k WHERE k.ns = $1"
+                     " AND k.tbl = u.tbl COLLATE \"C\" AND k.pk = u.pk"
+                     " AND k.col = u.col COLLATE \"C\" OFFSET 0) c))", 4,
+                     {20, 1009, 1001, 1009}},
     /* The sequence of the unit holding the page's last change ($3 = max - 1). */
     [S_CATCH_END] = {"SELECT seq FROM knit_cell WHERE ns = $1 AND seq > $2"
                      " ORDER BY seq OFFSET $3 LIMIT 1", 3, {20, 20, 20}},
@@ -411,6 +432,10 @@ static const struct {
 struct knit_pg_store_s {
     PGconn *db;                     /* the connection */
     int prepared;                   /* the statements are prepared on db */
+    struct pipe_s *pend;            /* a push's writes not sent yet (note 15), or NULL */
+    size_t npend;                   /* their count */
+    uint8_t *pend_buf[12];          /* the arrays they send (owned) */
+    int defer;                      /* a group commit's pushes: defer their writes */
     int in_txn;                     /* a transaction of ours is open */
     char errmsg[512];               /* last failure's details */
     knit_relay_damage_fn on_damage; /* told about each cell catch-up skips */
@@ -681,6 +706,8 @@ static int lost(knit_pg_store_t *s, const char *what, int timed_out, uint64_t wa
 ** the text sql, or (a NULL) the preparation of statement i.  0 with *out
 ** holding the server's answer, whatever its status; KNIT_EDB when the
 ** connection failed or timed out. */
+static int pipe_flush(knit_pg_store_t *s);
+
 static int round_trip(knit_pg_store_t *s, int i, const args_t *a, const char *sql, PGresult **out)
 {
     char name[16];
@@ -688,6 +715,8 @@ static int round_trip(knit_pg_store_t *s, int i, const args_t *a, const char *sq
     const char *what = i >= 0 ? SQL[i].sql : sql;
     int sent, timed_out = 0;
     *out = NULL;
+    if (s->npend && (sent = pipe_flush(s)) != 0)
+        return sent; /* writes deferred by a group commit go first (note 15) */
     if (s->dead || PQstatus(s->db) != CONNECTION_OK)
         return KNIT_EDB; /* errmsg already tells the failure */
     snprintf(name, sizeof name, "k%d", i);
@@ -781,6 +810,187 @@ static int run_n(knit_pg_store_t *s, int i, const args_t *a, int *changed)
     return 0;
 }
 
+/* One statement of a pipeline: statement i with a, or (i < 0) the text
+** sql without parameters; r gets its answer. */
+typedef struct pipe_s {
+    int i;           /* statement index, or -1 */
+    const char *sql; /* the text when i < 0 */
+    args_t a;        /* parameters of statement i (filled in place) */
+    PGresult *r;     /* the answer (pipe_run) */
+} pipe_t;
+
+/* Reads the answer of one statement of the pipeline on c (its results,
+** then NULL), as pq_wait does: the last result, or the first failure. */
+static int pipe_read(PGconn *c, uint64_t deadline, int *timed_out, PGresult **out)
+{
+    PGresult *keep = NULL, *r;
+    int w;
+    for (;;) {
+        while (PQisBusy(c)) {
+            if ((w = wait_io(c, POLLIN, deadline)) <= 0) {
+                *timed_out = w == 0;
+                PQclear(keep);
+                return -1;
+            }
+            if (!PQconsumeInput(c)) {
+                PQclear(keep);
+                return -1;
+            }
+        }
+        if (!(r = PQgetResult(c)))
+            break;
+        if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+            PQclear(keep); /* a sync where a statement's answer should be */
+            PQclear(r);
+            return -1;
+        }
+        if (keep && PQresultStatus(keep) == PGRES_FATAL_ERROR) {
+            PQclear(r);
+        } else {
+            PQclear(keep);
+            keep = r;
+        }
+    }
+    *out = keep;
+    return keep ? 0 : -1;
+}
+
+/* Design note 15: the n statements of q sent at once in libpq's pipeline
+** mode, and their answers read, in one round trip within the deadline
+** (note 11).  0 when every one succeeded (each q[k].r set: PQclear them,
+** pipe_free); else the first failure (KNIT_EDB; the answers are freed).
+** The server runs them in order, as separate round trips would; after a
+** failure it skips the rest (the transaction is aborted anyway). */
+static int pipe_send(knit_pg_store_t *s, pipe_t *q, size_t n)
+{
+    PGconn *c = s->db;
+    uint64_t t0 = mono_ms(), deadline = t0 + (uint64_t)s->timeout_ms;
+    const char *what = n && q[0].i >= 0 ? SQL[q[0].i].sql : n ? q[0].sql : "pipeline";
+    int timed_out = 0, f, w, rc = 0;
+    char name[16];
+    size_t k;
+    PGresult *sync;
+
+    for (k = 0; k < n; k++)
+        q[k].r = NULL;
+    if (s->dead || PQstatus(c) != CONNECTION_OK)
+        return KNIT_EDB; /* errmsg already tells the failure */
+    if (!PQenterPipelineMode(c))
+        return lost(s, what, 0, 0);
+    for (k = 0; k < n; k++) {
+        int sent;
+        if (q[k].i < 0) {
+            sent = PQsendQueryParams(c, q[k].sql, 0, NULL, NULL, NULL, NULL, 1);
+        } else {
+            snprintf(name, sizeof name, "k%d", q[k].i);
+            sent = PQsendQueryPrepared(c, name, q[k].a.n, q[k].a.v, q[k].a.len, q[k].a.fmt, 1);
+        }
+        if (!sent)
+            goto broken;
+    }
+    if (!PQpipelineSync(c))
+        goto broken;
+    while ((f = PQflush(c)) != 0) {
+        if (f < 0)
+            goto broken;
+        if ((w = wait_io(c, POLLIN | POLLOUT, deadline)) <= 0) {
+            timed_out = w == 0;
+            goto broken;
+        }
+        if (!PQconsumeInput(c))
+            goto broken;
+    }
+    for (k = 0; k < n; k++)
+        if (pipe_read(c, deadline, &timed_out, &q[k].r) != 0)
+            goto broken;
+    for (;;) { /* the sync's answer */
+        while (PQisBusy(c)) {
+            if ((w = wait_io(c, POLLIN, deadline)) <= 0) {
+                timed_out = w == 0;
+                goto broken;
+            }
+            if (!PQconsumeInput(c))
+                goto broken;
+        }
+        if (!(sync = PQgetResult(c)))
+            goto broken;
+        ExecStatusType st = PQresultStatus(sync);
+        PQclear(sync);
+        if (st == PGRES_PIPELINE_SYNC)
+            break;
+    }
+    if (!PQexitPipelineMode(c) || PQstatus(c) != CONNECTION_OK)
+        goto broken;
+    for (k = 0; k < n && rc == 0; k++)
+        if (!ok_status(q[k].r))
+            rc = pg_err(s, q[k].r, q[k].i >= 0 ? SQL[q[k].i].sql : q[k].sql);
+    if (rc)
+        for (k = 0; k < n; k++) {
+            PQclear(q[k].r);
+            q[k].r = NULL;
+        }
+    return rc;
+broken:
+    for (k = 0; k < n; k++) {
+        PQclear(q[k].r);
+        q[k].r = NULL;
+    }
+    return lost(s, what, timed_out, mono_ms() - t0);
+}
+
+static void pipe_free(pipe_t *q, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        PQclear(q[k].r);
+        q[k].r = NULL;
+    }
+}
+
+/* Forgets the deferred writes (their transaction is rolled back). */
+static void pend_drop(knit_pg_store_t *s)
+{
+    if (s->pend)
+        pipe_free(s->pend, s->npend);
+    knit__free(s->pend);
+    s->pend = NULL;
+    s->npend = 0;
+    for (int k = 0; k < 12; k++) {
+        knit__free(s->pend_buf[k]);
+        s->pend_buf[k] = NULL;
+    }
+}
+
+/* pipe_send of the writes a group commit deferred (note 15), then q's n
+** statements, in one round trip: q's answers as pipe_send gives them. */
+static int pipe_run(knit_pg_store_t *s, pipe_t *q, size_t n)
+{
+    size_t np = s->npend;
+    pipe_t *all;
+    int rc;
+    if (!np)
+        return n ? pipe_send(s, q, n) : 0;
+    if (!(all = knit__malloc((np + n) * sizeof *all))) {
+        pend_drop(s);
+        return set_err(s, KNIT_ENOMEM, "out of memory");
+    }
+    /* The copies' parameters point into the originals, alive until the end. */
+    memcpy(all, s->pend, np * sizeof *all);
+    if (n)
+        memcpy(all + np, q, n * sizeof *q);
+    rc = pipe_send(s, all, np + n);
+    pipe_free(all, np);
+    for (size_t k = 0; k < n; k++)
+        q[k].r = all[np + k].r;
+    knit__free(all);
+    pend_drop(s);
+    return rc;
+}
+
+static int pipe_flush(knit_pg_store_t *s)
+{
+    return pipe_run(s, NULL, 0);
+}
+
 static void ln_wake(knit_pg_store_t *s);
 
 /* A new main connection, with its session settings and statements. */
@@ -869,6 +1079,7 @@ static int commit(knit_pg_store_t *s)
 static void rollback(knit_pg_store_t *s)
 {
     char keep[sizeof s->errmsg];
+    pend_drop(s);
     if (!s->in_txn)
         return;
     s->in_txn = 0;
@@ -988,25 +1199,6 @@ const char *knit_pg_store_errmsg(knit_pg_store_t *s) /* see store_pg.h */
 /* ---------------------------------------------------------------------- */
 /* Namespaces                                                               */
 
-/* Creates ns if needed and locks its row (design note 2). */
-static int ns_lock(knit_pg_store_t *s, const char *ns, int64_t *id, uint64_t *seq)
-{
-    args_t a = {0};
-    PGresult *r;
-    int rc;
-    a_text(&a, ns);
-    if ((rc = run_n(s, S_NS_ADD, &a, NULL)) != 0 || (rc = run(s, S_NS_LOCK, &a, &r)) != 0)
-        return rc;
-    if (PQntuples(r) != 1) {
-        PQclear(r);
-        return set_err(s, KNIT_EDB, "namespace %s vanished", ns);
-    }
-    *id = (int64_t)r_u64(r, 0, 0);
-    *seq = r_u64(r, 0, 1);
-    PQclear(r);
-    return 0;
-}
-
 /* id and sequence of ns, without creating it (*id 0 when absent). */
 static int ns_get(knit_pg_store_t *s, const char *ns, int64_t *id, uint64_t *seq)
 {
@@ -1029,6 +1221,36 @@ static int ns_get(knit_pg_store_t *s, const char *ns, int64_t *id, uint64_t *seq
 /* ---------------------------------------------------------------------- */
 /* Apply (the port of relay_store.c's, design note 4)                       */
 
+/* A cell of a row the push touches: as loaded, then as merged so far. */
+typedef struct mcell_s {
+    struct mcell_s *next; /* the row's next cell */
+    const char *col;      /* column, '' for the liveness (the push's or the loaded result's) */
+    int present;          /* the cell exists, after the changes merged so far */
+    int in_db;            /* it was stored when the push began */
+    int dirty;            /* the push changed it: written (or deleted) at the end */
+    int kind;             /* KIND_* */
+    uint64_t cl;          /* causal length */
+    uint64_t hlc;         /* winning stamp */
+    const uint8_t *site;  /* winning site id (sbuf, or the loaded result's) */
+    size_t site_len;      /* its bytes (16 unless the stored one is damaged) */
+    uint8_t sbuf[16];     /* a site id the push wrote */
+    const uint8_t *val;   /* value bytes (own, LIVE_VALUE or the loaded result's) */
+    size_t vlen;          /* their count */
+    uint8_t *own;         /* val when the cell owns it */
+    uint64_t seq;         /* sequence, when the push wrote it */
+} mcell_t;
+
+/* A row (table, key) the push touches, with its cells. */
+typedef struct mrow_s {
+    struct mrow_s *hnext; /* the hash bucket's next row */
+    struct mrow_s *next;  /* the next row in the order first met */
+    const char *tbl;      /* table name (the push's) */
+    uint8_t *pk;          /* key encoding, owned */
+    size_t pklen;         /* its bytes */
+    uint64_t hash;        /* of (tbl, pk) */
+    mcell_t *cells;       /* its cells */
+} mrow_t;
+
 typedef struct apply_s {
     knit_pg_store_t *s;       /* the store */
     const knit_batch_t *push; /* the push */
@@ -1037,8 +1259,11 @@ typedef struct apply_s {
     uint32_t out_ns;          /* ns index in out */
     int64_t *out_tab;         /* per push table: its index in out, or -1 */
     uint8_t *shaped;          /* per push table: checked against the store */
+    uint8_t *tbl_new;         /* per push table: to be inserted into knit_tbl */
     size_t *col_off;          /* per push table: offset into col_ok */
     uint8_t *col_ok;          /* per push column: checked against the store */
+    size_t *col_new;          /* push columns (col_off + c) to insert, in order met */
+    size_t ncol_new;          /* their count */
     uint64_t seq;             /* the current unit's sequence, 0 = none yet */
     uint64_t last_seq;        /* the namespace's last sequence handed out */
     uint8_t *pk;              /* the current key's encoding */
@@ -1050,7 +1275,18 @@ typedef struct apply_s {
     size_t rcl_pklen;         /* key bytes */
     size_t rcl_cap;           /* rcl_pk's size */
     uint64_t rcl;             /* the row's causal length */
+    mrow_t **rows;            /* hash of the rows the push touches */
+    size_t nbuckets;          /* its size, a power of 2 */
+    mrow_t *first, *last;     /* the rows in the order first met */
+    size_t nrows;             /* their count */
+    PGresult *loaded;         /* the rows' stored cells (their strings are used) */
+    pipe_t *q;                /* the prefetch's statements and answers */
+    size_t nq;                /* their count */
+    PGresult **tbl_r;         /* per push table: its knit_tbl row (a q answer), or NULL */
+    PGresult **col_r;         /* per push column: its knit_col row (a q answer), or NULL */
 } apply_t;
+
+static const uint8_t LIVE_VALUE[1] = {0}; /* the value of a liveness cell */
 
 static int ensure_buf(uint8_t **buf, size_t *cap, size_t need)
 {
@@ -1096,54 +1332,49 @@ static int encode_pk(apply_t *A, const knit_change_t *c, size_t *n)
     return 0;
 }
 
-static int shape_table(apply_t *A, const knit_batch_table_t *t)
+/* Checks table ti against the store (its row read by prefetch); a new one
+** is inserted with the push's other writes (apply_write). */
+static int shape_table(apply_t *A, uint32_t ti)
 {
-    args_t a = {0};
-    PGresult *r;
-    int rc;
+    const knit_batch_table_t *t = &A->push->tables[ti];
+    PGresult *r = A->tbl_r[ti];
     if (!t->name[0])
         return set_err(A->s, KNIT_EINVAL, "empty table name");
-    a_u64(&a, (uint64_t)A->nsid);
-    a_text(&a, t->name);
-    if ((rc = run(A->s, S_TBL_GET, &a, &r)) != 0)
-        return rc;
+    if (!r)
+        return set_err(A->s, KNIT_EDB, "table %s was not read", t->name);
     if (PQntuples(r) == 1) {
         uint64_t npk = r_u64(r, 0, 0);
-        PQclear(r);
         if (npk != t->npk)
             return set_err(A->s, KNIT_ESCHEMA, "table %s has %llu key columns, push says %u",
                            t->name, (unsigned long long)npk, t->npk);
         return 0;
     }
-    PQclear(r);
-    a_u64(&a, t->npk);
-    return run_n(A->s, S_TBL_INS, &a, NULL);
+    A->tbl_new[ti] = 1;
+    return 0;
 }
 
-static int shape_column(apply_t *A, const knit_batch_table_t *t, uint32_t c)
+/* Checks column c of table ti against the store (read by prefetch); a new
+** one is inserted with the push's other writes, in the order met (its
+** knit_col.ord). */
+static int shape_column(apply_t *A, uint32_t ti, uint32_t c)
 {
-    args_t a = {0};
-    PGresult *r;
-    int rc, kind = t->orset[c] ? KIND_ORSET : KIND_LWW;
+    const knit_batch_table_t *t = &A->push->tables[ti];
+    PGresult *r = A->col_r[A->col_off[ti] + c];
+    int kind = t->orset[c] ? KIND_ORSET : KIND_LWW;
     if (!t->cols[c][0])
         return set_err(A->s, KNIT_EINVAL, "table %s: empty column name", t->name);
-    a_u64(&a, (uint64_t)A->nsid);
-    a_text(&a, t->name);
-    a_text(&a, t->cols[c]);
-    if ((rc = run(A->s, S_COL_GET, &a, &r)) != 0)
-        return rc;
+    if (!r)
+        return set_err(A->s, KNIT_EDB, "column %s.%s was not read", t->name, t->cols[c]);
     if (PQntuples(r) == 1) {
         int have = (int)r_u64(r, 0, 0);
-        PQclear(r);
         if (have != kind)
             return set_err(A->s, KNIT_ESCHEMA, "column %s.%s is %s here, the push says %s", t->name,
                            t->cols[c], have == KIND_ORSET ? "an OR-set" : "LWW",
                            kind == KIND_ORSET ? "an OR-set" : "LWW");
         return 0;
     }
-    PQclear(r);
-    a_u64(&a, (uint64_t)kind);
-    return run_n(A->s, S_COL_INS, &a, NULL);
+    A->col_new[A->ncol_new++] = A->col_off[ti] + c;
+    return 0;
 }
 
 static int unit_seq(apply_t *A)
@@ -1164,46 +1395,369 @@ static const char *cname(const apply_t *A, const knit_change_t *c)
     return c->col ? A->push->tables[c->table].cols[c->col - 1] : "";
 }
 
-/* The stored cell, if any. */
-typedef struct stored_s {
-    int found;      /* 1 if the cell exists */
-    int kind;       /* KIND_* */
-    knit_lww_t lww; /* cl, hlc, site */
-    uint8_t *val;   /* value bytes, owned */
-    size_t vlen;    /* their count */
-} stored_t;
+/* ---- The push's rows, in memory (design note 4) ---- */
 
-static int get_cell(apply_t *A, const knit_change_t *c, size_t pklen, const char *col,
-                    stored_t *out)
+static uint64_t row_hash(const char *tbl, const uint8_t *pk, size_t pklen)
 {
-    args_t a = {0};
-    PGresult *r;
-    int rc;
-    memset(out, 0, sizeof *out);
-    a_u64(&a, (uint64_t)A->nsid);
-    a_text(&a, tname(A, c));
-    a_bytes(&a, A->pk, pklen);
-    a_text(&a, col);
-    if ((rc = run(A->s, S_CELL_GET, &a, &r)) != 0)
-        return rc;
-    if (PQntuples(r) == 1) {
-        out->found = 1;
-        out->kind = (int)r_u64(r, 0, 0);
-        out->lww.cl = r_u64(r, 0, 1);
-        out->lww.hlc = r_u64(r, 0, 2);
-        if (PQgetlength(r, 0, 3) != 16) {
-            PQclear(r);
-            return set_err(A->s, KNIT_ECORRUPT, "stored site id is not 16 bytes");
+    uint64_t h = 14695981039346656037ull; /* FNV-1a */
+    for (const char *p = tbl; *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    h = (h ^ 0xff) * 1099511628211ull;
+    for (size_t i = 0; i < pklen; i++)
+        h = (h ^ pk[i]) * 1099511628211ull;
+    return h;
+}
+
+/* The row (tbl, pk), made (without cells) when create and it is new;
+** *out NULL when absent and not created. */
+static int row_of(apply_t *A, const char *tbl, const uint8_t *pk, size_t pklen, int create,
+                  mrow_t **out)
+{
+    uint64_t h = row_hash(tbl, pk, pklen);
+    mrow_t *r;
+    *out = NULL;
+    for (r = A->rows[h & (A->nbuckets - 1)]; r; r = r->hnext)
+        if (r->hash == h && r->pklen == pklen && memcmp(r->pk, pk, pklen) == 0 &&
+            strcmp(r->tbl, tbl) == 0) {
+            *out = r;
+            return 0;
         }
-        memcpy(out->lww.site.b, PQgetvalue(r, 0, 3), 16);
-        out->vlen = (size_t)PQgetlength(r, 0, 4);
-        out->val = knit__memdup(PQgetvalue(r, 0, 4), out->vlen ? out->vlen : 1);
-        if (!out->val) {
-            PQclear(r);
-            return KNIT_ENOMEM;
+    if (!create)
+        return 0;
+    if (!(r = knit__calloc(1, sizeof *r)) || !(r->pk = knit__malloc(pklen ? pklen : 1))) {
+        knit__free(r);
+        return KNIT_ENOMEM;
+    }
+    memcpy(r->pk, pk, pklen);
+    r->pklen = pklen;
+    r->tbl = tbl;
+    r->hash = h;
+    r->hnext = A->rows[h & (A->nbuckets - 1)];
+    A->rows[h & (A->nbuckets - 1)] = r;
+    if (A->last)
+        A->last->next = r;
+    else
+        A->first = r;
+    A->last = r;
+    A->nrows++;
+    *out = r;
+    return 0;
+}
+
+static mcell_t *cell_find(const mrow_t *r, const char *col)
+{
+    for (mcell_t *m = r->cells; m; m = m->next)
+        if (strcmp(m->col, col) == 0)
+            return m;
+    return NULL;
+}
+
+/* The cell col of r, made (absent) when it has none. */
+static mcell_t *cell_of(mrow_t *r, const char *col)
+{
+    mcell_t *m = cell_find(r, col);
+    if (m || !(m = knit__calloc(1, sizeof *m)))
+        return m;
+    m->col = col;
+    m->next = r->cells;
+    r->cells = m;
+    return m;
+}
+
+static void cell_stamp(mcell_t *m, uint64_t cl, uint64_t hlc, const knit_site_t *site)
+{
+    m->cl = cl;
+    m->hlc = hlc;
+    memcpy(m->sbuf, site->b, 16);
+    m->site = m->sbuf;
+    m->site_len = 16;
+}
+
+/* Sets m's value: p (n bytes) copied, or taken (knit__malloc'd) when take. */
+static int cell_value(mcell_t *m, const uint8_t *p, size_t n, int take)
+{
+    uint8_t *own = NULL;
+    if (take)
+        own = (uint8_t *)p;
+    else if (p != LIVE_VALUE && !(own = knit__memdup(p, n ? n : 1)))
+        return KNIT_ENOMEM;
+    knit__free(m->own);
+    m->own = own;
+    m->val = own ? own : p;
+    m->vlen = n;
+    return 0;
+}
+
+/* (cl, hlc, site) > m's, as PostgreSQL orders the row comparison the
+** guarded upserts made (int8 signed, bytea as memcmp then length). */
+static int stamp_gt(uint64_t cl, uint64_t hlc, const knit_site_t *site, const mcell_t *m)
+{
+    if ((int64_t)cl != (int64_t)m->cl)
+        return (int64_t)cl > (int64_t)m->cl;
+    if ((int64_t)hlc != (int64_t)m->hlc)
+        return (int64_t)hlc > (int64_t)m->hlc;
+    size_t n = m->site_len < 16 ? m->site_len : 16;
+    int d = memcmp(site->b, m->site, n);
+    return d != 0 ? d > 0 : 16 > m->site_len;
+}
+
+static void rows_free(apply_t *A)
+{
+    mrow_t *r = A->first, *nr;
+    for (; r; r = nr) {
+        nr = r->next;
+        for (mcell_t *m = r->cells, *nm; m; m = nm) {
+            nm = m->next;
+            knit__free(m->own);
+            knit__free(m);
+        }
+        knit__free(r->pk);
+        knit__free(r);
+    }
+    knit__free(A->rows);
+    A->rows = NULL;
+    A->first = A->last = NULL;
+    PQclear(A->loaded);
+    A->loaded = NULL;
+    if (A->q)
+        pipe_free(A->q, A->nq);
+    knit__free(A->q);
+    knit__free(A->tbl_r);
+    knit__free(A->col_r);
+    A->q = NULL;
+    A->tbl_r = A->col_r = NULL;
+}
+
+/* ---- Arrays as parameters (PostgreSQL's binary array format) ----
+**
+**   int32 ndim (1) | int32 has-nulls (0) | Oid element type |
+**   int32 length | int32 lower bound (1) | per element: int32 bytes, bytes
+*/
+
+typedef struct arr_s {
+    uint8_t *p;   /* the encoding */
+    size_t n;     /* bytes used */
+    size_t cap;   /* allocated */
+    uint32_t len; /* elements */
+    int oom;      /* an allocation failed */
+} arr_t;
+
+static void arr_put(arr_t *a, const void *p, size_t n)
+{
+    if (a->oom)
+        return;
+    if (a->n + n > a->cap) {
+        size_t nc = a->cap ? a->cap : 256;
+        while (nc < a->n + n)
+            nc *= 2;
+        uint8_t *np = knit__realloc(a->p, nc);
+        if (!np) {
+            a->oom = 1;
+            return;
+        }
+        a->p = np;
+        a->cap = nc;
+    }
+    memcpy(a->p + a->n, p, n);
+    a->n += n;
+}
+
+static void arr_u32(arr_t *a, uint32_t v)
+{
+    uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+    arr_put(a, b, 4);
+}
+
+static void arr_begin(arr_t *a, Oid elem)
+{
+    memset(a, 0, sizeof *a);
+    arr_u32(a, 1);
+    arr_u32(a, 0);
+    arr_u32(a, elem);
+    arr_u32(a, 0); /* the length, set by arr_arg */
+    arr_u32(a, 1);
+}
+
+static void arr_bytes(arr_t *a, const void *p, size_t n)
+{
+    arr_u32(a, (uint32_t)n);
+    arr_put(a, p, n);
+    a->len++;
+}
+
+static void arr_text(arr_t *a, const char *t)
+{
+    arr_bytes(a, t, strlen(t));
+}
+
+static void arr_u64(arr_t *a, uint64_t v)
+{
+    uint8_t b[8];
+    for (int k = 0; k < 8; k++)
+        b[k] = (uint8_t)(v >> (56 - 8 * k));
+    arr_bytes(a, b, 8);
+}
+
+/* Adds array x as the next parameter of args. */
+static void arr_arg(args_t *args, arr_t *x)
+{
+    if (!x->oom)
+        for (int k = 0; k < 4; k++)
+            x->p[12 + k] = (uint8_t)(x->len >> (24 - 8 * k));
+    a_bytes(args, x->p, x->n);
+}
+
+/* Design note 15: one round trip reads what the push's checks and merge
+** need: the knit_tbl and knit_col rows of the tables and columns its
+** changes use, and the stored cells of every row they touch (those of the
+** changes whose keys encode: a key that does not is refused later, in
+** change order). */
+static int prefetch(apply_t *A)
+{
+    const knit_batch_t *p = A->push;
+    size_t nb = 16, ncols = 0, nq = 0, load = 0;
+    arr_t tb, pk;
+    mrow_t *r;
+    int rc = 0;
+
+    memset(&tb, 0, sizeof tb);
+    memset(&pk, 0, sizeof pk);
+    while (nb < 2 * p->nchanges)
+        nb *= 2;
+    for (size_t i = 0; i < p->ntables; i++)
+        ncols += p->tables[i].ncols;
+    A->rows = knit__calloc(nb, sizeof *A->rows);
+    A->tbl_r = knit__calloc(p->ntables ? p->ntables : 1, sizeof *A->tbl_r);
+    A->col_r = knit__calloc(ncols ? ncols : 1, sizeof *A->col_r);
+    A->q = knit__calloc(p->ntables + ncols + 1, sizeof *A->q);
+    if (!A->rows || !A->tbl_r || !A->col_r || !A->q)
+        return KNIT_ENOMEM;
+    A->nbuckets = nb;
+    for (size_t i = 0; i < p->nchanges && rc == 0; i++) {
+        const knit_change_t *c = &p->changes[i];
+        size_t pklen;
+        /* Marks the table and column used (tbl_r/col_r as flags for now). */
+        A->tbl_r[c->table] = (PGresult *)A;
+        if (c->col > 0)
+            A->col_r[A->col_off[c->table] + c->col - 1] = (PGresult *)A;
+        if (encode_pk(A, c, &pklen) == 0)
+            rc = row_of(A, tname(A, c), A->pk, pklen, 1, &r);
+    }
+    if (rc)
+        return rc;
+    for (uint32_t t = 0; t < p->ntables; t++) {
+        const knit_batch_table_t *bt = &p->tables[t];
+        if (!A->tbl_r[t])
+            continue;
+        A->q[nq].i = S_TBL_GET;
+        a_u64(&A->q[nq].a, (uint64_t)A->nsid);
+        a_text(&A->q[nq++].a, bt->name);
+        for (uint32_t k = 0; k < bt->ncols; k++) {
+            if (!A->col_r[A->col_off[t] + k])
+                continue;
+            A->q[nq].i = S_COL_GET;
+            a_u64(&A->q[nq].a, (uint64_t)A->nsid);
+            a_text(&A->q[nq].a, bt->name);
+            a_text(&A->q[nq++].a, bt->cols[k]);
         }
     }
-    PQclear(r);
+    if (A->nrows) {
+        arr_begin(&tb, 25);
+        arr_begin(&pk, 17);
+        for (r = A->first; r; r = r->next) {
+            arr_text(&tb, r->tbl);
+            arr_bytes(&pk, r->pk, r->pklen);
+        }
+        if (tb.oom || pk.oom) {
+            rc = KNIT_ENOMEM;
+            goto out;
+        }
+        load = nq;
+        A->q[nq].i = S_ROWS_LOAD;
+        a_u64(&A->q[nq].a, (uint64_t)A->nsid);
+        arr_arg(&A->q[nq].a, &tb);
+        arr_arg(&A->q[nq++].a, &pk);
+    }
+    if ((rc = pipe_run(A->s, A->q, nq)) != 0)
+        goto out;
+    A->nq = nq;
+    nq = 0;
+    for (uint32_t t = 0; t < p->ntables; t++) {
+        if (!A->tbl_r[t])
+            continue;
+        A->tbl_r[t] = A->q[nq++].r;
+        for (uint32_t k = 0; k < p->tables[t].ncols; k++)
+            if (A->col_r[A->col_off[t] + k])
+                A->col_r[A->col_off[t] + k] = A->q[nq++].r;
+    }
+    if (A->nrows) {
+        A->loaded = A->q[load].r;
+        A->q[load].r = NULL;
+    }
+    for (int i = 0; A->loaded && i < PQntuples(A->loaded) && rc == 0; i++) {
+        PGresult *q = A->loaded;
+        mcell_t *m;
+        if ((rc = row_of(A, PQgetvalue(q, i, 0), (const uint8_t *)PQgetvalue(q, i, 1),
+                         (size_t)PQgetlength(q, i, 1), 0, &r)) != 0 ||
+            !r)
+            continue; /* not asked for: cannot happen */
+        if (!(m = knit__calloc(1, sizeof *m))) {
+            rc = KNIT_ENOMEM;
+            break;
+        }
+        m->col = PQgetvalue(q, i, 2);
+        m->present = m->in_db = 1;
+        m->kind = (int)r_u64(q, i, 3);
+        m->cl = r_u64(q, i, 4);
+        m->hlc = r_u64(q, i, 5);
+        m->site = (const uint8_t *)PQgetvalue(q, i, 6);
+        m->site_len = (size_t)PQgetlength(q, i, 6);
+        m->val = (const uint8_t *)PQgetvalue(q, i, 7);
+        m->vlen = (size_t)PQgetlength(q, i, 7);
+        m->next = r->cells;
+        r->cells = m;
+    }
+out:
+    if (rc) { /* the flags are no answers */
+        memset(A->tbl_r, 0, (p->ntables ? p->ntables : 1) * sizeof *A->tbl_r);
+        memset(A->col_r, 0, (ncols ? ncols : 1) * sizeof *A->col_r);
+    }
+    knit__free(tb.p);
+    knit__free(pk.p);
+    return rc;
+}
+
+/* The current row (c's table, A->pk). */
+static int cur_row(apply_t *A, const knit_change_t *c, size_t pklen, mrow_t **out)
+{
+    int rc = row_of(A, tname(A, c), A->pk, pklen, 1, out);
+    return rc ? rc : (*out ? 0 : KNIT_ENOMEM);
+}
+
+/* The stored cell, if any. */
+typedef struct stored_s {
+    int found;          /* 1 if the cell exists */
+    int kind;           /* KIND_* */
+    knit_lww_t lww;     /* cl, hlc, site */
+    const uint8_t *val; /* value bytes (the cell's) */
+    size_t vlen;        /* their count */
+} stored_t;
+
+static int get_cell(apply_t *A, mrow_t *row, const char *col, stored_t *out)
+{
+    mcell_t *m = cell_find(row, col);
+    memset(out, 0, sizeof *out);
+    if (!m || !m->present)
+        return 0;
+    if (m->site_len != 16)
+        return set_err(A->s, KNIT_ECORRUPT, "stored site id is not 16 bytes");
+    out->found = 1;
+    out->kind = m->kind;
+    out->lww.cl = m->cl;
+    out->lww.hlc = m->hlc;
+    memcpy(out->lww.site.b, m->site, 16);
+    out->val = m->val;
+    out->vlen = m->vlen;
     return 0;
 }
 
@@ -1256,90 +1810,90 @@ static int remembered(const apply_t *A, const char *tbl, size_t pklen)
            memcmp(A->rcl_pk, A->pk, pklen) == 0;
 }
 
-static int row_cl(apply_t *A, const knit_change_t *c, size_t pklen, uint64_t *cl)
+static int row_cl(apply_t *A, const knit_change_t *c, mrow_t *row, size_t pklen, uint64_t *cl)
 {
     stored_t st;
     if (remembered(A, tname(A, c), pklen)) {
         *cl = A->rcl;
         return 0;
     }
-    int rc = get_cell(A, c, pklen, "", &st);
-    knit__free(st.val);
+    int rc = get_cell(A, row, "", &st);
     *cl = st.found ? st.lww.cl : 0;
     return rc ? rc : remember_cl(A, tname(A, c), pklen, *cl);
 }
 
+/* relay_store.c's S_CELL_LIVE: inserted, or replacing a liveness cell
+** with a smaller (cl, hlc, site); then the row's columns of an older
+** life are pruned. */
 static int merge_live(apply_t *A, const knit_change_t *c, size_t pklen, int *won)
 {
     const knit_site_t *site = &A->push->sites[c->site];
     knit_value_t null = {KNIT_NULL, {0}};
-    args_t a = {0};
     uint64_t old_cl = 0;
-    int rc, known = 0, n = 0;
+    mrow_t *row;
+    mcell_t *m;
+    int rc, known = 0;
 
     if (remembered(A, tname(A, c), pklen)) {
         old_cl = A->rcl;
         known = 1;
     }
-    a_u64(&a, (uint64_t)A->nsid);
-    a_text(&a, tname(A, c));
-    a_bytes(&a, A->pk, pklen);
-    a_u64(&a, c->cl);
-    a_u64(&a, c->hlc);
-    a_bytes(&a, site->b, 16);
-    a_u64(&a, A->seq ? A->seq : A->last_seq + 1);
-    if ((rc = run_n(A->s, S_CELL_LIVE, &a, &n)) != 0)
+    if ((rc = cur_row(A, c, pklen, &row)) != 0)
         return rc;
-    if (n == 0)
+    if (!(m = cell_of(row, "")))
+        return KNIT_ENOMEM;
+    if (!m->present) {
+        m->kind = KIND_LIVE;
+        cell_value(m, LIVE_VALUE, 1, 0);
+    } else if (m->kind != KIND_LIVE || !stamp_gt(c->cl, c->hlc, site, m)) {
         return 0;
+    }
+    cell_stamp(m, c->cl, c->hlc, site);
+    m->present = m->dirty = 1;
     if ((rc = unit_seq(A)) != 0)
         return rc;
-    if (!known || c->cl > old_cl) {
-        args_t p = {0};
-        a_u64(&p, (uint64_t)A->nsid);
-        a_text(&p, tname(A, c));
-        a_bytes(&p, A->pk, pklen);
-        a_u64(&p, c->cl);
-        if ((rc = run_n(A->s, S_CELL_PRUNE, &p, NULL)) != 0)
-            return rc;
-    }
+    m->seq = A->seq;
+    if (!known || c->cl > old_cl) /* relay_store.c's S_CELL_PRUNE */
+        for (mcell_t *x = row->cells; x; x = x->next)
+            if (x->col[0] && x->present && (int64_t)x->cl < (int64_t)c->cl)
+                x->present = 0, x->dirty = 1;
     if ((rc = remember_cl(A, tname(A, c), pklen, c->cl)) != 0)
         return rc;
     *won = 1;
     return emit(A, c, &null, site, c->hlc);
 }
 
+/* relay_store.c's S_CELL_LWW: inserted, or replacing an LWW cell with a
+** smaller (cl, hlc, site). */
 static int merge_lww(apply_t *A, const knit_change_t *c, size_t pklen, int *won)
 {
     const knit_site_t *site = &A->push->sites[c->site];
-    args_t a = {0};
     uint64_t rcl;
     size_t vlen;
-    int rc, n = 0;
+    mrow_t *row;
+    mcell_t *m;
+    int rc;
 
-    if ((rc = row_cl(A, c, pklen, &rcl)) != 0)
+    if ((rc = cur_row(A, c, pklen, &row)) != 0 || (rc = row_cl(A, c, row, pklen, &rcl)) != 0)
         return rc;
     if (c->cl < rcl)
+        return 0;
+    if (!(m = cell_of(row, cname(A, c))))
+        return KNIT_ENOMEM;
+    if (m->present && (m->kind != KIND_LWW || !stamp_gt(c->cl, c->hlc, site, m)))
         return 0;
     vlen = knit_value_encoded_size(&c->value);
     if (ensure_buf(&A->val, &A->val_cap, vlen ? vlen : 1))
         return KNIT_ENOMEM;
     knit_value_encode(&c->value, A->val);
-    a_u64(&a, (uint64_t)A->nsid);
-    a_text(&a, tname(A, c));
-    a_bytes(&a, A->pk, pklen);
-    a_text(&a, cname(A, c));
-    a_u64(&a, c->cl);
-    a_u64(&a, c->hlc);
-    a_bytes(&a, site->b, 16);
-    a_bytes(&a, A->val, vlen);
-    a_u64(&a, A->seq ? A->seq : A->last_seq + 1);
-    if ((rc = run_n(A->s, S_CELL_LWW, &a, &n)) != 0)
+    if ((rc = cell_value(m, A->val, vlen, 0)) != 0)
         return rc;
-    if (n == 0)
-        return 0;
+    m->kind = KIND_LWW;
+    cell_stamp(m, c->cl, c->hlc, site);
+    m->present = m->dirty = 1;
     if ((rc = unit_seq(A)) != 0)
         return rc;
+    m->seq = A->seq;
     *won = 1;
     return emit(A, c, &c->value, site, c->hlc);
 }
@@ -1353,11 +1907,13 @@ static int merge_orset(apply_t *A, const knit_change_t *c, size_t pklen, int *wo
     knit_site_t site = A->push->sites[c->site];
     uint8_t *enc = NULL, *wire = NULL;
     size_t nenc = 0, nwire = 0;
+    mrow_t *row;
+    mcell_t *m;
     int rc;
 
     knit__sset_init(&in);
     knit__sset_init(&cur);
-    if ((rc = row_cl(A, c, pklen, &rcl)) != 0)
+    if ((rc = cur_row(A, c, pklen, &row)) != 0 || (rc = row_cl(A, c, row, pklen, &rcl)) != 0)
         return rc;
     if (c->cl < rcl)
         return 0;
@@ -1372,7 +1928,7 @@ static int merge_orset(apply_t *A, const knit_change_t *c, size_t pklen, int *wo
             set_err(A->s, rc, "%s.%s: OR-set names an unknown or duplicate site", tbl, col);
         goto out;
     }
-    if ((rc = get_cell(A, c, pklen, col, &st)) != 0)
+    if ((rc = get_cell(A, row, col, &st)) != 0)
         goto out;
     if (st.found && st.kind != KIND_ORSET) {
         rc = set_err(A->s, KNIT_ECORRUPT, "cell %s.%s has kind %d", tbl, col, st.kind);
@@ -1401,21 +1957,17 @@ static int merge_orset(apply_t *A, const knit_change_t *c, size_t pklen, int *wo
         goto out; /* already held */
     if ((rc = unit_seq(A)) != 0)
         goto out;
-    {
-        args_t a = {0};
-        a_u64(&a, (uint64_t)A->nsid);
-        a_text(&a, tbl);
-        a_bytes(&a, A->pk, pklen);
-        a_text(&a, col);
-        a_u64(&a, KIND_ORSET);
-        a_u64(&a, c->cl);
-        a_u64(&a, hlc);
-        a_bytes(&a, site.b, 16);
-        a_bytes(&a, enc, nenc);
-        a_u64(&a, A->seq);
-        if ((rc = run_n(A->s, S_CELL_PUT, &a, NULL)) != 0)
-            goto out;
+    /* relay_store.c's S_CELL_PUT: the joined set replaces the cell. */
+    if (!(m = cell_of(row, col))) {
+        rc = KNIT_ENOMEM;
+        goto out;
     }
+    cell_value(m, enc, nenc, 1);
+    enc = NULL;
+    m->kind = KIND_ORSET;
+    cell_stamp(m, c->cl, hlc, &site);
+    m->present = m->dirty = 1;
+    m->seq = A->seq;
     if ((rc = knit__sset_to_batch(win, A->out, &wire, &nwire)) != 0)
         goto out;
     {
@@ -1430,9 +1982,114 @@ static int merge_orset(apply_t *A, const knit_change_t *c, size_t pklen, int *wo
 out:
     knit__free(enc);
     knit__free(wire);
-    knit__free(st.val);
     knit__sset_free(&in);
     knit__sset_free(&cur);
+    return rc;
+}
+
+/* The push's writes, after every change merged, in one round trip
+** (design note 15): new tables and columns (columns in the order met),
+** the cells pruned, the cells written (one statement each, whatever the
+** push's size) and the counter. */
+static int apply_write(apply_t *A, uint64_t last_seq)
+{
+    static const Oid DEL_T[3] = {25, 17, 25};
+    static const Oid PUT_T[9] = {25, 17, 25, 20, 20, 20, 17, 17, 20};
+    const knit_batch_t *p = A->push;
+    arr_t del[3], put[9];
+    size_t ndel = 0, nput = 0, nq = 0;
+    pipe_t *q = knit__calloc(p->ntables + A->ncol_new + 3, sizeof *q);
+    int rc = 0;
+
+    if (!q)
+        return KNIT_ENOMEM;
+    for (uint32_t t = 0; t < p->ntables; t++)
+        if (A->tbl_new[t]) {
+            q[nq].i = S_TBL_INS;
+            a_u64(&q[nq].a, (uint64_t)A->nsid);
+            a_text(&q[nq].a, p->tables[t].name);
+            a_u64(&q[nq++].a, p->tables[t].npk);
+        }
+    for (size_t i = 0; i < A->ncol_new; i++) {
+        uint32_t t = 0;
+        while (t + 1 < p->ntables && A->col_off[t + 1] <= A->col_new[i])
+            t++;
+        const knit_batch_table_t *bt = &p->tables[t];
+        uint32_t c = (uint32_t)(A->col_new[i] - A->col_off[t]);
+        q[nq].i = S_COL_INS;
+        a_u64(&q[nq].a, (uint64_t)A->nsid);
+        a_text(&q[nq].a, bt->name);
+        a_text(&q[nq].a, bt->cols[c]);
+        a_u64(&q[nq++].a, bt->orset[c] ? KIND_ORSET : KIND_LWW);
+    }
+    for (int k = 0; k < 3; k++)
+        arr_begin(&del[k], DEL_T[k]);
+    for (int k = 0; k < 9; k++)
+        arr_begin(&put[k], PUT_T[k]);
+    for (mrow_t *r = A->first; r; r = r->next)
+        for (mcell_t *m = r->cells; m; m = m->next) {
+            if (!m->dirty)
+                continue;
+            if (!m->present) {
+                if (!m->in_db)
+                    continue;
+                arr_text(&del[0], r->tbl);
+                arr_bytes(&del[1], r->pk, r->pklen);
+                arr_text(&del[2], m->col);
+                ndel++;
+                continue;
+            }
+            arr_text(&put[0], r->tbl);
+            arr_bytes(&put[1], r->pk, r->pklen);
+            arr_text(&put[2], m->col);
+            arr_u64(&put[3], (uint64_t)m->kind);
+            arr_u64(&put[4], m->cl);
+            arr_u64(&put[5], m->hlc);
+            arr_bytes(&put[6], m->site, m->site_len);
+            arr_bytes(&put[7], m->val, m->vlen);
+            arr_u64(&put[8], m->seq);
+            nput++;
+        }
+    for (int k = 0; k < 3; k++)
+        rc = del[k].oom ? KNIT_ENOMEM : rc;
+    for (int k = 0; k < 9; k++)
+        rc = put[k].oom ? KNIT_ENOMEM : rc;
+    if (rc == 0 && ndel) {
+        q[nq].i = S_CELLS_DEL;
+        a_u64(&q[nq].a, (uint64_t)A->nsid);
+        for (int k = 0; k < 3; k++)
+            arr_arg(&q[nq].a, &del[k]);
+        nq++;
+    }
+    if (rc == 0 && nput) {
+        q[nq].i = S_CELLS_PUT;
+        a_u64(&q[nq].a, (uint64_t)A->nsid);
+        for (int k = 0; k < 9; k++)
+            arr_arg(&q[nq].a, &put[k]);
+        nq++;
+    }
+    if (rc == 0 && last_seq && !A->s->defer) { /* a group commit's: at its end */
+        q[nq].i = S_NS_SEQ;
+        a_u64(&q[nq].a, (uint64_t)A->nsid);
+        a_u64(&q[nq++].a, last_seq);
+    }
+    if (rc == 0 && nq && A->s->defer && (rc = pipe_flush(A->s)) == 0) {
+        /* Sent with the next round trip (design note 15). */
+        A->s->pend = q;
+        A->s->npend = nq;
+        for (int k = 0; k < 3; k++)
+            A->s->pend_buf[k] = del[k].p;
+        for (int k = 0; k < 9; k++)
+            A->s->pend_buf[3 + k] = put[k].p;
+        return 0;
+    }
+    if (rc == 0 && nq && (rc = pipe_run(A->s, q, nq)) == 0)
+        pipe_free(q, nq);
+    for (int k = 0; k < 3; k++)
+        knit__free(del[k].p);
+    for (int k = 0; k < 9; k++)
+        knit__free(put[k].p);
+    knit__free(q);
     return rc;
 }
 
@@ -1460,6 +2117,8 @@ static int apply_all(apply_t *A, const char *ns, knit_relay_applied_t *res)
         return set_err(A->s, KNIT_EINVAL, "units do not cover the changes");
     for (size_t i = 0; i < p->ntables; i++)
         A->out_tab[i] = -1;
+    if ((rc = prefetch(A)) != 0)
+        return rc;
     for (size_t u = 0; u < p->ntxns; u++) {
         const knit_txn_t *tx = &p->txns[u];
         A->seq = 0;
@@ -1469,12 +2128,12 @@ static int apply_all(apply_t *A, const char *ns, knit_relay_applied_t *res)
             size_t pklen = 0;
             int won = 0;
             if (!A->shaped[c->table]) {
-                if ((rc = shape_table(A, t)) != 0)
+                if ((rc = shape_table(A, c->table)) != 0)
                     return rc;
                 A->shaped[c->table] = 1;
             }
             if (c->col > 0 && !A->col_ok[A->col_off[c->table] + c->col - 1]) {
-                if ((rc = shape_column(A, t, c->col - 1)) != 0)
+                if ((rc = shape_column(A, c->table, c->col - 1)) != 0)
                     return rc;
                 A->col_ok[A->col_off[c->table] + c->col - 1] = 1;
             }
@@ -1499,17 +2158,12 @@ static int apply_all(apply_t *A, const char *ns, knit_relay_applied_t *res)
             res->last_seq = A->seq;
         }
     }
-    if (res->last_seq) {
-        args_t a = {0};
-        a_u64(&a, (uint64_t)A->nsid);
-        a_u64(&a, res->last_seq);
-        return run_n(A->s, S_NS_SEQ, &a, NULL);
-    }
-    return 0;
+    return apply_write(A, res->last_seq);
 }
 
-/* Merges one push inside the open transaction, in a savepoint (design note
-** 5).  *seq is the namespace's counter, advanced on success. */
+/* Merges one push inside the open transaction (design note 5): every
+** check and merge in memory first, the writes last, so a refused push
+** writes nothing.  *seq is the namespace's counter, advanced on success. */
 static int apply_push(knit_pg_store_t *s, const char *ns, int64_t nsid, uint64_t *seq,
                       const knit_batch_t *push, knit_relay_applied_t *out)
 {
@@ -1527,9 +2181,11 @@ static int apply_push(knit_pg_store_t *s, const char *ns, int64_t nsid, uint64_t
         ncols += push->tables[i].ncols;
     A.out_tab = knit__malloc(nt * sizeof *A.out_tab);
     A.shaped = knit__calloc(nt, 1);
+    A.tbl_new = knit__calloc(nt, 1);
     A.col_off = knit__malloc(nt * sizeof *A.col_off);
     A.col_ok = knit__calloc(ncols ? ncols : 1, 1);
-    if (!A.out_tab || !A.shaped || !A.col_off || !A.col_ok) {
+    A.col_new = knit__malloc((ncols ? ncols : 1) * sizeof *A.col_new);
+    if (!A.out_tab || !A.shaped || !A.tbl_new || !A.col_off || !A.col_ok || !A.col_new) {
         rc = KNIT_ENOMEM;
         goto done;
     }
@@ -1540,23 +2196,15 @@ static int apply_push(knit_pg_store_t *s, const char *ns, int64_t nsid, uint64_t
     }
     if ((rc = knit_batch_new(&A.out)) != 0 || (rc = knit_batch_ns(A.out, ns, &A.out_ns)) != 0)
         goto done;
-    if ((rc = exec(s, "SAVEPOINT push")) != 0)
-        goto done;
     rc = apply_all(&A, ns, out);
-    if (rc == 0) {
-        rc = exec(s, "RELEASE SAVEPOINT push");
-    } else {
-        char keep[sizeof s->errmsg];
-        memcpy(keep, s->errmsg, sizeof keep);
-        exec(s, "ROLLBACK TO SAVEPOINT push");
-        exec(s, "RELEASE SAVEPOINT push");
-        memcpy(s->errmsg, keep, sizeof keep);
-    }
 done:
+    rows_free(&A);
     knit__free(A.out_tab);
     knit__free(A.shaped);
+    knit__free(A.tbl_new);
     knit__free(A.col_off);
     knit__free(A.col_ok);
+    knit__free(A.col_new);
     knit__free(A.pk);
     knit__free(A.val);
     knit__free(A.rcl_pk);
@@ -1592,24 +2240,51 @@ static lock_t *lock_find(lock_t *l, size_t n, const char *ns)
     return bsearch(&key, l, n, sizeof *l, lock_cmp);
 }
 
-/* Locks the distinct namespaces of names[0..n) in order into *out. */
-static int lock_all(knit_pg_store_t *s, const char **names, size_t n, lock_t **out, size_t *nout)
+/* Locks the distinct namespaces of names[0..n) in order into *out, in one
+** round trip (design note 15), after begin_sql when set (the transaction
+** is then open, s->in_txn, even when the locks fail). */
+static int lock_all_in(knit_pg_store_t *s, const char *begin_sql, const char **names, size_t n,
+                       lock_t **out, size_t *nout)
 {
     lock_t *l = knit__calloc(n ? n : 1, sizeof *l);
-    size_t k = 0;
+    pipe_t *q = knit__calloc(2 * n + 1, sizeof *q);
+    size_t k = 0, nq = 0;
     int rc = 0;
-    if (!l)
+    if (!l || !q) {
+        knit__free(l);
+        knit__free(q);
         return KNIT_ENOMEM;
+    }
     for (size_t i = 0; i < n; i++)
         l[i].ns = names[i];
     qsort(l, n, sizeof *l, lock_cmp);
     for (size_t i = 0; i < n; i++)
         if (k == 0 || strcmp(l[k - 1].ns, l[i].ns) != 0)
             l[k++] = l[i];
-    for (size_t i = 0; i < k && rc == 0; i++) {
-        rc = ns_lock(s, l[i].ns, &l[i].id, &l[i].seq);
-        l[i].seq0 = l[i].seq;
+    if (begin_sql) {
+        q[nq].i = -1;
+        q[nq++].sql = begin_sql;
+        s->in_txn = 1;
     }
+    /* Design note 2: each row made if needed, then locked, in name order. */
+    for (size_t i = 0; i < k; i++) {
+        q[nq].i = S_NS_ADD;
+        a_text(&q[nq++].a, l[i].ns);
+        q[nq].i = S_NS_LOCK;
+        a_text(&q[nq++].a, l[i].ns);
+    }
+    if ((rc = pipe_run(s, q, nq)) == 0)
+        for (size_t i = 0; i < k && rc == 0; i++) {
+            PGresult *r = q[nq - 2 * k + 2 * i + 1].r;
+            if (PQntuples(r) != 1) {
+                rc = set_err(s, KNIT_EDB, "namespace %s vanished", l[i].ns);
+                break;
+            }
+            l[i].id = (int64_t)r_u64(r, 0, 0);
+            l[i].seq = l[i].seq0 = r_u64(r, 0, 1);
+        }
+    pipe_free(q, nq);
+    knit__free(q);
     if (rc) {
         knit__free(l);
         return rc;
@@ -1617,6 +2292,12 @@ static int lock_all(knit_pg_store_t *s, const char **names, size_t n, lock_t **o
     *out = l;
     *nout = k;
     return 0;
+}
+
+/* Locks the distinct namespaces of names[0..n) in order into *out. */
+static int lock_all(knit_pg_store_t *s, const char **names, size_t n, lock_t **out, size_t *nout)
+{
+    return lock_all_in(s, NULL, names, n, out, nout);
 }
 
 /* Design note 10: 'ns:seq' for each namespace the transaction advanced. */
@@ -1638,6 +2319,49 @@ static int notify_all(knit_pg_store_t *s, const lock_t *l, size_t n)
     return 0;
 }
 
+/* Design notes 1 and 10: the notifications and COMMIT in one round trip
+** (note 15); 0 only when the server answered COMMIT. */
+static int notify_commit(knit_pg_store_t *s, const lock_t *l, size_t n)
+{
+    char buf[1024];
+    pipe_t *q = knit__calloc(2 * n + 1, sizeof *q);
+    size_t nq = 0;
+    int rc;
+    if (!q)
+        return KNIT_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        if (l[i].seq == l[i].seq0)
+            continue;
+        /* Design note 2: the counter, written in the committing transaction. */
+        q[nq].i = S_NS_SEQ;
+        a_u64(&q[nq].a, (uint64_t)l[i].id);
+        a_u64(&q[nq++].a, l[i].seq);
+        int k = snprintf(buf, sizeof buf, "%s:%llu", l[i].ns, (unsigned long long)l[i].seq);
+        if (k < 0 || (size_t)k >= sizeof buf)
+            continue; /* no namespace is this long; subscribers poll on reconnect */
+        char *copy = knit__strdup(buf); /* a_text keeps the pointer */
+        if (!copy) {
+            rc = KNIT_ENOMEM;
+            goto out;
+        }
+        q[nq].i = S_NOTIFY;
+        a_text(&q[nq++].a, copy);
+    }
+    q[nq].i = -1;
+    q[nq++].sql = "COMMIT";
+    s->in_txn = 0;
+    if ((rc = pipe_run(s, q, nq)) == 0 && strcmp(PQcmdStatus(q[nq - 1].r), "COMMIT") != 0)
+        rc = set_err(s, KNIT_EDB, "PostgreSQL: COMMIT answered %s: nothing was committed",
+                     PQcmdStatus(q[nq - 1].r));
+out:
+    pipe_free(q, nq);
+    for (size_t i = 0; i < nq; i++)
+        if (q[i].i == S_NOTIFY)
+            knit__free((char *)q[i].a.v[0]);
+    knit__free(q);
+    return rc;
+}
+
 int knit_pg_store_commit(knit_pg_store_t *s, knit_relay_push_t *group) /* see store_pg.h */
 {
     const char **names;
@@ -1652,10 +2376,11 @@ int knit_pg_store_commit(knit_pg_store_t *s, knit_relay_push_t *group) /* see st
     n = 0;
     for (knit_relay_push_t *p = group; p; p = p->next)
         names[n++] = p->ns;
-    if ((rc = begin(s, "BEGIN")) != 0)
+    if ((rc = ready(s)) != 0)
         goto out;
-    if ((rc = lock_all(s, names, n, &locks, &nl)) != 0)
+    if ((rc = lock_all_in(s, "BEGIN", names, n, &locks, &nl)) != 0)
         goto out;
+    s->defer = 1;
     for (knit_relay_push_t *p = group; p; p = p->next) {
         lock_t *l = lock_find(locks, nl, p->ns);
         int arc = apply_push(s, p->ns, l->id, &l->seq, p->batch, &p->res);
@@ -1671,10 +2396,10 @@ int knit_pg_store_commit(knit_pg_store_t *s, knit_relay_push_t *group) /* see st
             }
         }
     }
-    if ((rc = notify_all(s, locks, nl)) != 0)
-        goto out;
-    rc = commit(s); /* design note 1: only now may the engine ACK */
+    s->defer = 0;
+    rc = notify_commit(s, locks, nl); /* design note 1: only now may the engine ACK */
 out:
+    s->defer = 0;
     rollback(s);
     knit__free(names);
     knit__free(locks);
