@@ -161,17 +161,6 @@ static int connect_anon(wc_t *w, int port, const char *id, int sub, uint64_t cur
     return ok ? 0 : -1;
 }
 
-static int send_push(wc_t *w, uint64_t id, const char *ns, knit_batch_t *b)
-{
-    knit_msg_t m;
-    memset(&m, 0, sizeof m);
-    m.type = KNIT_MSG_PUSH;
-    m.u.push.id = id;
-    m.u.push.ns = ns;
-    m.u.push.batch = b;
-    return wc_send(w, &m);
-}
-
 /* ---------------------------------------------------------------------- */
 /* a. Ingest                                                                */
 
@@ -210,7 +199,7 @@ static void *pusher_main(void *arg)
                 for (int k = 0; k < PER_UNIT / 2; k++)
                     note(b, row++, ++hlc);
             }
-            int rc = send_push(w, next, ns, b);
+            int rc = wc_push(w, next, ns, b);
             knit_batch_free(b);
             if (rc) {
                 p->failed = 1;
@@ -309,7 +298,7 @@ static int fanout(const relay_proc_t *from, const relay_proc_t *to, int n, doubl
             die("batch begin");
         note(b, i, ++hlc);
         uint64_t t0 = mono_us();
-        int s = send_push(pub, (uint64_t)i + 1, ns, b);
+        int s = wc_push(pub, (uint64_t)i + 1, ns, b);
         knit_batch_free(b);
         if (s)
             goto out_sub;

@@ -241,13 +241,7 @@ static void note(knit_batch_t *b, int64_t id, const char *body, size_t blen, uin
 
 static void push(wc_t *w, uint64_t id, const char *ns, knit_batch_t *b)
 {
-    knit_msg_t m;
-    memset(&m, 0, sizeof m);
-    m.type = KNIT_MSG_PUSH;
-    m.u.push.id = id;
-    m.u.push.ns = ns;
-    m.u.push.batch = b;
-    CHECK_OK(wc_send(w, &m));
+    CHECK_OK(wc_push(w, id, ns, b));
 }
 
 /* Pushes one note in one unit and waits for its ACK. */

@@ -87,6 +87,17 @@ int wc_send(wc_t *w, const knit_msg_t *m)
     return rc;
 }
 
+int wc_push(wc_t *w, uint64_t id, const char *ns, knit_batch_t *b)
+{
+    knit_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.type = KNIT_MSG_PUSH;
+    m.u.push.id = id;
+    m.u.push.ns = ns;
+    m.u.push.batch = b;
+    return wc_send(w, &m);
+}
+
 /* Reads more bytes within the deadline: 1 got some, 0 timeout, -1 closed. */
 static int fill(wc_t *w, uint64_t deadline)
 {

@@ -34,6 +34,8 @@ void wc_close(wc_t *w);
 int wc_send_raw(wc_t *w, const void *p, size_t n);
 /* Encodes and writes one message; 0 or a KNIT_E* code. */
 int wc_send(wc_t *w, const knit_msg_t *m);
+/* Sends PUSH id of batch b to namespace ns; as wc_send. */
+int wc_push(wc_t *w, uint64_t id, const char *ns, knit_batch_t *b);
 /* Next message within timeout_ms: 0 (free it with knit_msg_free),
 ** KNIT_ETIMEDOUT, KNIT_ECLOSED (EOF or reset), or a decode error. */
 int wc_recv(wc_t *w, int timeout_ms, knit_msg_t *out);
