@@ -29,7 +29,6 @@ set(knit_pg_excluded
 # Cases that fail on PostgreSQL because of a bug in the PostgreSQL store or
 # the relay's use of it, with the symptom; off this list once fixed.
 set(knit_pg_known_failures
-  device_it.kill_leaders_stress    # /metrics counts 2-10 connections, one agent connected
 )
 
 # Left out to keep the pg.* run within about six minutes at -j2: cases about
