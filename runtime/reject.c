@@ -47,6 +47,14 @@
 **      knit_reject itself) and fires the same event as note 6 for their
 **      rows.  The key is read back from its SQL literals by SQLite itself
 **      (a read-only "SELECT <key>"), so no second parser exists.
+**   8. A refused tombstone that ends a row's life in a namespace it has
+**      left, stamped with the row's own liveness cell when another replica
+**      wrote that life (nscol.c design note 5: pushed again from whichever
+**      replica saw both lives), is no write of this user: a viewer of that
+**      namespace has it refused, and recording it would tell the user of a
+**      write they never made.  It is not recorded; the relay's state is
+**      merged as for any refusal.  The tombstone of a move this replica
+**      made is its own site's, and is recorded as before.
 */
 #include <string.h>
 
@@ -262,6 +270,18 @@ done:
     return rc;
 }
 
+/* Design note 8: ch is the end of a life in a namespace the row has left,
+** stamped with the row's own life, which another replica wrote (nscol.c
+** design note 5): not a write of this user. */
+static int end_of_left_life(knit_t *k, const knit_batch_t *b, const knit_change_t *ch, uint64_t cl,
+                            const kcell_t *cells)
+{
+    const knit_site_t *life = knit__site_get(k, cells[0].site);
+    return ch->col == 0 && !knit_cl_live(ch->cl) && cl != ch->cl && cells[0].hlc == ch->hlc &&
+           cells[0].site != k->site_idx && life && ch->site < b->nsites &&
+           memcmp(life->b, b->sites[ch->site].b, 16) == 0;
+}
+
 static int record(knit_t *k, sqlite3_stmt *ins, const char *ns, const knit_batch_t *b,
                   const knit_change_t *ch, const knit_refusal_t *r, int rolled, uint64_t at)
 {
@@ -434,6 +454,8 @@ int knit_reject(knit_t *k, const knit_batch_t *pushed, const knit_refusal_t *ref
             if (c > 0)
                 rows[j].reset |= UINT64_C(1) << (c - 1);
         }
+        if (!rolled && c == 0 && has && end_of_left_life(k, pushed, ch, cl, cells))
+            continue; /* design note 8: no write of this user */
         if ((rc = record(k, ins, pushed->ns[ch->ns], pushed, ch, r, rolled, at)) != 0)
             goto fail;
     }

@@ -430,6 +430,31 @@ static void alive_in_two(void)
     exec(reps[2].k, "INSERT INTO doc VALUES (1, 'c', NULL)");
     sync_all(s, reps);
     exec(reps[2].k, "UPDATE doc SET org_id = 'acme' WHERE id = 1");
+    for (int w = 0; w < NREP; w++)
+        push(s, &reps[w]);
+    pull(s, &reps[0]);
+    /* A now ends the row's life in beta.  Were A only a viewer of beta,
+    ** the relay would refuse that tombstone: it is no write of A's user,
+    ** so nothing is recorded (reject.c design note 8). */
+    {
+        knit_since_opts_t o = {.local_only = 1, .ns = "org:beta"};
+        knit_batch_t *b = NULL;
+        knit_refusal_t f[8];
+        size_t rolled = 9;
+        CHECK_OK(knit_changes_since(reps[0].k, 0, &o, &b));
+        CHECK(b->nchanges >= 1 && b->nchanges <= 8);
+        for (size_t i = 0; i < b->nchanges; i++)
+            f[i] = (knit_refusal_t){i, KNIT_EDENIED, "org:beta is read-only (role viewer)"};
+        CHECK_OK(knit_reject(reps[0].k, b, f, b->nchanges, NULL, &rolled));
+        CHECK_EQ_INT(rolled, 0);
+        sqlite3_stmt *st = NULL;
+        CHECK_OK(sqlite3_prepare_v2(knit_db(reps[0].k), "SELECT count(*) FROM _knit_rejected", -1,
+                                    &st, NULL));
+        CHECK_EQ_INT(sqlite3_step(st), SQLITE_ROW);
+        CHECK_EQ_INT(sqlite3_column_int(st, 0), 0);
+        sqlite3_finalize(st);
+        knit_batch_free(b);
+    }
     sync_all(s, reps);
     sync_all(s, reps);
     CHECK(relay_alive(s, "org:acme", 1));
