@@ -97,3 +97,16 @@ int idp_deliver(int http_port, const char *id, const char *body, char *out, size
         fclose(f);
     return atoi(code);
 }
+
+void idp_user_body(char *buf, size_t n, const char *type, const char *id, const char *email,
+                   const char *first, uint64_t updated) /* see idp_util.h */
+{
+    snprintf(buf, n,
+             "{\"type\":\"%s\",\"object\":\"event\",\"data\":{\"id\":\"%s\",\"object\":\"user\","
+             "\"email_addresses\":[{\"id\":\"idn_second\",\"email_address\":\"other-%s\"},"
+             "{\"id\":\"idn_primary\",\"email_address\":\"%s\"}],"
+             "\"primary_email_address_id\":\"idn_primary\",\"external_id\":null,"
+             "\"first_name\":\"%s\",\"last_name\":\"Doe\",\"image_url\":\"https://img.test/%s\","
+             "\"created_at\":1700000000000,\"updated_at\":%llu}}",
+             type, id, email, email, first, id, (unsigned long long)updated);
+}

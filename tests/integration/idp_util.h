@@ -8,6 +8,7 @@
 #define KNIT_IDP_UTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "sync_util.h"
 
@@ -32,5 +33,11 @@ void idp_deliver_cmd(int http_port, const char *id, const char *body, char *cmd,
                      char *outf, size_t outn);
 /* Runs it: the HTTP status, the answer's body in out. */
 int idp_deliver(int http_port, const char *id, const char *body, char *out, size_t n);
+/* A Clerk user.* event body (type "user.created" / "user.updated") for
+** provider id `id`: the primary email is the second entry of
+** email_addresses, named by primary_email_address_id (the first is a
+** secondary "other-<email>" that must not be taken). */
+void idp_user_body(char *buf, size_t n, const char *type, const char *id, const char *email,
+                   const char *first, uint64_t updated);
 
 #endif

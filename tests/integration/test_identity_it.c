@@ -104,22 +104,6 @@ static int deliver(const char *id, const char *body, char *out, size_t n)
     return idp_deliver(http_port, id, body, out, n);
 }
 
-/* Clerk's user.created / user.updated body: the primary email is the
-** second entry of email_addresses, named by primary_email_address_id; the
-** first is a secondary address that must not be taken. */
-static void user_body(char *buf, size_t n, const char *type, const char *id, const char *email,
-                      const char *first, uint64_t updated)
-{
-    snprintf(buf, n,
-             "{\"type\":\"%s\",\"object\":\"event\",\"data\":{\"id\":\"%s\",\"object\":\"user\","
-             "\"email_addresses\":[{\"id\":\"idn_second\",\"email_address\":\"other-%s\"},"
-             "{\"id\":\"idn_primary\",\"email_address\":\"%s\"}],"
-             "\"primary_email_address_id\":\"idn_primary\",\"external_id\":null,"
-             "\"first_name\":\"%s\",\"last_name\":\"Doe\",\"image_url\":\"https://img.test/%s\","
-             "\"created_at\":1700000000000,\"updated_at\":%llu}}",
-             type, id, email, email, first, id, (unsigned long long)updated);
-}
-
 /* Reads of the relay's store (read-only, while it runs). */
 static int64_t store_int(const char *fmt, const char *arg)
 {
@@ -216,14 +200,16 @@ static void sign_in_then_webhooks(void)
     sqlite3_close(db);
     CHECK_EQ_INT(run_once(a, tok1), 0);
     /* The provider's user.created for the id that signed in: the same account. */
-    user_body(body, sizeof body, "user.created", "user_a1", "ALICE@x.test", "Alice", 1700000000001);
+    idp_user_body(body, sizeof body, "user.created", "user_a1", "ALICE@x.test", "Alice",
+                  1700000000001);
     CHECK_EQ_INT(deliver("msg_a1", body, out, sizeof out), 200);
     CHECK(strstr(out, "user:user_a1") != NULL);
     CHECK_EQ_INT(accounts_with("alice@x.test"), 1);
     CHECK_EQ_INT(store_int("SELECT count(*) FROM ident", NULL), 1);
     /* Deleted at the provider without a webhook, and created again: a new
     ** id with the same email is relinked, not a second user. */
-    user_body(body, sizeof body, "user.created", "user_a2", "alice@x.test", "Alice", 1700000000002);
+    idp_user_body(body, sizeof body, "user.created", "user_a2", "alice@x.test", "Alice",
+                  1700000000002);
     CHECK_EQ_INT(deliver("msg_a2", body, out, sizeof out), 200);
     CHECK(strstr(out, "relinked") != NULL);
     CHECK_EQ_INT(store_int("SELECT count(*) FROM ident", NULL), 1);
@@ -254,7 +240,7 @@ static void webhook_then_sign_in(void)
     su_path(a, sizeof a, "a.db");
     su_path(b, sizeof b, "b.db");
     su_path(c, sizeof c, "c.db");
-    user_body(body, sizeof body, "user.created", "user_b1", "bob@x.test", "Bob", 1700000000001);
+    idp_user_body(body, sizeof body, "user.created", "user_b1", "bob@x.test", "Bob", 1700000000001);
     CHECK_EQ_INT(deliver("msg_b1", body, out, sizeof out), 200);
     /* Another id with Bob's email signs in (a provider switch). */
     mint("user_b2", "{\"email\":\" BOB@x.test\"}", tok);
@@ -279,7 +265,8 @@ static void webhook_then_sign_in(void)
     mint("user_c1", NULL, tokc);
     replica(c);
     CHECK_EQ_INT(run_once(c, tokc), 0);
-    user_body(body, sizeof body, "user.created", "user_c1", "carol@x.test", "Carol", 1700000000003);
+    idp_user_body(body, sizeof body, "user.created", "user_c1", "carol@x.test", "Carol",
+                  1700000000003);
     CHECK_EQ_INT(deliver("msg_c1", body, out, sizeof out), 200);
     CHECK_EQ_INT(accounts_with("carol@x.test"), 1);
     CHECK_EQ_INT(store_int("SELECT count(*) FROM ident", NULL), 2);
@@ -308,7 +295,8 @@ static void webhook_then_sign_in(void)
         CHECK(strcmp(acc, "user:user_b3") == 0);
         CHECK_OK(su_agent_start(&pb, b, relay.port, tok1, blog, NULL));
         su_sleep_ms(300);
-        user_body(body, sizeof body, "user.updated", "user_b3", "bob@x.test", "Bob", 1700000000009);
+        idp_user_body(body, sizeof body, "user.updated", "user_b3", "bob@x.test", "Bob",
+                      1700000000009);
         CHECK_EQ_INT(deliver("msg_b3", body, out, sizeof out), 200);
         CHECK(strstr(out, "relinked") != NULL);
         account_of("user_b3", acc, sizeof acc);
@@ -357,7 +345,7 @@ static void concurrent(void)
         snprintf(id, sizeof id, "user_rs%d", i);
         snprintf(wid, sizeof wid, i % 2 ? "user_rw%d" : "user_rs%d", i);
         snprintf(email, sizeof email, "R%d@x.test", i);
-        user_body(body, sizeof body, "user.created", wid, email, "Race", 1700000000000 + i);
+        idp_user_body(body, sizeof body, "user.created", wid, email, "Race", 1700000000000 + i);
         snprintf(url, sizeof url, "msg_race_%d", i);
         deliver_cmd(url, body, cmd, sizeof cmd, outf, sizeof outf);
         snprintf(log, sizeof log, "%s/race-%d.log", su_tmpdir(), i);
@@ -413,7 +401,8 @@ static void profile_updates(void)
     CHECK_OK(su_agent_start(&agent, a, relay.port, tok, alog, NULL));
     CHECK(wait_row(a, "SELECT count(*) FROM knit_profile WHERE first_name = 'FromToken'", 10000) >=
           0);
-    user_body(body, sizeof body, "user.updated", "user_u", "u.new@x.test", "New", 1700000002000);
+    idp_user_body(body, sizeof body, "user.updated", "user_u", "u.new@x.test", "New",
+                  1700000002000);
     CHECK_EQ_INT(deliver("msg_u2", body, out, sizeof out), 200);
     CHECK(wait_row(a,
                    "SELECT count(*) FROM knit_profile WHERE first_name = 'New' AND"
@@ -421,7 +410,8 @@ static void profile_updates(void)
                    " updated_at = 1700000002000",
                    5000) >= 0);
     /* An earlier update delivered late changes nothing. */
-    user_body(body, sizeof body, "user.updated", "user_u", "u.old@x.test", "Old", 1700000001000);
+    idp_user_body(body, sizeof body, "user.updated", "user_u", "u.old@x.test", "Old",
+                  1700000001000);
     CHECK_EQ_INT(deliver("msg_u1", body, out, sizeof out), 200);
     CHECK(strstr(out, "stale") != NULL);
     su_sleep_ms(500);

@@ -1956,21 +1956,6 @@ static void relay_pg_webhooks(su_relay_t *r, const pgfx_t *f, const char *data, 
     CHECK_OK(su_relay_start(r, 0, data, NULL, extra));
 }
 
-/* Clerk's user.* body (test_identity_it.c's): the primary email is the
-** entry named by primary_email_address_id, not the first. */
-static void user_body(char *buf, size_t n, const char *type, const char *id, const char *email,
-                      const char *first, uint64_t updated)
-{
-    snprintf(buf, n,
-             "{\"type\":\"%s\",\"object\":\"event\",\"data\":{\"id\":\"%s\",\"object\":\"user\","
-             "\"email_addresses\":[{\"id\":\"idn_second\",\"email_address\":\"other-%s\"},"
-             "{\"id\":\"idn_primary\",\"email_address\":\"%s\"}],"
-             "\"primary_email_address_id\":\"idn_primary\",\"external_id\":null,"
-             "\"first_name\":\"%s\",\"last_name\":\"Doe\",\"image_url\":\"https://img.test/%s\","
-             "\"created_at\":1700000000000,\"updated_at\":%llu}}",
-             type, id, email, email, first, id, (unsigned long long)updated);
-}
-
 /* POSTs a signed delivery (idp_util.h); the status, the answer in out. */
 static int wh_post(int hp, const char *id, const char *body, char *out, size_t n)
 {
@@ -2009,10 +1994,11 @@ static void webhook_profile_pg(void)
     /* The device is online on relay B; the webhooks go to relay A. */
     CHECK_OK(su_agent_start(&agent, rep, rb.port, tok, alog, NULL));
     await_value(rep, "SELECT count(*) FROM knit_profile WHERE first_name = 'FromToken'", 1, logs);
-    user_body(body, sizeof body, "user.created", "user_u", "u@x.test", "Ann", 1700000001000);
+    idp_user_body(body, sizeof body, "user.created", "user_u", "u@x.test", "Ann", 1700000001000);
     CHECK_EQ_INT(wh_post(hp, "msg_c1", body, out, sizeof out), 200);
     CHECK(strstr(out, "recorded for user:user_u") != NULL);
-    user_body(body, sizeof body, "user.updated", "user_u", "u.new@x.test", "New", 1700000003000);
+    idp_user_body(body, sizeof body, "user.updated", "user_u", "u.new@x.test", "New",
+                  1700000003000);
     CHECK_EQ_INT(wh_post(hp, "msg_u3", body, out, sizeof out), 200);
     CHECK(strstr(out, "rows written") != NULL);
     /* Relay A wrote the row; relay B's subscriber hears of it (NOTIFY). */
@@ -2025,11 +2011,13 @@ static void webhook_profile_pg(void)
                  1);
 
     /* An older update delivered late changes nothing. */
-    user_body(body, sizeof body, "user.updated", "user_u", "u.old@x.test", "Old", 1700000002000);
+    idp_user_body(body, sizeof body, "user.updated", "user_u", "u.old@x.test", "Old",
+                  1700000002000);
     CHECK_EQ_INT(wh_post(hp, "msg_u2", body, out, sizeof out), 200);
     CHECK(strstr(out, "stale") != NULL);
     /* A retry of a delivery id, even with another body, changes nothing. */
-    user_body(body, sizeof body, "user.updated", "user_u", "u.dup@x.test", "Dup", 1700000009000);
+    idp_user_body(body, sizeof body, "user.updated", "user_u", "u.dup@x.test", "Dup",
+                  1700000009000);
     CHECK_EQ_INT(wh_post(hp, "msg_u3", body, out, sizeof out), 200);
     CHECK(strstr(out, "duplicate delivery msg_u3: already applied") != NULL);
     CHECK_EQ_INT(pg_int(&f, "SELECT count(*) FROM knit_webhook"), 3);
@@ -2061,8 +2049,8 @@ static void webhook_profile_pg(void)
         char ca[4096], cb[4096], oa[700], ob[700], both[8400], codes[256], ta[1024], tb[1024];
         int hpb;
         relay_pg_webhooks(&rb, &f, datab, jwks, &hpb);
-        user_body(body, sizeof body, "user.updated", "user_u", "u.new@x.test", "Twice",
-                  1700000005000);
+        idp_user_body(body, sizeof body, "user.updated", "user_u", "u.new@x.test", "Twice",
+                      1700000005000);
         idp_deliver_cmd(hp, "msg_twice", body, ca, sizeof ca, oa, sizeof oa);
         idp_deliver_cmd(hpb, "msg_twice", body, cb, sizeof cb, ob, sizeof ob);
         /* The second curl answers into a file of its own. */
