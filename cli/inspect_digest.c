@@ -9,7 +9,9 @@
 ** its sites: converged replicas, and a replica and the relay for the same
 ** namespace, print the same digest.  The file's kind is told by its schema
 ** (inspect_probe); replicas go through knit_digest(), relay stores through
-** knit_relay_store_digest().
+** knit_relay_store_digest().  A postgresql:// URI names a relay store on
+** PostgreSQL (inspect_store.h), whose digests equal the SQLite store's on
+** the same pushes.
 **
 ** A read-only replica handle does not stamp: captured writes not stamped
 ** yet change the values the digest reads but not their stamps.  They are
@@ -17,14 +19,14 @@
 */
 #include <string.h>
 
-#include "inspect_replica.h"
+#include "inspect_store.h"
 
 #define CMD "digest"
 
 static void help(void)
 {
     fputs("usage: sync-inspect digest [--json] [--ns NS] REPLICA\n"
-          "       sync-inspect digest [--json] [--ns NS] RELAY_DB\n"
+          "       sync-inspect digest [--json] [--ns NS] STORE\n"
           "\n"
           "Print the canonical state digest (64 hex digits) of a replica, of one of\n"
           "its namespaces (--ns), or of a namespace in a relay store.  Replicas that\n"
@@ -36,6 +38,10 @@ static void help(void)
           "zeros), with a note on standard error.\n"
           "\n"
           "For a relay store without --ns, one line per namespace: DIGEST NAME.\n"
+          "STORE is a relay's SQLite file or its PostgreSQL database, as sync-relay's\n"
+          "--store names it (postgresql://USER@HOST:PORT/DB?..., or postgres://); the\n"
+          "digests are the same for the same content.  A password in the URI is\n"
+          "shown as ***.\n"
           "\n"
           "  --ns NS   one namespace\n"
           "  --json    one JSON document instead of text\n"
@@ -136,27 +142,27 @@ static int collect(void *data, const knit_relay_ns_info_t *info)
     return 0;
 }
 
-static int relay_fail(knit_relay_store_t *s, int rc)
+static int relay_fail(inspect_store_t *s, int rc)
 {
-    const char *m = knit_relay_store_errmsg(s);
-    inspect_err(CMD, "%s (%s)", m[0] ? m : knit_strerror(rc), knit_err_name(rc));
-    return INSPECT_EXIT_ERROR;
+    return inspect_store_fail(CMD, s, rc);
 }
 
-static int relay_digest(const char *path, const char *ns, int json)
+static int relay_digest(const char *arg, const char *ns, int json)
 {
-    knit_relay_store_t *s = NULL;
+    inspect_store_t *s = NULL;
+    const char *path;
     names_t nm = {NULL, 0, 0};
     knit_digest_t d;
     char hex[65];
     uint64_t seq = 0;
     int rc = 0, status = INSPECT_EXIT_OK;
 
-    if (inspect_open_relay(CMD, path, &s) != 0)
+    if (inspect_store_open(CMD, arg, &s) != 0)
         return INSPECT_EXIT_ERROR;
+    path = inspect_store_name(s);
     if (ns) {
-        if ((rc = knit_relay_store_seq(s, ns, &seq)) != 0 ||
-            (rc = knit_relay_store_digest(s, ns, &d)) != 0) {
+        if ((rc = inspect_store_seq(s, ns, &seq)) != 0 ||
+            (rc = inspect_store_digest(s, ns, &d)) != 0) {
             status = relay_fail(s, rc);
             goto out;
         }
@@ -177,7 +183,7 @@ static int relay_digest(const char *path, const char *ns, int json)
                         ns);
         goto out;
     }
-    if ((rc = knit_relay_store_list(s, collect, &nm)) != 0) {
+    if ((rc = inspect_store_list(s, collect, &nm)) != 0) {
         status = relay_fail(s, rc);
         goto out;
     }
@@ -187,7 +193,7 @@ static int relay_digest(const char *path, const char *ns, int json)
         fputs(", \"kind\": \"relay\", \"namespaces\": [", stdout);
     }
     for (size_t i = 0; i < nm.n; i++) {
-        if ((rc = knit_relay_store_digest(s, nm.v[i], &d)) != 0) {
+        if ((rc = inspect_store_digest(s, nm.v[i], &d)) != 0) {
             status = relay_fail(s, rc);
             goto out;
         }
@@ -208,7 +214,7 @@ out:
     for (size_t i = 0; i < nm.n; i++)
         knit__free(nm.v[i]);
     knit__free(nm.v);
-    knit_relay_store_close(s);
+    inspect_store_close(s);
     return status;
 }
 
@@ -221,7 +227,7 @@ int cmd_digest(int argc, char **argv) /* see inspect_util.h */
     if ((rc = inspect_args(CMD, argc, argv, opts, help, pos, 1, &npos)) >= 0)
         return rc;
     if (npos != 1)
-        return inspect_usage_err(CMD, "expected one REPLICA or RELAY_DB");
+        return inspect_usage_err(CMD, "expected one REPLICA or STORE");
     if (inspect_probe(CMD, pos[0], &kind) != 0)
         return INSPECT_EXIT_ERROR;
     rc = kind == INSPECT_KIND_RELAY ? relay_digest(pos[0], ns, json)

@@ -5,26 +5,38 @@
 ** versions its devices run: per fingerprint the tracked tables and columns,
 ** and the devices (principal, site, agent, last seen) that reported it.
 **
+** STORE is the relay's SQLite file or its PostgreSQL database (a
+** postgresql:// URI, inspect_store.h); the output is the same for the same
+** content, but for the first line, which names the store (a URI with its
+** password replaced by "***").
+**
 ** Everything comes from the store's own listing functions
-** (knit_relay_store_list, knit_relay_store_list_anon), which never hand out
-** a credential's salt or hash, so this command cannot print one.
+** (knit_relay_store_list, knit_relay_store_list_anon and their PostgreSQL
+** twins), which never hand out a credential's salt or hash, so this
+** command cannot print one.
 */
 #include <string.h>
 
-#include "inspect_replica.h"
+#include "inspect_store.h"
 
 #define CMD "relay"
 
 static void help(void)
 {
-    fputs("usage: sync-inspect relay [--json] RELAY_DB\n"
-          "       sync-inspect relay [--json] RELAY_DB schemas\n"
+    fputs("usage: sync-inspect relay [--json] STORE\n"
+          "       sync-inspect relay [--json] STORE schemas\n"
           "\n"
           "Summarize a relay store: every namespace with its sequence (the number of\n"
           "pushed units that changed something), its rows and cells (liveness\n"
           "included), and the anonymous ids the relay has registered, with the time\n"
           "of registration.  Secrets and their hashes are never shown.  The store is\n"
           "opened read-only; the relay may be running.\n"
+          "\n"
+          "STORE is the relay's SQLite file (its --data) or its PostgreSQL database,\n"
+          "as sync-relay's --store names it: postgresql://USER@HOST:PORT/DB?...\n"
+          "(or postgres://).  Both give the same output for the same content.  A\n"
+          "password in the URI is shown as ***; libpq's PGPASSWORD and ~/.pgpass\n"
+          "keep it off the command line.\n"
           "\n"
           "schemas: the schema versions the relay's devices run.  Each device\n"
           "(principal and replica site id) reports its tracked schema in HELLO; for\n"
@@ -193,8 +205,9 @@ static int on_schema(void *data, const knit_relay_schema_info_t *in)
     return 0;
 }
 
-static int show_schemas(const char *path, knit_relay_store_t *s, int json)
+static int show_schemas(inspect_store_t *s, int json)
 {
+    const char *path = inspect_store_name(s);
     lctx_t c = {json, 0};
     int rc;
     if (json) {
@@ -206,12 +219,8 @@ static int show_schemas(const char *path, knit_relay_store_t *s, int json)
         inspect_text(stdout, path, strlen(path));
         fputc('\n', stdout);
     }
-    if ((rc = knit_relay_store_list_schemas(s, on_schema, &c)) != 0) {
-        inspect_err(CMD, "%s (%s)",
-                    knit_relay_store_errmsg(s)[0] ? knit_relay_store_errmsg(s) : knit_strerror(rc),
-                    knit_err_name(rc));
-        return INSPECT_EXIT_ERROR;
-    }
+    if ((rc = inspect_store_list_schemas(s, on_schema, &c)) != 0)
+        return inspect_store_fail(CMD, s, rc);
     if (json)
         fputs("]}\n", stdout);
     else if (!c.count)
@@ -219,8 +228,9 @@ static int show_schemas(const char *path, knit_relay_store_t *s, int json)
     return INSPECT_EXIT_OK;
 }
 
-static int show(const char *path, knit_relay_store_t *s, int json)
+static int show(inspect_store_t *s, int json)
 {
+    const char *path = inspect_store_name(s);
     lctx_t c = {json, 0};
     int rc;
     if (json) {
@@ -232,13 +242,13 @@ static int show(const char *path, knit_relay_store_t *s, int json)
         inspect_text(stdout, path, strlen(path));
         fputs("\nnamespaces\n", stdout);
     }
-    if ((rc = knit_relay_store_list(s, on_ns, &c)) != 0)
+    if ((rc = inspect_store_list(s, on_ns, &c)) != 0)
         goto fail;
     if (!json && !c.count)
         fputs("  (none)\n", stdout);
     c.count = 0;
     fputs(json ? "], \"anonymous_ids\": [" : "anonymous ids\n", stdout);
-    if ((rc = knit_relay_store_list_anon(s, on_anon, &c)) != 0)
+    if ((rc = inspect_store_list_anon(s, on_anon, &c)) != 0)
         goto fail;
     if (!json && !c.count)
         fputs("  (none)\n", stdout);
@@ -246,10 +256,7 @@ static int show(const char *path, knit_relay_store_t *s, int json)
         fputs("]}\n", stdout);
     return INSPECT_EXIT_OK;
 fail:
-    inspect_err(CMD, "%s (%s)",
-                knit_relay_store_errmsg(s)[0] ? knit_relay_store_errmsg(s) : knit_strerror(rc),
-                knit_err_name(rc));
-    return INSPECT_EXIT_ERROR;
+    return inspect_store_fail(CMD, s, rc);
 }
 
 int cmd_relay(int argc, char **argv) /* see inspect_util.h */
@@ -257,17 +264,17 @@ int cmd_relay(int argc, char **argv) /* see inspect_util.h */
     const char *pos[2];
     int json = 0, npos, rc;
     const inspect_opt_t opts[] = {{"--json", NULL, &json}, {NULL, NULL, NULL}};
-    knit_relay_store_t *s = NULL;
+    inspect_store_t *s = NULL;
 
     if ((rc = inspect_args(CMD, argc, argv, opts, help, pos, 2, &npos)) >= 0)
         return rc;
     if (npos < 1)
-        return inspect_usage_err(CMD, "expected one RELAY_DB");
+        return inspect_usage_err(CMD, "expected one STORE");
     if (npos == 2 && strcmp(pos[1], "schemas") != 0)
         return inspect_usage_err(CMD, "unknown relay listing '%s' (try 'schemas')", pos[1]);
-    if (inspect_open_relay(CMD, pos[0], &s) != 0)
+    if (inspect_store_open(CMD, pos[0], &s) != 0)
         return INSPECT_EXIT_ERROR;
-    rc = npos == 2 ? show_schemas(pos[0], s, json) : show(pos[0], s, json);
-    knit_relay_store_close(s);
+    rc = npos == 2 ? show_schemas(s, json) : show(s, json);
+    inspect_store_close(s);
     return inspect_finish(CMD, rc);
 }

@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "inspect_store.h"
+
 /* ---------------------------------------------------------------------- */
 /* Opening                                                                 */
 
@@ -72,6 +74,10 @@ int inspect_probe(const char *cmd, const char *path, int *kind) /* see inspect_r
     knit_relay_store_t *rs = NULL;
     int rc, meta = 0;
 
+    if (inspect_store_is_uri(path)) {
+        *kind = INSPECT_KIND_RELAY; /* PostgreSQL: opened by inspect_store_open */
+        return 0;
+    }
     if (check_file(cmd, path) != 0)
         return INSPECT_EXIT_ERROR;
     rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
@@ -135,10 +141,12 @@ int inspect_open_replica(const char *cmd, const char *path,
     if (inspect_probe(cmd, path, &kind) != 0)
         return INSPECT_EXIT_ERROR;
     if (kind == INSPECT_KIND_RELAY) {
+        char shown[1024];
+        inspect_store_redact(path, shown, sizeof shown);
         inspect_err(cmd,
                     "'%s' is a relay store, not a replica (see 'sync-inspect relay' and "
                     "'sync-inspect digest --ns')",
-                    path);
+                    shown);
         return INSPECT_EXIT_ERROR;
     }
     memset(&o, 0, sizeof o);

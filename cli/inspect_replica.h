@@ -31,13 +31,15 @@ enum { INSPECT_KIND_REPLICA = 1, INSPECT_KIND_RELAY = 2 };
 /* Tells a replica from a relay store without changing either.  A missing
 ** file, a directory, a non-SQLite file, an SQLite file that is neither, or
 ** a file locked for longer than INSPECT_BUSY_MS is reported (inspect_err)
-** and gives INSPECT_EXIT_ERROR; else 0 and *kind. */
+** and gives INSPECT_EXIT_ERROR; else 0 and *kind.  A postgresql:// URI is
+** a relay store without a look (inspect_store_open checks it). */
 int inspect_probe(const char *cmd, const char *path, int *kind /* OUT */);
 
 /* Opens a replica read-only, or reports why not (INSPECT_EXIT_ERROR). */
 int inspect_open_replica(const char *cmd, const char *path, knit_t **out /* OUT */);
 
-/* Opens a relay store read-only, or reports why not (INSPECT_EXIT_ERROR). */
+/* Opens a relay store file read-only, or reports why not
+** (INSPECT_EXIT_ERROR); inspect_store_open opens a file or a URI. */
 int inspect_open_relay(const char *cmd, const char *path, knit_relay_store_t **out /* OUT */);
 
 /* Reports a failed knit call on k (its detailed message when it has one)

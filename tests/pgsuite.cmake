@@ -16,8 +16,6 @@ set(knit_pg_excluded
   failover.relay_killed_pg             # already on PostgreSQL: its own server, its own --store
   check_it.relay_restored_backup       # restores the relay from a copy of its SQLite file
   status_it.hostile_name_is_text       # writes a hostile row into the relay's SQLite file
-  schemas_it.two_schemas_then_one      # sync-inspect relay reads only a SQLite store file
-  schemas_it.bad_schema_refused        # sync-inspect relay reads only a SQLite store file
   identity_it.profile_without_webhooks # reads the identity index from the SQLite file (relay_pg.ident_*)
   identity_it.sign_in_then_webhooks    # reads the ident table of the SQLite file (relay_pg.webhook_*)
   identity_it.webhook_then_sign_in     # reads the ident table of the SQLite file

@@ -70,19 +70,19 @@ endif()
 # The PostgreSQL store (transport/relay/store_pg.h) against a real server
 # that each case starts (initdb in a temp dir, a Unix socket there, run as
 # nobody under root) and stops; skipped (77) without the server binaries.
-if(TARGET knit_relay_pg AND TARGET sync-relay AND TARGET sync-agent)
+if(TARGET knit_relay_pg AND TARGET sync-relay AND TARGET sync-agent AND TARGET sync-inspect)
   knit_test(relay_pg
     SOURCES integration/test_relay_pg.c integration/pg_fixture.c integration/sync_util.c integration/idp_util.c
     CASES same_as_sqlite concurrent_gapless newer_schema_refused backend_ops agents_converge
           two_relays_fanout ingest_rate pg_restart_mid_push pg_stall ident_same_as_sqlite
           schema_upgrade reject_state identity_restart webhook_profile_pg
-          webhook_erase_pg erase_cli_pg schema_upgrade_v2
+          webhook_erase_pg erase_cli_pg schema_upgrade_v2 inspect_cli_pg
     LIBS knit_relay_pg knit_relay PkgConfig::PC_pq Threads::Threads
     TIMEOUT 60)
   foreach(c same_as_sqlite concurrent_gapless newer_schema_refused backend_ops agents_converge
           two_relays_fanout ingest_rate pg_restart_mid_push pg_stall ident_same_as_sqlite
           schema_upgrade reject_state identity_restart webhook_profile_pg
-          webhook_erase_pg erase_cli_pg schema_upgrade_v2)
+          webhook_erase_pg erase_cli_pg schema_upgrade_v2 inspect_cli_pg)
     set_tests_properties(relay_pg.${c} PROPERTIES SKIP_RETURN_CODE 77)
   endforeach()
   # PostgreSQL restarted and stalled under a relay: more processes, longer.
@@ -92,6 +92,7 @@ if(TARGET knit_relay_pg AND TARGET sync-relay AND TARGET sync-agent)
   target_compile_definitions(test_relay_pg PRIVATE
     SYNC_RELAY_PATH="$<TARGET_FILE:sync-relay>"
     SYNC_AGENT_PATH="$<TARGET_FILE:sync-agent>"
-    JWT_MINT_PATH="${CMAKE_CURRENT_SOURCE_DIR}/integration/jwt_mint.py")
-  add_dependencies(test_relay_pg sync-relay sync-agent)
+    JWT_MINT_PATH="${CMAKE_CURRENT_SOURCE_DIR}/integration/jwt_mint.py"
+    SYNC_INSPECT_PATH="$<TARGET_FILE:sync-inspect>")
+  add_dependencies(test_relay_pg sync-relay sync-agent sync-inspect)
 endif()

@@ -459,6 +459,7 @@ int main(void)
     chmod(DIR_, 0755);
     pgfx_start(&PG); /* exits 77 without the server binaries */
     start_relays();
+    atexit(stop_relays); /* a run that dies (die, exit) leaves no relay behind */
     printf("bench_pg: %d clients, pushes of %d changes (units of %d), %d in flight each, "
            "%.0f s windows, median of %d\n",
            CLIENTS, PER_PUSH, PER_UNIT, WINDOW, secs, RUNS);

@@ -47,6 +47,11 @@
 **                       with nothing left; --undo
 **   schema_upgrade_v2   a schema 2 database gets the webhook tables at open;
 **                       the webhook seam's record, dedupe and rollback
+**   inspect_cli_pg      sync-inspect relay, relay ... schemas and digest on a
+**                       PostgreSQL store and a SQLite store fed the same
+**                       pushes, ids and devices: the same output; an empty
+**                       database is refused and left empty; a bad URI exits 2
+**                       naming the cause, its password never printed
 **
 ** Each case exits 77 (skipped) when the PostgreSQL server binaries are absent.
 */
@@ -76,6 +81,10 @@
 #include "webhook.h"
 #include "idp_util.h"
 #include "sync_util.h"
+
+#ifndef SYNC_INSPECT_PATH
+#define SYNC_INSPECT_PATH "sync-inspect"
+#endif
 
 #define NS "user:alice"
 #define NS2 "user:bob"
@@ -2297,8 +2306,232 @@ static void schema_upgrade_v2(void)
     pgfx_stop(&f);
 }
 
+/* ---------------------------------------------------------------------- */
+/* sync-inspect on PostgreSQL                                               */
+
+/* s with every occurrence of from replaced by to (malloc'd). */
+static char *replace_all(const char *s, const char *from, const char *to)
+{
+    size_t n = strlen(from), len = 0;
+    char *out = malloc(strlen(s) * (strlen(to) + 1) + 1); /* enough when n >= 1 */
+    CHECK(out != NULL && n > 0);
+    for (const char *p; (p = strstr(s, from)) != NULL; s = p + n) {
+        memcpy(out + len, s, (size_t)(p - s));
+        len += (size_t)(p - s);
+        memcpy(out + len, to, strlen(to));
+        len += strlen(to);
+    }
+    memcpy(out + len, s, strlen(s) + 1);
+    return out;
+}
+
+/* sync-inspect ARGS with STORE replaced by store; the exit code, and the
+** output (stdout and stderr) with store replaced by "STORE" (malloc'd). */
+static int inspect_on(const char *const *args, const char *store, char **out)
+{
+    const char *argv[10] = {SYNC_INSPECT_PATH};
+    char buf[65536];
+    int i, rc;
+    for (i = 0; args[i] && i < 8; i++)
+        argv[i + 1] = strcmp(args[i], "STORE") == 0 ? store : args[i];
+    argv[i + 1] = NULL;
+    rc = su_run(argv, 30000, buf, sizeof buf);
+    *out = replace_all(buf, store, "STORE");
+    return rc;
+}
+
+/* One push to both backends: the same answer (a refused one is refused by
+** both, with the same code). */
+static void commit_same(both_t *w, const char *ns, const knit_batch_t *b)
+{
+    knit_relay_push_t pa, pb;
+    memset(&pa, 0, sizeof pa);
+    memset(&pb, 0, sizeof pb);
+    pa.ns = pb.ns = ns;
+    pa.batch = pb.batch = b;
+    CHECK_OK(w->sq.commit(w->sq.data, &pa, NULL, NULL));
+    CHECK_OK(w->pg.commit(w->pg.data, &pb, NULL, NULL));
+    if (pa.code || pb.code)
+        printf("push to %s refused: SQLite %d %s, PostgreSQL %d %s\n", ns, pa.code, pa.msg, pb.code,
+               pb.msg);
+    CHECK_EQ_INT(pa.code, pb.code);
+    CHECK_EQ_INT(pa.res.last_seq, pb.res.last_seq);
+    knit_batch_free(pa.res.fanout);
+    knit_batch_free(pb.res.fanout);
+}
+
+/* A database on f's server: created empty, its URI into uri. */
+static void empty_db(const pgfx_t *f, const char *name, char *uri, size_t n)
+{
+    char sql[128];
+    PGconn *c = PQconnectdb(f->conninfo);
+    PGresult *r;
+    CHECK(PQstatus(c) == CONNECTION_OK);
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
+    r = PQexec(c, sql);
+    CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+    PQclear(r);
+    PQfinish(c);
+    snprintf(uri, n, "postgresql://knit@/%s?host=%s&port=5432", name, f->dir);
+}
+
+static void inspect_cli_pg(void)
+{
+    static const char *const listings[][6] = {
+        {"relay", "STORE", NULL},
+        {"relay", "--json", "STORE", NULL},
+        {"relay", "STORE", "schemas", NULL},
+        {"relay", "--json", "STORE", "schemas", NULL},
+        {"digest", "STORE", NULL},
+        {"digest", "--json", "STORE", NULL},
+        {"digest", "--ns", NS, "STORE", NULL},
+        {"digest", "--json", "--ns", NS2, "STORE", NULL},
+        {"digest", "--ns", "user:nobody", "STORE", NULL},
+        {"relay", "STORE", "devices", NULL},
+    };
+    static const int want_rc[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 2};
+    pgfx_t f;
+    char path[600], empty[700], bad[900], *a, *b;
+    uint8_t salt[KNIT_RELAY_SALT_LEN], hash[KNIT_RELAY_HASH_LEN];
+    both_t w;
+    knit_schema_t prof, plain;
+    knit_site_t s1 = site_n(1), s2 = site_n(2), s3 = site_n(3);
+    knit_rng_t r = {knit_test_seed()};
+    knit_batch_t *batch;
+
+    knit_test_case_seed(r.s);
+    pgfx_start(&f);
+    su_path(path, sizeof path, "relay.db");
+    open_both(&w, &f, path);
+
+    /* The same content in both: random pushes to two namespaces, one more
+    ** with a name outside ASCII, anonymous ids registered out of order,
+    ** devices on two schemas and one that reported none. */
+    rnd_reset();
+    for (int i = 0; i < 24; i++) {
+        batch = random_push(&r, i % 3 == 0);
+        commit_same(&w, i % 3 == 0 ? NS2 : NS, batch);
+        knit_batch_free(batch);
+    }
+    batch = push_new("org:caf\xc3\xa9");
+    CHECK_OK(knit_batch_begin(batch, 1));
+    add(batch, 0, 7, 0, null_v(), 1, 4242, 1);
+    add(batch, 0, 7, 1, ival(9), 1, 4242, 1);
+    commit_same(&w, "org:caf\xc3\xa9", batch);
+    knit_batch_free(batch);
+    memset(salt, 1, sizeof salt);
+    memset(hash, 2, sizeof hash);
+    CHECK_OK(w.sq.anon_put(w.sq.data, "zed-9", salt, hash, 1700000000000ULL));
+    CHECK_OK(w.pg.anon_put(w.pg.data, "zed-9", salt, hash, 1700000000000ULL));
+    CHECK_OK(w.sq.anon_put(w.sq.data, "Abe-1", salt, hash, 1700000001000ULL));
+    CHECK_OK(w.pg.anon_put(w.pg.data, "Abe-1", salt, hash, 1700000001000ULL));
+    schema_of(1, &prof);
+    schema_of(0, &plain);
+    CHECK_OK(w.sq.device_seen(w.sq.data, NS, &s1, &prof, "agent/1", 1700000002000ULL));
+    CHECK_OK(w.pg.device_seen(w.pg.data, NS, &s1, &prof, "agent/1", 1700000002000ULL));
+    CHECK_OK(w.sq.device_seen(w.sq.data, NS2, &s2, &plain, NULL, 1700000003000ULL));
+    CHECK_OK(w.pg.device_seen(w.pg.data, NS2, &s2, &plain, NULL, 1700000003000ULL));
+    CHECK_OK(w.sq.device_seen(w.sq.data, "anon:zed-9", &s3, NULL, "old/0", 1700000004000ULL));
+    CHECK_OK(w.pg.device_seen(w.pg.data, "anon:zed-9", &s3, NULL, "old/0", 1700000004000ULL));
+    CHECK_OK(w.sq.device_seen(w.sq.data, NS, &s3, &plain, "agent/2", 1700000005000ULL));
+    CHECK_OK(w.pg.device_seen(w.pg.data, NS, &s3, &plain, "agent/2", 1700000005000ULL));
+    close_both(&w);
+
+    /* The real sync-inspect on the file and on the URI: the same output,
+    ** but for the name of the store. */
+    for (size_t i = 0; i < sizeof listings / sizeof listings[0]; i++) {
+        int ra = inspect_on(listings[i], path, &a), rb = inspect_on(listings[i], f.uri, &b);
+        printf("[%s %s %s ...] exit %d:\n%s\n", listings[i][0], listings[i][1],
+               listings[i][2] ? listings[i][2] : "", rb, b);
+        if (strcmp(a, b) != 0)
+            fprintf(stderr, "SQLite (exit %d):\n%s\nPostgreSQL (exit %d):\n%s\n", ra, a, rb, b);
+        CHECK_EQ_INT(ra, want_rc[i]);
+        CHECK_EQ_INT(rb, want_rc[i]);
+        CHECK_STR(a, b);
+        free(a);
+        free(b);
+    }
+    /* What was compared is the content itself. */
+    {
+        const char *const args[] = {"relay", "STORE", NULL};
+        CHECK_EQ_INT(inspect_on(args, f.uri, &b), 0);
+        CHECK(
+            strstr(b,
+                   "relay       STORE\nnamespaces\n  org:caf\xc3\xa9: sequence 1, rows 1, cells 2\n"
+                   "  user:alice: sequence ") != NULL);
+        CHECK(strstr(b, "anonymous ids\n  Abe-1: registered 2023-11-14T22:13:21.000Z\n"
+                        "  zed-9: registered 2023-11-14T22:13:20.000Z\n") != NULL);
+        free(b);
+    }
+    {
+        const char *const args[] = {"relay", "STORE", "schemas", NULL};
+        CHECK_EQ_INT(inspect_on(args, f.uri, &b), 0);
+        CHECK(strstr(b, "schema a1a1a1a1a1a1a1a1 (first seen 2023-11-14T22:13:22.000Z, 1 device)\n"
+                        "    items: key id; columns name lww, tags orset\n") != NULL);
+        CHECK(strstr(b, "no schema reported (older clients, 1 device)\n  devices\n"
+                        "    anon:zed-9 site ") != NULL);
+        CHECK(strstr(b, "2 devices)") != NULL);
+        free(b);
+    }
+
+    /* A password in a URI that works is not shown either. */
+    {
+        const char *const args[] = {"relay", "--json", "STORE", "schemas", NULL};
+        char *q = replace_all(f.uri, "knit@", "knit:Hunter2secret@");
+        CHECK_EQ_INT(inspect_on(args, q, &a), 0);
+        CHECK(strstr(a, "{\"relay\": \"postgresql://knit:***@/postgres?host=") != NULL);
+        CHECK(strstr(a, "Hunter2") == NULL);
+        free(a);
+        free(q);
+    }
+
+    /* Read-only: an empty database is refused and stays empty. */
+    empty_db(&f, "empty", empty, sizeof empty);
+    {
+        const char *const args[] = {"relay", "STORE", NULL};
+        CHECK_EQ_INT(inspect_on(args, empty, &b), 2);
+        printf("empty database: %s\n", b);
+        CHECK(strstr(b, "is not a knit relay store") != NULL);
+        free(b);
+        PGconn *c;
+        PGresult *q;
+        snprintf(bad, sizeof bad, "dbname=empty host=%s port=5432 user=knit", f.dir);
+        c = PQconnectdb(bad);
+        CHECK(PQstatus(c) == CONNECTION_OK);
+        q = PQexec(c, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'knit%'");
+        CHECK(PQresultStatus(q) == PGRES_TUPLES_OK);
+        CHECK_STR(PQgetvalue(q, 0, 0), "0");
+        PQclear(q);
+        PQfinish(c);
+    }
+
+    /* A URI that fails: exit 2, a message naming the cause, no password. */
+    {
+        static const char *const forms[] = {
+            "postgresql://knit:Hunter2secret@/nosuchdb?host=%s&port=5432",
+            "postgres://knit@/nosuchdb?host=%s&password=Hunter2secret&port=5432",
+            "postgresql://knit:Hunter2%%73ecret@/nosuchdb?host=%s&port=5432",
+            "postgresql://knit:Hunter2secret@/nosuchdb?host=%s&bogus%%zz=1",
+        };
+        for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+            const char *const relay[] = {"relay", "STORE", NULL};
+            const char *const digest[] = {"digest", "--ns", NS, "STORE", NULL};
+            snprintf(bad, sizeof bad, forms[i], f.dir);
+            for (int k = 0; k < 2; k++) {
+                CHECK_EQ_INT(inspect_on(k ? digest : relay, bad, &b), 2);
+                printf("bad URI %zu: %s\n", i, b);
+                CHECK(strstr(b, "Hunter2") == NULL);
+                CHECK(strstr(b, "sync-inspect: ") != NULL);
+                CHECK(strstr(b, i < 3 ? "nosuchdb" : "invalid") != NULL);
+                free(b);
+            }
+        }
+    }
+    pgfx_stop(&f);
+}
+
 KNIT_TESTS(T(same_as_sqlite), T(concurrent_gapless), T(newer_schema_refused), T(backend_ops),
            T(agents_converge), T(two_relays_fanout), T(ingest_rate), T(pg_restart_mid_push),
            T(pg_stall), T(ident_same_as_sqlite), T(schema_upgrade), T(reject_state),
            T(identity_restart), T(webhook_profile_pg), T(webhook_erase_pg), T(erase_cli_pg),
-           T(schema_upgrade_v2))
+           T(schema_upgrade_v2), T(inspect_cli_pg))

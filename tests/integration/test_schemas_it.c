@@ -12,6 +12,9 @@
 **                         applied.
 **   bad_schema_refused    a HELLO whose schema does not match its
 **                         fingerprint gets ERROR KNIT_EPROTO naming it.
+**
+** Under KNIT_TEST_STORE=pg (tests/pgsuite.cmake) the relay keeps its store
+** in PostgreSQL, and `sync-inspect relay` is given that database's URI.
 */
 #include "test.h"
 
@@ -21,12 +24,16 @@
 #include "knit.h"
 #include "sync_util.h"
 #include "wire_client.h"
+#ifdef KNIT_TEST_PG
+#include "test_store.h"
+#endif
 
 #ifndef SYNC_INSPECT_PATH
 #define SYNC_INSPECT_PATH "sync-inspect"
 #endif
 
 static char g_data[512], g_secret[512], g_token[512];
+static const char *g_store; /* what sync-inspect relay reads: g_data or its URI */
 static su_relay_t g_relay;
 
 static void relay_up(void)
@@ -37,6 +44,11 @@ static void relay_up(void)
     CHECK_OK(su_write_secret(g_secret));
     CHECK_OK(su_write_token(g_secret, "alice", g_token));
     CHECK_OK(su_relay_start(&g_relay, 0, g_data, g_secret, NULL));
+    g_store = g_data;
+#ifdef KNIT_TEST_PG
+    if (ts_pg())
+        g_store = ts_store_uri(g_data); /* the database su_relay_start gave it */
+#endif
 }
 
 static void relay_down(void)
@@ -173,7 +185,7 @@ static void two_schemas_then_one(void)
     /* The operator's view: two fingerprints, each with its columns and its
     ** device. */
     {
-        const char *args[] = {"relay", g_data, "schemas", NULL};
+        const char *args[] = {"relay", g_store, "schemas", NULL};
         CHECK_EQ_INT(inspect(args, out, sizeof out), 0);
         CHECK_EQ_INT(count_of(out, "\nschema "), 2);
         section(out, fpa, sec, sizeof sec);
@@ -186,7 +198,7 @@ static void two_schemas_then_one(void)
         CHECK(strstr(sec2, siteb) != NULL && strstr(sec2, sitea) == NULL);
     }
     {
-        const char *args[] = {"relay", "--json", g_data, "schemas", NULL};
+        const char *args[] = {"relay", "--json", g_store, "schemas", NULL};
         CHECK_EQ_INT(inspect(args, out, sizeof out), 0);
         CHECK_EQ_INT(count_of(out, "\"fingerprint\": \""), 2);
         CHECK_EQ_INT(count_of(out, "\"principal\": \"user:alice\""), 2);
@@ -219,7 +231,7 @@ static void two_schemas_then_one(void)
     rc = run_once(b, out, sizeof out);
     CHECK_EQ_INT(rc, 0);
     {
-        const char *args[] = {"relay", g_data, "schemas", NULL};
+        const char *args[] = {"relay", g_store, "schemas", NULL};
         CHECK_EQ_INT(inspect(args, out, sizeof out), 0);
         CHECK_EQ_INT(count_of(out, "\nschema "), 1);
         section(out, fpa, sec, sizeof sec);
@@ -299,7 +311,7 @@ static void bad_schema_refused(void)
     /* The good device is recorded; the refused one is not. */
     {
         char out[8192], fp[17];
-        const char *args[] = {"relay", g_data, "schemas", NULL};
+        const char *args[] = {"relay", g_store, "schemas", NULL};
         knit__schema_fp_hex(sc->fp, fp);
         CHECK_EQ_INT(inspect(args, out, sizeof out), 0);
         CHECK(strstr(out, fp) != NULL);

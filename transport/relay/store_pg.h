@@ -100,6 +100,26 @@ struct knit_webhook_store_s;
 KNIT_EXTERN void knit_pg_store_webhooks(knit_pg_store_t *s,
                                         struct knit_webhook_store_s *w /* OUT */);
 
+/* sync-inspect's view (relay_store.h's listings, on PostgreSQL).
+** open_readonly connects as knit_pg_store_open does but only checks the
+** schema: KNIT_ENOTREPLICA for a database without one, KNIT_EVERSION for
+** any other version than KNIT_PG_SCHEMA_VERSION (an older one is upgraded
+** by sync-relay, not here); every transaction of the session is read-only.
+** list, list_anon and list_schemas are knit_relay_store_list, _list_anon
+** and _list_schemas: the same calls in the same order on the same content,
+** never a salt or hash; a non-zero return from fn stops the walk and is
+** returned. */
+struct knit_relay_schema_info_s;
+KNIT_EXTERN int knit_pg_store_open_readonly(const char *conninfo, knit_pg_store_t **out /* OUT */);
+KNIT_EXTERN int knit_pg_store_list(knit_pg_store_t *s, knit_relay_ns_fn fn, void *data);
+KNIT_EXTERN int knit_pg_store_list_anon(knit_pg_store_t *s,
+                                        int (*fn)(void *data, const char *id, uint64_t created_ms),
+                                        void *data);
+KNIT_EXTERN int knit_pg_store_list_schemas(knit_pg_store_t *s,
+                                           int (*fn)(void *data,
+                                                     const struct knit_relay_schema_info_s *info),
+                                           void *data);
+
 /* Fills *b with s as a store backend, every operation completing at once. */
 KNIT_EXTERN void knit_pg_store_backend(knit_pg_store_t *s, knit_relay_backend_t *b /* OUT */);
 
