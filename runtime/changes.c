@@ -350,16 +350,32 @@ int knit_poll(knit_t *k) /* see knit.h */
     sqlite3_finalize(st);
     if (dv == k->data_version)
         return 0;
+    /* Until this poll has done its work: a poll that fails (another writer
+    ** held the file past the busy timeout) leaves the commits it saw to be
+    ** found again by the next one, not only after the next commit. */
+    int seen = k->data_version;
     k->data_version = dv;
     unsigned notified = k->notified;
-    if ((rc = knit__load_tables(k)) != 0) /* may repair capture and report it */
+    if ((rc = knit__load_tables(k)) != 0) { /* may repair capture and report it */
+        k->data_version = seen;
         return rc;
+    }
     uint64_t before = k->seen_version, now = 0;
-    if (!k->readonly) {
+    /* Another connection that stamps its own writes (an app that loads
+    ** knit) leaves nothing to stamp: then no write lock is taken, so a
+    ** poll never waits for, nor holds up, the app's next transaction. */
+    int stamp = !k->readonly;
+    if (stamp && (rc = knit__stamp_needed(k, &stamp)) != 0) {
+        k->data_version = seen;
+        return rc;
+    }
+    if (stamp) {
         /* Local writes by others: stamp them (this reports them). */
         size_t n = 0;
-        if ((rc = knit__begin(k)) != 0)
+        if ((rc = knit__begin(k)) != 0) {
+            k->data_version = seen;
             return rc;
+        }
         uint64_t v0;
         knit_version(k, &v0);
         if (v0 > before && (rc = foreign_changes(k, before)) == 0)
@@ -370,14 +386,17 @@ int knit_poll(knit_t *k) /* see knit.h */
             rc = knit__commit(k);
         if (rc) {
             knit__rollback(k);
+            k->data_version = seen;
             return rc;
         }
     } else {
         knit_version(k, &now);
         if (now > before && (rc = foreign_changes(k, before)) == 0)
             k->ev_remote = 1;
-        if (rc)
+        if (rc) {
+            k->data_version = seen;
             return rc;
+        }
     }
     knit__notify(k);
     /* Rollbacks the leader made are announced to this handle too (reject.c

@@ -266,6 +266,11 @@ KNIT_EXTERN int knit_namespace(knit_t *k, char *buf, size_t n);
 KNIT_EXTERN int knit_cursor(knit_t *k, const char *ns, uint64_t *seq /* OUT */);
 /* Local changes with version <= version are acknowledged (durable). */
 KNIT_EXTERN int knit_ack(knit_t *k, uint64_t version);
+/* How long knit's writes on k wait for another connection's write
+** transaction before failing with KNIT_EBUSY (knit_options_t's
+** busy_timeout_ms; 0: not at all).  Returns the previous value; ms < 0
+** changes nothing. */
+KNIT_EXTERN int knit_busy_timeout(knit_t *k, int ms);
 /* Highest acknowledged local version. */
 KNIT_EXTERN int knit_acked(knit_t *k, uint64_t *out /* OUT */);
 /* Like knit_apply, and in the same transaction sets ns's cursor to seq,

@@ -123,6 +123,8 @@ struct knit_s {
     int schema_cookie;        /* PRAGMA schema_version the cache was built at */
     int aside_cookie;         /* schema_cookie when set-aside changes were last retried */
     int data_version;         /* PRAGMA data_version last seen by knit_poll */
+    int busy_ms;              /* how long to wait for another writer (busy_wait) */
+    double busy_since;        /* when the current wait began (monotonic s) */
     uint64_t seen_version;    /* knit version last reported to the callback */
     int64_t seen_rejected;    /* newest _knit_rejected.id announced (reject.c note 7) */
     int ev_local;             /* local writes stamped since the last notification */
@@ -360,6 +362,9 @@ int knit__load_tables(knit_t *k);
 ** sync client calls it before it reports "synced". */
 int knit__capture_current(knit_t *k);
 int knit__stamp_locked(knit_t *k, size_t *rows_out); /* inside a write txn */
+/* *needed = 0 when a stamp would find nothing to do: every capture is
+** sound and every capture log empty.  Reads only. */
+int knit__stamp_needed(knit_t *k, int *needed);
 int knit__tick(knit_t *k, uint64_t *out);
 int knit__next_version(knit_t *k, uint64_t *out);
 

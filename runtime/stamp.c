@@ -375,24 +375,52 @@ int knit__capture_current(knit_t *k)
     return 0;
 }
 
+/* The newest seq of t's capture log; *empty when it holds nothing. */
+static int log_max(knit_t *k, ktable_t *t, int64_t *max, int *empty)
+{
+    int rc;
+    if (!t->st[ST_LOGMAX]) {
+        sqlite3_str *q = sqlite3_str_new(NULL);
+        sqlite3_str_appendf(q, "SELECT max(seq) FROM _knit_log_%d", t->id);
+        if ((rc = knit__prepare_str(k, &t->st[ST_LOGMAX], q)) != 0)
+            return rc;
+    }
+    rc = sqlite3_step(t->st[ST_LOGMAX]);
+    *max = rc == SQLITE_ROW ? sqlite3_column_int64(t->st[ST_LOGMAX], 0) : 0;
+    *empty = rc != SQLITE_ROW || sqlite3_column_type(t->st[ST_LOGMAX], 0) == SQLITE_NULL;
+    sqlite3_reset(t->st[ST_LOGMAX]);
+    return rc == SQLITE_ROW ? 0 : knit__dberr(k, rc, "reading the capture log");
+}
+
+int knit__stamp_needed(knit_t *k, int *needed) /* see replica.h */
+{
+    int rc;
+    *needed = 0;
+    for (size_t i = 0; i < k->ntables; i++)
+        if (k->tables[i].capture != KNIT_CAPTURE_OK) {
+            *needed = 1; /* a repair, or a broken capture to report */
+            return 0;
+        }
+    for (size_t i = 0; i < k->ntables && !*needed; i++) {
+        int64_t max;
+        int empty;
+        if ((rc = log_max(k, &k->tables[i], &max, &empty)) != 0)
+            return rc;
+        *needed = !empty;
+    }
+    return 0;
+}
+
 /* Folds every table's log into its metadata (design notes 1 to 3). */
 static int fold_logs(knit_t *k, stamp_t *sp)
 {
     int rc;
     for (size_t i = 0; i < k->ntables; i++) {
         ktable_t *t = &k->tables[i];
-        if (!t->st[ST_LOGMAX]) {
-            sqlite3_str *q = sqlite3_str_new(NULL);
-            sqlite3_str_appendf(q, "SELECT max(seq) FROM _knit_log_%d", t->id);
-            if ((rc = knit__prepare_str(k, &t->st[ST_LOGMAX], q)) != 0)
-                return rc;
-        }
-        rc = sqlite3_step(t->st[ST_LOGMAX]);
-        int64_t max = rc == SQLITE_ROW ? sqlite3_column_int64(t->st[ST_LOGMAX], 0) : 0;
-        int empty = rc != SQLITE_ROW || sqlite3_column_type(t->st[ST_LOGMAX], 0) == SQLITE_NULL;
-        sqlite3_reset(t->st[ST_LOGMAX]);
-        if (rc != SQLITE_ROW)
-            return knit__dberr(k, rc, "reading the capture log");
+        int64_t max;
+        int empty;
+        if ((rc = log_max(k, t, &max, &empty)) != 0)
+            return rc;
         if (empty)
             continue;
         if (!sp->ver) {

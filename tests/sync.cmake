@@ -10,7 +10,7 @@ knit_test(proto_client
         backoff_full_jitter relay_error_fatal protocol_violations stop_drains
         watermark_saved_lazily reconnect_rereads alloc_failures claim_in_hello
         claim_moves_before_reads claim_move_failure_claims_again claim_refused
-        reject_changes_rolled_back reject_rollback_failure_halts
+        reject_changes_rolled_back reject_rollback_failure_halts busy_replica_never_blocks
   TIMEOUT 60
   LIBS knit_static)
 

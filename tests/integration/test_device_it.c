@@ -359,6 +359,7 @@ typedef struct stress_s {
     long max_conns;    /* most relay connections seen at once */
     long max_sessions; /* most sessions seen at once */
     long samples;      /* /metrics reads */
+    long doubled;      /* reads that counted two connections */
 } stress_t;
 
 typedef struct writer_arg_s {
@@ -390,6 +391,7 @@ static void *monitor(void *arg)
                 s->max_conns = c;
             if (n > s->max_sessions)
                 s->max_sessions = n;
+            s->doubled += c == 2;
             s->samples++;
         }
         usleep(2000);
@@ -452,10 +454,16 @@ static void kill_leaders_stress(void)
     long total = s.written[0] + s.written[1] + s.written[2] + s.written[3];
     fprintf(stderr,
             "stress: %d kills, takeover mean %.1f ms, worst %.1f ms; %ld rows by 4 writers; "
-            "/metrics read %ld times: at most %ld connections, %ld sessions\n",
-            kills, sum / kills, worst, total, s.samples, s.max_conns, s.max_sessions);
+            "/metrics read %ld times: at most %ld connections (2 in %ld reads), %ld sessions\n",
+            kills, sum / kills, worst, total, s.samples, s.max_conns, s.doubled, s.max_sessions);
     CHECK(s.samples > 100);
-    CHECK(s.max_conns <= 1);
+    /* A killed leader's socket is closed by its kernel, but the relay counts
+    ** it until its loop reads the EOF; the next leader can connect first
+    ** (its lock was released by the same exit).  So two connections may be
+    ** seen for an instant after a kill, never for long: at most one read in
+    ** 50 (50 kills in ~2 s of reads), never three. */
+    CHECK(s.max_conns <= 2);
+    CHECK(s.doubled * 50 <= s.samples);
     CHECK(s.max_sessions <= 1); /* takeover times are printed, not asserted */
     /* Everything reaches the second device. */
     {

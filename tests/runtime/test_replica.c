@@ -423,8 +423,47 @@ static void notify_other_connections(void)
     rt_done();
 }
 
+/* A poll takes the write lock only when it has something to stamp: writes
+** another knit handle stamped are reported while an app holds the file in
+** a transaction; writes it must stamp wait, and a poll that gave up on the
+** lock finds them again once the file is free, without another commit. */
+static void poll_needs_no_write_lock(void)
+{
+    rt_init();
+    knit_t *k = rt_open("a.db"), *app = rt_open("a.db");
+    rt_exec(k, "CREATE TABLE t(id TEXT PRIMARY KEY, a)");
+    CHECK_OK(knit_track(k, "t", NULL));
+    knit_busy_timeout(k, 50);
+    CHECK_EQ_INT(knit_busy_timeout(k, -1), 50);
+    knit_on_change(k, on_change, NULL);
+    events = 0;
+    sqlite3 *db = rt_plain("a.db"), *holder = rt_plain("a.db");
+    rt_plain_ok(db, "INSERT INTO t VALUES ('a', 1)");
+    CHECK(knit_stamp(app) == 1); /* the app stamps its own write */
+    rt_plain_ok(holder, "BEGIN IMMEDIATE");
+    CHECK_EQ_INT(knit_poll(k), 1); /* reported, no lock needed */
+    CHECK_EQ_INT(events, 1);
+    CHECK_EQ_INT(event_rows, 1);
+    rt_plain_ok(holder, "COMMIT");
+    /* A write nobody stamped: the poll needs the lock and cannot have it. */
+    rt_plain_ok(db, "INSERT INTO t VALUES ('b', 2)");
+    rt_plain_ok(holder, "BEGIN IMMEDIATE");
+    CHECK_EQ_INT(knit_poll(k), KNIT_EBUSY);
+    CHECK_EQ_INT(events, 1);
+    rt_plain_ok(holder, "ROLLBACK");
+    CHECK_EQ_INT(knit_poll(k), 1); /* found again: nothing was committed since */
+    CHECK_EQ_INT(events, 2);
+    CHECK_EQ_INT(event_rows, 1);
+    CHECK_EQ_INT(knit_poll(k), 0);
+    sqlite3_close(db);
+    sqlite3_close(holder);
+    knit_close(app);
+    knit_close(k);
+    rt_done();
+}
+
 KNIT_TESTS(T(open_create_reopen), T(open_refuses_garbage_unchanged), T(open_refuses_newer_metadata),
            T(copy_takes_new_site), T(track_refusals), T(track_backfills_and_retracks),
            T(capture_plain_connection), T(capture_sqlite3_shell), T(orset_refuses_non_arrays),
            T(stamp_orders_ops_on_one_row), T(open_keeps_other_connections_locks),
-           T(notify_other_connections))
+           T(notify_other_connections), T(poll_needs_no_write_lock))

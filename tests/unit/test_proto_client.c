@@ -43,9 +43,15 @@ typedef struct fake_s {
     size_t rejected_n;      /* the last one's refusals */
     size_t rejected_first;  /* its first refused change */
     int rejected_rc;        /* what io.rejected returns */
+    int busy_acks;          /* io.acked answers KNIT_EBUSY this many more times */
+    int nbusy_acks;         /* and did */
+    int busy_saves;         /* io.save_cursor answers KNIT_EBUSY this many more times */
+    int nsave;              /* io.save_cursor calls */
+    uint64_t saved_to;      /* the last cursor it saved */
 } fake_t;
 
 static int g_with_rejected; /* make_with installs io.rejected */
+static int g_with_save;     /* make_with installs io.save_cursor */
 
 static void note(fake_t *f, char what)
 {
@@ -112,9 +118,28 @@ static int f_apply(void *d, const char *ns, uint64_t from, uint64_t to, const kn
     return 0;
 }
 
+static int f_save_cursor(void *d, const char *ns, uint64_t from, uint64_t to)
+{
+    fake_t *f = d;
+    (void)ns;
+    (void)from;
+    f->nsave++;
+    if (f->busy_saves > 0) {
+        f->busy_saves--;
+        return KNIT_EBUSY;
+    }
+    f->saved_to = to;
+    return 0;
+}
+
 static int f_acked(void *d, uint64_t v)
 {
     fake_t *f = d;
+    if (f->busy_acks > 0) {
+        f->busy_acks--;
+        f->nbusy_acks++;
+        return KNIT_EBUSY;
+    }
     CHECK(f->nacked < MAXREC);
     if (f->nacked)
         CHECK(v > f->acked[f->nacked - 1]); /* the watermark only moves forward */
@@ -168,6 +193,7 @@ static knit_client_t *make_with(fake_t *f, uint64_t acked, uint64_t seed, const 
     io.acked = f_acked;
     io.event = f_event;
     io.rejected = g_with_rejected ? f_rejected : NULL;
+    io.save_cursor = g_with_save ? f_save_cursor : NULL;
     io.data = f;
     CHECK_OK(knit_client_new(&cfg, &io, &c));
     f->c = c;
@@ -1365,6 +1391,87 @@ static void reject_changes_rolled_back(void)
     knit_client_free(c);
 }
 
+/* An ACK naming its sequences: the push took first..last. */
+static void ack_seqs(knit_client_t *c, uint64_t id, uint64_t first, uint64_t last, uint64_t now)
+{
+    knit_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.type = KNIT_MSG_ACK;
+    m.u.ack.id = id;
+    m.u.ack.durable = 1;
+    m.u.ack.first_seq = first;
+    m.u.ack.last_seq = last;
+    feed(c, &m, now);
+}
+
+/* Pushes one unit of version v; returns the PUSH's id. */
+static uint64_t push_one(knit_client_t *c, uint64_t v, uint64_t now)
+{
+    knit_msg_t m[8];
+    knit_client_local_changed(c);
+    CHECK(offer(c, mkbatch("user:alice", NULL, 1, 2, v), v, now));
+    CHECK_EQ_INT(take(c, m, 8), 1);
+    CHECK_EQ_INT(m[0].type, KNIT_MSG_PUSH);
+    uint64_t id = m[0].u.push.id;
+    free_msgs(m, 1);
+    return id;
+}
+
+/* Design note 12: a replica in an app's transaction refuses the watermark
+** and the cursor past own pushes at once; the engine goes on and saves them
+** SAVE_RETRY_MS (5 ms) later, not at the next flush a second later; a
+** DELTAS continues from the cursor in memory and saves it; the end of the
+** session saves what is left, through io.apply. */
+static void busy_replica_never_blocks(void)
+{
+    fake_t f;
+    g_with_save = 1;
+    knit_client_t *c = ready(&f, 0, 1000);
+    g_with_save = 0;
+    catch_up(c, &f, 2);
+
+    uint64_t id = push_one(c, 1, 10);
+    f.busy_acks = 1;
+    f.busy_saves = 1;
+    ack_seqs(c, id, 1, 1, 20);
+    CHECK_EQ_INT(f.nsave, 1);      /* tried at once */
+    CHECK_EQ_INT(f.nbusy_acks, 1); /* likewise */
+    CHECK_EQ_INT(f.nacked, 0);
+    CHECK(knit_client_tick(c, 21) <= 25); /* wake me in 5 ms */
+    CHECK_EQ_INT(f.nsave, 1);
+    knit_client_tick(c, 25);
+    CHECK_EQ_INT(f.nsave, 2);
+    CHECK_EQ_INT(f.saved_to, 1);
+    CHECK_EQ_INT(f.nacked, 1);
+    CHECK_EQ_INT(f.acked[0], 1);
+    CHECK_EQ_INT(f.napply, 0); /* nothing was applied for our own unit */
+
+    /* Busy for good: another device's unit after ours applies from the
+    ** cursor in memory, and saves it. */
+    id = push_one(c, 2, 30);
+    f.busy_saves = 1000;
+    ack_seqs(c, id, 2, 2, 31);
+    int tries = f.nsave;
+    deltas(c, 2, 3, 2, 0, 32);
+    CHECK_EQ_INT(f.napply, 1);
+    CHECK_EQ_INT(f.apply_from[0], 2);
+    CHECK_EQ_INT(f.apply_to[0], 3);
+    knit_client_tick(c, 100);
+    CHECK_EQ_INT(f.nsave, tries); /* nothing left to save */
+
+    /* Still busy: the session's end saves through io.apply, which waits. */
+    id = push_one(c, 3, 110);
+    ack_seqs(c, id, 4, 4, 111);
+    CHECK(f.nsave > tries);
+    CHECK_EQ_INT(f.napply, 1);
+    knit_client_lost(c, 120, KNIT_ECLOSED, NULL);
+    CHECK_EQ_INT(f.napply, 2);
+    CHECK_EQ_INT(f.apply_from[1], 3);
+    CHECK_EQ_INT(f.apply_to[1], 4);
+    CHECK_EQ_INT(f.apply_n[1], 0);
+    knit_client_free(c);
+}
+
 /* When the rollback fails the changes stay pending and pushing stops. */
 static void reject_rollback_failure_halts(void)
 {
@@ -1394,4 +1501,5 @@ KNIT_TESTS(T(handshake), T(push_and_ack), T(ack_in_order), T(answers_out_of_orde
            T(backoff_full_jitter), T(relay_error_fatal), T(protocol_violations), T(stop_drains),
            T(watermark_saved_lazily), T(reconnect_rereads), T(alloc_failures), T(claim_in_hello),
            T(claim_moves_before_reads), T(claim_move_failure_claims_again), T(claim_refused),
-           T(reject_changes_rolled_back), T(reject_rollback_failure_halts))
+           T(reject_changes_rolled_back), T(reject_rollback_failure_halts),
+           T(busy_replica_never_blocks))

@@ -728,12 +728,34 @@ static void io_ack_seen(void *data, const char *ns, const knit_batch_t *b)
     }
 }
 
+/* The watermark, without waiting for an app's transaction (proto_client.c
+** design note 12), except when stopping. */
 static int io_acked(void *data, uint64_t version)
 {
     knit_sync_t *s = data;
+    int was = s->stop_req ? -1 : knit_busy_timeout(s->k, 0);
     int rc = knit_ack(s->k, version);
-    if (rc)
+    if (was >= 0)
+        knit_busy_timeout(s->k, was);
+    if (rc && rc != KNIT_EBUSY)
         slog(s, KNIT_SYNC_LOG_WARN, "recording the acknowledgement: %s", knit_errmsg(s->k));
+    return rc;
+}
+
+/* A cursor moved past own pushes, without waiting (design note 12 there). */
+static int io_save_cursor(void *data, const char *ns, uint64_t from, uint64_t to)
+{
+    knit_sync_t *s = data;
+    knit_batch_t *b = NULL;
+    knit_apply_stats_t st;
+    int rc = knit_batch_new(&b);
+    (void)from;
+    if (!rc) {
+        int was = knit_busy_timeout(s->k, 0);
+        rc = knit_apply_at(s->k, b, ns, to, &st);
+        knit_busy_timeout(s->k, was);
+    }
+    knit_batch_free(b);
     return rc;
 }
 
@@ -1405,6 +1427,7 @@ static int make_engine(knit_sync_t *s)
     io.claimed = io_claimed;
     io.apply = io_apply;
     io.acked = io_acked;
+    io.save_cursor = io_save_cursor;
     io.ack_seen = io_ack_seen;
     io.rejected = io_rejected;
     io.errmsg = io_errmsg;

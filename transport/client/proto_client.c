@@ -88,6 +88,18 @@
 **      inserted in one stamp and updated in another is sent once, not
 **      twice), and the relay gives the push one sequence and one DELTAS.
 **      A slot's covers is still the last version it holds whole.
+**  12. Bookkeeping never waits for the app.  A cursor moved past own pushes
+**      (note 7) and the watermark of an ACK are saved without waiting for
+**      another writer (io.save_cursor, io.acked): when an app is in the
+**      middle of its transactions the replica answers KNIT_EBUSY at once,
+**      and they are saved again SAVE_RETRY_MS later, while the loop goes on
+**      pushing and applying.  Waiting there blocked the loop for as long
+**      as the app kept writing.  Until saved, the replica holds an older
+**      cursor or watermark, which is safe: the next session re-reads own
+**      units it already holds (known, nothing changes) or pushes changes
+**      the relay already has (merged again, nothing changes).  A DELTAS
+**      applied saves its cursor with it, and the end of a session saves
+**      what is left, waiting.
 **
 ** States (transitions name the functions that make them):
 **
@@ -121,6 +133,7 @@ enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
 #define DEF_RETRY_MS 500
 #define RETRY_MAX_MS 30000
 #define DEF_ACK_FLUSH_MS 1000
+#define SAVE_RETRY_MS 5 /* a busy replica: save the watermark or cursors again after (note 12) */
 #define DEF_CHECK_MS 300000 /* consistency check interval (note 10) */
 #define CHECK_RETRY_MS 1000 /* a check that could not compare is tried again */
 #define CHECK_BUCKETS 256   /* bucket digests asked for */
@@ -155,6 +168,7 @@ typedef struct own_s {
 typedef struct sub_s {
     char *ns;           /* namespace, owned */
     uint64_t cursor;    /* last relay sequence applied to the replica */
+    uint64_t saved;     /* the cursor the replica holds (note 12) */
     int caught_up;      /* the relay said catch-up is complete */
     int resub;          /* a gap was seen and SUBSCRIBE sent (design note 3) */
     own_t own[MAX_OWN]; /* own ranges, sorted, disjoint, not adjacent (note 7) */
@@ -198,6 +212,8 @@ struct knit_client_s {
     uint64_t reported;                 /* last value io.acked accepted */
     uint64_t ceiling;                  /* the watermark may not pass this (note 1) */
     uint64_t last_flush;               /* when the watermark was last reported */
+    uint64_t ack_retry_at;             /* a busy replica refused it: try then (note 12) */
+    uint64_t save_retry_at;            /* cursors wait to be saved until then (note 12) */
     size_t push_limit;                 /* changes per push this session */
     uint64_t next_id;                  /* last batch id used */
     int dirty;                         /* local changes may be waiting to be read */
@@ -489,8 +505,12 @@ static void slot_release(slot_t *s)
 }
 
 /* Forgets everything of the session (design note 2). */
+static void save_cursors(knit_client_t *c, uint64_t now, int wait);
+
 static void session_reset(knit_client_t *c)
 {
+    save_cursors(c, 0, 1); /* note 12: the next session starts from them */
+    c->save_retry_at = 0;
     for (size_t i = 0; i < c->nslots; i++)
         slot_release(&c->slots[i]);
     c->nslots = 0;
@@ -529,9 +549,11 @@ static void report_acks(knit_client_t *c, uint64_t now)
     if (target <= c->reported)
         return;
     rc = c->io.acked ? c->io.acked(c->io.data, target) : 0;
+    c->ack_retry_at = rc == KNIT_EBUSY ? now + SAVE_RETRY_MS : 0; /* note 12 */
     if (rc) {
-        logf_(c, LOG_WARN, "cannot record acknowledged version %llu: %s (will retry)",
-              (unsigned long long)target, knit_strerror(rc));
+        if (rc != KNIT_EBUSY)
+            logf_(c, LOG_WARN, "cannot record acknowledged version %llu: %s (will retry)",
+                  (unsigned long long)target, knit_strerror(rc));
         return;
     }
     c->reported = target;
@@ -997,6 +1019,7 @@ static void on_welcome(knit_client_t *c, const knit_welcome_t *w, uint64_t now)
                 close_conn(c, rc, 0, msg);
                 return;
             }
+            s->saved = s->cursor;
             subs[i].ns = s->ns;
             subs[i].cursor = s->cursor;
         }
@@ -1109,28 +1132,58 @@ static void own_trim(sub_t *s, uint64_t upto)
     s->nown -= k;
 }
 
-/* Sets the cursor of s to `to` in the replica without applying anything
-** (an empty batch with its cursor). */
-static int move_cursor(knit_client_t *c, sub_t *s, uint64_t to)
+/* Saves the cursors that moved past own pushes (note 12).  wait = 0: without
+** waiting for another writer (io.save_cursor); wait = 1: through io.apply,
+** which waits, when the session ends. */
+static void save_cursors(knit_client_t *c, uint64_t now, int wait)
 {
-    knit_batch_t *b = NULL;
-    int rc = knit_batch_new(&b);
-    if (!rc && c->io.apply)
-        rc = c->io.apply(c->io.data, s->ns, s->cursor, to, b);
-    knit_batch_free(b);
-    if (rc) {
-        logf_(c, LOG_WARN, "cannot move the cursor of %s past our own pushes: %s", s->ns,
-              knit_strerror(rc));
-        return rc;
+    for (size_t i = 0; i < c->nsubs; i++) {
+        sub_t *s = &c->subs[i];
+        int rc = 0;
+        if (s->cursor == s->saved)
+            continue;
+        if (!wait && c->io.save_cursor) {
+            rc = c->io.save_cursor(c->io.data, s->ns, s->saved, s->cursor);
+        } else if (c->io.apply) {
+            knit_batch_t *b = NULL;
+            if ((rc = knit_batch_new(&b)) == 0)
+                rc = c->io.apply(c->io.data, s->ns, s->saved, s->cursor, b);
+            knit_batch_free(b);
+        }
+        if (rc) {
+            if (rc != KNIT_EBUSY)
+                logf_(c, LOG_WARN,
+                      "cannot save the cursor of %s past our own pushes: %s (will retry)", s->ns,
+                      knit_strerror(rc));
+            c->save_retry_at = now + (rc == KNIT_EBUSY ? SAVE_RETRY_MS : c->cfg.ack_flush_ms);
+            return;
+        }
+        s->saved = s->cursor;
+        /* Design note 5: the apply stamped local writes it found; read again. */
+        c->dirty_remote = 1;
     }
-    s->cursor = to;
-    /* Design note 5: the apply stamped local writes it found; read again. */
-    c->dirty_remote = 1;
+    c->save_retry_at = 0;
+}
+
+/* 1 while a cursor moved past own pushes is not saved yet. */
+static int cursors_unsaved(const knit_client_t *c)
+{
+    for (size_t i = 0; i < c->nsubs; i++)
+        if (c->subs[i].cursor != c->subs[i].saved)
+            return 1;
     return 0;
 }
 
+/* Moves the cursor of s to `to` without applying anything (note 12). */
+static void move_cursor(knit_client_t *c, sub_t *s, uint64_t to, uint64_t now)
+{
+    s->cursor = to;
+    if (now >= c->save_retry_at)
+        save_cursors(c, now, 0);
+}
+
 /* Moves the cursor past own ranges that continue it. */
-static void absorb(knit_client_t *c, sub_t *s)
+static void absorb(knit_client_t *c, sub_t *s, uint64_t now)
 {
     for (size_t i = 0; i < s->nown; i++) {
         const own_t *o = &s->own[i];
@@ -1139,8 +1192,7 @@ static void absorb(knit_client_t *c, sub_t *s)
         logf_(c, LOG_DEBUG, "%s: %llu..%llu are our own pushes; cursor %llu -> %llu", s->ns,
               (unsigned long long)o->first, (unsigned long long)o->last,
               (unsigned long long)s->cursor, (unsigned long long)o->last);
-        if (move_cursor(c, s, o->last) != 0)
-            return;
+        move_cursor(c, s, o->last, now);
     }
 }
 
@@ -1175,10 +1227,8 @@ static void on_deltas(knit_client_t *c, const knit_deltas_t *d, uint64_t now)
     }
     if (own_covers(s, d->from, d->to)) {
         /* The echo of our own units (design note 7): nothing to apply. */
-        if (d->to > s->cursor && move_cursor(c, s, d->to) != 0) {
-            close_conn(c, KNIT_EIO, 0, "cannot record the cursor");
-            return;
-        }
+        if (d->to > s->cursor)
+            move_cursor(c, s, d->to, now);
         c->st.echoes += d->batch->nchanges;
     } else if (d->batch->nchanges || d->to != s->cursor) {
         rc = c->io.apply ? c->io.apply(c->io.data, s->ns, d->from, d->to, d->batch) : 0;
@@ -1194,14 +1244,14 @@ static void on_deltas(knit_client_t *c, const knit_deltas_t *d, uint64_t now)
         ** relay restored from an older backup resends from 0, the cursor
         ** follows it down (PROTOCOL.md 6.2), so the consistency check's
         ** answer at the relay's sequence counts again. */
-        s->cursor = d->to;
+        s->cursor = s->saved = d->to;
         c->st.deltas++;
         c->st.delta_changes += d->batch->nchanges;
         if (d->batch->nchanges)
             c->dirty_remote = 1;
     }
     own_trim(s, d->to);
-    absorb(c, s);
+    absorb(c, s, now);
     s->resub = 0;
     if (d->caught_up && !s->caught_up) {
         s->caught_up = 1;
@@ -1250,7 +1300,7 @@ static void on_ack(knit_client_t *c, const knit_ack_t *a, uint64_t now)
         }
         if (sub) {
             own_add(sub, a->first_seq, a->last_seq);
-            absorb(c, sub);
+            absorb(c, sub, now);
         }
     }
     s->state = SLOT_ACKED;
@@ -1963,12 +2013,19 @@ uint64_t knit_client_tick(knit_client_t *c, uint64_t now) /* see proto_client.h 
         break;
     }
     /* Watermark moves without an ACK (reads that found nothing) are saved
-    ** now and then, not on every read. */
+    ** now and then, not on every read; one a busy replica refused, soon. */
     if ((c->durable < c->ceiling ? c->durable : c->ceiling) > c->reported) {
-        if (now - c->last_flush >= c->cfg.ack_flush_ms)
+        uint64_t due = c->ack_retry_at ? c->ack_retry_at : c->last_flush + c->cfg.ack_flush_ms;
+        if (now >= due)
             report_acks(c, now);
         else
-            SOONER(c->last_flush + c->cfg.ack_flush_ms);
+            SOONER(due);
+    }
+    if (cursors_unsaved(c)) {
+        if (now >= c->save_retry_at)
+            save_cursors(c, now, 0);
+        if (cursors_unsaved(c))
+            SOONER(c->save_retry_at);
     }
     check_synced(c);
     return next;

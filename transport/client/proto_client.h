@@ -115,8 +115,15 @@ typedef struct knit_client_io_s {
     int (*apply)(void *data, const char *ns, uint64_t from, uint64_t to, const knit_batch_t *b);
     /* Every local change with version <= version is acknowledged by the
     ** relay: record it durably (knit_ack).  A failure is retried later and
-    ** does not close the connection. */
+    ** does not close the connection; KNIT_EBUSY (the replica is in another
+    ** writer's transaction: the glue should not wait for it) is retried
+    ** within milliseconds, quietly. */
     int (*acked)(void *data, uint64_t version);
+    /* Set ns's cursor from `from` to `to` (a move past own pushes, design
+    ** note 12) without applying anything and without waiting for another
+    ** writer: KNIT_EBUSY when the replica is busy, tried again within
+    ** milliseconds.  May be NULL: io.apply with an empty batch is used. */
+    int (*save_cursor)(void *data, const char *ns, uint64_t from, uint64_t to);
     /* The detailed message of the request that just failed (e.g. SQLite's
     ** "NOT NULL constraint failed: kv.v" from knit_errmsg), or NULL / ""
     ** when there is none; valid until the next callback (may be NULL).  The

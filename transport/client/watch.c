@@ -18,6 +18,13 @@
 **   3. Sidecar files beside the replica (REPLICA.knit-lock,
 **      REPLICA.sync-status) are not the database: a name that continues
 **      the replica's with anything but '-' is ignored.
+**   4. A poll never waits on the loop for another writer: it runs with a
+**      busy timeout of 0, and when an app holds the file in a transaction
+**      (KNIT_EBUSY: there are writes to stamp, and the lock is taken) it
+**      is tried again every millisecond (after 200 ms of that every 5 ms,
+**      after 2 s every 20 ms) until it gets through, while the loop goes
+**      on with the connection.  knit_poll finds the same commits again
+**      after a failure.
 */
 #include <stdio.h>
 #include <string.h>
@@ -39,24 +46,40 @@ struct knit_watch_s {
     uv_fs_event_t fs;             /* the directory watch */
     int watching;                 /* fs was initialised */
     unsigned rechecks;            /* rechecks since the last watch event */
+    uint64_t busy_since;          /* loop time of the first busy poll in a row, 0: none */
     int open_handles;             /* not yet reported closed */
     int closing;                  /* knit_watch_stop was called */
     knit_watch_close_fn close_cb; /* called once everything is closed */
 };
 
+static void on_recheck(uv_timer_t *t);
+
 static int check(knit_watch_t *w)
 {
+    int was = knit_busy_timeout(w->k, 0); /* note 4 */
     int rc = knit_poll(w->k);
+    knit_busy_timeout(w->k, was);
     if (rc > 0 && w->conf.changed)
         w->conf.changed(w->conf.data);
+    if (rc == KNIT_EBUSY && !w->closing) {
+        uint64_t now = uv_now(w->recheck.loop);
+        if (!w->busy_since)
+            w->busy_since = now;
+        uint64_t waited = now - w->busy_since;
+        w->rechecks = 0;
+        uv_timer_start(&w->recheck, on_recheck, waited < 200 ? 1 : waited < 2000 ? 5 : 20, 0);
+    } else {
+        w->busy_since = 0;
+    }
     return rc;
 }
 
 static void on_recheck(uv_timer_t *t)
 {
     knit_watch_t *w = t->data;
-    if (check(w) > 0)
-        return;
+    int rc = check(w);
+    if (rc > 0 || rc == KNIT_EBUSY)
+        return; /* done, or tried again in 1 ms */
     if (++w->rechecks < RECHECKS)
         uv_timer_start(&w->recheck, on_recheck, (uint64_t)1 << w->rechecks, 0);
 }
@@ -70,10 +93,13 @@ static void on_fs(uv_fs_event_t *h, const char *filename, int events, int status
     if (filename && (strncmp(filename, w->base, w->baselen) != 0 ||
                      (filename[w->baselen] != '\0' && filename[w->baselen] != '-')))
         return; /* note 3 */
-    if (check(w) > 0) {
+    int rc = check(w);
+    if (rc > 0) {
         uv_timer_stop(&w->recheck);
         return;
     }
+    if (rc == KNIT_EBUSY)
+        return; /* tried again in 1 ms */
     w->rechecks = 0;
     uv_timer_start(&w->recheck, on_recheck, 1, 0);
 }
@@ -149,7 +175,8 @@ int knit_watch_start(uv_loop_t *loop, knit_t *k, unsigned poll_ms,
 
 void knit_watch_check(knit_watch_t *w) /* see knit_sync.h */
 {
-    if (w && !w->closing && check(w) <= 0) {
+    int rc;
+    if (w && !w->closing && (rc = check(w)) <= 0 && rc != KNIT_EBUSY) {
         w->rechecks = 0;
         uv_timer_start(&w->recheck, on_recheck, 1, 0);
     }
