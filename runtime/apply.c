@@ -136,7 +136,8 @@ typedef struct actx_s {
 
 static void row_release(arow_t *r)
 {
-    for (uint32_t c = 0; c < KNIT_MAX_COLS; c++) {
+    uint32_t n = r->t ? r->t->ncols : KNIT_MAX_COLS; /* json and sets are per column */
+    for (uint32_t c = 0; c < n; c++) {
         knit__free(r->json[c]);
         r->json[c] = NULL;
         if (r->loaded >> c & 1)
@@ -163,7 +164,7 @@ static int row_load(knit_t *k, ktable_t *t, const knit_value_t *pk, arow_t *r)
     r->pk = pk;
     r->wmask = r->smask = r->loaded = 0;
     r->dirty = 0;
-    memset(r->cells, 0, sizeof r->cells);
+    memset(r->cells, 0, (t->ncols + 1) * sizeof r->cells[0]);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         r->has_meta = 1;

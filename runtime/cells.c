@@ -140,7 +140,7 @@ static void fn_cells_new(sqlite3_context *ctx, int argc, sqlite3_value **argv)
                              sqlite3_value_int(argv[6]));
     kcell_t s = {hlc, (uint32_t)sqlite3_value_int64(argv[7]),
                  (uint64_t)sqlite3_value_int64(argv[8])};
-    memset(cells, 0, sizeof cells);
+    memset(cells, 0, (size_t)(ncols + 1) * sizeof cells[0]);
     if (op != KNIT_OP_UPDATE)
         cells[0] = s;
     for (int64_t i = 0; i < ncols && op != KNIT_OP_DELETE; i++)
