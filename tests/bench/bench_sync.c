@@ -180,6 +180,18 @@ typedef struct rc_s {
     int failed;             /* ERROR or a decode failure */
 } rc_t;
 
+/* A token for user sub in the file path, as sync-agent --token-file reads. */
+static void write_token(const char *path, const char *sub)
+{
+    char *t = mint(sub);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        die(path);
+    fprintf(f, "%s\n", t);
+    fclose(f);
+    knit__free(t);
+}
+
 static int rc_connect(rc_t *c, int port)
 {
     struct sockaddr_in sa;
@@ -452,8 +464,6 @@ static void bench_latency(int tls)
     sqlite3 *dba, *dbb;
     sqlite3_stmt *ins, *sel, *dv;
     int last_dv;
-    FILE *f;
-    char *t;
 
     if (lp)
         tls = 0, certs = NULL;
@@ -480,11 +490,7 @@ static void bench_latency(int tls)
     remove_db(b);
     make_replica(a);
     make_replica(b);
-    t = mint("latency");
-    f = fopen(tok, "w");
-    fprintf(f, "%s\n", t);
-    fclose(f);
-    knit__free(t);
+    write_token(tok, "latency");
     if (su_agent_start(&pa, a, r.port, tok, la,
                        tls  ? agent_tls
                        : lp ? agent_lp
@@ -621,8 +627,6 @@ static void bench_live(int app_stamps)
     char a[600], b[600], tok[600], la[600], lb[600];
     double lag[ROUNDS], wsec[ROUNDS];
     sqlite3_stmt *up, *sel;
-    FILE *f;
-    char *t;
 
     start_relay(&r, "live-relay.db", NULL);
     bpath(a, sizeof a, "live-a.db");
@@ -632,11 +636,7 @@ static void bench_live(int app_stamps)
     bpath(lb, sizeof lb, "live-b.log");
     make_kv_replica(a);
     make_kv_replica(b);
-    t = mint("live");
-    f = fopen(tok, "w");
-    fprintf(f, "%s\n", t);
-    fclose(f);
-    knit__free(t);
+    write_token(tok, "live");
     if (su_agent_start(&pa, a, r.port, tok, la, NULL) ||
         su_agent_start(&pb, b, r.port, tok, lb, NULL))
         die("agents");

@@ -360,6 +360,7 @@ typedef struct stress_s {
     long max_sessions; /* most sessions seen at once */
     long samples;      /* /metrics reads */
     long doubled;      /* reads that counted two connections */
+    long doubled_s;    /* reads that counted two sessions */
 } stress_t;
 
 typedef struct writer_arg_s {
@@ -392,6 +393,7 @@ static void *monitor(void *arg)
             if (n > s->max_sessions)
                 s->max_sessions = n;
             s->doubled += c == 2;
+            s->doubled_s += n == 2;
             s->samples++;
         }
         usleep(2000);
@@ -454,17 +456,24 @@ static void kill_leaders_stress(void)
     long total = s.written[0] + s.written[1] + s.written[2] + s.written[3];
     fprintf(stderr,
             "stress: %d kills, takeover mean %.1f ms, worst %.1f ms; %ld rows by 4 writers; "
-            "/metrics read %ld times: at most %ld connections (2 in %ld reads), %ld sessions\n",
-            kills, sum / kills, worst, total, s.samples, s.max_conns, s.doubled, s.max_sessions);
+            "/metrics read %ld times: at most %ld connections (2 in %ld reads), %ld sessions (2 in "
+            "%ld reads)\n",
+            kills, sum / kills, worst, total, s.samples, s.max_conns, s.doubled, s.max_sessions,
+            s.doubled_s);
     CHECK(s.samples > 100);
     /* A killed leader's socket is closed by its kernel, but the relay counts
     ** it until its loop reads the EOF; the next leader can connect first
     ** (its lock was released by the same exit).  So two connections may be
     ** seen for an instant after a kill, never for long: at most one read in
-    ** 50 (50 kills in ~2 s of reads), never three. */
+    ** 50 (50 kills in ~2 s of reads), never three.  The same holds for the
+    ** killed leader's session: while the relay commits that leader's last
+    ** push it reads nothing more from its socket, so the EOF can come after
+    ** the next leader's WELCOME (seen on PostgreSQL, whose commit takes
+    ** round trips, once takeovers got down to ~10 ms). */
     CHECK(s.max_conns <= 2);
     CHECK(s.doubled * 50 <= s.samples);
-    CHECK(s.max_sessions <= 1); /* takeover times are printed, not asserted */
+    CHECK(s.max_sessions <= 2); /* takeover times are printed, not asserted */
+    CHECK(s.doubled_s * 50 <= s.samples);
     /* Everything reaches the second device. */
     {
         uint64_t end = su_now_ms() + 40000;

@@ -344,14 +344,23 @@ static void deltas(knit_client_t *c, uint64_t from, uint64_t to, size_t nchanges
     knit_batch_free(b);
 }
 
-static void ack(knit_client_t *c, uint64_t id, uint64_t now)
+/* An ACK naming its sequences: the push took first..last. */
+static void ack_seqs(knit_client_t *c, uint64_t id, uint64_t first, uint64_t last, uint64_t now)
 {
     knit_msg_t m;
     memset(&m, 0, sizeof m);
     m.type = KNIT_MSG_ACK;
     m.u.ack.id = id;
     m.u.ack.durable = 1;
+    m.u.ack.first_seq = first;
+    m.u.ack.last_seq = last;
     feed(c, &m, now);
+}
+
+/* An ACK without sequences (an older relay's). */
+static void ack(knit_client_t *c, uint64_t id, uint64_t now)
+{
+    ack_seqs(c, id, 0, 0, now);
 }
 
 static void reject(knit_client_t *c, uint64_t id, int code, uint64_t now)
@@ -1389,19 +1398,6 @@ static void reject_changes_rolled_back(void)
     CHECK_EQ_INT(m[0].type, KNIT_MSG_PUSH);
     free_msgs(m, 1);
     knit_client_free(c);
-}
-
-/* An ACK naming its sequences: the push took first..last. */
-static void ack_seqs(knit_client_t *c, uint64_t id, uint64_t first, uint64_t last, uint64_t now)
-{
-    knit_msg_t m;
-    memset(&m, 0, sizeof m);
-    m.type = KNIT_MSG_ACK;
-    m.u.ack.id = id;
-    m.u.ack.durable = 1;
-    m.u.ack.first_seq = first;
-    m.u.ack.last_seq = last;
-    feed(c, &m, now);
 }
 
 /* Pushes one unit of version v; returns the PUSH's id. */

@@ -2785,10 +2785,10 @@ typedef struct fp_read_s {
     size_t ndevs;              /* count */
 } fp_read_t;
 
-static void fp_read_free(fp_read_t *f)
+void knit_relay_schema_tables_free(knit_schema_table_t *tabs, size_t ntabs) /* see relay_store.h */
 {
-    for (size_t i = 0; i < f->ntabs; i++) {
-        knit_schema_table_t *t = &f->tabs[i];
+    for (size_t i = 0; i < ntabs; i++) {
+        knit_schema_table_t *t = &tabs[i];
         knit__free((char *)t->name);
         for (uint32_t k = 0; k < t->nkeys; k++)
             knit__free((char *)t->keys[k]);
@@ -2797,7 +2797,12 @@ static void fp_read_free(fp_read_t *f)
         knit__free((void *)t->keys);
         knit__free((void *)t->cols);
     }
-    knit__free(f->tabs);
+    knit__free(tabs);
+}
+
+static void fp_read_free(fp_read_t *f)
+{
+    knit_relay_schema_tables_free(f->tabs, f->ntabs);
     for (size_t i = 0; i < f->ndevs; i++) {
         knit__free((char *)f->devs[i].principal);
         knit__free((char *)f->devs[i].agent);
@@ -2812,23 +2817,21 @@ static const char *col_str(sqlite3_stmt *st, int i)
     return t ? t : "";
 }
 
-/* Appends one column row (tbl, pos, name, kind) to f. */
-static int fp_add_col(fp_read_t *f, sqlite3_stmt *st)
+int knit_relay_schema_add_col(knit_schema_table_t **tabs, size_t *ntabs, const char *tbl,
+                              const char *name, int kind) /* see relay_store.h */
 {
-    const char *tbl = col_str(st, 0), *name = col_str(st, 2);
-    int kind = sqlite3_column_int(st, 3);
-    knit_schema_table_t *t = f->ntabs ? &f->tabs[f->ntabs - 1] : NULL;
+    knit_schema_table_t *t = *ntabs ? &(*tabs)[*ntabs - 1] : NULL;
     char *dup;
     if (!t || strcmp(t->name, tbl) != 0) {
-        knit_schema_table_t *n = knit__realloc(f->tabs, (f->ntabs + 1) * sizeof *n);
+        knit_schema_table_t *n = knit__realloc(*tabs, (*ntabs + 1) * sizeof *n);
         if (!n)
             return KNIT_ENOMEM;
-        f->tabs = n;
-        t = &f->tabs[f->ntabs];
+        *tabs = n;
+        t = &n[*ntabs];
         memset(t, 0, sizeof *t);
         if (!(t->name = knit__strdup(tbl)))
             return KNIT_ENOMEM;
-        f->ntabs++;
+        (*ntabs)++;
     }
     if (!(dup = knit__strdup(name)))
         return KNIT_ENOMEM;
@@ -2852,6 +2855,13 @@ static int fp_add_col(fp_read_t *f, sqlite3_stmt *st)
         t->cols = c;
     }
     return 0;
+}
+
+/* Appends one column row (tbl, pos, name, kind) to f. */
+static int fp_add_col(fp_read_t *f, sqlite3_stmt *st)
+{
+    return knit_relay_schema_add_col(&f->tabs, &f->ntabs, col_str(st, 0), col_str(st, 2),
+                                     sqlite3_column_int(st, 3));
 }
 
 /* Reads the devices of fingerprint fp[0..n) into f. */

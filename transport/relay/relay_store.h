@@ -329,6 +329,15 @@ typedef struct knit_relay_schema_info_s {
     size_t ndevices;                    /* >= 1 */
 } knit_relay_schema_info_t;
 
+/* Appends column `name` (kind 0: a key column, 1: LWW, 2: OR-set) of table
+** tbl to the tables (tabs, ntabs) of a schema being read back: rows come by
+** table, so a tbl other than the last table's starts a new one.  The names
+** are copied.  Both stores' list_schemas build their answers with it. */
+KNIT_EXTERN int knit_relay_schema_add_col(knit_schema_table_t **tabs, size_t *ntabs,
+                                          const char *tbl, const char *name, int kind);
+/* Frees what knit_relay_schema_add_col built (the tables and their names). */
+KNIT_EXTERN void knit_relay_schema_tables_free(knit_schema_table_t *tabs, size_t ntabs);
+
 /* Calls fn for every fingerprint some device runs, oldest first, then once
 ** for the devices that reported none (if any), in one snapshot; a non-zero
 ** return from fn stops the walk and is returned.  A read-only schema 2

@@ -4506,17 +4506,7 @@ typedef struct ls_fp_s {
 
 static void ls_fp_free(ls_fp_t *f)
 {
-    for (size_t i = 0; i < f->ntabs; i++) {
-        knit_schema_table_t *t = &f->tabs[i];
-        knit__free((char *)t->name);
-        for (uint32_t k = 0; k < t->nkeys; k++)
-            knit__free((char *)t->keys[k]);
-        for (uint32_t c = 0; c < t->ncols; c++)
-            knit__free((char *)t->cols[c].name);
-        knit__free((void *)t->keys);
-        knit__free((void *)t->cols);
-    }
-    knit__free(f->tabs);
+    knit_relay_schema_tables_free(f->tabs, f->ntabs);
     knit__free(f->devs);
     memset(f, 0, sizeof *f);
 }
@@ -4535,47 +4525,12 @@ static int ls_unhex(const char *hex, uint8_t *out, size_t n)
     return 0;
 }
 
-/* Appends column row i (fp, tbl, name, kind) to f, as relay_store.c's
-** fp_add_col: rows come by table, then position (keys first). */
+/* Appends column row i (fp, tbl, name, kind) to f: rows come by table,
+** then position (keys first). */
 static int ls_add_col(ls_fp_t *f, const PGresult *r, int i)
 {
-    const char *tbl = PQgetvalue(r, i, 1), *name = PQgetvalue(r, i, 2);
-    int kind = atoi(PQgetvalue(r, i, 3));
-    knit_schema_table_t *t = f->ntabs ? &f->tabs[f->ntabs - 1] : NULL;
-    char *dup;
-    if (!t || strcmp(t->name, tbl) != 0) {
-        knit_schema_table_t *n = knit__realloc(f->tabs, (f->ntabs + 1) * sizeof *n);
-        if (!n)
-            return KNIT_ENOMEM;
-        f->tabs = n;
-        t = &f->tabs[f->ntabs];
-        memset(t, 0, sizeof *t);
-        if (!(t->name = knit__strdup(tbl)))
-            return KNIT_ENOMEM;
-        f->ntabs++;
-    }
-    if (!(dup = knit__strdup(name)))
-        return KNIT_ENOMEM;
-    if (kind == 0) {
-        const char **k = knit__realloc((void *)t->keys, (t->nkeys + 1) * sizeof *k);
-        if (!k) {
-            knit__free(dup);
-            return KNIT_ENOMEM;
-        }
-        k[t->nkeys++] = dup;
-        t->keys = k;
-    } else {
-        knit_schema_col_t *c = knit__realloc((void *)t->cols, (t->ncols + 1) * sizeof *c);
-        if (!c) {
-            knit__free(dup);
-            return KNIT_ENOMEM;
-        }
-        c[t->ncols].name = dup;
-        c[t->ncols].orset = kind == 2;
-        t->ncols++;
-        t->cols = c;
-    }
-    return 0;
+    return knit_relay_schema_add_col(&f->tabs, &f->ntabs, PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
+                                     atoi(PQgetvalue(r, i, 3)));
 }
 
 /* Collects the devices of fingerprint fp (hex; "" for none reported). */
