@@ -1386,7 +1386,9 @@ static void member_both(both_t *w, const char *org, const char *user, const char
     CHECK_EQ_INT(sb, want_stale);
 }
 
-static void commit_both(both_t *w, const char *ns, const knit_batch_t *b)
+/* One push to both backends: the same answer (a refused one is refused by
+** both, with the same code). */
+static int commit_same(both_t *w, const char *ns, const knit_batch_t *b)
 {
     knit_relay_push_t pa, pb;
     memset(&pa, 0, sizeof pa);
@@ -1395,11 +1397,20 @@ static void commit_both(both_t *w, const char *ns, const knit_batch_t *b)
     pa.batch = pb.batch = b;
     CHECK_OK(w->sq.commit(w->sq.data, &pa, NULL, NULL));
     CHECK_OK(w->pg.commit(w->pg.data, &pb, NULL, NULL));
-    CHECK_OK(pa.code);
-    CHECK_OK(pb.code);
+    if (pa.code || pb.code)
+        printf("push to %s refused: SQLite %d %s, PostgreSQL %d %s\n", ns, pa.code, pa.msg, pb.code,
+               pb.msg);
+    CHECK_EQ_INT(pa.code, pb.code);
     CHECK_EQ_INT(pa.res.last_seq, pb.res.last_seq);
     knit_batch_free(pa.res.fanout);
     knit_batch_free(pb.res.fanout);
+    return pa.code;
+}
+
+/* One push both backends take. */
+static void commit_both(both_t *w, const char *ns, const knit_batch_t *b)
+{
+    CHECK_OK(commit_same(w, ns, b));
 }
 
 /* REJECT's state on both: the same cells, which are returned as text. */
@@ -2338,26 +2349,6 @@ static int inspect_on(const char *const *args, const char *store, char **out)
     rc = su_run(argv, 30000, buf, sizeof buf);
     *out = replace_all(buf, store, "STORE");
     return rc;
-}
-
-/* One push to both backends: the same answer (a refused one is refused by
-** both, with the same code). */
-static void commit_same(both_t *w, const char *ns, const knit_batch_t *b)
-{
-    knit_relay_push_t pa, pb;
-    memset(&pa, 0, sizeof pa);
-    memset(&pb, 0, sizeof pb);
-    pa.ns = pb.ns = ns;
-    pa.batch = pb.batch = b;
-    CHECK_OK(w->sq.commit(w->sq.data, &pa, NULL, NULL));
-    CHECK_OK(w->pg.commit(w->pg.data, &pb, NULL, NULL));
-    if (pa.code || pb.code)
-        printf("push to %s refused: SQLite %d %s, PostgreSQL %d %s\n", ns, pa.code, pa.msg, pb.code,
-               pb.msg);
-    CHECK_EQ_INT(pa.code, pb.code);
-    CHECK_EQ_INT(pa.res.last_seq, pb.res.last_seq);
-    knit_batch_free(pa.res.fanout);
-    knit_batch_free(pb.res.fanout);
 }
 
 /* A database on f's server: created empty, its URI into uri. */

@@ -1211,11 +1211,12 @@ out:
     return rc;
 }
 
-int knit_pg_store_open(const char *conninfo, knit_pg_store_t **out) /* see store_pg.h */
+/* A handle for conninfo, connected (*out is set whenever one was made, so
+** that its message can be read). */
+static int store_connect(const char *conninfo, knit_pg_store_t **out)
 {
     knit_pg_store_t *s = knit__calloc(1, sizeof *s);
     const char *t = getenv("KNIT_PG_TIMEOUT_MS");
-    int rc;
     *out = NULL;
     if (!s)
         return KNIT_ENOMEM;
@@ -1226,8 +1227,16 @@ int knit_pg_store_open(const char *conninfo, knit_pg_store_t **out) /* see store
     *out = s;
     if (!s->conninfo)
         return set_err(s, KNIT_ENOMEM, "out of memory");
-    if ((rc = connect_to(s, &s->db)) != 0)
+    return connect_to(s, &s->db);
+}
+
+int knit_pg_store_open(const char *conninfo, knit_pg_store_t **out) /* see store_pg.h */
+{
+    knit_pg_store_t *s;
+    int rc;
+    if ((rc = store_connect(conninfo, out)) != 0)
         return rc;
+    s = *out;
     if ((rc = exec(s, "SET client_min_messages = warning")) != 0 || (rc = check_schema(s)) != 0 ||
         (rc = prepare_all(s)) != 0)
         return rc;
@@ -4415,23 +4424,14 @@ static int b_size(void *data, int64_t *bytes)
 ** "C" and bytea both compare as memcmp, then length). */
 int knit_pg_store_open_readonly(const char *conninfo, knit_pg_store_t **out) /* see store_pg.h */
 {
-    knit_pg_store_t *s = knit__calloc(1, sizeof *s);
-    const char *t = getenv("KNIT_PG_TIMEOUT_MS");
+    knit_pg_store_t *s;
     PGresult *r;
     long v;
     int rc, exists;
-    *out = NULL;
-    if (!s)
-        return KNIT_ENOMEM;
-    s->timeout_ms = TIMEOUT_MS;
-    if (t && atoi(t) > 0)
-        s->timeout_ms = atoi(t);
-    s->conninfo = knit__strdup(conninfo);
-    *out = s;
-    if (!s->conninfo)
-        return set_err(s, KNIT_ENOMEM, "out of memory");
-    if ((rc = connect_to(s, &s->db)) != 0 ||
-        (rc = exec(s, "SET client_min_messages = warning")) != 0 ||
+    if ((rc = store_connect(conninfo, out)) != 0)
+        return rc;
+    s = *out;
+    if ((rc = exec(s, "SET client_min_messages = warning")) != 0 ||
         (rc = exec(s, "SET default_transaction_read_only = on")) != 0 ||
         (rc = exec_r(s, "SELECT to_regclass('knit_meta') IS NOT NULL", &r)) != 0)
         return rc;
