@@ -4,7 +4,7 @@
 knit_test(jwks
   SOURCES unit/test_jwks.c
   CASES rs256_vector es256_vector rs256_hash_compared claims_checked algorithm_swaps
-        jwks_refusals
+        jwks_refusals ec_short_coordinate
   LIBS knit_relay)
 target_link_libraries(test_jwks PRIVATE knit::bearssl)
 

@@ -153,7 +153,8 @@ static char *b64(const void *p, size_t n)
     return o;
 }
 
-static char *es256_token(const char *header, const char *payload)
+/* header.payload signed with the P-256 private key d (base64url). */
+static char *es256_token_with(const char *d64, const char *header, const char *payload)
 {
     uint8_t d[32], hash[32], sig[64];
     size_t nd;
@@ -161,7 +162,7 @@ static char *es256_token(const char *header, const char *payload)
     br_sha256_context h;
     char *hb = b64(header, strlen(header)), *pb = b64(payload, strlen(payload)), *sb, *t;
     size_t n = strlen(hb) + strlen(pb) + 1;
-    CHECK_OK(knit_b64url_decode(A3_D, strlen(A3_D), d, &nd));
+    CHECK_OK(knit_b64url_decode(d64, strlen(d64), d, &nd));
     sk.curve = BR_EC_secp256r1;
     sk.x = d;
     sk.xlen = nd;
@@ -180,6 +181,52 @@ static char *es256_token(const char *header, const char *payload)
     free(pb);
     free(sb);
     return t;
+}
+
+static char *es256_token(const char *header, const char *payload)
+{
+    return es256_token_with(A3_D, header, payload);
+}
+
+/* A P-256 key whose x begins with a zero byte, made by python3-cryptography:
+** x at its full 32 bytes, and as PyJWT 2.6 writes it, 31 (jwk.c note 5). */
+#define Z_D "k-LwcXsq6Enki-vyA2VssJDL0winjCkOiI4129pvvkI"
+#define Z_X_FULL "AORApk_jwuh00jNGWaI599R_AZ7sk5TEHzRprJlvuO8"
+#define Z_X_SHORT "5ECmT-PC6HTSM0ZZojn31H8BnuyTlMQfNGmsmW-47w"
+#define Z_Y "Co4I7hJwRf2-McQS__w9_5Ry6cUWOlmhpRqaqpEtY0A"
+#define Z_JWKS(x, y)                                                                               \
+    "{\"keys\":[{\"kty\":\"EC\",\"kid\":\"z\",\"crv\":\"P-256\","                                  \
+    "\"x\":\"" x "\",\"y\":\"" y "\"}]}"
+
+/* A coordinate without its leading zero byte is the same key; a shifted or
+** over-long one is not. */
+static void ec_short_coordinate(void)
+{
+    static const char ok[] = "{\"sub\":\"u1\",\"exp\":1800000600}";
+    char *t = es256_token_with(Z_D, "{\"alg\":\"ES256\",\"kid\":\"z\"}", ok);
+    knit_jwks_t *full = parse(Z_JWKS(Z_X_FULL, Z_Y)), *shrt = parse(Z_JWKS(Z_X_SHORT, Z_Y));
+    knit_jwks_t *s = NULL;
+    knit_jwt_claims_t c;
+    const char *why;
+    char err[200];
+    CHECK_OK(verify(t, full, NOW_MS, NULL, NULL, &c, &why));
+    CHECK_OK(verify(t, shrt, NOW_MS, NULL, NULL, &c, &why));
+    CHECK(strcmp(c.sub, "u1") == 0);
+    CHECK(memcmp(full->keys[0].q, shrt->keys[0].q, sizeof full->keys[0].q) == 0);
+    /* y without its first byte (not zero) is another number: nothing verifies. */
+    knit_jwks_free(shrt);
+    shrt = parse(Z_JWKS(Z_X_FULL, "jgjuEnBF_b4xxBL__D3_lHLpxRY6WaGlGpqqkS1jQA"));
+    CHECK_EQ_INT(verify(t, shrt, NOW_MS, NULL, NULL, &c, &why), KNIT_EAUTH);
+    CHECK(strcmp(why, "bad token signature") == 0);
+    /* 33 bytes (a zero byte added in front) is refused. */
+    {
+        static const char long_x[] = Z_JWKS("AADkQKZP48LodNIzRlmiOffUfwGe7JOUxB80aayZb7jv", Z_Y);
+        CHECK_EQ_INT(knit_jwks_parse(long_x, strlen(long_x), &s, err, sizeof err), KNIT_EINVAL);
+        CHECK(s == NULL);
+    }
+    knit_jwks_free(shrt);
+    knit_jwks_free(full);
+    free(t);
 }
 
 static void claims_checked(void)
@@ -313,4 +360,4 @@ static void jwks_refusals(void)
 }
 
 KNIT_TESTS(T(rs256_vector), T(es256_vector), T(rs256_hash_compared), T(claims_checked),
-           T(algorithm_swaps), T(jwks_refusals))
+           T(algorithm_swaps), T(jwks_refusals), T(ec_short_coordinate))

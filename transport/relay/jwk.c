@@ -5,8 +5,13 @@
 **   1. Members are decoded strictly: base64url without padding (cred.h),
 **      an RSA modulus of 2048 to 4096 bits without leading zero bytes (as
 **      RFC 7518, 6.3.1.1 asks), an exponent of at most 8 bytes, EC
-**      coordinates of exactly 32 bytes.  A key that fails is skipped, and
-**      so never chosen; the set is refused only if no key is left.
+**      coordinates of 1 to 32 bytes.  A key that fails is skipped, and so
+**      never chosen; the set is refused only if no key is left.
+**   5. RFC 7518, 6.2.1.2 wants each EC coordinate at its full 32 bytes,
+**      but some providers strip leading zero bytes, as an unsigned integer
+**      (PyJWT 2.6's to_jwk, Debian 12's, does: about 1 key in 128).  The
+**      number is the same, so a shorter coordinate is padded on the left.
+**      Refusing it would drop that provider's key at random.
 **   2. The point of an EC key is checked by BearSSL when a signature is
 **      verified (a point not on the curve verifies nothing).
 **   3. RS256: br_rsa_pkcs1_vrfy returns the hash it found inside the
@@ -72,14 +77,17 @@ static int key_from(json_t *o, knit_jwk_t *k)
     if (strcmp(kty, "EC") == 0) {
         const char *crv = str_member(o, "crv");
         uint8_t x[33], y[33];
+        size_t nx, ny;
         if (!crv || strcmp(crv, "P-256") != 0)
             return -1;
-        if (b64_member(o, "x", x, sizeof x) != 32 || b64_member(o, "y", y, sizeof y) != 32)
+        nx = b64_member(o, "x", x, sizeof x);
+        ny = b64_member(o, "y", y, sizeof y);
+        if (nx == 0 || nx > 32 || ny == 0 || ny > 32)
             return -1;
-        k->kty = KNIT_JWK_EC;
+        k->kty = KNIT_JWK_EC; /* q is zeroed: the padding of note 5 */
         k->q[0] = 0x04;
-        memcpy(k->q + 1, x, 32);
-        memcpy(k->q + 33, y, 32);
+        memcpy(k->q + 1 + (32 - nx), x, nx);
+        memcpy(k->q + 33 + (32 - ny), y, ny);
         return 0;
     }
     return -1;
