@@ -1123,15 +1123,15 @@ static int receive_clock(knit_t *k, const knit_batch_t *b)
 /* The newest set-aside change before this apply (0 = none). */
 static int aside_newest(knit_t *k, int64_t *id)
 {
-    sqlite3_stmt *st = NULL;
+    sqlite3_stmt *st = knit__fixed(k, KS_ASIDE_MAX);
+    int rc;
     *id = 0;
-    int rc = sqlite3_prepare_v2(k->db, "SELECT max(id) FROM _knit_aside", -1, &st, NULL);
-    if (rc != SQLITE_OK)
-        return knit__dberr(k, rc, "reading _knit_aside");
+    if (!st)
+        return knit__dberr(k, sqlite3_errcode(k->db), "reading _knit_aside");
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         *id = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     return rc == SQLITE_ROW ? 0 : knit__dberr(k, rc, "reading _knit_aside");
 }
 

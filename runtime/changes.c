@@ -342,12 +342,7 @@ static int foreign_changes(knit_t *k, uint64_t since)
 
 int knit_poll(knit_t *k) /* see knit.h */
 {
-    sqlite3_stmt *st = NULL;
-    int dv = 0, rc;
-    if (sqlite3_prepare_v2(k->db, "PRAGMA data_version", -1, &st, NULL) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW)
-        dv = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
+    int dv = (int)knit__fixed_int(k, KS_DATA_VERSION, 0), rc;
     if (dv == k->data_version)
         return 0;
     /* Until this poll has done its work: a poll that fails (another writer

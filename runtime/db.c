@@ -59,11 +59,60 @@ int knit__exec(knit_t *k, const char *sql)
     return 0;
 }
 
+/* The SQL of knit__fixed's statements, by KS_*. */
+static const char *const FIXED_SQL[KS_N] = {
+    [KS_BEGIN] = "BEGIN IMMEDIATE",
+    [KS_COMMIT] = "COMMIT",
+    [KS_DATA_VERSION] = "PRAGMA data_version",
+    [KS_SCHEMA_VERSION] = "PRAGMA schema_version",
+    [KS_SQL_NOW] = "SELECT CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+    [KS_REJECTED_MAX] = "SELECT max(id) FROM _knit_rejected",
+    [KS_NS_NAME] = "SELECT name FROM _knit_ns WHERE idx = ?",
+    [KS_INHERITED] = "SELECT CAST(substr(key, 9) AS INTEGER), value FROM _knit_meta"
+                     " WHERE key GLOB 'inherit:*'",
+    [KS_ASIDE_MAX] = "SELECT max(id) FROM _knit_aside",
+    [KS_REPUSH] = "SELECT CAST(substr(key, 8) AS INTEGER), CAST(value AS INTEGER)"
+                  " FROM _knit_meta WHERE key GLOB 'repush:*'",
+};
+
+sqlite3_stmt *knit__fixed(knit_t *k, int which)
+{
+    /* Preparing these cost more than running them: a poll that stamps one
+    ** row prepared six statements, about a third of its instructions. */
+    return knit__prepare(k, &k->fixed[which], FIXED_SQL[which]) == 0 ? k->fixed[which] : NULL;
+}
+
+int64_t knit__fixed_int(knit_t *k, int which, int64_t def)
+{
+    sqlite3_stmt *st = knit__fixed(k, which);
+    int64_t v = def;
+    if (st && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0); /* NULL: 0 */
+    if (st)
+        sqlite3_reset(st);
+    return v;
+}
+
+/* Steps a fixed statement that returns no row (BEGIN, COMMIT). */
+static int fixed_run(knit_t *k, int which)
+{
+    sqlite3_stmt *st = knit__fixed(k, which);
+    if (!st)
+        return knit__dberr(k, sqlite3_errcode(k->db), "sql");
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        sqlite3_reset(st);
+        return 0;
+    }
+    rc = sqlite3_reset(st);
+    return knit__err(k, knit__sqlite_code(rc), "%s", sqlite3_errmsg(k->db));
+}
+
 int knit__begin(knit_t *k)
 {
     if (k->readonly)
         return knit__err(k, KNIT_EREADONLY, "replica was opened read-only");
-    int rc = knit__exec(k, "BEGIN IMMEDIATE");
+    int rc = fixed_run(k, KS_BEGIN);
     /* After a rollback the site cache is empty (knit__rollback): reload it
     ** inside the transaction, where it cannot change under us. */
     if (!rc && k->sites_stale) {
@@ -77,7 +126,7 @@ int knit__begin(knit_t *k)
 
 int knit__commit(knit_t *k)
 {
-    return knit__exec(k, "COMMIT");
+    return fixed_run(k, KS_COMMIT);
 }
 
 void knit__rollback(knit_t *k)

@@ -520,12 +520,7 @@ fail : {
 
 void knit__rejected_seen(knit_t *k) /* see replica.h */
 {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(k->db, "SELECT max(id) FROM _knit_rejected", -1, &st, NULL) ==
-            SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW)
-        k->seen_rejected = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    k->seen_rejected = knit__fixed_int(k, KS_REJECTED_MAX, k->seen_rejected);
 }
 
 #define POLL_ROWS 256 /* rows per event read back from _knit_rejected */

@@ -319,6 +319,8 @@ void knit_close(knit_t *k) /* see knit.h */
     knit__nscol_free(k);
     sqlite3_finalize(k->meta_get);
     sqlite3_finalize(k->meta_put);
+    for (int i = 0; i < KS_N; i++)
+        sqlite3_finalize(k->fixed[i]);
     sqlite3_close_v2(k->db);
     sqlite3_close_v2(k->app_db);
     knit__free(k->path);

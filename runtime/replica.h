@@ -80,6 +80,20 @@ enum {
     ST_NSTMT
 };
 
+/* knit__fixed's statements (db.c). */
+enum {
+    KS_BEGIN,
+    KS_COMMIT,
+    KS_DATA_VERSION,
+    KS_SCHEMA_VERSION,
+    KS_SQL_NOW,
+    KS_REJECTED_MAX,
+    KS_NS_NAME,
+    KS_INHERITED,
+    KS_REPUSH,
+    KS_ASIDE_MAX,
+    KS_N
+};
 #define KNIT_MASK_CACHE 8 /* cached INSERT/UPDATE statements per table */
 
 typedef struct ktable_s {
@@ -105,39 +119,40 @@ typedef struct ktable_s {
 } ktable_t;
 
 struct knit_s {
-    sqlite3 *db;              /* knit's own connection (all internal work) */
-    sqlite3 *app_db;          /* knit_db(): a plain connection for the app, opened lazily */
-    char *path;               /* the replica file, for app_db */
-    int triggers_off;         /* db runs with triggers disabled (note 4) */
-    int readonly;             /* opened read-only */
-    knit_clock_fn clock;      /* wall clock */
-    void *clock_data;         /* its argument */
-    uint64_t max_drift_ms;    /* refuse remote stamps beyond now + this */
-    knit_site_t site;         /* this replica's site id */
-    uint32_t site_idx;        /* its _knit_sites idx */
-    knit_site_t *sites;       /* _knit_sites cache, by idx (0 unused) */
-    uint32_t nsites;          /* entries in sites (max idx + 1) */
-    int sites_stale;          /* emptied by a rollback; reloaded by knit__begin */
-    ktable_t *tables;         /* tracked tables */
-    size_t ntables;           /* count */
-    int schema_cookie;        /* PRAGMA schema_version the cache was built at */
-    int aside_cookie;         /* schema_cookie when set-aside changes were last retried */
-    int data_version;         /* PRAGMA data_version last seen by knit_poll */
-    int busy_ms;              /* how long to wait for another writer (busy_wait) */
-    double busy_since;        /* when the current wait began (monotonic s) */
-    uint64_t seen_version;    /* knit version last reported to the callback */
-    int64_t seen_rejected;    /* newest _knit_rejected.id announced (reject.c note 7) */
-    int ev_local;             /* local writes stamped since the last notification */
-    int ev_remote;            /* remote changes applied since then */
-    unsigned notified;        /* notifications that reported changes (knit_poll) */
-    size_t ev_max_keys;       /* knit_on_change_keys: rows named per event (0: none) */
-    knit_change_fn on_change; /* change callback */
-    void *on_change_data;     /* its argument */
-    sqlite3_stmt *meta_get;   /* SELECT value FROM _knit_meta WHERE key=? */
-    sqlite3_stmt *meta_put;   /* INSERT OR REPLACE INTO _knit_meta */
-    struct knsof_s *nsof;     /* org ids interned for knit_ns_of (nscol.c) */
-    size_t nnsof;             /* entries */
-    char errmsg[512];         /* last detailed error */
+    sqlite3 *db;               /* knit's own connection (all internal work) */
+    sqlite3 *app_db;           /* knit_db(): a plain connection for the app, opened lazily */
+    char *path;                /* the replica file, for app_db */
+    int triggers_off;          /* db runs with triggers disabled (note 4) */
+    int readonly;              /* opened read-only */
+    knit_clock_fn clock;       /* wall clock */
+    void *clock_data;          /* its argument */
+    uint64_t max_drift_ms;     /* refuse remote stamps beyond now + this */
+    knit_site_t site;          /* this replica's site id */
+    uint32_t site_idx;         /* its _knit_sites idx */
+    knit_site_t *sites;        /* _knit_sites cache, by idx (0 unused) */
+    uint32_t nsites;           /* entries in sites (max idx + 1) */
+    int sites_stale;           /* emptied by a rollback; reloaded by knit__begin */
+    ktable_t *tables;          /* tracked tables */
+    size_t ntables;            /* count */
+    int schema_cookie;         /* PRAGMA schema_version the cache was built at */
+    int aside_cookie;          /* schema_cookie when set-aside changes were last retried */
+    int data_version;          /* PRAGMA data_version last seen by knit_poll */
+    int busy_ms;               /* how long to wait for another writer (busy_wait) */
+    double busy_since;         /* when the current wait began (monotonic s) */
+    uint64_t seen_version;     /* knit version last reported to the callback */
+    int64_t seen_rejected;     /* newest _knit_rejected.id announced (reject.c note 7) */
+    int ev_local;              /* local writes stamped since the last notification */
+    int ev_remote;             /* remote changes applied since then */
+    unsigned notified;         /* notifications that reported changes (knit_poll) */
+    size_t ev_max_keys;        /* knit_on_change_keys: rows named per event (0: none) */
+    knit_change_fn on_change;  /* change callback */
+    void *on_change_data;      /* its argument */
+    sqlite3_stmt *meta_get;    /* SELECT value FROM _knit_meta WHERE key=? */
+    sqlite3_stmt *meta_put;    /* INSERT OR REPLACE INTO _knit_meta */
+    sqlite3_stmt *fixed[KS_N]; /* knit__fixed's statements */
+    struct knsof_s *nsof;      /* org ids interned for knit_ns_of (nscol.c) */
+    size_t nnsof;              /* entries */
+    char errmsg[512];          /* last detailed error */
 };
 
 /*
@@ -181,6 +196,13 @@ void knit__rollback(knit_t *k);
 /* A persistent statement for sql, prepared once into *st (reset when it
 ** already is). */
 int knit__prepare(knit_t *k, sqlite3_stmt **st, const char *sql);
+/* Statement `which` (KS_*) of the fixed set every poll and stamp runs,
+** prepared once; NULL (and k->errmsg) if it cannot be prepared.  Reset it
+** after use. */
+sqlite3_stmt *knit__fixed(knit_t *k, int which);
+/* The first column of fixed statement `which`, stepped (def if it gave no
+** row; NULL reads 0). */
+int64_t knit__fixed_int(knit_t *k, int which, int64_t def);
 /* The _knit_meta statement reading key, stepped: SQLITE_ROW with the value
 ** in column 0, or SQLITE_DONE (*out, reset it after use). */
 int knit__meta_get(knit_t *k, const char *key, sqlite3_stmt **out);

@@ -115,15 +115,16 @@ int knit__ns_intern(knit_t *k, const char *name, uint32_t *idx)
 
 int knit__ns_name(knit_t *k, uint32_t idx, char **out)
 {
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(k->db, "SELECT name FROM _knit_ns WHERE idx = ?", -1, &st, NULL);
-    if (rc != SQLITE_OK)
-        return knit__dberr(k, rc, "reading _knit_ns");
+    sqlite3_stmt *st = knit__fixed(k, KS_NS_NAME);
+    int rc;
+    *out = NULL;
+    if (!st)
+        return knit__dberr(k, sqlite3_errcode(k->db), "reading _knit_ns");
     sqlite3_bind_int64(st, 1, idx);
     rc = sqlite3_step(st);
     const char *name = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
     *out = knit__strdup(name ? name : "");
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return knit__dberr(k, rc, "reading _knit_ns");
     return *out ? 0 : KNIT_ENOMEM;
@@ -137,14 +138,11 @@ int knit__ns_name(knit_t *k, uint32_t idx, char **out)
 ** the takeover is the original's work the copy pushes as its own. */
 int knit__local_load(knit_t *k, klocal_t *l)
 {
-    sqlite3_stmt *st = NULL;
+    sqlite3_stmt *st = knit__fixed(k, KS_INHERITED);
+    int rc;
     memset(l, 0, sizeof *l);
-    int rc = sqlite3_prepare_v2(k->db,
-                                "SELECT CAST(substr(key, 9) AS INTEGER), value FROM _knit_meta"
-                                " WHERE key GLOB 'inherit:*'",
-                                -1, &st, NULL);
-    if (rc != SQLITE_OK)
-        return knit__dberr(k, rc, "reading inherited sites");
+    if (!st)
+        return knit__dberr(k, sqlite3_errcode(k->db), "reading inherited sites");
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         int64_t idx = sqlite3_column_int64(st, 0), ver = sqlite3_column_int64(st, 1);
         if (idx <= 0 || idx >= (int64_t)UINT32_MAX - 16 || ver < 0)
@@ -153,7 +151,7 @@ int knit__local_load(knit_t *k, klocal_t *l)
             uint32_t n = (uint32_t)idx + 16;
             uint64_t *m = knit__realloc(l->inherit, n * sizeof *m);
             if (!m) {
-                sqlite3_finalize(st);
+                sqlite3_reset(st);
                 knit__local_free(l);
                 return KNIT_ENOMEM;
             }
@@ -163,13 +161,10 @@ int knit__local_load(knit_t *k, klocal_t *l)
         }
         l->inherit[idx] = (uint64_t)ver + 1;
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     st = NULL;
     if (rc == SQLITE_DONE)
-        rc = sqlite3_prepare_v2(k->db,
-                                "SELECT CAST(substr(key, 8) AS INTEGER), CAST(value AS INTEGER)"
-                                " FROM _knit_meta WHERE key GLOB 'repush:*'",
-                                -1, &st, NULL);
+        rc = (st = knit__fixed(k, KS_REPUSH)) != NULL ? SQLITE_OK : sqlite3_errcode(k->db);
     if (rc == SQLITE_OK)
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             int64_t lo = sqlite3_column_int64(st, 0), hi = sqlite3_column_int64(st, 1);
@@ -177,7 +172,7 @@ int knit__local_load(knit_t *k, klocal_t *l)
                 continue; /* not a key knit wrote */
             uint64_t(*r)[2] = knit__realloc(l->repush, (l->nrepush + 1) * sizeof *r);
             if (!r) {
-                sqlite3_finalize(st);
+                sqlite3_reset(st);
                 knit__local_free(l);
                 return KNIT_ENOMEM;
             }
@@ -185,7 +180,8 @@ int knit__local_load(knit_t *k, klocal_t *l)
             l->repush[l->nrepush][0] = (uint64_t)lo;
             l->repush[l->nrepush++][1] = (uint64_t)hi;
         }
-    sqlite3_finalize(st);
+    if (st)
+        sqlite3_reset(st);
     if (rc == SQLITE_DONE)
         return 0;
     knit__local_free(l);

@@ -277,15 +277,7 @@ typedef struct stamp_s {
 ** note 2).  A test clock far from it makes the log's times meaningless. */
 static int wall_times_usable(knit_t *k)
 {
-    sqlite3_stmt *st = NULL;
-    int64_t sql_now = 0;
-    if (sqlite3_prepare_v2(k->db,
-                           "SELECT CAST((julianday('now') - 2440587.5) * 86400000"
-                           " AS INTEGER)",
-                           -1, &st, NULL) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW)
-        sql_now = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    int64_t sql_now = knit__fixed_int(k, KS_SQL_NOW, 0);
     int64_t d = (int64_t)knit__now(k) - sql_now;
     return d >= -WALL_AGREE_MS && d <= WALL_AGREE_MS;
 }

@@ -103,14 +103,9 @@ static int choose_triggers(knit_t *k)
 int knit__tables_refresh(knit_t *k, int *moved)
 {
     sqlite3_stmt *st = NULL;
-    int cookie = -1, rc;
+    int cookie = (int)knit__fixed_int(k, KS_SCHEMA_VERSION, -1), rc;
 
     *moved = 0;
-
-    rc = sqlite3_prepare_v2(k->db, "PRAGMA schema_version", -1, &st, NULL);
-    if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-        cookie = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
     if (cookie == k->schema_cookie && cookie != -1)
         return 0;
 

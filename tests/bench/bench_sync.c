@@ -445,6 +445,14 @@ static void fsync_floor(long n, double *p50, double *p99)
     free(t);
 }
 
+/* PRAGMA data_version through st. */
+static int dv_read(sqlite3_stmt *st)
+{
+    int v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
+    sqlite3_reset(st);
+    return v;
+}
+
 static void bench_latency(int tls)
 {
     const int ws = tls == 3;
@@ -461,9 +469,13 @@ static void bench_latency(int tls)
     const char *agent_tls[] = {"--relay", url, "--ca-file", ca, "--server-name", "localhost", NULL};
     const long n = su_scale(10000);
     double *lat = malloc((size_t)n * sizeof *lat);
-    sqlite3 *dba, *dbb;
-    sqlite3_stmt *ins, *sel, *dv;
+    sqlite3 *dba, *dbb, *dbr;
+    sqlite3_stmt *ins, *sel, *dv, *dva, *dvr;
     int last_dv;
+    /* Stages (plain TCP only): A's agent stamped (A's data_version moved),
+    ** the relay committed (its store's moved), B has it. */
+    double *st_a = malloc((size_t)n * sizeof *st_a), *st_r = malloc((size_t)n * sizeof *st_r);
+    double *st_b = malloc((size_t)n * sizeof *st_b);
 
     if (lp)
         tls = 0, certs = NULL;
@@ -515,6 +527,9 @@ static void bench_latency(int tls)
     sqlite3_step(dv);
     last_dv = sqlite3_column_int(dv, 0);
     sqlite3_reset(dv);
+    dbr = su_db(r.data);
+    sqlite3_prepare_v2(dba, "PRAGMA data_version", -1, &dva, NULL);
+    sqlite3_prepare_v2(dbr, "PRAGMA data_version", -1, &dvr, NULL);
     for (long i = 0; i < n; i++) {
         char key[32];
         double t0, deadline;
@@ -522,12 +537,19 @@ static void bench_latency(int tls)
         snprintf(key, sizeof key, "L%ld", i);
         sqlite3_bind_text(ins, 1, key, -1, SQLITE_TRANSIENT);
         sqlite3_bind_text(sel, 1, key, -1, SQLITE_TRANSIENT);
+        int va = dv_read(dva), vr = dv_read(dvr);
+        double ta = 0, tr = 0;
         t0 = now_s();
         deadline = t0 + 10;
         if (sqlite3_step(ins) != SQLITE_DONE)
             die("latency: insert");
         sqlite3_reset(ins);
+        va = dv_read(dva); /* our own commit does not move it, but be sure */
         while (!seen && now_s() < deadline) {
+            if (!ta && dv_read(dva) != va)
+                ta = now_s();
+            if (!tr && dv_read(dvr) != vr)
+                tr = now_s();
             /* Cheap check first: did any other connection commit to B? */
             sqlite3_step(dv);
             int v = sqlite3_column_int(dv, 0);
@@ -544,9 +566,22 @@ static void bench_latency(int tls)
         }
         if (!seen)
             die("latency: a write did not arrive within 10 s");
-        lat[i] = (now_s() - t0) * 1000;
+        double tb = now_s();
+        lat[i] = (tb - t0) * 1000;
+        /* A stage not seen before B had the row is counted as ending there. */
+        ta = ta ? ta : tb;
+        tr = tr ? (tr > ta ? tr : ta) : tb;
+        st_a[i] = (ta - t0) * 1000;
+        st_r[i] = (tr - ta) * 1000;
+        st_b[i] = (tb - tr) * 1000;
     }
     qsort(lat, (size_t)n, sizeof *lat, cmp_double);
+    qsort(st_a, (size_t)n, sizeof *st_a, cmp_double);
+    qsort(st_r, (size_t)n, sizeof *st_r, cmp_double);
+    qsort(st_b, (size_t)n, sizeof *st_b, cmp_double);
+    sqlite3_finalize(dva);
+    sqlite3_finalize(dvr);
+    sqlite3_close(dbr);
     if (!tls && !lp) {
         double f50, f99;
         fsync_floor(n < 2000 ? n : 2000, &f50, &f99);
@@ -557,6 +592,18 @@ static void bench_latency(int tls)
                lat[n / 2] <= f50 + 0.3 ? "p50 met" : "p50 not met",
                lat[(n * 99) / 100] <= 2 * f99 ? "p99 met" : "p99 not met");
     }
+    printf(
+        "latency%s stages, p50 / p99 ms: A's commit -> A's agent stamped %.2f / %.2f; -> the relay "
+        "committed %.2f / %.2f; -> visible on B %.2f / %.2f\n",
+        ws    ? "-ws"
+        : lp  ? "-lp"
+        : tls ? "-tls"
+              : "",
+        st_a[n / 2], st_a[(n * 99) / 100], st_r[n / 2], st_r[(n * 99) / 100], st_b[n / 2],
+        st_b[(n * 99) / 100]);
+    free(st_a);
+    free(st_r);
+    free(st_b);
     printf("latency%s write on A -> visible on B, %ld writes: p50 %.2f ms, p99 %.2f ms, max %.2f ms"
            " (goal p50 < 1 ms, p99 < 2 ms%s)\n",
            ws    ? "-ws"
