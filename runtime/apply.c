@@ -1359,16 +1359,15 @@ static int apply(knit_t *k, const knit_batch_t *b, const char *ns, uint64_t seq,
         uint32_t idx;
         sqlite3_stmt *s = NULL;
         rc = knit__ns_intern(k, ns, &idx);
-        if (!rc && sqlite3_prepare_v2(k->db, "UPDATE _knit_ns SET cursor = ? WHERE idx = ?", -1, &s,
-                                      NULL) == SQLITE_OK) {
+        if (!rc && (s = knit__fixed(k, KS_NS_CURSOR)) != NULL) {
             sqlite3_bind_int64(s, 1, (int64_t)seq);
             sqlite3_bind_int64(s, 2, idx);
             if (sqlite3_step(s) != SQLITE_DONE)
                 rc = knit__dberr(k, sqlite3_errcode(k->db), "saving the cursor");
+            sqlite3_reset(s);
         } else if (!rc) {
             rc = knit__dberr(k, sqlite3_errcode(k->db), "saving the cursor");
         }
-        sqlite3_finalize(s);
     }
     /* SQLite rolls a transaction back by itself on some errors (a full
     ** disk); an error path that went on would then write outside any

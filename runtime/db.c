@@ -71,6 +71,12 @@ static const char *const FIXED_SQL[KS_N] = {
     [KS_INHERITED] = "SELECT CAST(substr(key, 9) AS INTEGER), value FROM _knit_meta"
                      " WHERE key GLOB 'inherit:*'",
     [KS_ASIDE_MAX] = "SELECT max(id) FROM _knit_aside",
+    [KS_NS_IDX] = "SELECT idx FROM _knit_ns WHERE name = ?",
+    [KS_NS_CURSOR] = "UPDATE _knit_ns SET cursor = ? WHERE idx = ?",
+    /* The first row says whether ?1 is an array at all (json_each would
+    ** walk an object's members); the rest are its elements. */
+    [KS_JSON_ARRAY] = "SELECT NULL, json_type(?1) UNION ALL"
+                      " SELECT value, type FROM json_each(?1) WHERE json_type(?1) = 'array'",
     [KS_REPUSH] = "SELECT CAST(substr(key, 8) AS INTEGER), CAST(value AS INTEGER)"
                   " FROM _knit_meta WHERE key GLOB 'repush:*'",
 };

@@ -92,6 +92,9 @@ enum {
     KS_INHERITED,
     KS_REPUSH,
     KS_ASIDE_MAX,
+    KS_JSON_ARRAY,
+    KS_NS_CURSOR,
+    KS_NS_IDX,
     KS_N
 };
 #define KNIT_MASK_CACHE 8 /* cached INSERT/UPDATE statements per table */

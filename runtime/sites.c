@@ -88,17 +88,17 @@ int knit__ns_intern(knit_t *k, const char *name, uint32_t *idx)
         *idx = KNIT_HOME_NS;
         return 0;
     }
-    rc = sqlite3_prepare_v2(k->db, "SELECT idx FROM _knit_ns WHERE name = ?", -1, &st, NULL);
-    if (rc != SQLITE_OK)
-        return knit__dberr(k, rc, "reading _knit_ns");
+    if (!(st = knit__fixed(k, KS_NS_IDX)))
+        return knit__dberr(k, sqlite3_errcode(k->db), "reading _knit_ns");
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         *idx = (uint32_t)sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
+        sqlite3_reset(st);
         return 0;
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
+    st = NULL;
     if (rc != SQLITE_DONE)
         return knit__dberr(k, rc, "reading _knit_ns");
     rc = sqlite3_prepare_v2(k->db, "INSERT INTO _knit_ns(name) VALUES (?)", -1, &st, NULL);

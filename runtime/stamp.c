@@ -54,19 +54,13 @@
 static int parse_array(knit_t *k, ktable_t *t, uint32_t col, const knit_value_t *json,
                        knit_orset_t *want)
 {
-    sqlite3_stmt *st = NULL;
+    sqlite3_stmt *st;
     int rc;
     knit_orset_init(want);
     if (json->type == KNIT_NULL)
         return 0;
-    /* The first row says whether the text is an array at all (json_each
-    ** would walk an object's members); the rest are its elements. */
-    rc = sqlite3_prepare_v2(k->db,
-                            "SELECT NULL, json_type(?1) UNION ALL"
-                            " SELECT value, type FROM json_each(?1) WHERE json_type(?1) = 'array'",
-                            -1, &st, NULL);
-    if (rc != SQLITE_OK)
-        return knit__dberr(k, rc, "reading an OR-set array");
+    if (!(st = knit__fixed(k, KS_JSON_ARRAY))) /* its first row: is it an array */
+        return knit__dberr(k, sqlite3_errcode(k->db), "reading an OR-set array");
     knit__bind_value(st, 1, json);
     int first = 1;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -87,12 +81,12 @@ static int parse_array(knit_t *k, ktable_t *t, uint32_t col, const knit_value_t 
         }
         knit__column_value(st, 0, &e);
         if ((rc = knit_orset_add(want, 0, &e, NULL)) != 0) {
-            sqlite3_finalize(st);
+            sqlite3_reset(st);
             knit_orset_free(want);
             return rc;
         }
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     if (rc != SQLITE_DONE) {
         knit_orset_free(want);
         return knit__err(k, KNIT_ECONSTRAINT,
