@@ -524,9 +524,7 @@ static void bench_latency(int tls)
     sqlite3_prepare_v2(dba, "INSERT INTO items(id, name, qty) VALUES (?1, 'v', 1)", -1, &ins, NULL);
     sqlite3_prepare_v2(dbb, "SELECT 1 FROM items WHERE id = ?1", -1, &sel, NULL);
     sqlite3_prepare_v2(dbb, "PRAGMA data_version", -1, &dv, NULL);
-    sqlite3_step(dv);
-    last_dv = sqlite3_column_int(dv, 0);
-    sqlite3_reset(dv);
+    last_dv = dv_read(dv);
     dbr = su_db(r.data);
     sqlite3_prepare_v2(dba, "PRAGMA data_version", -1, &dva, NULL);
     sqlite3_prepare_v2(dbr, "PRAGMA data_version", -1, &dvr, NULL);
@@ -543,17 +541,14 @@ static void bench_latency(int tls)
         deadline = t0 + 10;
         if (sqlite3_step(ins) != SQLITE_DONE)
             die("latency: insert");
-        sqlite3_reset(ins);
-        va = dv_read(dva); /* our own commit does not move it, but be sure */
+        sqlite3_reset(ins); /* this connection's own commit does not move dva */
         while (!seen && now_s() < deadline) {
             if (!ta && dv_read(dva) != va)
                 ta = now_s();
             if (!tr && dv_read(dvr) != vr)
                 tr = now_s();
             /* Cheap check first: did any other connection commit to B? */
-            sqlite3_step(dv);
-            int v = sqlite3_column_int(dv, 0);
-            sqlite3_reset(dv);
+            int v = dv_read(dv);
             if (v != last_dv) {
                 last_dv = v;
                 seen = sqlite3_step(sel) == SQLITE_ROW;
