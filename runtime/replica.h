@@ -280,8 +280,8 @@ int knit__set_save(knit_t *k, ktable_t *t, const knit_value_t *pk, uint32_t col,
 void knit__notify(knit_t *k);
 
 /* batch.c */
-/* Orders b's changes by vers[i] (stably) into one unit per version, keeping
-** whole units until max_changes is reached (0 = all). */
+/* Orders b's changes by vers[i] (stably, in place) into one unit per
+** version, keeping whole units until max_changes is reached (0 = all). */
 int knit__batch_regroup(knit_batch_t *b, const uint64_t *vers, size_t max_changes);
 
 /* capture.c */

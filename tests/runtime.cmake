@@ -4,7 +4,8 @@ knit_test(replica SOURCES runtime/test_replica.c LIBS knit_runtime knit_crdt
   CASES open_create_reopen open_refuses_garbage_unchanged open_refuses_newer_metadata
         copy_takes_new_site track_refusals track_backfills_and_retracks
         capture_plain_connection capture_sqlite3_shell orset_refuses_non_arrays
-        stamp_orders_ops_on_one_row open_keeps_other_connections_locks notify_other_connections
+        stamp_orders_ops_on_one_row stamp_fold_matches_model changes_since_matches_model
+        open_keeps_other_connections_locks notify_other_connections
         poll_needs_no_write_lock)
 knit_test(merge SOURCES runtime/test_merge.c LIBS knit_runtime knit_crdt
   CASES lww_later_write_wins lww_tie_breaks_on_site

@@ -317,6 +317,204 @@ static void stamp_orders_ops_on_one_row(void)
     rt_done();
 }
 
+/* A random mix of upserts, INSERT OR REPLACE, updates and deletes of a few
+** keys in one stamp, against a reference model of each key's life (its
+** causal length) and last values.  The fold visits the log in key order and
+** must keep each key's own log order (stamp.c design note 3), in a short
+** log and in a long one.  The stamped changes are then applied to an empty
+** replica, which must hold the same rows. */
+#define FOLD_KEYS 150
+static void fold_case(uint64_t seed, int ops)
+{
+    static const char *const tags[] = {"[]", "[\"a\"]", "[\"a\",\"b\"]", "[\"b\"]"};
+    struct {
+        int live, cl, a, tags;
+    } m[FOLD_KEYS];
+    knit_rng_t r = {seed};
+    char sql[256];
+    memset(m, 0, sizeof m);
+    rt_init();
+    knit_t *k = rt_open("a.db"), *b = rt_open("b.db");
+    for (int i = 0; i < 2; i++) {
+        knit_t *x = i ? b : k;
+        rt_exec(x, "CREATE TABLE t(id TEXT PRIMARY KEY, a INTEGER NOT NULL, tags TEXT)");
+        CHECK_OK(knit_track(x, "t", "tags:orset"));
+    }
+    sqlite3 *db = rt_plain("a.db");
+    /* An earlier stamp: every third key inserted, half of those deleted. */
+    rt_plain_ok(db, "BEGIN");
+    for (int i = 0; i < FOLD_KEYS; i += 3) {
+        snprintf(sql, sizeof sql, "INSERT INTO t VALUES ('k%03d', %d, '[]')", i, -i);
+        rt_plain_ok(db, sql);
+        m[i].live = 1, m[i].cl = 1, m[i].a = -i, m[i].tags = 0;
+        if (i % 2) {
+            snprintf(sql, sizeof sql, "DELETE FROM t WHERE id = 'k%03d'", i);
+            rt_plain_ok(db, sql);
+            m[i].live = 0, m[i].cl = 2;
+        }
+    }
+    rt_plain_ok(db, "COMMIT");
+    CHECK(knit_stamp(k) > 0);
+    rt_plain_ok(db, "BEGIN");
+    for (int n = 0; n < ops; n++) {
+        int key = (int)knit_rng_below(&r, FOLD_KEYS), op = (int)knit_rng_below(&r, 4);
+        int v = n, tg = (int)knit_rng_below(&r, 4);
+        switch (op) {
+        case 0: /* upsert */
+            snprintf(sql, sizeof sql,
+                     "INSERT INTO t VALUES ('k%03d', %d, '%s') ON CONFLICT(id) DO UPDATE"
+                     " SET a = excluded.a, tags = excluded.tags",
+                     key, v, tags[tg]);
+            break;
+        case 1:
+            snprintf(sql, sizeof sql, "INSERT OR REPLACE INTO t VALUES ('k%03d', %d, '%s')", key, v,
+                     tags[tg]);
+            break;
+        case 2:
+            snprintf(sql, sizeof sql, "UPDATE t SET a = %d WHERE id = 'k%03d'", v, key);
+            break;
+        default:
+            snprintf(sql, sizeof sql, "DELETE FROM t WHERE id = 'k%03d'", key);
+        }
+        rt_plain_ok(db, sql);
+        if (op == 3) {
+            if (m[key].live)
+                m[key].live = 0, m[key].cl++;
+        } else if (op == 2) {
+            if (m[key].live)
+                m[key].a = v;
+        } else {
+            if (!m[key].live)
+                m[key].live = 1, m[key].cl++;
+            m[key].a = v, m[key].tags = tg;
+        }
+    }
+    rt_plain_ok(db, "COMMIT");
+    sqlite3_close(db);
+    CHECK(knit_stamp(k) > 0);
+    sqlite3_str *rows = sqlite3_str_new(NULL), *data = sqlite3_str_new(NULL);
+    for (int i = 0; i < FOLD_KEYS; i++) {
+        if (m[i].cl)
+            sqlite3_str_appendf(rows, "'k%03d'|%d\n", i, m[i].cl);
+        if (m[i].live)
+            sqlite3_str_appendf(data, "'k%03d'|%d|'%s'\n", i, m[i].a, tags[m[i].tags]);
+    }
+    char *want_rows = sqlite3_str_finish(rows), *want_data = sqlite3_str_finish(data);
+    RT_EXPECT(k, "SELECT k0, cl FROM _knit_rows_1 ORDER BY k0", want_rows);
+    RT_EXPECT(k, "SELECT id, a, tags FROM t ORDER BY id", want_data);
+    rt_send(k, b, NULL);
+    RT_EXPECT(b, "SELECT k0, cl FROM _knit_rows_1 ORDER BY k0", want_rows);
+    RT_EXPECT(b, "SELECT id, a, tags FROM t ORDER BY id", want_data);
+    sqlite3_free(want_rows);
+    sqlite3_free(want_data);
+    knit_close(b);
+    knit_close(k);
+    rt_done();
+}
+
+static void stamp_fold_matches_model(void)
+{
+    uint64_t seed = knit_test_seed();
+    long rounds = knit_test_cases(3);
+    for (long i = 0; i < rounds; i++) {
+        knit_test_case_seed(seed + (uint64_t)i);
+        fold_case(seed + (uint64_t)i, 1000);
+        fold_case(seed + (uint64_t)i, 6000);
+    }
+}
+
+/* knit_changes_since against a model: random writes to a few keys over
+** many stamps.  Each row's liveness sits in the unit of its insert and its
+** value in the unit of its last write, so the rows' cells come out of the
+** rows table in no version order and the read regroups them (batch.c).
+** Every cell must appear once, in the unit of the stamp that last wrote it,
+** with that write's value; units ascend; a read cut at max_changes keeps
+** whole units and is a prefix of the whole read. */
+#define SINCE_KEYS 60
+#define SINCE_STAMPS 40
+static void since_case(uint64_t seed)
+{
+    int last[SINCE_KEYS], first[SINCE_KEYS], val[SINCE_KEYS];
+    uint64_t vers[SINCE_STAMPS];
+    knit_rng_t r = {seed};
+    char sql[160];
+    rt_init();
+    knit_t *k = rt_open("a.db");
+    rt_exec(k, "CREATE TABLE t(id INT PRIMARY KEY, v INTEGER NOT NULL)");
+    CHECK_OK(knit_track(k, "t", NULL));
+    sqlite3 *db = rt_plain("a.db");
+    for (int i = 0; i < SINCE_KEYS; i++)
+        last[i] = first[i] = -1;
+    for (int st = 0; st < SINCE_STAMPS; st++) {
+        int n = 1 + (int)knit_rng_below(&r, 8);
+        rt_plain_ok(db, "BEGIN");
+        for (int w = 0; w < n; w++) {
+            int key = (int)knit_rng_below(&r, SINCE_KEYS), v = st * 100 + w;
+            snprintf(sql, sizeof sql,
+                     "INSERT INTO t VALUES (%d, %d) ON CONFLICT(id) DO UPDATE SET v = excluded.v",
+                     key, v);
+            rt_plain_ok(db, sql);
+            if (first[key] < 0)
+                first[key] = st;
+            last[key] = st, val[key] = v;
+        }
+        rt_plain_ok(db, "COMMIT");
+        CHECK(knit_stamp(k) > 0);
+        CHECK_OK(knit_version(k, &vers[st]));
+    }
+    sqlite3_close(db);
+    knit_batch_t *all = NULL;
+    CHECK_OK(knit_changes_since(k, 0, NULL, &all));
+    int seen[SINCE_KEYS][2];
+    size_t want = 0;
+    memset(seen, 0, sizeof seen);
+    for (int i = 0; i < SINCE_KEYS; i++)
+        want += first[i] >= 0 ? 2 : 0;
+    CHECK_EQ_INT(all->nchanges, want);
+    for (size_t u = 0; u < all->ntxns; u++) {
+        const knit_txn_t *t = &all->txns[u];
+        CHECK(u == 0 || t->version > all->txns[u - 1].version);
+        CHECK(u == 0 || t->first == all->txns[u - 1].first + all->txns[u - 1].count);
+        for (size_t i = t->first; i < t->first + t->count; i++) {
+            const knit_change_t *c = &all->changes[i];
+            int key = (int)c->pk[0].u.i;
+            CHECK(key >= 0 && key < SINCE_KEYS && first[key] >= 0);
+            CHECK(!seen[key][c->col]);
+            seen[key][c->col] = 1;
+            CHECK_EQ_INT(t->version, vers[c->col ? last[key] : first[key]]);
+            if (c->col)
+                CHECK_EQ_INT(c->value.u.i, val[key]);
+        }
+    }
+    /* A cut read: whole units, the same as the start of the whole read. */
+    size_t max = 1 + (size_t)knit_rng_below(&r, want);
+    knit_since_opts_t o = {0};
+    o.max_changes = max;
+    knit_batch_t *cut = NULL;
+    CHECK_OK(knit_changes_since(k, 0, &o, &cut));
+    CHECK(cut->nchanges >= max || cut->nchanges == want);
+    CHECK(cut->ntxns >= 1 && cut->ntxns <= all->ntxns);
+    CHECK(cut->nchanges - cut->txns[cut->ntxns - 1].count < max);
+    for (size_t u = 0; u < cut->ntxns; u++) {
+        CHECK_EQ_INT(cut->txns[u].version, all->txns[u].version);
+        CHECK_EQ_INT(cut->txns[u].count, all->txns[u].count);
+    }
+    knit_batch_free(cut);
+    knit_batch_free(all);
+    knit_close(k);
+    rt_done();
+}
+
+static void changes_since_matches_model(void)
+{
+    uint64_t seed = knit_test_seed();
+    long rounds = knit_test_cases(20);
+    for (long i = 0; i < rounds; i++) {
+        knit_test_case_seed(seed + (uint64_t)i);
+        since_case(seed + (uint64_t)i);
+    }
+}
+
 /* Kernel locks this process holds on the file at path (/proc/locks), or -1
 ** where /proc/locks cannot be read. */
 static int file_locks(const char *path)
@@ -363,10 +561,14 @@ static void open_keeps_other_connections_locks(void)
     } else {
         CHECK(held > 0); /* the idle WAL connection's shared lock */
         knit_options_t ro = {.readonly = 1};
+        /* Not the same count: how many ranges the kernel lists for one
+        ** process's locks varies (it merges and splits them as SQLite
+        ** locks and unlocks; a CI run under load once saw 3, then 1).
+        ** Losing the lock shows as none at all. */
         CHECK_OK(knit_open(rt_path("a.db"), &ro, &k));
-        CHECK_EQ_INT(file_locks(rt_path("a.db")), held);
+        CHECK(file_locks(rt_path("a.db")) > 0);
         knit_close(k);
-        CHECK_EQ_INT(file_locks(rt_path("a.db")), held);
+        CHECK(file_locks(rt_path("a.db")) > 0);
         CHECK_EQ_INT(knit_open(rt_path("missing/x.db"), &ro, &k), KNIT_EIO);
     }
     sqlite3_close(app);
@@ -465,5 +667,6 @@ static void poll_needs_no_write_lock(void)
 KNIT_TESTS(T(open_create_reopen), T(open_refuses_garbage_unchanged), T(open_refuses_newer_metadata),
            T(copy_takes_new_site), T(track_refusals), T(track_backfills_and_retracks),
            T(capture_plain_connection), T(capture_sqlite3_shell), T(orset_refuses_non_arrays),
-           T(stamp_orders_ops_on_one_row), T(open_keeps_other_connections_locks),
+           T(stamp_orders_ops_on_one_row), T(stamp_fold_matches_model),
+           T(changes_since_matches_model), T(open_keeps_other_connections_locks),
            T(notify_other_connections), T(poll_needs_no_write_lock))
