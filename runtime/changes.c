@@ -9,7 +9,24 @@
 ** than v.  A cell overwritten later appears once, in the unit of its latest
 ** version.  Values come from the user table itself (a join on the key):
 ** knit keeps no second copy of the data.
+**
+** Design note
+**   1. A read cut at max_changes decides where before it reads values.  The
+**      cells of one unit are spread over every row changed since (a row's
+**      liveness sits in the unit of its insert, its value in that of its
+**      last update), so a cut cannot stop the scan early.  The read stops
+**      when it holds more than max_changes changes; then it counts the
+**      cells per version from the metadata alone (no join, no values),
+**      takes the newest version it needs to reach max_changes, and reads
+**      again, keeping only cells up to it.  A read that fits (a live push)
+**      costs nothing more.  A push's read then holds about
+**      max_changes changes in memory, not every change since v (a replica
+**      that wrote a million cells offline held them all, 280 MiB, to push
+**      the first 262,144).  The count is only an estimate of size:
+**      departures (nscol.c) are not counted, and whatever it says, what is
+**      read is every change up to one version, so units stay whole.
 */
+#include <stdlib.h>
 #include <string.h>
 
 #include "replica.h"
@@ -24,7 +41,11 @@ typedef struct since_s {
     uint32_t *nsmap;   /* local ns idx -> batch idx + 1 */
     uint32_t nnsmap;   /* entries */
     klocal_t local;    /* the local_only rule */
+    uint64_t upto;     /* only cells of versions <= upto (0 = all); design note 1 */
+    size_t limit;      /* stop (SINCE_FULL) past this many changes; 0 = never */
 } since_t;
+
+#define SINCE_FULL 1 /* not an error: the read went past s->limit (note 1) */
 
 static int map_site(knit_t *k, since_t *s, uint32_t local, uint32_t *out)
 {
@@ -76,6 +97,8 @@ static int map_ns(knit_t *k, since_t *s, uint32_t local, uint32_t *out)
 
 static int add_change(since_t *s, const knit_change_t *c, uint64_t ver)
 {
+    if (s->limit && s->b->nchanges >= s->limit)
+        return SINCE_FULL;
     if (s->b->nchanges + 1 > s->cap) {
         size_t n = s->cap ? s->cap * 2 : 1024;
         uint64_t *v = knit__realloc(s->vers, n * sizeof *v);
@@ -132,7 +155,7 @@ static int gone_change(void *arg, const knit_value_t *pk, uint32_t ns, uint64_t 
                        const kcell_t *cell0)
 {
     gone_ctx_t *g = arg;
-    if (!cell0->hlc || cell0->ver <= g->version)
+    if (!cell0->hlc || cell0->ver <= g->version || (g->s->upto && cell0->ver > g->s->upto))
         return 0;
     if (g->o && g->o->local_only && !knit__local_is(g->k, &g->s->local, cell0->site, cell0->ver))
         return 0;
@@ -212,7 +235,7 @@ static int since_table(knit_t *k, ktable_t *t, since_t *s, uint64_t version,
         uint32_t ncells = knit_cl_live(cl) ? t->ncols + 1 : 1;
         for (uint32_t i = 0; i < ncells && !rc; i++) {
             const kcell_t *cell = &cells[i];
-            if (!cell->hlc || cell->ver <= version)
+            if (!cell->hlc || cell->ver <= version || (s->upto && cell->ver > s->upto))
                 continue;
             if (o && o->local_only && !knit__local_is(k, &s->local, cell->site, cell->ver))
                 continue;
@@ -258,6 +281,125 @@ static int since_table(knit_t *k, ktable_t *t, since_t *s, uint64_t version,
     return rc;
 }
 
+/* Cells per version (design note 1): an open-addressing table of
+** (version, count), grown at half load. */
+typedef struct vcount_s {
+    uint64_t ver;   /* 0 = empty slot */
+    uint64_t count; /* cells */
+} vcount_t;
+
+typedef struct vhist_s {
+    vcount_t *v; /* slots */
+    size_t cap;  /* a power of two */
+    size_t n;    /* used */
+} vhist_t;
+
+static int vhist_add(vhist_t *h, uint64_t ver)
+{
+    if (2 * (h->n + 1) > h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 256;
+        vcount_t *v = knit__calloc(cap, sizeof *v);
+        if (!v)
+            return KNIT_ENOMEM;
+        for (size_t i = 0; i < h->cap; i++) {
+            if (!h->v[i].ver)
+                continue;
+            size_t j = (size_t)(h->v[i].ver * UINT64_C(0x9e3779b97f4a7c15) >> 32) & (cap - 1);
+            while (v[j].ver)
+                j = (j + 1) & (cap - 1);
+            v[j] = h->v[i];
+        }
+        knit__free(h->v);
+        h->v = v;
+        h->cap = cap;
+    }
+    size_t j = (size_t)(ver * UINT64_C(0x9e3779b97f4a7c15) >> 32) & (h->cap - 1);
+    while (h->v[j].ver && h->v[j].ver != ver)
+        j = (j + 1) & (h->cap - 1);
+    if (!h->v[j].ver) {
+        h->v[j].ver = ver;
+        h->n++;
+    }
+    h->v[j].count++;
+    return 0;
+}
+
+static int vcount_cmp(const void *a, const void *b)
+{
+    const vcount_t *x = a, *y = b;
+    return x->ver < y->ver ? -1 : x->ver > y->ver;
+}
+
+/* Counts t's cells after version (and the local_only rule) into h. */
+static int count_table(knit_t *k, ktable_t *t, since_t *s, uint64_t version,
+                       const knit_since_opts_t *o, int64_t ns_idx, vhist_t *h)
+{
+    kcell_t cells[KNIT_MAX_COLS + 1];
+    int rc = 0, step = SQLITE_DONE;
+    if (!t->st[ST_SINCECUT]) {
+        char *sql = sqlite3_mprintf("SELECT cl, cells FROM _knit_rows_%d WHERE ver > ?1"
+                                    " AND (?2 = 0 OR ns = ?2)",
+                                    t->id);
+        rc = sql ? knit__prepare(k, &t->st[ST_SINCECUT], sql) : KNIT_ENOMEM;
+        sqlite3_free(sql);
+        if (rc)
+            return rc;
+    }
+    sqlite3_stmt *st = t->st[ST_SINCECUT];
+    sqlite3_bind_int64(st, 1, (int64_t)version);
+    sqlite3_bind_int64(st, 2, ns_idx);
+    while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        uint64_t cl = (uint64_t)sqlite3_column_int64(st, 0);
+        if (knit__cells_decode(sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1),
+                               t->ncols + 1, cells) != 0) {
+            rc = knit__err(k, KNIT_ECORRUPT, "%s: corrupt row metadata", t->name);
+            break;
+        }
+        uint32_t ncells = knit_cl_live(cl) ? t->ncols + 1 : 1;
+        for (uint32_t i = 0; i < ncells && !rc; i++) {
+            const kcell_t *cell = &cells[i];
+            if (!cell->hlc || cell->ver <= version)
+                continue;
+            if (o->local_only && !knit__local_is(k, &s->local, cell->site, cell->ver))
+                continue;
+            rc = vhist_add(h, cell->ver);
+        }
+    }
+    if (!rc && step != SQLITE_DONE)
+        rc = knit__dberr(k, step, "counting changes");
+    sqlite3_reset(st);
+    return rc;
+}
+
+/* Sets s->upto to the newest version a read of o->max_changes needs, or 0
+** when everything after version fits (design note 1). */
+static int cut_version(knit_t *k, since_t *s, uint64_t version, const knit_since_opts_t *o,
+                       int64_t ns_idx)
+{
+    vhist_t h = {NULL, 0, 0};
+    int rc = 0;
+    for (size_t i = 0; !rc && i < k->ntables; i++)
+        rc = count_table(k, &k->tables[i], s, version, o, ns_idx, &h);
+    if (!rc && h.n) {
+        size_t n = 0;
+        for (size_t i = 0; i < h.cap; i++)
+            if (h.v[i].ver)
+                h.v[n++] = h.v[i];
+        qsort(h.v, n, sizeof *h.v, vcount_cmp);
+        uint64_t sum = 0;
+        for (size_t i = 0; i < n; i++) {
+            sum += h.v[i].count;
+            if (sum >= o->max_changes) {
+                if (i + 1 < n)
+                    s->upto = h.v[i].ver;
+                break;
+            }
+        }
+    }
+    knit__free(h.v);
+    return rc;
+}
+
 int knit_changes_since(knit_t *k, uint64_t version, const knit_since_opts_t *opts,
                        knit_batch_t **out) /* see knit.h */
 {
@@ -290,12 +432,26 @@ int knit_changes_since(knit_t *k, uint64_t version, const knit_since_opts_t *opt
         }
         sqlite3_finalize(st);
     }
-    if (!rc)
-        rc = knit_batch_new(&s.b);
-    if (!rc)
-        rc = knit_batch_begin(s.b, 0); /* regrouped by version below */
-    for (size_t i = 0; !rc && i < k->ntables; i++)
-        rc = since_table(k, &k->tables[i], &s, version, opts, ns_idx);
+    s.limit = opts ? opts->max_changes : 0;
+    for (int pass = 0; !rc && pass < 2; pass++) {
+        if (!rc)
+            rc = knit_batch_new(&s.b);
+        if (!rc)
+            rc = knit_batch_begin(s.b, 0); /* regrouped by version below */
+        for (size_t i = 0; !rc && i < k->ntables; i++)
+            rc = since_table(k, &k->tables[i], &s, version, opts, ns_idx);
+        if (rc != SINCE_FULL)
+            break;
+        /* Design note 1: too much for one read; count, cut, read again. */
+        knit_batch_free(s.b);
+        s.b = NULL;
+        if (s.sitemap)
+            memset(s.sitemap, 0, s.nsitemap * sizeof *s.sitemap);
+        if (s.nsmap)
+            memset(s.nsmap, 0, s.nnsmap * sizeof *s.nsmap);
+        s.limit = 0;
+        rc = cut_version(k, &s, version, opts, ns_idx);
+    }
     if (!rc)
         rc = knit__batch_regroup(s.b, s.vers, opts ? opts->max_changes : 0);
     if (!rc)

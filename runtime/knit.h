@@ -159,13 +159,16 @@ KNIT_EXTERN const char *knit_filename(knit_t *k);
 KNIT_EXTERN int knit_track(knit_t *k, const char *table, const char *spec);
 
 /* Stamps local writes captured since the last stamp (knit does this itself
-** before it reads changes or applies a batch).  Returns the number of rows
+** before it reads changes or applies a batch): one new unit, or several of
+** at most 65,536 cells each, in commit order, when the writes may change
+** more (docs/ARCHITECTURE.md, Stamping).  Returns the number of rows
 ** stamped (>= 0) or an error. */
 KNIT_EXTERN int knit_stamp(knit_t *k);
 
 typedef struct knit_since_opts_s {
     int local_only;     /* only changes this replica wrote */
-    size_t max_changes; /* stop after the unit that reaches this; 0 = all */
+    size_t max_changes; /* stop after the unit that reaches this (and hold
+                           about this many in memory); 0 = all */
     const char *ns;     /* only this namespace; NULL = all */
 } knit_since_opts_t;
 

@@ -62,6 +62,7 @@ typedef struct kcell_s {
 enum {
     ST_STAMP,    /* log -> rows upsert */
     ST_LOGMAX,   /* max(seq) of the log */
+    ST_LOGCELLS, /* seq, op, mask of a range of the log (stamp.c note 4) */
     ST_LOGCLEAR, /* delete the log */
     ST_SETROWS,  /* distinct logged keys touching OR-set columns */
     ST_NEWLIFE,  /* mark logged inserts that start a new life */
@@ -72,6 +73,7 @@ enum {
     ST_USERGET,  /* the user row's tracked columns */
     ST_USERDEL,  /* delete the user row */
     ST_SINCE,    /* rows changed since a version, joined with user rows */
+    ST_SINCECUT, /* their cells alone, to count (changes.c design note 1) */
     ST_NOTIFY,   /* keys and cells of rows changed in a version range (notify.c) */
     ST_GONEGET,  /* one departure (nscol.c) */
     ST_GONEPUT,  /* upsert one departure */

@@ -35,6 +35,20 @@
 **   3. Stamps within one fold may differ per row; for one key the log order
 **      decides (a later log row replaces the cells it writes), which is the
 **      order of the commits.
+**   4. A long log becomes several units.  A stamp is one local version, one
+**      unit that travels whole, unless its log may change more than
+**      UNIT_CELLS cells (estimated per log row: an insert all its cells, an
+**      update those of its mask and the liveness, a delete one).  Then it
+**      takes a new version every UNIT_CELLS cells, in log order (the order
+**      of the commits), which bounds what a reader of one unit holds in
+**      memory.  Nothing that would travel whole is split: a push carries at
+**      most the relay's max_changes (65,536 by default), and a unit larger
+**      than a push is sent in pieces anyway (PROTOCOL.md 6.3); units that
+**      fit one push together still travel as one (the client coalesces a
+**      push's units).  The fold of each unit is the statement above, on its
+**      range of the log; the OR-set pass runs once, after all of them, on
+**      the rows as they end.  Tables whose column picks the namespace
+**      (nscol.c) are folded whole.
 **
 ** OR-set columns: after the fold, each logged row's arrays are compared
 ** with the stored set states; new elements are added with fresh dots of this
@@ -262,6 +276,7 @@ typedef struct stamp_s {
     int64_t write_ns; /* namespace of new rows */
     int wall_times;   /* the log's wall times are comparable to the clock (note 2) */
     size_t rows;      /* metadata rows written */
+    size_t cells;     /* cells the current unit may hold so far (note 4) */
 } stamp_t;
 
 #define WALL_AGREE_MS 1000 /* design note 2 */
@@ -397,7 +412,63 @@ int knit__stamp_needed(knit_t *k, int *needed) /* see replica.h */
     return 0;
 }
 
-/* Folds every table's log into its metadata (design notes 1 to 3). */
+#define UNIT_CELLS 65536 /* design note 4: the default push limit */
+
+/* Cells one log row may change (design note 4): an insert all, a delete the
+** liveness, an update the columns of its mask and the liveness. */
+static size_t row_cells(const ktable_t *t, int op, uint64_t mask)
+{
+    if (op == 3)
+        return 1;
+    if (op == 1)
+        return t->ncols + 1;
+    if (t->ncols < 64)
+        mask &= (UINT64_C(1) << t->ncols) - 1;
+    return (size_t)__builtin_popcountll(mask) + 1;
+}
+
+/* Sets *hi to the last seq of t's log after lo that the current unit takes
+** (design note 4): all of it up to max when it fits, else as many rows as
+** fit UNIT_CELLS, and at least one when the unit is empty. */
+static int unit_end(knit_t *k, ktable_t *t, stamp_t *sp, int64_t lo, int64_t max, int64_t *hi)
+{
+    size_t room = sp->cells < UNIT_CELLS ? UNIT_CELLS - sp->cells : 0;
+    *hi = max;
+    if ((uint64_t)(max - lo) <= room / (t->ncols + 1)) { /* seqs after lo: at most max - lo rows */
+        sp->cells += (size_t)(max - lo) * (t->ncols + 1);
+        return 0;
+    }
+    int rc;
+    if (!t->st[ST_LOGCELLS]) {
+        sqlite3_str *q = sqlite3_str_new(NULL);
+        sqlite3_str_appendf(q,
+                            "SELECT seq, op, mask FROM _knit_log_%d WHERE seq > ?1 AND seq <= ?2"
+                            " ORDER BY seq",
+                            t->id);
+        if ((rc = knit__prepare_str(k, &t->st[ST_LOGCELLS], q)) != 0)
+            return rc;
+    }
+    sqlite3_stmt *st = t->st[ST_LOGCELLS];
+    sqlite3_bind_int64(st, 1, lo);
+    sqlite3_bind_int64(st, 2, max);
+    *hi = lo;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        size_t c = row_cells(t, sqlite3_column_int(st, 1), (uint64_t)sqlite3_column_int64(st, 2));
+        if (sp->cells && sp->cells + c > UNIT_CELLS)
+            break;
+        sp->cells += c;
+        *hi = sqlite3_column_int64(st, 0);
+    }
+    int more = rc == SQLITE_ROW;
+    sqlite3_reset(st);
+    if (!more && rc != SQLITE_DONE)
+        return knit__dberr(k, rc, "reading the capture log");
+    if (!more)
+        *hi = max; /* all of it fits (hi = lo: the unit was full before this table) */
+    return 0;
+}
+
+/* Folds every table's log into its metadata (design notes 1 to 4). */
 static int fold_logs(knit_t *k, stamp_t *sp)
 {
     int rc;
@@ -448,7 +519,8 @@ static int fold_logs(knit_t *k, stamp_t *sp)
             sqlite3_str_appendf(q,
                                 ", CASE op WHEN 3 THEN 2 ELSE 1 END, ?2,"
                                 " knit_cells_new(op, mask, ?3, at, hlc, ?4, ?7, ?5, ?2)"
-                                " FROM _knit_log_%d AS _knit_log_x WHERE seq <= ?6 ORDER BY ",
+                                " FROM _knit_log_%d AS _knit_log_x WHERE seq > ?8 AND seq <= ?6"
+                                " ORDER BY ",
                                 t->id);
             knit__keylist_str(q, t->npk, "");
             sqlite3_str_appendall(q, ", seq ON CONFLICT(");
@@ -460,21 +532,34 @@ static int fold_logs(knit_t *k, stamp_t *sp)
             if ((rc = knit__prepare_str(k, &t->st[ST_STAMP], q)) != 0)
                 return rc;
         }
-        sqlite3_stmt *st = t->st[ST_STAMP];
-        sqlite3_bind_int64(st, 1, sp->write_ns);
-        sqlite3_bind_int64(st, 2, (int64_t)sp->ver);
-        sqlite3_bind_int64(st, 3, t->ncols);
-        sqlite3_bind_int64(st, 4, (int64_t)sp->hlc);
-        sqlite3_bind_int64(st, 5, k->site_idx);
-        sqlite3_bind_int64(st, 6, max);
-        sqlite3_bind_int(st, 7, sp->wall_times);
-        rc = sqlite3_step(st);
-        sqlite3_reset(st);
-        if (rc != SQLITE_DONE)
-            return knit__dberr(k, rc, "stamping captured writes");
-        size_t n = (size_t)sqlite3_changes(k->db);
-        t->ev_rows += n;
-        sp->rows += n;
+        /* Design note 4: a long log becomes several units, in log order. */
+        for (int64_t lo = 0;;) {
+            int64_t hi = max;
+            if (t->nscol < 0 && (rc = unit_end(k, t, sp, lo, max, &hi)) != 0)
+                return rc;
+            sqlite3_stmt *st = t->st[ST_STAMP];
+            sqlite3_bind_int64(st, 1, sp->write_ns);
+            sqlite3_bind_int64(st, 2, (int64_t)sp->ver);
+            sqlite3_bind_int64(st, 3, t->ncols);
+            sqlite3_bind_int64(st, 4, (int64_t)sp->hlc);
+            sqlite3_bind_int64(st, 5, k->site_idx);
+            sqlite3_bind_int64(st, 6, hi);
+            sqlite3_bind_int(st, 7, sp->wall_times);
+            sqlite3_bind_int64(st, 8, lo);
+            rc = sqlite3_step(st);
+            sqlite3_reset(st);
+            if (rc != SQLITE_DONE)
+                return knit__dberr(k, rc, "stamping captured writes");
+            size_t n = (size_t)sqlite3_changes(k->db);
+            t->ev_rows += n;
+            sp->rows += n;
+            if (hi >= max)
+                break;
+            if ((rc = knit__next_version(k, &sp->ver)) != 0)
+                return rc;
+            sp->cells = 0;
+            lo = hi;
+        }
         if (t->setmask && (rc = stamp_sets(k, t, max)) != 0)
             return rc;
         /* Cleared here, not at the end: a capture repair may log again. */

@@ -5,6 +5,7 @@ knit_test(replica SOURCES runtime/test_replica.c LIBS knit_runtime knit_crdt
         copy_takes_new_site track_refusals track_backfills_and_retracks
         capture_plain_connection capture_sqlite3_shell orset_refuses_non_arrays
         stamp_orders_ops_on_one_row stamp_fold_matches_model changes_since_matches_model
+        stamp_splits_long_log
         open_keeps_other_connections_locks notify_other_connections
         poll_needs_no_write_lock)
 knit_test(merge SOURCES runtime/test_merge.c LIBS knit_runtime knit_crdt

@@ -385,7 +385,7 @@ int main(int argc, char **argv)
             if (knit_poll(k) != 1)
                 die("poll", "missed a commit");
             double p1 = now_s();
-            knit_since_opts_t o = {1, 0, NULL};
+            knit_since_opts_t o = {1, 262144, NULL}; /* as sync-agent reads */
             knit_batch_t *one = NULL;
             if (knit_changes_since(k, after, &o, &one) || one->nchanges == 0)
                 die("changes_since", knit_errmsg(k));

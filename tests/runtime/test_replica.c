@@ -321,8 +321,10 @@ static void stamp_orders_ops_on_one_row(void)
 ** keys in one stamp, against a reference model of each key's life (its
 ** causal length) and last values.  The fold visits the log in key order and
 ** must keep each key's own log order (stamp.c design note 3), in a short
-** log and in a long one.  The stamped changes are then applied to an empty
-** replica, which must hold the same rows. */
+** log, a long one, and one long enough to become several units (note 4),
+** where the same keys are written on both sides of each cut.  The stamped
+** changes are then applied to an empty replica, which must hold the same
+** rows. */
 #define FOLD_KEYS 150
 static void fold_case(uint64_t seed, int ops)
 {
@@ -356,6 +358,7 @@ static void fold_case(uint64_t seed, int ops)
     rt_plain_ok(db, "COMMIT");
     CHECK(knit_stamp(k) > 0);
     rt_plain_ok(db, "BEGIN");
+    int logged = 0;
     for (int n = 0; n < ops; n++) {
         int key = (int)knit_rng_below(&r, FOLD_KEYS), op = (int)knit_rng_below(&r, 4);
         int v = n, tg = (int)knit_rng_below(&r, 4);
@@ -377,6 +380,7 @@ static void fold_case(uint64_t seed, int ops)
             snprintf(sql, sizeof sql, "DELETE FROM t WHERE id = 'k%03d'", key);
         }
         rt_plain_ok(db, sql);
+        logged += op < 2 || m[key].live; /* what a trigger logs */
         if (op == 3) {
             if (m[key].live)
                 m[key].live = 0, m[key].cl++;
@@ -391,7 +395,12 @@ static void fold_case(uint64_t seed, int ops)
     }
     rt_plain_ok(db, "COMMIT");
     sqlite3_close(db);
-    CHECK(knit_stamp(k) > 0);
+    uint64_t v0, v1;
+    CHECK_OK(knit_version(k, &v0));
+    CHECK_EQ_INT(knit_stamp(k), logged); /* every log row folded, once */
+    CHECK_OK(knit_version(k, &v1));
+    /* Over 65,536 cells (3 a row at most) the stamp takes several units. */
+    CHECK(ops * 3 <= 65536 ? v1 == v0 + 1 : v1 > v0 + 1);
     sqlite3_str *rows = sqlite3_str_new(NULL), *data = sqlite3_str_new(NULL);
     for (int i = 0; i < FOLD_KEYS; i++) {
         if (m[i].cl)
@@ -421,6 +430,53 @@ static void stamp_fold_matches_model(void)
         fold_case(seed + (uint64_t)i, 1000);
         fold_case(seed + (uint64_t)i, 6000);
     }
+    knit_test_case_seed(seed + (uint64_t)rounds);
+    fold_case(seed + (uint64_t)rounds, 40000);
+}
+
+/* A bulk insert of 70,000 rows in one transaction (140,000 cells): the
+** stamp makes three units in log order, at most 65,536 cells each
+** (stamp.c design note 4), and a read cut at 65,536 changes holds the
+** first unit alone (changes.c design note 1). */
+static void stamp_splits_long_log(void)
+{
+    rt_init();
+    knit_t *k = rt_open("a.db"), *b = rt_open("b.db");
+    for (int i = 0; i < 2; i++) {
+        rt_exec(i ? b : k, "CREATE TABLE t(id TEXT PRIMARY KEY, a INTEGER NOT NULL)");
+        CHECK_OK(knit_track(i ? b : k, "t", NULL));
+    }
+    sqlite3 *db = rt_plain("a.db");
+    rt_plain_ok(db,
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 70000)"
+                " INSERT INTO t SELECT printf('r%06d', i), i FROM n");
+    sqlite3_close(db);
+    CHECK_EQ_INT(knit_stamp(k), 70000);
+    knit_batch_t *all = NULL, *cut = NULL;
+    CHECK_OK(knit_changes_since(k, 0, NULL, &all));
+    CHECK_EQ_INT(all->ntxns, 3);
+    CHECK_EQ_INT(all->txns[0].count, 65536);
+    CHECK_EQ_INT(all->txns[1].count, 65536);
+    CHECK_EQ_INT(all->txns[2].count, 8928);
+    /* Log order: the first unit holds the first 32,768 rows inserted. */
+    for (size_t i = 0; i < all->txns[0].count; i++) {
+        const knit_value_t *pk = &all->changes[i].pk[0];
+        CHECK(pk->type == KNIT_TEXT && memcmp(pk->u.b.p, "r032769", 7) < 0);
+    }
+    knit_since_opts_t o = {0};
+    o.max_changes = 65536;
+    CHECK_OK(knit_changes_since(k, 0, &o, &cut));
+    CHECK_EQ_INT(cut->ntxns, 1);
+    CHECK_EQ_INT(cut->nchanges, 65536);
+    CHECK_OK(knit_apply(b, cut, NULL));
+    RT_EXPECT(b, "SELECT count(*), min(id), max(id) FROM t", "32768|'r000001'|'r032768'\n");
+    CHECK_OK(knit_apply(b, all, NULL));
+    RT_EXPECT(b, "SELECT count(*), sum(a) FROM t", "70000|2450035000\n");
+    knit_batch_free(cut);
+    knit_batch_free(all);
+    knit_close(b);
+    knit_close(k);
+    rt_done();
 }
 
 /* knit_changes_since against a model: random writes to a few keys over
@@ -668,5 +724,6 @@ KNIT_TESTS(T(open_create_reopen), T(open_refuses_garbage_unchanged), T(open_refu
            T(copy_takes_new_site), T(track_refusals), T(track_backfills_and_retracks),
            T(capture_plain_connection), T(capture_sqlite3_shell), T(orset_refuses_non_arrays),
            T(stamp_orders_ops_on_one_row), T(stamp_fold_matches_model),
-           T(changes_since_matches_model), T(open_keeps_other_connections_locks),
-           T(notify_other_connections), T(poll_needs_no_write_lock))
+           T(changes_since_matches_model), T(stamp_splits_long_log),
+           T(open_keeps_other_connections_locks), T(notify_other_connections),
+           T(poll_needs_no_write_lock))

@@ -467,7 +467,8 @@ static void catch_up_once(void)
     CHECK_EQ_INT(find(c, 4, "b")->value.u.i, 44);
     knit_batch_free(c);
 
-    /* Paging: units are never split. */
+    /* Paging: units are never split, and a page holds at most max_changes
+    ** unless its first unit alone is larger. */
     CHECK_OK(knit_relay_store_catch_up(s, NS, 0, 2, &c, &reached, &more));
     CHECK_EQ_INT(more, 1);
     CHECK_EQ_INT(reached, 1);
@@ -475,7 +476,19 @@ static void catch_up_once(void)
     knit_batch_free(c);
     CHECK_OK(knit_relay_store_catch_up(s, NS, 1, 2, &c, &reached, &more));
     CHECK_EQ_INT(more, 1);
+    CHECK_EQ_INT(reached, 2); /* unit 3 (3 changes) would take it to 4 */
+    CHECK_EQ_INT(c->ntxns, 1);
+    CHECK_EQ_INT(c->nchanges, 1);
+    knit_batch_free(c);
+    CHECK_OK(knit_relay_store_catch_up(s, NS, 2, 2, &c, &reached, &more));
+    CHECK_EQ_INT(more, 1);
     CHECK_EQ_INT(reached, 3);
+    CHECK_EQ_INT(c->ntxns, 1);
+    CHECK_EQ_INT(c->nchanges, 3);
+    knit_batch_free(c);
+    CHECK_OK(knit_relay_store_catch_up(s, NS, 1, 4, &c, &reached, &more));
+    CHECK_EQ_INT(more, 1);
+    CHECK_EQ_INT(reached, 3); /* 1 + 3 changes: exactly the page */
     CHECK_EQ_INT(c->ntxns, 2);
     knit_batch_free(c);
     CHECK_OK(knit_relay_store_catch_up(s, NS, 3, 2, &c, &reached, &more));

@@ -1745,8 +1745,8 @@ int knit_relay_store_catch_up(knit_relay_store_t *s, const char *ns, uint64_t af
     sqlite3_stmt *st;
     knit_value_t *pkbuf = NULL;
     uint32_t pkcap = 0, ns_idx;
-    uint64_t cur = 0, unit = 0;
-    size_t n = 0;
+    uint64_t cur = 0, unit = 0, prev = 0;
+    size_t n = 0, unit_first = 0, unit_n = 0;
     int own_txn = 0, rc;
 
     *out = NULL;
@@ -1782,7 +1782,10 @@ int knit_relay_store_catch_up(knit_relay_store_t *s, const char *ns, uint64_t af
             }
             if ((rc = knit_batch_begin(C.b, seq)) != 0)
                 break;
+            prev = unit;
             unit = seq;
+            unit_first = C.b->nchanges;
+            unit_n = n;
         }
         /* A damaged cell is skipped and reported, never the end of the
         ** catch-up (design note 8); it still counts toward the page. */
@@ -1790,6 +1793,16 @@ int knit_relay_store_catch_up(knit_relay_store_t *s, const char *ns, uint64_t af
             break;
         rc = 1;
         n++;
+        /* At most max_changes a page: a unit that takes it over waits for
+        ** the next page, unless it is the page's first (never split). */
+        if (max_changes && n > max_changes && prev) {
+            C.b->nchanges = unit_first;
+            C.b->ntxns--;
+            n = unit_n;
+            unit = prev;
+            *more = 1;
+            break;
+        }
     }
     sqlite3_reset(st);
     if (rc < 0)

@@ -100,8 +100,10 @@ KNIT_EXTERN int knit_relay_store_seq(knit_relay_store_t *s, const char *ns,
 /* Cells of ns that changed after sequence `after`, each once in its latest
 ** state, as a batch whose units are the sequences in increasing order (unit
 ** version = sequence; a unit holds the cells whose latest change was at that
-** sequence).  max_changes > 0 stops after the unit that reaches it (a unit
-** is never split); 0 = no limit.  *reached is the sequence the batch brings
+** sequence).  max_changes > 0 keeps a page to at most that many changes,
+** ending it before a unit that would take it over, except that a page
+** always holds its first unit whole (a unit is never split); 0 = no
+** limit.  *reached is the sequence the batch brings
 ** a reader to: the namespace's current sequence when *more is 0, else the
 ** last unit's.  Read in one snapshot, so concurrent commits are either
 ** wholly in it or come later with larger sequences.  A cell that cannot be

@@ -2883,15 +2883,23 @@ static int catch_up_in(knit_pg_store_t *s, const char *ns, uint64_t after, size_
     }
     end = cur;
     if (max_changes) {
-        /* The page ends with the unit of its max_changes-th cell. */
-        a_u64(&a, (uint64_t)C.nsid);
-        a_u64(&a, after);
-        a_u64(&a, max_changes - 1);
-        if ((rc = run(s, S_CATCH_END, &a, &r)) != 0)
-            return rc;
-        if (PQntuples(r) == 1)
-            end = r_u64(r, 0, 0);
-        PQclear(r);
+        /* At most max_changes a page (relay_store.h): it ends before the
+        ** unit of its (max_changes + 1)-th cell, or with that unit when it
+        ** is the first (a unit is never split). */
+        uint64_t at[2] = {0, 0}; /* seq of the first cell, of the one past the page */
+        for (int i = 0; i < 2; i++) {
+            memset(&a, 0, sizeof a);
+            a_u64(&a, (uint64_t)C.nsid);
+            a_u64(&a, after);
+            a_u64(&a, i ? max_changes : 0);
+            if ((rc = run(s, S_CATCH_END, &a, &r)) != 0)
+                return rc;
+            if (PQntuples(r) == 1)
+                at[i] = r_u64(r, 0, 0);
+            PQclear(r);
+        }
+        if (at[1])
+            end = at[1] == at[0] ? at[1] : at[1] - 1;
         memset(&a, 0, sizeof a);
     }
     a_u64(&a, (uint64_t)C.nsid);
