@@ -113,6 +113,17 @@ static int add_change(since_t *s, const knit_change_t *c, uint64_t ver)
     return rc;
 }
 
+/* Whether a read after version takes cell: written, newer, not past the
+** cut (design note 1), and this replica's own under local_only.  The count
+** of a cut and the read itself must take the same cells. */
+static int cell_wanted(const knit_t *k, const since_t *s, const knit_since_opts_t *o,
+                       uint64_t version, const kcell_t *cell)
+{
+    if (!cell->hlc || cell->ver <= version || (s->upto && cell->ver > s->upto))
+        return 0;
+    return !(o && o->local_only) || knit__local_is(k, &s->local, cell->site, cell->ver);
+}
+
 /* Encodes set state with sites renumbered into the batch's site table. */
 static int set_for_batch(knit_t *k, since_t *s, knit_orset_t *st, uint8_t **out, size_t *n)
 {
@@ -155,9 +166,7 @@ static int gone_change(void *arg, const knit_value_t *pk, uint32_t ns, uint64_t 
                        const kcell_t *cell0)
 {
     gone_ctx_t *g = arg;
-    if (!cell0->hlc || cell0->ver <= g->version || (g->s->upto && cell0->ver > g->s->upto))
-        return 0;
-    if (g->o && g->o->local_only && !knit__local_is(g->k, &g->s->local, cell0->site, cell0->ver))
+    if (!cell_wanted(g->k, g->s, g->o, g->version, cell0))
         return 0;
     knit_change_t c;
     memset(&c, 0, sizeof c);
@@ -235,9 +244,7 @@ static int since_table(knit_t *k, ktable_t *t, since_t *s, uint64_t version,
         uint32_t ncells = knit_cl_live(cl) ? t->ncols + 1 : 1;
         for (uint32_t i = 0; i < ncells && !rc; i++) {
             const kcell_t *cell = &cells[i];
-            if (!cell->hlc || cell->ver <= version || (s->upto && cell->ver > s->upto))
-                continue;
-            if (o && o->local_only && !knit__local_is(k, &s->local, cell->site, cell->ver))
+            if (!cell_wanted(k, s, o, version, cell))
                 continue;
             c.col = i;
             c.hlc = cell->hlc;
@@ -357,12 +364,8 @@ static int count_table(knit_t *k, ktable_t *t, since_t *s, uint64_t version,
         }
         uint32_t ncells = knit_cl_live(cl) ? t->ncols + 1 : 1;
         for (uint32_t i = 0; i < ncells && !rc; i++) {
-            const kcell_t *cell = &cells[i];
-            if (!cell->hlc || cell->ver <= version)
-                continue;
-            if (o->local_only && !knit__local_is(k, &s->local, cell->site, cell->ver))
-                continue;
-            rc = vhist_add(h, cell->ver);
+            if (cell_wanted(k, s, o, version, &cells[i]))
+                rc = vhist_add(h, cells[i].ver);
         }
     }
     if (!rc && step != SQLITE_DONE)
@@ -434,9 +437,7 @@ int knit_changes_since(knit_t *k, uint64_t version, const knit_since_opts_t *opt
     }
     s.limit = opts ? opts->max_changes : 0;
     for (int pass = 0; !rc && pass < 2; pass++) {
-        if (!rc)
-            rc = knit_batch_new(&s.b);
-        if (!rc)
+        if ((rc = knit_batch_new(&s.b)) == 0)
             rc = knit_batch_begin(s.b, 0); /* regrouped by version below */
         for (size_t i = 0; !rc && i < k->ntables; i++)
             rc = since_table(k, &k->tables[i], &s, version, opts, ns_idx);

@@ -1746,7 +1746,7 @@ int knit_relay_store_catch_up(knit_relay_store_t *s, const char *ns, uint64_t af
     knit_value_t *pkbuf = NULL;
     uint32_t pkcap = 0, ns_idx;
     uint64_t cur = 0, unit = 0, prev = 0;
-    size_t n = 0, unit_first = 0, unit_n = 0;
+    size_t n = 0, unit_first = 0;
     int own_txn = 0, rc;
 
     *out = NULL;
@@ -1785,7 +1785,6 @@ int knit_relay_store_catch_up(knit_relay_store_t *s, const char *ns, uint64_t af
             prev = unit;
             unit = seq;
             unit_first = C.b->nchanges;
-            unit_n = n;
         }
         /* A damaged cell is skipped and reported, never the end of the
         ** catch-up (design note 8); it still counts toward the page. */
@@ -1798,7 +1797,6 @@ int knit_relay_store_catch_up(knit_relay_store_t *s, const char *ns, uint64_t af
         if (max_changes && n > max_changes && prev) {
             C.b->nchanges = unit_first;
             C.b->ntxns--;
-            n = unit_n;
             unit = prev;
             *more = 1;
             break;
